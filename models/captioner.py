@@ -1,0 +1,209 @@
+"""Show, Attend and Tell: a CNN encoder over a grid of regions and an LSTM decoder with attention.
+
+The decoder is built as a one-step Keras model (token, h, c, regions -> logits, h', c', attention)
+so the same graph serves teacher-forced training (unrolled in a loop), numpy beam search, and the
+converter, which exports exactly this step to TFLite for the device.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import layers, ops
+
+from models.config import CaptionerConfig, ImageConfig
+from models.data.tokens import Vocabulary, detokenize
+from models.decoding import beam_search, log_softmax
+
+
+class BahdanauAttention(layers.Layer):
+    """Additive attention: score_i = v . tanh(k_i + W s); keys k_i = W_k h_i from the encoder."""
+
+    def __init__(self, units: int, **kwargs: object) -> None:
+        super().__init__(**kwargs)
+        self.w_state = layers.Dense(units, name="w_state")
+        self.v = layers.Dense(1, name="v")
+
+    def call(
+        self, regions: tf.Tensor, keys: tf.Tensor, state: tf.Tensor
+    ) -> tuple[tf.Tensor, tf.Tensor]:
+        hidden = ops.tanh(keys + ops.expand_dims(self.w_state(state), 1))
+        alpha = ops.softmax(ops.squeeze(self.v(hidden), -1), axis=-1)
+        return ops.sum(regions * ops.expand_dims(alpha, -1), axis=1), alpha
+
+
+class LuongAttention(layers.Layer):
+    """Multiplicative attention, Luong's "general" score: score_i = h_i^T W s = k_i . s."""
+
+    def call(
+        self, regions: tf.Tensor, keys: tf.Tensor, state: tf.Tensor
+    ) -> tuple[tf.Tensor, tf.Tensor]:
+        alpha = ops.softmax(ops.sum(keys * ops.expand_dims(state, 1), axis=-1), axis=-1)
+        return ops.sum(regions * ops.expand_dims(alpha, -1), axis=1), alpha
+
+
+class MeanContext(layers.Layer):
+    """No attention: the mean region vector, with uniform weights reported as the "attention"."""
+
+    def call(
+        self, regions: tf.Tensor, keys: tf.Tensor, state: tf.Tensor
+    ) -> tuple[tf.Tensor, tf.Tensor]:
+        alpha = ops.ones_like(regions[..., 0]) / ops.cast(ops.shape(regions)[1], regions.dtype)
+        return ops.mean(regions, axis=1), alpha
+
+
+def _keys(cfg: CaptionerConfig, regions: keras.KerasTensor) -> keras.KerasTensor:
+    """Per-region attention keys, computed once per image rather than at every word."""
+    if cfg.attention == "bahdanau":
+        return layers.Dense(cfg.attention_dim, name="attention_keys")(regions)
+    if cfg.attention == "luong":
+        return layers.Dense(cfg.units, use_bias=False, name="attention_keys")(regions)
+    return layers.Identity(name="attention_keys")(regions)
+
+
+def _attention(cfg: CaptionerConfig) -> layers.Layer:
+    if cfg.attention == "bahdanau":
+        return BahdanauAttention(cfg.attention_dim, name="attention")
+    if cfg.attention == "luong":
+        return LuongAttention(name="attention")
+    return MeanContext(name="attention")
+
+
+def _keys_dim(cfg: CaptionerConfig) -> int:
+    return {"bahdanau": cfg.attention_dim, "luong": cfg.units}.get(cfg.attention, cfg.filters[-1])
+
+
+def build_encoder(cfg: CaptionerConfig, image: ImageConfig) -> keras.Model:
+    """Image -> (regions (n, F), attention keys (n, K), h0, c0); n = (size / 2**len(filters))**2."""
+    inp = keras.Input((image.size, image.size, image.channels), name="image")
+    x = inp
+    for f in cfg.filters:
+        x = layers.Conv2D(f, 3, padding="same", use_bias=False)(x)
+        x = layers.BatchNormalization()(x)
+        x = layers.ReLU()(x)
+        x = layers.MaxPooling2D()(x)
+    grid = image.size // 2 ** len(cfg.filters)
+    regions = layers.Reshape((grid * grid, cfg.filters[-1]), name="regions")(x)
+    mean = layers.GlobalAveragePooling1D()(regions)
+    h0 = layers.Dense(cfg.units, activation="tanh", name="init_h")(mean)
+    c0 = layers.Dense(cfg.units, activation="tanh", name="init_c")(mean)
+    return keras.Model(inp, [regions, _keys(cfg, regions), h0, c0], name="captioner_encoder")
+
+
+def build_step(cfg: CaptionerConfig, image: ImageConfig) -> keras.Model:
+    """(token, h, c, regions, keys) -> (logits, h', c', attention): one decoder step."""
+    grid = image.size // 2 ** len(cfg.filters)
+    n, feat = grid * grid, cfg.filters[-1]
+    token = keras.Input((), dtype="int32", name="token")
+    h = keras.Input((cfg.units,), name="h")
+    c = keras.Input((cfg.units,), name="c")
+    regions = keras.Input((n, feat), name="regions")
+    keys = keras.Input((n, _keys_dim(cfg)), name="keys")
+    emb = layers.Embedding(len(cfg.vocab), cfg.embed_dim, name="embedding")(token)
+    context, alpha = _attention(cfg)(regions, keys, h)
+    gate = layers.Dense(feat, activation="sigmoid", name="context_gate")(h)
+    context = context * gate
+    x = layers.Concatenate()([emb, context])
+    _, (h_new, c_new) = layers.LSTMCell(cfg.units, name="lstm")(x, [h, c])
+    out = layers.Concatenate()([h_new, context, emb])
+    out = layers.Dropout(cfg.dropout)(out)
+    logits = layers.Dense(len(cfg.vocab), name="logits")(out)
+    return keras.Model(
+        [token, h, c, regions, keys],
+        [
+            logits,
+            layers.Identity(name="h_out")(h_new),
+            layers.Identity(name="c_out")(c_new),
+            layers.Identity(name="alpha")(alpha),
+        ],
+        name="captioner_step",
+    )
+
+
+class Caption(NamedTuple):
+    """A generated caption with the attention behind each word."""
+
+    text: str
+    tokens: list[str]
+    score: float
+    attention: np.ndarray
+    """(len(tokens), grid, grid) attention weights, one map per token."""
+
+
+class Captioner:
+    """Encoder + decoder step + vocabulary: the training graph and the decoding API."""
+
+    def __init__(self, cfg: CaptionerConfig, image: ImageConfig) -> None:
+        self.cfg, self.image = cfg, image
+        self.vocab = Vocabulary(cfg.vocab)
+        self.encoder = build_encoder(cfg, image)
+        self.step = build_step(cfg, image)
+        self.grid = image.size // 2 ** len(cfg.filters)
+        self._encode = tf.function(lambda x: self.encoder(x, training=False), reduce_retracing=True)
+        self._step = tf.function(
+            lambda t, h, c, r, k: self.step([t, h, c, r, k], training=False), reduce_retracing=True
+        )
+
+    @property
+    def trainable_variables(self) -> list[tf.Variable]:
+        return self.encoder.trainable_variables + self.step.trainable_variables
+
+    def loss(
+        self, images: tf.Tensor, seqs: tf.Tensor, training: bool
+    ) -> tuple[tf.Tensor, tf.Tensor]:
+        """Teacher-forced cross-entropy and the doubly stochastic attention penalty."""
+        regions, keys, h, c = self.encoder(images, training=training)
+        mask = tf.cast(seqs[:, 1:] > 0, tf.float32)
+        ce_sum = tf.constant(0.0)
+        alpha_sum = tf.zeros_like(regions[..., 0])
+        for t in range(seqs.shape[1] - 1):
+            logits, h, c, alpha = self.step([seqs[:, t], h, c, regions, keys], training=training)
+            ce = keras.losses.sparse_categorical_crossentropy(
+                seqs[:, t + 1], logits, from_logits=True
+            )
+            ce_sum += tf.reduce_sum(ce * mask[:, t])
+            alpha_sum += alpha * mask[:, t : t + 1]
+        ce_mean = ce_sum / tf.maximum(tf.reduce_sum(mask), 1.0)
+        penalty = tf.reduce_mean(tf.square(1.0 - alpha_sum))
+        return ce_mean, penalty
+
+    def _step_fn(self, regions: np.ndarray, keys: np.ndarray, k: int):
+        tiled_r, tiled_k = tf.constant(np.repeat(regions, k, 0)), tf.constant(np.repeat(keys, k, 0))
+
+        def step(tokens: np.ndarray, states: tuple[np.ndarray, ...]):
+            logits, h, c, alpha = self._step(
+                tf.constant(tokens, tf.int32),
+                tf.constant(states[0]),
+                tf.constant(states[1]),
+                tiled_r,
+                tiled_k,
+            )
+            return log_softmax(logits.numpy()), (h.numpy(), c.numpy()), alpha.numpy()
+
+        return step
+
+    def caption(
+        self, images: np.ndarray, beam_width: int | None = None, batch: int = 64
+    ) -> list[Caption]:
+        """Captions for a batch of images (float32 NHWC in [0, 1]) by beam search."""
+        k = beam_width or self.cfg.beam_width
+        out: list[Caption] = []
+        for i in range(0, len(images), batch):
+            regions, keys, h, c = (
+                t.numpy() for t in self._encode(tf.constant(images[i : i + batch]))
+            )
+            for d in beam_search(
+                self._step_fn(regions, keys, k),
+                (h, c),
+                self.vocab.start_id,
+                self.vocab.end_id,
+                k,
+                self.cfg.max_len,
+            ):
+                words = self.vocab.decode(d.ids)
+                att = d.attention[: len(words)].reshape(len(words), self.grid, self.grid)
+                out.append(Caption(detokenize(words), words, d.score, att))
+        return out

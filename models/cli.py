@@ -1,0 +1,134 @@
+"""`s3e-train`: make data, train, evaluate and reproduce the shipped models."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from models.config import ATTENTIONS, ConfigError
+from models.data.dataset import DatasetFormatError
+from models.data.domains import DOMAINS
+
+EXIT_USAGE, EXIT_FAILED = 2, 1
+log = logging.getLogger("s3e-train")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="s3e-train",
+        description="Make data sets, train and evaluate the S3E captioner, segmenter and VAE.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    d = sub.add_parser(
+        "make-data",
+        help="generate a synthetic data set in COCO-captions format",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    d.add_argument("--domain", choices=sorted(DOMAINS), required=True)
+    d.add_argument("--n", type=int, required=True, help="number of images")
+    d.add_argument("--seed", type=int, default=0, help="random seed: same seed, same data")
+    d.add_argument("--size", type=int, default=64, help="image side in pixels")
+    d.add_argument("--out", type=Path, required=True, help="new folder to write")
+
+    f = sub.add_parser(
+        "fit",
+        help="train one model on a data set folder",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Train a model on a COCO-captions folder (captions.json, "
+        "images, optional masks/ and meta.json); weights, config.json and "
+        "history_<model>.json go to --out.",
+    )
+    f.add_argument("model", choices=["captioner", "segmenter", "vae"])
+    f.add_argument("--data", type=Path, required=True, help="data set folder")
+    f.add_argument("--out", type=Path, required=True, help="models folder (created or updated)")
+    f.add_argument("--epochs", type=int, help="epochs (default: the config's)")
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--attention", choices=ATTENTIONS, help="captioner attention (default bahdanau)")
+    f.add_argument("--train-on", choices=["all", "normal"], help="VAE training images")
+    f.add_argument("--image-size", type=int, help="resize images to this side (custom data)")
+    f.add_argument("--channels", type=int, choices=[1, 3], help="1 grey-scale, 3 RGB (custom data)")
+    f.add_argument("--max-steps", type=int, help="stop after this many steps (smoke tests)")
+
+    e = sub.add_parser(
+        "eval",
+        help="evaluate the models of a folder on a data set",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    e.add_argument("--models", type=Path, required=True, help="models folder, e.g. models/chest")
+    e.add_argument("--data", type=Path, required=True, help="data set folder")
+    e.add_argument("--json", type=Path, required=True, help="where to write the report")
+    e.add_argument("--beam-width", type=int, help="default: the config's")
+    e.add_argument("--limit", type=int, help="evaluate only the first N images")
+
+    r = sub.add_parser(
+        "reproduce",
+        help="make data, train, evaluate and write the model card",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    r.add_argument("--domain", choices=sorted(DOMAINS), required=True)
+    r.add_argument("--out", type=Path, required=True, help="models folder, e.g. models/chest")
+    r.add_argument("--work", type=Path, default=Path("var/data"), help="where data sets go")
+    return p
+
+
+def run(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        if args.command == "make-data":
+            from models.data.dataset import write_dataset
+
+            out = write_dataset(args.domain, args.n, args.seed, args.out, args.size)
+            log.info("wrote %d %s images to %s", args.n, args.domain, out)
+        elif args.command == "fit":
+            from models import training
+
+            common = dict(
+                epochs=args.epochs,
+                seed=args.seed,
+                max_steps=args.max_steps,
+                size=args.image_size,
+                channels=args.channels,
+            )
+            if args.model == "captioner":
+                hist = training.fit_captioner(
+                    args.data, args.out, attention=args.attention, **common
+                )
+            elif args.model == "segmenter":
+                hist = training.fit_segmenter(args.data, args.out, **common)
+            else:
+                hist = training.fit_vae(args.data, args.out, train_on=args.train_on, **common)
+            log.info("trained %s: final %s; saved to %s", args.model, hist[-1], args.out)
+        elif args.command == "eval":
+            from models.evaluate import evaluate
+
+            report = evaluate(args.models, args.data, args.beam_width, args.limit)
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(report, indent=1) + "\n")
+            log.info("wrote %s", args.json)
+            for k, v in report["minimums"].items():
+                log.info("minimum %s: %s", k, v)
+        else:
+            from models import reproduce
+
+            report = reproduce.run(args.domain, args.out, args.work)
+            log.info("minimums: %s", json.dumps(report["minimums"]))
+    except (ConfigError, DatasetFormatError, FileExistsError) as e:
+        log.error("%s", e)
+        return EXIT_FAILED
+    return 0
+
+
+def main() -> None:
+    sys.exit(run())

@@ -1,0 +1,139 @@
+"""One config for the three models of a domain, saved as `config.json` beside their weights.
+
+Everything needed to rebuild a model from its weights file lives here: image size and channels,
+vocabulary, layer sizes, decoding options and training hyper-parameters. Unknown keys are errors
+that name the key, so a typo in a hand-edited file is caught at load time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+CONFIG_FILE = "config.json"
+ATTENTIONS = ("bahdanau", "luong", "none")
+
+
+class ConfigError(ValueError):
+    """A config file or value that does not fit the schema; the message names the key."""
+
+
+@dataclass
+class ImageConfig:
+    size: int = 64
+    channels: int = 3
+
+    def __post_init__(self) -> None:
+        if self.size % 16:
+            raise ConfigError(f"image.size must be a multiple of 16, got {self.size}")
+        if self.channels not in (1, 3):
+            raise ConfigError(f"image.channels must be 1 or 3, got {self.channels}")
+
+
+@dataclass
+class CaptionerConfig:
+    vocab: list[str] = field(default_factory=list)
+    attention: str = "bahdanau"
+    filters: list[int] = field(default_factory=lambda: [32, 64, 96])
+    embed_dim: int = 48
+    units: int = 192
+    attention_dim: int = 96
+    dropout: float = 0.3
+    alpha_c: float = 1.0
+    """Weight of the doubly stochastic attention penalty (Show, Attend and Tell, eq. 14)."""
+    max_len: int = 24
+    beam_width: int = 3
+    epochs: int = 12
+    batch_size: int = 64
+    learning_rate: float = 3e-3
+
+    def __post_init__(self) -> None:
+        if self.attention not in ATTENTIONS:
+            raise ConfigError(
+                f"captioner.attention must be one of {ATTENTIONS}, got {self.attention!r}"
+            )
+
+
+@dataclass
+class SegmenterConfig:
+    class_names: list[str] = field(default_factory=list)
+    filters: list[int] = field(default_factory=lambda: [16, 32, 64, 128])
+    epochs: int = 15
+    batch_size: int = 32
+    learning_rate: float = 2e-3
+
+
+@dataclass
+class VAEConfig:
+    latent_dim: int = 32
+    filters: list[int] = field(default_factory=lambda: [32, 64, 128])
+    beta: float = 1.0
+    clusters: int = 8
+    train_on: str = "all"
+    """"all" images, or only those whose meta says `normal` (for reconstruction anomaly scores)."""
+    anomaly_percentile: float = 95.0
+    epochs: int = 20
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+
+    def __post_init__(self) -> None:
+        if self.train_on not in ("all", "normal"):
+            raise ConfigError(f"vae.train_on must be 'all' or 'normal', got {self.train_on!r}")
+
+
+@dataclass
+class ModelsConfig:
+    domain: str = "custom"
+    image: ImageConfig = field(default_factory=ImageConfig)
+    captioner: CaptionerConfig | None = None
+    segmenter: SegmenterConfig | None = None
+    vae: VAEConfig | None = None
+
+    @property
+    def grid(self) -> int:
+        """Regions per side of the captioner's encoder grid (n = grid**2)."""
+        assert self.captioner is not None
+        return self.image.size // 2 ** len(self.captioner.filters)
+
+    def save(self, folder: Path) -> Path:
+        path = Path(folder) / CONFIG_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(dataclasses.asdict(self), indent=2) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, folder: Path) -> ModelsConfig:
+        path = Path(folder) / CONFIG_FILE
+        try:
+            doc = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: no model config in this folder") from None
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{path}: not valid JSON ({e})") from None
+        try:
+            return _from_dict(cls, doc, "")
+        except ConfigError as e:
+            raise ConfigError(f"{path}: {e}") from None
+
+
+def _from_dict(cls: type, doc: Any, where: str) -> Any:
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{where or 'top level'} must be an object")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(doc) - names)
+    if unknown:
+        raise ConfigError(f"unknown key {where}{unknown[0]!r}")
+    kwargs = {}
+    for key, value in doc.items():
+        target = [t for t in typing.get_args(hints[key]) if t is not type(None)] or [hints[key]]
+        sub = target[0]
+        if dataclasses.is_dataclass(sub) and value is not None:
+            kwargs[key] = _from_dict(sub, value, f"{where}{key}.")
+        else:
+            kwargs[key] = value
+    return cls(**kwargs)

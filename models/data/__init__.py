@@ -1,0 +1,1 @@
+"""Data sets: the two generated domains and the COCO-captions loader shared with users' data."""

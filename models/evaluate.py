@@ -1,0 +1,183 @@
+"""`s3e-train eval`: evaluate whichever models a folder holds on a data set, into one JSON report.
+
+Metrics follow what the data supports: captions always give BLEU/ROUGE-L/CIDEr; generated meta
+adds object F1 (shapes) or finding accuracy (chest); masks add mIoU; meta labels add VAE cluster
+purity and, for data with normal/abnormal images, anomaly AUROC. Captioners under `ablation/`
+are evaluated on the same split for the attention ablation table.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from models import metrics
+from models.captioner import Captioner
+from models.config import ModelsConfig
+from models.data.dataset import Dataset, load_dataset
+from models.segmenter import area_fractions
+from models.store import has_model, load_captioner, load_segmenter, load_vae
+from models.training import vae_errors
+
+log = logging.getLogger(__name__)
+
+MINIMUMS = {
+    "shapes": {"captioner.object_f1": 0.90, "segmenter.mIoU": 0.85},
+    "chest": {
+        "captioner.finding_accuracy": 0.90,
+        "segmenter.mIoU": 0.85,
+        "vae.anomaly_auroc": 0.85,
+    },
+}
+
+
+def _domain_scores(domain: str, captions: list[str], ds: Dataset) -> dict[str, float]:
+    if ds.meta is None or not ds.meta or not all(ds.meta):
+        return {}
+    if domain == "shapes" and "objects" in ds.meta[0]:
+        return metrics.object_f1(captions, ds.meta)
+    if domain == "chest" and "findings" in ds.meta[0]:
+        return metrics.finding_accuracy(captions, ds.meta)
+    return {}
+
+
+def eval_captioner(
+    cap: Captioner, ds: Dataset, domain: str, beam_width: int | None
+) -> dict[str, Any]:
+    start = time.monotonic()
+    generated = cap.caption(ds.images, beam_width)
+    texts = [g.text for g in generated]
+    report: dict[str, Any] = {
+        "attention": cap.cfg.attention,
+        "beam_width": beam_width or cap.cfg.beam_width,
+        **metrics.caption_scores(ds.captions, texts),
+        **_domain_scores(domain, texts, ds),
+        "seconds": round(time.monotonic() - start, 1),
+    }
+    if domain == "shapes" and ds.meta and "n_objects" in ds.meta[0]:
+        groups = {"1": [1], "2-3": [2, 3]}
+        report["by_objects"] = {}
+        for name, counts in groups.items():
+            idx = [i for i, m in enumerate(ds.meta) if m["n_objects"] in counts]
+            sub = ds.subset(idx)
+            sub_texts = [texts[i] for i in idx]
+            report["by_objects"][name] = {
+                "images": len(idx),
+                **metrics.caption_scores(sub.captions, sub_texts),
+                **_domain_scores(domain, sub_texts, sub),
+            }
+    report["examples"] = [
+        {"file_name": ds.file_names[i], "caption": texts[i], "references": ds.captions[i]}
+        for i in range(min(5, len(ds)))
+    ]
+    return report
+
+
+def eval_segmenter(model: Any, ds: Dataset, class_names: list[str]) -> dict[str, Any]:
+    assert ds.masks is not None
+    conf = np.zeros((len(class_names),) * 2, np.int64)
+    for i in range(0, len(ds), 128):
+        pred = np.argmax(model(tf.constant(ds.images[i : i + 128]), training=False).numpy(), -1)
+        conf += metrics.confusion(pred, ds.masks[i : i + 128], len(class_names))
+        if i == 0:
+            example = area_fractions(pred[0].astype(np.uint8), class_names)
+    return {**metrics.iou_scores(conf, class_names), "example_area_fractions": example}
+
+
+def eval_vae(folder: Path, cfg: ModelsConfig, ds: Dataset) -> dict[str, Any]:
+    enc, dec, space = load_vae(folder, cfg)
+    latents, errors = vae_errors(enc, dec, ds.images)
+    anomaly = space.anomaly(errors)
+    report: dict[str, Any] = {
+        "reconstruction_mse": float(errors.mean()),
+        "anomaly_threshold": space.threshold,
+        "train_cluster_purity": space.purity,
+        "clusters": space.names,
+    }
+    if ds.meta and all("primary_label" in m for m in ds.meta):
+        truth = [m["primary_label"] for m in ds.meta]
+        report["cluster_purity"] = metrics.purity(space.label(latents), truth)
+    if ds.meta and all("normal" in m for m in ds.meta):
+        abnormal = np.array([not m["normal"] for m in ds.meta])
+        if abnormal.any() and not abnormal.all():
+            report["anomaly_auroc"] = metrics.auroc(anomaly, abnormal)
+            report["mean_anomaly_normal"] = float(anomaly[~abnormal].mean())
+            report["mean_anomaly_abnormal"] = float(anomaly[abnormal].mean())
+    return report
+
+
+def _ablation(
+    folder: Path, ds: Dataset, domain: str, main: dict[str, Any], beam: int | None
+) -> dict[str, Any]:
+    rows = {main["attention"]: main}
+    for sub in sorted((folder / "ablation").glob("*")):
+        if has_model(sub, "captioner"):
+            log.info("evaluating ablation captioner %s", sub.name)
+            rows[sub.name] = eval_captioner(load_captioner(sub), ds, domain, beam)
+    keys = ("BLEU-4", "CIDEr", "object_f1", "finding_accuracy")
+    table: dict[str, Any] = {}
+    for name, row in rows.items():
+        src = row.get("by_objects", {}).get("2-3", row)
+        table[name] = {k: src[k] for k in keys if k in src}
+    table["split"] = "scenes of 2-3 objects" if domain == "shapes" else "all images"
+    return table
+
+
+def check_minimums(domain: str, report: dict[str, Any]) -> dict[str, Any]:
+    """The issue's minimums for `domain` against the report: value, minimum, ok."""
+    out: dict[str, Any] = {}
+    for key, minimum in MINIMUMS.get(domain, {}).items():
+        section, name = key.split(".")
+        value = report.get(section, {}).get(name)
+        if value is not None:
+            out[key] = {"value": value, "minimum": minimum, "ok": value >= minimum}
+    table = report.get("ablation")
+    if table and "none" in table:
+        for variant in ("bahdanau", "luong"):
+            if variant in table:
+                ok = all(table[variant][m] > table["none"][m] for m in ("BLEU-4", "CIDEr"))
+                out[f"ablation.{variant}>none"] = {"ok": ok}
+    return out
+
+
+def evaluate(
+    folder: Path, data: Path, beam_width: int | None = None, limit: int | None = None
+) -> dict[str, Any]:
+    """Evaluate every model found in `folder` on the data set in `data`."""
+    folder = Path(folder)
+    cfg = ModelsConfig.load(folder)
+    ds = load_dataset(data, cfg.image.size, cfg.image.channels, limit=limit, progress=True)
+    report: dict[str, Any] = {
+        "models": str(folder),
+        "data": str(data),
+        "domain": cfg.domain,
+        "images": len(ds),
+        "skipped_images": [{"file_name": f, "reason": r} for f, r in ds.skipped],
+    }
+    if has_model(folder, "captioner"):
+        log.info(
+            "evaluating captioner (%s attention) on %d images", cfg.captioner.attention, len(ds)
+        )  # type: ignore[union-attr]
+        report["captioner"] = eval_captioner(
+            load_captioner(folder, cfg), ds, cfg.domain, beam_width
+        )
+        if (folder / "ablation").is_dir():
+            report["ablation"] = _ablation(folder, ds, cfg.domain, report["captioner"], beam_width)
+    if has_model(folder, "segmenter"):
+        if ds.masks is None:
+            log.info("no masks in %s: segmenter not evaluated", data)
+        else:
+            log.info("evaluating segmenter")
+            report["segmenter"] = eval_segmenter(
+                load_segmenter(folder, cfg), ds, cfg.segmenter.class_names
+            )  # type: ignore[union-attr]
+    if has_model(folder, "vae"):
+        log.info("evaluating vae")
+        report["vae"] = eval_vae(folder, cfg, ds)
+    report["minimums"] = check_minimums(cfg.domain, report)
+    return report

@@ -1,0 +1,128 @@
+"""Model graphs, a few training steps, and the fit/eval CLI on generated and user data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from models.captioner import Captioner
+from models.cli import run
+from models.config import (
+    CaptionerConfig,
+    ConfigError,
+    ImageConfig,
+    ModelsConfig,
+    SegmenterConfig,
+    VAEConfig,
+)
+from models.data.tokens import SPECIALS, Vocabulary
+from models.segmenter import area_fractions, build_segmenter
+from models.vae import build_vae_decoder, build_vae_encoder
+
+VOCAB = [*SPECIALS, "a", "red", "circle", "left", "of"]
+
+
+@pytest.mark.parametrize(
+    ("attention", "keys_dim"), [("bahdanau", 96), ("luong", 192), ("none", 96)]
+)
+def test_captioner_encoder_and_step_shapes(attention: str, keys_dim: int) -> None:
+    cap = Captioner(CaptionerConfig(vocab=VOCAB, attention=attention), ImageConfig(64, 3))
+    regions, keys, h, c = cap.encoder(tf.zeros((2, 64, 64, 3)))
+    assert regions.shape == (2, 64, 96) and keys.shape == (2, 64, keys_dim)
+    assert h.shape == c.shape == (2, 192)
+    logits, h2, _, alpha = cap.step([tf.constant([1, 4]), h, c, regions, keys])
+    assert logits.shape == (2, len(VOCAB)) and h2.shape == (2, 192) and alpha.shape == (2, 64)
+    np.testing.assert_allclose(alpha.numpy().sum(-1), 1.0, rtol=1e-5)
+    assert [i.name for i in cap.step.inputs] == ["token", "h", "c", "regions", "keys"]
+
+
+def test_caption_returns_one_attention_map_per_word() -> None:
+    cap = Captioner(CaptionerConfig(vocab=VOCAB, max_len=6), ImageConfig(64, 1))
+    out = cap.caption(np.random.default_rng(0).random((3, 64, 64, 1), np.float32), beam_width=2)
+    assert len(out) == 3
+    for c in out:
+        assert c.attention.shape == (len(c.tokens), 8, 8)
+
+
+def test_segmenter_and_vae_shapes() -> None:
+    seg = build_segmenter(SegmenterConfig(class_names=["bg", "a", "b"]), ImageConfig(64, 1))
+    assert seg(tf.zeros((1, 64, 64, 1))).shape == (1, 64, 64, 3)
+    enc = build_vae_encoder(VAEConfig(latent_dim=8), ImageConfig(64, 3))
+    dec = build_vae_decoder(VAEConfig(latent_dim=8), ImageConfig(64, 3))
+    mu, log_var = enc(tf.zeros((2, 64, 64, 3)))
+    assert mu.shape == log_var.shape == (2, 8)
+    assert dec(mu).shape == (2, 64, 64, 3)
+    mask = np.zeros((4, 4), np.uint8)
+    mask[:1] = 2
+    assert area_fractions(mask, ["bg", "a", "b"]) == {"bg": 0.75, "b": 0.25}
+
+
+def test_a_few_captioner_steps_reduce_the_loss() -> None:
+    tf.keras.utils.set_random_seed(0)
+    vocab = Vocabulary(VOCAB)
+    cap = Captioner(CaptionerConfig(vocab=VOCAB, max_len=8, dropout=0.0), ImageConfig(64, 3))
+    x = tf.random.uniform((8, 64, 64, 3), seed=1)
+    seqs = tf.constant([vocab.encode("a red circle left of a red circle", 8)] * 8)
+    opt = tf.keras.optimizers.Adam(3e-3)
+    before = float(cap.loss(x, seqs, training=False)[0])
+    for _ in range(15):
+        with tf.GradientTape() as tape:
+            ce, penalty = cap.loss(x, seqs, training=True)
+            loss = ce + penalty
+        opt.apply(tape.gradient(loss, cap.trainable_variables), cap.trainable_variables)
+    assert float(cap.loss(x, seqs, training=False)[0]) < 0.5 * before
+
+
+@pytest.mark.parametrize("model", ["segmenter", "vae"])
+def test_fit_cli_trains_saves_weights_config_and_falling_history(
+    model: str, chest_small: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "m"
+    args = ["fit", model, "--data", str(chest_small), "--out", str(out), "--epochs", "4"]
+    if model == "vae":
+        args += ["--train-on", "normal"]
+    assert run(args) == 0
+    hist = json.loads((out / f"history_{model}.json").read_text())["history"]
+    assert hist[-1]["loss"] < hist[0]["loss"]
+    cfg = ModelsConfig.load(out)
+    assert cfg.domain == "chest" and cfg.image.channels == 1
+    assert getattr(cfg, model) is not None
+
+
+def test_user_coco_folder_goes_through_fit_and_eval_unchanged(tmp_path: Path) -> None:
+    from test_dataset import _user_folder
+
+    data = _user_folder(tmp_path / "user", n=8)
+    out = tmp_path / "models"
+    assert run(["fit", "captioner", "--data", str(data), "--out", str(out), "--epochs", "2"]) == 0
+    cfg = ModelsConfig.load(out)
+    assert cfg.domain == "custom" and cfg.image.channels == 3
+    assert "dog" in cfg.captioner.vocab  # type: ignore[union-attr]
+    report_path = tmp_path / "eval.json"
+    assert run(["eval", "--models", str(out), "--data", str(data), "--json", str(report_path)]) == 0
+    report = json.loads(report_path.read_text())
+    assert {"BLEU-1", "BLEU-4", "ROUGE-L", "CIDEr"} <= set(report["captioner"])
+    assert "segmenter" not in report and "object_f1" not in report["captioner"]
+
+
+def test_fit_segmenter_without_masks_is_a_clear_error(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from test_dataset import _user_folder
+
+    data = _user_folder(tmp_path / "user", n=3)
+    assert run(["fit", "segmenter", "--data", str(data), "--out", str(tmp_path / "m")]) == 1
+    assert "no masks/ folder" in caplog.text
+
+
+def test_config_unknown_key_is_named(tmp_path: Path) -> None:
+    ModelsConfig(captioner=CaptionerConfig(vocab=VOCAB)).save(tmp_path)
+    doc = json.loads((tmp_path / "config.json").read_text())
+    doc["captioner"]["beam_widht"] = 5
+    (tmp_path / "config.json").write_text(json.dumps(doc))
+    with pytest.raises(ConfigError, match=r"unknown key captioner\.'beam_widht'"):
+        ModelsConfig.load(tmp_path)
