@@ -35,7 +35,9 @@ class TableDecoder:
                 p[tok] = prob
             return np.log(p / p.sum())
         rng = np.random.default_rng([self.seed, len(prefix), *prefix])
-        return log_softmax(rng.normal(0, 2, self.vocab))
+        logits = rng.normal(0, 2, self.vocab)
+        logits[[0, START]] = -1e9  # a decoder never emits <pad> or <start>
+        return log_softmax(logits)
 
     def step(self, tokens: np.ndarray, states: tuple[np.ndarray, ...]):
         out, codes, alpha = [], [], []
