@@ -93,16 +93,25 @@ def build_encoder(cfg: CaptionerConfig, image: ImageConfig) -> keras.Model:
     return keras.Model(inp, [regions, _keys(cfg, regions), h0, c0], name="captioner_encoder")
 
 
-def build_step(cfg: CaptionerConfig, image: ImageConfig) -> keras.Model:
-    """(token, h, c, regions, keys) -> (logits, h', c', attention): one decoder step."""
+def build_step(cfg: CaptionerConfig, image: ImageConfig, onehot: bool = False) -> keras.Model:
+    """(token, h, c, regions, keys) -> (logits, h', c', attention): one decoder step.
+
+    With `onehot`, the token arrives as a one-hot float vector and the embedding is a bias-free
+    Dense layer holding the same matrix: a GATHER becomes a FULLY_CONNECTED, which the TFLite
+    GPU delegate runs. The layers are otherwise identical, in the same order, so weights copy.
+    """
     grid = image.size // 2 ** len(cfg.filters)
     n, feat = grid * grid, cfg.filters[-1]
-    token = keras.Input((), dtype="int32", name="token")
+    if onehot:
+        token = keras.Input((len(cfg.vocab),), name="token_onehot")
+        emb = layers.Dense(cfg.embed_dim, use_bias=False, name="embedding")(token)
+    else:
+        token = keras.Input((), dtype="int32", name="token")
+        emb = layers.Embedding(len(cfg.vocab), cfg.embed_dim, name="embedding")(token)
     h = keras.Input((cfg.units,), name="h")
     c = keras.Input((cfg.units,), name="c")
     regions = keras.Input((n, feat), name="regions")
     keys = keras.Input((n, _keys_dim(cfg)), name="keys")
-    emb = layers.Embedding(len(cfg.vocab), cfg.embed_dim, name="embedding")(token)
     context, alpha = _attention(cfg)(regions, keys, h)
     gate = layers.Dense(feat, activation="sigmoid", name="context_gate")(h)
     context = context * gate
@@ -146,6 +155,15 @@ class Captioner:
         self._step = tf.function(
             lambda t, h, c, r, k: self.step([t, h, c, r, k], training=False), reduce_retracing=True
         )
+
+    def device_step(self) -> keras.Model:
+        """The decoder step with a one-hot token input and this step's weights (for export)."""
+        step = build_step(self.cfg, self.image, onehot=True)
+        trained = [layer for layer in self.step.layers if layer.weights]
+        target = [layer for layer in step.layers if layer.weights]
+        for src, dst in zip(trained, target, strict=True):
+            dst.set_weights(src.get_weights())
+        return step
 
     @property
     def trainable_variables(self) -> list[tf.Variable]:

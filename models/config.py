@@ -70,7 +70,10 @@ class SegmenterConfig:
 @dataclass
 class VAEConfig:
     latent_dim: int = 32
-    filters: list[int] = field(default_factory=lambda: [32, 64, 128])
+    filters: list[int] = field(default_factory=lambda: [32, 64, 64, 64])
+    dense_units: int = 128
+    anomaly_pool: int = 4
+    """Residuals are average-pooled over pool x pool pixels before taking the anomaly error."""
     beta: float = 1.0
     clusters: int = 8
     train_on: str = "all"

@@ -36,7 +36,7 @@ MINIMUMS = {
 }
 
 
-def _domain_scores(domain: str, captions: list[str], ds: Dataset) -> dict[str, float]:
+def domain_scores(domain: str, captions: list[str], ds: Dataset) -> dict[str, float]:
     if ds.meta is None or not ds.meta or not all(ds.meta):
         return {}
     if domain == "shapes" and "objects" in ds.meta[0]:
@@ -56,7 +56,7 @@ def eval_captioner(
         "attention": cap.cfg.attention,
         "beam_width": beam_width or cap.cfg.beam_width,
         **metrics.caption_scores(ds.captions, texts),
-        **_domain_scores(domain, texts, ds),
+        **domain_scores(domain, texts, ds),
         "seconds": round(time.monotonic() - start, 1),
     }
     if domain == "shapes" and ds.meta and "n_objects" in ds.meta[0]:
@@ -69,7 +69,7 @@ def eval_captioner(
             report["by_objects"][name] = {
                 "images": len(idx),
                 **metrics.caption_scores(sub.captions, sub_texts),
-                **_domain_scores(domain, sub_texts, sub),
+                **domain_scores(domain, sub_texts, sub),
             }
     report["examples"] = [
         {"file_name": ds.file_names[i], "caption": texts[i], "references": ds.captions[i]}
@@ -91,7 +91,7 @@ def eval_segmenter(model: Any, ds: Dataset, class_names: list[str]) -> dict[str,
 
 def eval_vae(folder: Path, cfg: ModelsConfig, ds: Dataset) -> dict[str, Any]:
     enc, dec, space = load_vae(folder, cfg)
-    latents, errors = vae_errors(enc, dec, ds.images)
+    latents, errors = vae_errors(enc, dec, ds.images, cfg.vae.anomaly_pool)  # type: ignore[union-attr]
     anomaly = space.anomaly(errors)
     report: dict[str, Any] = {
         "reconstruction_mse": float(errors.mean()),

@@ -12,8 +12,9 @@ import keras
 
 from models.captioner import Captioner
 from models.config import ConfigError, ModelsConfig
+from models.latent import LatentSpace
 from models.segmenter import build_segmenter
-from models.vae import LatentSpace, build_vae_decoder, build_vae_encoder
+from models.vae import build_vae_decoder, build_vae_encoder
 
 FILES = {
     "captioner": ("captioner_encoder.weights.h5", "captioner_step.weights.h5"),

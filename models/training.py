@@ -32,9 +32,10 @@ from models.config import (
 from models.data.dataset import CAPTIONS_FILE, Dataset, load_dataset
 from models.data.domains import DOMAINS, get_domain
 from models.data.tokens import Vocabulary, tokenize
+from models.latent import LatentSpace, reconstruction_error
 from models.segmenter import build_segmenter
 from models.store import FILES, save_captioner
-from models.vae import LatentSpace, build_vae_decoder, build_vae_encoder, reconstruction_error
+from models.vae import build_vae_decoder, build_vae_encoder
 
 log = logging.getLogger(__name__)
 Batch = tuple[np.ndarray, ...]
@@ -255,7 +256,7 @@ def fit_segmenter(
 
 
 def vae_errors(
-    enc: keras.Model, dec: keras.Model, images: np.ndarray, batch: int = 256
+    enc: keras.Model, dec: keras.Model, images: np.ndarray, pool: int, batch: int = 256
 ) -> tuple[np.ndarray, np.ndarray]:
     """Posterior means and reconstruction errors of images, in batches."""
     mus, errs = [], []
@@ -264,7 +265,7 @@ def vae_errors(
         mu, _ = enc(tf.constant(x), training=False)
         recon = dec(mu, training=False).numpy()
         mus.append(mu.numpy())
-        errs.append(reconstruction_error(x, recon))
+        errs.append(reconstruction_error(x, recon, pool))
     return np.concatenate(mus), np.concatenate(errs)
 
 
@@ -320,7 +321,7 @@ def fit_vae(
         return {"loss": loss / pixels, "reconstruction": rec / pixels, "kl": kl}
 
     history = run_epochs("vae", vc.epochs, batches, steps, train_step, max_steps, progress)
-    latents, errors = vae_errors(enc, dec, ds.images)
+    latents, errors = vae_errors(enc, dec, ds.images, vc.anomaly_pool)
     labels = [m.get("primary_label", "unknown") for m in ds.meta] if ds.meta else None
     space = LatentSpace.fit(latents, labels, errors[train_idx], vc.clusters, vc.anomaly_percentile)
     Path(out).mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,99 @@
+"""Keras models -> device graphs (batch 1) -> TFLite bytes in one of four precisions.
+
+Each network is exported through a SavedModel with a fixed batch-1 input signature, which gives
+clean graphs, then converted. Input names come from the Keras inputs; output names are lost in
+TFLite (`output_0..N`), so each graph carries its output names in order for the bundle.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from models.config import ModelsConfig
+from models.store import has_model, load_captioner, load_segmenter, load_vae
+
+log = logging.getLogger(__name__)
+PRECISIONS = ("float32", "float16", "dynamic", "int8")
+Feed = dict[str, np.ndarray]
+
+
+@dataclass
+class Graph:
+    """One device graph: its Keras model and the names of its outputs, in order."""
+
+    name: str
+    model: keras.Model
+    outputs: list[str]
+    recurrent: bool = False
+
+    @property
+    def inputs(self) -> list[str]:
+        return [i.name for i in self.model.inputs]
+
+    def specs(self) -> list[tf.TensorSpec]:
+        return [tf.TensorSpec((1, *i.shape[1:]), i.dtype, name=i.name) for i in self.model.inputs]
+
+    def keras_outputs(self, feed: Feed) -> dict[str, np.ndarray]:
+        args = [tf.constant(feed[name]) for name in self.inputs]
+        out = self.model(args if len(args) > 1 else args[0], training=False)
+        out = out if isinstance(out, (list, tuple)) else [out]
+        return {name: t.numpy() for name, t in zip(self.outputs, out, strict=True)}
+
+
+def device_graphs(folder: Path, cfg: ModelsConfig | None = None) -> list[Graph]:
+    """The graphs a device runs, for whichever models `folder` holds."""
+    cfg = cfg or ModelsConfig.load(folder)
+    graphs = []
+    if has_model(folder, "captioner"):
+        cap = load_captioner(folder, cfg)
+        graphs.append(Graph("captioner_encoder", cap.encoder, ["regions", "keys", "h", "c"]))
+        graphs.append(
+            Graph(
+                "captioner_step", cap.device_step(), ["logits", "h", "c", "alpha"], recurrent=True
+            )
+        )
+    if has_model(folder, "segmenter"):
+        graphs.append(Graph("segmenter", load_segmenter(folder, cfg), ["logits"]))
+    if has_model(folder, "vae"):
+        enc, dec, _ = load_vae(folder, cfg)
+        graphs.append(Graph("vae_encoder", enc, ["mu", "log_var"]))
+        graphs.append(Graph("vae_decoder", dec, ["reconstruction"]))
+    return graphs
+
+
+def to_tflite(
+    graph: Graph, precision: str, representative: Callable[[], Iterator[Feed]] | None = None
+) -> bytes:
+    """Convert one graph; int8 needs `representative`, a generator of feeds keyed by input name.
+
+    int8 is full-integer inside with float inputs and outputs: a recurrent decoder's h_in and
+    h_out would otherwise get different scales, and float I/O keeps every model's interface the
+    same across precisions.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose one of {PRECISIONS}")
+    with tempfile.TemporaryDirectory(prefix="s3e-export-") as tmp:
+        specs = graph.specs()
+        signature = [specs] if len(specs) > 1 else specs
+        graph.model.export(tmp, format="tf_saved_model", input_signature=signature, verbose=False)
+        conv = tf.lite.TFLiteConverter.from_saved_model(tmp)
+        if precision == "float16":
+            conv.optimizations = [tf.lite.Optimize.DEFAULT]
+            conv.target_spec.supported_types = [tf.float16]
+        elif precision == "dynamic":
+            conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        elif precision == "int8":
+            if representative is None:
+                raise ValueError(f"{graph.name}: int8 needs a representative data set")
+            conv.optimizations = [tf.lite.Optimize.DEFAULT]
+            conv.representative_dataset = representative
+            conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        return conv.convert()

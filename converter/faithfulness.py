@@ -1,0 +1,143 @@
+"""How faithful a converted bundle is: per-tensor error and task metrics against Keras.
+
+Both sides see the same held-out images. Tensor errors compare each TFLite model with its Keras
+graph on identical inputs; task metrics run the device pipeline (`edge.inference`, beam search
+over the TFLite decoder step included) and the Keras pipeline through the same metric code.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from converter.export import Feed, Graph
+from edge.inference import BundleModels
+from models import metrics
+from models.data.dataset import Dataset
+from models.evaluate import domain_scores
+
+# A point is 0.01 of the raw score, as papers print these metrics x100 (CIDEr included).
+GUARDED = {
+    "captioner": ("BLEU-4", "CIDEr", "object_f1", "finding_accuracy"),
+    "segmenter": ("mIoU",),
+    "vae": ("anomaly_auroc",),
+}
+
+
+def graph_feeds(
+    graphs: dict[str, Graph], images: np.ndarray, max_len: int, limit: int
+) -> dict[str, list[Feed]]:
+    """Realistic inputs for every graph; the decoder step's come from greedy decoding."""
+    feeds: dict[str, list[Feed]] = {}
+    for name in ("captioner_encoder", "segmenter", "vae_encoder"):
+        if name in graphs:
+            feeds[name] = [{"image": x[None]} for x in images[:limit]]
+    if "vae_encoder" in graphs and "vae_decoder" in graphs:
+        mu = graphs["vae_encoder"].model(tf.constant(images[:limit]), training=False)[0].numpy()
+        feeds["vae_decoder"] = [{"z": m[None]} for m in mu]
+    if "captioner_step" in graphs:
+        feeds["captioner_step"] = _step_feeds(graphs, images, max_len, limit)
+    return feeds
+
+
+def _step_feeds(
+    graphs: dict[str, Graph], images: np.ndarray, max_len: int, limit: int
+) -> list[Feed]:
+    regions, keys, h, c = (
+        t.numpy() for t in graphs["captioner_encoder"].model(tf.constant(images), training=False)
+    )
+    step = graphs["captioner_step"].model
+    vocab = step.inputs[0].shape[-1]
+    eye = np.eye(vocab, dtype=np.float32)
+    tokens = np.full(len(images), 1)  # <start>
+    alive = np.ones(len(images), bool)
+    out: list[Feed] = []
+    for _ in range(max_len):
+        onehot = eye[tokens]
+        for i in np.flatnonzero(alive):
+            out.append(
+                {
+                    "token_onehot": onehot[i : i + 1],
+                    "h": h[i : i + 1],
+                    "c": c[i : i + 1],
+                    "regions": regions[i : i + 1],
+                    "keys": keys[i : i + 1],
+                }
+            )
+        logits, h, c, _ = (
+            t.numpy()
+            for t in step(
+                [
+                    tf.constant(onehot),
+                    tf.constant(h),
+                    tf.constant(c),
+                    tf.constant(regions),
+                    tf.constant(keys),
+                ],
+                training=False,
+            )
+        )
+        tokens = logits.argmax(-1)
+        alive &= tokens != 2  # <end>
+        if not alive.any():
+            break
+    rng = np.random.default_rng(0)
+    pick = rng.choice(len(out), size=min(limit, len(out)), replace=False)
+    return [out[i] for i in sorted(pick)]
+
+
+def tensor_errors(graph: Graph, runner: Any, feeds: list[Feed]) -> dict[str, dict[str, float]]:
+    """Max and mean absolute error per output tensor, TFLite against Keras."""
+    worst: dict[str, list[float]] = {}
+    for feed in feeds:
+        ref = graph.keras_outputs(feed)
+        got = runner(**feed)
+        for name, value in ref.items():
+            err = np.abs(got[name].astype(np.float64) - value)
+            worst.setdefault(name, []).extend([float(err.max()), float(err.mean())])
+    return {
+        name: {"max_abs": max(v[0::2]), "mean_abs": float(np.mean(v[1::2]))}
+        for name, v in worst.items()
+    }
+
+
+def device_task_metrics(models: BundleModels, ds: Dataset, domain: str) -> dict[str, Any]:
+    """The task metrics of the device pipeline on `ds`."""
+    out: dict[str, Any] = {}
+    names = models.runners
+    if "captioner_step" in names:
+        texts = [models.caption(x).text for x in ds.images]
+        out["captioner"] = {
+            **metrics.caption_scores(ds.captions, texts),
+            **domain_scores(domain, texts, ds),
+        }
+    if "segmenter" in names and ds.masks is not None:
+        classes = models.bundle.doc["segmenter"]["class_names"]
+        conf = sum(
+            metrics.confusion(models.segment(x), m, len(classes))
+            for x, m in zip(ds.images, ds.masks, strict=True)
+        )
+        out["segmenter"] = {"mIoU": metrics.iou_scores(conf, classes)["mIoU"]}
+    if "vae_encoder" in names and models.latent is not None:
+        errors = np.array([models.vae(x)[1] for x in ds.images])
+        vae: dict[str, Any] = {"reconstruction_mse": float(errors.mean())}
+        if ds.meta and all("normal" in m for m in ds.meta):
+            abnormal = np.array([not m["normal"] for m in ds.meta])
+            if abnormal.any() and not abnormal.all():
+                vae["anomaly_auroc"] = metrics.auroc(errors / models.latent["threshold"], abnormal)
+        out["vae"] = vae
+    return out
+
+
+def drops(reference: dict[str, Any], device: dict[str, Any]) -> dict[str, float]:
+    """Points lost (x100) per guarded metric; positive = the device is worse."""
+    out = {}
+    for section, keys in GUARDED.items():
+        for key in keys:
+            if key in reference.get(section, {}) and key in device.get(section, {}):
+                out[f"{section}.{key}"] = round(
+                    100 * (reference[section][key] - device[section][key]), 3
+                )
+    return out

@@ -1,0 +1,104 @@
+"""The three models of a bundle on a TFLite runtime: captions by beam search, segmentation, VAE.
+
+This is the device's whole model pipeline after preprocessing, in numpy around interpreters; the
+converter uses it to measure what the device will compute, and the daemon to analyse images.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from edge.bundle import Bundle
+from edge.runtime import ModelRunner
+from models.data.tokens import Vocabulary, detokenize
+from models.decoding import beam_search, log_softmax
+from models.latent import reconstruction_error
+
+
+@dataclass
+class CaptionResult:
+    text: str
+    tokens: list[str]
+    score: float
+    attention: np.ndarray
+    """(len(tokens), grid, grid): where the decoder looked for each word."""
+
+
+class BundleModels:
+    """Interpreters for every model of a bundle, with the bundle's decoding settings."""
+
+    def __init__(
+        self,
+        bundle: Bundle,
+        threads: int = 2,
+        delegates: list[Any] | None = None,
+        runtime: str | None = None,
+    ) -> None:
+        self.bundle = bundle
+        self.runners = {
+            name: ModelRunner(
+                bundle.model_path(name),
+                [o["name"] for o in spec["outputs"]],
+                threads,
+                delegates,
+                runtime,
+            )
+            for name, spec in bundle.models.items()
+        }
+        cap = bundle.doc.get("captioner")
+        self.vocab = Vocabulary(bundle.asset("vocab")) if cap else None
+        self.latent = bundle.asset("vae_latent") if "vae" in bundle.doc else None
+
+    def caption(self, image: np.ndarray, beam_width: int | None = None) -> CaptionResult:
+        """Caption one preprocessed image (H, W, C float32 in [0, 1])."""
+        cfg = self.bundle.doc["captioner"]
+        assert self.vocab is not None
+        enc = self.runners["captioner_encoder"](image=image[None].astype(np.float32))
+        step_model = self.runners["captioner_step"]
+        eye = np.eye(len(self.vocab), dtype=np.float32)
+        regions, keys = enc["regions"], enc["keys"]
+
+        def step(tokens: np.ndarray, states: tuple[np.ndarray, ...]):
+            outs = [
+                step_model(
+                    token_onehot=eye[t][None],
+                    h=states[0][i : i + 1],
+                    c=states[1][i : i + 1],
+                    regions=regions,
+                    keys=keys,
+                )
+                for i, t in enumerate(tokens)
+            ]
+            logits = np.concatenate([o["logits"] for o in outs])
+            new = (np.concatenate([o["h"] for o in outs]), np.concatenate([o["c"] for o in outs]))
+            return log_softmax(logits), new, np.concatenate([o["alpha"] for o in outs])
+
+        k = beam_width or int(cfg["beam_width"])
+        best = beam_search(
+            step,
+            (enc["h"], enc["c"]),
+            self.vocab.start_id,
+            self.vocab.end_id,
+            k,
+            int(cfg["max_len"]),
+        )[0]
+        words = self.vocab.decode(best.ids)
+        grid = int(cfg["grid"])
+        attention = best.attention[: len(words)].reshape(len(words), grid, grid)
+        return CaptionResult(detokenize(words), words, best.score, attention)
+
+    def segment(self, image: np.ndarray) -> np.ndarray:
+        """Class id per pixel (H, W) uint8."""
+        logits = self.runners["segmenter"](image=image[None].astype(np.float32))["logits"][0]
+        return np.argmax(logits, axis=-1).astype(np.uint8)
+
+    def vae(self, image: np.ndarray) -> tuple[np.ndarray, float]:
+        """Latent mean and reconstruction error (the anomaly signal) of one image."""
+        x = image[None].astype(np.float32)
+        mu = self.runners["vae_encoder"](image=x)["mu"]
+        recon = self.runners["vae_decoder"](z=mu)["reconstruction"]
+        pool = int(self.bundle.doc["vae"]["anomaly_pool"])
+        return mu[0], float(reconstruction_error(x, recon, pool)[0])

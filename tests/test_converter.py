@@ -1,0 +1,199 @@
+"""s3e-convert on tiny trained models: every precision, GPU check, faithfulness, bundle safety."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from converter import build
+from converter.build import ConversionError, Options, convert
+from converter.cli import run as convert_cli
+from converter.gpu import check_model
+from converter.tflite_model import read_ops
+from edge.bundle import BundleError, load_bundle
+from models.cli import run as train_cli
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def tiny_models(chest_small: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("tiny") / "models"
+    for model in ("captioner", "segmenter", "vae"):
+        args = ["fit", model, "--data", str(chest_small), "--out", str(out), "--max-steps", "2"]
+        assert train_cli(args) == 0
+    return out
+
+
+def _opts(models: Path, precision: str, out: Path, data: Path, **kw: object) -> Options:
+    return Options(
+        models=models,
+        precision=precision,
+        out=out,
+        calibration=data,
+        eval_data=data,
+        calibration_n=8,
+        eval_n=12,
+        progress=False,
+        **kw,
+    )  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("precision", "quantized_type"),
+    [("float32", None), ("float16", "FLOAT16"), ("dynamic", "INT8"), ("int8", "INT8")],
+)
+def test_every_precision_converts_and_describes_itself(
+    tiny_models: Path, chest_small: Path, tmp_path: Path, precision: str, quantized_type: str | None
+) -> None:
+    out = tmp_path / f"b-{precision}"
+    doc = convert(_opts(tiny_models, precision, out, chest_small))
+    assert set(doc["models"]) == {
+        "captioner_encoder",
+        "captioner_step",
+        "segmenter",
+        "vae_encoder",
+        "vae_decoder",
+    }
+    on_disk = json.loads((out / "bundle.json").read_text())
+    assert on_disk["precision"] == precision and on_disk["format_version"] == 1
+    for name, m in on_disk["models"].items():
+        assert (out / m["file"]).stat().st_size == m["bytes"]
+        assert all(i["shape"][0] == 1 for i in m["inputs"]), f"{name} is not batch 1"
+        assert all(o["dtype"] == "float32" for o in m["outputs"])
+        if quantized_type:
+            assert m["tensor_types"].get(quantized_type, 0) > 0, (name, m["tensor_types"])
+        else:
+            assert set(m["tensor_types"]) <= {"FLOAT32", "INT32"}
+    step = on_disk["models"]["captioner_step"]
+    assert [i["name"] for i in step["inputs"]] == ["token_onehot", "h", "c", "regions", "keys"]
+    assert [o["name"] for o in step["outputs"]] == ["logits", "h", "c", "alpha"]
+    faith = on_disk["faithfulness"]
+    assert {"captioner", "segmenter", "vae"} <= set(faith["device"]) and faith["drop_points"]
+    assert "finding_accuracy" in faith["device"]["captioner"]
+    errors = step["error_vs_keras"]
+    tolerance = {"float32": 1e-4, "float16": 5e-2, "dynamic": 0.5, "int8": 0.5}[precision]
+    assert max(e["max_abs"] for e in errors.values()) < tolerance
+    load_bundle(out)
+
+
+def test_onnx_export_is_checked_and_matches_keras(
+    tiny_models: Path, chest_small: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "b"
+    doc = convert(_opts(tiny_models, "float32", out, chest_small, onnx=True))
+    for name, m in doc["models"].items():
+        assert m["onnx"]["opset"] >= 17 and m["onnx"]["checker"] == "ok"
+        assert m["onnx"]["max_abs_error_vs_keras"] < 1e-4, name
+        assert (out / m["onnx"]["file"]).exists()
+
+
+def test_gpu_check_flags_an_unsupported_op_and_passes_supported_ones(tmp_path: Path) -> None:
+    inp = keras.Input((8,), name="x")
+    bad = keras.Model(inp, keras.layers.Lambda(lambda t: tf.math.cumsum(t, axis=-1))(inp))
+    good = keras.Model(inp, keras.layers.Dense(4, activation="softmax")(inp))
+    reports = {}
+    for name, model in (("bad", bad), ("good", good)):
+        conv = tf.lite.TFLiteConverter.from_keras_model(model)
+        reports[name] = check_model(conv.convert())
+    assert not reports["bad"].delegable
+    assert [p.op for p in reports["bad"].fallback] == ["CUMSUM"]
+    assert reports["good"].delegable and reports["good"].fallback == []
+    assert "gpu_compatibility.cc" in reports["good"].rules_source
+
+
+def test_softmax_with_beta_other_than_one_falls_back() -> None:
+    inp = keras.Input((8,), name="x")
+    model = keras.Model(inp, keras.layers.Lambda(lambda t: tf.nn.softmax(t * 2.0))(inp))
+    data = tf.lite.TFLiteConverter.from_keras_model(model).convert()
+    ops = read_ops(data)
+    softmax = [o for o in ops if o.name == "SOFTMAX"]
+    if softmax and softmax[0].options.get("beta") != 1.0:
+        assert not check_model(data).delegable
+    else:  # the converter folded the scale into a MUL: then it must pass
+        assert check_model(data).delegable
+
+
+@pytest.mark.parametrize("name", ["chest-float16", "shapes-float16"])
+def test_shipped_float16_bundles_are_fully_delegable(name: str) -> None:
+    bundle = load_bundle(name)
+    for model, entry in bundle.models.items():
+        report = check_model(bundle.model_path(model))
+        assert report.delegable, (model, report.fallback)
+        assert entry["gpu"]["delegable"]
+
+
+def test_a_tampered_bundle_file_is_refused_by_name(
+    tiny_models: Path, chest_small: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "b"
+    convert(_opts(tiny_models, "float32", out, chest_small))
+    victim = out / "segmenter.tflite"
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    victim.write_bytes(bytes(data))
+    with pytest.raises(BundleError, match=r"segmenter\.tflite: sha256 mismatch"):
+        load_bundle(out)
+    (out / "vocab.json").unlink()
+    with pytest.raises(BundleError, match=r"vocab\.json"):
+        load_bundle(out)
+
+
+def _leftovers(parent: Path) -> list[str]:
+    return sorted(p.name for p in parent.iterdir())
+
+
+def test_a_failed_conversion_leaves_no_partial_bundle(
+    tiny_models: Path, chest_small: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "bundles").mkdir()
+    monkeypatch.setattr(build, "MAX_DROP_POINTS", -1000.0)  # every measured drop now "fails"
+    with pytest.raises(ConversionError, match="--accept-drop"):
+        convert(_opts(tiny_models, "float16", tmp_path / "bundles" / "b", chest_small))
+    assert _leftovers(tmp_path / "bundles") == []
+    doc = convert(
+        _opts(tiny_models, "float16", tmp_path / "bundles" / "b", chest_small, accept_drop=True)
+    )
+    assert doc["faithfulness"]["accepted_drop"] is True
+    assert _leftovers(tmp_path / "bundles") == ["b"]
+
+
+def test_corrupt_weights_fail_naming_the_file(
+    tiny_models: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    broken = tmp_path / "models"
+    shutil.copytree(tiny_models, broken)
+    (broken / "segmenter.weights.h5").write_bytes(b"not an hdf5 file")
+    out = tmp_path / "bundles" / "b"
+    assert (
+        convert_cli(["--models", str(broken), "--precision", "float32", "--out", str(out), "-q"])
+        == 1
+    )
+    assert "segmenter.weights.h5" in caplog.text
+    assert (
+        (not out.exists()
+        and not (tmp_path / "bundles").exists())
+        or _leftovers(tmp_path / "bundles") == []
+    )
+
+
+def test_help_explains_the_options(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        convert_cli(["--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    for word in ("--precision", "float16", "--calibration", "--onnx", "--accept-drop", "GPU"):
+        assert word in text
+
+
+def test_int8_tensor_error_is_small_on_trained_shipped_models() -> None:
+    bundle = load_bundle("chest-int8")
+    for name, entry in bundle.models.items():
+        worst = max(e["max_abs"] for e in entry["error_vs_keras"].values())
+        assert np.isfinite(worst) and worst < 0.5, (name, worst)
