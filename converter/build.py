@@ -121,7 +121,7 @@ def _reference_metrics(folder: Path, cfg: ModelsConfig, ds: Dataset) -> dict[str
         }
     if cfg.vae:
         vae = eval_vae(folder, cfg, ds)
-        ref["vae"] = {k: vae[k] for k in ("reconstruction_mse", "anomaly_auroc") if k in vae}
+        ref["vae"] = {k: vae[k] for k in ("reconstruction_error", "anomaly_auroc") if k in vae}
     return ref
 
 

@@ -122,7 +122,7 @@ def device_task_metrics(models: BundleModels, ds: Dataset, domain: str) -> dict[
         out["segmenter"] = {"mIoU": metrics.iou_scores(conf, classes)["mIoU"]}
     if "vae_encoder" in names and models.latent is not None:
         errors = np.array([models.vae(x)[1] for x in ds.images])
-        vae: dict[str, Any] = {"reconstruction_mse": float(errors.mean())}
+        vae: dict[str, Any] = {"reconstruction_error": float(errors.mean())}
         if ds.meta and all("normal" in m for m in ds.meta):
             abnormal = np.array([not m["normal"] for m in ds.meta])
             if abnormal.any() and not abnormal.all():

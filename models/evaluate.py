@@ -94,7 +94,7 @@ def eval_vae(folder: Path, cfg: ModelsConfig, ds: Dataset) -> dict[str, Any]:
     latents, errors = vae_errors(enc, dec, ds.images, cfg.vae.anomaly_pool)  # type: ignore[union-attr]
     anomaly = space.anomaly(errors)
     report: dict[str, Any] = {
-        "reconstruction_mse": float(errors.mean()),
+        "reconstruction_error": float(errors.mean()),
         "anomaly_threshold": space.threshold,
         "train_cluster_purity": space.purity,
         "clusters": space.names,

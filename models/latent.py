@@ -47,6 +47,24 @@ def kmeans(x: np.ndarray, k: int, seed: int = 0, iters: int = 50) -> np.ndarray:
     return c
 
 
+def _name(labels: list[str], assign: np.ndarray, j: int) -> str:
+    """The label that most distinguishes cluster j: the largest lift over its base rate among
+    labels held by at least a quarter of the members, else the majority label.
+
+    Plain majority would name every cluster after the most common class (every chest cluster
+    "normal"), which labels nothing."""
+    members = Counter(labels[i] for i in np.flatnonzero(assign == j))
+    if not members:
+        return f"cluster-{j}"
+    size, base = sum(members.values()), Counter(labels)
+    candidates = {
+        lab: (n / size) / (base[lab] / len(labels)) for lab, n in members.items() if n >= size / 4
+    }
+    if not candidates:
+        return members.most_common(1)[0][0]
+    return max(sorted(candidates), key=lambda lab: candidates[lab])
+
+
 @dataclass
 class LatentSpace:
     """Cluster centroids with names, and the reconstruction-error calibration."""
@@ -70,16 +88,12 @@ class LatentSpace:
     ) -> LatentSpace:
         centroids = kmeans(latents, k)
         assign = np.argmin(((latents[:, None] - centroids[None]) ** 2).sum(-1), axis=1)
-        names, majority = [], 0
-        for j in range(k):
-            members = [labels[i] for i in np.flatnonzero(assign == j)] if labels else []
-            if members:
-                name, count = Counter(members).most_common(1)[0]
-                majority += count
-            else:
-                name = f"cluster-{j}"
-            names.append(name)
-        purity = majority / len(latents) if labels else None
+        names = [_name(labels, assign, j) if labels else f"cluster-{j}" for j in range(k)]
+        purity = (
+            float(np.mean([labels[i] == names[assign[i]] for i in range(len(labels))]))
+            if labels
+            else None
+        )
         return cls(
             centroids=centroids.tolist(),
             names=names,

@@ -151,7 +151,7 @@ def model_card(domain: str, report: dict[str, Any], seconds: dict[str, float]) -
             lines.append(f"| segmenter {k} | {_fmt(seg[k])} |")
     for name, iou in seg.get("iou", {}).items():
         lines.append(f"| segmenter IoU {name} | {_fmt(iou)} |")
-    for k in ("cluster_purity", "anomaly_auroc", "reconstruction_mse"):
+    for k in ("cluster_purity", "anomaly_auroc", "reconstruction_error"):
         if k in vae:
             lines.append(f"| vae {k} | {_fmt(vae[k])} |")
     table = report.get("ablation", {})
