@@ -46,6 +46,8 @@ class CaptionerConfig:
     alpha_c: float = 1.0
     """Weight of the doubly stochastic attention penalty (Show, Attend and Tell, eq. 14)."""
     max_len: int = 24
+    grid: int = 0
+    """Regions per side of the encoder grid (n = grid**2); derived at fit time, for readers."""
     beam_width: int = 3
     epochs: int = 12
     batch_size: int = 64

@@ -45,11 +45,10 @@ def data_image_config(
     data: Path, size: int | None = None, channels: int | None = None
 ) -> tuple[str, ImageConfig]:
     """Domain and image shape of a data set: from a generated set's info, else the defaults."""
-    info = (
-        json.loads((Path(data) / CAPTIONS_FILE).read_text()).get("info", {})
-        if (Path(data) / CAPTIONS_FILE).exists()
-        else {}
-    )
+    try:
+        info = json.loads((Path(data) / CAPTIONS_FILE).read_text()).get("info", {})
+    except (OSError, ValueError, AttributeError):
+        info = {}  # load_dataset reports what is wrong with the file, naming it
     domain = info.get("domain") if info.get("domain") in DOMAINS else "custom"
     default_channels = get_domain(domain).CHANNELS if domain in DOMAINS else 3
     return domain, ImageConfig(
@@ -168,6 +167,7 @@ def fit_captioner(
     cc.max_len = min(max(len(tokenize(c)) for c in all_caps) + 2, 40)
     cc.attention = attention or cc.attention
     cc.epochs = epochs or cc.epochs
+    cc.grid = cfg.image.size // 2 ** len(cc.filters)
     cfg.captioner = cc
     vocab = Vocabulary(cc.vocab)
     cap = Captioner(cc, cfg.image)
