@@ -29,7 +29,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import tensorflow as tf
 
-from converter.export import PRECISIONS, device_graphs, to_tflite
+from converter.export import PRECISIONS, device_graphs, iter_feeds, to_tflite
 from converter.faithfulness import graph_feeds
 from converter.onnx_export import export_onnx
 from edge.runtime import ModelRunner
@@ -74,7 +74,7 @@ def main() -> None:
             row: dict[str, object] = {}
             for precision in PRECISIONS:
                 path = tmp / f"{name}-{precision}.tflite"
-                path.write_bytes(to_tflite(graph, precision, lambda feeds=feeds[name]: iter(feeds)))
+                path.write_bytes(to_tflite(graph, precision, iter_feeds(feeds[name])))
                 runner = ModelRunner(path, graph.outputs, args.threads)
                 row[precision] = {
                     "bytes": path.stat().st_size,

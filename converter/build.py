@@ -20,7 +20,7 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from converter.export import PRECISIONS, Graph, device_graphs, to_tflite
+from converter.export import PRECISIONS, Graph, device_graphs, iter_feeds, to_tflite
 from converter.faithfulness import device_task_metrics, drops, graph_feeds, tensor_errors
 from converter.gpu import check_model
 from converter.tflite_model import tensor_types
@@ -184,8 +184,7 @@ def _build(
     for graph in bar:
         bar.set_postfix_str(graph.name)
         log.info("%s: exporting to TFLite (%s)", graph.name, opts.precision)
-        feeds = calib_feeds[graph.name]
-        data = to_tflite(graph, opts.precision, lambda feeds=feeds: iter(feeds))
+        data = to_tflite(graph, opts.precision, iter_feeds(calib_feeds[graph.name]))
         path = tmp / f"{graph.name}.tflite"
         path.write_bytes(data)
         runner = ModelRunner(path, graph.outputs, opts.threads)

@@ -69,6 +69,11 @@ def device_graphs(folder: Path, cfg: ModelsConfig | None = None) -> list[Graph]:
     return graphs
 
 
+def iter_feeds(feeds: list[Feed]) -> Callable[[], Iterator[Feed]]:
+    """A representative-dataset callable over a fixed list of feeds."""
+    return lambda: iter(feeds)
+
+
 def to_tflite(
     graph: Graph, precision: str, representative: Callable[[], Iterator[Feed]] | None = None
 ) -> bytes:

@@ -115,10 +115,9 @@ def device_task_metrics(models: BundleModels, ds: Dataset, domain: str) -> dict[
         }
     if "segmenter" in names and ds.masks is not None:
         classes = models.bundle.doc["segmenter"]["class_names"]
-        conf = sum(
-            metrics.confusion(models.segment(x), m, len(classes))
-            for x, m in zip(ds.images, ds.masks, strict=True)
-        )
+        conf = np.zeros((len(classes), len(classes)), np.int64)
+        for x, m in zip(ds.images, ds.masks, strict=True):
+            conf += metrics.confusion(models.segment(x), m, len(classes))
         out["segmenter"] = {"mIoU": metrics.iou_scores(conf, classes)["mIoU"]}
     if "vae_encoder" in names and models.latent is not None:
         errors = np.array([models.vae(x)[1] for x in ds.images])

@@ -61,7 +61,9 @@ class BundleModels:
         eye = np.eye(len(self.vocab), dtype=np.float32)
         regions, keys = enc["regions"], enc["keys"]
 
-        def step(tokens: np.ndarray, states: tuple[np.ndarray, ...]):
+        def step(
+            tokens: np.ndarray, states: tuple[np.ndarray, ...]
+        ) -> tuple[np.ndarray, tuple[np.ndarray, ...], np.ndarray]:
             outs = [
                 step_model(
                     token_onehot=eye[t][None],
