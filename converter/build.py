@@ -172,7 +172,7 @@ def _build(
         cfg, opts.calibration, CALIBRATION_SEED, opts.calibration_n, scratch, "calibration"
     )
     held_out = _split(cfg, opts.eval_data, EVAL_SEED, opts.eval_n, scratch, "held-out")
-    calib_feeds = graph_feeds(graphs, calib.images, max_len, limit=opts.calibration_n * 3)
+    calib_feeds = graph_feeds(graphs, calib.images, max_len, limit=opts.calibration_n * max_len)
     eval_feeds = graph_feeds(graphs, held_out.images, max_len, limit=30)
     if opts.onnx:
         (tmp / "onnx").mkdir()
@@ -195,6 +195,9 @@ def _build(
             "bytes": path.stat().st_size,
             "precision": opts.precision,
             "float_io": True,
+            "scheme": "int16 activations, int8 weights"
+            if graph.recurrent and opts.precision == "int8"
+            else opts.precision,
             "tensor_types": tensor_types(data),
             **_io(runner, graph),
             "gpu": gpu.to_dict(),

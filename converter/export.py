@@ -81,7 +81,9 @@ def to_tflite(
 
     int8 is full-integer inside with float inputs and outputs: a recurrent decoder's h_in and
     h_out would otherwise get different scales, and float I/O keeps every model's interface the
-    same across precisions.
+    same across precisions. The recurrent decoder step uses the 16x8 scheme (int8 weights, int16
+    activations): with 8-bit activations its error compounds over the words of a caption
+    (mean |logit error| 0.07 vs 0.011 measured on the chest step), and the step is tiny.
     """
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; choose one of {PRECISIONS}")
@@ -100,5 +102,9 @@ def to_tflite(
                 raise ValueError(f"{graph.name}: int8 needs a representative data set")
             conv.optimizations = [tf.lite.Optimize.DEFAULT]
             conv.representative_dataset = representative
-            conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            conv.target_spec.supported_ops = [
+                tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
+                if graph.recurrent
+                else tf.lite.OpsSet.TFLITE_BUILTINS_INT8
+            ]
         return conv.convert()

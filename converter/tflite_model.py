@@ -57,6 +57,31 @@ def tensor_types(model: bytes | Path) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
+def _has_data(buffer: Any) -> bool:
+    return buffer is not None and (
+        (buffer.data is not None and len(buffer.data) > 0) or (buffer.size or 0) > 0
+    )
+
+
+def _folded_dequantize_outputs(m: Any, sg: Any) -> set[int]:
+    """Outputs of DEQUANTIZE ops whose input is a constant (float16 weights).
+
+    The GPU delegate consumes float16 weights directly instead of running these DEQUANTIZE ops
+    ("the GPU delegate will not perform this dequantization, since it can operate on float16
+    data", TFLite post-training float16 quantization guide), so their outputs are constants to
+    the ops that read them.
+    """
+    out: set[int] = set()
+    for op in sg.operators or []:
+        code = m.operatorCodes[op.opcodeIndex]
+        if max(code.builtinCode, code.deprecatedBuiltinCode) != fb.BuiltinOperator.DEQUANTIZE:
+            continue
+        src = sg.tensors[int(op.inputs[0])]
+        if m.buffers and src.buffer < len(m.buffers) and _has_data(m.buffers[src.buffer]):
+            out.update(int(i) for i in op.outputs)
+    return out
+
+
 def read_ops(model: bytes | Path) -> list[OpInfo]:
     """Every operator of every subgraph, in execution order."""
     buf = Path(model).read_bytes() if isinstance(model, Path) else model
@@ -64,15 +89,16 @@ def read_ops(model: bytes | Path) -> list[OpInfo]:
     ops: list[OpInfo] = []
     for sg in m.subgraphs or []:
         tensors = sg.tensors or []
+        folded = _folded_dequantize_outputs(m, sg)
 
-        def describe(i: int, tensors: list[Any] = tensors) -> dict[str, Any]:
+        def describe(
+            i: int, tensors: list[Any] = tensors, folded: set[int] = folded
+        ) -> dict[str, Any]:
             if i < 0:
                 return {"dtype": None, "shape": [], "constant": True, "optional": True}
             t = tensors[i]
             buffer = m.buffers[t.buffer] if m.buffers and t.buffer < len(m.buffers) else None
-            constant = buffer is not None and (
-                (buffer.data is not None and len(buffer.data) > 0) or (buffer.size or 0) > 0
-            )
+            constant = i in folded or _has_data(buffer)
             shape = [] if t.shape is None else [int(s) for s in t.shape]
             return {
                 "dtype": _TYPE_NAMES.get(t.type, str(t.type)),
