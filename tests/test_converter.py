@@ -53,7 +53,8 @@ def test_every_precision_converts_and_describes_itself(
     tiny_models: Path, chest_small: Path, tmp_path: Path, precision: str, quantized_type: str | None
 ) -> None:
     out = tmp_path / f"b-{precision}"
-    doc = convert(_opts(tiny_models, precision, out, chest_small))
+    # the tiny models are barely trained: their task metrics are noise, so drops are accepted
+    doc = convert(_opts(tiny_models, precision, out, chest_small, accept_drop=True))
     assert set(doc["models"]) == {
         "captioner_encoder",
         "captioner_step",
