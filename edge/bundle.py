@@ -64,8 +64,22 @@ class Bundle:
         return json.loads((self.root / entry["file"]).read_text())
 
 
-def _entries(doc: dict[str, Any]) -> list[dict[str, Any]]:
-    return [*doc.get("models", {}).values(), *doc.get("assets", {}).values()]
+def _entries(doc: dict[str, Any], meta: Path) -> list[dict[str, Any]]:
+    """Every file entry of models and assets, each checked to name a file and its hash."""
+    out = []
+    for section in ("models", "assets"):
+        entries = doc.get(section, {})
+        if not isinstance(entries, dict):
+            raise BundleError(f"{meta}: {section!r} must be an object")
+        for name, entry in entries.items():
+            if not (
+                isinstance(entry, dict)
+                and isinstance(entry.get("file"), str)
+                and isinstance(entry.get("sha256"), str)
+            ):
+                raise BundleError(f"{meta}: {section}.{name} lacks a 'file' or 'sha256' string")
+            out.append(entry)
+    return out
 
 
 def resolve(name_or_path: str | Path) -> Path:
@@ -88,14 +102,16 @@ def load_bundle(name_or_path: str | Path) -> Bundle:
     meta = root / BUNDLE_FILE
     try:
         doc = json.loads(meta.read_text())
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise BundleError(f"{meta}: not valid JSON ({e})") from None
+    if not isinstance(doc, dict):
+        raise BundleError(f"{meta}: must hold a JSON object")
     if doc.get("format_version") != FORMAT_VERSION:
         raise BundleError(
             f"{meta}: format_version {doc.get('format_version')!r}; "
             f"this reader knows {FORMAT_VERSION}"
         )
-    for entry in _entries(doc):
+    for entry in _entries(doc, meta):
         path = root / entry["file"]
         if not path.is_file():
             raise BundleError(f"{path}: listed in {BUNDLE_FILE} but missing")

@@ -87,9 +87,9 @@ class BundleModels:
             k,
             int(cfg["max_len"]),
         )[0]
-        words = self.vocab.decode(best.ids)
+        words, steps = self.vocab.decode_positions(best.ids)
         grid = int(cfg["grid"])
-        attention = best.attention[: len(words)].reshape(len(words), grid, grid)
+        attention = best.attention[steps].reshape(len(words), grid, grid)
         return CaptionResult(detokenize(words), words, best.score, attention)
 
     def segment(self, image: np.ndarray) -> np.ndarray:

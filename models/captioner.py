@@ -221,7 +221,7 @@ class Captioner:
                 k,
                 self.cfg.max_len,
             ):
-                words = self.vocab.decode(d.ids)
-                att = d.attention[: len(words)].reshape(len(words), self.grid, self.grid)
+                words, steps = self.vocab.decode_positions(d.ids)
+                att = d.attention[steps].reshape(len(words), self.grid, self.grid)
                 out.append(Caption(detokenize(words), words, d.score, att))
         return out

@@ -63,12 +63,11 @@ def open_config(
     domain, image = data_image_config(data, size, channels)
     if (Path(out) / "config.json").exists():
         cfg = ModelsConfig.load(out)
-        if (cfg.image.size, cfg.image.channels) != (image.size, image.channels) and (
-            size or channels
-        ):
+        if (size and size != cfg.image.size) or (channels and channels != cfg.image.channels):
             raise ConfigError(
                 f"{out}/config.json has image {cfg.image.size}px x {cfg.image.channels}ch; "
-                f"asked for {image.size}px x {image.channels}ch: use a new --out folder"
+                f"asked for {size or cfg.image.size}px x {channels or cfg.image.channels}ch: "
+                "use a new --out folder"
             )
     else:
         cfg = ModelsConfig(domain=domain, image=image)
@@ -161,6 +160,8 @@ def fit_captioner(
     keras.utils.set_random_seed(seed)
     cfg, ds = open_config(out, data, size, channels)
     keep = [i for i, c in enumerate(ds.captions) if c]
+    if not keep:
+        raise ConfigError(f"{data}: no captions, so the captioner cannot be trained on it")
     all_caps = [c for i in keep for c in ds.captions[i]]
     cc = cfg.captioner or CaptionerConfig()
     cc.vocab = Vocabulary.build(all_caps).words
@@ -292,7 +293,11 @@ def fit_vae(
             raise ConfigError(
                 f"{data}: vae.train_on = 'normal' needs meta.json with a 'normal' flag"
             )
-        train_idx = np.array([i for i, m in enumerate(ds.meta) if m.get("normal")])
+        train_idx = np.array([i for i, m in enumerate(ds.meta) if m.get("normal")], np.int64)
+        if not len(train_idx):
+            raise ConfigError(
+                f"{data}: vae.train_on = 'normal' but no image has meta 'normal': true"
+            )
     else:
         train_idx = np.arange(len(ds))
     enc, dec = build_vae_encoder(vc, cfg.image), build_vae_decoder(vc, cfg.image)

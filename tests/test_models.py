@@ -119,6 +119,23 @@ def test_fit_segmenter_without_masks_is_a_clear_error(
     assert "no masks/ folder" in caplog.text
 
 
+def test_vae_on_normals_needs_normal_images(
+    shapes_small: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    args = [
+        "fit",
+        "vae",
+        "--data",
+        str(shapes_small),
+        "--out",
+        str(tmp_path / "m"),
+        "--train-on",
+        "normal",
+    ]
+    assert run(args) == 1
+    assert "no image has meta 'normal': true" in caplog.text
+
+
 def test_config_unknown_key_is_named(tmp_path: Path) -> None:
     ModelsConfig(captioner=CaptionerConfig(vocab=VOCAB)).save(tmp_path)
     doc = json.loads((tmp_path / "config.json").read_text())

@@ -73,11 +73,18 @@ class Vocabulary:
 
     def decode(self, ids: Iterable[int]) -> list[str]:
         """Tokens of a generated id sequence, stopping at <end> and skipping specials."""
-        out: list[str] = []
-        for i in ids:
+        return self.decode_positions(ids)[0]
+
+    def decode_positions(self, ids: Iterable[int]) -> tuple[list[str], list[int]]:
+        """The decoded words and the step each came from, so per-step data (attention) stays
+        aligned with its word when specials are skipped."""
+        words: list[str] = []
+        positions: list[int] = []
+        for step, i in enumerate(ids):
             if i == self.end_id:
                 break
             word = self.words[int(i)]
             if word not in SPECIALS:
-                out.append(word)
-        return out
+                words.append(word)
+                positions.append(step)
+        return words, positions

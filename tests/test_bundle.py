@@ -1,0 +1,59 @@
+"""The bundle loader refuses malformed or incomplete bundles with the file at fault named."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from edge.bundle import BundleError, load_bundle, sha256_file
+from models.data.tokens import SPECIALS, Vocabulary
+
+
+def _bundle(root: Path, doc: object) -> Path:
+    root.mkdir()
+    (root / "m.tflite").write_bytes(b"model")
+    (root / "bundle.json").write_text(json.dumps(doc))
+    return root
+
+
+def test_a_well_formed_bundle_loads(tmp_path: Path) -> None:
+    root = _bundle(tmp_path / "b", {})
+    entry = {"file": "m.tflite", "sha256": sha256_file(root / "m.tflite")}
+    (root / "bundle.json").write_text(
+        json.dumps(
+            {"format_version": 1, "name": "b", "precision": "float32", "models": {"m": entry}}
+        )
+    )
+    assert load_bundle(root).model_path("m") == root / "m.tflite"
+
+
+@pytest.mark.parametrize(
+    ("doc", "message"),
+    [
+        ({"format_version": 1, "models": {"m": {"file": "m.tflite"}}}, "models.m lacks"),
+        ({"format_version": 1, "models": ["m.tflite"]}, "'models' must be an object"),
+        ([1, 2], "must hold a JSON object"),
+        ({"format_version": 9}, "format_version 9"),
+    ],
+)
+def test_malformed_bundle_json_is_a_bundle_error_naming_the_file(
+    tmp_path: Path, doc: object, message: str
+) -> None:
+    root = _bundle(tmp_path / "b", doc)
+    with pytest.raises(BundleError) as err:
+        load_bundle(root)
+    assert message in str(err.value) and "bundle.json" in str(err.value)
+
+
+def test_unknown_bundle_name_lists_the_shipped_ones() -> None:
+    with pytest.raises(BundleError, match="chest-int8"):
+        load_bundle("no-such-bundle")
+
+
+def test_decoded_words_keep_the_step_they_came_from() -> None:
+    vocab = Vocabulary([*SPECIALS, "a", "red", "circle"])
+    unk, end = vocab.unk_id, vocab.end_id
+    words, steps = vocab.decode_positions([4, unk, 5, 6, end, 4])
+    assert words == ["a", "red", "circle"] and steps == [0, 2, 3]
