@@ -30,6 +30,7 @@ from edge.runtime import ModelRunner
 from models.config import ModelsConfig
 from models.data.dataset import Dataset, load_dataset, write_dataset
 from models.data.domains import DOMAINS
+from models.data.tokens import Vocabulary
 from models.evaluate import eval_captioner, eval_segmenter, eval_vae
 from models.latent import LATENT_FILE
 from models.store import load_captioner, load_segmenter
@@ -193,7 +194,6 @@ def _build(
             "file": path.name,
             "sha256": sha256_file(path),
             "bytes": path.stat().st_size,
-            "precision": opts.precision,
             "float_io": True,
             "scheme": "int16 activations, int8 weights"
             if graph.recurrent and opts.precision == "int8"
@@ -234,10 +234,6 @@ def _build(
     for entry in models.values():
         if "onnx" in entry:
             entry["onnx"]["sha256"] = sha256_file(tmp / entry["onnx"]["file"])
-            assets[entry["onnx"]["file"]] = {
-                "file": entry["onnx"]["file"],
-                "sha256": entry["onnx"]["sha256"],
-            }
 
     doc: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
@@ -259,8 +255,6 @@ def _build(
         "assets": assets,
     }
     if cfg.captioner:
-        from models.data.tokens import Vocabulary
-
         vocab = Vocabulary(cfg.captioner.vocab)
         doc["captioner"] = {
             "attention": cfg.captioner.attention,
@@ -301,7 +295,6 @@ def _build(
         worst = ", ".join(f"{k} -{v:.2f}" for k, v in failing.items())
         raise ConversionError(
             f"{opts.precision}: metrics drop more than {MAX_DROP_POINTS} point below float32 "
-            f"({worst} "
-            "points); no bundle written. Pass --accept-drop to keep it anyway."
+            f"({worst} points); no bundle written. Pass --accept-drop to keep it anyway."
         )
     return doc

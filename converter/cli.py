@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 from converter.export import PRECISIONS
@@ -73,21 +74,8 @@ def run(argv: list[str] | None = None) -> int:
     from converter.build import ConversionError, Options, convert
     from models.config import ConfigError
 
-    opts = Options(
-        models=args.models,
-        precision=args.precision,
-        out=args.out,
-        calibration=args.calibration,
-        eval_data=args.eval_data,
-        onnx=args.onnx,
-        accept_drop=args.accept_drop,
-        calibration_n=args.calibration_n,
-        eval_n=args.eval_n,
-        name=args.name,
-        threads=args.threads,
-        overwrite=args.overwrite,
-        progress=not args.quiet,
-    )
+    given = {f.name: getattr(args, f.name) for f in fields(Options) if hasattr(args, f.name)}
+    opts = Options(**given, progress=not args.quiet)
     try:
         doc = convert(opts)
     except (ConversionError, ConfigError, FileNotFoundError) as e:

@@ -65,7 +65,8 @@ class Bundle:
 
 
 def _entries(doc: dict[str, Any], meta: Path) -> list[dict[str, Any]]:
-    """Every file entry of models and assets, each checked to name a file and its hash."""
+    """Every file entry of models (with their ONNX twins) and assets, each checked to name a
+    file and its hash."""
     out = []
     for section in ("models", "assets"):
         entries = doc.get(section, {})
@@ -79,6 +80,8 @@ def _entries(doc: dict[str, Any], meta: Path) -> list[dict[str, Any]]:
             ):
                 raise BundleError(f"{meta}: {section}.{name} lacks a 'file' or 'sha256' string")
             out.append(entry)
+            if isinstance(entry.get("onnx"), dict):
+                out.append(entry["onnx"])
     return out
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
@@ -30,10 +30,6 @@ def interpreter_class(prefer: str | None = None) -> tuple[str, type]:
         except ImportError as e:
             errors.append(f"{name}: {e}")
     raise RuntimeUnavailableError("no TFLite runtime importable (" + "; ".join(errors) + ")")
-
-
-class Runner(Protocol):
-    def __call__(self, **inputs: np.ndarray) -> dict[str, np.ndarray]: ...
 
 
 class ModelRunner:

@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 from keras import layers, ops
 
-from models.config import CaptionerConfig, ImageConfig
+from models.config import CaptionerConfig, ImageConfig, grid_size
 from models.data.tokens import Vocabulary, detokenize
 from models.decoding import beam_search, log_softmax
 
@@ -85,7 +85,7 @@ def build_encoder(cfg: CaptionerConfig, image: ImageConfig) -> keras.Model:
         x = layers.BatchNormalization()(x)
         x = layers.ReLU()(x)
         x = layers.MaxPooling2D()(x)
-    grid = image.size // 2 ** len(cfg.filters)
+    grid = grid_size(cfg, image)
     regions = layers.Reshape((grid * grid, cfg.filters[-1]), name="regions")(x)
     mean = layers.GlobalAveragePooling1D()(regions)
     h0 = layers.Dense(cfg.units, activation="tanh", name="init_h")(mean)
@@ -100,7 +100,7 @@ def build_step(cfg: CaptionerConfig, image: ImageConfig, onehot: bool = False) -
     Dense layer holding the same matrix: a GATHER becomes a FULLY_CONNECTED, which the TFLite
     GPU delegate runs. The layers are otherwise identical, in the same order, so weights copy.
     """
-    grid = image.size // 2 ** len(cfg.filters)
+    grid = grid_size(cfg, image)
     n, feat = grid * grid, cfg.filters[-1]
     if onehot:
         token = keras.Input((len(cfg.vocab),), name="token_onehot")
@@ -150,7 +150,7 @@ class Captioner:
         self.vocab = Vocabulary(cfg.vocab)
         self.encoder = build_encoder(cfg, image)
         self.step = build_step(cfg, image)
-        self.grid = image.size // 2 ** len(cfg.filters)
+        self.grid = grid_size(cfg, image)
         self._encode = tf.function(lambda x: self.encoder(x, training=False), reduce_retracing=True)
         self._step = tf.function(
             lambda t, h, c, r, k: self.step([t, h, c, r, k], training=False), reduce_retracing=True

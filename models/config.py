@@ -60,6 +60,11 @@ class CaptionerConfig:
             )
 
 
+def grid_size(cfg: CaptionerConfig, image: ImageConfig) -> int:
+    """Regions per side of the captioner's encoder grid: one halving per conv block."""
+    return image.size // 2 ** len(cfg.filters)
+
+
 @dataclass
 class SegmenterConfig:
     class_names: list[str] = field(default_factory=list)
@@ -102,7 +107,7 @@ class ModelsConfig:
     def grid(self) -> int:
         """Regions per side of the captioner's encoder grid (n = grid**2)."""
         assert self.captioner is not None
-        return self.image.size // 2 ** len(self.captioner.filters)
+        return grid_size(self.captioner, self.image)
 
     def save(self, folder: Path) -> Path:
         path = Path(folder) / CONFIG_FILE

@@ -30,6 +30,11 @@ def reconstruction_error(images: np.ndarray, recon: np.ndarray, pool: int = 4) -
     return np.abs(residual).reshape(n, -1).max(axis=1)
 
 
+def nearest(x: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    """Index of the nearest centroid for each row of x."""
+    return np.argmin(((x[:, None] - centroids[None]) ** 2).sum(-1), axis=1)
+
+
 def kmeans(x: np.ndarray, k: int, seed: int = 0, iters: int = 50) -> np.ndarray:
     """Centroids by k-means++ seeding and Lloyd iterations."""
     rng = np.random.default_rng(seed)
@@ -39,7 +44,7 @@ def kmeans(x: np.ndarray, k: int, seed: int = 0, iters: int = 50) -> np.ndarray:
         centroids.append(x[rng.choice(len(x), p=d / d.sum())])
     c = np.array(centroids)
     for _ in range(iters):
-        assign = np.argmin(((x[:, None] - c[None]) ** 2).sum(-1), axis=1)
+        assign = nearest(x, c)
         new = np.array([x[assign == j].mean(0) if np.any(assign == j) else c[j] for j in range(k)])
         if np.allclose(new, c):
             break
@@ -87,7 +92,7 @@ class LatentSpace:
         percentile: float,
     ) -> LatentSpace:
         centroids = kmeans(latents, k)
-        assign = np.argmin(((latents[:, None] - centroids[None]) ** 2).sum(-1), axis=1)
+        assign = nearest(latents, centroids)
         names = [_name(labels, assign, j) if labels else f"cluster-{j}" for j in range(k)]
         purity = (
             float(np.mean([labels[i] == names[assign[i]] for i in range(len(labels))]))
@@ -104,10 +109,7 @@ class LatentSpace:
         )
 
     def label(self, latents: np.ndarray) -> list[str]:
-        c = np.asarray(self.centroids)
-        return [
-            self.names[j] for j in np.argmin(((latents[:, None] - c[None]) ** 2).sum(-1), axis=1)
-        ]
+        return [self.names[j] for j in nearest(latents, np.asarray(self.centroids))]
 
     def anomaly(self, errors: np.ndarray) -> np.ndarray:
         """Error / threshold: above 1 means less typical than `percentile`% of training images."""

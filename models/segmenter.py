@@ -20,8 +20,9 @@ def _block(x: keras.KerasTensor, filters: int) -> keras.KerasTensor:
 def build_segmenter(cfg: SegmenterConfig, image: ImageConfig) -> keras.Model:
     """Image -> per-pixel class logits (H, W, classes).
 
-    Up-sampling is nearest-neighbour resize plus convolution rather than a transposed
-    convolution: it maps to RESIZE_NEAREST_NEIGHBOR, which every TFLite delegate runs fast.
+    Up-sampling is nearest-neighbour repetition plus convolution rather than a transposed
+    convolution (slow when dynamic-range quantized); in TFLite it lowers to RESHAPE + TILE,
+    both on the GPU delegate's list.
     """
     inp = keras.Input((image.size, image.size, image.channels), name="image")
     skips, x = [], inp

@@ -28,6 +28,7 @@ from models.config import (
     ModelsConfig,
     SegmenterConfig,
     VAEConfig,
+    grid_size,
 )
 from models.data.dataset import CAPTIONS_FILE, Dataset, load_dataset
 from models.data.domains import DOMAINS, get_domain
@@ -168,7 +169,7 @@ def fit_captioner(
     cc.max_len = min(max(len(tokenize(c)) for c in all_caps) + 2, 40)
     cc.attention = attention or cc.attention
     cc.epochs = epochs or cc.epochs
-    cc.grid = cfg.image.size // 2 ** len(cc.filters)
+    cc.grid = grid_size(cc, cfg.image)
     cfg.captioner = cc
     vocab = Vocabulary(cc.vocab)
     cap = Captioner(cc, cfg.image)

@@ -14,8 +14,8 @@ import tensorflow as tf
 from converter import build
 from converter.build import ConversionError, Options, convert
 from converter.cli import run as convert_cli
-from converter.gpu import check_model
-from converter.tflite_model import read_ops
+from converter.gpu import check_model, check_ops
+from converter.tflite_model import OpInfo
 from edge.bundle import BundleError, load_bundle
 from models.cli import run as train_cli
 
@@ -94,6 +94,11 @@ def test_onnx_export_is_checked_and_matches_keras(
         assert m["onnx"]["opset"] >= 17 and m["onnx"]["checker"] == "ok"
         assert m["onnx"]["max_abs_error_vs_keras"] < 1e-4, name
         assert (out / m["onnx"]["file"]).exists()
+    onnx_file = out / doc["models"]["segmenter"]["onnx"]["file"]
+    load_bundle(out)
+    onnx_file.write_bytes(onnx_file.read_bytes() + b"x")
+    with pytest.raises(BundleError, match=r"segmenter\.onnx: sha256 mismatch"):
+        load_bundle(out)
 
 
 def test_gpu_check_flags_an_unsupported_op_and_passes_supported_ones(tmp_path: Path) -> None:
@@ -112,15 +117,14 @@ def test_gpu_check_flags_an_unsupported_op_and_passes_supported_ones(tmp_path: P
 
 
 def test_softmax_with_beta_other_than_one_falls_back() -> None:
-    inp = keras.Input((8,), name="x")
-    model = keras.Model(inp, keras.layers.Lambda(lambda t: tf.nn.softmax(t * 2.0))(inp))
-    data = tf.lite.TFLiteConverter.from_keras_model(model).convert()
-    ops = read_ops(data)
-    softmax = [o for o in ops if o.name == "SOFTMAX"]
-    if softmax and softmax[0].options.get("beta") != 1.0:
-        assert not check_model(data).delegable
-    else:  # the converter folded the scale into a MUL: then it must pass
-        assert check_model(data).delegable
+    def softmax(beta: float) -> OpInfo:
+        io = {"dtype": "FLOAT32", "shape": [1, 8], "constant": False}
+        return OpInfo("SOFTMAX", 1, 0, {"beta": beta}, [io], [io])
+
+    assert check_ops([softmax(1.0)]).delegable
+    report = check_ops([softmax(2.0)])
+    assert not report.delegable
+    assert "beta = 2.0, must be 1" in report.fallback[0].reason
 
 
 @pytest.mark.parametrize("name", ["chest-float16", "shapes-float16"])
@@ -182,9 +186,7 @@ def test_corrupt_weights_fail_naming_the_file(
         == 1
     )
     assert "segmenter.weights.h5" in caplog.text
-    assert (not out.exists() and not (tmp_path / "bundles").exists()) or _leftovers(
-        tmp_path / "bundles"
-    ) == []
+    assert not (tmp_path / "bundles").exists() or _leftovers(tmp_path / "bundles") == []
 
 
 def test_help_explains_the_options(capsys: pytest.CaptureFixture[str]) -> None:
