@@ -7,12 +7,18 @@ converter uses it to measure what the device will compute, and the daemon to ana
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from edge.bundle import Bundle
-from edge.runtime import ModelRunner
+from edge.runtime import (
+    Accelerator,
+    AcceleratorError,
+    CpuAccelerator,
+    Runner,
+    gpu_accelerator,
+    interpreter_module,
+)
 from models.data.tokens import Vocabulary, detokenize
 from models.decoding import beam_search, log_softmax
 from models.latent import reconstruction_error
@@ -28,26 +34,49 @@ class CaptionResult:
 
 
 class BundleModels:
-    """Interpreters for every model of a bundle, with the bundle's decoding settings."""
+    """Runners for every model of a bundle, with the bundle's decoding settings.
+
+    `accelerator` is "cpu", "gpu" (fail with the reason if any model cannot run there) or
+    "auto" (the GPU where it works, else the CPU; `fallback_reason` says why). `placement`
+    tells which accelerator each model runs on, for `/healthz` and every record.
+    """
 
     def __init__(
         self,
         bundle: Bundle,
         threads: int = 2,
-        delegates: list[Any] | None = None,
         runtime: str | None = None,
+        accelerator: str = "cpu",
+        gpu_delegate: str = "",
     ) -> None:
         self.bundle = bundle
-        self.runners = {
-            name: ModelRunner(
-                bundle.model_path(name),
-                [o["name"] for o in spec["outputs"]],
-                threads,
-                delegates,
-                runtime,
-            )
-            for name, spec in bundle.models.items()
-        }
+        self.runtime = interpreter_module(runtime)[0]
+        cpu = CpuAccelerator(threads, runtime)
+        gpu: Accelerator | None = None
+        self.fallback_reason = ""
+        if accelerator in ("gpu", "auto"):
+            try:
+                gpu = gpu_accelerator(gpu_delegate, threads, runtime)
+            except AcceleratorError as e:
+                if accelerator == "gpu":
+                    raise
+                self.fallback_reason = str(e)
+        self.runners: dict[str, Runner] = {}
+        self.placement: dict[str, str] = {}
+        for name, spec in bundle.models.items():
+            outputs = [o["name"] for o in spec["outputs"]]
+            chosen: Accelerator = cpu
+            if gpu is not None:
+                try:
+                    self.runners[name] = gpu.runner(bundle.model_path(name), outputs)
+                    chosen = gpu
+                except AcceleratorError as e:
+                    if accelerator == "gpu":
+                        raise
+                    self.fallback_reason, gpu = str(e), None  # the rest would fail alike
+            if chosen is cpu:
+                self.runners[name] = cpu.runner(bundle.model_path(name), outputs)
+            self.placement[name] = chosen.key
         cap = bundle.doc.get("captioner")
         self.vocab = Vocabulary(bundle.asset("vocab")) if cap else None
         self.latent = bundle.asset("vae_latent") if "vae" in bundle.doc else None

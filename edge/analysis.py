@@ -1,0 +1,84 @@
+"""One preprocessed image through the bundle's three models, into an `Analysis` record.
+
+Labels are what search filters and facets on: the segment classes present (scored by area),
+the VAE's nearest named cluster, and `anomalous` when the reconstruction error is above the
+calibrated threshold (score > 1).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from edge.bundle import Bundle
+from edge.config import ModelConfig
+from edge.imaging import mask_png
+from edge.inference import BundleModels
+from edge.store import Analysis
+from models.latent import LatentSpace
+
+MIN_SEGMENT_FRACTION = 0.005
+
+
+class Analyser:
+    """Interpreters of one bundle; not thread-safe, so each worker thread owns one."""
+
+    def __init__(self, bundle: Bundle, cfg: ModelConfig) -> None:
+        self.bundle = bundle
+        self.models = BundleModels(
+            bundle,
+            threads=cfg.threads,
+            runtime=cfg.runtime or None,
+            accelerator=cfg.accelerator,
+            gpu_delegate=cfg.gpu_delegate,
+        )
+        self.beam_width = cfg.beam_width or None
+        self.class_names: list[str] = list(bundle.doc["segmenter"]["class_names"])
+        self.latent = LatentSpace(**bundle.asset("vae_latent"))
+
+    def analyse(self, x: np.ndarray) -> tuple[Analysis, bytes]:
+        """The record's model fields and the PNG class mask, with per-stage milliseconds."""
+        t0 = time.perf_counter()
+        cap = self.models.caption(x, self.beam_width)
+        t1 = time.perf_counter()
+        classes = self.models.segment(x)
+        t2 = time.perf_counter()
+        mu, error = self.models.vae(x)
+        t3 = time.perf_counter()
+
+        fractions = np.bincount(classes.ravel(), minlength=len(self.class_names)) / classes.size
+        segments = [
+            {"class": name, "fraction": round(float(f), 4)}
+            for name, f in zip(self.class_names, fractions, strict=False)
+            if name != "background" and f >= MIN_SEGMENT_FRACTION
+        ]
+        cluster = self.latent.label(mu[None])[0]
+        anomaly = float(self.latent.anomaly(np.array([error]))[0])
+        labels = [{"name": s["class"], "score": s["fraction"], "kind": "segment"} for s in segments]
+        labels.append({"name": cluster, "score": 1.0, "kind": "cluster"})
+        if anomaly > 1.0:
+            labels.append({"name": "anomalous", "score": round(anomaly, 4), "kind": "anomaly"})
+        mask = mask_png(classes, len(self.class_names))
+        t4 = time.perf_counter()
+        timings = {
+            "caption_ms": (t1 - t0) * 1e3,
+            "segment_ms": (t2 - t1) * 1e3,
+            "vae_ms": (t3 - t2) * 1e3,
+            "postprocess_ms": (t4 - t3) * 1e3,
+        }
+        return (
+            Analysis(
+                caption=cap.text,
+                words=cap.tokens,
+                attention=cap.attention,
+                labels=labels,
+                segments=segments,
+                anomaly=anomaly,
+                cluster=cluster,
+                latent=mu,
+                timings={k: round(v, 3) for k, v in timings.items()},
+                accelerators=dict(self.models.placement),
+            ),
+            mask,
+        )

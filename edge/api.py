@@ -1,0 +1,227 @@
+"""The local HTTP endpoint (FastAPI): search, images and their derived views, uploads, health
+and metrics. Listens on 127.0.0.1 unless told otherwise; with a token set, every route but
+`/healthz` wants `Authorization: Bearer <token>`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hmac
+import io
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import FastAPI, HTTPException, Query, Request, Response
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+
+from edge.config import EdgeConfig
+from edge.imaging import ImageRejectedError, attention_png
+from edge.index import Filters, QuerySyntaxError, SearchIndex
+from edge.metrics import Metrics
+from edge.pipeline import Ingestor
+from edge.similar import LatentNeighbours
+from edge.store import Store
+
+log = logging.getLogger("s3e.http")
+PAGE = Path(__file__).parent / "static" / "index.html"
+MEDIA = {"jpg": "image/jpeg", "png": "image/png", "gif": "image/gif", "bmp": "image/bmp",
+         "tif": "image/tiff", "webp": "image/webp"}  # fmt: skip
+
+
+@dataclass
+class ApiContext:
+    """What the routes read; parts left None answer 503 (a search-only app in benchmarks)."""
+
+    cfg: EdgeConfig
+    index: SearchIndex
+    metrics: Metrics
+    health: Callable[[], dict[str, Any]]
+    store: Store | None = None
+    ingestor: Ingestor | None = None
+    neighbours: LatentNeighbours | None = None
+
+
+def _when(value: str | None, name: str) -> dt.datetime | None:
+    if not value:
+        return None
+    try:
+        t = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise HTTPException(400, f"{name}: not an ISO 8601 date or time: {value!r}") from None
+    return t if t.tzinfo else t.replace(tzinfo=dt.UTC)
+
+
+def create_app(ctx: ApiContext) -> FastAPI:
+    app = FastAPI(
+        title="S3E edge",
+        version="1",
+        description="Local search over the images this device has analysed.",
+    )
+    token = ctx.cfg.http.token
+
+    @app.middleware("http")
+    async def bearer(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        if token and request.url.path != "/healthz":
+            given = request.headers.get("authorization", "")
+            if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+                return JSONResponse(
+                    {"detail": "missing or wrong bearer token"},
+                    status_code=401,
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
+        return await call_next(request)
+
+    def store() -> Store:
+        if ctx.store is None:
+            raise HTTPException(503, "no record store in this app")
+        return ctx.store
+
+    def record_or_404(rid: str) -> Any:
+        rec = store().get(rid)
+        if rec is None:
+            raise HTTPException(404, f"no image with id {rid}")
+        return rec
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def page() -> HTMLResponse:
+        return HTMLResponse(PAGE.read_text())
+
+    @app.get("/healthz", summary="Liveness, model placement and queue state (no auth)")
+    def healthz() -> dict[str, Any]:
+        return ctx.health()
+
+    @app.get("/metrics", summary="Prometheus text format")
+    def metrics() -> Response:
+        return Response(ctx.metrics.render(), media_type="text/plain; version=0.0.4")
+
+    @app.get("/search", summary="Search captions and labels (Tantivy query syntax)")
+    def search(
+        q: str = "",
+        label: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        source: str | None = None,
+        min_anomaly: float | None = None,
+        limit: Annotated[int, Query(ge=1, le=200)] = 20,
+        offset: Annotated[int, Query(ge=0, le=100_000)] = 0,
+    ) -> dict[str, Any]:
+        filters = Filters(label, source, _when(since, "since"), _when(until, "until"), min_anomaly)
+        try:
+            total, hits, facets = ctx.index.search(q, filters, limit, offset)
+        except QuerySyntaxError as e:
+            raise HTTPException(400, f"query syntax error in {q!r}: {e}") from None
+        return {
+            "query": q,
+            "total": total,
+            "offset": offset,
+            "results": [
+                {**h.__dict__, "thumbnail_url": f"/images/{h.id}/thumb", "url": f"/images/{h.id}"}
+                for h in hits
+            ],
+            "facets": {"labels": facets},
+        }
+
+    @app.post("/images", status_code=201, summary="Upload an image (raw body or multipart)")
+    async def upload(request: Request) -> JSONResponse:
+        if ctx.ingestor is None or not ctx.cfg.capture.upload.enabled:
+            raise HTTPException(404, "uploads are off (capture.upload.enabled = false)")
+        limit = ctx.cfg.capture.upload.max_bytes
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > limit:
+            raise HTTPException(413, f"body of {declared} bytes is over the {limit} byte limit")
+        name = request.headers.get("x-filename", "")
+        if request.headers.get("content-type", "").startswith("multipart/form-data"):
+            form = await request.form(max_files=1, max_part_size=limit)
+            files = [v for v in form.values() if isinstance(v, UploadFile)]
+            if not files:
+                raise HTTPException(400, "multipart body holds no file part")
+            data, name = await files[0].read(), files[0].filename or name
+        else:
+            buf = io.BytesIO()
+            async for chunk in request.stream():
+                buf.write(chunk)
+                if buf.tell() > limit:
+                    raise HTTPException(413, f"body is over the {limit} byte limit")
+            data = buf.getvalue()
+        if len(data) > limit:
+            raise HTTPException(413, f"file is over the {limit} byte limit")
+        try:
+            got = await run_in_threadpool(ctx.ingestor.ingest, data, "upload", name)
+        except ImageRejectedError as e:
+            log.warning("rejected upload %s: %s (%s)", name or "(unnamed)", e.reason, e.kind)
+            raise HTTPException(400, f"{e.kind}: {e.reason}") from None
+        except OSError as e:
+            log.error("cannot store upload %s: %s", name, e)
+            raise HTTPException(507, f"the device cannot store the image now: {e}") from None
+        return JSONResponse(
+            {"id": got.id, "duplicate": not got.new, "url": f"/images/{got.id}"},
+            status_code=201 if got.new else 200,
+        )
+
+    @app.get("/records/{rid}", summary="The whole record of one image")
+    def record(rid: str) -> dict[str, Any]:
+        return dict(record_or_404(rid).summary())
+
+    @app.get("/images/{rid}", summary="The original image")
+    def original(rid: str) -> FileResponse:
+        rec = record_or_404(rid)
+        path = store().original_path(rid, rec.ext)
+        if not path.exists():
+            raise HTTPException(410, f"the original of {rid} is no longer on this device")
+        return FileResponse(path, media_type=MEDIA.get(rec.ext, "application/octet-stream"))
+
+    def derived(rid: str, kind: str, media: str) -> FileResponse:
+        record_or_404(rid)
+        path = store().derived_path(rid, kind)
+        if not path.exists():
+            raise HTTPException(404, f"no {kind} for {rid} yet (not analysed?)")
+        return FileResponse(path, media_type=media)
+
+    @app.get("/images/{rid}/thumb", summary="A JPEG thumbnail")
+    def thumb(rid: str) -> FileResponse:
+        return derived(rid, "thumb", "image/jpeg")
+
+    @app.get("/images/{rid}/mask", summary="The segmentation mask (palette PNG, class ids)")
+    def mask(rid: str) -> FileResponse:
+        return derived(rid, "mask", "image/png")
+
+    @app.get("/images/{rid}/attention", summary="Where the captioner looked for one word")
+    def attention(rid: str, word: str = "0") -> Response:
+        got = store().attention(rid)
+        if got is None:
+            raise HTTPException(404, f"no analysed image with id {rid}")
+        words, grids = got
+        if word.isdigit():
+            k = int(word)
+        elif word in words:
+            k = words.index(word)
+        else:
+            raise HTTPException(404, f"word {word!r} is not in the caption {' '.join(words)!r}")
+        if not 0 <= k < len(words):
+            raise HTTPException(404, f"word index {k} out of range (caption has {len(words)})")
+        thumb_bytes = store().derived_path(rid, "thumb").read_bytes()
+        png = attention_png(thumb_bytes, grids[k])
+        return Response(png, media_type="image/png", headers={"X-Word": words[k]})
+
+    @app.get("/images/{rid}/similar", summary="Nearest images in the VAE latent space")
+    def similar(rid: str, k: Annotated[int, Query(ge=1, le=100)] = 10) -> dict[str, Any]:
+        if ctx.neighbours is None:
+            raise HTTPException(503, "no latent index in this app")
+        got = ctx.neighbours.query(rid, k)
+        if got is None:
+            raise HTTPException(404, f"no analysed image with id {rid}")
+        return {
+            "id": rid,
+            "similar": [
+                {"id": i, "distance": d, "thumbnail_url": f"/images/{i}/thumb"} for i, d in got
+            ],
+        }
+
+    return app

@@ -1,0 +1,29 @@
+"""Capture sources: plug-ins that hand image bytes to the ingestor.
+
+Each source is one small module with one class, registered in `SOURCES` under its config key
+(`[capture.<key>]`). `upload` is not a thread but a route of the HTTP endpoint (`edge.api`).
+A source whose optional dependency is missing (OpenCV for `camera`) fails only when enabled,
+with a message saying what to install.
+"""
+
+from __future__ import annotations
+
+from edge.capture.base import CaptureSource, Reject, Submit
+from edge.capture.camera import CameraSource
+from edge.capture.folder import FolderSource
+from edge.config import EdgeConfig
+
+SOURCES: dict[str, type] = {s.key: s for s in (FolderSource, CameraSource)}
+
+
+def enabled_sources(cfg: EdgeConfig, submit: Submit, reject: Reject) -> list[CaptureSource]:
+    """The sources the config turns on, built but not started."""
+    out: list[CaptureSource] = []
+    if cfg.capture.folder.enabled:
+        out.append(FolderSource(cfg.capture.folder, submit, reject))
+    if cfg.capture.camera.url:
+        out.append(CameraSource(cfg.capture.camera, submit, reject))
+    return out
+
+
+__all__ = ["SOURCES", "CaptureSource", "enabled_sources"]

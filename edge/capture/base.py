@@ -1,0 +1,22 @@
+"""The one interface every capture source implements."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
+
+Submit = Callable[[bytes, str, str], str]
+"""(image bytes, source key, name) -> record id; raises `ImageRejectedError` for bad input and
+`OSError` when the store cannot take it now (the source keeps the image and retries)."""
+
+Reject = Callable[[Path, str, str], None]
+"""(file, kind, reason): move a refused file into `rejected/` beside a reason file."""
+
+
+class CaptureSource(Protocol):
+    key: str
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...

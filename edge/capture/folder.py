@@ -1,0 +1,176 @@
+"""`folder`: a watched directory (inotify through watchdog, or polling).
+
+A file counts as written once its size and mtime have stayed the same for `settle_s`; names a
+writer uses while it is still writing (`.part`, `.tmp`, dot files) are never taken. Whatever is
+already there at start is taken too. A taken file is removed (once the store holds it durably)
+or, if refused, moved to `rejected/` with its reason. If the store cannot take it now (a full
+disk), it stays where it is and is tried again.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from edge.capture.base import Reject, Submit
+from edge.config import FolderCaptureConfig
+from edge.imaging import TEMP_SUFFIXES, ImageRejectedError
+
+log = logging.getLogger("s3e.capture.folder")
+
+
+def is_candidate(path: Path) -> bool:
+    parts = path.parts
+    return not any(p.startswith(".") for p in parts) and not path.name.endswith(TEMP_SUFFIXES)
+
+
+class FolderSource:
+    key = "folder"
+
+    def __init__(self, cfg: FolderCaptureConfig, submit: Submit, reject: Reject) -> None:
+        self.cfg, self.submit, self.reject = cfg, submit, reject
+        self.root = Path(cfg.path)
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._seen: dict[Path, tuple[int, int, float]] = {}
+        """path -> (size, mtime_ns, monotonic time that state was first seen)."""
+        self._done: dict[Path, tuple[int, int]] = {}
+        """Files kept in place (delete_accepted off, or failed to move): not taken again."""
+        self._observer: Any = None
+        self._thread = threading.Thread(target=self._run, name="capture-folder", daemon=True)
+        self.mode = "poll"
+
+    def start(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        if self.cfg.watch in ("auto", "inotify"):
+            self._start_watch()
+        log.info("watching %s (%s)", self.root.resolve(), self.mode)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._observer is not None:
+            self._observer.stop()
+            self._observer.join(5)
+        self._thread.join(10)
+
+    def _start_watch(self) -> None:
+        try:
+            from watchdog.events import FileSystemEvent, FileSystemEventHandler
+            from watchdog.observers.inotify import InotifyObserver
+        except ImportError as e:
+            if self.cfg.watch == "inotify":
+                raise RuntimeError(f"capture.folder.watch = inotify needs watchdog: {e}") from e
+            log.warning("watchdog unavailable (%s); polling %s", e, self.root)
+            return
+        wake = self._wake
+
+        class Handler(FileSystemEventHandler):
+            def on_any_event(self, event: FileSystemEvent) -> None:
+                wake.set()
+
+        try:
+            observer = InotifyObserver()
+            observer.schedule(Handler(), str(self.root), recursive=True)
+            observer.start()
+        except OSError as e:
+            if self.cfg.watch == "inotify":
+                raise RuntimeError(f"inotify watch on {self.root} failed: {e}") from e
+            log.warning("inotify unavailable on %s (%s); polling instead", self.root, e)
+            return
+        self._observer, self.mode = observer, "inotify"
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            soonest = self.scan()
+            # Events wake us; the settle timer and the poll interval bound the wait.
+            wait = self.cfg.poll_interval_s if soonest is None else min(soonest, 0.2)
+            self._wake.wait(wait)
+            self._wake.clear()
+
+    def scan(self) -> float | None:
+        """Take every settled file; seconds until the next unsettled one may be ready."""
+        now = time.monotonic()
+        soonest: float | None = None
+        present = set()
+        try:
+            paths = sorted(p for p in self.root.rglob("*") if p.is_file() or p.is_symlink())
+        except OSError as e:
+            log.error("cannot list %s: %s", self.root, e)
+            return None
+        for path in paths:
+            if self._stop.is_set():
+                break
+            rel = path.relative_to(self.root)
+            if not is_candidate(rel):
+                continue
+            present.add(path)
+            try:
+                st = path.stat()
+                state = (st.st_size, st.st_mtime_ns)
+            except OSError:
+                state = (-1, -1)  # dangling link or vanished: settles, then is refused
+            if self._done.get(path) == state:
+                continue
+            seen = self._seen.get(path)
+            if seen is None or seen[:2] != state:
+                self._seen[path] = (*state, now)
+                left = self.cfg.settle_s
+            else:
+                left = self.cfg.settle_s - (now - seen[2])
+            if left > 0:
+                soonest = left if soonest is None else min(soonest, left)
+                continue
+            if self._take(path, rel, state):
+                self._seen.pop(path, None)
+            else:
+                soonest = self.cfg.poll_interval_s
+        for gone in set(self._seen) - present:
+            self._seen.pop(gone)
+        for gone in set(self._done) - present:
+            self._done.pop(gone)
+        return soonest
+
+    def _take(self, path: Path, rel: Path, state: tuple[int, int]) -> bool:
+        """True when the file is dealt with (stored or refused); False to try again later."""
+        name = str(rel)
+        try:
+            data = read_file(path)
+        except OSError as e:
+            self._refuse(path, name, state, "unreadable", f"cannot read: {e.strerror or e}")
+            return True
+        try:
+            self.submit(data, self.key, name)
+        except ImageRejectedError as e:
+            self._refuse(path, name, state, e.kind, e.reason)
+            return True
+        except OSError as e:
+            log.error("cannot store %s now (%s); it stays in %s and will be retried",
+                      name, e.strerror or e, self.root)  # fmt: skip
+            return False
+        if self.cfg.delete_accepted:
+            try:
+                path.unlink()
+                return True
+            except OSError as e:
+                log.warning("stored %s but cannot remove it: %s", name, e)
+        self._done[path] = state
+        return True
+
+    def _refuse(self, path: Path, name: str, state: tuple[int, int], kind: str, why: str) -> None:
+        log.warning("rejected %s: %s (%s)", name, why, kind)
+        try:
+            self.reject(path, kind, why)
+        except OSError as e:
+            log.error("cannot move rejected %s out of %s: %s", name, self.root, e)
+            self._done[path] = state
+
+
+def read_file(path: Path) -> bytes:
+    """The file's bytes (its own function so a test can make it fail as root cannot)."""
+    with open(path, "rb") as f:
+        return f.read()

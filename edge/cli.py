@@ -1,0 +1,151 @@
+"""`s3e-edge`: run the daemon, check a config, rebuild the index, print the OpenAPI schema.
+
+Exit codes: 0 done, 2 bad config or arguments, 3 could not start (bundle, port, index lock,
+accelerator).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+
+from edge.config import ConfigError, EdgeConfig, load_config
+from edge.index import IndexBusyError, SearchIndex
+from edge.logs import setup_logging
+
+log = logging.getLogger("s3e")
+EXIT_CONFIG, EXIT_STARTUP = 2, 3
+
+
+def _config_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--config",
+        "-c",
+        type=Path,
+        default=None,
+        help="TOML config file (default: built-in defaults: shipped chest-int8 bundle, ./inbox, "
+        "./var/s3e, http://127.0.0.1:8080)",
+    )
+
+
+def cmd_run(cfg: EdgeConfig, args: argparse.Namespace) -> int:
+    from edge.daemon import Daemon, StartupError
+
+    try:
+        daemon = Daemon(cfg)
+    except (StartupError, IndexBusyError) as e:
+        log.error("cannot start: %s", e)
+        return EXIT_STARTUP
+    try:
+        return daemon.run()
+    except StartupError as e:
+        log.error("cannot start: %s", e)
+        daemon.stop()
+        return EXIT_STARTUP
+
+
+def cmd_check_config(cfg: EdgeConfig, args: argparse.Namespace) -> int:
+    from edge.bundle import load_bundle
+
+    try:
+        bundle = load_bundle(cfg.model.bundle)
+    except ValueError as e:
+        print(f"model.bundle: {e}", file=sys.stderr)
+        return EXIT_CONFIG
+    print(f"config ok; bundle {bundle.name} ({bundle.precision}) verified at {bundle.root}")
+    if args.show:
+        print(json.dumps(cfg.model_dump(mode="json"), indent=2))
+    return 0
+
+
+def cmd_reindex(cfg: EdgeConfig, args: argparse.Namespace) -> int:
+    """Rebuild the index from SQLite. The daemon must be stopped: it holds the only writer."""
+    from edge.store import Store
+
+    try:
+        index = SearchIndex(Path(cfg.data_dir) / "index", cfg.index.heap_mb)
+    except IndexBusyError as e:
+        print(f"{e}; stop it first (or send it the MQTT 'reindex' command)", file=sys.stderr)
+        return EXIT_STARTUP
+    store = Store(cfg.data_dir, cfg.device_id)
+    index.clear()
+    store.reset_sink("indexed")
+    total = store.counts().get("analysed", 0)
+    batch = []
+    with tqdm(total=total, desc="reindex", unit="rec", disable=None) as bar:
+        for rec in store.iter_analysed():
+            batch.append(rec)
+            if len(batch) >= 1000:
+                index.add(batch)
+                bar.update(len(batch))
+                batch = []
+        index.add(batch)
+        bar.update(len(batch))
+    index.commit()
+    store.mark_done("indexed", [r.id for r in store.iter_analysed()])
+    print(f"reindexed {index.num_docs} records into {index.path}")
+    index.close()
+    store.close()
+    return 0
+
+
+def cmd_openapi(cfg: EdgeConfig, args: argparse.Namespace) -> int:
+    print(json.dumps(openapi_schema(), indent=1, sort_keys=True))
+    return 0
+
+
+def openapi_schema() -> dict[str, object]:
+    """The HTTP API's schema, built without models or data (for docs/openapi.json)."""
+    import tempfile
+
+    from edge.api import ApiContext, create_app
+    from edge.metrics import Metrics
+
+    with tempfile.TemporaryDirectory() as tmp:
+        index = SearchIndex(Path(tmp), writable=False)
+        app = create_app(ApiContext(EdgeConfig(), index, Metrics(), dict))
+        return dict(app.openapi())
+
+
+COMMANDS = {
+    "run": (cmd_run, "run the daemon until SIGTERM/SIGINT"),
+    "check-config": (cmd_check_config, "validate the config and verify the model bundle"),
+    "reindex": (cmd_reindex, "rebuild the search index from the records (daemon stopped)"),
+    "openapi": (cmd_openapi, "print the HTTP API's OpenAPI schema"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="s3e-edge",
+        description="S3E on-device daemon: watches for images, captions, segments and scores "
+        "them with a TFLite model bundle, and serves local search over HTTP.",
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+    for name, (_, help_) in COMMANDS.items():
+        sp = sub.add_parser(name, help=help_, description=help_)
+        _config_arg(sp)
+        if name == "check-config":
+            sp.add_argument("--show", action="store_true", help="print the resolved config")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as e:
+        print(f"config error:\n{e}", file=sys.stderr)
+        return EXIT_CONFIG
+    setup_logging(cfg.log_format, cfg.log_level)
+    fn, _ = COMMANDS[args.command]
+    return fn(cfg, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

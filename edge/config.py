@@ -1,0 +1,160 @@
+"""The daemon's one config object: a TOML file validated at start, every key with a default.
+
+`s3e-edge run` with no file works on a fresh machine from any working directory: the shipped
+chest int8 bundle, `./inbox` watched, data in `./var/s3e`, search on 127.0.0.1:8080. Relative
+paths are taken from the working directory. A typo or a wrong type is an error that names the
+file and the dotted key, never a silent default.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+
+class ConfigError(ValueError):
+    """An unusable config; the message names the file and the key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class ModelConfig(_Section):
+    bundle: str = Field("chest-int8", description="a shipped bundle's name, or a bundle folder")
+    accelerator: Literal["cpu", "gpu", "auto"] = Field(
+        "auto", description="gpu fails if no GPU can be used; auto falls back to the CPU"
+    )
+    gpu_delegate: str = Field(
+        "", description="path of a TFLite GPU delegate library; empty = LiteRT's own GPU backend"
+    )
+    threads: int = Field(2, ge=1, le=64, description="CPU threads per interpreter (XNNPACK)")
+    runtime: Literal["", "ai_edge_litert", "tflite_runtime"] = Field(
+        "", description="force a TFLite runtime; empty = ai_edge_litert, else tflite_runtime"
+    )
+    beam_width: int = Field(0, ge=0, le=16, description="0 = the bundle's own beam width")
+    workers: int = Field(
+        1, ge=1, le=16, description="analysis threads, each with its own interpreters"
+    )
+
+
+class FolderCaptureConfig(_Section):
+    enabled: bool = True
+    path: Path = Path("./inbox")
+    watch: Literal["auto", "inotify", "poll"] = Field(
+        "auto", description="auto = inotify via watchdog, polling where that is unavailable"
+    )
+    poll_interval_s: float = Field(2.0, gt=0)
+    settle_s: float = Field(
+        0.5, ge=0, description="a file must keep its size and mtime this long to count as written"
+    )
+    delete_accepted: bool = Field(
+        True, description="remove a file from the folder once the store holds it durably"
+    )
+
+
+class CameraCaptureConfig(_Section):
+    url: str = Field("", description="V4L2 device (/dev/video0 or 0), RTSP URL or video file")
+    interval_s: float = Field(10.0, ge=0, description="one frame every N seconds; 0 = off")
+    scene_change: float = Field(
+        0.0, ge=0, le=1, description="mean abs frame difference (0..1) that triggers; 0 = off"
+    )
+    jpeg_quality: int = Field(90, ge=10, le=100)
+    reconnect_min_s: float = Field(1.0, gt=0)
+    reconnect_max_s: float = Field(60.0, gt=0)
+    loop_file: bool = Field(False, description="restart a video file at its end")
+
+
+class UploadCaptureConfig(_Section):
+    enabled: bool = True
+    max_bytes: int = Field(25 * 1024 * 1024, gt=0)
+
+
+class CaptureConfig(_Section):
+    folder: FolderCaptureConfig = FolderCaptureConfig()
+    camera: CameraCaptureConfig = CameraCaptureConfig()
+    upload: UploadCaptureConfig = UploadCaptureConfig()
+
+
+class ImageLimits(_Section):
+    max_pixels: int = Field(
+        64_000_000, gt=0, description="larger images are refused (decompression bombs)"
+    )
+    thumb_size: int = Field(256, ge=32, le=2048)
+
+
+class IndexConfig(_Section):
+    commit_every: int = Field(64, ge=1, description="commit after this many records")
+    commit_interval_s: float = Field(1.0, gt=0, description="or after this many seconds")
+    heap_mb: int = Field(64, ge=15, le=4096)
+
+
+class HttpConfig(_Section):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    token: str = Field("", description="bearer token for every route but /healthz; empty = off")
+
+
+class MqttConfig(_Section):
+    host: str = Field("", description="broker host; empty = publishing off")
+    port: int = Field(1883, ge=1, le=65535)
+
+
+class S3Config(_Section):
+    bucket: str = Field("", description="bucket name; empty = cloud sync off")
+
+
+class EdgeConfig(_Section):
+    device_id: str = Field("edge-01", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    data_dir: Path = Path("./var/s3e")
+    log_format: Literal["text", "json"] = "text"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    shutdown_timeout_s: float = Field(20.0, gt=0)
+    model: ModelConfig = ModelConfig()
+    capture: CaptureConfig = CaptureConfig()
+    limits: ImageLimits = ImageLimits()
+    index: IndexConfig = IndexConfig()
+    http: HttpConfig = HttpConfig()
+    mqtt: MqttConfig = MqttConfig()
+    s3: S3Config = S3Config()
+
+    @field_validator("data_dir")
+    @classmethod
+    def _not_empty(cls, v: Path) -> Path:
+        if not str(v):
+            raise ValueError("must not be empty")
+        return v
+
+
+def _describe(e: ValidationError, source: str) -> str:
+    lines = []
+    for err in e.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        lines.append(f"{source}: {key}: {msg}")
+    return "\n".join(lines)
+
+
+def parse_config(data: dict[str, object], source: str = "<config>") -> EdgeConfig:
+    try:
+        return EdgeConfig.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_describe(e, source)) from None
+
+
+def load_config(path: Path | str | None) -> EdgeConfig:
+    """The config from a TOML file, or the defaults when no file is given."""
+    if path is None:
+        return EdgeConfig()
+    p = Path(path)
+    try:
+        data = tomllib.loads(p.read_text())
+    except OSError as e:
+        raise ConfigError(f"{p}: cannot read ({e.strerror or e})") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{p}: not valid TOML ({e})") from None
+    return parse_config(data, str(p))

@@ -1,0 +1,228 @@
+"""The daemon: builds every part from the config, starts them in order, and stops them in
+reverse on SIGTERM or SIGINT, within `shutdown_timeout_s`.
+
+Start: store -> index -> analysers -> index sink -> analysis pool -> HTTP -> capture, then
+READY=1 to systemd. Stop: capture first (nothing new comes in), let the in-flight analyses
+finish, commit the index, stop HTTP, release the index lock. Whatever was accepted but not yet
+analysed or indexed is still in the store, and is picked up at the next start.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from edge.analysis import Analyser
+from edge.api import ApiContext, create_app
+from edge.bundle import load_bundle
+from edge.capture import enabled_sources
+from edge.config import EdgeConfig
+from edge.index import SearchIndex
+from edge.metrics import Metrics
+from edge.pipeline import AnalysisPool, Ingestor, SinkWorker
+from edge.sdnotify import notify, watchdog_interval
+from edge.similar import LatentNeighbours
+from edge.store import Record, Store
+
+log = logging.getLogger("s3e.daemon")
+
+
+class StartupError(RuntimeError):
+    """The daemon cannot start; the message says which part and why."""
+
+
+class IndexSink:
+    """Makes records searchable: add, commit, and only then report them done."""
+
+    name = "indexed"
+
+    def __init__(self, index: SearchIndex, metrics: Metrics) -> None:
+        self.index, self.metrics = index, metrics
+
+    def deliver(self, records: list[Record]) -> list[str]:
+        t0 = time.perf_counter()
+        self.index.add(records)
+        self.index.commit()
+        self.metrics.stage.labels("index_commit").observe(time.perf_counter() - t0)
+        self.metrics.indexed.inc(len(records))
+        return [r.id for r in records]
+
+
+class HttpServer:
+    """uvicorn in a thread of its own (so signals stay with the daemon)."""
+
+    def __init__(self, app: Any, host: str, port: int) -> None:
+        config = uvicorn.Config(
+            app, host=host, port=port, log_level="warning", access_log=False, lifespan="off"
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, name="http", daemon=True)
+
+    def start(self, timeout: float = 10.0) -> int:
+        """Start serving; the bound port (useful with port 0)."""
+        self.thread.start()
+        deadline = time.monotonic() + timeout
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise StartupError("HTTP server did not start (is the port in use?)")
+            time.sleep(0.02)
+        return int(self.server.servers[0].sockets[0].getsockname()[1])
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout)
+
+
+def reject_file(root: Path, path: Path, kind: str, reason: str) -> None:
+    """Move a refused file into `rejected/` with `<name>.reason.txt` beside it."""
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    target = root / "rejected" / f"{stamp}-{path.name}"
+    n = 1
+    while target.exists() or target.with_name(target.name + ".reason.txt").exists():
+        target = root / "rejected" / f"{stamp}-{n}-{path.name}"
+        n += 1
+    shutil.move(str(path), target)
+    target.with_name(target.name + ".reason.txt").write_text(
+        f"file: {path}\nkind: {kind}\nreason: {reason}\nrejected_at: {stamp}\n"
+    )
+
+
+class Daemon:
+    def __init__(self, cfg: EdgeConfig) -> None:
+        self.cfg = cfg
+        self.started_at = time.time()
+        self.stopping = threading.Event()
+        try:
+            self.bundle = load_bundle(cfg.model.bundle)
+        except ValueError as e:
+            raise StartupError(f"model.bundle: {e}") from None
+        self.store = Store(cfg.data_dir, cfg.device_id)
+        self.index = SearchIndex(Path(cfg.data_dir) / "index", cfg.index.heap_mb)
+        self.metrics = Metrics()
+        try:
+            self.analysers = [Analyser(self.bundle, cfg.model) for _ in range(cfg.model.workers)]
+        except RuntimeError as e:
+            self.index.close()
+            raise StartupError(f"model.accelerator = {cfg.model.accelerator}: {e}") from None
+        models = self.analysers[0].models
+        if models.fallback_reason:
+            log.warning("GPU not used, running on the CPU: %s", models.fallback_reason)
+        self.ingestor = Ingestor(self.store, self.bundle, cfg, self.metrics)
+        self.index_worker = SinkWorker(
+            self.store, IndexSink(self.index, self.metrics), cfg.index.commit_every,
+            cfg.index.commit_interval_s, self.metrics,
+        )  # fmt: skip
+        self.pool = AnalysisPool(
+            self.ingestor, self.analysers, self.metrics, self.index_worker.notify
+        )
+        self.neighbours = LatentNeighbours(self.store)
+        self.sources = enabled_sources(cfg, self._submit, self._reject)
+        self.http: HttpServer | None = None
+        self.port: int | None = None
+        m = self.metrics
+        m.gauge("s3e_queue_analysis", "Images accepted, not yet analysed", self._due_analysis)
+        m.gauge("s3e_queue_index", "Analysed records not yet searchable", self._due_index)
+        m.gauge("s3e_index_documents", "Documents in the search index", lambda: self.index.num_docs)
+        m.gauge("s3e_index_size_bytes", "Index size on disk", self.index.size_bytes)
+
+    def _due_analysis(self) -> float:
+        return float(self.store.counts().get("pending", 0))
+
+    def _due_index(self) -> float:
+        return float(self.store.counts().get("due_indexed", 0))
+
+    def _submit(self, data: bytes, source: str, name: str) -> str:
+        return self.ingestor.ingest(data, source, name).id
+
+    def _reject(self, path: Path, kind: str, reason: str) -> None:
+        reject_file(Path(self.cfg.data_dir), path, kind, reason)
+
+    def health(self) -> dict[str, Any]:
+        models = self.analysers[0].models
+        return {
+            "status": "stopping" if self.stopping.is_set() else "ok",
+            "device_id": self.cfg.device_id,
+            "uptime_s": round(time.time() - self.started_at, 1),
+            "bundle": {"name": self.bundle.name, "precision": self.bundle.precision,
+                       "domain": self.bundle.doc.get("domain")},
+            "runtime": models.runtime,
+            "accelerator": {"requested": self.cfg.model.accelerator,
+                            "models": dict(models.placement),
+                            "fallback_reason": models.fallback_reason or None},
+            "records": self.store.counts(),
+            "index_documents": self.index.num_docs,
+            "capture": [s.key for s in self.sources] +
+                       (["upload"] if self.cfg.capture.upload.enabled else []),
+        }  # fmt: skip
+
+    def reindex(self) -> int:
+        """Empty the index and make every record due again; the index sink refills it."""
+        self.index.clear()
+        n = self.store.reset_sink("indexed")
+        self.index_worker.wake.set()
+        log.info("reindex: %d records queued", n)
+        return n
+
+    def start(self) -> None:
+        log.info("device %s: bundle %s (%s) on %s, data in %s", self.cfg.device_id,
+                 self.bundle.name, self.bundle.precision,
+                 ",".join(sorted(set(self.analysers[0].models.placement.values()))),
+                 Path(self.cfg.data_dir).resolve())  # fmt: skip
+        counts = self.store.counts()
+        if counts.get("pending") or counts.get("due_indexed"):
+            log.info("resuming: %d images to analyse, %d records to index",
+                     counts.get("pending", 0), counts.get("due_indexed", 0))  # fmt: skip
+        self.index_worker.start()
+        self.pool.start()
+        if self.cfg.http.enabled:
+            ctx = ApiContext(self.cfg, self.index, self.metrics, self.health, self.store,
+                             self.ingestor, self.neighbours)  # fmt: skip
+            self.http = HttpServer(create_app(ctx), self.cfg.http.host, self.cfg.http.port)
+            self.port = self.http.start()
+            log.info("search on http://%s:%d/", self.cfg.http.host, self.port)
+        for s in self.sources:
+            s.start()
+        notify("READY=1", f"STATUS=serving; {counts.get('analysed', 0)} images analysed")
+
+    def stop(self) -> None:
+        self.stopping.set()
+        notify("STOPPING=1")
+        budget = self.cfg.shutdown_timeout_s
+        deadline = time.monotonic() + budget
+        for s in reversed(self.sources):
+            s.stop()
+        self.pool.stop(max(0.0, deadline - time.monotonic()))
+        self.index_worker.stop(max(1.0, deadline - time.monotonic()))
+        if self.http is not None:
+            self.http.stop()
+        self.index.close()
+        self.store.close()
+        log.info("stopped")
+
+    def run(self) -> int:
+        """Serve until SIGTERM/SIGINT; a second signal exits at once."""
+
+        def on_signal(signum: int, _frame: Any) -> None:
+            if self.stopping.is_set():
+                log.warning("second %s: exiting now", signal.Signals(signum).name)
+                os._exit(1)
+            log.info("%s: stopping", signal.Signals(signum).name)
+            self.stopping.set()
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, on_signal)
+        self.start()
+        ping = watchdog_interval()
+        while not self.stopping.wait(ping or 3600):
+            if ping:
+                notify("WATCHDOG=1")
+        self.stop()
+        return 0

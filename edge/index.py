@@ -1,0 +1,204 @@
+"""The Tantivy index: one writer (the daemon), batched commits, searches that explain their
+syntax errors.
+
+The index holds only what search needs, stored, so `/search` never touches SQLite. It is
+derived data: `reindex` rebuilds it from the records, and the index sink makes a record
+searchable only by committing before it marks the record indexed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import tantivy
+
+from edge.store import Record
+
+DEFAULT_FIELDS = ["caption", "labels"]
+
+
+class IndexBusyError(RuntimeError):
+    """Another process (a running daemon) holds the index writer."""
+
+
+class QuerySyntaxError(ValueError):
+    """A user query Tantivy cannot parse; the message says where."""
+
+
+def build_schema() -> tantivy.Schema:
+    sb = tantivy.SchemaBuilder()
+    sb.add_text_field("id", stored=True, tokenizer_name="raw")
+    sb.add_text_field("caption", stored=True, tokenizer_name="en_stem")
+    sb.add_text_field("labels", stored=True, fast=True, tokenizer_name="raw")
+    sb.add_text_field("classes", stored=True, fast=True, tokenizer_name="raw")
+    sb.add_text_field("source", stored=True, fast=True, tokenizer_name="raw")
+    sb.add_text_field("device", stored=True, fast=True, tokenizer_name="raw")
+    sb.add_text_field("bundle", stored=True, tokenizer_name="raw")
+    sb.add_date_field("captured", stored=True, indexed=True, fast=True)
+    sb.add_float_field("anomaly", stored=True, indexed=True, fast=True)
+    return sb.build()
+
+
+def utc(ts: float) -> dt.datetime:
+    return dt.datetime.fromtimestamp(ts, tz=dt.UTC)
+
+
+def document(r: Record) -> tantivy.Document:
+    doc = tantivy.Document(
+        id=r.id,
+        caption=r.caption or "",
+        labels=[lab["name"] for lab in r.labels],
+        classes=[s["class"] for s in r.segments],
+        source=r.source,
+        device=r.device_id,
+        bundle=f"{r.bundle}",
+        anomaly=float(r.anomaly or 0.0),
+    )
+    doc.add_date("captured", utc(r.captured_at))
+    return doc
+
+
+@dataclass
+class Filters:
+    """The structured filters of `/search`, each optional."""
+
+    label: str | None = None
+    source: str | None = None
+    since: dt.datetime | None = None
+    until: dt.datetime | None = None
+    min_anomaly: float | None = None
+
+
+@dataclass
+class Hit:
+    id: str
+    score: float
+    caption: str
+    snippet: str
+    labels: list[str]
+    classes: list[str]
+    source: str
+    device: str
+    captured_at: str
+    anomaly: float
+
+
+class SearchIndex:
+    """The index folder, its single writer, and searches over the last commit."""
+
+    def __init__(self, path: Path, heap_mb: int = 64, writable: bool = True) -> None:
+        path.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.schema = build_schema()
+        self.index = tantivy.Index(self.schema, path=str(path), reuse=True)
+        self._writer: Any = None
+        self._lock = threading.Lock()
+        if writable:
+            try:
+                self._writer = self.index.writer(heap_mb * 1_000_000, 1)
+            except ValueError as e:
+                if "LockBusy" in str(e) or "lock" in str(e).lower():
+                    raise IndexBusyError(
+                        f"{path}: the index is held by another process (is the daemon running?)"
+                    ) from None
+                raise
+
+    # -- writing -----------------------------------------------------------------------------
+    def add(self, records: list[Record]) -> None:
+        """Replace each record's document (idempotent: a record indexed twice is one doc)."""
+        assert self._writer is not None, "read-only index"
+        with self._lock:
+            for r in records:
+                self._writer.delete_documents_by_term("id", r.id)
+                self._writer.add_document(document(r))
+
+    def commit(self) -> None:
+        with self._lock:
+            self._writer.commit()
+        self.index.reload()
+
+    def clear(self) -> None:
+        with self._lock:
+            self._writer.delete_all_documents()
+            self._writer.commit()
+        self.index.reload()
+
+    def close(self) -> None:
+        """Drop the writer, which releases the index lock."""
+        with self._lock:
+            if self._writer is not None:
+                self._writer.wait_merging_threads()
+                self._writer = None
+
+    # -- reading -----------------------------------------------------------------------------
+    @property
+    def num_docs(self) -> int:
+        return int(self.index.searcher().num_docs)
+
+    def size_bytes(self) -> int:
+        return sum(p.stat().st_size for p in self.path.glob("*") if p.is_file())
+
+    def parse(self, q: str) -> tantivy.Query:
+        if not q.strip():
+            return tantivy.Query.all_query()
+        try:
+            return self.index.parse_query(q, DEFAULT_FIELDS, conjunction_by_default=True)
+        except ValueError as e:
+            _, errors = self.index.parse_query_lenient(q, DEFAULT_FIELDS)
+            where = "; ".join(str(x) for x in errors)
+            msg = str(e) if not where or where in str(e) else f"{e} ({where})"
+            raise QuerySyntaxError(msg) from None
+
+    def _query(self, q: str, f: Filters) -> tantivy.Query:
+        parts = [self.parse(q)]
+        if f.label:
+            parts.append(tantivy.Query.term_query(self.schema, "labels", f.label))
+        if f.source:
+            parts.append(tantivy.Query.term_query(self.schema, "source", f.source))
+        if f.since or f.until:
+            parts.append(
+                tantivy.Query.range_query(
+                    self.schema, "captured", tantivy.FieldType.Date, f.since or utc(0),
+                    f.until or dt.datetime(9999, 1, 1, tzinfo=dt.UTC),
+                )
+            )  # fmt: skip
+        if f.min_anomaly is not None:
+            parts.append(
+                tantivy.Query.range_query(
+                    self.schema, "anomaly", tantivy.FieldType.Float, f.min_anomaly, float("inf")
+                )
+            )
+        if len(parts) == 1:
+            return parts[0]
+        return tantivy.Query.boolean_query([(tantivy.Occur.Must, p) for p in parts])
+
+    def search(
+        self, q: str, filters: Filters, limit: int = 20, offset: int = 0
+    ) -> tuple[int, list[Hit], dict[str, int]]:
+        """(total matches, one page of hits, label counts over every match)."""
+        query = self._query(q, filters)
+        searcher = self.index.searcher()
+        result = searcher.search(query, limit, count=True, offset=offset)
+        snippets = tantivy.SnippetGenerator.create(searcher, query, self.schema, "caption")
+        hits = []
+        for score, address in result.hits:
+            d = searcher.doc(address).to_dict()
+            caption = d["caption"][0] if d.get("caption") else ""
+            snippet = snippets.snippet_from_doc(searcher.doc(address)).to_html()
+            hits.append(
+                Hit(
+                    id=d["id"][0], score=float(score), caption=caption,
+                    snippet=snippet or html.escape(caption), labels=d.get("labels", []),
+                    classes=d.get("classes", []), source=d["source"][0],
+                    device=d["device"][0], captured_at=d["captured"][0].isoformat(),
+                    anomaly=float(d["anomaly"][0]),
+                )
+            )  # fmt: skip
+        agg = searcher.aggregate(query, {"labels": {"terms": {"field": "labels", "size": 100}}})
+        facets = {b["key"]: int(b["doc_count"]) for b in agg["labels"]["buckets"]}
+        return int(getattr(result, "count", 0) or 0), hits, facets

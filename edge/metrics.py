@@ -1,0 +1,43 @@
+"""Prometheus metrics of one daemon, in a registry of its own (so two daemons in one test
+process never share counters)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+STAGE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.accepted = Counter(
+            "s3e_images_accepted", "Images stored durably, by source", ["source"], registry=r
+        )
+        self.duplicates = Counter(
+            "s3e_images_duplicate", "Images already in the store (same sha256)", registry=r
+        )
+        self.processed = Counter("s3e_images_processed", "Images analysed", registry=r)
+        self.errors = Counter("s3e_errors", "Errors, by kind", ["kind"], registry=r)
+        self.stage = Histogram(
+            "s3e_stage_seconds", "Latency per pipeline stage", ["stage"],
+            buckets=STAGE_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.indexed = Counter("s3e_records_indexed", "Records committed to the index", registry=r)
+        self._gauges: dict[str, Gauge] = {}
+
+    def gauge(self, name: str, doc: str, fn: Callable[[], float]) -> None:
+        """A value read at scrape time (index size, queue depth)."""
+        g = Gauge(name, doc, registry=self.registry)
+        g.set_function(fn)
+        self._gauges[name] = g
+
+    def observe_ms(self, timings: dict[str, float]) -> None:
+        for key, ms in timings.items():
+            self.stage.labels(key.removesuffix("_ms")).observe(ms / 1e3)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,356 @@
+"""The durable store: content-addressed originals on disk and records in SQLite (WAL).
+
+The store is the daemon's queue. An image is accepted once its original is fsynced under its
+sha256 and its row is committed with status `pending`; from then on nothing can lose it. The
+analyser takes pending rows, and every sink (the index now; MQTT and S3 later) takes analysed
+rows whose own column (`indexed_at`, `published_at`, `synced_at`) is still empty, in capture
+order. A kill -9 at any point leaves rows that are simply still due.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+SINKS = ("indexed", "published", "synced")
+SCHEMA_VERSION = 1
+
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS records (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    device_id TEXT NOT NULL,
+    source TEXT NOT NULL,
+    source_name TEXT NOT NULL DEFAULT '',
+    captured_at REAL NOT NULL,
+    accepted_at REAL NOT NULL,
+    ext TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    width INTEGER NOT NULL,
+    height INTEGER NOT NULL,
+    status TEXT NOT NULL DEFAULT 'pending',
+    error TEXT,
+    analysed_at REAL,
+    caption TEXT,
+    words TEXT,
+    attention BLOB,
+    grid INTEGER,
+    labels TEXT,
+    segments TEXT,
+    anomaly REAL,
+    cluster TEXT,
+    latent BLOB,
+    bundle TEXT,
+    precision TEXT,
+    accelerators TEXT,
+    timings TEXT,
+    {", ".join(f"{s}_at REAL" for s in SINKS)}
+);
+CREATE INDEX IF NOT EXISTS records_pending ON records(seq) WHERE status = 'pending';
+{
+    "".join(
+        f"CREATE INDEX IF NOT EXISTS records_due_{s} ON records(seq) "
+        f"WHERE status = 'analysed' AND {s}_at IS NULL;"
+        for s in SINKS
+    )
+}
+PRAGMA user_version = {SCHEMA_VERSION};
+"""
+
+
+@dataclass
+class Analysis:
+    """What the three models said about one image."""
+
+    caption: str
+    words: list[str]
+    attention: np.ndarray
+    """(len(words), grid, grid), each word's map summing to 1."""
+    labels: list[dict[str, Any]]
+    segments: list[dict[str, Any]]
+    anomaly: float
+    cluster: str
+    latent: np.ndarray
+    timings: dict[str, float]
+    """Milliseconds per stage."""
+    accelerators: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Record:
+    """One image's row, as sinks and the API see it."""
+
+    seq: int
+    id: str
+    device_id: str
+    source: str
+    source_name: str
+    captured_at: float
+    accepted_at: float
+    ext: str
+    size: int
+    width: int
+    height: int
+    status: str
+    error: str | None
+    caption: str | None
+    words: list[str]
+    labels: list[dict[str, Any]]
+    segments: list[dict[str, Any]]
+    anomaly: float | None
+    cluster: str | None
+    bundle: str | None
+    precision: str | None
+    accelerators: dict[str, str]
+    timings: dict[str, float]
+    sinks: dict[str, float | None]
+
+    def summary(self) -> dict[str, Any]:
+        """The JSON a client gets: everything but the raw attention and latent arrays."""
+        return {k: v for k, v in self.__dict__.items() if k != "seq"}
+
+
+def _attention_blob(attention: np.ndarray) -> bytes:
+    """uint8 per cell, each word scaled to its own peak: 64 bytes a word instead of 256."""
+    a = np.asarray(attention, dtype=np.float32)
+    peak = a.reshape(len(a), -1).max(axis=1).reshape(-1, 1, 1) if len(a) else a
+    return np.round(a / np.maximum(peak, 1e-12) * 255).astype(np.uint8).tobytes()
+
+
+class Store:
+    """Originals, derived files (thumbnail, mask) and the SQLite records of one device."""
+
+    def __init__(self, data_dir: Path, device_id: str) -> None:
+        self.root = Path(data_dir)
+        self.device_id = device_id
+        for sub in ("originals", "derived", "rejected", "tmp"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+        self.db_path = self.root / "records.sqlite3"
+        self._db = sqlite3.connect(self.db_path, check_same_thread=False, isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        self._lock = threading.RLock()
+        with self._lock:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    # -- files -------------------------------------------------------------------------------
+    def original_path(self, rid: str, ext: str) -> Path:
+        return self.root / "originals" / rid[:2] / f"{rid}.{ext}"
+
+    def derived_path(self, rid: str, kind: str) -> Path:
+        suffix = {"thumb": "thumb.jpg", "mask": "mask.png"}[kind]
+        return self.root / "derived" / rid[:2] / f"{rid}.{suffix}"
+
+    def write_atomic(self, path: Path, data: bytes) -> None:
+        """Temp file in the same file system, fsync, rename, fsync the folder: after a crash
+        the file is either whole or absent."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.root / "tmp" / f"{path.name}.{os.getpid()}.{threading.get_ident()}"
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    # -- acceptance and analysis -------------------------------------------------------------
+    def has(self, rid: str) -> bool:
+        with self._lock:
+            row = self._db.execute("SELECT 1 FROM records WHERE id=?", (rid,)).fetchone()
+        return row is not None
+
+    def accept(
+        self,
+        rid: str,
+        data: bytes,
+        *,
+        ext: str,
+        width: int,
+        height: int,
+        thumb: bytes,
+        source: str,
+        source_name: str,
+        captured_at: float,
+    ) -> bool:
+        """Store an original durably and queue it for analysis; False if already known."""
+        if self.has(rid):
+            return False
+        self.write_atomic(self.original_path(rid, ext), data)
+        self.write_atomic(self.derived_path(rid, "thumb"), thumb)
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT OR IGNORE INTO records (id, device_id, source, source_name, captured_at,"
+                " accepted_at, ext, size, width, height) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (rid, self.device_id, source, source_name, captured_at, time.time(), ext,
+                 len(data), width, height),
+            )  # fmt: skip
+        return cur.rowcount == 1
+
+    def pending(self, limit: int = 32, after_seq: int = 0) -> list[tuple[int, str, str]]:
+        """(seq, id, ext) of images accepted but not analysed, oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT seq, id, ext FROM records WHERE status='pending' AND seq>? "
+                "ORDER BY seq LIMIT ?",
+                (after_seq, limit),
+            ).fetchall()
+        return [(r["seq"], r["id"], r["ext"]) for r in rows]
+
+    def save_analysis(
+        self, rid: str, a: Analysis, bundle: str, precision: str, mask: bytes
+    ) -> None:
+        self.write_atomic(self.derived_path(rid, "mask"), mask)
+        grid = int(a.attention.shape[-1]) if a.attention.ndim == 3 else 0
+        with self._tx() as db:
+            db.execute(
+                "UPDATE records SET status='analysed', error=NULL, analysed_at=?, caption=?,"
+                " words=?, attention=?, grid=?, labels=?, segments=?, anomaly=?, cluster=?,"
+                " latent=?, bundle=?, precision=?, accelerators=?, timings=? WHERE id=?",
+                (
+                    time.time(), a.caption, json.dumps(a.words), _attention_blob(a.attention),
+                    grid, json.dumps(a.labels), json.dumps(a.segments), float(a.anomaly),
+                    a.cluster, np.asarray(a.latent, dtype=np.float32).tobytes(), bundle,
+                    precision, json.dumps(a.accelerators), json.dumps(a.timings), rid,
+                ),
+            )  # fmt: skip
+
+    def mark_failed(self, rid: str, reason: str) -> None:
+        """Analysis raised on a stored image: kept, never retried silently, shown with its
+        reason. `s3e-edge reanalyse` (or a new bundle) can queue it again."""
+        with self._tx() as db:
+            db.execute("UPDATE records SET status='failed', error=? WHERE id=?", (reason, rid))
+
+    # -- sinks -------------------------------------------------------------------------------
+    def due(self, sink: str, limit: int = 64) -> list[Record]:
+        """Analysed records this sink has not taken yet, in capture order."""
+        col = _sink_column(sink)
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT * FROM records WHERE status='analysed' AND {col} IS NULL "
+                "ORDER BY seq LIMIT ?",
+                (limit,),
+            ).fetchall()
+        return [_record(r) for r in rows]
+
+    def mark_done(self, sink: str, ids: list[str]) -> None:
+        col = _sink_column(sink)
+        now = time.time()
+        with self._tx() as db:
+            db.executemany(f"UPDATE records SET {col}=? WHERE id=?", [(now, i) for i in ids])
+
+    def reset_sink(self, sink: str) -> int:
+        """Make every record due again for one sink (a reindex, a new broker)."""
+        col = _sink_column(sink)
+        with self._tx() as db:
+            return db.execute(f"UPDATE records SET {col}=NULL WHERE {col} IS NOT NULL").rowcount
+
+    # -- reads -------------------------------------------------------------------------------
+    def get(self, rid: str) -> Record | None:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM records WHERE id=?", (rid,)).fetchone()
+        return _record(row) if row else None
+
+    def attention(self, rid: str) -> tuple[list[str], np.ndarray] | None:
+        """Words and their attention grids (scaled to each word's peak)."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT words, attention, grid FROM records WHERE id=? AND status='analysed'",
+                (rid,),
+            ).fetchone()
+        if row is None:
+            return None
+        words, g = json.loads(row["words"]), int(row["grid"])
+        grids = np.frombuffer(row["attention"], dtype=np.uint8).reshape(len(words), g, g)
+        return words, grids.astype(np.float32) / 255.0
+
+    def latents(self, after_seq: int = 0) -> tuple[list[int], list[str], np.ndarray]:
+        """(seqs, ids, latents) of analysed records after `after_seq`, for neighbour search."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT seq, id, latent FROM records WHERE status='analysed' AND seq>? "
+                "ORDER BY seq",
+                (after_seq,),
+            ).fetchall()
+        if not rows:
+            return [], [], np.zeros((0, 0), np.float32)
+        vecs = np.stack([np.frombuffer(r["latent"], dtype=np.float32) for r in rows])
+        return [r["seq"] for r in rows], [r["id"] for r in rows], vecs
+
+    def counts(self) -> dict[str, int]:
+        """Records by status, and how many each sink still owes."""
+        with self._lock:
+            out = {
+                r[0]: r[1]
+                for r in self._db.execute("SELECT status, COUNT(*) FROM records GROUP BY status")
+            }
+            for s in SINKS:
+                out[f"due_{s}"] = self._db.execute(
+                    f"SELECT COUNT(*) FROM records WHERE status='analysed' AND {s}_at IS NULL"
+                ).fetchone()[0]
+        return out
+
+    def iter_analysed(self, batch: int = 1000) -> Iterator[Record]:
+        last = 0
+        while True:
+            with self._lock:
+                rows = self._db.execute(
+                    "SELECT * FROM records WHERE status='analysed' AND seq>? ORDER BY seq LIMIT ?",
+                    (last, batch),
+                ).fetchall()
+            if not rows:
+                return
+            for r in rows:
+                yield _record(r)
+            last = rows[-1]["seq"]
+
+
+def _sink_column(sink: str) -> str:
+    if sink not in SINKS:
+        raise ValueError(f"unknown sink {sink!r} (known: {', '.join(SINKS)})")
+    return f"{sink}_at"
+
+
+def _record(r: sqlite3.Row) -> Record:
+    def js(key: str, empty: Any) -> Any:
+        return json.loads(r[key]) if r[key] else empty
+
+    return Record(
+        seq=r["seq"], id=r["id"], device_id=r["device_id"], source=r["source"],
+        source_name=r["source_name"], captured_at=r["captured_at"],
+        accepted_at=r["accepted_at"], ext=r["ext"], size=r["size"], width=r["width"],
+        height=r["height"], status=r["status"], error=r["error"], caption=r["caption"],
+        words=js("words", []), labels=js("labels", []), segments=js("segments", []),
+        anomaly=r["anomaly"], cluster=r["cluster"], bundle=r["bundle"],
+        precision=r["precision"], accelerators=js("accelerators", {}),
+        timings=js("timings", {}), sinks={s: r[f"{s}_at"] for s in SINKS},
+    )  # fmt: skip
