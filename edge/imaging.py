@@ -47,6 +47,7 @@ def decode(data: bytes, max_pixels: int) -> Decoded:
     read, and turn it upright by its EXIF orientation."""
     if not data:
         raise ImageRejectedError("empty", "zero-byte file")
+    fmt = "image"
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -56,7 +57,7 @@ def decode(data: bytes, max_pixels: int) -> Decoded:
                 raise ImageRejectedError(
                     "too_large", f"{w}x{h} = {w * h} pixels is over the limit of {max_pixels}"
                 )
-            fmt = im.format or "?"
+            fmt = im.format or fmt
             im.load()
     except ImageRejectedError:
         raise

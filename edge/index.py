@@ -20,6 +20,9 @@ import tantivy
 from edge.store import Record
 
 DEFAULT_FIELDS = ["caption", "labels"]
+# Tantivy dates are nanoseconds in an i64: clamp filters into what it can represent.
+EARLIEST = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+LATEST = dt.datetime(2262, 1, 1, tzinfo=dt.UTC)
 
 
 class IndexBusyError(RuntimeError):
@@ -163,8 +166,9 @@ class SearchIndex:
         if f.since or f.until:
             parts.append(
                 tantivy.Query.range_query(
-                    self.schema, "captured", tantivy.FieldType.Date, f.since or utc(0),
-                    f.until or dt.datetime(9999, 1, 1, tzinfo=dt.UTC),
+                    self.schema, "captured", tantivy.FieldType.Date,
+                    min(max(f.since or EARLIEST, EARLIEST), LATEST),
+                    min(max(f.until or LATEST, EARLIEST), LATEST),
                 )
             )  # fmt: skip
         if f.min_anomaly is not None:

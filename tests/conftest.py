@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -23,3 +27,68 @@ def chest_small(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from models.data.dataset import write_dataset
 
     return write_dataset("chest", 96, 7, tmp_path_factory.mktemp("data") / "chest")
+
+
+def wait_until(predicate: Callable[[], object], timeout: float = 30.0, what: str = "") -> None:
+    """Poll until `predicate()` is truthy; fail with `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what or predicate}")
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def edge_config(tmp_path: Path) -> Callable[..., Any]:
+    """A factory of daemon configs rooted in tmp_path: fast polling, port 0, no GPU probe."""
+    from edge.config import parse_config
+
+    def make(**overrides: Any) -> Any:
+        data: dict[str, Any] = {
+            "device_id": "test-edge",
+            "data_dir": str(tmp_path / "data"),
+            "model": {"bundle": "chest-int8", "accelerator": "cpu", "threads": 1},
+            "capture": {"folder": {"path": str(tmp_path / "inbox"), "settle_s": 0.1,
+                                   "poll_interval_s": 0.2}},
+            "index": {"commit_every": 8, "commit_interval_s": 0.2},
+            "http": {"port": 0},
+        }  # fmt: skip
+        for key, value in overrides.items():
+            section, _, field = key.partition("__")
+            if field:
+                node = data.setdefault(section, {})
+                *path, last = field.split("__")
+                for p in path:
+                    node = node.setdefault(p, {})
+                node[last] = value
+            else:
+                data[section] = value
+        return parse_config(data, "test")
+
+    return make
+
+
+@pytest.fixture
+def daemon_factory() -> Iterator[Callable[..., Any]]:
+    """Start in-process daemons (without signal handlers); all are stopped at teardown."""
+    from edge.daemon import Daemon
+
+    started: list[Daemon] = []
+
+    def start(cfg: Any) -> Daemon:
+        d = Daemon(cfg)
+        d.start()
+        started.append(d)
+        return d
+
+    yield start
+    for d in started:
+        if not d.stopping.is_set():
+            d.stop()
+
+
+@pytest.fixture(scope="session")
+def chest_images(chest_small: Path) -> dict[str, Any]:
+    """The generated chest images with their ground-truth findings, by file name."""
+    meta = json.loads((chest_small / "meta.json").read_text())
+    return {"root": chest_small / "images", "meta": meta}
