@@ -23,7 +23,7 @@ import uvicorn
 from edge.analysis import Analyser
 from edge.api import ApiContext, create_app
 from edge.bundle import load_bundle
-from edge.capture import enabled_sources
+from edge.capture import CaptureSource, enabled_sources
 from edge.config import EdgeConfig
 from edge.index import SearchIndex
 from edge.metrics import Metrics
@@ -125,6 +125,7 @@ class Daemon:
         )
         self.neighbours = LatentNeighbours(self.store)
         self.sources = enabled_sources(cfg, self._submit, self._reject)
+        self._running_sources: list[CaptureSource] = []
         self.http: HttpServer | None = None
         self.port: int | None = None
         m = self.metrics
@@ -190,6 +191,7 @@ class Daemon:
             log.info("search on http://%s:%d/", self.cfg.http.host, self.port)
         for s in self.sources:
             s.start()
+            self._running_sources.append(s)
         notify("READY=1", f"STATUS=serving; {counts.get('analysed', 0)} images analysed")
 
     def stop(self) -> None:
@@ -197,7 +199,7 @@ class Daemon:
         notify("STOPPING=1")
         budget = self.cfg.shutdown_timeout_s
         deadline = time.monotonic() + budget
-        for s in reversed(self.sources):
+        for s in reversed(self._running_sources):
             s.stop()
         self.pool.stop(max(0.0, deadline - time.monotonic()))
         self.index_worker.stop(max(1.0, deadline - time.monotonic()))

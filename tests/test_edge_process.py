@@ -1,0 +1,234 @@
+"""`s3e-edge` as a user runs it: a separate process, signals, kill -9, systemd's notify socket,
+the config errors and the other commands."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from conftest import ROOT, wait_until
+
+EDGE = [sys.executable, "-m", "edge.cli"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def write_config(tmp: Path, port: int, **extra: str) -> Path:
+    lines = [
+        'device_id = "proc-edge"',
+        f'data_dir = "{tmp / "data"}"',
+        "[model]",
+        'accelerator = "cpu"',
+        "threads = 1",
+        "[capture.folder]",
+        f'path = "{tmp / "inbox"}"',
+        "settle_s = 0.1",
+        "poll_interval_s = 0.2",
+        "[index]",
+        "commit_every = 4",
+        "commit_interval_s = 0.2",
+        "[http]",
+        f"port = {port}",
+    ]
+    path = tmp / "edge.toml"
+    path.write_text("\n".join(lines) + "\n" + "\n".join(extra.values()))
+    return path
+
+
+def start(config: Path, log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [*EDGE, "run", "--config", str(config)],
+        cwd=ROOT,
+        stdout=open(log, "ab"),  # noqa: SIM115 - the child owns it
+        stderr=subprocess.STDOUT,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def db_count(data: Path, where: str) -> int:
+    db = data / "records.sqlite3"
+    if not db.exists():
+        return 0
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as c:
+        try:
+            return int(c.execute(f"SELECT COUNT(*) FROM records WHERE {where}").fetchone()[0])
+        except sqlite3.OperationalError:
+            return 0
+
+
+def healthy(port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@pytest.fixture
+def proc_env(tmp_path: Path, chest_images: dict[str, Any]) -> dict[str, Any]:
+    port = free_port()
+    (tmp_path / "inbox").mkdir()
+    return {"tmp": tmp_path, "port": port, "config": write_config(tmp_path, port),
+            "images": sorted(chest_images["root"].glob("*.png"))}  # fmt: skip
+
+
+def test_sigterm_stops_cleanly_with_exit_0_and_everything_indexed(proc_env: dict[str, Any]):
+    tmp, port = proc_env["tmp"], proc_env["port"]
+    for p in proc_env["images"][:6]:
+        shutil.copy(p, tmp / "inbox" / p.name)
+    proc = start(proc_env["config"], tmp / "log.txt")
+    try:
+        wait_until(lambda: healthy(port), 60, "daemon up")
+        wait_until(lambda: db_count(tmp / "data", "indexed_at IS NOT NULL") == 6, 60, "indexed")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        t0 = time.monotonic()
+        rc = proc.wait(30)
+    assert rc == 0
+    assert time.monotonic() - t0 < 20
+    log = (tmp / "log.txt").read_text()
+    assert "SIGTERM: stopping" in log and log.rstrip().endswith("stopped")
+
+
+def test_kill_9_mid_batch_then_restart_resumes_and_loses_nothing(proc_env: dict[str, Any]):
+    """Killed while images are being analysed: at restart every accepted image is analysed and
+    indexed, exactly once."""
+    tmp, port = proc_env["tmp"], proc_env["port"]
+    images = proc_env["images"][:60]
+    proc = start(proc_env["config"], tmp / "log.txt")
+    try:
+        wait_until(lambda: healthy(port), 60, "daemon up")
+        for p in images:
+            shutil.copy(p, tmp / "inbox" / p.name)
+        wait_until(lambda: db_count(tmp / "data", "status='analysed'") >= 5, 60, "5 analysed")
+    finally:
+        proc.kill()
+        proc.wait(10)
+    analysed = db_count(tmp / "data", "status='analysed'")
+    accepted = db_count(tmp / "data", "1=1")
+    assert analysed < len(images), "the kill came too late to test anything"
+    proc = start(proc_env["config"], tmp / "log.txt")
+    try:
+        wait_until(
+            lambda: db_count(tmp / "data", "indexed_at IS NOT NULL") == len(images), 120, "all"
+        )
+        body = httpx.get(f"http://127.0.0.1:{port}/search?limit=200", timeout=10).json()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    assert body["total"] == len(images)
+    assert len({r["id"] for r in body["results"]}) == len(images)
+    assert db_count(tmp / "data", "status='analysed'") == len(images)
+    assert list((tmp / "inbox").iterdir()) == []
+    print(f"killed with {accepted} accepted, {analysed} analysed of {len(images)}")
+
+
+def test_systemd_notify_ready_and_stopping(proc_env: dict[str, Any]):
+    tmp = proc_env["tmp"]
+    sock_path = str(tmp / "notify.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(sock_path)
+        sock.settimeout(60)
+        proc = start(proc_env["config"], tmp / "log.txt",
+                     {"NOTIFY_SOCKET": sock_path, "WATCHDOG_USEC": "400000"})  # fmt: skip
+        try:
+            first = sock.recv(4096).decode()
+            assert "READY=1" in first
+            assert healthy(proc_env["port"])  # ready means serving
+            assert sock.recv(4096).decode() == "WATCHDOG=1"
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            rc = proc.wait(30)
+        msgs = []
+        sock.settimeout(1)
+        while True:
+            try:
+                msgs.append(sock.recv(4096).decode())
+            except TimeoutError:
+                break
+    assert rc == 0 and "STOPPING=1" in msgs
+
+
+def test_reindex_cli_refuses_while_the_daemon_holds_the_index_then_rebuilds(
+    proc_env: dict[str, Any],
+):
+    tmp, port = proc_env["tmp"], proc_env["port"]
+    for p in proc_env["images"][:3]:
+        shutil.copy(p, tmp / "inbox" / p.name)
+    proc = start(proc_env["config"], tmp / "log.txt")
+    try:
+        wait_until(lambda: db_count(tmp / "data", "indexed_at IS NOT NULL") == 3, 60, "indexed")
+        busy = subprocess.run([*EDGE, "reindex", "--config", str(proc_env["config"])],
+                              cwd=ROOT, capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert busy.returncode == 3 and "daemon running" in busy.stderr
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    shutil.rmtree(tmp / "data" / "index")
+    done = subprocess.run([*EDGE, "reindex", "--config", str(proc_env["config"])],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "reindexed 3 records" in done.stdout
+    proc = start(proc_env["config"], tmp / "log.txt")
+    try:
+        wait_until(lambda: healthy(port), 60, "daemon up")
+        assert httpx.get(f"http://127.0.0.1:{port}/search").json()["total"] == 3
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ("[model]\naccelerater = 'cpu'\n", "model.accelerater: unknown key"),
+        ("[model]\naccelerator = 'tpu'\n", "model.accelerator: Input should be"),
+        ("[http]\nport = 'eighty'\n", "http.port: Input should be a valid integer"),
+        ("device_id = 'a b'\n", "device_id: String should match pattern"),
+        ("[model\n", "not valid TOML"),
+    ],
+)
+def test_config_errors_name_the_file_and_the_key(tmp_path: Path, toml: str, message: str):
+    path = tmp_path / "bad.toml"
+    path.write_text(toml)
+    r = subprocess.run([*EDGE, "check-config", "--config", str(path)], cwd=ROOT,
+                       capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert r.returncode == 2
+    assert str(path) in r.stderr and message in r.stderr
+
+
+def test_check_config_verifies_the_bundle_and_defaults_need_no_file(tmp_path: Path):
+    r = subprocess.run([*EDGE, "check-config", "--show"], cwd=tmp_path, capture_output=True,
+                       text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "bundle chest-int8 (int8) verified" in r.stdout
+    assert '"path": "inbox"' in r.stdout and '"port": 8080' in r.stdout
+
+
+def test_a_missing_bundle_or_a_busy_port_is_a_startup_failure(proc_env: dict[str, Any]):
+    tmp = proc_env["tmp"]
+    cfg = write_config(tmp, proc_env["port"])
+    cfg.write_text(cfg.read_text().replace("[model]\n", "[model]\nbundle = 'nope-int8'\n", 1))
+    r = subprocess.run([*EDGE, "run", "--config", str(cfg)], cwd=ROOT, capture_output=True,
+                       text=True, timeout=60)  # fmt: skip
+    assert r.returncode == 3 and "nope-int8" in r.stderr
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        busy = write_config(tmp, s.getsockname()[1])
+        r = subprocess.run([*EDGE, "run", "--config", str(busy)], cwd=ROOT, capture_output=True,
+                           text=True, timeout=60)  # fmt: skip
+    assert r.returncode == 3 and "HTTP server did not start" in r.stderr
