@@ -1,0 +1,19 @@
+"""The OpenAPI schema in docs/ is the one the code serves."""
+
+from __future__ import annotations
+
+import json
+
+from conftest import ROOT
+
+from edge.cli import openapi_schema
+
+
+def test_docs_openapi_json_matches_the_served_schema():
+    committed = json.loads((ROOT / "docs" / "openapi.json").read_text())
+    assert committed == json.loads(json.dumps(openapi_schema())), (
+        "docs/openapi.json is stale: run `s3e-edge openapi > docs/openapi.json`"
+    )
+    assert {"/search", "/images", "/images/{rid}/attention", "/healthz"} <= set(
+        committed["paths"]
+    )
