@@ -22,7 +22,8 @@ MIN_SEGMENT_FRACTION = 0.005
 
 
 class Analyser:
-    """Interpreters of one bundle; not thread-safe, so each worker thread owns one."""
+    """Interpreters of one bundle; not thread-safe. The daemon runs each in a process of its
+    own (`edge.worker.AnalyserProcess`)."""
 
     def __init__(self, bundle: Bundle, cfg: ModelConfig) -> None:
         self.bundle = bundle
@@ -33,6 +34,9 @@ class Analyser:
             accelerator=cfg.accelerator,
             gpu_delegate=cfg.gpu_delegate,
         )
+        self.placement = dict(self.models.placement)
+        self.fallback_reason = self.models.fallback_reason
+        self.runtime = self.models.runtime
         self.beam_width = cfg.beam_width or None
         self.class_names: list[str] = list(bundle.doc["segmenter"]["class_names"])
         self.latent = LatentSpace(**bundle.asset("vae_latent"))

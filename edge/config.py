@@ -31,13 +31,13 @@ class ModelConfig(_Section):
     gpu_delegate: str = Field(
         "", description="path of a TFLite GPU delegate library; empty = LiteRT's own GPU backend"
     )
-    threads: int = Field(2, ge=1, le=64, description="CPU threads per interpreter (XNNPACK)")
+    threads: int = Field(1, ge=1, le=64, description="CPU threads per interpreter (XNNPACK)")
     runtime: Literal["", "ai_edge_litert", "tflite_runtime"] = Field(
         "", description="force a TFLite runtime; empty = ai_edge_litert, else tflite_runtime"
     )
     beam_width: int = Field(0, ge=0, le=16, description="0 = the bundle's own beam width")
     workers: int = Field(
-        1, ge=1, le=16, description="analysis threads, each with its own interpreters"
+        2, ge=1, le=16, description="analysis processes, each with its own interpreters"
     )
 
 

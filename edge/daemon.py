@@ -20,7 +20,6 @@ from typing import Any
 
 import uvicorn
 
-from edge.analysis import Analyser
 from edge.api import ApiContext, create_app
 from edge.bundle import load_bundle
 from edge.capture import CaptureSource, enabled_sources
@@ -31,6 +30,7 @@ from edge.pipeline import AnalysisPool, Ingestor, SinkWorker
 from edge.sdnotify import notify, watchdog_interval
 from edge.similar import LatentNeighbours
 from edge.store import Record, Store
+from edge.worker import AnalyserProcess
 
 log = logging.getLogger("s3e.daemon")
 
@@ -108,13 +108,14 @@ class Daemon:
         self.index = SearchIndex(Path(cfg.data_dir) / "index", cfg.index.heap_mb)
         self.metrics = Metrics()
         try:
-            self.analysers = [Analyser(self.bundle, cfg.model) for _ in range(cfg.model.workers)]
+            self.analysers = [
+                AnalyserProcess(self.bundle, cfg.model) for _ in range(cfg.model.workers)
+            ]
         except RuntimeError as e:
             self.index.close()
             raise StartupError(f"model.accelerator = {cfg.model.accelerator}: {e}") from None
-        models = self.analysers[0].models
-        if models.fallback_reason:
-            log.warning("GPU not used, running on the CPU: %s", models.fallback_reason)
+        if self.analysers[0].fallback_reason:
+            log.warning("GPU not used, running on the CPU: %s", self.analysers[0].fallback_reason)
         self.ingestor = Ingestor(self.store, self.bundle, cfg, self.metrics)
         self.index_worker = SinkWorker(
             self.store, IndexSink(self.index, self.metrics), cfg.index.commit_every,
@@ -147,7 +148,7 @@ class Daemon:
         reject_file(Path(self.cfg.data_dir), path, kind, reason)
 
     def health(self) -> dict[str, Any]:
-        models = self.analysers[0].models
+        models = self.analysers[0]
         return {
             "status": "stopping" if self.stopping.is_set() else "ok",
             "device_id": self.cfg.device_id,
@@ -175,7 +176,7 @@ class Daemon:
     def start(self) -> None:
         log.info("device %s: bundle %s (%s) on %s, data in %s", self.cfg.device_id,
                  self.bundle.name, self.bundle.precision,
-                 ",".join(sorted(set(self.analysers[0].models.placement.values()))),
+                 ",".join(sorted(set(self.analysers[0].placement.values()))),
                  Path(self.cfg.data_dir).resolve())  # fmt: skip
         counts = self.store.counts()
         if counts.get("pending") or counts.get("due_indexed"):
@@ -205,6 +206,8 @@ class Daemon:
         self.index_worker.stop(max(1.0, deadline - time.monotonic()))
         if self.http is not None:
             self.http.stop()
+        for a in self.analysers:
+            a.close()
         self.index.close()
         self.store.close()
         log.info("stopped")

@@ -15,18 +15,17 @@ import queue
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 
-from edge.analysis import Analyser
 from edge.bundle import Bundle
 from edge.config import EdgeConfig
 from edge.imaging import ImageRejectedError, decode, preprocess, thumbnail_jpeg
 from edge.metrics import Metrics
-from edge.store import Record, Store
+from edge.store import Analysis, Record, Store
 
 log = logging.getLogger("s3e.pipeline")
 
@@ -114,14 +113,22 @@ class Ingestor:
                           self.bundle.doc["preprocessing"])  # fmt: skip
 
 
+class AnalyserLike(Protocol):
+    """`Analyser`, or `AnalyserProcess` which runs one in a child process."""
+
+    bundle: Bundle
+
+    def analyse(self, x: np.ndarray) -> tuple[Analysis, bytes]: ...
+
+
 class AnalysisPool:
-    """A dispatcher that reads pending rows from the store, and worker threads that each own an
-    `Analyser`. `on_analysed` wakes the sinks."""
+    """A dispatcher that reads pending rows from the store, and worker threads that each drive
+    one analyser. `on_analysed` wakes the sinks."""
 
     def __init__(
         self,
         ingestor: Ingestor,
-        analysers: list[Analyser],
+        analysers: Sequence[AnalyserLike],
         metrics: Metrics,
         on_analysed: Callable[[], None],
     ) -> None:
@@ -171,7 +178,7 @@ class AnalysisPool:
                     except queue.Full:
                         continue
 
-    def _work(self, analyser: Analyser) -> None:
+    def _work(self, analyser: AnalyserLike) -> None:
         while not self._stop.is_set():
             try:
                 _, rid, ext = self._queue.get(timeout=0.5)
@@ -185,7 +192,7 @@ class AnalysisPool:
                 with self._lock:
                     self.in_flight -= 1
 
-    def _analyse(self, analyser: Analyser, rid: str, ext: str) -> None:
+    def _analyse(self, analyser: AnalyserLike, rid: str, ext: str) -> None:
         try:
             x = self.ingestor.load(rid, ext)
             analysis, mask = analyser.analyse(x)

@@ -50,9 +50,7 @@ def test_compiled_model_runner_matches_the_interpreter():
     rng = np.random.default_rng(0)
     for name, spec in b.models.items():
         outputs = [o["name"] for o in spec["outputs"]]
-        inputs = {
-            i["name"]: rng.random(i["shape"], dtype=np.float32) for i in spec["inputs"]
-        }
+        inputs = {i["name"]: rng.random(i["shape"], dtype=np.float32) for i in spec["inputs"]}
         ref = ModelRunner(b.model_path(name), outputs, 1)(**inputs)
         got = CompiledRunner(b.model_path(name), outputs, gpu=False)(**inputs)
         assert set(got) == set(ref), name

@@ -170,9 +170,7 @@ def test_upload_over_the_size_limit_is_a_413(
     assert d.store.counts().get("analysed", 0) == 0
 
 
-def test_bearer_token_protects_every_route_but_healthz(
-    edge_config: Any, daemon_factory: Any
-):
+def test_bearer_token_protects_every_route_but_healthz(edge_config: Any, daemon_factory: Any):
     d = daemon_factory(edge_config(http__token="s3cret"))
     with client(d) as anon:
         assert anon.get("/healthz").status_code == 200

@@ -34,6 +34,7 @@ def write_config(tmp: Path, port: int, **extra: str) -> Path:
         "[model]",
         'accelerator = "cpu"',
         "threads = 1",
+        "workers = 1",
         "[capture.folder]",
         f'path = "{tmp / "inbox"}"',
         "settle_s = 0.1",
@@ -53,7 +54,7 @@ def start(config: Path, log: Path, env: dict[str, str] | None = None) -> subproc
     return subprocess.Popen(
         [*EDGE, "run", "--config", str(config)],
         cwd=ROOT,
-        stdout=open(log, "ab"),  # noqa: SIM115 - the child owns it
+        stdout=open(log, "ab"),
         stderr=subprocess.STDOUT,
         env={**os.environ, **(env or {})},
     )
@@ -68,6 +69,13 @@ def db_count(data: Path, where: str) -> int:
             return int(c.execute(f"SELECT COUNT(*) FROM records WHERE {where}").fetchone()[0])
         except sqlite3.OperationalError:
             return 0
+
+
+def children(pid: int) -> list[int]:
+    out = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        out += [int(c) for c in (task / "children").read_text().split()]
+    return out
 
 
 def healthy(port: int) -> bool:
@@ -114,9 +122,13 @@ def test_kill_9_mid_batch_then_restart_resumes_and_loses_nothing(proc_env: dict[
         for p in images:
             shutil.copy(p, tmp / "inbox" / p.name)
         wait_until(lambda: db_count(tmp / "data", "status='analysed'") >= 5, 60, "5 analysed")
+        workers = children(proc.pid)
     finally:
         proc.kill()
         proc.wait(10)
+    assert workers, "the analysis worker process was not found"
+    wait_until(lambda: not any(Path(f"/proc/{w}").exists() for w in workers), 10,
+               "the orphaned analysis process to exit")  # fmt: skip
     analysed = db_count(tmp / "data", "status='analysed'")
     accepted = db_count(tmp / "data", "1=1")
     assert analysed < len(images), "the kill came too late to test anything"
@@ -211,8 +223,9 @@ def test_config_errors_name_the_file_and_the_key(tmp_path: Path, toml: str, mess
 
 
 def test_check_config_verifies_the_bundle_and_defaults_need_no_file(tmp_path: Path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     r = subprocess.run([*EDGE, "check-config", "--show"], cwd=tmp_path, capture_output=True,
-                       text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})  # fmt: skip
+                       text=True, timeout=60, env=env)  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert "bundle chest-int8 (int8) verified" in r.stdout
     assert '"path": "inbox"' in r.stdout and '"port": 8080' in r.stdout

@@ -14,6 +14,4 @@ def test_docs_openapi_json_matches_the_served_schema():
     assert committed == json.loads(json.dumps(openapi_schema())), (
         "docs/openapi.json is stale: run `s3e-edge openapi > docs/openapi.json`"
     )
-    assert {"/search", "/images", "/images/{rid}/attention", "/healthz"} <= set(
-        committed["paths"]
-    )
+    assert {"/search", "/images", "/images/{rid}/attention", "/healthz"} <= set(committed["paths"])

@@ -1,0 +1,173 @@
+"""End-to-end throughput of the daemon, per shipped bundle, against pure model inference.
+
+    python bench/edge_e2e.py --json bench/results/edge-e2e.json
+
+For each bundle: N generated images of the bundle's domain, upscaled to camera-like JPEGs
+(--size, default 512x512), go through a real in-process daemon (ingest: sha256, decode,
+preprocess, thumbnail, fsynced store; analysis on TFLite; Tantivy index with batched commits),
+fed from one thread as the folder source would. Reported: images/second from the first image
+accepted to the last one searchable, the mean of each stage, and the ratio of that wall time to
+the sum of pure model-inference time for the same images (the same Analyser, called in a loop
+on preprocessed arrays, in the same process). Configurations: 1 analysis worker with 2
+interpreter threads, and 2 workers with 1 thread each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import logging
+import os
+import platform
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from edge.analysis import Analyser
+from edge.bundle import load_bundle
+from edge.config import parse_config
+from edge.daemon import Daemon
+from edge.imaging import decode, preprocess
+from models.data.dataset import write_dataset
+
+BUNDLES = ["chest-int8", "chest-float16", "shapes-int8", "shapes-float16"]
+
+
+def camera_jpegs(domain: str, n: int, size: int, tmp: Path) -> list[bytes]:
+    root = write_dataset(domain, n, 5151, tmp / domain)
+    out = []
+    for p in sorted((root / "images").glob("*.png"))[:n]:
+        buf = io.BytesIO()
+        Image.open(p).convert("RGB").resize((size, size), Image.Resampling.BICUBIC).save(
+            buf, "JPEG", quality=90
+        )
+        out.append(buf.getvalue())
+    return out
+
+
+def pure_inference(bundle_name: str, images: list[bytes], threads: int) -> dict[str, float]:
+    """The models alone: no decode, no store, no index."""
+    bundle = load_bundle(bundle_name)
+    cfg = parse_config({"model": {"bundle": bundle_name, "accelerator": "cpu",
+                                  "threads": threads}}).model  # fmt: skip
+    analyser = Analyser(bundle, cfg)
+    xs = [preprocess(decode(b, 10**8).image, bundle.doc["preprocessing"]) for b in images]
+    analyser.analyse(xs[0])
+    t0 = time.perf_counter()
+    for x in xs:
+        analyser.analyse(x)
+    total = time.perf_counter() - t0
+    return {"seconds": total, "images_per_s": len(xs) / total}
+
+
+def end_to_end(
+    bundle_name: str, images: list[bytes], workers: int, threads: int, tmp: Path
+) -> dict[str, Any]:
+    cfg = parse_config({
+        "data_dir": str(tmp / f"{bundle_name}-{workers}x{threads}"),
+        "model": {"bundle": bundle_name, "accelerator": "cpu", "threads": threads,
+                  "workers": workers},
+        "capture": {"folder": {"enabled": False}},
+        "http": {"enabled": False},
+        "index": {"commit_every": 64, "commit_interval_s": 0.5},
+    })  # fmt: skip
+    d = Daemon(cfg)
+    d.start()
+    t0 = time.perf_counter()
+
+    def feed() -> None:
+        for i, data in enumerate(images):
+            d.ingestor.ingest(data, "bench", f"{i}.jpg")
+
+    feeder = threading.Thread(target=feed)
+    feeder.start()
+    while d.store.counts().get("due_indexed", 0) or d.index.num_docs < len(images):
+        time.sleep(0.01)
+    wall = time.perf_counter() - t0
+    feeder.join()
+    recs = list(d.store.iter_analysed())
+    stages: dict[str, list[float]] = {}
+    for r in recs:
+        for k, v in r.timings.items():
+            stages.setdefault(k.removesuffix("_ms"), []).append(v)
+    text = d.metrics.render().decode()
+    for stage in ("decode", "preprocess", "store", "index_commit"):
+        s = _histogram_mean(text, stage)
+        if s is not None:
+            stages.setdefault(stage, []).append(s)
+    d.stop()
+    return {
+        "workers": workers,
+        "threads": threads,
+        "seconds": wall,
+        "images_per_s": len(images) / wall,
+        "stage_mean_ms": {k: float(np.mean(v)) for k, v in stages.items()},
+    }
+
+
+def _histogram_mean(text: str, stage: str) -> float | None:
+    total = count = None
+    for line in text.splitlines():
+        if line.startswith(f's3e_stage_seconds_sum{{stage="{stage}"}}'):
+            total = float(line.split()[-1])
+        if line.startswith(f's3e_stage_seconds_count{{stage="{stage}"}}'):
+            count = float(line.split()[-1])
+    return None if not count or total is None else total / count * 1e3
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p.add_argument("--n", type=int, default=200, help="images per bundle")
+    p.add_argument("--size", type=int, default=512, help="side of the camera-like JPEGs")
+    p.add_argument("--bundles", nargs="+", default=BUNDLES)
+    p.add_argument("--json", type=Path, required=True)
+    args = p.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    results: dict[str, Any] = {
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+        "images": args.n,
+        "image_size": args.size,
+        "bundles": {},
+    }
+    with tempfile.TemporaryDirectory() as tmp_s:
+        tmp = Path(tmp_s)
+        data: dict[str, list[bytes]] = {}
+        for name in args.bundles:
+            domain = load_bundle(name).doc["domain"]
+            if domain not in data:
+                data[domain] = camera_jpegs(domain, args.n, args.size, tmp / "data")
+            images = data[domain]
+            pure = pure_inference(name, images, threads=2)
+            runs = [end_to_end(name, images, w, t, tmp) for w, t in ((1, 1), (1, 2), (2, 1))]
+            best = max(runs, key=lambda r: r["images_per_s"])
+            results["bundles"][name] = {
+                "pure_inference": pure,
+                "end_to_end": runs,
+                "best_images_per_s": best["images_per_s"],
+                "wall_over_pure_inference": best["seconds"] / pure["seconds"],
+            }
+            print(
+                f"{name}: pure models {pure['images_per_s']:.1f} img/s; end to end "
+                + ", ".join(
+                    f"{r['workers']}x{r['threads']}: {r['images_per_s']:.1f} img/s" for r in runs
+                )
+                + f"; wall / pure inference = {best['seconds'] / pure['seconds']:.2f}"
+            )
+            stages = best["stage_mean_ms"]
+            print("   stage means (ms): " + ", ".join(f"{k} {v:.2f}" for k, v in stages.items()))
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(results, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

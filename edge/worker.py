@@ -1,0 +1,116 @@
+"""An `Analyser` in a child process of its own.
+
+The models are tiny, so most of an analysis is Python around the interpreters (the beam
+search), which holds the GIL. In the daemon's process that would serialise analysis with
+ingest (hashing, decoding, the store) and the HTTP server; in its own process it runs on the
+other core. The child gets preprocessed arrays over a pipe and sends back the `Analysis` and
+the mask. It ignores SIGINT/SIGTERM (the daemon decides when to stop) and exits when the pipe
+closes, so a kill -9 of the daemon leaves no orphan.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing as mp
+import signal
+from multiprocessing.connection import Connection
+from typing import Any
+
+import numpy as np
+
+from edge.bundle import Bundle
+from edge.config import ModelConfig
+from edge.store import Analysis
+
+START_TIMEOUT_S = 120.0
+
+
+class AnalysisError(RuntimeError):
+    """The models raised on one image; the message says what."""
+
+
+class WorkerDiedError(RuntimeError):
+    """The analysis process is gone (crashed or killed)."""
+
+
+def _serve(conn: Connection, bundle_root: str, cfg: dict[str, Any]) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    from edge.analysis import Analyser
+    from edge.bundle import load_bundle
+
+    try:
+        analyser = Analyser(load_bundle(bundle_root), ModelConfig(**cfg))
+    except Exception as e:
+        conn.send(("error", str(e)))
+        return
+    conn.send(("ready", analyser.placement, analyser.fallback_reason, analyser.runtime))
+    while True:
+        try:
+            x = conn.recv()
+        except (EOFError, OSError):
+            return
+        if x is None:
+            return
+        try:
+            conn.send(("ok", *analyser.analyse(x)))
+        except Exception as e:
+            conn.send(("error", f"{type(e).__name__}: {e}"))
+
+
+class AnalyserProcess:
+    """Same interface as `Analyser` (`analyse`, `bundle`, `placement`, ...), one process."""
+
+    def __init__(self, bundle: Bundle, cfg: ModelConfig) -> None:
+        self.bundle = bundle
+        self._cfg = cfg
+        self._start()
+
+    def _start(self) -> None:
+        ctx = mp.get_context("spawn")
+        self._conn, child = ctx.Pipe()
+        self._proc = ctx.Process(
+            target=_serve,
+            args=(child, str(self.bundle.root), self._cfg.model_dump()),
+            name="s3e-analyser",
+            daemon=True,
+        )
+        self._proc.start()
+        child.close()
+        if not self._conn.poll(START_TIMEOUT_S):
+            self.close()
+            raise RuntimeError(f"analysis process did not start in {START_TIMEOUT_S:.0f}s")
+        try:
+            msg = self._conn.recv()
+        except EOFError:
+            raise RuntimeError("analysis process exited while loading the models") from None
+        if msg[0] == "error":
+            self._proc.join(5)
+            raise RuntimeError(msg[1])
+        _, self.placement, self.fallback_reason, self.runtime = msg
+
+    def analyse(self, x: np.ndarray) -> tuple[Analysis, bytes]:
+        try:
+            self._conn.send(x)
+            msg = self._conn.recv()
+        except (EOFError, OSError, BrokenPipeError):
+            code = self._proc.exitcode
+            self._conn.close()
+            self._start()  # a fresh process for the next image
+            raise WorkerDiedError(f"analysis process died (exit code {code})") from None
+        if msg[0] == "error":
+            raise AnalysisError(msg[1])
+        return msg[1], msg[2]
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._conn.send(None)
+        self._proc.join(5)
+        if self._proc.is_alive():
+            self._proc.kill()
+            self._proc.join(5)
+        self._conn.close()
