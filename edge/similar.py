@@ -15,7 +15,8 @@ from edge.store import Store
 
 
 class LatentNeighbours:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store | None) -> None:
+        """`store` None: vectors come only through `add` (benchmarks)."""
         self.store = store
         self._ids: list[str] = []
         self._row: dict[str, int] = {}
@@ -40,6 +41,8 @@ class LatentNeighbours:
             self._n = need
 
     def refresh(self) -> None:
+        if self.store is None:
+            return
         seqs, ids, vecs = self.store.latents(after_seq=self._last_seq)
         if ids:
             self.add(ids, vecs)
