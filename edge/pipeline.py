@@ -84,16 +84,18 @@ class Ingestor:
         thumb = thumbnail_jpeg(img.image, self.cfg.limits.thumb_size)
         t2 = time.perf_counter()
         self.prepared.put(rid, x)
+        timings = {
+            "decode_ms": round((t1 - t0) * 1e3, 3),
+            "preprocess_ms": round((t2 - t1) * 1e3, 3),
+        }
         with self._lock:  # two sources racing on the same bytes store them once
             new = self.store.accept(
                 rid, data, ext=img.ext, width=img.width, height=img.height, thumb=thumb,
                 source=source, source_name=name, captured_at=captured_at or time.time(),
+                timings=timings,
             )  # fmt: skip
-        t3 = time.perf_counter()
-        self.metrics.observe_ms(
-            {"decode_ms": (t1 - t0) * 1e3, "preprocess_ms": (t2 - t1) * 1e3,
-             "store_ms": (t3 - t2) * 1e3}
-        )  # fmt: skip
+        timings["store_ms"] = (time.perf_counter() - t2) * 1e3
+        self.metrics.observe_ms(timings)
         if new:
             self.metrics.accepted.labels(source).inc()
             log.info("accepted %s from %s %s (%dx%d %s)", rid[:12], source, name,
@@ -139,6 +141,7 @@ class AnalysisPool:
         self._threads: list[threading.Thread] = []
         self.in_flight = 0
         self._lock = threading.Lock()
+        self.bundle_version = analysers[0].bundle.version
 
     def start(self) -> None:
         self._threads = [threading.Thread(target=self._dispatch, name="dispatch", daemon=True)]
@@ -197,7 +200,7 @@ class AnalysisPool:
             x = self.ingestor.load(rid, ext)
             analysis, mask = analyser.analyse(x)
             self.store.save_analysis(
-                rid, analysis, analyser.bundle.name, analyser.bundle.precision, mask
+                rid, analysis, self.bundle_version, analyser.bundle.precision, mask
             )
         except Exception as e:  # a model failure must not stop the daemon; the row keeps why
             self.metrics.errors.labels("analysis").inc()

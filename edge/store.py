@@ -201,6 +201,7 @@ class Store:
         source: str,
         source_name: str,
         captured_at: float,
+        timings: dict[str, float] | None = None,
     ) -> bool:
         """Store an original durably and queue it for analysis; False if already known."""
         if self.has(rid):
@@ -210,9 +211,9 @@ class Store:
         with self._tx() as db:
             cur = db.execute(
                 "INSERT OR IGNORE INTO records (id, device_id, source, source_name, captured_at,"
-                " accepted_at, ext, size, width, height) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                " accepted_at, ext, size, width, height, timings) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 (rid, self.device_id, source, source_name, captured_at, time.time(), ext,
-                 len(data), width, height),
+                 len(data), width, height, json.dumps(timings or {})),
             )  # fmt: skip
         return cur.rowcount == 1
 
@@ -235,7 +236,8 @@ class Store:
             db.execute(
                 "UPDATE records SET status='analysed', error=NULL, analysed_at=?, caption=?,"
                 " words=?, attention=?, grid=?, labels=?, segments=?, anomaly=?, cluster=?,"
-                " latent=?, bundle=?, precision=?, accelerators=?, timings=? WHERE id=?",
+                " latent=?, bundle=?, precision=?, accelerators=?,"
+                " timings=json_patch(COALESCE(timings, '{}'), ?) WHERE id=?",
                 (
                     time.time(), a.caption, json.dumps(a.words), _attention_blob(a.attention),
                     grid, json.dumps(a.labels), json.dumps(a.segments), float(a.anomaly),

@@ -53,8 +53,9 @@ def test_folder_images_present_at_start_are_analysed_indexed_and_removed(busy_da
     counts = d.store.counts()
     assert counts["analysed"] == 12 and "pending" not in counts
     rec = d.store.iter_analysed().__next__()
-    assert rec.caption and rec.words and rec.bundle == "chest-int8" and rec.precision == "int8"
-    assert set(rec.timings) >= {"caption_ms", "segment_ms", "vae_ms"}
+    assert rec.caption and rec.words and rec.precision == "int8"
+    assert rec.bundle == d.bundle.version and rec.bundle.startswith("chest-int8@")
+    assert set(rec.timings) >= {"decode_ms", "preprocess_ms", "caption_ms", "segment_ms", "vae_ms"}
     assert rec.accelerators["captioner_step"] == "cpu"
     original = d.store.original_path(rec.id, rec.ext).read_bytes()
     assert hashlib.sha256(original).hexdigest() == rec.id
@@ -217,3 +218,34 @@ def test_restart_keeps_everything_and_analyses_nothing_twice(
     wait_until(lambda: d.port is not None, 5)
     assert d.store.counts()["analysed"] == 12 and d.index.num_docs == 12
     assert d.metrics.render().decode().count("s3e_images_processed_total 0.0") == 1
+
+
+def test_polling_alone_finds_new_files(
+    edge_config: Any, daemon_factory: Any, chest_images: dict[str, Any]
+):
+    d = daemon_factory(edge_config(capture__folder__watch="poll"))
+    assert d.sources[0].mode == "poll"
+    img = sorted(chest_images["root"].glob("*.png"))[3]
+    sub = Path(d.cfg.capture.folder.path) / "2026" / "11"
+    sub.mkdir(parents=True)
+    shutil.copy(img, sub / img.name)
+    wait_until(lambda: indexed(d, 1), 20, "a file in a subfolder indexed by polling")
+    assert next(d.store.iter_analysed()).source_name == f"2026/11/{img.name}"
+
+
+def test_json_logs_are_one_object_per_line(capsys: pytest.CaptureFixture[str]):
+    import json
+    import logging
+
+    from edge.logs import setup_logging
+
+    setup_logging("json", "info")
+    try:
+        logging.getLogger("s3e.test").info("accepted %s from %s", "abc", "folder")
+    finally:
+        setup_logging("text", "warning")
+        logging.getLogger().handlers.clear()
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    obj = json.loads(line)
+    assert obj["msg"] == "accepted abc from folder" and obj["level"] == "info"
+    assert obj["logger"] == "s3e.test" and obj["ts"].endswith("Z")
