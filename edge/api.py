@@ -9,7 +9,8 @@ import datetime as dt
 import hmac
 import io
 import logging
-from collections.abc import Awaitable, Callable
+import sqlite3
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -18,12 +19,13 @@ from fastapi import FastAPI, HTTPException, Query, Request, Response
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
 
 from edge.config import EdgeConfig
 from edge.imaging import ImageRejectedError, attention_png
 from edge.index import Filters, QuerySyntaxError, SearchIndex
 from edge.metrics import Metrics
-from edge.pipeline import Ingestor
+from edge.pipeline import IngestClosedError, Ingestor
 from edge.similar import LatentNeighbours
 from edge.store import Store
 
@@ -54,6 +56,26 @@ def _when(value: str | None, name: str) -> dt.datetime | None:
     except ValueError:
         raise HTTPException(400, f"{name}: not an ISO 8601 date or time: {value!r}") from None
     return t if t.tzinfo else t.replace(tzinfo=dt.UTC)
+
+
+async def _file_part(request: Request, body: bytes, limit: int, name: str) -> tuple[bytes, str]:
+    """The first file part of a multipart body already read (and size-checked) in full."""
+
+    async def replay() -> AsyncGenerator[bytes, None]:
+        yield body
+
+    parser = MultiPartParser(request.headers, replay(), max_files=1, max_part_size=limit)
+    try:
+        form = await parser.parse()
+    except MultiPartException as e:
+        raise HTTPException(400, f"bad multipart body: {e.message}") from None
+    try:
+        files = [v for v in form.values() if isinstance(v, UploadFile)]
+        if not files:
+            raise HTTPException(400, "multipart body holds no file part")
+        return await files[0].read(), files[0].filename or name
+    finally:
+        await form.close()
 
 
 def create_app(ctx: ApiContext) -> FastAPI:
@@ -134,30 +156,28 @@ def create_app(ctx: ApiContext) -> FastAPI:
             raise HTTPException(404, "uploads are off (capture.upload.enabled = false)")
         limit = ctx.cfg.capture.upload.max_bytes
         declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > limit:
+        if declared and declared.isdigit() and int(declared) > limit + 64 * 1024:
             raise HTTPException(413, f"body of {declared} bytes is over the {limit} byte limit")
         name = request.headers.get("x-filename", "")
+        buf = io.BytesIO()  # counted as it arrives, chunked or not, multipart or not
+        async for chunk in request.stream():
+            buf.write(chunk)
+            if buf.tell() > limit + 64 * 1024:  # room for multipart headers and boundaries
+                raise HTTPException(413, f"body is over the {limit} byte limit")
+        data = buf.getvalue()
         if request.headers.get("content-type", "").startswith("multipart/form-data"):
-            form = await request.form(max_files=1, max_part_size=limit)
-            files = [v for v in form.values() if isinstance(v, UploadFile)]
-            if not files:
-                raise HTTPException(400, "multipart body holds no file part")
-            data, name = await files[0].read(), files[0].filename or name
-        else:
-            buf = io.BytesIO()
-            async for chunk in request.stream():
-                buf.write(chunk)
-                if buf.tell() > limit:
-                    raise HTTPException(413, f"body is over the {limit} byte limit")
-            data = buf.getvalue()
+            data, name = await _file_part(request, data, limit, name)
         if len(data) > limit:
             raise HTTPException(413, f"file is over the {limit} byte limit")
         try:
             got = await run_in_threadpool(ctx.ingestor.ingest, data, "upload", name)
         except ImageRejectedError as e:
+            ctx.metrics.errors.labels(e.kind).inc()
             log.warning("rejected upload %s: %s (%s)", name or "(unnamed)", e.reason, e.kind)
             raise HTTPException(400, f"{e.kind}: {e.reason}") from None
-        except OSError as e:
+        except IngestClosedError:
+            raise HTTPException(503, "the daemon is stopping; try again later") from None
+        except (OSError, sqlite3.Error) as e:
             log.error("cannot store upload %s: %s", name, e)
             raise HTTPException(507, f"the device cannot store the image now: {e}") from None
         return JSONResponse(

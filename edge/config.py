@@ -103,9 +103,23 @@ class MqttConfig(_Section):
     host: str = Field("", description="broker host; empty = publishing off")
     port: int = Field(1883, ge=1, le=65535)
 
+    @field_validator("host")
+    @classmethod
+    def _not_yet(cls, v: str) -> str:
+        if v:
+            raise ValueError("MQTT publishing is not in this version yet; leave host empty")
+        return v
+
 
 class S3Config(_Section):
     bucket: str = Field("", description="bucket name; empty = cloud sync off")
+
+    @field_validator("bucket")
+    @classmethod
+    def _not_yet(cls, v: str) -> str:
+        if v:
+            raise ValueError("cloud sync is not in this version yet; leave bucket empty")
+        return v
 
 
 class EdgeConfig(_Section):

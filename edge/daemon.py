@@ -26,10 +26,11 @@ from edge.capture import CaptureSource, enabled_sources
 from edge.config import EdgeConfig
 from edge.index import SearchIndex
 from edge.metrics import Metrics
-from edge.pipeline import AnalysisPool, Ingestor, SinkWorker
+from edge.pipeline import AnalysisPool, Ingestor
 from edge.sdnotify import notify, watchdog_interval
 from edge.similar import LatentNeighbours
-from edge.store import Record, Store
+from edge.sinks import IndexSink, SinkWorker
+from edge.store import Store
 from edge.worker import AnalyserProcess
 
 log = logging.getLogger("s3e.daemon")
@@ -39,30 +40,14 @@ class StartupError(RuntimeError):
     """The daemon cannot start; the message says which part and why."""
 
 
-class IndexSink:
-    """Makes records searchable: add, commit, and only then report them done."""
-
-    name = "indexed"
-
-    def __init__(self, index: SearchIndex, metrics: Metrics) -> None:
-        self.index, self.metrics = index, metrics
-
-    def deliver(self, records: list[Record]) -> list[str]:
-        t0 = time.perf_counter()
-        self.index.add(records)
-        self.index.commit()
-        self.metrics.stage.labels("index_commit").observe(time.perf_counter() - t0)
-        self.metrics.indexed.inc(len(records))
-        return [r.id for r in records]
-
-
 class HttpServer:
     """uvicorn in a thread of its own (so signals stay with the daemon)."""
 
     def __init__(self, app: Any, host: str, port: int) -> None:
         config = uvicorn.Config(
-            app, host=host, port=port, log_level="warning", access_log=False, lifespan="off"
-        )
+            app, host=host, port=port, log_level="warning", access_log=False, lifespan="off",
+            timeout_graceful_shutdown=2,
+        )  # fmt: skip
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name="http", daemon=True)
 
@@ -105,18 +90,29 @@ class Daemon:
         except ValueError as e:
             raise StartupError(f"model.bundle: {e}") from None
         self.store = Store(cfg.data_dir, cfg.device_id)
-        self.index = SearchIndex(Path(cfg.data_dir) / "index", cfg.index.heap_mb)
         self.metrics = Metrics()
+        self.analysers: list[AnalyserProcess] = []
         try:
-            self.analysers = [
-                AnalyserProcess(self.bundle, cfg.model) for _ in range(cfg.model.workers)
-            ]
-        except RuntimeError as e:
-            self.index.close()
-            raise StartupError(f"model.accelerator = {cfg.model.accelerator}: {e}") from None
+            self.index = SearchIndex(Path(cfg.data_dir) / "index", cfg.index.heap_mb)
+        except BaseException:
+            self.store.close()
+            raise
+        try:
+            try:
+                for _ in range(cfg.model.workers):
+                    self.analysers.append(AnalyserProcess(self.bundle, cfg.model))
+            except RuntimeError as e:
+                raise StartupError(f"model.accelerator = {cfg.model.accelerator}: {e}") from None
+            self.ingestor = Ingestor(self.store, self.bundle, cfg, self.metrics)
+            try:
+                self.sources = enabled_sources(cfg, self._submit, self._reject)
+            except RuntimeError as e:
+                raise StartupError(str(e)) from None
+        except BaseException:
+            self._close()
+            raise
         if self.analysers[0].fallback_reason:
             log.warning("GPU not used, running on the CPU: %s", self.analysers[0].fallback_reason)
-        self.ingestor = Ingestor(self.store, self.bundle, cfg, self.metrics)
         self.index_worker = SinkWorker(
             self.store, IndexSink(self.index, self.metrics), cfg.index.commit_every,
             cfg.index.commit_interval_s, self.metrics,
@@ -125,32 +121,38 @@ class Daemon:
             self.ingestor, self.analysers, self.metrics, self.index_worker.notify
         )
         self.neighbours = LatentNeighbours(self.store)
-        self.sources = enabled_sources(cfg, self._submit, self._reject)
         self._running_sources: list[CaptureSource] = []
         self.http: HttpServer | None = None
         self.port: int | None = None
-        m = self.metrics
-        m.gauge("s3e_queue_analysis", "Images accepted, not yet analysed", self._due_analysis)
-        m.gauge("s3e_queue_index", "Analysed records not yet searchable", self._due_index)
-        m.gauge("s3e_index_documents", "Documents in the search index", lambda: self.index.num_docs)
-        m.gauge("s3e_index_size_bytes", "Index size on disk", self.index.size_bytes)
-
-    def _due_analysis(self) -> float:
-        return float(self.store.counts().get("pending", 0))
-
-    def _due_index(self) -> float:
-        return float(self.store.counts().get("due_indexed", 0))
+        m, index = self.metrics, self.index
+        m.gauge("s3e_queue_analysis", "Images accepted, not yet analysed", self.store.count_pending)
+        m.gauge("s3e_queue_index", "Analysed records not yet searchable",
+                lambda: self.store.count_due("indexed"))  # fmt: skip
+        m.gauge("s3e_index_documents", "Documents in the search index", lambda: index.num_docs)
+        m.gauge("s3e_index_size_bytes", "Index size on disk", index.size_bytes)
 
     def _submit(self, data: bytes, source: str, name: str) -> str:
         return self.ingestor.ingest(data, source, name).id
 
     def _reject(self, path: Path, kind: str, reason: str) -> None:
         reject_file(Path(self.cfg.data_dir), path, kind, reason)
+        self.metrics.errors.labels(kind).inc()
+
+    def dead_threads(self) -> list[str]:
+        """Worker threads that should be running and are not (they log why before dying)."""
+        threads = [*self.pool.threads, self.index_worker.thread]
+        threads += [t for s in self._running_sources for t in s.threads]
+        if self.http is not None:
+            threads.append(self.http.thread)
+        return [t.name for t in threads if t.ident is not None and not t.is_alive()]
 
     def health(self) -> dict[str, Any]:
         models = self.analysers[0]
+        dead = self.dead_threads()
+        status = "stopping" if self.stopping.is_set() else "degraded" if dead else "ok"
         return {
-            "status": "stopping" if self.stopping.is_set() else "ok",
+            "status": status,
+            "dead_threads": dead,
             "device_id": self.cfg.device_id,
             "uptime_s": round(time.time() - self.started_at, 1),
             "bundle": {"name": self.bundle.name, "precision": self.bundle.precision,
@@ -165,13 +167,9 @@ class Daemon:
                        (["upload"] if self.cfg.capture.upload.enabled else []),
         }  # fmt: skip
 
-    def reindex(self) -> int:
-        """Empty the index and make every record due again; the index sink refills it."""
-        self.index.clear()
-        n = self.store.reset_sink("indexed")
-        self.index_worker.wake.set()
-        log.info("reindex: %d records queued", n)
-        return n
+    def reindex(self) -> None:
+        """Empty the index and index every record again, in the index sink's own thread."""
+        self.index_worker.request_reset()
 
     def start(self) -> None:
         log.info("device %s: bundle %s (%s) on %s, data in %s", self.cfg.device_id,
@@ -191,26 +189,37 @@ class Daemon:
             self.port = self.http.start()
             log.info("search on http://%s:%d/", self.cfg.http.host, self.port)
         for s in self.sources:
-            s.start()
+            try:
+                s.start()
+            except RuntimeError as e:
+                raise StartupError(f"capture.{s.key}: {e}") from None
             self._running_sources.append(s)
         notify("READY=1", f"STATUS=serving; {counts.get('analysed', 0)} images analysed")
 
     def stop(self) -> None:
+        """Capture and uploads first, then analysis (bounded), the last index commit, HTTP."""
         self.stopping.set()
         notify("STOPPING=1")
-        budget = self.cfg.shutdown_timeout_s
-        deadline = time.monotonic() + budget
+        deadline = time.monotonic() + self.cfg.shutdown_timeout_s
+
+        def left(minimum: float = 0.0) -> float:
+            return max(minimum, deadline - time.monotonic())
+
+        self.ingestor.closed = True
         for s in reversed(self._running_sources):
             s.stop()
-        self.pool.stop(max(0.0, deadline - time.monotonic()))
-        self.index_worker.stop(max(1.0, deadline - time.monotonic()))
+        self.pool.stop(left())
+        self.index_worker.stop(left(1.0))
         if self.http is not None:
-            self.http.stop()
+            self.http.stop(left(1.0))
+        self._close()
+        log.info("stopped")
+
+    def _close(self) -> None:
         for a in self.analysers:
             a.close()
         self.index.close()
         self.store.close()
-        log.info("stopped")
 
     def run(self) -> int:
         """Serve until SIGTERM/SIGINT; a second signal exits at once."""
@@ -227,7 +236,10 @@ class Daemon:
         self.start()
         ping = watchdog_interval()
         while not self.stopping.wait(ping or 3600):
-            if ping:
+            dead = self.dead_threads()
+            if not dead:
                 notify("WATCHDOG=1")
+            else:  # no ping: systemd restarts us, and the store makes that lossless
+                log.error("worker threads died: %s; withholding the watchdog ping", dead)
         self.stop()
         return 0

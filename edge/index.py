@@ -8,6 +8,7 @@ searchable only by committing before it marks the record indexed.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import html
 import threading
@@ -147,7 +148,11 @@ class SearchIndex:
         return int(self.index.searcher().num_docs)
 
     def size_bytes(self) -> int:
-        return sum(p.stat().st_size for p in self.path.glob("*") if p.is_file())
+        total = 0
+        for p in self.path.iterdir():
+            with contextlib.suppress(FileNotFoundError):  # merges delete files as we look
+                total += p.stat().st_size
+        return total
 
     def parse(self, q: str) -> tantivy.Query:
         if not q.strip():
@@ -194,9 +199,10 @@ class SearchIndex:
         snippets = tantivy.SnippetGenerator.create(searcher, query, self.schema, "caption")
         hits = []
         for score, address in result.hits:
-            d = searcher.doc(address).to_dict()
+            doc = searcher.doc(address)
+            d = doc.to_dict()
             caption = d["caption"][0] if d.get("caption") else ""
-            snippet = snippets.snippet_from_doc(searcher.doc(address)).to_html()
+            snippet = snippets.snippet_from_doc(doc).to_html()
             hits.append(
                 Hit(
                     id=d["id"][0], score=float(score), caption=caption,

@@ -27,13 +27,10 @@ class Metrics:
             buckets=STAGE_BUCKETS, registry=r,
         )  # fmt: skip
         self.indexed = Counter("s3e_records_indexed", "Records committed to the index", registry=r)
-        self._gauges: dict[str, Gauge] = {}
 
     def gauge(self, name: str, doc: str, fn: Callable[[], float]) -> None:
         """A value read at scrape time (index size, queue depth)."""
-        g = Gauge(name, doc, registry=self.registry)
-        g.set_function(fn)
-        self._gauges[name] = g
+        Gauge(name, doc, registry=self.registry).set_function(fn)
 
     def observe_ms(self, timings: dict[str, float]) -> None:
         for key, ms in timings.items():

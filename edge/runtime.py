@@ -2,9 +2,10 @@
 name that returns outputs by the bundle's names.
 
 Runtimes: ai-edge-litert first, tflite_runtime where that is what the device has. Accelerators
-are plug-ins in `ACCELERATORS`: `cpu` (XNNPACK, `threads`), `gpu-delegate` (a delegate library
-the config names, through `load_delegate`) and `litert-gpu` (LiteRT's own GPU backend through
-`CompiledModel`). Nothing here imports a runtime until a model is loaded.
+are plug-ins behind the `Accelerator` protocol: `cpu` (XNNPACK, `threads`), `gpu-delegate` (a
+delegate library the config names, through `load_delegate`) and `litert-gpu` (LiteRT's own GPU
+backend through `CompiledModel`); `gpu_accelerator` picks the GPU one the config asks for.
+Nothing here imports a runtime until a model is loaded.
 """
 
 from __future__ import annotations
@@ -183,11 +184,6 @@ class LiteRtGpuAccelerator:
                   if key in ln]  # fmt: skip
         why = causes[0] if causes else (str(error).strip().splitlines() or [repr(error)])[0]
         raise AcceleratorError(f"LiteRT GPU accelerator cannot run {path.name}: {why}")
-
-
-ACCELERATORS: dict[str, type] = {
-    a.key: a for a in (CpuAccelerator, GpuDelegateAccelerator, LiteRtGpuAccelerator)
-}
 
 
 def gpu_accelerator(delegate_library: str, threads: int, runtime: str | None) -> Accelerator:

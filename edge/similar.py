@@ -22,8 +22,8 @@ class LatentNeighbours:
         self._row: dict[str, int] = {}
         self._matrix = np.zeros((0, 0), np.float32)
         self._n = 0
-        self._last_seq = 0
-        self._lock = threading.Lock()
+        self._last = 0
+        self._lock = threading.RLock()
 
     def add(self, ids: list[str], vectors: np.ndarray) -> None:
         with self._lock:
@@ -43,10 +43,11 @@ class LatentNeighbours:
     def refresh(self) -> None:
         if self.store is None:
             return
-        seqs, ids, vecs = self.store.latents(after_seq=self._last_seq)
-        if ids:
-            self.add(ids, vecs)
-            self._last_seq = seqs[-1]
+        with self._lock:  # one refresh at a time, or two would add the same rows
+            last, ids, vecs = self.store.latents(after=self._last)
+            if ids:
+                self.add(ids, vecs)
+                self._last = last
 
     def __len__(self) -> int:
         return self._n

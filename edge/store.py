@@ -9,6 +9,7 @@ order. A kill -9 at any point leaves rows that are simply still due.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -41,6 +42,7 @@ CREATE TABLE IF NOT EXISTS records (
     status TEXT NOT NULL DEFAULT 'pending',
     error TEXT,
     analysed_at REAL,
+    analysed_seq INTEGER,
     caption TEXT,
     words TEXT,
     attention BLOB,
@@ -57,6 +59,7 @@ CREATE TABLE IF NOT EXISTS records (
     {", ".join(f"{s}_at REAL" for s in SINKS)}
 );
 CREATE INDEX IF NOT EXISTS records_pending ON records(seq) WHERE status = 'pending';
+CREATE INDEX IF NOT EXISTS records_analysed ON records(analysed_seq) WHERE status = 'analysed';
 {
     "".join(
         f"CREATE INDEX IF NOT EXISTS records_due_{s} ON records(seq) "
@@ -135,6 +138,7 @@ class Store:
         self.device_id = device_id
         for sub in ("originals", "derived", "rejected", "tmp"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
+        self._clean_tmp()
         self.db_path = self.root / "records.sqlite3"
         self._db = sqlite3.connect(self.db_path, check_same_thread=False, isolation_level=None)
         self._db.row_factory = sqlite3.Row
@@ -148,16 +152,24 @@ class Store:
         with self._lock:
             self._db.close()
 
+    def _clean_tmp(self) -> None:
+        """Remove temp files of writers that died (a kill -9 mid-write); names end in the pid."""
+        for f in (self.root / "tmp").iterdir():
+            pid = f.name.rsplit(".", 2)[-2] if f.name.count(".") >= 2 else ""
+            if not pid.isdigit() or not _alive(int(pid)):
+                f.unlink(missing_ok=True)
+
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
+                self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("ROLLBACK")
                 raise
-            self._db.execute("COMMIT")
 
     # -- files -------------------------------------------------------------------------------
     def original_path(self, rid: str, ext: str) -> Path:
@@ -170,18 +182,16 @@ class Store:
     def write_atomic(self, path: Path, data: bytes) -> None:
         """Temp file in the same file system, fsync, rename, fsync the folder: after a crash
         the file is either whole or absent."""
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.parent.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _fsync_dir(path.parent.parent)
         tmp = self.root / "tmp" / f"{path.name}.{os.getpid()}.{threading.get_ident()}"
         with open(tmp, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        _fsync_dir(path.parent)
 
     # -- acceptance and analysis -------------------------------------------------------------
     def has(self, rid: str) -> bool:
@@ -234,7 +244,8 @@ class Store:
         grid = int(a.attention.shape[-1]) if a.attention.ndim == 3 else 0
         with self._tx() as db:
             db.execute(
-                "UPDATE records SET status='analysed', error=NULL, analysed_at=?, caption=?,"
+                "UPDATE records SET status='analysed', error=NULL, analysed_at=?, analysed_seq="
+                "(SELECT COALESCE(MAX(analysed_seq), 0) + 1 FROM records), caption=?,"
                 " words=?, attention=?, grid=?, labels=?, segments=?, anomaly=?, cluster=?,"
                 " latent=?, bundle=?, precision=?, accelerators=?,"
                 " timings=json_patch(COALESCE(timings, '{}'), ?) WHERE id=?",
@@ -247,8 +258,8 @@ class Store:
             )  # fmt: skip
 
     def mark_failed(self, rid: str, reason: str) -> None:
-        """Analysis raised on a stored image: kept, never retried silently, shown with its
-        reason. `s3e-edge reanalyse` (or a new bundle) can queue it again."""
+        """Analysis failed for good on a stored image (it raised, or crashed the analysis
+        process twice): the original and the row are kept, with the reason."""
         with self._tx() as db:
             db.execute("UPDATE records SET status='failed', error=? WHERE id=?", (reason, rid))
 
@@ -295,18 +306,31 @@ class Store:
         grids = np.frombuffer(row["attention"], dtype=np.uint8).reshape(len(words), g, g)
         return words, grids.astype(np.float32) / 255.0
 
-    def latents(self, after_seq: int = 0) -> tuple[list[int], list[str], np.ndarray]:
-        """(seqs, ids, latents) of analysed records after `after_seq`, for neighbour search."""
+    def latents(self, after: int = 0) -> tuple[int, list[str], np.ndarray]:
+        """(last analysed_seq, ids, latents) of records analysed after `after`, in the order
+        they were analysed (which, with several workers, is not capture order)."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT seq, id, latent FROM records WHERE status='analysed' AND seq>? "
-                "ORDER BY seq",
-                (after_seq,),
+                "SELECT analysed_seq, id, latent FROM records WHERE status='analysed' AND "
+                "analysed_seq>? ORDER BY analysed_seq",
+                (after,),
             ).fetchall()
         if not rows:
-            return [], [], np.zeros((0, 0), np.float32)
+            return after, [], np.zeros((0, 0), np.float32)
         vecs = np.stack([np.frombuffer(r["latent"], dtype=np.float32) for r in rows])
-        return [r["seq"] for r in rows], [r["id"] for r in rows], vecs
+        return int(rows[-1]["analysed_seq"]), [r["id"] for r in rows], vecs
+
+    def count_pending(self) -> int:
+        with self._lock:
+            return int(self._db.execute(
+                "SELECT COUNT(*) FROM records WHERE status='pending'").fetchone()[0])  # fmt: skip
+
+    def count_due(self, sink: str) -> int:
+        col = _sink_column(sink)
+        with self._lock:
+            return int(self._db.execute(
+                f"SELECT COUNT(*) FROM records WHERE status='analysed' AND {col} IS NULL"
+            ).fetchone()[0])  # fmt: skip
 
     def counts(self) -> dict[str, int]:
         """Records by status, and how many each sink still owes."""
@@ -334,6 +358,24 @@ class Store:
             for r in rows:
                 yield _record(r)
             last = rows[-1]["seq"]
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _sink_column(sink: str) -> str:

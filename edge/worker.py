@@ -14,6 +14,7 @@ import contextlib
 import multiprocessing as mp
 import signal
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,6 +24,8 @@ from edge.config import ModelConfig
 from edge.store import Analysis
 
 START_TIMEOUT_S = 120.0
+ANALYSE_TIMEOUT_S = 60.0
+"""An image's analysis takes milliseconds; a child silent this long is hung, and replaced."""
 
 
 class AnalysisError(RuntimeError):
@@ -33,14 +36,13 @@ class WorkerDiedError(RuntimeError):
     """The analysis process is gone (crashed or killed)."""
 
 
-def _serve(conn: Connection, bundle_root: str, cfg: dict[str, Any]) -> None:
+def _serve(conn: Connection, bundle_root: str, doc: dict[str, Any], cfg: dict[str, Any]) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     from edge.analysis import Analyser
-    from edge.bundle import load_bundle
 
-    try:
-        analyser = Analyser(load_bundle(bundle_root), ModelConfig(**cfg))
+    try:  # the parent verified the bundle's hashes; its doc comes along
+        analyser = Analyser(Bundle(Path(bundle_root), doc), ModelConfig(**cfg))
     except Exception as e:
         conn.send(("error", str(e)))
         return
@@ -64,6 +66,7 @@ class AnalyserProcess:
     def __init__(self, bundle: Bundle, cfg: ModelConfig) -> None:
         self.bundle = bundle
         self._cfg = cfg
+        self._closing = False
         self._start()
 
     def _start(self) -> None:
@@ -71,7 +74,7 @@ class AnalyserProcess:
         self._conn, child = ctx.Pipe()
         self._proc = ctx.Process(
             target=_serve,
-            args=(child, str(self.bundle.root), self._cfg.model_dump()),
+            args=(child, str(self.bundle.root), self.bundle.doc, self._cfg.model_dump()),
             name="s3e-analyser",
             daemon=True,
         )
@@ -92,21 +95,23 @@ class AnalyserProcess:
     def analyse(self, x: np.ndarray) -> tuple[Analysis, bytes]:
         try:
             self._conn.send(x)
+            if not self._conn.poll(ANALYSE_TIMEOUT_S):
+                self._proc.kill()
+                raise EOFError
             msg = self._conn.recv()
-        except (EOFError, OSError, BrokenPipeError):
-            code = self._proc.exitcode
+        except (EOFError, OSError):
+            self._proc.join(5)
+            why = f"exit code {self._proc.exitcode}"
             self._conn.close()
-            self._start()  # a fresh process for the next image
-            raise WorkerDiedError(f"analysis process died (exit code {code})") from None
+            if not self._closing:
+                self._start()  # a fresh process for the next image
+            raise WorkerDiedError(f"analysis process died ({why})") from None
         if msg[0] == "error":
             raise AnalysisError(msg[1])
         return msg[1], msg[2]
 
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid
-
     def close(self) -> None:
+        self._closing = True
         with contextlib.suppress(OSError):
             self._conn.send(None)
         self._proc.join(5)

@@ -136,7 +136,7 @@ def test_every_kind_of_bad_file_is_moved_to_rejected_and_the_daemon_goes_on(
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("rejected ")]
     assert len(lines) == 5 and all("\n" not in ln for ln in lines)
     text = d.metrics.render().decode()
-    for kind in ("corrupt", "empty", "too_large", "not_an_image"):
+    for kind in ("corrupt", "empty", "too_large", "not_an_image", "unreadable"):
         assert f's3e_errors_total{{kind="{kind}"}} 1.0' in text
 
 

@@ -93,22 +93,37 @@ def proc_env(tmp_path: Path, chest_images: dict[str, Any]) -> dict[str, Any]:
             "images": sorted(chest_images["root"].glob("*.png"))}  # fmt: skip
 
 
-def test_sigterm_stops_cleanly_with_exit_0_and_everything_indexed(proc_env: dict[str, Any]):
+def test_sigterm_mid_batch_exits_0_promptly_and_a_restart_finishes_the_rest(
+    proc_env: dict[str, Any],
+):
     tmp, port = proc_env["tmp"], proc_env["port"]
-    for p in proc_env["images"][:6]:
-        shutil.copy(p, tmp / "inbox" / p.name)
+    images = proc_env["images"][:60]
     proc = start(proc_env["config"], tmp / "log.txt")
     try:
         wait_until(lambda: healthy(port), 60, "daemon up")
-        wait_until(lambda: db_count(tmp / "data", "indexed_at IS NOT NULL") == 6, 60, "indexed")
+        for p in images:
+            shutil.copy(p, tmp / "inbox" / p.name)
+        wait_until(lambda: db_count(tmp / "data", "status='analysed'") >= 5, 60, "5 analysed")
     finally:
         proc.send_signal(signal.SIGTERM)
         t0 = time.monotonic()
-        rc = proc.wait(30)
+        rc = proc.wait(60)
     assert rc == 0
     assert time.monotonic() - t0 < 20
     log = (tmp / "log.txt").read_text()
     assert "SIGTERM: stopping" in log and log.rstrip().endswith("stopped")
+    assert db_count(tmp / "data", "status='failed'") == 0
+    # what was analysed before the stop is searchable: the last commit happened
+    analysed = db_count(tmp / "data", "status='analysed'")
+    assert db_count(tmp / "data", "indexed_at IS NOT NULL") == analysed
+    proc = start(proc_env["config"], tmp / "log.txt")
+    try:
+        wait_until(lambda: db_count(tmp / "data", "indexed_at IS NOT NULL") == len(images),
+                   120, "all indexed after the restart")  # fmt: skip
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    assert list((tmp / "inbox").iterdir()) == []
 
 
 def test_kill_9_mid_batch_then_restart_resumes_and_loses_nothing(proc_env: dict[str, Any]):
@@ -210,6 +225,7 @@ def test_reindex_cli_refuses_while_the_daemon_holds_the_index_then_rebuilds(
         ("[model]\naccelerator = 'tpu'\n", "model.accelerator: Input should be"),
         ("[http]\nport = 'eighty'\n", "http.port: Input should be a valid integer"),
         ("device_id = 'a b'\n", "device_id: String should match pattern"),
+        ("[mqtt]\nhost = 'broker'\n", "mqtt.host: Value error, MQTT publishing is not in"),
         ("[model\n", "not valid TOML"),
     ],
 )

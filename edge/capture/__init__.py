@@ -8,21 +8,23 @@ with a message saying what to install.
 
 from __future__ import annotations
 
+from typing import Any
+
 from edge.capture.base import CaptureSource, Reject, Submit
 from edge.capture.camera import CameraSource
 from edge.capture.folder import FolderSource
 from edge.config import EdgeConfig
 
-SOURCES: dict[str, type] = {s.key: s for s in (FolderSource, CameraSource)}
+SOURCES: dict[str, Any] = {s.key: s for s in (FolderSource, CameraSource)}
 
 
 def enabled_sources(cfg: EdgeConfig, submit: Submit, reject: Reject) -> list[CaptureSource]:
-    """The sources the config turns on, built but not started."""
+    """The sources the config turns on (`[capture.<key>]`), built but not started."""
     out: list[CaptureSource] = []
-    if cfg.capture.folder.enabled:
-        out.append(FolderSource(cfg.capture.folder, submit, reject))
-    if cfg.capture.camera.url:
-        out.append(CameraSource(cfg.capture.camera, submit, reject))
+    for key, cls in SOURCES.items():
+        section = getattr(cfg.capture, key)
+        if cls.enabled(section):
+            out.append(cls(section, submit, reject))
     return out
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
@@ -15,7 +16,15 @@ Reject = Callable[[Path, str, str], None]
 
 
 class CaptureSource(Protocol):
+    """Built with (its config section, submit, reject); `enabled(section)` says whether the
+    config turns it on."""
+
     key: str
+
+    @property
+    def threads(self) -> list[threading.Thread]:
+        """Threads that must stay alive while the source runs (the daemon's health check)."""
+        ...
 
     def start(self) -> None: ...
 

@@ -43,10 +43,19 @@ class CameraSource:
         self.target: int | str = int(url) if url.isdigit() else url
         self.is_file = isinstance(self.target, str) and Path(url).suffix != "" and "://" not in url
         self._stop = threading.Event()
-        self._now = threading.Event()
         self.frames_taken = 0
+        self.ended = False
+        """A video file played to its end: the thread is done, not dead."""
         self.finished = threading.Event()
         self._thread = threading.Thread(target=self._run, name="capture-camera", daemon=True)
+
+    @staticmethod
+    def enabled(cfg: CameraCaptureConfig) -> bool:
+        return bool(cfg.url)
+
+    @property
+    def threads(self) -> list[threading.Thread]:
+        return [] if self.ended else [self._thread]
 
     def start(self) -> None:
         log.info("camera %s: every %ss, scene change %s", self.cfg.url, self.cfg.interval_s,
@@ -56,10 +65,6 @@ class CameraSource:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(10)
-
-    def trigger(self) -> None:
-        """Take the next frame whatever the timers say (the MQTT `capture` command)."""
-        self._now.set()
 
     def _run(self) -> None:
         delay = self.cfg.reconnect_min_s
@@ -75,10 +80,16 @@ class CameraSource:
                         return
                     delay = min(delay * 2, self.cfg.reconnect_max_s)
                     continue
-                delay = self.cfg.reconnect_min_s
-                ended = self._read(cap)
+                try:
+                    ended, frames = self._read(cap)
+                except Exception as e:  # a broken frame or stream: reopen it
+                    log.error("camera %s: %s: %s", self.cfg.url, type(e).__name__, e)
+                    ended, frames = False, 0
                 cap.release()
+                if frames:  # back off from the minimum again only once frames flowed
+                    delay = self.cfg.reconnect_min_s
                 if ended and self.is_file and not self.cfg.loop_file:
+                    self.ended = True
                     log.info("camera %s: end of file, %d frames taken", self.cfg.url,
                              self.frames_taken)  # fmt: skip
                     return
@@ -87,38 +98,41 @@ class CameraSource:
                                 delay)  # fmt: skip
                     if self._stop.wait(delay):
                         return
+                    delay = min(delay * 2, self.cfg.reconnect_max_s)
         finally:
             self.finished.set()
 
-    def _read(self, cap: Any) -> bool:
-        """Take frames until the stream ends (True) or we are stopped (False)."""
+    def _read(self, cap: Any) -> tuple[bool, int]:
+        """Take frames until the stream ends (True) or we are stopped (False); and how many
+        frames were read."""
         cv2 = self.cv2
         last_t: float | None = None
         last_small: np.ndarray | None = None
+        frames = 0
         while not self._stop.is_set():
             ok, frame = cap.read()
             if not ok:
-                return True
+                return True, frames
+            frames += 1
             t = cap.get(cv2.CAP_PROP_POS_MSEC) / 1e3 if self.is_file else time.monotonic()
             small = cv2.resize(cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY), (32, 32)) / 255.0
-            take = self._now.is_set() or last_t is None
+            take = last_t is None
             if self.cfg.interval_s > 0 and last_t is not None:
                 take = take or t - last_t >= self.cfg.interval_s
             if self.cfg.scene_change > 0 and last_small is not None:
                 take = take or float(np.abs(small - last_small).mean()) >= self.cfg.scene_change
             if not take:
                 continue
-            self._now.clear()
             ok, jpeg = cv2.imencode(
                 ".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, self.cfg.jpeg_quality]
             )
             if not ok:
                 continue
+            last_t, last_small = t, small  # a frame that cannot be stored is skipped, not retried
             try:
                 self.submit(jpeg.tobytes(), self.key, f"{self.cfg.url}@{t:.2f}s")
-            except (OSError, ValueError) as e:
-                log.error("camera frame at %.2fs not stored: %s", t, e)
+            except Exception as e:
+                log.error("camera frame at %.2fs not stored: %s: %s", t, type(e).__name__, e)
                 continue
             self.frames_taken += 1
-            last_t, last_small = t, small
-        return False
+        return False, frames

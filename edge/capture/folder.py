@@ -3,13 +3,15 @@
 A file counts as written once its size and mtime have stayed the same for `settle_s`; names a
 writer uses while it is still writing (`.part`, `.tmp`, dot files) are never taken. Whatever is
 already there at start is taken too. A taken file is removed (once the store holds it durably)
-or, if refused, moved to `rejected/` with its reason. If the store cannot take it now (a full
-disk), it stays where it is and is tried again.
+or, if refused, moved to `rejected/` with its reason; a file that looks truncated or cannot be
+read is looked at once more first (a writer may have paused longer than `settle_s`). If the
+store cannot take it now (a full disk), it stays where it is and is tried again.
 """
 
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -18,6 +20,7 @@ from typing import Any
 from edge.capture.base import Reject, Submit
 from edge.config import FolderCaptureConfig
 from edge.imaging import TEMP_SUFFIXES, ImageRejectedError
+from edge.pipeline import IngestClosedError
 
 log = logging.getLogger("s3e.capture.folder")
 
@@ -39,9 +42,21 @@ class FolderSource:
         """path -> (size, mtime_ns, monotonic time that state was first seen)."""
         self._done: dict[Path, tuple[int, int]] = {}
         """Files kept in place (delete_accepted off, or failed to move): not taken again."""
+        self._suspect: dict[Path, tuple[tuple[int, int], float]] = {}
+        """Files that failed once, with when: refused if they fail again, unchanged, after
+        `recheck_s`."""
+        self.recheck_s = max(cfg.poll_interval_s, 5 * cfg.settle_s)
         self._observer: Any = None
         self._thread = threading.Thread(target=self._run, name="capture-folder", daemon=True)
         self.mode = "poll"
+
+    @staticmethod
+    def enabled(cfg: FolderCaptureConfig) -> bool:
+        return cfg.enabled
+
+    @property
+    def threads(self) -> list[threading.Thread]:
+        return [self._thread]
 
     def start(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -122,6 +137,9 @@ class FolderSource:
                 left = self.cfg.settle_s
             else:
                 left = self.cfg.settle_s - (now - seen[2])
+            suspect = self._suspect.get(path)
+            if suspect is not None and suspect[0] == state:
+                left = max(left, self.recheck_s - (now - suspect[1]))
             if left > 0:
                 soonest = left if soonest is None else min(soonest, left)
                 continue
@@ -133,6 +151,8 @@ class FolderSource:
             self._seen.pop(gone)
         for gone in set(self._done) - present:
             self._done.pop(gone)
+        for gone in set(self._suspect) - present:
+            self._suspect.pop(gone)
         return soonest
 
     def _take(self, path: Path, rel: Path, state: tuple[int, int]) -> bool:
@@ -141,17 +161,26 @@ class FolderSource:
         try:
             data = read_file(path)
         except OSError as e:
-            self._refuse(path, name, state, "unreadable", f"cannot read: {e.strerror or e}")
-            return True
+            return self._refuse_on_second(path, name, state, "unreadable",
+                                          f"cannot read: {e.strerror or e}")  # fmt: skip
         try:
             self.submit(data, self.key, name)
         except ImageRejectedError as e:
+            if e.kind in ("corrupt", "empty"):  # or a writer that paused longer than settle_s
+                return self._refuse_on_second(path, name, state, e.kind, e.reason)
             self._refuse(path, name, state, e.kind, e.reason)
             return True
-        except OSError as e:
-            log.error("cannot store %s now (%s); it stays in %s and will be retried",
-                      name, e.strerror or e, self.root)  # fmt: skip
+        except IngestClosedError:
             return False
+        except (OSError, sqlite3.Error) as e:
+            log.error("cannot store %s now (%s); it stays in %s and will be retried",
+                      name, e, self.root)  # fmt: skip
+            return False
+        except Exception as e:
+            log.exception("unexpected error taking %s", name)
+            return self._refuse_on_second(path, name, state, "internal",
+                                          f"{type(e).__name__}: {e}")  # fmt: skip
+        self._suspect.pop(path, None)
         if self.cfg.delete_accepted:
             try:
                 path.unlink()
@@ -159,6 +188,20 @@ class FolderSource:
             except OSError as e:
                 log.warning("stored %s but cannot remove it: %s", name, e)
         self._done[path] = state
+        return True
+
+    def _refuse_on_second(
+        self, path: Path, name: str, state: tuple[int, int], kind: str, why: str
+    ) -> bool:
+        """Refuse only if the same file, unchanged, fails again at the next look."""
+        suspect = self._suspect.get(path)
+        if suspect is None or suspect[0] != state:
+            self._suspect[path] = (state, time.monotonic())
+            log.info("%s: %s; looking again in %.0fs before refusing it", name, why,
+                     self.recheck_s)  # fmt: skip
+            return False
+        self._suspect.pop(path, None)
+        self._refuse(path, name, state, kind, why)
         return True
 
     def _refuse(self, path: Path, name: str, state: tuple[int, int], kind: str, why: str) -> None:

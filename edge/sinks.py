@@ -1,0 +1,151 @@
+"""Sinks: consumers of analysed records that read them from the store (the index now; MQTT
+and S3 plug in the same way). They never call each other.
+
+Each sink has its own column in the store (`indexed_at`, ...). A `SinkWorker` offers it the due
+records in capture order and marks only what the sink confirms, so an outage, a crash or a kill
+-9 leaves the rest due. One record a sink cannot take is set aside (logged, counted) so it
+cannot hold up those behind it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Protocol
+
+from edge.index import SearchIndex
+from edge.metrics import Metrics
+from edge.store import Record, Store
+
+log = logging.getLogger("s3e.sinks")
+
+
+class Sink(Protocol):
+    """`name` is the sink's column in the store. `deliver` returns the ids now durable at the
+    sink's end; `reset` forgets everything delivered, before every record is offered again."""
+
+    name: str
+
+    def deliver(self, records: list[Record]) -> list[str]: ...
+
+    def reset(self) -> None: ...
+
+
+class IndexSink:
+    """Makes records searchable: add, commit, and only then report them done."""
+
+    name = "indexed"
+
+    def __init__(self, index: SearchIndex, metrics: Metrics) -> None:
+        self.index, self.metrics = index, metrics
+
+    def deliver(self, records: list[Record]) -> list[str]:
+        t0 = time.perf_counter()
+        self.index.add(records)
+        self.index.commit()
+        self.metrics.stage.labels("index_commit").observe(time.perf_counter() - t0)
+        self.metrics.indexed.inc(len(records))
+        return [r.id for r in records]
+
+    def reset(self) -> None:
+        self.index.clear()
+
+
+class SinkWorker:
+    """Feeds one sink from the store: wakes when a batch is waiting or every `interval`
+    seconds, takes up to `batch` due records at a time, marks what the sink confirms."""
+
+    def __init__(
+        self, store: Store, sink: Sink, batch: int, interval: float, metrics: Metrics
+    ) -> None:
+        self.store, self.sink, self.batch, self.interval = store, sink, batch, interval
+        self.metrics = metrics
+        self.wake = threading.Event()
+        self._stop = threading.Event()
+        self._reset = threading.Event()
+        self._waiting = 0
+        self._lock = threading.Lock()
+        self._set_aside: set[str] = set()
+        self.thread = threading.Thread(target=self._run, name=f"sink-{sink.name}", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def notify(self) -> None:
+        """One more record is due; wake at once when a whole batch is waiting."""
+        with self._lock:
+            self._waiting += 1
+            if self._waiting >= self.batch:
+                self.wake.set()
+
+    def request_reset(self) -> None:
+        """Have the sink forget everything and take every record again (a reindex). Done in
+        the worker's own thread, so it never interleaves with a delivery."""
+        self._reset.set()
+        self.wake.set()
+
+    def stop(self, timeout: float) -> None:
+        """Deliver what is due one last time (bounded), then stop."""
+        self._stop.set()
+        self.wake.set()
+        if self.thread.ident is not None:
+            self.thread.join(timeout)
+
+    def drain(self) -> int:
+        """Deliver everything due now; the number of records delivered."""
+        total = 0
+        while True:
+            due = self.store.due(self.sink.name, self.batch + len(self._set_aside))
+            records = [r for r in due if r.id not in self._set_aside][: self.batch]
+            if not records:
+                return total
+            done = self._deliver(records)
+            if not done:
+                return total  # the sink is down: try again at the next wake
+            self.store.mark_done(self.sink.name, done)
+            total += len(done)
+
+    def _deliver(self, records: list[Record]) -> list[str]:
+        try:
+            return self.sink.deliver(records)
+        except Exception as e:
+            self.metrics.errors.labels(f"sink_{self.sink.name}").inc()
+            log.error("sink %s failed on %d records: %s: %s", self.sink.name, len(records),
+                      type(e).__name__, e)  # fmt: skip
+            if len(records) == 1:
+                return []
+        done: list[str] = []  # one by one: a record at fault, or the whole sink down?
+        failed: list[tuple[Record, Exception]] = []
+        for r in records:
+            try:
+                done += self.sink.deliver([r])
+            except Exception as e:
+                failed.append((r, e))
+        if done:  # others went through, so these records are at fault
+            for r, err in failed:
+                log.error("sink %s cannot take %s (set aside until restart): %s",
+                          self.sink.name, r.id[:12], err)  # fmt: skip
+                self._set_aside.add(r.id)
+        return done
+
+    def _run(self) -> None:
+        while True:
+            stopping = self._stop.is_set()
+            with self._lock:
+                self._waiting = 0
+            try:
+                if self._reset.is_set():
+                    self._reset.clear()
+                    self.sink.reset()
+                    n = self.store.reset_sink(self.sink.name)
+                    self._set_aside.clear()
+                    log.info("sink %s reset: %d records to deliver again", self.sink.name, n)
+                self.drain()
+            except Exception:  # the store itself failing: keep the thread, retry later
+                self.metrics.errors.labels("internal").inc()
+                log.exception("sink %s worker error", self.sink.name)
+            if stopping:
+                return
+            self.wake.wait(self.interval)
+            self.wake.clear()
