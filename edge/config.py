@@ -99,27 +99,24 @@ class HttpConfig(_Section):
     token: str = Field("", description="bearer token for every route but /healthz; empty = off")
 
 
+def _not_built(value: str, feature: str, key: str) -> str:
+    """Refuse to pretend: a sink configured before it exists is an error, not a silent no-op."""
+    if value:
+        raise ValueError(f"{feature} is not in this version yet; leave {key} empty")
+    return value
+
+
 class MqttConfig(_Section):
     host: str = Field("", description="broker host; empty = publishing off")
     port: int = Field(1883, ge=1, le=65535)
 
-    @field_validator("host")
-    @classmethod
-    def _not_yet(cls, v: str) -> str:
-        if v:
-            raise ValueError("MQTT publishing is not in this version yet; leave host empty")
-        return v
+    _not_yet = field_validator("host")(lambda v: _not_built(v, "MQTT publishing", "host"))
 
 
 class S3Config(_Section):
     bucket: str = Field("", description="bucket name; empty = cloud sync off")
 
-    @field_validator("bucket")
-    @classmethod
-    def _not_yet(cls, v: str) -> str:
-        if v:
-            raise ValueError("cloud sync is not in this version yet; leave bucket empty")
-        return v
+    _not_yet = field_validator("bucket")(lambda v: _not_built(v, "cloud sync", "bucket"))
 
 
 class EdgeConfig(_Section):

@@ -93,21 +93,29 @@ def proc_env(tmp_path: Path, chest_images: dict[str, Any]) -> dict[str, Any]:
             "images": sorted(chest_images["root"].glob("*.png"))}  # fmt: skip
 
 
-def test_sigterm_mid_batch_exits_0_promptly_and_a_restart_finishes_the_rest(
-    proc_env: dict[str, Any],
-):
-    tmp, port = proc_env["tmp"], proc_env["port"]
-    images = proc_env["images"][:60]
+def start_mid_batch(proc_env: dict[str, Any], images: list[Path]) -> subprocess.Popen[bytes]:
+    """A daemon with `images` dropped into its folder, returned once 5 are analysed."""
+    tmp = proc_env["tmp"]
     proc = start(proc_env["config"], tmp / "log.txt")
     try:
-        wait_until(lambda: healthy(port), 60, "daemon up")
+        wait_until(lambda: healthy(proc_env["port"]), 60, "daemon up")
         for p in images:
             shutil.copy(p, tmp / "inbox" / p.name)
         wait_until(lambda: db_count(tmp / "data", "status='analysed'") >= 5, 60, "5 analysed")
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        t0 = time.monotonic()
-        rc = proc.wait(60)
+    except BaseException:
+        proc.kill()
+        raise
+    return proc
+
+
+def test_sigterm_mid_batch_exits_0_promptly_and_a_restart_finishes_the_rest(
+    proc_env: dict[str, Any],
+):
+    tmp, images = proc_env["tmp"], proc_env["images"][:60]
+    proc = start_mid_batch(proc_env, images)
+    proc.send_signal(signal.SIGTERM)
+    t0 = time.monotonic()
+    rc = proc.wait(60)
     assert rc == 0
     assert time.monotonic() - t0 < 20
     log = (tmp / "log.txt").read_text()
@@ -129,18 +137,14 @@ def test_sigterm_mid_batch_exits_0_promptly_and_a_restart_finishes_the_rest(
 def test_kill_9_mid_batch_then_restart_resumes_and_loses_nothing(proc_env: dict[str, Any]):
     """Killed while images are being analysed: at restart every accepted image is analysed and
     indexed, exactly once."""
-    tmp, port = proc_env["tmp"], proc_env["port"]
-    images = proc_env["images"][:60]
-    proc = start(proc_env["config"], tmp / "log.txt")
+    tmp, images = proc_env["tmp"], proc_env["images"][:60]
+    proc = start_mid_batch(proc_env, images)
     try:
-        wait_until(lambda: healthy(port), 60, "daemon up")
-        for p in images:
-            shutil.copy(p, tmp / "inbox" / p.name)
-        wait_until(lambda: db_count(tmp / "data", "status='analysed'") >= 5, 60, "5 analysed")
         workers = children(proc.pid)
     finally:
         proc.kill()
         proc.wait(10)
+    port = proc_env["port"]
     assert workers, "the analysis worker process was not found"
     wait_until(lambda: not any(Path(f"/proc/{w}").exists() for w in workers), 10,
                "the orphaned analysis process to exit")  # fmt: skip
