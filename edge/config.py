@@ -12,7 +12,14 @@ import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 
 class ConfigError(ValueError):
@@ -106,11 +113,62 @@ def _not_built(value: str, feature: str, key: str) -> str:
     return value
 
 
+class MqttTlsConfig(_Section):
+    ca: str = Field("", description="CA certificate (PEM) to verify the broker; empty = no TLS")
+    cert: str = Field("", description="client certificate (PEM), for brokers that want one")
+    key: str = Field("", description="the client certificate's private key (PEM)")
+
+    @model_validator(mode="after")
+    def _pair(self) -> MqttTlsConfig:
+        if bool(self.cert) != bool(self.key):
+            raise ValueError("cert and key go together")
+        if self.cert and not self.ca:
+            raise ValueError("a client certificate needs ca (TLS) too")
+        return self
+
+
+class MqttAlertConfig(_Section):
+    anomaly_above: float = Field(
+        1.5, ge=0, description="alert when the anomaly score is above this; 0 = off"
+    )
+    labels: dict[str, float] = Field(
+        default_factory=dict,
+        description="alert when one of these labels scores at least its value, e.g. "
+        "{ opacity = 0.02 }",
+    )
+
+
 class MqttConfig(_Section):
     host: str = Field("", description="broker host; empty = publishing off")
     port: int = Field(1883, ge=1, le=65535)
+    protocol: Literal["5", "3.1.1"] = "5"
+    client_id: str = Field("", description="empty = s3e-<device_id>")
+    username: str = ""
+    password: str = ""
+    tls: MqttTlsConfig = MqttTlsConfig()
+    topic_prefix: str = Field("s3e", pattern=r"^[^#+/][^#+]*$")
+    qos: Literal[0, 1, 2] = 1
+    keepalive_s: int = Field(30, ge=5, le=3600)
+    max_inflight: int = Field(32, ge=1, le=1000, description="events awaiting PUBACK at most")
+    publish_timeout_s: float = Field(10.0, gt=0, description="wait for PUBACKs this long")
+    reconnect_min_s: float = Field(1.0, gt=0)
+    reconnect_max_s: float = Field(60.0, gt=0)
+    include_thumbnail: bool = Field(False, description="a small base64 JPEG in each event")
+    thumbnail_max_bytes: int = Field(12_000, ge=1000, le=200_000)
+    base_url: str = Field(
+        "", description="how subscribers reach this device's HTTP endpoint; empty = http.host"
+    )
+    stats_interval_s: float = Field(30.0, gt=0)
+    alerts: MqttAlertConfig = MqttAlertConfig()
+    homeassistant: bool = Field(False, description="publish Home Assistant discovery configs")
+    homeassistant_prefix: str = "homeassistant"
 
-    _not_yet = field_validator("host")(lambda v: _not_built(v, "MQTT publishing", "host"))
+    @model_validator(mode="after")
+    def _credentials(self) -> MqttConfig:
+        """A password alone would be sent with no user name: refuse it (as paho would not)."""
+        if self.password and not self.username:
+            raise ValueError("password without username")
+        return self
 
 
 class S3Config(_Section):

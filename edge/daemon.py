@@ -23,9 +23,11 @@ import uvicorn
 from edge.api import ApiContext, create_app
 from edge.bundle import load_bundle
 from edge.capture import CaptureSource, enabled_sources
+from edge.capture.camera import CameraSource
 from edge.config import EdgeConfig
 from edge.index import SearchIndex
 from edge.metrics import Metrics
+from edge.mqtt import Command, MqttService
 from edge.pipeline import AnalysisPool, Ingestor
 from edge.sdnotify import notify, watchdog_interval
 from edge.similar import LatentNeighbours
@@ -117,9 +119,23 @@ class Daemon:
             self.store, IndexSink(self.index, self.metrics), cfg.index.commit_every,
             cfg.index.commit_interval_s, self.metrics,
         )  # fmt: skip
-        self.pool = AnalysisPool(
-            self.ingestor, self.analysers, self.metrics, self.index_worker.notify
-        )
+        self.mqtt: MqttService | None = None
+        if cfg.mqtt.host:
+            commands: dict[str, Command] = {
+                "ping": self._cmd_ping,
+                "reindex": self._cmd_reindex,
+                "capture": self._cmd_capture,
+            }
+            self.mqtt = MqttService(cfg, self.store, self.metrics, commands, self.stats)
+        else:
+            log.info("MQTT publishing off (mqtt.host is empty)")
+        sinks = [self.index_worker] + ([self.mqtt.worker] if self.mqtt else [])
+
+        def analysed() -> None:
+            for w in sinks:
+                w.notify()
+
+        self.pool = AnalysisPool(self.ingestor, self.analysers, self.metrics, analysed)
         self.neighbours = LatentNeighbours(self.store)
         self._running_sources: list[CaptureSource] = []
         self.http: HttpServer | None = None
@@ -130,6 +146,8 @@ class Daemon:
                 lambda: self.store.count_due("indexed"))  # fmt: skip
         m.gauge("s3e_index_documents", "Documents in the search index", lambda: index.num_docs)
         m.gauge("s3e_index_size_bytes", "Index size on disk", index.size_bytes)
+        m.gauge("s3e_queue_publish", "Analysed records not yet acknowledged by the broker",
+                lambda: self.store.count_due("published") if self.mqtt else 0)  # fmt: skip
 
     def _submit(self, data: bytes, source: str, name: str) -> str:
         return self.ingestor.ingest(data, source, name).id
@@ -141,6 +159,7 @@ class Daemon:
     def dead_threads(self) -> list[str]:
         """Worker threads that should be running and are not (they log why before dying)."""
         threads = [*self.pool.threads, self.index_worker.thread]
+        threads += self.mqtt.threads if self.mqtt else []
         threads += [t for s in self._running_sources for t in s.threads]
         if self.http is not None:
             threads.append(self.http.thread)
@@ -163,6 +182,8 @@ class Daemon:
                             "fallback_reason": models.fallback_reason or None},
             "records": self.store.counts(),
             "index_documents": self.index.num_docs,
+            "mqtt": None if self.mqtt is None else {
+                "broker": self.mqtt.link.where, "connected": self.mqtt.link.connected.is_set()},
             "capture": [s.key for s in self.sources] +
                        (["upload"] if self.cfg.capture.upload.enabled else []),
         }  # fmt: skip
@@ -170,6 +191,35 @@ class Daemon:
     def reindex(self) -> None:
         """Empty the index and index every record again, in the index sink's own thread."""
         self.index_worker.request_reset()
+
+    def stats(self) -> dict[str, Any]:
+        """What `<prefix>/<device>/stats` says (retained, every `mqtt.stats_interval_s`)."""
+        c = self.store.counts()
+        total, used, free = shutil.disk_usage(self.cfg.data_dir)
+        return {
+            "images_processed": c.get("analysed", 0),
+            "images_failed": c.get("failed", 0),
+            "queues": {"analysis": c.get("pending", 0), "index": c.get("due_indexed", 0),
+                       "publish": c.get("due_published", 0)},
+            "latency_ms": self.metrics.stage_means_ms(),
+            "disk": {"total_bytes": total, "used_bytes": used, "free_bytes": free},
+            "uptime_s": round(time.time() - self.started_at, 1),
+        }  # fmt: skip
+
+    def _cmd_ping(self, request: dict[str, Any]) -> dict[str, Any]:
+        return {"pong": True, "uptime_s": round(time.time() - self.started_at, 1)}
+
+    def _cmd_reindex(self, request: dict[str, Any]) -> dict[str, Any]:
+        self.reindex()
+        return {"queued": True}
+
+    def _cmd_capture(self, request: dict[str, Any]) -> dict[str, Any]:
+        cameras = [s for s in self._running_sources if isinstance(s, CameraSource)]
+        if not cameras:
+            raise RuntimeError("no camera source is running (capture.camera.url)")
+        for cam in cameras:
+            cam.trigger()
+        return {"triggered": len(cameras)}
 
     def start(self) -> None:
         log.info("device %s: bundle %s (%s) on %s, data in %s", self.cfg.device_id,
@@ -181,6 +231,8 @@ class Daemon:
             log.info("resuming: %d images to analyse, %d records to index",
                      counts.get("pending", 0), counts.get("due_indexed", 0))  # fmt: skip
         self.index_worker.start()
+        if self.mqtt is not None:
+            self.mqtt.start()
         self.pool.start()
         if self.cfg.http.enabled:
             ctx = ApiContext(self.cfg, self.index, self.metrics, self.health, self.store,
@@ -210,6 +262,8 @@ class Daemon:
             s.stop()
         self.pool.stop(left())
         self.index_worker.stop(left(1.0))
+        if self.mqtt is not None:
+            self.mqtt.stop(left(1.0))
         if self.http is not None:
             self.http.stop(left(1.0))
         self._close()

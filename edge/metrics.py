@@ -36,5 +36,17 @@ class Metrics:
         for key, ms in timings.items():
             self.stage.labels(key.removesuffix("_ms")).observe(ms / 1e3)
 
+    def stage_means_ms(self) -> dict[str, float]:
+        """Mean latency per stage since start, from the histogram's sums and counts."""
+        sums: dict[str, float] = {}
+        counts: dict[str, float] = {}
+        for metric in self.stage.collect():
+            for s in metric.samples:
+                if s.name.endswith("_sum"):
+                    sums[s.labels["stage"]] = s.value
+                elif s.name.endswith("_count"):
+                    counts[s.labels["stage"]] = s.value
+        return {k: round(v / counts[k] * 1e3, 3) for k, v in sums.items() if counts.get(k)}
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -57,9 +57,18 @@ class SinkWorker:
     seconds, takes up to `batch` due records at a time, marks what the sink confirms."""
 
     def __init__(
-        self, store: Store, sink: Sink, batch: int, interval: float, metrics: Metrics
+        self,
+        store: Store,
+        sink: Sink,
+        batch: int,
+        interval: float,
+        metrics: Metrics,
+        wake_after: int | None = None,
     ) -> None:
+        """`wake_after`: new records that wake the worker at once (default: a whole batch;
+        1 for a sink whose latency matters more than its batching)."""
         self.store, self.sink, self.batch, self.interval = store, sink, batch, interval
+        self.wake_after = wake_after or batch
         self.metrics = metrics
         self.wake = threading.Event()
         self._stop = threading.Event()
@@ -73,10 +82,10 @@ class SinkWorker:
         self.thread.start()
 
     def notify(self) -> None:
-        """One more record is due; wake at once when a whole batch is waiting."""
+        """One more record is due; wake at once when `wake_after` are waiting."""
         with self._lock:
             self._waiting += 1
-            if self._waiting >= self.batch:
+            if self._waiting >= self.wake_after:
                 self.wake.set()
 
     def request_reset(self) -> None:

@@ -43,6 +43,7 @@ class CameraSource:
         self.target: int | str = int(url) if url.isdigit() else url
         self.is_file = isinstance(self.target, str) and Path(url).suffix != "" and "://" not in url
         self._stop = threading.Event()
+        self._now = threading.Event()
         self.frames_taken = 0
         self.ended = False
         """A video file played to its end: the thread is done, not dead."""
@@ -65,6 +66,10 @@ class CameraSource:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(10)
+
+    def trigger(self) -> None:
+        """Take the next frame whatever the timers say (the MQTT `capture` command)."""
+        self._now.set()
 
     def _run(self) -> None:
         delay = self.cfg.reconnect_min_s
@@ -116,7 +121,7 @@ class CameraSource:
             frames += 1
             t = cap.get(cv2.CAP_PROP_POS_MSEC) / 1e3 if self.is_file else time.monotonic()
             small = cv2.resize(cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY), (32, 32)) / 255.0
-            take = last_t is None
+            take = last_t is None or self._now.is_set()
             if self.cfg.interval_s > 0 and last_t is not None:
                 take = take or t - last_t >= self.cfg.interval_s
             if self.cfg.scene_change > 0 and last_small is not None:
@@ -128,6 +133,7 @@ class CameraSource:
             )
             if not ok:
                 continue
+            self._now.clear()
             last_t, last_small = t, small  # a frame that cannot be stored is skipped, not retried
             try:
                 self.submit(jpeg.tobytes(), self.key, f"{self.cfg.url}@{t:.2f}s")

@@ -1,0 +1,230 @@
+"""The MQTT contract: topics, payloads and their JSON Schema (`docs/mqtt.schema.json`).
+
+Every payload carries `schema` (its version) and the record `id`, the sha256 of the original,
+so a subscriber can drop the duplicates that at-least-once delivery allows.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import io
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from edge.config import MqttConfig
+from edge.store import Record
+
+SCHEMA_VERSION = 1
+
+
+class Topics:
+    """`<prefix>/<device>/{status,events,alerts,stats,cmd/#}`."""
+
+    def __init__(self, prefix: str, device: str) -> None:
+        base = f"{prefix.rstrip('/')}/{device}"
+        self.status = f"{base}/status"
+        self.events = f"{base}/events"
+        self.alerts = f"{base}/alerts"
+        self.stats = f"{base}/stats"
+        self.cmd = f"{base}/cmd/"
+        self.cmd_result = f"{base}/cmd/result"
+
+
+def iso(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts, tz=dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+def urls(base_url: str, rid: str) -> dict[str, Any]:
+    return {
+        "image": f"{base_url}/images/{rid}",
+        "thumbnail": f"{base_url}/images/{rid}/thumb",
+        "record": f"{base_url}/records/{rid}",
+        "s3": None,
+    }
+
+
+def small_jpeg(thumb: bytes, cap: int) -> str | None:
+    """The thumbnail as base64 JPEG, shrunk until it fits `cap` bytes (None if it never does)."""
+    im = Image.open(io.BytesIO(thumb)).convert("RGB")
+    for side, quality in ((160, 75), (128, 70), (96, 60), (64, 50)):
+        im.thumbnail((side, side))
+        buf = io.BytesIO()
+        im.save(buf, "JPEG", quality=quality)
+        if len(buf.getvalue()) <= cap:
+            return base64.b64encode(buf.getvalue()).decode()
+    return None
+
+
+def event(r: Record, base_url: str, thumb: Path | None = None, cap: int = 0) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "schema": SCHEMA_VERSION,
+        "id": r.id,
+        "device": r.device_id,
+        "source": r.source,
+        "source_name": r.source_name,
+        "captured_at": iso(r.captured_at),
+        "accepted_at": iso(r.accepted_at),
+        "caption": r.caption or "",
+        "labels": r.labels,
+        "segments": r.segments,
+        "anomaly": r.anomaly,
+        "cluster": r.cluster,
+        "bundle": {"version": r.bundle, "precision": r.precision},
+        "accelerators": r.accelerators,
+        "timings_ms": {k.removesuffix("_ms"): round(v, 3) for k, v in r.timings.items()},
+        "urls": urls(base_url, r.id),
+    }
+    if thumb is not None and thumb.exists():
+        b64 = small_jpeg(thumb.read_bytes(), cap)
+        if b64 is not None:
+            out["thumbnail_jpeg_base64"] = b64
+    return out
+
+
+def alert(r: Record, cfg: MqttConfig, base_url: str) -> dict[str, Any] | None:
+    """What crossed a threshold of `[mqtt.alerts]`, or None."""
+    reasons: list[dict[str, Any]] = []
+    limit = cfg.alerts.anomaly_above
+    if limit > 0 and r.anomaly is not None and r.anomaly > limit:
+        reasons.append({"kind": "anomaly", "value": r.anomaly, "threshold": limit})
+    for lab in r.labels:
+        want = cfg.alerts.labels.get(lab["name"])
+        if want is not None and lab["score"] >= want:
+            reasons.append({"kind": "label", "label": lab["name"], "value": lab["score"],
+                            "threshold": want})  # fmt: skip
+    if not reasons:
+        return None
+    return {
+        "schema": SCHEMA_VERSION,
+        "id": r.id,
+        "device": r.device_id,
+        "captured_at": iso(r.captured_at),
+        "caption": r.caption or "",
+        "reasons": reasons,
+        "urls": urls(base_url, r.id),
+    }
+
+
+def homeassistant_configs(cfg: MqttConfig, device: str, topics: Topics) -> dict[str, dict]:
+    """Discovery topic -> config: the device's sensors appear in Home Assistant by themselves."""
+    dev = {"identifiers": [f"s3e_{device}"], "name": f"S3E {device}", "manufacturer": "S3E"}
+    sensors = {
+        "last_caption": ("Last caption", topics.events, "{{ value_json.caption }}", None),
+        "anomaly": ("Anomaly", topics.events, "{{ value_json.anomaly | round(2) }}", None),
+        "images_processed": ("Images processed", topics.stats,
+                             "{{ value_json.images_processed }}", "total_increasing"),
+    }  # fmt: skip
+    out = {}
+    for key, (name, state_topic, template, state_class) in sensors.items():
+        conf: dict[str, Any] = {
+            "name": name,
+            "unique_id": f"s3e_{device}_{key}",
+            "state_topic": state_topic,
+            "value_template": template,
+            "availability_topic": topics.status,
+            "payload_available": "online",
+            "payload_not_available": "offline",
+            "device": dev,
+        }
+        if state_class:
+            conf["state_class"] = state_class
+        out[f"{cfg.homeassistant_prefix}/sensor/s3e_{device}/{key}/config"] = conf
+    return out
+
+
+_LABEL = {
+    "type": "object",
+    "required": ["name", "score", "kind"],
+    "properties": {
+        "name": {"type": "string"},
+        "score": {"type": "number"},
+        "kind": {"enum": ["segment", "cluster", "anomaly"]},
+    },
+}
+_URLS = {
+    "type": "object",
+    "required": ["image", "thumbnail", "record", "s3"],
+    "properties": {
+        "image": {"type": "string"},
+        "thumbnail": {"type": "string"},
+        "record": {"type": "string"},
+        "s3": {"type": ["string", "null"], "description": "the S3 object, once synced"},
+    },
+}
+_ID = {"type": "string", "pattern": "^[0-9a-f]{64}$", "description": "sha256 of the original"}
+_TIME = {"type": "string", "format": "date-time"}
+
+
+def json_schema() -> dict[str, Any]:
+    """The schema of every payload, one definition per topic (`docs/mqtt.schema.json`)."""
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": "https://s3e.invalid/mqtt.schema.json",
+        "title": "S3E MQTT payloads",
+        "description": "Topics are <prefix>/<device>/<kind>; the prefix defaults to s3e.",
+        "$ref": "#/$defs/event",
+        "$defs": {
+            "event": {
+                "description": "<prefix>/<device>/events: one per analysed image, QoS 1, "
+                "at least once (drop repeated ids).",
+                "type": "object",
+                "required": ["schema", "id", "device", "source", "captured_at", "caption",
+                             "labels", "segments", "anomaly", "bundle", "timings_ms", "urls"],
+                "properties": {
+                    "schema": {"const": SCHEMA_VERSION},
+                    "id": _ID,
+                    "device": {"type": "string"},
+                    "source": {"type": "string"},
+                    "source_name": {"type": "string"},
+                    "captured_at": _TIME,
+                    "accepted_at": _TIME,
+                    "caption": {"type": "string"},
+                    "labels": {"type": "array", "items": _LABEL},
+                    "segments": {"type": "array", "items": {
+                        "type": "object", "required": ["class", "fraction"],
+                        "properties": {"class": {"type": "string"},
+                                       "fraction": {"type": "number", "minimum": 0,
+                                                    "maximum": 1}}}},
+                    "anomaly": {"type": ["number", "null"]},
+                    "cluster": {"type": ["string", "null"]},
+                    "bundle": {"type": "object", "required": ["version", "precision"]},
+                    "accelerators": {"type": "object",
+                                     "additionalProperties": {"type": "string"}},
+                    "timings_ms": {"type": "object", "additionalProperties": {"type": "number"}},
+                    "urls": _URLS,
+                    "thumbnail_jpeg_base64": {"type": "string"},
+                },
+            },
+            "alert": {
+                "description": "<prefix>/<device>/alerts: an image crossed a threshold.",
+                "type": "object",
+                "required": ["schema", "id", "device", "captured_at", "reasons", "urls"],
+                "properties": {
+                    "schema": {"const": SCHEMA_VERSION},
+                    "id": _ID,
+                    "reasons": {"type": "array", "minItems": 1, "items": {
+                        "type": "object", "required": ["kind", "value", "threshold"],
+                        "properties": {"kind": {"enum": ["anomaly", "label"]}}}},
+                    "urls": _URLS,
+                },
+            },
+            "stats": {
+                "description": "<prefix>/<device>/stats: retained, every stats_interval_s.",
+                "type": "object",
+                "required": ["schema", "device", "images_processed", "queues", "disk"],
+            },
+            "command_result": {
+                "description": "<prefix>/<device>/cmd/result: the answer to a command sent on "
+                "<prefix>/<device>/cmd/<name> (capture, reindex, ping).",
+                "type": "object",
+                "required": ["schema", "command", "ok"],
+                "properties": {"ok": {"type": "boolean"}, "error": {"type": "string"},
+                               "request_id": {}},
+            },
+            "status": {"description": "<prefix>/<device>/status: retained 'online' or "
+                       "'offline' (also the last will)", "enum": ["online", "offline"]},
+        },
+    }  # fmt: skip

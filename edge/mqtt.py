@@ -1,0 +1,293 @@
+"""MQTT publishing (paho-mqtt 2): a connection that keeps itself up, and the `published` sink.
+
+paho keeps unacknowledged QoS 1 messages only in memory, so durability comes from the store:
+the sink publishes due records in capture order, waits for their PUBACKs (at most
+`max_inflight` at a time), and reports only the acknowledged ones, which are then marked
+`published_at`. A broker outage, a cut network or a kill -9 leaves the rest due, and they are
+sent again: at least once, duplicates carrying the same id.
+
+The connection runs in its own thread: connect, run the network loop until it drops, wait with
+exponential back-off and jitter, again. Each new kind of failure (refused credentials, a TLS
+error, no broker) is logged once; the recovery too. On connect it publishes the retained
+`online` status (the last will says `offline`), subscribes to `cmd/#` and, if asked, publishes
+Home Assistant discovery configs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.reasoncodes import ReasonCode
+
+from edge import events
+from edge.config import EdgeConfig, MqttConfig
+from edge.metrics import Metrics
+from edge.sinks import SinkWorker
+from edge.store import Record, Store
+
+log = logging.getLogger("s3e.mqtt")
+
+Command = Callable[[dict[str, Any]], dict[str, Any]]
+"""A command handler: the request's JSON object in, the result's fields out; raises on error."""
+
+
+class MqttLink:
+    """One paho client, kept connected by a thread of its own."""
+
+    def __init__(self, cfg: MqttConfig, device_id: str, commands: dict[str, Command]) -> None:
+        self.cfg, self.device_id, self.commands = cfg, device_id, commands
+        self.topics = events.Topics(cfg.topic_prefix, device_id)
+        self.client_id = cfg.client_id or f"s3e-{device_id}"
+        self.on_connected: list[Callable[[], None]] = []
+        """Called (in the network thread) after each successful connect."""
+        self.connects = 0
+        v5 = cfg.protocol == "5"
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=self.client_id,
+            protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
+            clean_session=None if v5 else True,
+            reconnect_on_failure=False,
+        )
+        if cfg.username:
+            self.client.username_pw_set(cfg.username, cfg.password or None)
+        if cfg.tls.ca:
+            self.client.tls_set(
+                ca_certs=cfg.tls.ca,
+                certfile=cfg.tls.cert or None,
+                keyfile=cfg.tls.key or None,
+                cert_reqs=ssl.CERT_REQUIRED,
+            )
+        self.client.will_set(self.topics.status, "offline", qos=1, retain=True)
+        self.client.max_inflight_messages_set(cfg.max_inflight)
+        self.client.on_connect = self._on_connect
+        self.client.on_message = self._on_message
+        self.connected = threading.Event()
+        self._stop = threading.Event()
+        self._problem = ""
+        self.thread = threading.Thread(target=self._run, name="mqtt", daemon=True)
+
+    @property
+    def where(self) -> str:
+        return f"{self.cfg.host}:{self.cfg.port}"
+
+    def start(self) -> None:
+        log.info("publishing to MQTT broker %s as %s, topics %s/%s/#", self.where,
+                 self.client_id, self.cfg.topic_prefix, self.device_id)  # fmt: skip
+        self.thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Say `offline` (retained) and disconnect cleanly, so the will is not needed."""
+        if self.connected.is_set():
+            info = self.client.publish(self.topics.status, "offline", qos=1, retain=True)
+            wait_acked([info], time.monotonic() + min(timeout, 2.0), self.connected)
+        self._stop.set()
+        self.client.disconnect()
+        self.thread.join(timeout)
+
+    def _report(self, problem: str) -> None:
+        """Log a connection problem once, not at every retry."""
+        if problem != self._problem:
+            log.error("%s", problem)
+            self._problem = problem
+
+    def _run(self) -> None:
+        delay = self.cfg.reconnect_min_s
+        while not self._stop.is_set():
+            try:
+                self.client.connect(self.cfg.host, self.cfg.port, self.cfg.keepalive_s)
+            except ssl.SSLError as e:
+                self._report(f"MQTT broker {self.where}: TLS failed: {e.reason or e}")
+            except OSError as e:
+                self._report(f"MQTT broker {self.where} unreachable: {e.strerror or e}")
+            else:
+                while not self._stop.is_set():
+                    rc = self.client.loop(timeout=0.5)
+                    if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                        break
+                was_up = self.connected.is_set()
+                self.connected.clear()
+                if self._stop.is_set():
+                    return
+                if was_up:
+                    self._report(f"MQTT broker {self.where}: connection lost; reconnecting")
+                    delay = self.cfg.reconnect_min_s
+            # exponential back-off with jitter, so a fleet does not reconnect in step
+            if self._stop.wait(delay * random.uniform(0.5, 1.5)):
+                return
+            delay = min(delay * 2, self.cfg.reconnect_max_s)
+
+    def _on_connect(self, client: mqtt.Client, _u: Any, _f: Any, rc: ReasonCode, _p: Any) -> None:
+        if rc.is_failure:
+            self._report(f"MQTT broker {self.where} refused the connection: {rc.getName()} "
+                         "(check mqtt.username, mqtt.password, mqtt.client_id)")  # fmt: skip
+            return
+        self.connected.set()
+        if self._problem:
+            log.info("MQTT broker %s: connected again", self.where)
+        else:
+            log.info("MQTT broker %s: connected", self.where)
+        self._problem = ""
+        client.publish(self.topics.status, "online", qos=1, retain=True)
+        client.subscribe(self.topics.cmd + "#", qos=1)
+        if self.cfg.homeassistant:
+            for topic, conf in events.homeassistant_configs(
+                self.cfg, self.device_id, self.topics
+            ).items():
+                client.publish(topic, json.dumps(conf), qos=1, retain=True)
+        self.connects += 1
+        for hook in self.on_connected:
+            hook()
+
+    def _on_message(self, client: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        if msg.topic == self.topics.cmd_result:
+            return  # our own answers
+        name = msg.topic.removeprefix(self.topics.cmd)
+        result: dict[str, Any] = {"schema": events.SCHEMA_VERSION, "command": name}
+        try:
+            request = json.loads(msg.payload) if msg.payload.strip() else {}
+            if not isinstance(request, dict):
+                raise ValueError("payload must be a JSON object")
+        except (ValueError, UnicodeDecodeError) as e:
+            result.update(ok=False, error=f"payload is not a JSON object: {e}")
+            request = None
+        if request is not None:
+            result["request_id"] = request.get("request_id")
+            handler = self.commands.get(name)
+            if handler is None:
+                known = ", ".join(sorted(self.commands))
+                result.update(ok=False, error=f"unknown command {name!r} (known: {known})")
+            else:
+                try:
+                    result.update(ok=True, **handler(request))
+                except Exception as e:  # a command must never take the daemon down
+                    result.update(ok=False, error=f"{type(e).__name__}: {e}")
+        if not result["ok"]:
+            log.warning("MQTT command %r failed: %s", name, result["error"])
+        client.publish(self.topics.cmd_result, json.dumps(result), qos=1)
+
+
+def wait_acked(infos: list[mqtt.MQTTMessageInfo], deadline: float, up: threading.Event) -> int:
+    """How many of `infos`, in order, were acknowledged before the deadline or a disconnect."""
+    acked = 0
+    while acked < len(infos):
+        try:
+            if infos[acked].is_published():
+                acked += 1
+                continue
+        except (RuntimeError, ValueError):  # queued while disconnected: not going out now
+            return acked
+        if time.monotonic() > deadline or not up.is_set():
+            return acked
+        time.sleep(0.002)
+    return acked
+
+
+class MqttSink:
+    """The `published` sink: each record's event (and alert), acknowledged or not done."""
+
+    name = "published"
+
+    def __init__(self, link: MqttLink, store: Store, cfg: EdgeConfig) -> None:
+        self.link, self.store, self.mqtt = link, store, cfg.mqtt
+        self.base_url = cfg.mqtt.base_url.rstrip("/") or f"http://{cfg.http.host}:{cfg.http.port}"
+
+    def deliver(self, records: list[Record]) -> list[str]:
+        if not self.link.connected.is_set():
+            return []
+        done: list[str] = []
+        batch = self.mqtt.max_inflight
+        for i in range(0, len(records), batch):
+            chunk = records[i : i + batch]
+            per_record = [self._publish(r) for r in chunk]
+            flat = [info for infos in per_record for info in infos]
+            acked = wait_acked(flat, time.monotonic() + self.mqtt.publish_timeout_s,
+                               self.link.connected)  # fmt: skip
+            n = 0
+            for r, infos in zip(chunk, per_record, strict=True):
+                n += len(infos)
+                if n > acked:
+                    return done
+                done.append(r.id)
+        return done
+
+    def _publish(self, r: Record) -> list[mqtt.MQTTMessageInfo]:
+        thumb = self.store.derived_path(r.id, "thumb") if self.mqtt.include_thumbnail else None
+        payload = events.event(r, self.base_url, thumb, self.mqtt.thumbnail_max_bytes)
+        infos = [self.link.client.publish(self.link.topics.events, json.dumps(payload),
+                                          qos=self.mqtt.qos)]  # fmt: skip
+        alert = events.alert(r, self.mqtt, self.base_url)
+        if alert is not None:
+            infos.append(self.link.client.publish(self.link.topics.alerts, json.dumps(alert),
+                                                  qos=self.mqtt.qos))  # fmt: skip
+        return infos
+
+    def reset(self) -> None:
+        """Nothing to forget at the broker: every record is simply published again."""
+
+    def publish_stats(self, stats: dict[str, Any]) -> None:
+        if self.link.connected.is_set():
+            payload = {"schema": events.SCHEMA_VERSION, "device": self.link.device_id, **stats}
+            self.link.client.publish(self.link.topics.stats, json.dumps(payload), qos=1,
+                                     retain=True)  # fmt: skip
+
+
+class MqttService:
+    """The link, the `published` sink's worker and the retained stats, started and stopped as
+    one. Built by the daemon only when `mqtt.host` is set."""
+
+    def __init__(
+        self,
+        cfg: EdgeConfig,
+        store: Store,
+        metrics: Metrics,
+        commands: dict[str, Command],
+        stats: Callable[[], dict[str, Any]],
+    ) -> None:
+        self.link = MqttLink(cfg.mqtt, cfg.device_id, commands)
+        self.sink = MqttSink(self.link, store, cfg)
+        # wake at every new record: an event's latency matters more than batching here
+        self.worker = SinkWorker(store, self.sink, batch=4 * cfg.mqtt.max_inflight,
+                                 interval=1.0, metrics=metrics, wake_after=1)  # fmt: skip
+        self.link.on_connected.append(self.worker.wake.set)
+        self.interval = cfg.mqtt.stats_interval_s
+        self._stats = stats
+        self._stop = threading.Event()
+        self._stats_thread = threading.Thread(target=self._stats_loop, name="mqtt-stats",
+                                              daemon=True)  # fmt: skip
+
+    @property
+    def threads(self) -> list[threading.Thread]:
+        return [self.link.thread, self.worker.thread, self._stats_thread]
+
+    def start(self) -> None:
+        self.link.start()
+        self.worker.start()
+        self._stats_thread.start()
+
+    def stop(self, timeout: float) -> None:
+        """Publish what is due one last time (bounded), then say `offline` and disconnect."""
+        self.worker.stop(timeout)
+        self._stop.set()
+        self._stats_thread.join(2.0)
+        self.link.stop()
+
+    def _stats_loop(self) -> None:
+        seen, last = -1, 0.0
+        while not self._stop.wait(1.0):
+            fresh = self.link.connects != seen
+            if self.link.connected.is_set() and (fresh or time.monotonic() - last >= self.interval):
+                try:
+                    self.sink.publish_stats(self._stats())
+                except Exception:  # stats are best effort; the thread lives on
+                    log.exception("cannot publish stats")
+                seen, last = self.link.connects, time.monotonic()
