@@ -1,4 +1,5 @@
-"""`s3e-edge`: run the daemon, check a config, rebuild the index, print the OpenAPI schema.
+"""`s3e-edge`: run the daemon, check a config, rebuild the index, subscribe to a device's
+events, print the OpenAPI and MQTT schemas.
 
 Exit codes: 0 done, 2 bad config or arguments, 3 could not start (bundle, port, index lock,
 accelerator).
@@ -99,6 +100,13 @@ def cmd_openapi(cfg: EdgeConfig, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_mqtt_schema(cfg: EdgeConfig, args: argparse.Namespace) -> int:
+    from edge.events import json_schema
+
+    print(json.dumps(json_schema(), indent=1, sort_keys=True))
+    return 0
+
+
 def openapi_schema() -> dict[str, object]:
     """The HTTP API's schema, built without models or data (for docs/openapi.json)."""
     import tempfile
@@ -117,6 +125,7 @@ COMMANDS = {
     "check-config": (cmd_check_config, "validate the config and verify the model bundle"),
     "reindex": (cmd_reindex, "rebuild the search index from the records (daemon stopped)"),
     "openapi": (cmd_openapi, "print the HTTP API's OpenAPI schema"),
+    "mqtt-schema": (cmd_mqtt_schema, "print the JSON Schema of the MQTT payloads"),
 }
 
 
@@ -132,11 +141,25 @@ def build_parser() -> argparse.ArgumentParser:
         _config_arg(sp)
         if name == "check-config":
             sp.add_argument("--show", action="store_true", help="print the resolved config")
+    from edge.subscribe import add_arguments
+
+    sp = sub.add_parser(
+        "subscribe",
+        help="print or save the events of one or every device (validated, deduplicated)",
+        description="The reference MQTT subscriber: validates each event against the JSON "
+        "Schema, drops repeated ids, keeps a persistent session.",
+    )
+    add_arguments(sp)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "subscribe":
+        from edge.subscribe import run
+
+        setup_logging("text", "info")
+        return run(args)
     try:
         cfg = load_config(args.config)
     except ConfigError as e:

@@ -1,0 +1,140 @@
+"""A real mosquitto for the tests: started on 127.0.0.1 on a free port with a temporary config,
+stopped and started again at will; a collecting subscriber; a self-signed CA for TLS."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Broker:
+    def __init__(self, root: Path, extra: str = "") -> None:
+        if shutil.which("mosquitto") is None:
+            pytest.fail("mosquitto is not installed: apt-get install mosquitto mosquitto-clients")
+        self.root, self.port = root, free_port()
+        root.mkdir(parents=True, exist_ok=True)
+        self.conf = root / "mosquitto.conf"
+        self.conf.write_text(
+            f"listener {self.port} 127.0.0.1\n"
+            f"persistence true\npersistence_location {root}/\n"
+            # the default (1000) silently drops QoS 1 messages to a slow subscriber
+            "max_queued_messages 0\n"
+            f"user {getpass.getuser()}\n" + (extra or "allow_anonymous true\n")
+        )
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Broker:
+        log = open(self.root / "mosquitto.log", "ab")  # noqa: SIM115 - the broker owns it
+        self.proc = subprocess.Popen(["mosquitto", "-c", str(self.conf)], stdout=log, stderr=log)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
+                return self
+            except OSError:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    raise RuntimeError((self.root / "mosquitto.log").read_text()) from None
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
+class Collector:
+    """A subscriber that keeps every message, with a persistent session across broker
+    restarts (the broker queues what arrives while it is away)."""
+
+    def __init__(self, broker: Broker, *topics: str, client_id: str = "", **tls: Any) -> None:
+        self.messages: list[tuple[str, bytes, bool]] = []
+        self.lock = threading.Lock()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
+                                  protocol=mqtt.MQTTv5)  # fmt: skip
+        if tls:
+            self.client.tls_set(**tls)
+        self.topics = topics
+        self.client.on_connect = lambda c, *_: [c.subscribe(t, qos=1) for t in topics]
+        self.client.on_message = self._on_message
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = 3600
+        self.client.connect_async("127.0.0.1", broker.port, 10, clean_start=not client_id,
+                                  properties=props)  # fmt: skip
+        self.client.loop_start()
+
+    def _on_message(self, _c: Any, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        with self.lock:
+            self.messages.append((msg.topic, msg.payload, bool(msg.retain)))
+
+    def payloads(self, suffix: str) -> list[Any]:
+        with self.lock:
+            got = [p for t, p, _ in self.messages if t.endswith(suffix)]
+        return [json.loads(p) if p[:1] in (b"{", b"[") else p.decode() for p in got]
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def make_ca(root: Path, name: str = "ca") -> dict[str, Path]:
+    """A self-signed CA and a server certificate for 127.0.0.1 signed by it (openssl CLI)."""
+    root.mkdir(parents=True, exist_ok=True)
+    suffixes = (".key", ".crt", "-server.key", "-server.csr", "-server.crt")
+    ca_key, ca, key, csr, crt = (root / f"{name}{s}" for s in suffixes)
+    ext = root / f"{name}.ext"
+    ext.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+
+    def run(*cmd: str) -> None:
+        subprocess.run(cmd, check=True, capture_output=True)
+
+    run(
+        "openssl",
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        f"/CN=S3E test {name}",
+        "-keyout",
+        str(ca_key),
+        "-out",
+        str(ca),
+    )
+    run(
+        "openssl",
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        str(key),
+        "-out",
+        str(csr),
+    )
+    run("openssl", "x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key),
+        "-CAcreateserial", "-days", "2", "-extfile", str(ext), "-out", str(crt))  # fmt: skip
+    return {"ca": ca, "cert": crt, "key": key}

@@ -1,0 +1,308 @@
+"""MQTT against a real mosquitto on 127.0.0.1: the payloads and their schema, retained status
+and the last will, authentication and TLS, a broker outage and a kill -9 in the middle of a
+burst (every record id arrives), commands, and the reference subscriber."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import ROOT, wait_until
+from jsonschema import Draft202012Validator
+from mqtt_broker import Broker, Collector, make_ca
+
+from edge.events import json_schema
+
+VALIDATOR = Draft202012Validator(json_schema())
+
+
+def defs(name: str) -> Draft202012Validator:
+    schema = json_schema()
+    return Draft202012Validator({**schema, "$ref": f"#/$defs/{name}"})
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Any:
+    b = Broker(tmp_path / "broker").start()
+    yield b
+    b.stop()
+
+
+@pytest.fixture(scope="module")
+def many_images(tmp_path_factory: pytest.TempPathFactory) -> list[bytes]:
+    from models.data.dataset import write_dataset
+
+    root = write_dataset("chest", 500, 99, tmp_path_factory.mktemp("burst") / "chest")
+    return [p.read_bytes() for p in sorted((root / "images").glob("*.png"))]
+
+
+def mqtt_config(edge_config: Any, broker: Broker, **more: Any) -> Any:
+    return edge_config(mqtt__host="127.0.0.1", mqtt__port=broker.port, **more)
+
+
+def all_published(d: Any, n: int) -> bool:
+    return d.store.counts().get("analysed") == n and d.store.count_due("published") == 0
+
+
+def feed(d: Any, images: list[bytes]) -> set[str]:
+    for i, data in enumerate(images):
+        d.ingestor.ingest(data, "test", f"{i}.png")
+    return {hashlib.sha256(b).hexdigest() for b in images}
+
+
+def test_events_alerts_stats_and_discovery_arrive_and_match_the_schema(
+    edge_config: Any, daemon_factory: Any, broker: Broker, many_images: list[bytes]
+):
+    sub = Collector(broker, "s3e/#", "homeassistant/#")
+    cfg = mqtt_config(edge_config, broker, mqtt__homeassistant=True, mqtt__stats_interval_s=0.5,
+                      mqtt__alerts={"anomaly_above": 0.01, "labels": {"heart": 0.01}},
+                      mqtt__include_thumbnail=True)  # fmt: skip
+    d = daemon_factory(cfg)
+    ids = feed(d, many_images[:4])
+    wait_until(lambda: len(sub.payloads("/events")) == 4 and len(sub.payloads("/alerts")) == 4,
+               30, "4 events and 4 alerts")  # fmt: skip
+    for e in sub.payloads("/events"):
+        VALIDATOR.validate(e)
+        assert e["device"] == "test-edge" and e["urls"]["s3"] is None
+        assert e["urls"]["thumbnail"].endswith(f"/images/{e['id']}/thumb")
+        assert len(e["thumbnail_jpeg_base64"]) * 3 / 4 <= cfg.mqtt.thumbnail_max_bytes
+    assert {e["id"] for e in sub.payloads("/events")} == ids
+    for a in sub.payloads("/alerts"):
+        defs("alert").validate(a)
+        assert {r["kind"] for r in a["reasons"]} == {"anomaly", "label"}
+    wait_until(lambda: any(s["images_processed"] == 4 for s in sub.payloads("/stats")), 10)
+    sub.close()
+    late = Collector(broker, "s3e/#", "homeassistant/#")  # retained: status, stats, discovery
+    wait_until(lambda: late.payloads("/stats") and late.payloads("/status"), 10, "retained")
+    defs("stats").validate(late.payloads("/stats")[-1])
+    assert late.payloads("/status") == ["online"]
+    configs = late.payloads("/config")
+    wait_until(lambda: len(late.payloads("/config")) == 3, 5, "3 discovery configs")
+    configs = late.payloads("/config")
+    assert {c["unique_id"] for c in configs} == {
+        "s3e_test-edge_last_caption", "s3e_test-edge_anomaly", "s3e_test-edge_images_processed"
+    }  # fmt: skip
+    assert all(c["availability_topic"] == "s3e/test-edge/status" for c in configs)
+    late.close()
+    assert d.store.count_due("published") == 0
+
+
+def test_commands_answer_on_cmd_result_and_bad_ones_never_crash_the_daemon(
+    edge_config: Any, daemon_factory: Any, broker: Broker
+):
+    d = daemon_factory(mqtt_config(edge_config, broker))
+    wait_until(d.mqtt.link.connected.is_set, 10, "connected")
+    sub = Collector(broker, "s3e/test-edge/cmd/result")
+    time.sleep(0.3)
+    pub = Collector(broker)
+    wait_until(pub.client.is_connected, 5)
+    for topic, payload in [("ping", '{"request_id": 1}'), ("bogus", "not json"),
+                           ("nope", "{}"), ("ping", "[1, 2]"), ("capture", ""),
+                           ("reindex", '{"request_id": "r"}')]:  # fmt: skip
+        pub.client.publish(f"s3e/test-edge/cmd/{topic}", payload, qos=1)
+    wait_until(lambda: len(sub.payloads("/result")) == 6, 10, "6 results")
+    results = sub.payloads("/result")
+    for r in results:
+        defs("command_result").validate(r)
+    by = [(r["command"], r["ok"]) for r in results]
+    assert by == [("ping", True), ("bogus", False), ("nope", False), ("ping", False),
+                  ("capture", False), ("reindex", True)]  # fmt: skip
+    assert results[0]["request_id"] == 1 and results[5]["request_id"] == "r"
+    assert "not a JSON object" in results[1]["error"] and "unknown command" in results[2]["error"]
+    assert "no camera" in results[4]["error"]
+    assert d.health()["status"] == "ok" and d.mqtt.link.connected.is_set()
+    sub.close()
+    pub.close()
+
+
+def test_a_broker_outage_during_a_burst_of_500_loses_no_record(
+    edge_config: Any, daemon_factory: Any, broker: Broker, many_images: list[bytes],
+    tmp_path: Path,
+):  # fmt: skip
+    out = tmp_path / "events.jsonl"
+    sub = subprocess.Popen([sys.executable, "-m", "edge.cli", "subscribe", "--broker",
+                            f"127.0.0.1:{broker.port}", "--device", "test-edge",
+                            "--client-id", "outage-test", "--out", str(out), "--count", "500",
+                            "--timeout", "240"], cwd=ROOT, stderr=subprocess.PIPE)  # fmt: skip
+    time.sleep(1.0)
+    d = daemon_factory(mqtt_config(edge_config, broker, model__workers=2))
+    ids = feed(d, many_images)
+    wait_until(lambda: 500 - d.store.count_due("published") >= 50, 60, "50 published")
+    broker.stop()
+    down_at = 500 - d.store.count_due("published")
+    time.sleep(3)
+    broker.start()
+    _, err = sub.communicate(timeout=240)
+    assert sub.returncode == 0
+    got = [json.loads(line)["id"] for line in out.read_text().splitlines()]
+    assert len(got) == len(set(got)) == 500 and set(got) == ids
+    assert down_at < 500, "the outage came too late to test anything"
+    wait_until(lambda: all_published(d, 500), 30)
+    assert "500 new" in err.decode()
+
+
+def test_kill_9_mid_burst_then_restart_every_record_id_arrives(
+    broker: Broker, many_images: list[bytes], tmp_path: Path
+):
+    from test_edge_process import db_count, free_port, healthy, write_config
+
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    port = free_port()
+    config = write_config(
+        tmp_path, port, mqtt=f"[mqtt]\nhost = '127.0.0.1'\nport = {broker.port}\n"
+    )
+    sub = Collector(broker, "s3e/proc-edge/events", client_id="kill-test")
+    images = many_images[:200]
+    for i, data in enumerate(images):
+        (inbox / f"{i:03d}.png").write_bytes(data)
+
+    def start() -> subprocess.Popen[bytes]:
+        with open(tmp_path / "log.txt", "ab") as log:
+            return subprocess.Popen([sys.executable, "-m", "edge.cli", "run", "--config",
+                                     str(config)], cwd=ROOT, stdout=subprocess.DEVNULL,
+                                    stderr=log)  # fmt: skip
+
+    proc = start()
+    try:
+        wait_until(lambda: db_count(tmp_path / "data", "published_at IS NOT NULL") >= 20, 60)
+    finally:
+        proc.kill()
+        proc.wait(10)
+    published = db_count(tmp_path / "data", "published_at IS NOT NULL")
+    assert published < 200, "the kill came too late to test anything"
+    proc = start()
+    try:
+        wait_until(lambda: healthy(port), 60)
+        ids = {hashlib.sha256(b).hexdigest() for b in images}
+        wait_until(lambda: {e["id"] for e in sub.payloads("/events")} == ids, 120, "every id")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    events = sub.payloads("/events")
+    print(f"killed after {published} acknowledged; {len(events)} events for 200 ids")
+    assert db_count(tmp_path / "data", "published_at IS NULL") == 0
+    sub.close()
+
+
+def test_status_is_retained_online_then_offline_by_last_will_on_kill_9_and_on_clean_stop(
+    broker: Broker, tmp_path: Path
+):
+    from test_edge_process import free_port, write_config
+
+    (tmp_path / "inbox").mkdir()
+    config = write_config(tmp_path, free_port(),
+                          mqtt=f"[mqtt]\nhost = '127.0.0.1'\nport = {broker.port}\n")  # fmt: skip
+    sub = Collector(broker, "s3e/proc-edge/status")
+
+    def run() -> subprocess.Popen[bytes]:
+        return subprocess.Popen([sys.executable, "-m", "edge.cli", "run", "--config",
+                                 str(config)], cwd=ROOT, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)  # fmt: skip
+
+    proc = run()
+    wait_until(lambda: sub.payloads("/status")[-1:] == ["online"], 60, "online")
+    proc.kill()  # unclean: the broker publishes the will
+    proc.wait(10)
+    wait_until(lambda: sub.payloads("/status")[-1:] == ["offline"], 30, "the last will")
+    proc = run()
+    wait_until(lambda: sub.payloads("/status")[-1:] == ["online"], 60, "online again")
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0
+    wait_until(lambda: sub.payloads("/status")[-1:] == ["offline"], 10, "offline on stop")
+    sub.close()
+    retained = Collector(broker, "s3e/proc-edge/status")
+    wait_until(lambda: retained.payloads("/status") == ["offline"], 10, "retained offline")
+    retained.close()
+
+
+def test_wrong_credentials_are_refused_with_one_clear_line_and_records_wait(
+    tmp_path: Path, edge_config: Any, daemon_factory: Any, many_images: list[bytes],
+    caplog: pytest.LogCaptureFixture,
+):  # fmt: skip
+    pw = tmp_path / "passwd"
+    subprocess.run(["mosquitto_passwd", "-c", "-b", str(pw), "alice", "secret"], check=True)
+    os.chmod(pw, 0o644)
+    b = Broker(tmp_path / "auth", f"allow_anonymous false\npassword_file {pw}\n").start()
+    try:
+        caplog.set_level(logging.INFO, "s3e")
+        d = daemon_factory(mqtt_config(edge_config, b, mqtt__username="alice",
+                                       mqtt__password="wrong", mqtt__reconnect_min_s=0.2,
+                                       mqtt__reconnect_max_s=0.4))  # fmt: skip
+        feed(d, many_images[:3])
+        wait_until(lambda: d.store.counts().get("analysed") == 3, 30)
+        time.sleep(2.0)  # several refused attempts
+        refused = [r.getMessage() for r in caplog.records if "refused the connection" in
+                   r.getMessage()]  # fmt: skip
+        assert len(refused) == 1 and "Not authorized" in refused[0]
+        assert d.store.count_due("published") == 3
+        d.stop()
+        sub = Collector(b, "s3e/#")
+        sub.client.username_pw_set("alice", "secret")
+        good = daemon_factory(mqtt_config(edge_config, b, mqtt__username="alice",
+                                          mqtt__password="secret"))  # fmt: skip
+        wait_until(lambda: all_published(good, 3), 30, "the 3 waiting records")
+    finally:
+        b.stop()
+
+
+def test_tls_with_a_self_signed_ca_and_a_wrong_ca_refused(
+    tmp_path: Path, edge_config: Any, daemon_factory: Any, many_images: list[bytes],
+    caplog: pytest.LogCaptureFixture,
+):  # fmt: skip
+    ca = make_ca(tmp_path / "pki")
+    other = make_ca(tmp_path / "pki", "other")
+    b = Broker(tmp_path / "tls", f"allow_anonymous true\ncafile {ca['ca']}\n"
+               f"certfile {ca['cert']}\nkeyfile {ca['key']}\n").start()  # fmt: skip
+    try:
+        caplog.set_level(logging.INFO, "s3e")
+        bad = daemon_factory(mqtt_config(edge_config, b, mqtt__tls={"ca": str(other["ca"])}))
+        feed(bad, many_images[:2])
+        wait_until(lambda: any("TLS failed" in r.getMessage() for r in caplog.records), 20)
+        line = next(r.getMessage() for r in caplog.records if "TLS failed" in r.getMessage())
+        assert "CERTIFICATE_VERIFY_FAILED" in line
+        wait_until(lambda: bad.store.counts().get("analysed") == 2, 30)
+        time.sleep(1.0)
+        assert bad.store.count_due("published") == 2
+        bad.stop()
+        good = daemon_factory(mqtt_config(edge_config, b, mqtt__tls={"ca": str(ca["ca"])}))
+        wait_until(lambda: all_published(good, 2), 30, "published over TLS")
+    finally:
+        b.stop()
+
+
+def test_the_subscriber_drops_repeated_ids_and_rejects_invalid_payloads(
+    edge_config: Any, daemon_factory: Any, broker: Broker, many_images: list[bytes],
+    tmp_path: Path,
+):  # fmt: skip
+    out = tmp_path / "events.jsonl"
+    sub = subprocess.Popen([sys.executable, "-m", "edge.cli", "subscribe", "--broker",
+                            f"127.0.0.1:{broker.port}", "--out", str(out), "--timeout", "12"],
+                           cwd=ROOT, stderr=subprocess.PIPE)  # fmt: skip
+    time.sleep(1.0)
+    d = daemon_factory(mqtt_config(edge_config, broker))
+    ids = feed(d, many_images[:3])
+    wait_until(lambda: all_published(d, 3), 30)
+    d.store.reset_sink("published")  # everything again: what at-least-once may do
+    d.mqtt.worker.wake.set()
+    wait_until(lambda: all_published(d, 3), 30)
+    raw = Collector(broker)
+    wait_until(raw.client.is_connected, 5)
+    raw.client.publish("s3e/test-edge/events", json.dumps({"schema": 1, "id": "nope"}), qos=1)
+    raw.close()
+    _, err = sub.communicate(timeout=30)
+    assert sub.returncode == 0
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert {e["id"] for e in lines} == ids and len(lines) == 3
+    summary = err.decode()
+    assert "3 duplicate ids dropped" in summary and "1 invalid" in summary
+    assert "invalid event" in summary
