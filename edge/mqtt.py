@@ -202,22 +202,20 @@ class MqttSink:
         self.base_url = cfg.mqtt.base_url.rstrip("/") or f"http://{cfg.http.host}:{cfg.http.port}"
 
     def deliver(self, records: list[Record]) -> list[str]:
+        """Publish the batch (paho keeps at most `max_inflight` awaiting PUBACK and holds the
+        rest of this batch in memory), then report the records acknowledged in order."""
         if not self.link.connected.is_set():
             return []
-        done: list[str] = []
-        batch = self.mqtt.max_inflight
-        for i in range(0, len(records), batch):
-            chunk = records[i : i + batch]
-            per_record = [self._publish(r) for r in chunk]
-            flat = [info for infos in per_record for info in infos]
-            acked = wait_acked(flat, time.monotonic() + self.mqtt.publish_timeout_s,
-                               self.link.connected)  # fmt: skip
-            n = 0
-            for r, infos in zip(chunk, per_record, strict=True):
-                n += len(infos)
-                if n > acked:
-                    return done
-                done.append(r.id)
+        per_record = [self._publish(r) for r in records]
+        flat = [info for infos in per_record for info in infos]
+        acked = wait_acked(flat, time.monotonic() + self.mqtt.publish_timeout_s,
+                           self.link.connected)  # fmt: skip
+        done, n = [], 0
+        for r, infos in zip(records, per_record, strict=True):
+            n += len(infos)
+            if n > acked:
+                break
+            done.append(r.id)
         return done
 
     def _publish(self, r: Record) -> list[mqtt.MQTTMessageInfo]:
@@ -255,8 +253,10 @@ class MqttService:
     ) -> None:
         self.link = MqttLink(cfg.mqtt, cfg.device_id, commands)
         self.sink = MqttSink(self.link, store, cfg)
-        # wake at every new record: an event's latency matters more than batching here
-        self.worker = SinkWorker(store, self.sink, batch=4 * cfg.mqtt.max_inflight,
+        # Wake at every new record: an event's latency matters more than batching. Take up to
+        # 16 x max_inflight per round: each round ends waiting for its last PUBACK, and fewer
+        # rounds took the outbox from 1.2k to 4k events/s (bench/mqtt.py).
+        self.worker = SinkWorker(store, self.sink, batch=16 * cfg.mqtt.max_inflight,
                                  interval=1.0, metrics=metrics, wake_after=1)  # fmt: skip
         self.link.on_connected.append(self.worker.wake.set)
         self.interval = cfg.mqtt.stats_interval_s

@@ -306,3 +306,22 @@ def test_the_subscriber_drops_repeated_ids_and_rejects_invalid_payloads(
     summary = err.decode()
     assert "3 duplicate ids dropped" in summary and "1 invalid" in summary
     assert "invalid event" in summary
+
+
+def test_mqtt_3_1_1_works_too(
+    edge_config: Any, daemon_factory: Any, broker: Broker, many_images: list[bytes]
+):
+    sub = Collector(broker, "s3e/test-edge/events")
+    d = daemon_factory(mqtt_config(edge_config, broker, mqtt__protocol="3.1.1"))
+    ids = feed(d, many_images[:2])
+    wait_until(lambda: {e["id"] for e in sub.payloads("/events")} == ids, 30, "2 events")
+    sub.close()
+
+
+def test_mqtt_config_refuses_a_password_without_a_user_and_half_a_client_certificate():
+    from edge.config import ConfigError, parse_config
+
+    with pytest.raises(ConfigError, match=r"f.toml: mqtt: Value error, password without"):
+        parse_config({"mqtt": {"host": "b", "password": "x"}}, "f.toml")
+    with pytest.raises(ConfigError, match=r"mqtt.tls: Value error, cert and key go together"):
+        parse_config({"mqtt": {"host": "b", "tls": {"ca": "c", "cert": "x"}}}, "f.toml")
