@@ -79,7 +79,7 @@ def outbox_rate(broker: Broker, tmp: Path, n: int) -> dict[str, float]:
         """Publish everything and let paho keep `window` in flight (its own queue in memory)."""
         t0 = time.perf_counter()
         infos = [link.client.publish("bench/plain", p, qos=1) for p in payloads]
-        assert wait_acked(infos, time.monotonic() + 60, link.connected) == n
+        assert wait_acked(link, infos, time.monotonic() + 60) == n
         return time.perf_counter() - t0
 
     def outbox_run() -> float:

@@ -149,12 +149,20 @@ class MqttConfig(_Section):
     topic_prefix: str = Field("s3e", pattern=r"^[^#+/][^#+]*$")
     qos: Literal[0, 1, 2] = 1
     keepalive_s: int = Field(30, ge=5, le=3600)
-    max_inflight: int = Field(32, ge=1, le=1000, description="events awaiting PUBACK at most")
+    max_inflight: int = Field(
+        20,
+        ge=1,
+        le=1000,
+        description="events awaiting PUBACK at most (lowered to the "
+        "broker's Receive Maximum; mosquitto's default is 20)",
+    )
     publish_timeout_s: float = Field(10.0, gt=0, description="wait for PUBACKs this long")
     reconnect_min_s: float = Field(1.0, gt=0)
     reconnect_max_s: float = Field(60.0, gt=0)
     include_thumbnail: bool = Field(False, description="a small base64 JPEG in each event")
-    thumbnail_max_bytes: int = Field(12_000, ge=1000, le=200_000)
+    thumbnail_max_bytes: int = Field(
+        12_000, ge=1000, le=200_000, description="cap on the base64 text of the thumbnail"
+    )
     base_url: str = Field(
         "", description="how subscribers reach this device's HTTP endpoint; empty = http.host"
     )

@@ -240,6 +240,8 @@ class Daemon:
             self.http = HttpServer(create_app(ctx), self.cfg.http.host, self.cfg.http.port)
             self.port = self.http.start()
             log.info("search on http://%s:%d/", self.cfg.http.host, self.port)
+            if self.mqtt is not None:
+                self.mqtt.set_base_url(f"http://{self.cfg.http.host}:{self.port}")
         for s in self.sources:
             try:
                 s.start()
@@ -289,11 +291,16 @@ class Daemon:
             signal.signal(sig, on_signal)
         self.start()
         ping = watchdog_interval()
-        while not self.stopping.wait(ping or 3600):
-            dead = self.dead_threads()
-            if not dead:
-                notify("WATCHDOG=1")
-            else:  # no ping: systemd restarts us, and the store makes that lossless
-                log.error("worker threads died: %s; withholding the watchdog ping", dead)
+        last_ping = 0.0
+        # Short waits: a signal delivered to another thread is only handled when the main
+        # thread next runs Python code.
+        while not self.stopping.wait(min(0.5, ping or 0.5)):
+            if ping and time.monotonic() - last_ping >= ping:
+                dead = self.dead_threads()
+                if not dead:
+                    notify("WATCHDOG=1")
+                    last_ping = time.monotonic()
+                else:  # no ping: systemd restarts us, and the store makes that lossless
+                    log.error("worker threads died: %s; withholding the watchdog ping", dead)
         self.stop()
         return 0

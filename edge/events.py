@@ -47,14 +47,19 @@ def urls(base_url: str, rid: str) -> dict[str, Any]:
 
 
 def small_jpeg(thumb: bytes, cap: int) -> str | None:
-    """The thumbnail as base64 JPEG, shrunk until it fits `cap` bytes (None if it never does)."""
-    im = Image.open(io.BytesIO(thumb)).convert("RGB")
-    for side, quality in ((160, 75), (128, 70), (96, 60), (64, 50)):
-        im.thumbnail((side, side))
-        buf = io.BytesIO()
-        im.save(buf, "JPEG", quality=quality)
-        if len(buf.getvalue()) <= cap:
-            return base64.b64encode(buf.getvalue()).decode()
+    """The thumbnail as base64 JPEG, shrunk until the base64 text fits `cap` bytes (None if it
+    never does, or the thumbnail cannot be read: the event goes out without it)."""
+    try:
+        im = Image.open(io.BytesIO(thumb)).convert("RGB")
+        for side, quality in ((160, 75), (128, 70), (96, 60), (64, 50)):
+            im.thumbnail((side, side))
+            buf = io.BytesIO()
+            im.save(buf, "JPEG", quality=quality)
+            text = base64.b64encode(buf.getvalue()).decode()
+            if len(text) <= cap:
+                return text
+    except (OSError, ValueError):
+        return None
     return None
 
 
@@ -113,7 +118,7 @@ def homeassistant_configs(cfg: MqttConfig, device: str, topics: Topics) -> dict[
     dev = {"identifiers": [f"s3e_{device}"], "name": f"S3E {device}", "manufacturer": "S3E"}
     sensors = {
         "last_caption": ("Last caption", topics.events, "{{ value_json.caption }}", None),
-        "anomaly": ("Anomaly", topics.events, "{{ value_json.anomaly | round(2) }}", None),
+        "anomaly": ("Anomaly", topics.events, "{{ (value_json.anomaly or 0) | round(2) }}", None),
         "images_processed": ("Images processed", topics.stats,
                              "{{ value_json.images_processed }}", "total_increasing"),
     }  # fmt: skip

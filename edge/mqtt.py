@@ -6,11 +6,11 @@ the sink publishes due records in capture order, waits for their PUBACKs (at mos
 `published_at`. A broker outage, a cut network or a kill -9 leaves the rest due, and they are
 sent again: at least once, duplicates carrying the same id.
 
-The connection runs in its own thread: connect, run the network loop until it drops, wait with
-exponential back-off and jitter, again. Each new kind of failure (refused credentials, a TLS
-error, no broker) is logged once; the recovery too. On connect it publishes the retained
-`online` status (the last will says `offline`), subscribes to `cmd/#` and, if asked, publishes
-Home Assistant discovery configs.
+A supervisor thread connects, lets paho's network thread run the connection until it drops,
+waits with exponential back-off and jitter, and connects again. Each new kind of failure
+(refused credentials, a TLS error, no broker) is logged once; the recovery too. On connect it
+publishes the retained `online` status (the last will says `offline`), subscribes to `cmd/#`
+and, if asked, publishes Home Assistant discovery configs.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
 from edge import events
@@ -41,14 +41,21 @@ Command = Callable[[dict[str, Any]], dict[str, Any]]
 
 
 class MqttLink:
-    """One paho client, kept connected by a thread of its own."""
+    """One paho client. A supervisor thread connects (so a failure is seen with its cause),
+    hands the live connection to paho's own network thread (`loop_start`: from then on other
+    threads' publishes only queue), and when it drops, waits with back-off and jitter and
+    connects again."""
+
+    STABLE_S = 10.0
+    """A connection that lasted this long resets the back-off; a shorter one does not, so a
+    broker that accepts and drops at once is not hammered."""
 
     def __init__(self, cfg: MqttConfig, device_id: str, commands: dict[str, Command]) -> None:
         self.cfg, self.device_id, self.commands = cfg, device_id, commands
         self.topics = events.Topics(cfg.topic_prefix, device_id)
         self.client_id = cfg.client_id or f"s3e-{device_id}"
         self.on_connected: list[Callable[[], None]] = []
-        """Called (in the network thread) after each successful connect."""
+        """Called (in paho's thread) after each successful connect, before paho re-sends."""
         self.connects = 0
         v5 = cfg.protocol == "5"
         self.client = mqtt.Client(
@@ -58,6 +65,7 @@ class MqttLink:
             clean_session=None if v5 else True,
             reconnect_on_failure=False,
         )
+        self.client.suppress_exceptions = True  # a callback's bug must not kill the network loop
         if cfg.username:
             self.client.username_pw_set(cfg.username, cfg.password or None)
         if cfg.tls.ca:
@@ -68,10 +76,18 @@ class MqttLink:
                 cert_reqs=ssl.CERT_REQUIRED,
             )
         self.client.will_set(self.topics.status, "offline", qos=1, retain=True)
-        self.client.max_inflight_messages_set(cfg.max_inflight)
+        self._inflight = cfg.max_inflight
+        self.client.max_inflight_messages_set(self._inflight)
         self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
+        self.client.on_publish = self._on_publish
         self.connected = threading.Event()
+        self.acked = threading.Condition()
+        """Notified at every PUBACK and disconnect, for `wait_acked`."""
+        self.refused: dict[int, str] = {}
+        """mid -> reason, for PUBACKs that carried a failure code (MQTT 5)."""
+        self._down = threading.Event()
         self._stop = threading.Event()
         self._problem = ""
         self.thread = threading.Thread(target=self._run, name="mqtt", daemon=True)
@@ -83,14 +99,18 @@ class MqttLink:
     def start(self) -> None:
         log.info("publishing to MQTT broker %s as %s, topics %s/%s/#", self.where,
                  self.client_id, self.cfg.topic_prefix, self.device_id)  # fmt: skip
+        if self.cfg.qos == 0:
+            log.warning("mqtt.qos = 0: no PUBACK, so an event counts as published once sent; "
+                        "delivery is at most once")  # fmt: skip
         self.thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
         """Say `offline` (retained) and disconnect cleanly, so the will is not needed."""
         if self.connected.is_set():
             info = self.client.publish(self.topics.status, "offline", qos=1, retain=True)
-            wait_acked([info], time.monotonic() + min(timeout, 2.0), self.connected)
+            wait_acked(self, [info], time.monotonic() + min(timeout, 2.0))
         self._stop.set()
+        self._down.set()
         self.client.disconnect()
         self.thread.join(timeout)
 
@@ -103,39 +123,73 @@ class MqttLink:
     def _run(self) -> None:
         delay = self.cfg.reconnect_min_s
         while not self._stop.is_set():
+            up_at = None
             try:
+                self._down.clear()
+                if self.client.max_inflight_messages != self._inflight:
+                    self.client.max_inflight_messages_set(self._inflight)
                 self.client.connect(self.cfg.host, self.cfg.port, self.cfg.keepalive_s)
+                up_at = time.monotonic()
+                self.client.loop_start()
+                self._down.wait()
+                self.client.loop_stop()
             except ssl.SSLError as e:
                 self._report(f"MQTT broker {self.where}: TLS failed: {e.reason or e}")
             except OSError as e:
                 self._report(f"MQTT broker {self.where} unreachable: {e.strerror or e}")
-            else:
-                while not self._stop.is_set():
-                    rc = self.client.loop(timeout=0.5)
-                    if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
-                        break
-                was_up = self.connected.is_set()
-                self.connected.clear()
-                if self._stop.is_set():
-                    return
-                if was_up:
-                    self._report(f"MQTT broker {self.where}: connection lost; reconnecting")
-                    delay = self.cfg.reconnect_min_s
+            except Exception:  # keep the supervisor alive whatever paho raises
+                log.exception("MQTT connection to %s failed", self.where)
+            self._set_down()
+            if self._stop.is_set():
+                return
+            if up_at is not None and time.monotonic() - up_at >= self.STABLE_S:
+                delay = self.cfg.reconnect_min_s
             # exponential back-off with jitter, so a fleet does not reconnect in step
             if self._stop.wait(delay * random.uniform(0.5, 1.5)):
                 return
             delay = min(delay * 2, self.cfg.reconnect_max_s)
 
-    def _on_connect(self, client: mqtt.Client, _u: Any, _f: Any, rc: ReasonCode, _p: Any) -> None:
+    def _set_down(self) -> None:
+        self.connected.clear()
+        with self.acked:
+            self.acked.notify_all()
+
+    def _on_disconnect(self, _c: Any, _u: Any, _f: Any, rc: ReasonCode, _p: Any) -> None:
+        was_up = self.connected.is_set()
+        self._set_down()
+        self._down.set()
+        if was_up and not self._stop.is_set():
+            self._report(f"MQTT broker {self.where}: connection lost ({rc.getName()}); "
+                         "reconnecting")  # fmt: skip
+
+    def _on_publish(self, _c: Any, _u: Any, mid: int, rc: ReasonCode, _p: Any) -> None:
         if rc.is_failure:
-            self._report(f"MQTT broker {self.where} refused the connection: {rc.getName()} "
-                         "(check mqtt.username, mqtt.password, mqtt.client_id)")  # fmt: skip
+            self.refused[mid] = rc.getName()
+        with self.acked:
+            self.acked.notify_all()
+
+    def _on_connect(
+        self, client: mqtt.Client, _u: Any, _f: Any, rc: ReasonCode, props: Any
+    ) -> None:
+        if rc.is_failure:
+            hint = " (check mqtt.username and mqtt.password)" if rc.value in (134, 135) else ""
+            self._report(f"MQTT broker {self.where} refused the connection: {rc.getName()}"
+                         + hint)  # fmt: skip
+            self._down.set()
+            return
+        # Our store re-sends what was not acknowledged; paho re-sending too would double it.
+        client.drop_out_messages()
+        limit = getattr(props, "ReceiveMaximum", None) if props is not None else None
+        if limit and limit < self._inflight:  # paho cannot change it on a live connection
+            log.warning("MQTT broker %s takes %d unacknowledged messages, not %d; "
+                        "reconnecting with that window", self.where, limit,
+                        self._inflight)  # fmt: skip
+            self._inflight = limit
+            self._down.set()
+            client.disconnect()
             return
         self.connected.set()
-        if self._problem:
-            log.info("MQTT broker %s: connected again", self.where)
-        else:
-            log.info("MQTT broker %s: connected", self.where)
+        log.info("MQTT broker %s: connected%s", self.where, " again" if self._problem else "")
         self._problem = ""
         client.publish(self.topics.status, "online", qos=1, retain=True)
         client.subscribe(self.topics.cmd + "#", qos=1)
@@ -152,12 +206,15 @@ class MqttLink:
         if msg.topic == self.topics.cmd_result:
             return  # our own answers
         name = msg.topic.removeprefix(self.topics.cmd)
+        if msg.retain:  # a command left retained would run again at every reconnect
+            log.warning("MQTT command %r ignored: it was retained", name)
+            return
         result: dict[str, Any] = {"schema": events.SCHEMA_VERSION, "command": name}
         try:
             request = json.loads(msg.payload) if msg.payload.strip() else {}
             if not isinstance(request, dict):
                 raise ValueError("payload must be a JSON object")
-        except (ValueError, UnicodeDecodeError) as e:
+        except (ValueError, RecursionError) as e:  # UnicodeDecodeError is a ValueError
             result.update(ok=False, error=f"payload is not a JSON object: {e}")
             request = None
         if request is not None:
@@ -173,49 +230,64 @@ class MqttLink:
                     result.update(ok=False, error=f"{type(e).__name__}: {e}")
         if not result["ok"]:
             log.warning("MQTT command %r failed: %s", name, result["error"])
-        client.publish(self.topics.cmd_result, json.dumps(result), qos=1)
+        client.publish(self.topics.cmd_result, json.dumps(result, default=str), qos=1)
 
 
-def wait_acked(infos: list[mqtt.MQTTMessageInfo], deadline: float, up: threading.Event) -> int:
-    """How many of `infos`, in order, were acknowledged before the deadline or a disconnect."""
+def wait_acked(link: MqttLink, infos: list[mqtt.MQTTMessageInfo], deadline: float) -> int:
+    """How many of `infos`, in order, the broker acknowledged (without a failure code) before
+    the deadline or a disconnect."""
     acked = 0
-    while acked < len(infos):
-        try:
-            if infos[acked].is_published():
-                acked += 1
-                continue
-        except (RuntimeError, ValueError):  # queued while disconnected: not going out now
-            return acked
-        if time.monotonic() > deadline or not up.is_set():
-            return acked
-        time.sleep(0.002)
+    with link.acked:
+        while acked < len(infos):
+            info = infos[acked]
+            try:
+                if info.is_published() and info.mid not in link.refused:
+                    acked += 1
+                    continue
+            except (RuntimeError, ValueError):  # queued while disconnected: not going out now
+                return acked
+            left = deadline - time.monotonic()
+            if left <= 0 or not link.connected.is_set() or info.mid in link.refused:
+                return acked
+            link.acked.wait(min(left, 0.5))
     return acked
 
 
 class MqttSink:
-    """The `published` sink: each record's event (and alert), acknowledged or not done."""
+    """The `published` sink: each record's event (and alert), acknowledged or not done.
+
+    A record already published on this connection and still awaiting its PUBACK is waited on,
+    not published again; the map is cleared at each connect, when paho's own queue is dropped
+    and the store's due records are the only truth."""
 
     name = "published"
 
     def __init__(self, link: MqttLink, store: Store, cfg: EdgeConfig) -> None:
         self.link, self.store, self.mqtt = link, store, cfg.mqtt
         self.base_url = cfg.mqtt.base_url.rstrip("/") or f"http://{cfg.http.host}:{cfg.http.port}"
+        self._inflight: dict[str, list[mqtt.MQTTMessageInfo]] = {}
+        link.on_connected.append(self._inflight.clear)
 
     def deliver(self, records: list[Record]) -> list[str]:
         """Publish the batch (paho keeps at most `max_inflight` awaiting PUBACK and holds the
-        rest of this batch in memory), then report the records acknowledged in order."""
+        rest of this batch in memory), then report the records acknowledged, in order."""
         if not self.link.connected.is_set():
             return []
-        per_record = [self._publish(r) for r in records]
+        per_record = [self._inflight.get(r.id) or self._publish(r) for r in records]
         flat = [info for infos in per_record for info in infos]
-        acked = wait_acked(flat, time.monotonic() + self.mqtt.publish_timeout_s,
-                           self.link.connected)  # fmt: skip
+        acked = wait_acked(self.link, flat, time.monotonic() + self.mqtt.publish_timeout_s)
         done, n = [], 0
         for r, infos in zip(records, per_record, strict=True):
             n += len(infos)
             if n > acked:
                 break
             done.append(r.id)
+            self._inflight.pop(r.id, None)
+        for info in flat[acked:]:
+            if info.mid in self.link.refused:
+                log.error("MQTT broker refused an event on %s: %s (check the broker's ACL)",
+                          self.link.topics.events, self.link.refused[info.mid])  # fmt: skip
+                break
         return done
 
     def _publish(self, r: Record) -> list[mqtt.MQTTMessageInfo]:
@@ -227,10 +299,12 @@ class MqttSink:
         if alert is not None:
             infos.append(self.link.client.publish(self.link.topics.alerts, json.dumps(alert),
                                                   qos=self.mqtt.qos))  # fmt: skip
+        self._inflight[r.id] = infos
         return infos
 
     def reset(self) -> None:
         """Nothing to forget at the broker: every record is simply published again."""
+        self._inflight.clear()
 
     def publish_stats(self, stats: dict[str, Any]) -> None:
         if self.link.connected.is_set():
@@ -276,10 +350,16 @@ class MqttService:
 
     def stop(self, timeout: float) -> None:
         """Publish what is due one last time (bounded), then say `offline` and disconnect."""
+        deadline = time.monotonic() + timeout
         self.worker.stop(timeout)
         self._stop.set()
         self._stats_thread.join(2.0)
-        self.link.stop()
+        self.link.stop(max(1.0, deadline - time.monotonic()))
+
+    def set_base_url(self, url: str) -> None:
+        """Where subscribers reach this device's HTTP endpoint (known once it is bound)."""
+        if not self.sink.mqtt.base_url:
+            self.sink.base_url = url
 
     def _stats_loop(self) -> None:
         seen, last = -1, 0.0

@@ -76,6 +76,7 @@ class SinkWorker:
         self._waiting = 0
         self._lock = threading.Lock()
         self._set_aside: set[str] = set()
+        self._deadline: float | None = None
         self.thread = threading.Thread(target=self._run, name=f"sink-{sink.name}", daemon=True)
 
     def start(self) -> None:
@@ -96,6 +97,7 @@ class SinkWorker:
 
     def stop(self, timeout: float) -> None:
         """Deliver what is due one last time (bounded), then stop."""
+        self._deadline = time.monotonic() + timeout
         self._stop.set()
         self.wake.set()
         if self.thread.ident is not None:
@@ -104,7 +106,7 @@ class SinkWorker:
     def drain(self) -> int:
         """Deliver everything due now; the number of records delivered."""
         total = 0
-        while True:
+        while self._deadline is None or time.monotonic() < self._deadline:
             due = self.store.due(self.sink.name, self.batch + len(self._set_aside))
             records = [r for r in due if r.id not in self._set_aside][: self.batch]
             if not records:
@@ -114,6 +116,7 @@ class SinkWorker:
                 return total  # the sink is down: try again at the next wake
             self.store.mark_done(self.sink.name, done)
             total += len(done)
+        return total  # stopping, out of time: the rest stays due
 
     def _deliver(self, records: list[Record]) -> list[str]:
         try:

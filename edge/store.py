@@ -265,11 +265,14 @@ class Store:
 
     # -- sinks -------------------------------------------------------------------------------
     def due(self, sink: str, limit: int = 64) -> list[Record]:
-        """Analysed records this sink has not taken yet, in capture order."""
+        """Analysed records this sink has not taken yet, in capture order: none captured after
+        an image still being analysed (with several analysers, a later image can finish
+        first; it waits the few milliseconds until the earlier one is done)."""
         col = _sink_column(sink)
         with self._lock:
             rows = self._db.execute(
-                f"SELECT * FROM records WHERE status='analysed' AND {col} IS NULL "
+                f"SELECT * FROM records WHERE status='analysed' AND {col} IS NULL AND seq < "
+                "COALESCE((SELECT MIN(seq) FROM records WHERE status='pending'), 1 << 62) "
                 "ORDER BY seq LIMIT ?",
                 (limit,),
             ).fetchall()

@@ -29,10 +29,12 @@ log = logging.getLogger("s3e.subscribe")
 
 
 class Subscriber:
-    def __init__(self, out: TextIO, seen: set[str], count: int | None) -> None:
+    def __init__(self, out: TextIO, seen: set[tuple[str, str]], count: int | None) -> None:
         self.out, self.seen, self.count = out, seen, count
-        self.validator = Draft202012Validator(json_schema())
-        self.received = self.duplicates = self.invalid = 0
+        self.validator = Draft202012Validator(
+            json_schema(), format_checker=Draft202012Validator.FORMAT_CHECKER
+        )
+        self.received = self.duplicates = self.invalid = self.new = 0
         self.done = threading.Event()
 
     def on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
@@ -49,22 +51,25 @@ class Subscriber:
             where = "/".join(str(p) for p in errors[0].path) or "(top)"
             log.warning("%s: invalid event at %s: %s", msg.topic, where, errors[0].message)
             return
-        if payload["id"] in self.seen:
+        key = (payload["device"], payload["id"])  # the same image on two devices is two events
+        if key in self.seen:
             self.duplicates += 1
             return
-        self.seen.add(payload["id"])
+        self.seen.add(key)
+        self.new += 1
         self.out.write(json.dumps(payload, sort_keys=True) + "\n")
         self.out.flush()
-        if self.count is not None and len(self.seen) >= self.count:
+        if self.count is not None and self.new >= self.count:
             self.done.set()
 
 
-def read_seen(path: Path) -> set[str]:
+def read_seen(path: Path) -> set[tuple[str, str]]:
     seen = set()
     if path.exists():
         for line in path.read_text().splitlines():
             try:
-                seen.add(json.loads(line)["id"])
+                event = json.loads(line)
+                seen.add((event["device"], event["id"]))
             except (ValueError, KeyError, TypeError):
                 continue
     return seen
@@ -108,7 +113,10 @@ def run(args: Any) -> int:
         if out is not sys.stdout:
             out.close()
     log.info("%d messages: %d new, %d duplicate ids dropped, %d invalid", sub.received,
-             len(sub.seen), sub.duplicates, sub.invalid)  # fmt: skip
+             sub.new, sub.duplicates, sub.invalid)  # fmt: skip
+    if args.count is not None and sub.new < args.count:
+        log.error("stopped with %d of the %d events asked for", sub.new, args.count)
+        return 1
     return 0
 
 

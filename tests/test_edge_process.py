@@ -230,7 +230,7 @@ def test_reindex_cli_refuses_while_the_daemon_holds_the_index_then_rebuilds(
         ("[model]\naccelerator = 'tpu'\n", "model.accelerator: Input should be"),
         ("[http]\nport = 'eighty'\n", "http.port: Input should be a valid integer"),
         ("device_id = 'a b'\n", "device_id: String should match pattern"),
-        ("[mqtt]\nhost = 'broker'\n", "mqtt.host: Value error, MQTT publishing is not in"),
+        ("[mqtt]\nhost = 'broker'\nqos = 3\n", "mqtt.qos: Input should be 0, 1 or 2"),
         ("[model\n", "not valid TOML"),
     ],
 )
