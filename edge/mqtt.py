@@ -90,6 +90,8 @@ class MqttLink:
         self._down = threading.Event()
         self._stop = threading.Event()
         self._problem = ""
+        self._answered = False
+        """Whether the broker sent a CONNACK on the current connection."""
         self.thread = threading.Thread(target=self._run, name="mqtt", daemon=True)
 
     @property
@@ -130,9 +132,14 @@ class MqttLink:
                     self.client.max_inflight_messages_set(self._inflight)
                 self.client.connect(self.cfg.host, self.cfg.port, self.cfg.keepalive_s)
                 up_at = time.monotonic()
+                self._answered = False
                 self.client.loop_start()
                 self._down.wait()
                 self.client.loop_stop()
+                if not self._answered and not self._stop.is_set():
+                    self._report(f"MQTT broker {self.where} closed the connection before "
+                                 "answering it (a TLS client certificate required? "
+                                 "mqtt.tls.cert, mqtt.tls.key)")  # fmt: skip
             except ssl.SSLError as e:
                 self._report(f"MQTT broker {self.where}: TLS failed: {e.reason or e}")
             except OSError as e:
@@ -171,6 +178,7 @@ class MqttLink:
     def _on_connect(
         self, client: mqtt.Client, _u: Any, _f: Any, rc: ReasonCode, props: Any
     ) -> None:
+        self._answered = True
         if rc.is_failure:
             hint = " (check mqtt.username and mqtt.password)" if rc.value in (134, 135) else ""
             self._report(f"MQTT broker {self.where} refused the connection: {rc.getName()}"

@@ -96,7 +96,8 @@ class Collector:
 
 
 def make_ca(root: Path, name: str = "ca") -> dict[str, Path]:
-    """A self-signed CA and a server certificate for 127.0.0.1 signed by it (openssl CLI)."""
+    """A self-signed CA, and a server certificate for 127.0.0.1 and a client certificate
+    signed by it (openssl CLI)."""
     root.mkdir(parents=True, exist_ok=True)
     suffixes = (".key", ".crt", "-server.key", "-server.csr", "-server.crt")
     ca_key, ca, key, csr, crt = (root / f"{name}{s}" for s in suffixes)
@@ -137,4 +138,22 @@ def make_ca(root: Path, name: str = "ca") -> dict[str, Path]:
     )
     run("openssl", "x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key),
         "-CAcreateserial", "-days", "2", "-extfile", str(ext), "-out", str(crt))  # fmt: skip
-    return {"ca": ca, "cert": crt, "key": key}
+    client_key, client_csr, client_crt = (root / f"{name}-client{s}" for s in
+                                          (".key", ".csr", ".crt"))  # fmt: skip
+    run(
+        "openssl",
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=s3e-test-edge",
+        "-keyout",
+        str(client_key),
+        "-out",
+        str(client_csr),
+    )
+    run("openssl", "x509", "-req", "-in", str(client_csr), "-CA", str(ca), "-CAkey",
+        str(ca_key), "-CAcreateserial", "-days", "2", "-out", str(client_crt))  # fmt: skip
+    return {"ca": ca, "cert": crt, "key": key, "client_cert": client_crt,
+            "client_key": client_key}  # fmt: skip

@@ -351,3 +351,28 @@ def test_mqtt_config_refuses_a_password_without_a_user_and_half_a_client_certifi
         parse_config({"mqtt": {"host": "b", "password": "x"}}, "f.toml")
     with pytest.raises(ConfigError, match=r"mqtt.tls: Value error, cert and key go together"):
         parse_config({"mqtt": {"host": "b", "tls": {"ca": "c", "cert": "x"}}}, "f.toml")
+
+
+def test_a_broker_that_requires_client_certificates_takes_ours_and_refuses_none(
+    tmp_path: Path, edge_config: Any, daemon_factory: Any, many_images: list[bytes],
+    caplog: pytest.LogCaptureFixture,
+):  # fmt: skip
+    ca = make_ca(tmp_path / "pki")
+    b = Broker(tmp_path / "mtls", f"allow_anonymous true\ncafile {ca['ca']}\n"
+               f"certfile {ca['cert']}\nkeyfile {ca['key']}\nrequire_certificate true\n"
+               ).start()  # fmt: skip
+    try:
+        caplog.set_level(logging.INFO, "s3e")
+        bare = daemon_factory(mqtt_config(edge_config, b, mqtt__tls={"ca": str(ca["ca"])},
+                                          mqtt__reconnect_min_s=0.2))  # fmt: skip
+        feed(bare, many_images[:2])
+        wait_until(lambda: bare.store.counts().get("analysed") == 2, 30)
+        wait_until(lambda: any("client certificate required" in r.getMessage()
+                               for r in caplog.records), 20, "a refusal logged")  # fmt: skip
+        assert bare.store.count_due("published") == 2
+        bare.stop()
+        tls = {"ca": str(ca["ca"]), "cert": str(ca["client_cert"]), "key": str(ca["client_key"])}
+        good = daemon_factory(mqtt_config(edge_config, b, mqtt__tls=tls))
+        wait_until(lambda: all_published(good, 2), 30, "published with a client certificate")
+    finally:
+        b.stop()
