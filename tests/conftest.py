@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -27,6 +28,12 @@ def chest_small(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from models.data.dataset import write_dataset
 
     return write_dataset("chest", 96, 7, tmp_path_factory.mktemp("data") / "chest")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def wait_until(predicate: Callable[[], object], timeout: float = 30.0, what: str = "") -> None:

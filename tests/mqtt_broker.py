@@ -15,15 +15,10 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
+from conftest import free_port
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Broker:
@@ -95,65 +90,31 @@ class Collector:
         self.client.loop_stop()
 
 
+def _openssl(*args: str) -> None:
+    subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+
+def _signed(root: Path, stem: str, cn: str, ca: Path, ca_key: Path, ext: Path | None) -> Path:
+    """A key and a certificate for `cn`, signed by the CA; the certificate's path."""
+    key, csr, crt = (root / f"{stem}{s}" for s in (".key", ".csr", ".crt"))
+    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={cn}", "-keyout", str(key),
+             "-out", str(csr))  # fmt: skip
+    _openssl("x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key),
+             "-CAcreateserial", "-days", "2", "-out", str(crt),
+             *(["-extfile", str(ext)] if ext else []))  # fmt: skip
+    return crt
+
+
 def make_ca(root: Path, name: str = "ca") -> dict[str, Path]:
     """A self-signed CA, and a server certificate for 127.0.0.1 and a client certificate
     signed by it (openssl CLI)."""
     root.mkdir(parents=True, exist_ok=True)
-    suffixes = (".key", ".crt", "-server.key", "-server.csr", "-server.crt")
-    ca_key, ca, key, csr, crt = (root / f"{name}{s}" for s in suffixes)
+    ca_key, ca = root / f"{name}.key", root / f"{name}.crt"
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
+             f"/CN=S3E test {name}", "-keyout", str(ca_key), "-out", str(ca))  # fmt: skip
     ext = root / f"{name}.ext"
     ext.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-
-    def run(*cmd: str) -> None:
-        subprocess.run(cmd, check=True, capture_output=True)
-
-    run(
-        "openssl",
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "2",
-        "-subj",
-        f"/CN=S3E test {name}",
-        "-keyout",
-        str(ca_key),
-        "-out",
-        str(ca),
-    )
-    run(
-        "openssl",
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-subj",
-        "/CN=127.0.0.1",
-        "-keyout",
-        str(key),
-        "-out",
-        str(csr),
-    )
-    run("openssl", "x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key),
-        "-CAcreateserial", "-days", "2", "-extfile", str(ext), "-out", str(crt))  # fmt: skip
-    client_key, client_csr, client_crt = (root / f"{name}-client{s}" for s in
-                                          (".key", ".csr", ".crt"))  # fmt: skip
-    run(
-        "openssl",
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-subj",
-        "/CN=s3e-test-edge",
-        "-keyout",
-        str(client_key),
-        "-out",
-        str(client_csr),
-    )
-    run("openssl", "x509", "-req", "-in", str(client_csr), "-CA", str(ca), "-CAkey",
-        str(ca_key), "-CAcreateserial", "-days", "2", "-out", str(client_crt))  # fmt: skip
-    return {"ca": ca, "cert": crt, "key": key, "client_cert": client_crt,
-            "client_key": client_key}  # fmt: skip
+    server = _signed(root, f"{name}-server", "127.0.0.1", ca, ca_key, ext)
+    client = _signed(root, f"{name}-client", "s3e-test-edge", ca, ca_key, None)
+    return {"ca": ca, "cert": server, "key": server.with_suffix(".key"),
+            "client_cert": client, "client_key": client.with_suffix(".key")}  # fmt: skip

@@ -16,15 +16,9 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import ROOT, wait_until
+from conftest import ROOT, free_port, wait_until
 
 EDGE = [sys.executable, "-m", "edge.cli"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def write_config(tmp: Path, port: int, **extra: str) -> Path:
