@@ -1,4 +1,5 @@
-"""The schemas in docs/ (HTTP, MQTT) are the ones the code serves and publishes."""
+"""What the docs say is what the code does: the schemas in docs/ (HTTP, MQTT), and the
+config examples in the README."""
 
 from __future__ import annotations
 
@@ -24,3 +25,15 @@ def test_docs_mqtt_schema_matches_the_code():
     assert committed == json.loads(json.dumps(json_schema())), (
         "docs/mqtt.schema.json is stale: run `s3e-edge mqtt-schema > docs/mqtt.schema.json`"
     )
+
+
+def test_every_toml_example_in_the_readme_is_a_valid_config():
+    import re
+    import tomllib
+
+    from edge.config import parse_config
+
+    blocks = re.findall(r"```toml\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    assert len(blocks) >= 2
+    for block in blocks:
+        parse_config(tomllib.loads(block), "README.md")
