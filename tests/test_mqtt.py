@@ -383,3 +383,26 @@ def test_a_broker_that_requires_client_certificates_takes_ours_and_refuses_none(
         wait_until(lambda: all_published(good, 2), 30, "published with a client certificate")
     finally:
         b.stop()
+
+
+def test_the_capture_command_takes_a_camera_frame_now(
+    edge_config: Any, daemon_factory: Any, broker: Broker, tmp_path: Path
+):
+    from test_edge_capture_camera import write_video
+
+    video = write_video(tmp_path / "v.avi", seconds=30, fps=10, period=1)
+    cfg = mqtt_config(edge_config, broker, capture__camera__url=str(video),
+                      capture__camera__interval_s=0, capture__camera__loop_file=True)  # fmt: skip
+    d = daemon_factory(cfg)
+    wait_until(lambda: d.store.counts().get("analysed") == 1, 30, "the first frame")
+    time.sleep(1.0)
+    assert d.store.counts().get("analysed") == 1  # no timer, no scene change: nothing more
+    sub = Collector(broker, "s3e/test-edge/cmd/result")
+    wait_until(sub.client.is_connected, 5)
+    time.sleep(0.3)
+    sub.client.publish("s3e/test-edge/cmd/capture", '{"request_id": "now"}', qos=1)
+    wait_until(lambda: d.store.counts().get("analysed") == 2, 30, "the frame taken on command")
+    wait_until(lambda: sub.payloads("/result"), 10)
+    want = {"schema": 1, "command": "capture", "request_id": "now", "ok": True, "triggered": 1}
+    assert sub.payloads("/result")[0] == want
+    sub.close()

@@ -93,7 +93,9 @@ class CameraSource:
                 cap.release()
                 if frames:  # back off from the minimum again only once frames flowed
                     delay = self.cfg.reconnect_min_s
-                if ended and self.is_file and not self.cfg.loop_file:
+                if ended and self.is_file:
+                    if self.cfg.loop_file:
+                        continue  # play it again, at once
                     self.ended = True
                     log.info("camera %s: end of file, %d frames taken", self.cfg.url,
                              self.frames_taken)  # fmt: skip
@@ -121,6 +123,9 @@ class CameraSource:
             frames += 1
             t = cap.get(cv2.CAP_PROP_POS_MSEC) / 1e3 if self.is_file else time.monotonic()
             small = cv2.resize(cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY), (32, 32)) / 255.0
+            if last_t is None and self.frames_taken and not self._now.is_set():
+                last_t, last_small = t, small  # reopened: the interval counts from here
+                continue
             take = last_t is None or self._now.is_set()
             if self.cfg.interval_s > 0 and last_t is not None:
                 take = take or t - last_t >= self.cfg.interval_s
