@@ -145,6 +145,11 @@ class MqttConfig(_Section):
     client_id: str = Field("", description="empty = s3e-<device_id>")
     username: str = ""
     password: str = ""
+    password_file: str = Field(
+        "",
+        description="read the password from this file instead (e.g. a systemd credential "
+        "in $CREDENTIALS_DIRECTORY), so the config file holds no secret",
+    )
     tls: MqttTlsConfig = MqttTlsConfig()
     topic_prefix: str = Field("s3e", pattern=r"^[^#+/][^#+]*$")
     qos: Literal[0, 1, 2] = 1
@@ -174,8 +179,10 @@ class MqttConfig(_Section):
     @model_validator(mode="after")
     def _credentials(self) -> MqttConfig:
         """A password alone would be sent with no user name: refuse it (as paho would not)."""
-        if self.password and not self.username:
+        if (self.password or self.password_file) and not self.username:
             raise ValueError("password without username")
+        if self.password and self.password_file:
+            raise ValueError("password and password_file: give one")
         return self
 
 

@@ -126,7 +126,11 @@ class Daemon:
                 "reindex": self._cmd_reindex,
                 "capture": self._cmd_capture,
             }
-            self.mqtt = MqttService(cfg, self.store, self.metrics, commands, self.stats)
+            try:
+                self.mqtt = MqttService(cfg, self.store, self.metrics, commands, self.stats)
+            except RuntimeError as e:
+                self._close()
+                raise StartupError(str(e)) from None
         else:
             log.info("MQTT publishing off (mqtt.host is empty)")
         sinks = [self.index_worker] + ([self.mqtt.worker] if self.mqtt else [])

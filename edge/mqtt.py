@@ -22,6 +22,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -67,7 +68,7 @@ class MqttLink:
         )
         self.client.suppress_exceptions = True  # a callback's bug must not kill the network loop
         if cfg.username:
-            self.client.username_pw_set(cfg.username, cfg.password or None)
+            self.client.username_pw_set(cfg.username, read_password(cfg) or None)
         if cfg.tls.ca:
             self.client.tls_set(
                 ca_certs=cfg.tls.ca,
@@ -239,6 +240,15 @@ class MqttLink:
         if not result["ok"]:
             log.warning("MQTT command %r failed: %s", name, result["error"])
         client.publish(self.topics.cmd_result, json.dumps(result, default=str), qos=1)
+
+
+def read_password(cfg: MqttConfig) -> str:
+    if not cfg.password_file:
+        return cfg.password
+    try:
+        return Path(cfg.password_file).read_text().strip()
+    except OSError as e:
+        raise RuntimeError(f"mqtt.password_file {cfg.password_file}: {e.strerror or e}") from None
 
 
 def wait_acked(link: MqttLink, infos: list[mqtt.MQTTMessageInfo], deadline: float) -> int:

@@ -283,8 +283,10 @@ def test_wrong_credentials_are_refused_with_one_clear_line_and_records_wait(
         assert len(refused) == 1 and "Not authorized" in refused[0]
         assert d.store.count_due("published") == 3
         d.stop()
+        secret = tmp_path / "mqtt-password"  # as systemd's LoadCredential= would provide it
+        secret.write_text("secret\n")
         good = daemon_factory(mqtt_config(edge_config, b, mqtt__username="alice",
-                                          mqtt__password="secret"))  # fmt: skip
+                                          mqtt__password_file=str(secret)))  # fmt: skip
         wait_until(lambda: all_published(good, 3), 30, "the 3 waiting records")
     finally:
         b.stop()
@@ -406,3 +408,14 @@ def test_the_capture_command_takes_a_camera_frame_now(
     want = {"schema": 1, "command": "capture", "request_id": "now", "ok": True, "triggered": 1}
     assert sub.payloads("/result")[0] == want
     sub.close()
+
+
+def test_an_unreadable_password_file_is_a_startup_error_naming_the_key(
+    edge_config: Any, broker: Broker, tmp_path: Path
+):
+    from edge.daemon import Daemon, StartupError
+
+    cfg = mqtt_config(edge_config, broker, mqtt__username="alice",
+                      mqtt__password_file=str(tmp_path / "missing"))  # fmt: skip
+    with pytest.raises(StartupError, match=r"mqtt.password_file .*missing: No such file"):
+        Daemon(cfg)
