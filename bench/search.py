@@ -151,7 +151,7 @@ def tantivy_query(index: SearchIndex) -> Callable[[str, str | None, float | None
     searcher_box: dict[str, Any] = {}
 
     def run(q: str, label: str | None, min_anomaly: float | None) -> object:
-        query = index._query(q, Filters(label=label, min_anomaly=min_anomaly))
+        query = index.query(q, Filters(label=label, min_anomaly=min_anomaly))
         searcher = searcher_box.setdefault("s", index.index.searcher())
         result = searcher.search(query, 20, count=True)
         return result.count, [searcher.doc(a)["id"][0] for _, a in result.hits]

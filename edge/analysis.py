@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-from edge.bundle import Bundle
+from edge.bundle import Bundle, BundleError
 from edge.config import ModelConfig
 from edge.imaging import mask_png
 from edge.inference import BundleModels
@@ -39,7 +39,9 @@ class Analyser:
         self.runtime = self.models.runtime
         self.beam_width = cfg.beam_width or None
         self.class_names: list[str] = list(bundle.doc["segmenter"]["class_names"])
-        self.latent = LatentSpace(**bundle.asset("vae_latent"))
+        if self.models.latent is None:
+            raise BundleError(f"{bundle.root}: the daemon needs a bundle with the VAE")
+        self.latent = LatentSpace(**self.models.latent)
 
     def analyse(self, x: np.ndarray) -> tuple[Analysis, bytes]:
         """The record's model fields and the PNG class mask, with per-stage milliseconds."""

@@ -66,7 +66,7 @@ def cmd_check_config(cfg: EdgeConfig, args: argparse.Namespace) -> int:
 
 def cmd_reindex(cfg: EdgeConfig, args: argparse.Namespace) -> int:
     """Rebuild the index from SQLite. The daemon must be stopped: it holds the only writer."""
-    from edge.store import Store
+    from edge.store import Record, Store
 
     try:
         index = SearchIndex(Path(cfg.data_dir) / "index", cfg.index.heap_mb)
@@ -76,19 +76,24 @@ def cmd_reindex(cfg: EdgeConfig, args: argparse.Namespace) -> int:
     store = Store(cfg.data_dir, cfg.device_id)
     index.clear()
     store.reset_sink("indexed")
-    total = store.counts().get("analysed", 0)
-    batch = []
-    with tqdm(total=total, desc="reindex", unit="rec", disable=None) as bar:
+    ids: list[str] = []
+    batch: list[Record] = []
+    with tqdm(total=store.counts().get("analysed", 0), desc="reindex", unit="rec",
+              disable=None) as bar:  # fmt: skip
+
+        def flush() -> None:
+            index.add(batch, replace=False)  # a cleared index: nothing to replace
+            ids.extend(r.id for r in batch)
+            bar.update(len(batch))
+            batch.clear()
+
         for rec in store.iter_analysed():
             batch.append(rec)
             if len(batch) >= 1000:
-                index.add(batch, replace=False)
-                bar.update(len(batch))
-                batch = []
-        index.add(batch, replace=False)
-        bar.update(len(batch))
+                flush()
+        flush()
     index.commit()
-    store.mark_done("indexed", [r.id for r in store.iter_analysed()])
+    store.mark_done("indexed", ids)
     print(f"reindexed {index.num_docs} records into {index.path}")
     index.close()
     store.close()

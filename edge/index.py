@@ -165,7 +165,7 @@ class SearchIndex:
             msg = str(e) if not where or where in str(e) else f"{e} ({where})"
             raise QuerySyntaxError(msg) from None
 
-    def _query(self, q: str, f: Filters) -> tantivy.Query:
+    def query(self, q: str, f: Filters) -> tantivy.Query:
         parts = [self.parse(q)]
         if f.label:
             parts.append(tantivy.Query.term_query(self.schema, "labels", f.label))
@@ -193,7 +193,7 @@ class SearchIndex:
         self, q: str, filters: Filters, limit: int = 20, offset: int = 0
     ) -> tuple[int, list[Hit], dict[str, int]]:
         """(total matches, one page of hits, label counts over every match)."""
-        query = self._query(q, filters)
+        query = self.query(q, filters)
         searcher = self.index.searcher()
         result = searcher.search(query, limit, count=True, offset=offset)
         snippets = tantivy.SnippetGenerator.create(searcher, query, self.schema, "caption")

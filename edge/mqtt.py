@@ -347,7 +347,7 @@ class MqttService:
         self.sink = MqttSink(self.link, store, cfg)
         # Wake at every new record: an event's latency matters more than batching. Take up to
         # 16 x max_inflight per round: each round ends waiting for its last PUBACK, and fewer
-        # rounds took the outbox from 1.2k to 4k events/s (bench/mqtt.py).
+        # rounds took the outbox from 1.2k to about 3.6k events/s (bench/mqtt.py).
         self.worker = SinkWorker(store, self.sink, batch=16 * cfg.mqtt.max_inflight,
                                  interval=1.0, metrics=metrics, wake_after=1)  # fmt: skip
         self.link.on_connected.append(self.worker.wake.set)

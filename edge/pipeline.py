@@ -71,21 +71,16 @@ class Ingestor:
         self.accepted = threading.Event()
         self.closed = False
 
-    def _prepare(self, data: bytes) -> tuple[Decoded, np.ndarray, bytes, dict[str, float]]:
-        """Decode, preprocess, thumbnail (and their times); anything the image makes fail is a
-        refusal."""
-        t0 = time.perf_counter()
-        img = decode(data, self.cfg.limits.max_pixels)
-        t1 = time.perf_counter()
+    def _convert(self, img: Decoded, thumb_size: int) -> tuple[np.ndarray, bytes]:
+        """The model input and (if `thumb_size`) the thumbnail; failures here are refusals."""
         try:
             x = preprocess(img.image, self.bundle.doc["preprocessing"])
-            thumb = thumbnail_jpeg(img.image, self.cfg.limits.thumb_size)
+            thumb = thumbnail_jpeg(img.image, thumb_size) if thumb_size else b""
         except MemoryError:
             raise ImageRejectedError("too_large", "not enough memory to process it") from None
         except (ValueError, TypeError, OSError) as e:
             raise ImageRejectedError("unsupported", f"cannot convert the image ({e})") from None
-        t2 = time.perf_counter()
-        return img, x, thumb, {"decode_ms": (t1 - t0) * 1e3, "preprocess_ms": (t2 - t1) * 1e3}
+        return x, thumb
 
     def ingest(
         self, data: bytes, source: str, name: str = "", captured_at: float | None = None
@@ -100,8 +95,12 @@ class Ingestor:
             self.metrics.duplicates.inc()
             log.info("duplicate %s from %s %s: already stored", rid[:12], source, name)
             return Ingested(rid, False)
-        img, x, thumb, timings = self._prepare(data)  # the caller counts a refusal
+        t0 = time.perf_counter()
+        img = decode(data, self.cfg.limits.max_pixels)  # the caller counts a refusal
         t1 = time.perf_counter()
+        x, thumb = self._convert(img, self.cfg.limits.thumb_size)
+        t2 = time.perf_counter()
+        timings = {"decode_ms": (t1 - t0) * 1e3, "preprocess_ms": (t2 - t1) * 1e3}
         self.prepared.put(rid, x)
         # Concurrent accepts of the same bytes are safe: INSERT OR IGNORE keeps one row, and
         # each writer renames its own temp file onto the same content.
@@ -110,7 +109,7 @@ class Ingestor:
             source=source, source_name=name, captured_at=captured_at or time.time(),
             timings=timings,
         )  # fmt: skip
-        timings["store_ms"] = (time.perf_counter() - t1) * 1e3
+        timings["store_ms"] = (time.perf_counter() - t2) * 1e3
         self.metrics.observe_ms(timings)
         if new:
             self.metrics.accepted.labels(source).inc()
@@ -127,7 +126,7 @@ class Ingestor:
         if x is not None:
             return x
         data = self.store.original_path(rid, ext).read_bytes()
-        return self._prepare(data)[1]
+        return self._convert(decode(data, self.cfg.limits.max_pixels), 0)[0]  # thumb exists
 
 
 class AnalyserLike(Protocol):

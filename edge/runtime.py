@@ -87,7 +87,6 @@ class CompiledRunner:
         from ai_edge_litert.hardware_accelerator import HardwareAccelerator
 
         accel = HardwareAccelerator.GPU if gpu else HardwareAccelerator.CPU
-        self.runtime = "ai_edge_litert"
         self.model = CompiledModel.from_file(str(path), hardware_accel=accel)
         self._key = next(iter(self.model.get_signature_list()))
         self._in = self.model.get_input_tensor_details(self._key)

@@ -70,6 +70,13 @@ CREATE INDEX IF NOT EXISTS records_analysed ON records(analysed_seq) WHERE statu
 PRAGMA user_version = {SCHEMA_VERSION};
 """
 
+# A Record's columns: everything but the attention and latent blobs, which sinks never need.
+_COLUMNS = (
+    "seq, id, device_id, source, source_name, captured_at, accepted_at, ext, size, width, "
+    "height, status, error, caption, words, labels, segments, anomaly, cluster, bundle, "
+    "precision, accelerators, timings, " + ", ".join(f"{s}_at" for s in SINKS)
+)
+
 
 @dataclass
 class Analysis:
@@ -213,9 +220,9 @@ class Store:
         captured_at: float,
         timings: dict[str, float] | None = None,
     ) -> bool:
-        """Store an original durably and queue it for analysis; False if already known."""
-        if self.has(rid):
-            return False
+        """Store an original durably and queue it for analysis; False if already known (the
+        caller checks `has` first, to skip decoding a duplicate; a race ends here in INSERT OR
+        IGNORE, over identical files)."""
         self.write_atomic(self.original_path(rid, ext), data)
         self.write_atomic(self.derived_path(rid, "thumb"), thumb)
         with self._tx() as db:
@@ -245,7 +252,8 @@ class Store:
         with self._tx() as db:
             db.execute(
                 "UPDATE records SET status='analysed', error=NULL, analysed_at=?, analysed_seq="
-                "(SELECT COALESCE(MAX(analysed_seq), 0) + 1 FROM records), caption=?,"
+                "(SELECT COALESCE(MAX(analysed_seq), 0) + 1 FROM records WHERE "
+                "status='analysed'), caption=?,"
                 " words=?, attention=?, grid=?, labels=?, segments=?, anomaly=?, cluster=?,"
                 " latent=?, bundle=?, precision=?, accelerators=?,"
                 " timings=json_patch(COALESCE(timings, '{}'), ?) WHERE id=?",
@@ -271,9 +279,9 @@ class Store:
         col = _sink_column(sink)
         with self._lock:
             rows = self._db.execute(
-                f"SELECT * FROM records WHERE status='analysed' AND {col} IS NULL AND seq < "
-                "COALESCE((SELECT MIN(seq) FROM records WHERE status='pending'), 1 << 62) "
-                "ORDER BY seq LIMIT ?",
+                f"SELECT {_COLUMNS} FROM records WHERE status='analysed' AND {col} IS NULL "
+                "AND seq < COALESCE((SELECT MIN(seq) FROM records WHERE status='pending'), "
+                "1 << 62) ORDER BY seq LIMIT ?",
                 (limit,),
             ).fetchall()
         return [_record(r) for r in rows]
@@ -293,7 +301,7 @@ class Store:
     # -- reads -------------------------------------------------------------------------------
     def get(self, rid: str) -> Record | None:
         with self._lock:
-            row = self._db.execute("SELECT * FROM records WHERE id=?", (rid,)).fetchone()
+            row = self._db.execute(f"SELECT {_COLUMNS} FROM records WHERE id=?", (rid,)).fetchone()
         return _record(row) if row else None
 
     def attention(self, rid: str) -> tuple[list[str], np.ndarray] | None:
@@ -342,10 +350,7 @@ class Store:
                 r[0]: r[1]
                 for r in self._db.execute("SELECT status, COUNT(*) FROM records GROUP BY status")
             }
-            for s in SINKS:
-                out[f"due_{s}"] = self._db.execute(
-                    f"SELECT COUNT(*) FROM records WHERE status='analysed' AND {s}_at IS NULL"
-                ).fetchone()[0]
+            out.update({f"due_{s}": self.count_due(s) for s in SINKS})
         return out
 
     def iter_analysed(self, batch: int = 1000) -> Iterator[Record]:
@@ -353,7 +358,8 @@ class Store:
         while True:
             with self._lock:
                 rows = self._db.execute(
-                    "SELECT * FROM records WHERE status='analysed' AND seq>? ORDER BY seq LIMIT ?",
+                    f"SELECT {_COLUMNS} FROM records WHERE status='analysed' AND seq>? "
+                    "ORDER BY seq LIMIT ?",
                     (last, batch),
                 ).fetchall()
             if not rows:
