@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import FastAPI, HTTPException, Query, Request, Response
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
@@ -27,7 +27,7 @@ from edge.index import Filters, QuerySyntaxError, SearchIndex
 from edge.metrics import Metrics
 from edge.pipeline import IngestClosedError, Ingestor
 from edge.similar import LatentNeighbours
-from edge.store import Store
+from edge.store import Record, Store
 
 log = logging.getLogger("s3e.http")
 PAGE = Path(__file__).parent / "static" / "index.html"
@@ -46,6 +46,8 @@ class ApiContext:
     store: Store | None = None
     ingestor: Ingestor | None = None
     neighbours: LatentNeighbours | None = None
+    presign: Callable[[Record], str | None] | None = None
+    """A time-limited S3 URL for a synced original (cloud sync on), else None."""
 
 
 def _when(value: str | None, name: str) -> dt.datetime | None:
@@ -189,13 +191,21 @@ def create_app(ctx: ApiContext) -> FastAPI:
     def record(rid: str) -> dict[str, Any]:
         return dict(record_or_404(rid).summary())
 
-    @app.get("/images/{rid}", summary="The original image")
-    def original(rid: str) -> FileResponse:
+    @app.get(
+        "/images/{rid}",
+        summary="The original image (a redirect to S3 once it is kept there alone)",
+        response_model=None,
+        responses={307: {"description": "the original is in S3 only: a presigned URL"}},
+    )
+    def original(rid: str) -> FileResponse | RedirectResponse:
         rec = record_or_404(rid)
         path = store().original_path(rid, rec.ext)
-        if not path.exists():
+        if path.exists():
+            return FileResponse(path, media_type=MEDIA.get(rec.ext, "application/octet-stream"))
+        url = ctx.presign(rec) if ctx.presign is not None else None
+        if url is None:
             raise HTTPException(410, f"the original of {rid} is no longer on this device")
-        return FileResponse(path, media_type=MEDIA.get(rec.ext, "application/octet-stream"))
+        return RedirectResponse(url, status_code=307)
 
     def derived(rid: str, kind: str, media: str) -> FileResponse:
         record_or_404(rid)

@@ -8,6 +8,8 @@ file and the dotted key, never a silent default.
 
 from __future__ import annotations
 
+import logging
+import stat
 import tomllib
 from pathlib import Path
 from typing import Literal
@@ -20,6 +22,10 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from cloud_sync.config import S3Config
+
+log = logging.getLogger("s3e.config")
 
 
 class ConfigError(ValueError):
@@ -106,13 +112,6 @@ class HttpConfig(_Section):
     token: str = Field("", description="bearer token for every route but /healthz; empty = off")
 
 
-def _not_built(value: str, feature: str, key: str) -> str:
-    """Refuse to pretend: a sink configured before it exists is an error, not a silent no-op."""
-    if value:
-        raise ValueError(f"{feature} is not in this version yet; leave {key} empty")
-    return value
-
-
 class MqttTlsConfig(_Section):
     ca: str = Field("", description="CA certificate (PEM) to verify the broker; empty = no TLS")
     cert: str = Field("", description="client certificate (PEM), for brokers that want one")
@@ -186,12 +185,6 @@ class MqttConfig(_Section):
         return self
 
 
-class S3Config(_Section):
-    bucket: str = Field("", description="bucket name; empty = cloud sync off")
-
-    _not_yet = field_validator("bucket")(lambda v: _not_built(v, "cloud sync", "bucket"))
-
-
 class EdgeConfig(_Section):
     device_id: str = Field("edge-01", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     data_dir: Path = Path("./var/s3e")
@@ -241,4 +234,11 @@ def load_config(path: Path | str | None) -> EdgeConfig:
         raise ConfigError(f"{p}: cannot read ({e.strerror or e})") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{p}: not valid TOML ({e})") from None
-    return parse_config(data, str(p))
+    cfg = parse_config(data, str(p))
+    if (cfg.s3.secret_access_key or cfg.mqtt.password) and p.stat().st_mode & (
+        stat.S_IRWXG | stat.S_IRWXO
+    ):
+        log.warning("%s holds a secret (s3.secret_access_key or mqtt.password) and others can "
+                    "read it: chmod 600 %s, or use the AWS_* environment, a credentials file "
+                    "or mqtt.password_file", p, p)  # fmt: skip
+    return cfg

@@ -1,9 +1,10 @@
 """The daemon: builds every part from the config, starts them in order, and stops them in
 reverse on SIGTERM or SIGINT, within `shutdown_timeout_s`.
 
-Start: store -> index -> analysers -> index sink -> analysis pool -> HTTP -> capture, then
-READY=1 to systemd. Stop: capture first (nothing new comes in), let the in-flight analyses
-finish, commit the index, stop HTTP, release the index lock. Whatever was accepted but not yet
+Start: store -> index -> analysers -> sinks (index, MQTT, S3) -> analysis pool -> HTTP ->
+capture, then READY=1 to systemd. Stop: capture first (nothing new comes in), let the in-flight
+analyses finish, commit the index, a last bounded MQTT and S3 pass, stop HTTP, release the
+index lock. Whatever was accepted but not yet
 analysed or indexed is still in the store, and is picked up at the next start.
 """
 
@@ -20,6 +21,7 @@ from typing import Any
 
 import uvicorn
 
+from cloud_sync.service import SyncLockedError, SyncService
 from edge.api import ApiContext, create_app
 from edge.bundle import load_bundle
 from edge.capture import CaptureSource, enabled_sources
@@ -133,7 +135,13 @@ class Daemon:
                 raise StartupError(str(e)) from None
         else:
             log.info("MQTT publishing off (mqtt.host is empty)")
+        self.sync: SyncService | None = None
+        if cfg.s3.enabled:
+            self.sync = SyncService(cfg.s3, self.store, self.metrics)
+        else:
+            log.info("cloud sync off (s3.bucket is empty)")
         sinks = [self.index_worker] + ([self.mqtt.worker] if self.mqtt else [])
+        sinks += [self.sync.worker] if self.sync else []
 
         def analysed() -> None:
             for w in sinks:
@@ -152,6 +160,8 @@ class Daemon:
         m.gauge("s3e_index_size_bytes", "Index size on disk", index.size_bytes)
         m.gauge("s3e_queue_publish", "Analysed records not yet acknowledged by the broker",
                 lambda: self.store.count_due("published") if self.mqtt else 0)  # fmt: skip
+        m.gauge("s3e_queue_sync", "Analysed records whose original is not yet verified in S3",
+                lambda: self.store.count_due("synced") if self.sync else 0)  # fmt: skip
 
     def _submit(self, data: bytes, source: str, name: str) -> str:
         return self.ingestor.ingest(data, source, name).id
@@ -164,6 +174,7 @@ class Daemon:
         """Worker threads that should be running and are not (they log why before dying)."""
         threads = [*self.pool.threads, self.index_worker.thread]
         threads += self.mqtt.threads if self.mqtt else []
+        threads += [self.sync.worker.thread] if self.sync else []
         threads += [t for s in self._running_sources for t in s.threads]
         if self.http is not None:
             threads.append(self.http.thread)
@@ -188,6 +199,7 @@ class Daemon:
             "index_documents": self.index.num_docs,
             "mqtt": None if self.mqtt is None else {
                 "broker": self.mqtt.link.where, "connected": self.mqtt.link.connected.is_set()},
+            "s3": None if self.sync is None else self.sync.summary(),
             "capture": [s.key for s in self.sources] +
                        (["upload"] if self.cfg.capture.upload.enabled else []),
         }  # fmt: skip
@@ -204,7 +216,7 @@ class Daemon:
             "images_processed": c.get("analysed", 0),
             "images_failed": c.get("failed", 0),
             "queues": {"analysis": c.get("pending", 0), "index": c.get("due_indexed", 0),
-                       "publish": c.get("due_published", 0)},
+                       "publish": c.get("due_published", 0), "sync": c.get("due_synced", 0)},
             "latency_ms": self.metrics.stage_means_ms(),
             "disk": {"total_bytes": total, "used_bytes": used, "free_bytes": free},
             "uptime_s": round(time.time() - self.started_at, 1),
@@ -237,10 +249,16 @@ class Daemon:
         self.index_worker.start()
         if self.mqtt is not None:
             self.mqtt.start()
+        if self.sync is not None:
+            try:
+                self.sync.start()
+            except SyncLockedError as e:
+                raise StartupError(f"s3: {e}") from None
         self.pool.start()
         if self.cfg.http.enabled:
             ctx = ApiContext(self.cfg, self.index, self.metrics, self.health, self.store,
-                             self.ingestor, self.neighbours)  # fmt: skip
+                             self.ingestor, self.neighbours,
+                             self.sync.presign if self.sync else None)  # fmt: skip
             self.http = HttpServer(create_app(ctx), self.cfg.http.host, self.cfg.http.port)
             self.port = self.http.start()
             log.info("search on http://%s:%d/", self.cfg.http.host, self.port)
@@ -270,6 +288,8 @@ class Daemon:
         self.index_worker.stop(left(1.0))
         if self.mqtt is not None:
             self.mqtt.stop(left(1.0))
+        if self.sync is not None:
+            self.sync.stop(left(1.0))
         if self.http is not None:
             self.http.stop(left(1.0))
         self._close()

@@ -37,12 +37,12 @@ def iso(ts: float) -> str:
     return dt.datetime.fromtimestamp(ts, tz=dt.UTC).isoformat().replace("+00:00", "Z")
 
 
-def urls(base_url: str, rid: str) -> dict[str, Any]:
+def urls(base_url: str, rid: str, s3: str | None) -> dict[str, Any]:
     return {
         "image": f"{base_url}/images/{rid}",
         "thumbnail": f"{base_url}/images/{rid}/thumb",
         "record": f"{base_url}/records/{rid}",
-        "s3": None,
+        "s3": s3,
     }
 
 
@@ -63,7 +63,11 @@ def small_jpeg(thumb: bytes, cap: int) -> str | None:
     return None
 
 
-def event(r: Record, base_url: str, thumb: Path | None = None, cap: int = 0) -> dict[str, Any]:
+def event(
+    r: Record, base_url: str, thumb: Path | None = None, cap: int = 0, s3: str | None = None
+) -> dict[str, Any]:
+    """`s3`: where the original is kept in S3 when cloud sync is on (it lands there once
+    synced; its `.json` sidecar lands after it)."""
     out: dict[str, Any] = {
         "schema": SCHEMA_VERSION,
         "id": r.id,
@@ -80,7 +84,7 @@ def event(r: Record, base_url: str, thumb: Path | None = None, cap: int = 0) -> 
         "bundle": {"version": r.bundle, "precision": r.precision},
         "accelerators": r.accelerators,
         "timings_ms": {k.removesuffix("_ms"): round(v, 3) for k, v in r.timings.items()},
-        "urls": urls(base_url, r.id),
+        "urls": urls(base_url, r.id, s3),
     }
     if thumb is not None and thumb.exists():
         b64 = small_jpeg(thumb.read_bytes(), cap)
@@ -89,7 +93,9 @@ def event(r: Record, base_url: str, thumb: Path | None = None, cap: int = 0) -> 
     return out
 
 
-def alert(r: Record, cfg: MqttConfig, base_url: str) -> dict[str, Any] | None:
+def alert(
+    r: Record, cfg: MqttConfig, base_url: str, s3: str | None = None
+) -> dict[str, Any] | None:
     """What crossed a threshold of `[mqtt.alerts]`, or None."""
     reasons: list[dict[str, Any]] = []
     limit = cfg.alerts.anomaly_above
@@ -109,7 +115,7 @@ def alert(r: Record, cfg: MqttConfig, base_url: str) -> dict[str, Any] | None:
         "captured_at": iso(r.captured_at),
         "caption": r.caption or "",
         "reasons": reasons,
-        "urls": urls(base_url, r.id),
+        "urls": urls(base_url, r.id, s3),
     }
 
 
@@ -156,7 +162,11 @@ _URLS = {
         "image": {"type": "string"},
         "thumbnail": {"type": "string"},
         "record": {"type": "string"},
-        "s3": {"type": ["string", "null"], "description": "the S3 object, once synced"},
+        "s3": {
+            "type": ["string", "null"],
+            "description": "s3://bucket/key of the original when cloud sync is on (it is "
+            "there once synced, with a .json sidecar beside it); null when off",
+        },
     },
 }
 _ID = {"type": "string", "pattern": "^[0-9a-f]{64}$", "description": "sha256 of the original"}

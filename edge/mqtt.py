@@ -29,6 +29,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
+from cloud_sync.keys import original_key
 from edge import events
 from edge.config import EdgeConfig, MqttConfig
 from edge.metrics import Metrics
@@ -281,7 +282,7 @@ class MqttSink:
     name = "published"
 
     def __init__(self, link: MqttLink, store: Store, cfg: EdgeConfig) -> None:
-        self.link, self.store, self.mqtt = link, store, cfg.mqtt
+        self.link, self.store, self.mqtt, self.s3 = link, store, cfg.mqtt, cfg.s3
         self.base_url = cfg.mqtt.base_url.rstrip("/") or f"http://{cfg.http.host}:{cfg.http.port}"
         self._inflight: dict[str, list[mqtt.MQTTMessageInfo]] = {}
         link.on_connected.append(self._inflight.clear)
@@ -310,10 +311,11 @@ class MqttSink:
 
     def _publish(self, r: Record) -> list[mqtt.MQTTMessageInfo]:
         thumb = self.store.derived_path(r.id, "thumb") if self.mqtt.include_thumbnail else None
-        payload = events.event(r, self.base_url, thumb, self.mqtt.thumbnail_max_bytes)
+        s3 = f"s3://{self.s3.bucket}/{original_key(self.s3.prefix, r)}" if self.s3.enabled else None
+        payload = events.event(r, self.base_url, thumb, self.mqtt.thumbnail_max_bytes, s3)
         infos = [self.link.client.publish(self.link.topics.events, json.dumps(payload),
                                           qos=self.mqtt.qos)]  # fmt: skip
-        alert = events.alert(r, self.mqtt, self.base_url)
+        alert = events.alert(r, self.mqtt, self.base_url, s3)
         if alert is not None:
             infos.append(self.link.client.publish(self.link.topics.alerts, json.dumps(alert),
                                                   qos=self.mqtt.qos))  # fmt: skip

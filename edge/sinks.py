@@ -21,6 +21,15 @@ from edge.store import Record, Store
 log = logging.getLogger("s3e.sinks")
 
 
+class RecordsRefusedError(Exception):
+    """Raised by a sink that delivered `done` but cannot take the records in `refused` (id ->
+    reason), while the sink itself works: those are set aside, the rest go on."""
+
+    def __init__(self, done: list[str], refused: dict[str, str]) -> None:
+        super().__init__(f"{len(refused)} records refused")
+        self.done, self.refused = done, refused
+
+
 class Sink(Protocol):
     """`name` is the sink's column in the store. `deliver` returns the ids now durable at the
     sink's end; `reset` forgets everything delivered, before every record is offered again."""
@@ -121,6 +130,13 @@ class SinkWorker:
     def _deliver(self, records: list[Record]) -> list[str]:
         try:
             return self.sink.deliver(records)
+        except RecordsRefusedError as e:
+            self.metrics.errors.labels(f"sink_{self.sink.name}").inc(len(e.refused))
+            for rid, why in e.refused.items():
+                log.error("sink %s cannot take %s (set aside until restart): %s",
+                          self.sink.name, rid[:12], why)  # fmt: skip
+                self._set_aside.add(rid)
+            return e.done
         except Exception as e:
             self.metrics.errors.labels(f"sink_{self.sink.name}").inc()
             log.error("sink %s failed on %d records: %s: %s", self.sink.name, len(records),

@@ -24,9 +24,9 @@ from typing import Any
 import numpy as np
 
 SINKS = ("indexed", "published", "synced")
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
-_SCHEMA = f"""
+_TABLES = f"""
 CREATE TABLE IF NOT EXISTS records (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     id TEXT NOT NULL UNIQUE,
@@ -56,8 +56,16 @@ CREATE TABLE IF NOT EXISTS records (
     precision TEXT,
     accelerators TEXT,
     timings TEXT,
-    {", ".join(f"{s}_at REAL" for s in SINKS)}
+    {", ".join(f"{s}_at REAL" for s in SINKS)},
+    evicted_at REAL
 );
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+# Columns added since version 1, for stores written by an older daemon.
+_ADDED = {"evicted_at": "REAL"}
+
+_INDEXES = f"""
 CREATE INDEX IF NOT EXISTS records_pending ON records(seq) WHERE status = 'pending';
 CREATE INDEX IF NOT EXISTS records_analysed ON records(analysed_seq) WHERE status = 'analysed';
 {
@@ -67,6 +75,8 @@ CREATE INDEX IF NOT EXISTS records_analysed ON records(analysed_seq) WHERE statu
         for s in SINKS
     )
 }
+CREATE INDEX IF NOT EXISTS records_evictable ON records(seq)
+    WHERE synced_at IS NOT NULL AND evicted_at IS NULL;
 PRAGMA user_version = {SCHEMA_VERSION};
 """
 
@@ -74,7 +84,7 @@ PRAGMA user_version = {SCHEMA_VERSION};
 _COLUMNS = (
     "seq, id, device_id, source, source_name, captured_at, accepted_at, ext, size, width, "
     "height, status, error, caption, words, labels, segments, anomaly, cluster, bundle, "
-    "precision, accelerators, timings, " + ", ".join(f"{s}_at" for s in SINKS)
+    "precision, accelerators, timings, evicted_at, " + ", ".join(f"{s}_at" for s in SINKS)
 )
 
 
@@ -124,6 +134,8 @@ class Record:
     accelerators: dict[str, str]
     timings: dict[str, float]
     sinks: dict[str, float | None]
+    evicted_at: float | None = None
+    """When the original was deleted locally (synced, then over the quota)."""
 
     def summary(self) -> dict[str, Any]:
         """The JSON a client gets: everything but the raw attention and latent arrays."""
@@ -153,7 +165,12 @@ class Store:
         with self._lock:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
-            self._db.executescript(_SCHEMA)
+            self._db.executescript(_TABLES)
+            have = {r[1] for r in self._db.execute("PRAGMA table_info(records)")}
+            for col, kind in _ADDED.items():
+                if col not in have:
+                    self._db.execute(f"ALTER TABLE records ADD COLUMN {col} {kind}")
+            self._db.executescript(_INDEXES)
 
     def close(self) -> None:
         with self._lock:
@@ -298,6 +315,54 @@ class Store:
         with self._tx() as db:
             return db.execute(f"UPDATE records SET {col}=NULL WHERE {col} IS NOT NULL").rowcount
 
+    def due_totals(self, sink: str) -> tuple[int, int]:
+        """(records, bytes of originals) this sink still owes."""
+        col = _sink_column(sink)
+        with self._lock:
+            n, size = self._db.execute(
+                "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM records "
+                f"WHERE status='analysed' AND {col} IS NULL"
+            ).fetchone()
+        return int(n), int(size)
+
+    # -- local retention ---------------------------------------------------------------------
+    def local_bytes(self) -> int:
+        """Bytes of originals still on this device."""
+        with self._lock:
+            return int(self._db.execute(
+                "SELECT COALESCE(SUM(size), 0) FROM records WHERE evicted_at IS NULL"
+            ).fetchone()[0])  # fmt: skip
+
+    def evictable(self, limit: int = 256) -> list[tuple[str, str, int]]:
+        """(id, ext, size) of originals confirmed in S3 and still here, oldest first; an
+        unsynced original is never among them."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, ext, size FROM records WHERE synced_at IS NOT NULL AND "
+                "evicted_at IS NULL ORDER BY seq LIMIT ?",
+                (limit,),
+            ).fetchall()
+        return [(r["id"], r["ext"], r["size"]) for r in rows]
+
+    def mark_evicted(self, ids: list[str]) -> None:
+        now = time.time()
+        with self._tx() as db:
+            db.executemany(
+                "UPDATE records SET evicted_at=? WHERE id=? AND synced_at IS NOT NULL",
+                [(now, i) for i in ids],
+            )
+
+    # -- small persistent state (the sync's last error and throughput, for `s3e-sync status`)
+    def set_meta(self, key: str, value: Any) -> None:
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                       (key, json.dumps(value)))  # fmt: skip
+
+    def get_meta(self, key: str) -> Any:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return json.loads(row[0]) if row else None
+
     # -- reads -------------------------------------------------------------------------------
     def get(self, rid: str) -> Record | None:
         with self._lock:
@@ -406,4 +471,5 @@ def _record(r: sqlite3.Row) -> Record:
         anomaly=r["anomaly"], cluster=r["cluster"], bundle=r["bundle"],
         precision=r["precision"], accelerators=js("accelerators", {}),
         timings=js("timings", {}), sinks={s: r[f"{s}_at"] for s in SINKS},
+        evicted_at=r["evicted_at"],
     )  # fmt: skip

@@ -1,0 +1,176 @@
+"""The S3 sink: analysed records to the bucket, original then sidecar, `concurrency` at a time.
+
+It is one more sink of the store (`synced_at`), fed by the same `SinkWorker` as the index and
+MQTT, so the queue is the SQLite store: a kill -9, a reboot or a week offline leaves records
+that are simply still due. When the link is down or refuses us, a pass ends, the sink waits
+with exponential back-off and jitter, and says so once; records wait, none is dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from cloud_sync.client import SyncError, classify, where
+from cloud_sync.config import S3Config
+from cloud_sync.keys import device_prefix, original_key, sidecar, sidecar_key
+from cloud_sync.retention import enforce_quota
+from cloud_sync.transfer import Blob, Uploader
+from edge.sinks import RecordsRefusedError
+from edge.store import Record, Store
+
+log = logging.getLogger("s3e.sync")
+MEDIA = {"jpg": "image/jpeg", "png": "image/png", "gif": "image/gif", "bmp": "image/bmp",
+         "tif": "image/tiff", "webp": "image/webp"}  # fmt: skip
+STATE_KEY = "sync"
+
+
+class S3Sink:
+    name = "synced"
+
+    def __init__(self, cfg: S3Config, store: Store, uploader: Uploader) -> None:
+        self.cfg, self.store, self.uploader = cfg, store, uploader
+        self.pool = ThreadPoolExecutor(cfg.concurrency, thread_name_prefix="s3-upload")
+        self.retry_at = 0.0
+        self.failures = 0
+        self.last_kind = ""
+        self.prepared = False
+        self.down_since: float | None = None
+        self._logged = ""
+        self.on_synced: Callable[[Record], None] | None = None
+        """Called with each record verified in S3 (the progress bar of `s3e-sync run`)."""
+        self.state: dict[str, Any] = store.get_meta(STATE_KEY) or {
+            "last_error": None, "last_error_at": None, "last_ok_at": None,
+            "synced_objects": 0, "synced_bytes": 0, "last_pass": None,
+        }  # fmt: skip
+
+    # -- the Sink protocol -------------------------------------------------------------------
+    def deliver(self, records: list[Record]) -> list[str]:
+        """Sync what it can of `records`; the ids now verified in S3. Returns [] at once while
+        backing off after a failed pass."""
+        if time.monotonic() < self.retry_at:
+            return []
+        t0 = time.monotonic()
+        try:
+            if not self.prepared:
+                self.prepare()
+            results = list(self.pool.map(self._sync_one, records))
+        except SyncError as e:
+            self._failed(e)
+            return []
+        done = [r.id for r, res in zip(records, results, strict=True) if isinstance(res, int)]
+        if self.on_synced is not None:
+            for r, res in zip(records, results, strict=True):
+                if isinstance(res, int):
+                    self.on_synced(r)
+        errors = [res for res in results if isinstance(res, SyncError)]
+        link = next((e for e in errors if e.kind != "record"), None)
+        self._record_pass(done, records, time.monotonic() - t0)
+        if link is not None:
+            self._failed(link)
+        else:
+            self._ok()
+        if done and self.cfg.local_quota_mb:
+            enforce_quota(self.store, int(self.cfg.local_quota_mb * 1e6))
+        refused = {
+            r.id: str(res)
+            for r, res in zip(records, results, strict=True)
+            if isinstance(res, SyncError) and res.kind == "record"
+        }
+        if refused and link is None:
+            raise RecordsRefusedError(done, refused)
+        return done
+
+    def reset(self) -> None:
+        """Nothing to forget at the far end: every record is offered again, and the objects
+        already there are recognised and not sent twice."""
+
+    # -- steps -------------------------------------------------------------------------------
+    def prepare(self) -> None:
+        """Once per start (and after a failure before it): the bucket answers, and multipart
+        uploads left by a crash are taken up again or aborted."""
+        try:
+            self.uploader.call(f"HEAD s3://{self.cfg.bucket}", self.uploader.client.head_bucket,
+                               Bucket=self.cfg.bucket)  # fmt: skip
+        except Exception as e:
+            err = classify(e, f"bucket {where(self.cfg)}")
+            if "404" in str(err) or "NoSuchBucket" in str(err):
+                err = SyncError("fatal", f"bucket {where(self.cfg)}: no such bucket")
+            raise err from None
+        kept, aborted = self.uploader.sweep(
+            device_prefix(self.cfg.prefix, self.store.device_id), self._still_due
+        )
+        if kept or aborted:
+            log.info("multipart uploads left from before: %d to resume, %d aborted", kept, aborted)
+        self.prepared = True
+
+    def _still_due(self, key: str) -> bool:
+        rec = self.store.get(key.rsplit("/", 1)[-1].split(".", 1)[0])
+        return rec is not None and rec.sinks["synced"] is None and key == self.key(rec)
+
+    def key(self, rec: Record) -> str:
+        return original_key(self.cfg.prefix, rec)
+
+    def _sync_one(self, rec: Record) -> int | SyncError:
+        """The original, then the sidecar (whose presence says the original is whole). The
+        bytes sent, or the error."""
+        try:
+            path = self.store.original_path(rec.id, rec.ext)
+            if not path.exists():
+                raise SyncError("record", f"{rec.id[:12]}: the original is missing at {path}")
+            key = self.key(rec)
+            self.uploader.put(Blob(key, MEDIA.get(rec.ext, "application/octet-stream"),
+                                   path=path, sha256=rec.id))  # fmt: skip
+            doc = sidecar(rec, key)
+            self.uploader.put(
+                Blob(sidecar_key(self.cfg.prefix, rec), "application/json", data=doc),
+                immutable=False,
+            )
+        except SyncError as e:
+            return e
+        except Exception as e:
+            return classify(e, f"sync {rec.id[:12]}")
+        return rec.size
+
+    # -- state: back-off, one log line per trouble, what `s3e-sync status` reads --------------
+    def _failed(self, e: SyncError) -> None:
+        self.failures += 1
+        self.last_kind = e.kind
+        self.prepared = self.prepared and e.kind == "retryable"
+        base = min(self.cfg.backoff_max_s, self.cfg.backoff_min_s * 2 ** min(self.failures, 30))
+        pause = random.uniform(base / 2, base)
+        self.retry_at = time.monotonic() + pause
+        if self.down_since is None:
+            self.down_since = time.monotonic()
+        message = str(e)
+        if message != self._logged:
+            what = "refused, fix the config or the account" if e.kind == "fatal" else "unreachable"
+            n, size = self.store.due_totals("synced")
+            log.error("S3 %s: %s; %d records (%.1f MB) wait, retrying with back-off",
+                      what, message, n, size / 1e6)  # fmt: skip
+            self._logged = message
+        self.state.update(last_error=message, last_error_at=time.time())
+        self.store.set_meta(STATE_KEY, self.state)
+
+    def _ok(self) -> None:
+        if self.down_since is not None:
+            log.info("S3 reachable again after %.0f s", time.monotonic() - self.down_since)
+        self.failures, self.down_since, self._logged = 0, None, ""
+
+    def _record_pass(self, done: list[str], records: list[Record], secs: float) -> None:
+        if not done:
+            return
+        ids = set(done)
+        size = sum(r.size for r in records if r.id in ids)
+        self.state["synced_objects"] += len(done)
+        self.state["synced_bytes"] += size
+        self.state["last_ok_at"] = time.time()
+        self.state["last_pass"] = {"objects": len(done), "bytes": size, "seconds": round(secs, 3)}
+        self.store.set_meta(STATE_KEY, self.state)
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)

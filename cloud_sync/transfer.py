@@ -1,0 +1,291 @@
+"""One object to S3, verified: Content-MD5 on every PUT and part, then a HEAD that must show
+the right size, ETag and sha256 before anyone may call it synced.
+
+Idempotent: an object already there with the same content is not sent again. Where the server
+knows conditional writes, a single PUT carries `If-None-Match: *` and a 412 means "already
+there" (checked by HEAD); where it answers NotImplemented (OpenStack Swift), we HEAD first and
+PUT only when needed. Large objects go multipart; an upload cut off (by an outage or a kill -9)
+is resumed from the parts already stored, whose ETags are checked against ours.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from botocore.exceptions import ClientError
+
+from cloud_sync.client import SyncError, classify, error_code
+from cloud_sync.config import MIB, S3Config
+from cloud_sync.throttle import RateLimiter, ThrottledBody
+
+log = logging.getLogger("s3e.sync")
+T = TypeVar("T")
+Outcome = Literal["uploaded", "present"]
+
+
+@dataclass
+class Blob:
+    """What to put at `key`: a local file (an original) or bytes (a sidecar)."""
+
+    key: str
+    content_type: str
+    path: Path | None = None
+    data: bytes | None = None
+    sha256: str = ""
+    """Hex digest, sent as metadata and checked on HEAD; the id, for an original."""
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def size(self) -> int:
+        return len(self.data) if self.data is not None else self.path.stat().st_size  # type: ignore[union-attr]
+
+    def read(self, offset: int = 0, length: int = -1) -> bytes:
+        if self.data is not None:
+            return self.data[offset : None if length < 0 else offset + length]
+        with open(self.path, "rb") as f:  # type: ignore[arg-type]
+            f.seek(offset)
+            return f.read(length)
+
+
+def _md5(data: bytes) -> tuple[str, str]:
+    """(hex, base64) MD5: the hex is the ETag a server gives back, the base64 the header."""
+    d = hashlib.md5(data).digest()
+    return d.hex(), base64.b64encode(d).decode()
+
+
+class Uploader:
+    def __init__(
+        self,
+        client: Any,
+        cfg: S3Config,
+        limiter: RateLimiter | None = None,
+        on_bytes: Callable[[int], None] | None = None,
+    ) -> None:
+        self.client, self.cfg, self.bucket = client, cfg, cfg.bucket
+        self.limiter = limiter
+        self.on_bytes = on_bytes
+        self.conditional: bool | None = None
+        """Does the server honour If-None-Match? None until the first answer says."""
+        self.resumable: dict[str, str] = {}
+        """key -> upload id of multipart uploads to take up again."""
+        self._lock = threading.Lock()
+
+    # -- calls, with our retries -------------------------------------------------------------
+    def call(self, what: str, fn: Callable[..., T], **kw: Any) -> T:
+        """`fn(**kw)`, tried `cfg.attempts` times while the failure is retryable, with
+        exponential back-off and full jitter between tries."""
+        for attempt in range(1, self.cfg.attempts + 1):
+            try:
+                return fn(**kw)
+            except ClientError as e:
+                if error_code(e)[0] in ("PreconditionFailed", "NotImplemented", "404", "NoSuchKey",
+                                        "NotFound", "NoSuchUpload"):  # fmt: skip
+                    raise  # answers, not failures: the caller decides
+                err = classify(e, what)
+            except Exception as e:
+                err = classify(e, what)
+            if err.kind != "retryable" or attempt == self.cfg.attempts:
+                raise err
+            pause = random.uniform(0, min(self.cfg.backoff_max_s,
+                                          self.cfg.backoff_min_s * 2 ** (attempt - 1)))  # fmt: skip
+            log.debug("%s (attempt %d/%d, again in %.2fs)", err, attempt, self.cfg.attempts, pause)
+            time.sleep(pause)
+        raise AssertionError("unreachable")
+
+    def _body(self, data: bytes) -> Any:
+        return ThrottledBody(data, self.limiter) if self.limiter else data
+
+    def _sent(self, n: int) -> None:
+        if self.on_bytes is not None:
+            self.on_bytes(n)
+
+    def _extra(self, blob: Blob) -> dict[str, Any]:
+        extra: dict[str, Any] = {"ContentType": blob.content_type, "Metadata": dict(blob.metadata)}
+        if blob.sha256:
+            extra["Metadata"]["sha256"] = blob.sha256
+        if self.cfg.storage_class:
+            extra["StorageClass"] = self.cfg.storage_class
+        return extra
+
+    def head(self, key: str) -> dict[str, Any] | None:
+        try:
+            return self.call(f"HEAD s3://{self.bucket}/{key}", self.client.head_object,
+                             Bucket=self.bucket, Key=key)  # fmt: skip
+        except ClientError as e:
+            if error_code(e)[1] == 404:
+                return None
+            raise classify(e, f"HEAD s3://{self.bucket}/{key}") from None
+
+    def _matches(self, head: dict[str, Any] | None, blob: Blob, etag: str) -> str:
+        """Empty when the object at the key is ours; otherwise what differs."""
+        if head is None:
+            return "not there"
+        if int(head.get("ContentLength", -1)) != blob.size:
+            return f"size {head.get('ContentLength')} != {blob.size}"
+        got = str(head.get("ETag", "")).strip('"')
+        if etag and got and got != etag:
+            return f"ETag {got} != {etag}"
+        theirs = head.get("Metadata", {}).get("sha256")
+        if blob.sha256 and theirs and theirs != blob.sha256:
+            return f"sha256 {theirs[:12]} != {blob.sha256[:12]}"
+        return ""
+
+    # -- one object --------------------------------------------------------------------------
+    def put(self, blob: Blob, *, immutable: bool = True) -> Outcome:
+        """Make `blob` be at its key, verified. `immutable`: the key names its content, so an
+        object there with our size and hash is taken as ours without sending anything."""
+        if blob.size >= self.cfg.multipart_threshold_mb * MIB:
+            return self._put_multipart(blob)
+        data = blob.read()
+        etag, md5 = _md5(data)
+        where = f"PUT s3://{self.bucket}/{blob.key}"
+        kw = {"Bucket": self.bucket, "Key": blob.key, "ContentMD5": md5, **self._extra(blob)}
+        if immutable and self.conditional is not False:
+            try:
+                self.call(where, self.client.put_object, Body=self._body(data), IfNoneMatch="*",
+                          **kw)  # fmt: skip
+                self.conditional = True
+                self._sent(len(data))
+                return self._verify(blob, etag, "uploaded")
+            except ClientError as e:
+                code = error_code(e)[0]
+                if code == "PreconditionFailed":
+                    head = self.head(blob.key)
+                    differs = self._matches(head, blob, etag)
+                    if not differs:
+                        return "present"
+                    log.warning("s3://%s/%s holds other bytes (%s): replacing it",
+                                self.bucket, blob.key, differs)  # fmt: skip
+                elif code == "NotImplemented":
+                    log.info("s3://%s: no conditional PUT here; checking with HEAD before each "
+                             "PUT instead", self.bucket)  # fmt: skip
+                    self.conditional = False
+                else:
+                    raise classify(e, where) from None
+        if (self.conditional is False or not immutable) and not self._matches(
+            self.head(blob.key), blob, etag
+        ):
+            return "present"
+        try:
+            self.call(where, self.client.put_object, Body=self._body(data), **kw)
+        except ClientError as e:
+            raise classify(e, where) from None
+        self._sent(len(data))
+        return self._verify(blob, etag, "uploaded")
+
+    def _verify(self, blob: Blob, etag: str, outcome: Outcome) -> Outcome:
+        differs = self._matches(self.head(blob.key), blob, etag)
+        if differs:
+            raise SyncError("retryable", f"s3://{self.bucket}/{blob.key}: after upload, {differs}")
+        return outcome
+
+    # -- multipart ---------------------------------------------------------------------------
+    def _put_multipart(self, blob: Blob) -> Outcome:
+        size, part = blob.size, self.cfg.part_size_mb * MIB
+        n = (size + part - 1) // part
+        digests = [hashlib.md5(blob.read(i * part, part)).digest() for i in range(n)]
+        etag = hashlib.md5(b"".join(digests)).hexdigest() + f"-{n}"
+        if not self._matches(self.head(blob.key), blob, etag):
+            with self._lock:
+                stale = self.resumable.pop(blob.key, None)
+            if stale:
+                self._abort(blob.key, stale)
+            return "present"
+        where = f"multipart PUT s3://{self.bucket}/{blob.key}"
+        upload_id, have = self._resume(blob.key)
+        if upload_id is None:
+            created = self.call(where, self.client.create_multipart_upload,
+                                Bucket=self.bucket, Key=blob.key, **self._extra(blob))  # fmt: skip
+            upload_id = str(created["UploadId"])
+        with self._lock:
+            self.resumable[blob.key] = upload_id  # until completed: a failure resumes it
+        parts = []
+        try:
+            for i in range(n):
+                number, hexd = i + 1, digests[i].hex()
+                if have.get(number) != hexd:
+                    data = blob.read(i * part, part)
+                    self.call(f"{where} part {number}/{n}", self.client.upload_part,
+                              Bucket=self.bucket, Key=blob.key, UploadId=upload_id,
+                              PartNumber=number, Body=self._body(data),
+                              ContentMD5=base64.b64encode(digests[i]).decode())  # fmt: skip
+                    self._sent(len(data))
+                parts.append({"PartNumber": number, "ETag": f'"{hexd}"'})
+            self.call(where, self.client.complete_multipart_upload, Bucket=self.bucket,
+                      Key=blob.key, UploadId=upload_id,
+                      MultipartUpload={"Parts": parts})  # fmt: skip
+        except ClientError as e:
+            if error_code(e)[0] == "NoSuchUpload":  # aborted under us: start again next time
+                with self._lock:
+                    self.resumable.pop(blob.key, None)
+                raise SyncError("retryable", f"{where}: the upload was aborted") from None
+            raise classify(e, where) from None
+        with self._lock:
+            self.resumable.pop(blob.key, None)
+        return self._verify(blob, etag, "uploaded")
+
+    def _resume(self, key: str) -> tuple[str | None, dict[int, str]]:
+        """An earlier upload of `key` and its parts (number -> MD5 hex), or (None, {})."""
+        with self._lock:
+            upload_id = self.resumable.get(key)
+        if upload_id is None:
+            return None, {}
+        have: dict[int, str] = {}
+        try:
+            pages = self.client.get_paginator("list_parts").paginate(
+                Bucket=self.bucket, Key=key, UploadId=upload_id
+            )
+            for page in pages:
+                for p in page.get("Parts", []):
+                    have[int(p["PartNumber"])] = str(p["ETag"]).strip('"')
+        except ClientError as e:
+            if error_code(e)[0] != "NoSuchUpload":
+                raise classify(e, f"list parts of s3://{self.bucket}/{key}") from None
+            with self._lock:
+                self.resumable.pop(key, None)
+            return None, {}
+        log.info("resuming the upload of s3://%s/%s: %d parts already there",
+                 self.bucket, key, len(have))  # fmt: skip
+        return upload_id, have
+
+    def _abort(self, key: str, upload_id: str) -> None:
+        try:
+            self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+        except ClientError as e:
+            if error_code(e)[0] != "NoSuchUpload":
+                raise classify(e, f"abort upload of s3://{self.bucket}/{key}") from None
+
+    def sweep(self, prefix: str, wanted: Callable[[str], bool]) -> tuple[int, int]:
+        """Look at the multipart uploads left under `prefix` (by a crash, an outage): those of
+        keys still to sync are kept to resume, the others aborted. (kept, aborted)."""
+        kept = aborted = 0
+        try:
+            pages = self.client.get_paginator("list_multipart_uploads").paginate(
+                Bucket=self.bucket, Prefix=prefix
+            )
+            for page in pages:
+                for u in page.get("Uploads", []):
+                    key, uid = str(u["Key"]), str(u["UploadId"])
+                    with self._lock:
+                        known = self.resumable.get(key)
+                    if wanted(key) and known in (None, uid):
+                        with self._lock:
+                            self.resumable[key] = uid
+                        kept += 1
+                    else:
+                        self._abort(key, uid)
+                        aborted += 1
+        except ClientError as e:
+            raise classify(e, f"list uploads in s3://{self.bucket}/{prefix}") from None
+        except Exception as e:  # network errors, or a SyncError from an abort (kept as is)
+            raise classify(e, f"list uploads in s3://{self.bucket}/{prefix}") from None
+        return kept, aborted
