@@ -45,9 +45,12 @@ class SyncError(Exception):
     credentials or the bucket are wrong, nothing will go until they are fixed. `record`: this
     one object cannot be sent (it is set aside; the rest go on)."""
 
-    def __init__(self, kind: Kind, message: str) -> None:
+    def __init__(self, kind: Kind, message: str, reason: str = "") -> None:
         super().__init__(message)
         self.kind: Kind = kind
+        self.reason = reason or message
+        """The cause without the object (an error code, an exception's type): the same
+        trouble on a thousand objects is one log line."""
 
 
 def error_code(e: ClientError) -> tuple[str, int]:
@@ -64,17 +67,19 @@ def classify(e: BaseException, what: str) -> SyncError:
         code, status = error_code(e)
         msg = e.response.get("Error", {}).get("Message") or ""
         text = f"{what}: {code or status} {msg}".rstrip()
+        reason = f"{code or status}"
         if code in FATAL_CODES or status in (401, 403) or code == "NoSuchBucket":
-            return SyncError("fatal", text)
+            return SyncError("fatal", text, reason)
         if code in RETRYABLE_CODES or status >= 500 or status == 429 or status == 0:
-            return SyncError("retryable", text)
-        return SyncError("record", text)
+            return SyncError("retryable", text, reason)
+        return SyncError("record", text, reason)
+    reason = type(e).__name__
     if isinstance(e, NoCredentialsError | PartialCredentialsError):
         return SyncError("fatal", f"{what}: {e} (set s3.access_key_id or the AWS_* variables)")
     if isinstance(e, ConnectionError | HTTPClientError | ResponseStreamingError):
-        return SyncError("retryable", f"{what}: {type(e).__name__}: {e}")
+        return SyncError("retryable", f"{what}: {reason}: {e}", reason)
     if isinstance(e, BotoCoreError):
-        return SyncError("fatal", f"{what}: {type(e).__name__}: {e}")
+        return SyncError("fatal", f"{what}: {reason}: {e}", reason)
     if isinstance(e, OSError):
         return SyncError("record", f"{what}: cannot read the local file: {e}")
     return SyncError("record", f"{what}: {type(e).__name__}: {e}")

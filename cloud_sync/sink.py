@@ -74,6 +74,8 @@ class S3Sink:
             self._failed(link)
         else:
             self._ok()
+        if done:  # marked here too (the worker marks again), so the quota sees them synced
+            self.store.mark_done(self.name, done)
         if done and self.cfg.local_quota_mb:
             enforce_quota(self.store, int(self.cfg.local_quota_mb * 1e6))
         refused = {
@@ -120,11 +122,15 @@ class S3Sink:
         bytes sent, or the error."""
         try:
             path = self.store.original_path(rec.id, rec.ext)
-            if not path.exists():
-                raise SyncError("record", f"{rec.id[:12]}: the original is missing at {path}")
             key = self.key(rec)
-            self.uploader.put(Blob(key, MEDIA.get(rec.ext, "application/octet-stream"),
-                                   path=path, sha256=rec.id))  # fmt: skip
+            if path.exists():
+                self.uploader.put(Blob(key, MEDIA.get(rec.ext, "application/octet-stream"),
+                                       path=path, sha256=rec.id))  # fmt: skip
+            else:  # deleted by the quota once synced: it must still be there
+                head = self.uploader.head(key)
+                if rec.evicted_at is None or head is None or head["ContentLength"] != rec.size:
+                    raise SyncError("record", f"{rec.id[:12]}: the original is missing at "
+                                    f"{path}, and not in S3")  # fmt: skip
             doc = sidecar(rec, key)
             self.uploader.put(
                 Blob(sidecar_key(self.cfg.prefix, rec), "application/json", data=doc),
@@ -147,12 +153,12 @@ class S3Sink:
         if self.down_since is None:
             self.down_since = time.monotonic()
         message = str(e)
-        if message != self._logged:
+        if e.reason != self._logged:
             what = "refused, fix the config or the account" if e.kind == "fatal" else "unreachable"
             n, size = self.store.due_totals("synced")
             log.error("S3 %s: %s; %d records (%.1f MB) wait, retrying with back-off",
                       what, message, n, size / 1e6)  # fmt: skip
-            self._logged = message
+            self._logged = e.reason
         self.state.update(last_error=message, last_error_at=time.time())
         self.store.set_meta(STATE_KEY, self.state)
 

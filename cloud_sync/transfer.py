@@ -95,11 +95,16 @@ class Uploader:
                 err = classify(e, what)
             if err.kind != "retryable" or attempt == self.cfg.attempts:
                 raise err
-            pause = random.uniform(0, min(self.cfg.backoff_max_s,
-                                          self.cfg.backoff_min_s * 2 ** (attempt - 1)))  # fmt: skip
-            log.debug("%s (attempt %d/%d, again in %.2fs)", err, attempt, self.cfg.attempts, pause)
-            time.sleep(pause)
+            self._pause(attempt, err)
         raise AssertionError("unreachable")
+
+    def _pause(self, attempt: int, err: SyncError) -> None:
+        """Exponential back-off with full jitter, so a fleet coming back does not retry in
+        step."""
+        cap = min(self.cfg.backoff_max_s, self.cfg.backoff_min_s * 2 ** (attempt - 1))
+        pause = random.uniform(0, cap)
+        log.debug("%s (attempt %d/%d, again in %.2fs)", err, attempt, self.cfg.attempts, pause)
+        time.sleep(pause)
 
     def _body(self, data: bytes) -> Any:
         return ThrottledBody(data, self.limiter) if self.limiter else data
@@ -142,42 +147,55 @@ class Uploader:
     # -- one object --------------------------------------------------------------------------
     def put(self, blob: Blob, *, immutable: bool = True) -> Outcome:
         """Make `blob` be at its key, verified. `immutable`: the key names its content, so an
-        object there with our size and hash is taken as ours without sending anything."""
+        object there with our size and hash is taken as ours without sending anything. A retry
+        looks first (HEAD): a PUT whose answer was lost may well have landed."""
         if blob.size >= self.cfg.multipart_threshold_mb * MIB:
             return self._put_multipart(blob)
         data = blob.read()
+        for attempt in range(1, self.cfg.attempts + 1):
+            try:
+                return self._put_once(blob, data, immutable, look=attempt > 1)
+            except SyncError as err:
+                if err.kind != "retryable" or attempt == self.cfg.attempts:
+                    raise
+                self._pause(attempt, err)
+        raise AssertionError("unreachable")
+
+    def _put_once(self, blob: Blob, data: bytes, immutable: bool, look: bool) -> Outcome:
         etag, md5 = _md5(data)
         where = f"PUT s3://{self.bucket}/{blob.key}"
         kw = {"Bucket": self.bucket, "Key": blob.key, "ContentMD5": md5, **self._extra(blob)}
-        if immutable and self.conditional is not False:
-            try:
-                self.call(where, self.client.put_object, Body=self._body(data), IfNoneMatch="*",
-                          **kw)  # fmt: skip
-                self.conditional = True
-                self._sent(len(data))
-                return self._verify(blob, etag, "uploaded")
-            except ClientError as e:
-                code = error_code(e)[0]
-                if code == "PreconditionFailed":
-                    head = self.head(blob.key)
-                    differs = self._matches(head, blob, etag)
-                    if not differs:
-                        return "present"
-                    log.warning("s3://%s/%s holds other bytes (%s): replacing it",
-                                self.bucket, blob.key, differs)  # fmt: skip
-                elif code == "NotImplemented":
-                    log.info("s3://%s: no conditional PUT here; checking with HEAD before each "
-                             "PUT instead", self.bucket)  # fmt: skip
-                    self.conditional = False
-                else:
-                    raise classify(e, where) from None
-        if (self.conditional is False or not immutable) and not self._matches(
+        if (look or self.conditional is False or not immutable) and not self._matches(
             self.head(blob.key), blob, etag
         ):
             return "present"
         try:
-            self.call(where, self.client.put_object, Body=self._body(data), **kw)
-        except ClientError as e:
+            if immutable and self.conditional is not False:
+                try:
+                    self.client.put_object(Body=self._body(data), IfNoneMatch="*", **kw)
+                    self.conditional = True
+                except ClientError as e:
+                    code = error_code(e)[0]
+                    if code == "PreconditionFailed":
+                        differs = self._matches(self.head(blob.key), blob, etag)
+                        if not differs:
+                            return "present"
+                        log.warning("s3://%s/%s holds other bytes (%s): replacing them",
+                                    self.bucket, blob.key, differs)  # fmt: skip
+                    elif code == "NotImplemented":
+                        log.info("s3://%s: no conditional PUT here; a HEAD before each PUT "
+                                 "instead", self.bucket)  # fmt: skip
+                        self.conditional = False
+                        if not self._matches(self.head(blob.key), blob, etag):
+                            return "present"
+                    else:
+                        raise
+                    self.client.put_object(Body=self._body(data), **kw)
+            else:
+                self.client.put_object(Body=self._body(data), **kw)
+        except SyncError:
+            raise
+        except Exception as e:
             raise classify(e, where) from None
         self._sent(len(data))
         return self._verify(blob, etag, "uploaded")
@@ -224,9 +242,11 @@ class Uploader:
                       Key=blob.key, UploadId=upload_id,
                       MultipartUpload={"Parts": parts})  # fmt: skip
         except ClientError as e:
-            if error_code(e)[0] == "NoSuchUpload":  # aborted under us: start again next time
+            if error_code(e)[0] == "NoSuchUpload":  # completed (its answer lost), or aborted
                 with self._lock:
                     self.resumable.pop(blob.key, None)
+                if not self._matches(self.head(blob.key), blob, etag):
+                    return "present"
                 raise SyncError("retryable", f"{where}: the upload was aborted") from None
             raise classify(e, where) from None
         with self._lock:
