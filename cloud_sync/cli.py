@@ -64,7 +64,7 @@ def cmd_run(cfg: EdgeConfig, store: Store, args: argparse.Namespace) -> int:
     if args.once:
         n, size = store.due_totals("synced")
         bar = tqdm(total=size, unit="B", unit_scale=True, desc=f"{n} records",
-                   disable=args.quiet or None)  # fmt: skip
+                   disable=args.quiet)  # fmt: skip
 
         def synced(rec: Record) -> None:
             bar.update(rec.size)

@@ -93,19 +93,20 @@ class S3Sink:
 
     # -- steps -------------------------------------------------------------------------------
     def prepare(self) -> None:
-        """Once per start (and after a failure before it): the bucket answers, and multipart
-        uploads left by a crash are taken up again or aborted."""
+        """Once per start (and after a refusal): multipart uploads left by a crash are taken
+        up again or aborted. The listing also tells soonest whether the bucket and the keys
+        are right. A key allowed to write but not to list uploads is not an error: the sweep
+        is skipped, said once."""
         try:
-            self.uploader.call(f"HEAD s3://{self.cfg.bucket}", self.uploader.client.head_bucket,
-                               Bucket=self.cfg.bucket)  # fmt: skip
-        except Exception as e:
-            err = classify(e, f"bucket {where(self.cfg)}")
-            if "404" in str(err) or "NoSuchBucket" in str(err):
-                err = SyncError("fatal", f"bucket {where(self.cfg)}: no such bucket")
-            raise err from None
-        kept, aborted = self.uploader.sweep(
-            device_prefix(self.cfg.prefix, self.store.device_id), self._still_due
-        )
+            kept, aborted = self.uploader.sweep(
+                device_prefix(self.cfg.prefix, self.store.device_id), self._still_due
+            )
+        except SyncError as e:
+            if e.reason != "AccessDenied":
+                raise
+            log.warning("cannot list multipart uploads in %s (AccessDenied): uploads cut "
+                        "short are resumed only within this run", where(self.cfg))  # fmt: skip
+            kept = aborted = 0
         if kept or aborted:
             log.info("multipart uploads left from before: %d to resume, %d aborted", kept, aborted)
         self.prepared = True

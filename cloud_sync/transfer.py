@@ -177,15 +177,18 @@ class Uploader:
                 except ClientError as e:
                     code = error_code(e)[0]
                     if code == "PreconditionFailed":
+                        self.conditional = True
                         differs = self._matches(self.head(blob.key), blob, etag)
                         if not differs:
                             return "present"
                         log.warning("s3://%s/%s holds other bytes (%s): replacing them",
                                     self.bucket, blob.key, differs)  # fmt: skip
                     elif code == "NotImplemented":
-                        log.info("s3://%s: no conditional PUT here; a HEAD before each PUT "
-                                 "instead", self.bucket)  # fmt: skip
-                        self.conditional = False
+                        with self._lock:
+                            if self.conditional is not False:
+                                log.info("s3://%s: no conditional PUT here; a HEAD before each "
+                                         "PUT instead", self.bucket)  # fmt: skip
+                            self.conditional = False
                         if not self._matches(self.head(blob.key), blob, etag):
                             return "present"
                     else:

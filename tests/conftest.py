@@ -99,3 +99,7 @@ def chest_images(chest_small: Path) -> dict[str, Any]:
     """The generated chest images with their ground-truth findings, by file name."""
     meta = json.loads((chest_small / "meta.json").read_text())
     return {"root": chest_small / "images", "meta": meta}
+
+
+# The S3 servers' fixtures (Swift, moto, the fault proxy), for every test module.
+from s3_servers import fault_proxy, moto_server, swift  # noqa: E402, F401
