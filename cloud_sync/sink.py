@@ -133,9 +133,8 @@ class S3Sink:
                     raise SyncError("record", f"{rec.id[:12]}: the original is missing at "
                                     f"{path}, and not in S3")  # fmt: skip
             doc = sidecar(rec, key)
-            self.uploader.put(
-                Blob(sidecar_key(self.cfg.prefix, rec), "application/json", data=doc),
-                immutable=False,
+            self.uploader.put_document(
+                Blob(sidecar_key(self.cfg.prefix, rec), "application/json", data=doc)
             )
         except SyncError as e:
             return e
@@ -181,3 +180,4 @@ class S3Sink:
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
+        self.uploader.close()

@@ -17,6 +17,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -78,6 +79,9 @@ class Uploader:
         self.resumable: dict[str, str] = {}
         """key -> upload id of multipart uploads to take up again."""
         self._lock = threading.Lock()
+        self._parts = ThreadPoolExecutor(cfg.concurrency, thread_name_prefix="s3-part")
+        """Parts of one large object go `concurrency` at a time (a pool of their own: the
+        objects' pool waits on them)."""
 
     # -- calls, with our retries -------------------------------------------------------------
     def call(self, what: str, fn: Callable[..., T], **kw: Any) -> T:
@@ -145,32 +149,46 @@ class Uploader:
         return ""
 
     # -- one object --------------------------------------------------------------------------
-    def put(self, blob: Blob, *, immutable: bool = True) -> Outcome:
-        """Make `blob` be at its key, verified. `immutable`: the key names its content, so an
-        object there with our size and hash is taken as ours without sending anything. A retry
-        looks first (HEAD): a PUT whose answer was lost may well have landed."""
+    def put(self, blob: Blob) -> Outcome:
+        """Make `blob` be at its key, verified. The key names its content, so an object there
+        with our size and hash is taken as ours without sending anything. A retry looks first
+        (HEAD): a PUT whose answer was lost may well have landed."""
         if blob.size >= self.cfg.multipart_threshold_mb * MIB:
             return self._put_multipart(blob)
         data = blob.read()
         for attempt in range(1, self.cfg.attempts + 1):
             try:
-                return self._put_once(blob, data, immutable, look=attempt > 1)
+                return self._put_once(blob, data, look=attempt > 1)
             except SyncError as err:
                 if err.kind != "retryable" or attempt == self.cfg.attempts:
                     raise
                 self._pause(attempt, err)
         raise AssertionError("unreachable")
 
-    def _put_once(self, blob: Blob, data: bytes, immutable: bool, look: bool) -> Outcome:
+    def put_document(self, blob: Blob) -> None:
+        """A small object that may be replaced (a sidecar): one PUT with Content-MD5, and the
+        ETag the server answers must be our MD5. No HEAD: the server has just hashed these
+        very bytes, and sending them twice is harmless."""
+        data = blob.read()
+        etag, md5 = _md5(data)
+        where = f"PUT s3://{self.bucket}/{blob.key}"
+        got = self.call(where, self.client.put_object, Bucket=self.bucket, Key=blob.key,
+                        Body=self._body(data), ContentMD5=md5, **self._extra(blob))  # fmt: skip
+        if str(got.get("ETag", "")).strip('"') != etag:
+            raise SyncError("retryable", f"{where}: the server stored other bytes "
+                            f"(ETag {got.get('ETag')} != {etag})")  # fmt: skip
+        self._sent(len(data))
+
+    def _put_once(self, blob: Blob, data: bytes, look: bool) -> Outcome:
         etag, md5 = _md5(data)
         where = f"PUT s3://{self.bucket}/{blob.key}"
         kw = {"Bucket": self.bucket, "Key": blob.key, "ContentMD5": md5, **self._extra(blob)}
-        if (look or self.conditional is False or not immutable) and not self._matches(
+        if (look or self.conditional is False) and not self._matches(
             self.head(blob.key), blob, etag
         ):
             return "present"
         try:
-            if immutable and self.conditional is not False:
+            if self.conditional is not False:
                 try:
                     self.client.put_object(Body=self._body(data), IfNoneMatch="*", **kw)
                     self.conditional = True
@@ -229,18 +247,20 @@ class Uploader:
             upload_id = str(created["UploadId"])
         with self._lock:
             self.resumable[blob.key] = upload_id  # until completed: a failure resumes it
-        parts = []
+
+        def send(i: int) -> None:
+            data = blob.read(i * part, part)
+            self.call(f"{where} part {i + 1}/{n}", self.client.upload_part,
+                      Bucket=self.bucket, Key=blob.key, UploadId=upload_id, PartNumber=i + 1,
+                      Body=self._body(data),
+                      ContentMD5=base64.b64encode(digests[i]).decode())  # fmt: skip
+            self._sent(len(data))
+
+        missing = [i for i in range(n) if have.get(i + 1) != digests[i].hex()]
+        parts = [{"PartNumber": i + 1, "ETag": f'"{digests[i].hex()}"'} for i in range(n)]
         try:
-            for i in range(n):
-                number, hexd = i + 1, digests[i].hex()
-                if have.get(number) != hexd:
-                    data = blob.read(i * part, part)
-                    self.call(f"{where} part {number}/{n}", self.client.upload_part,
-                              Bucket=self.bucket, Key=blob.key, UploadId=upload_id,
-                              PartNumber=number, Body=self._body(data),
-                              ContentMD5=base64.b64encode(digests[i]).decode())  # fmt: skip
-                    self._sent(len(data))
-                parts.append({"PartNumber": number, "ETag": f'"{hexd}"'})
+            for future in [self._parts.submit(send, i) for i in missing]:
+                future.result()
             self.call(where, self.client.complete_multipart_upload, Bucket=self.bucket,
                       Key=blob.key, UploadId=upload_id,
                       MultipartUpload={"Parts": parts})  # fmt: skip
@@ -255,6 +275,9 @@ class Uploader:
         with self._lock:
             self.resumable.pop(blob.key, None)
         return self._verify(blob, etag, "uploaded")
+
+    def close(self) -> None:
+        self._parts.shutdown(wait=False, cancel_futures=True)
 
     def _resume(self, key: str) -> tuple[str | None, dict[int, str]]:
         """An earlier upload of `key` and its parts (number -> MD5 hex), or (None, {})."""

@@ -254,7 +254,7 @@ def test_kill_9_mid_multipart_then_restart_resumes_and_leaves_no_stale_upload(
         return path
 
     cmd = [sys.executable, "-m", "cloud_sync.cli", "run", "--once", "-q", "-c"]
-    slow = subprocess.Popen([*cmd, str(config(bandwidth_mb_s=4.0))], cwd=ROOT,
+    slow = subprocess.Popen([*cmd, str(config(bandwidth_mb_s=4.0, concurrency=1))], cwd=ROOT,
                             stderr=subprocess.PIPE)  # fmt: skip
     try:
         wait_until(lambda: proxy.count("PUT", "partNumber=", 200) >= 2, 60, "two parts sent")
