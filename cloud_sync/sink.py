@@ -83,6 +83,12 @@ class S3Sink:
             for r, res in zip(records, results, strict=True)
             if isinstance(res, SyncError) and res.kind == "record"
         }
+        reasons = {res.reason for res in errors if res.kind == "record"}
+        if len(refused) > 1 and not done and len(reasons) == 1:
+            # every record refused for the same reason: the config (a storage class, a
+            # prefix the key may not write), not the records; they wait like in an outage
+            self._failed(SyncError("fatal", next(iter(refused.values())), reasons.pop()))
+            return []
         if refused and link is None:
             raise RecordsRefusedError(done, refused)
         return done

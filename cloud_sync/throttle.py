@@ -1,9 +1,9 @@
 """The upload bandwidth cap: one token bucket shared by every upload thread, so the cap holds
-for the device as a whole whatever the concurrency."""
+for the device as a whole whatever the concurrency. Taken per request body (an object or a
+part) before it goes: the average holds, a single part still leaves at the link's pace."""
 
 from __future__ import annotations
 
-import io
 import threading
 import time
 
@@ -29,17 +29,3 @@ class RateLimiter:
             wait = -self._tokens / self.rate if self._tokens < 0 else 0.0
         if wait > 0:
             time.sleep(wait)
-
-
-class ThrottledBody(io.BytesIO):
-    """A request body that asks the limiter before handing bytes to the socket. Seekable, so
-    botocore can rewind it; reads come in the HTTP client's small blocks."""
-
-    def __init__(self, data: bytes, limiter: RateLimiter) -> None:
-        super().__init__(data)
-        self.limiter = limiter
-
-    def read(self, size: int | None = -1) -> bytes:
-        chunk = super().read(size)
-        self.limiter.take(len(chunk))
-        return chunk

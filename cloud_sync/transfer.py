@@ -26,7 +26,7 @@ from botocore.exceptions import ClientError
 
 from cloud_sync.client import SyncError, classify, error_code
 from cloud_sync.config import MIB, S3Config
-from cloud_sync.throttle import RateLimiter, ThrottledBody
+from cloud_sync.throttle import RateLimiter
 
 log = logging.getLogger("s3e.sync")
 T = TypeVar("T")
@@ -79,6 +79,7 @@ class Uploader:
         self.resumable: dict[str, str] = {}
         """key -> upload id of multipart uploads to take up again."""
         self._lock = threading.Lock()
+        self._probe = threading.Lock()
         self._parts = ThreadPoolExecutor(cfg.concurrency, thread_name_prefix="s3-part")
         """Parts of one large object go `concurrency` at a time (a pool of their own: the
         objects' pool waits on them)."""
@@ -110,8 +111,11 @@ class Uploader:
         log.debug("%s (attempt %d/%d, again in %.2fs)", err, attempt, self.cfg.attempts, pause)
         time.sleep(pause)
 
-    def _body(self, data: bytes) -> Any:
-        return ThrottledBody(data, self.limiter) if self.limiter else data
+    def _throttle(self, n: int) -> None:
+        """The cap, taken per request body before it goes (botocore reads a body twice over
+        plain HTTP, once to sign it, so counting reads would count double)."""
+        if self.limiter is not None:
+            self.limiter.take(n)
 
     def _sent(self, n: int) -> None:
         if self.on_bytes is not None:
@@ -141,7 +145,10 @@ class Uploader:
         if int(head.get("ContentLength", -1)) != blob.size:
             return f"size {head.get('ContentLength')} != {blob.size}"
         got = str(head.get("ETag", "")).strip('"')
-        if etag and got and got != etag:
+        md5_etag = head.get("ServerSideEncryption") != "aws:kms" and not head.get(
+            "SSECustomerAlgorithm"
+        )  # with KMS or customer keys, the ETag is not the MD5: size and sha256 still hold
+        if etag and got and md5_etag and got != etag:
             return f"ETag {got} != {etag}"
         theirs = head.get("Metadata", {}).get("sha256")
         if blob.sha256 and theirs and theirs != blob.sha256:
@@ -172,8 +179,9 @@ class Uploader:
         data = blob.read()
         etag, md5 = _md5(data)
         where = f"PUT s3://{self.bucket}/{blob.key}"
+        self._throttle(len(data))
         got = self.call(where, self.client.put_object, Bucket=self.bucket, Key=blob.key,
-                        Body=self._body(data), ContentMD5=md5, **self._extra(blob))  # fmt: skip
+                        Body=data, ContentMD5=md5, **self._extra(blob))  # fmt: skip
         if str(got.get("ETag", "")).strip('"') != etag:
             raise SyncError("retryable", f"{where}: the server stored other bytes "
                             f"(ETag {got.get('ETag')} != {etag})")  # fmt: skip
@@ -181,45 +189,55 @@ class Uploader:
 
     def _put_once(self, blob: Blob, data: bytes, look: bool) -> Outcome:
         etag, md5 = _md5(data)
-        where = f"PUT s3://{self.bucket}/{blob.key}"
         kw = {"Bucket": self.bucket, "Key": blob.key, "ContentMD5": md5, **self._extra(blob)}
         if (look or self.conditional is False) and not self._matches(
             self.head(blob.key), blob, etag
         ):
             return "present"
         try:
-            if self.conditional is not False:
-                try:
-                    self.client.put_object(Body=self._body(data), IfNoneMatch="*", **kw)
-                    self.conditional = True
-                except ClientError as e:
-                    code = error_code(e)[0]
-                    if code == "PreconditionFailed":
-                        self.conditional = True
-                        differs = self._matches(self.head(blob.key), blob, etag)
-                        if not differs:
-                            return "present"
-                        log.warning("s3://%s/%s holds other bytes (%s): replacing them",
-                                    self.bucket, blob.key, differs)  # fmt: skip
-                    elif code == "NotImplemented":
-                        with self._lock:
-                            if self.conditional is not False:
-                                log.info("s3://%s: no conditional PUT here; a HEAD before each "
-                                         "PUT instead", self.bucket)  # fmt: skip
-                            self.conditional = False
-                        if not self._matches(self.head(blob.key), blob, etag):
-                            return "present"
-                    else:
-                        raise
-                    self.client.put_object(Body=self._body(data), **kw)
-            else:
-                self.client.put_object(Body=self._body(data), **kw)
+            if self.conditional is None:
+                with self._probe:  # the first answer tells: the others wait for it, rather
+                    if self.conditional is None:  # than send their bodies to a 501
+                        return self._put_if_absent(blob, data, etag, kw)
+            if self.conditional:
+                return self._put_if_absent(blob, data, etag, kw)
+            self._send_put(data, kw)
         except SyncError:
             raise
         except Exception as e:
-            raise classify(e, where) from None
-        self._sent(len(data))
+            raise classify(e, f"PUT s3://{self.bucket}/{blob.key}") from None
         return self._verify(blob, etag, "uploaded")
+
+    def _put_if_absent(self, blob: Blob, data: bytes, etag: str, kw: dict[str, Any]) -> Outcome:
+        """A PUT with If-None-Match: a 412 means the key is taken (by our bytes, we check);
+        a 501 means the server does not do this, and we HEAD before each PUT from now on."""
+        try:
+            self._send_put(data, {**kw, "IfNoneMatch": "*"})
+            self.conditional = True
+        except ClientError as e:
+            code = error_code(e)[0]
+            if code == "PreconditionFailed":
+                self.conditional = True
+                differs = self._matches(self.head(blob.key), blob, etag)
+                if not differs:
+                    return "present"
+                log.warning("s3://%s/%s holds other bytes (%s): replacing them",
+                            self.bucket, blob.key, differs)  # fmt: skip
+            elif code == "NotImplemented":
+                log.info("s3://%s: no conditional PUT here; a HEAD before each PUT instead",
+                         self.bucket)  # fmt: skip
+                self.conditional = False
+                if not self._matches(self.head(blob.key), blob, etag):
+                    return "present"
+            else:
+                raise
+            self._send_put(data, kw)
+        return self._verify(blob, etag, "uploaded")
+
+    def _send_put(self, data: bytes, kw: dict[str, Any]) -> None:
+        self._throttle(len(data))
+        self.client.put_object(Body=data, **kw)
+        self._sent(len(data))
 
     def _verify(self, blob: Blob, etag: str, outcome: Outcome) -> Outcome:
         differs = self._matches(self.head(blob.key), blob, etag)
@@ -250,9 +268,10 @@ class Uploader:
 
         def send(i: int) -> None:
             data = blob.read(i * part, part)
+            self._throttle(len(data))
             self.call(f"{where} part {i + 1}/{n}", self.client.upload_part,
                       Bucket=self.bucket, Key=blob.key, UploadId=upload_id, PartNumber=i + 1,
-                      Body=self._body(data),
+                      Body=data,
                       ContentMD5=base64.b64encode(digests[i]).decode())  # fmt: skip
             self._sent(len(data))
 

@@ -340,6 +340,18 @@ def test_conditional_put_answers_412_and_the_object_is_kept_or_mended(
     assert sync.uploader.conditional is True
 
 
+def test_every_record_refused_alike_is_a_config_error_and_the_queue_waits(
+    moto_server: Any, store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    bucket = new_bucket(moto_server)
+    fill(store, [10_000] * 3)
+    left = service(store, moto_server, bucket, storage_class="NOT_A_CLASS").drain_once(2)
+    assert "3 records left" in left and "InvalidStorageClass" in left
+    assert store.count_due("synced") == 3
+    assert len([r for r in caplog.records if r.levelno >= logging.ERROR]) == 1
+    assert service(store, moto_server, bucket).drain_once(10) == ""
+
+
 def test_quota_deletes_only_synced_originals_and_images_redirect_to_s3(
     swift: Any, tmp_path: Path, edge_config: Any, daemon_factory: Any,
     fault_proxy: Callable[[str], FaultProxy],
@@ -413,6 +425,23 @@ def test_s3e_sync_run_once_drains_with_a_progress_bar_and_status_reports(
     st = subprocess.run([sys.executable, "-m", "cloud_sync.cli", "status", "-c", str(path)],
                         cwd=ROOT, capture_output=True, text=True, timeout=60)  # fmt: skip
     assert "pending      0 records" in st.stdout and "synced       4 objects" in st.stdout
+
+
+def test_the_bandwidth_cap_holds_for_the_whole_device(swift: Any, store: Store) -> None:
+    bucket = new_bucket(swift)
+    fill(store, [1_000_000] * 3)
+    sync = service(store, swift, bucket, bandwidth_mb_s=2.0, concurrency=3)
+    t0 = time.monotonic()
+    assert sync.drain_once(30) == ""
+    # 3 MB at 2 MB/s, less the limiter's half-second burst: at least 1.25 s, whatever the
+    # concurrency (a lower bound only: a slow machine takes longer, never shorter)
+    assert time.monotonic() - t0 >= 1.2
+
+
+def test_s3e_sync_without_a_bucket_says_sync_is_off() -> None:
+    out = subprocess.run([sys.executable, "-m", "cloud_sync.cli", "status"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert out.returncode == 2 and "s3.bucket is empty" in out.stderr
 
 
 @pytest.mark.parametrize(
