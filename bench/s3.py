@@ -11,6 +11,7 @@ object, a JSON sidecar each, the record marked in SQLite) at concurrency 1, 4 an
 plain boto3 `upload_file` of the same files (s3transfer, what `aws s3 cp` does: no verify, no
 sidecar) from the same number of threads, in the same run, to a fresh bucket each time. The
 ratio `sync_over_plain_time` is what verification, sidecars and the durable queue cost.
+Then the small set again under a bandwidth cap of 2 and 8 MB/s: the rate achieved.
 """
 
 from __future__ import annotations
@@ -68,10 +69,11 @@ def bucket(swift: Swift) -> str:
     return name
 
 
-def run_sync(swift: Swift, store: Store, concurrency: int) -> float:
+def run_sync(swift: Swift, store: Store, concurrency: int, cap_mb_s: float = 0.0) -> float:
     cfg = S3Config(bucket=bucket(swift), endpoint_url=swift.endpoint, region=swift.region,
                    access_key_id=swift.access_key, secret_access_key=swift.secret_key,
-                   addressing_style="path", concurrency=concurrency)  # fmt: skip
+                   addressing_style="path", concurrency=concurrency,
+                   bandwidth_mb_s=cap_mb_s)  # fmt: skip
     store.reset_sink("synced")
     service = SyncService(cfg, store, Metrics())
     t0 = time.perf_counter()
@@ -133,6 +135,12 @@ def main() -> None:
                           f"{r['sync_objects_s']:6.1f} obj/s | plain upload_file "
                           f"{r['plain_mb_s']:7.1f} MB/s {r['plain_objects_s']:6.1f} obj/s | "
                           f"sync takes {r['sync_over_plain_time']:.2f}x")  # fmt: skip
+                if kind == "small":  # the bandwidth cap: what a capped run achieves
+                    for cap in (2.0, 8.0):
+                        secs = run_sync(swift, store, 8, cap)
+                        c = {"cap_mb_s": cap, "achieved_mb_s": round(mb / secs, 2)}
+                        out.setdefault("capped", []).append(c)
+                        print(f"small, concurrency 8, cap {cap} MB/s: {c['achieved_mb_s']} MB/s")
                 store.close()
         finally:
             swift.stop()
