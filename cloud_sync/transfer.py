@@ -190,17 +190,15 @@ class Uploader:
     def _put_once(self, blob: Blob, data: bytes, look: bool) -> Outcome:
         etag, md5 = _md5(data)
         kw = {"Bucket": self.bucket, "Key": blob.key, "ContentMD5": md5, **self._extra(blob)}
-        if (look or self.conditional is False) and not self._matches(
-            self.head(blob.key), blob, etag
-        ):
-            return "present"
         try:
-            if self.conditional is None:
+            if self.conditional is None and not look:
                 with self._probe:  # the first answer tells: the others wait for it, rather
                     if self.conditional is None:  # than send their bodies to a 501
                         return self._put_if_absent(blob, data, etag, kw)
-            if self.conditional:
+            if self.conditional and not look:
                 return self._put_if_absent(blob, data, etag, kw)
+            if not self._matches(self.head(blob.key), blob, etag):
+                return "present"
             self._send_put(data, kw)
         except SyncError:
             raise
