@@ -60,7 +60,11 @@ def cmd_status(cfg: EdgeConfig, store: Store, args: argparse.Namespace) -> int:
 
 
 def cmd_run(cfg: EdgeConfig, store: Store, args: argparse.Namespace) -> int:
-    service = SyncService(cfg.s3, store, Metrics())
+    try:
+        service = SyncService(cfg.s3, store, Metrics())
+    except ValueError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        return EXIT_CONFIG
     if args.once:
         n, size = store.due_totals("synced")
         bar = tqdm(total=size, unit="B", unit_scale=True, desc=f"{n} records",
@@ -90,10 +94,11 @@ def cmd_run(cfg: EdgeConfig, store: Store, args: argparse.Namespace) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, on_signal)
     try:
-        service.start()
+        service.lock.acquire()
     except SyncLockedError as e:
         print(e, file=sys.stderr)
         return EXIT_LOCKED
+    service.start()
     while not stop.wait(0.5):
         pass
     service.stop(cfg.shutdown_timeout_s)

@@ -68,9 +68,11 @@ def classify(e: BaseException, what: str) -> SyncError:
         msg = e.response.get("Error", {}).get("Message") or ""
         text = f"{what}: {code or status} {msg}".rstrip()
         reason = f"{code or status}"
-        if code in FATAL_CODES or status in (401, 403) or code == "NoSuchBucket":
+        if code in RETRYABLE_CODES:  # first: a skewed clock is a 403 that mends itself
+            return SyncError("retryable", text, reason)
+        if code in FATAL_CODES or status in (401, 403, 501):
             return SyncError("fatal", text, reason)
-        if code in RETRYABLE_CODES or status >= 500 or status == 429 or status == 0:
+        if status >= 500 or status == 429 or status == 0:
             return SyncError("retryable", text, reason)
         return SyncError("record", text, reason)
     reason = type(e).__name__
@@ -88,7 +90,10 @@ def classify(e: BaseException, what: str) -> SyncError:
 def make_client(cfg: S3Config) -> Any:
     """A client for `cfg`: our retries only, checksums only where the API requires them (most
     S3-compatible servers do not know the newer CRC headers); Content-MD5 is ours to send."""
-    session = boto3.session.Session(profile_name=cfg.profile or None)
+    try:
+        session = boto3.session.Session(profile_name=cfg.profile or None)
+    except BotoCoreError as e:  # an unknown profile
+        raise ValueError(f"s3.profile: {e}") from None
     config = Config(
         region_name=cfg.region,
         signature_version="s3v4",

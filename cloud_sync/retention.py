@@ -14,18 +14,15 @@ from edge.store import Store
 log = logging.getLogger("s3e.sync")
 
 
-def enforce_quota(store: Store, quota_bytes: int) -> tuple[int, int]:
+def enforce_quota(store: Store, quota_bytes: int) -> tuple[int, int, bool]:
     """Delete synced originals, oldest first, until the originals fit `quota_bytes`.
-    (files deleted, bytes freed). The file goes first, then the mark: a crash in between
-    leaves a mark to set again, never a marked file that stays."""
+    (files deleted, bytes freed, still over the quota). The file goes first, then the mark:
+    a crash in between leaves a mark to set again, never a marked file that stays."""
     used = store.local_bytes()
     deleted = freed = 0
     while used > quota_bytes:
         batch = store.evictable()
         if not batch:
-            log.warning("originals use %.1f MB, over the %.1f MB quota, and none left is "
-                        "synced yet: keeping them until they are",
-                        used / 1e6, quota_bytes / 1e6)  # fmt: skip
             break
         gone = []
         for rid, ext, size in batch:
@@ -39,4 +36,4 @@ def enforce_quota(store: Store, quota_bytes: int) -> tuple[int, int]:
         deleted += len(gone)
     if deleted:
         log.info("quota: deleted %d synced originals (%.1f MB) kept in S3", deleted, freed / 1e6)
-    return deleted, freed
+    return deleted, freed, used > quota_bytes

@@ -11,14 +11,12 @@ import fcntl
 import logging
 import os
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
 from cloud_sync.client import make_client, where
 from cloud_sync.config import S3Config
 from cloud_sync.keys import original_key
-from cloud_sync.retention import enforce_quota
 from cloud_sync.sink import STATE_KEY, S3Sink
 from cloud_sync.throttle import RateLimiter
 from cloud_sync.transfer import Uploader
@@ -60,6 +58,19 @@ class SyncLock:
         f.flush()
         self._file = f
 
+    def try_acquire(self) -> bool:
+        """Hold the lock now, if it is free (or already ours)."""
+        if self._file is None:
+            try:
+                self.acquire()
+            except SyncLockedError:
+                return False
+        return True
+
+    @property
+    def held(self) -> bool:
+        return self._file is not None
+
     def release(self) -> None:
         if self._file is not None:
             self._file.close()
@@ -86,44 +97,66 @@ class SyncService:
         cfg: S3Config,
         store: Store,
         metrics: Metrics,
-        on_bytes: Callable[[int], None] | None = None,
     ) -> None:
+        """Raises ValueError for credentials boto3 cannot set up (an unknown profile)."""
         self.cfg, self.store = cfg, store
         self.client = make_client(cfg)
         limiter = RateLimiter(cfg.bandwidth_mb_s * 1e6) if cfg.bandwidth_mb_s else None
-        self.uploader = Uploader(self.client, cfg, limiter, on_bytes)
-        self.sink = S3Sink(cfg, store, self.uploader)
+        self.uploader = Uploader(self.client, cfg, limiter)
+        self.lock = SyncLock(store.root)
+        self.sink = S3Sink(cfg, store, self.uploader, self._gate)
         self.worker = SinkWorker(
             store, self.sink, batch=4 * cfg.concurrency, interval=1.0, metrics=metrics,
             wake_after=cfg.concurrency,
         )  # fmt: skip
-        self.lock = SyncLock(store.root)
+        self._waiting_logged = False
+
+    def _gate(self) -> bool:
+        """The daemon syncs while it holds the lock; a `s3e-sync run` holding it makes the
+        daemon wait (said once), never fail to start."""
+        if self.lock.try_acquire():
+            if self._waiting_logged:
+                log.info("sync lock taken: syncing")
+            self._waiting_logged = False
+            return True
+        if not self._waiting_logged:
+            log.warning("another process (pid %s) syncs %s: waiting for it to finish",
+                        holder(self.store.root), self.store.root)  # fmt: skip
+            self._waiting_logged = True
+        return False
 
     def start(self) -> None:
-        """Take the lock (or raise SyncLockedError), apply the quota, start the worker."""
-        self.lock.acquire()
+        """Apply the quota and start the worker (it takes the lock when free)."""
         n, size = self.store.due_totals("synced")
         log.info("syncing originals to %s: %d records (%.1f MB) to send", where(self.cfg), n,
                  size / 1e6)  # fmt: skip
         if self.cfg.local_quota_mb:
-            enforce_quota(self.store, int(self.cfg.local_quota_mb * 1e6))
+            self.sink.apply_quota()
+        self._gate()  # take the lock now if free, so a manual run is refused meanwhile
         self.worker.start()
 
     def drain_once(self, max_wait_s: float) -> str:
         """Sync everything due now and return, as `s3e-sync run --once` does; retry through an
-        outage for up to `max_wait_s`. An empty string when the queue is empty, else why not."""
+        outage for up to `max_wait_s`. An empty string when nothing that can go is left, else
+        why not. (Raises SyncLockedError while another process syncs.)"""
         self.lock.acquire()
         try:
             if self.cfg.local_quota_mb:
-                enforce_quota(self.store, int(self.cfg.local_quota_mb * 1e6))
+                self.sink.apply_quota()
             give_up = time.monotonic() + max_wait_s
             while True:
                 self.worker.drain()
                 n, _ = self.store.due_totals("synced")
                 if n == 0:
                     return ""
-                error = self.sink.state.get("last_error") or "records set aside"
-                if self.sink.failures == 0 or self.sink.last_kind == "fatal":
+                if self.sink.failures == 0:  # the sink works: the rest cannot go as it is
+                    aside = self.worker.set_aside
+                    if aside == 0:
+                        log.info("%d records wait for their analysis (the daemon's work)", n)
+                        return ""
+                    return f"{n} records left: {aside} set aside (the log says why)"
+                error = self.sink.state.get("last_error")
+                if self.sink.last_kind == "fatal":
                     return f"{n} records left: {error}"
                 wait = self.sink.retry_at - time.monotonic()
                 if time.monotonic() + wait > give_up:
@@ -134,7 +167,9 @@ class SyncService:
             self.lock.release()
 
     def stop(self, timeout: float) -> None:
-        """A last bounded pass; a multipart upload cut short is resumed at the next start."""
+        """No last pass (what is due stays due): uploads in flight end at their next request,
+        and a multipart upload cut short is resumed at the next start."""
+        self.uploader.stopping.set()
         self.worker.stop(timeout)
         self.sink.close()
         self.lock.release()
@@ -153,7 +188,7 @@ class SyncService:
 
     def summary(self) -> dict[str, Any]:
         """For /healthz and the stats topic."""
-        return status(self.cfg, self.store, running=True)
+        return status(self.cfg, self.store, running=self.lock.held)
 
 
 def status(cfg: S3Config, store: Store, running: bool | None = None) -> dict[str, Any]:
@@ -178,7 +213,7 @@ def status(cfg: S3Config, store: Store, running: bool | None = None) -> dict[str
         "healthy": not state.get("last_error_at")
         or (state.get("last_ok_at") or 0) > state["last_error_at"],
         "last_pass": last or None,
-        "throughput_mb_s": round(last.get("bytes", 0) / secs / 1e6, 3) if secs else None,
+        "throughput_mb_s": round(last.get("bytes_sent", 0) / secs / 1e6, 3) if secs else None,
         "local": {"originals_bytes": store.local_bytes(),
                   "quota_bytes": int(cfg.local_quota_mb * 1e6) or None},
         "checked_at": time.time(),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import random
+import sqlite3
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -32,8 +33,11 @@ STATE_KEY = "sync"
 class S3Sink:
     name = "synced"
 
-    def __init__(self, cfg: S3Config, store: Store, uploader: Uploader) -> None:
-        self.cfg, self.store, self.uploader = cfg, store, uploader
+    def __init__(
+        self, cfg: S3Config, store: Store, uploader: Uploader, gate: Callable[[], bool]
+    ) -> None:
+        """`gate()`: may this process sync now (it holds the sync lock)?"""
+        self.cfg, self.store, self.uploader, self.gate = cfg, store, uploader, gate
         self.pool = ThreadPoolExecutor(cfg.concurrency, thread_name_prefix="s3-upload")
         self.retry_at = 0.0
         self.failures = 0
@@ -41,6 +45,9 @@ class S3Sink:
         self.prepared = False
         self.down_since: float | None = None
         self._logged = ""
+        self._link_down: SyncError | None = None
+        """Set by the first link failure of a pass: the rest of the pass gives up at once."""
+        self._quota_warned = False
         self.on_synced: Callable[[Record], None] | None = None
         """Called with each record verified in S3 (the progress bar of `s3e-sync run`)."""
         self.state: dict[str, Any] = store.get_meta(STATE_KEY) or {
@@ -52,9 +59,10 @@ class S3Sink:
     def deliver(self, records: list[Record]) -> list[str]:
         """Sync what it can of `records`; the ids now verified in S3. Returns [] at once while
         backing off after a failed pass."""
-        if time.monotonic() < self.retry_at:
+        if time.monotonic() < self.retry_at or self.uploader.stopping.is_set() or not self.gate():
             return []
         t0 = time.monotonic()
+        self._link_down = None
         try:
             if not self.prepared:
                 self.prepare()
@@ -69,7 +77,8 @@ class S3Sink:
                     self.on_synced(r)
         errors = [res for res in results if isinstance(res, SyncError)]
         link = next((e for e in errors if e.kind != "record"), None)
-        self._record_pass(done, records, time.monotonic() - t0)
+        sent = sum(res for res in results if isinstance(res, int))
+        self._record_pass(done, records, sent, time.monotonic() - t0)
         if link is not None:
             self._failed(link)
         else:
@@ -77,7 +86,7 @@ class S3Sink:
         if done:  # marked here too (the worker marks again), so the quota sees them synced
             self.store.mark_done(self.name, done)
         if done and self.cfg.local_quota_mb:
-            enforce_quota(self.store, int(self.cfg.local_quota_mb * 1e6))
+            self.apply_quota()
         refused = {
             r.id: str(res)
             for r, res in zip(records, results, strict=True)
@@ -98,20 +107,32 @@ class S3Sink:
         already there are recognised and not sent twice."""
 
     # -- steps -------------------------------------------------------------------------------
+    def apply_quota(self) -> None:
+        """The local quota; a failure to delete is logged, never a failed sync."""
+        try:
+            *_, short = enforce_quota(self.store, int(self.cfg.local_quota_mb * 1e6))
+        except (OSError, sqlite3.Error) as e:
+            log.error("quota: cannot delete synced originals: %s", e)
+            return
+        if short and not self._quota_warned:
+            log.warning("originals are over the %.1f MB quota and none left is synced yet: "
+                        "kept until they are", self.cfg.local_quota_mb)  # fmt: skip
+        self._quota_warned = short
+
     def prepare(self) -> None:
         """Once per start (and after a refusal): multipart uploads left by a crash are taken
         up again or aborted. The listing also tells soonest whether the bucket and the keys
-        are right. A key allowed to write but not to list uploads is not an error: the sweep
-        is skipped, said once."""
+        are right. A server or key that cannot list uploads is not an error: the sweep is
+        skipped, said once, and uploads cut short are resumed only within this run."""
         try:
             kept, aborted = self.uploader.sweep(
                 device_prefix(self.cfg.prefix, self.store.device_id), self._still_due
             )
         except SyncError as e:
-            if e.reason != "AccessDenied":
+            if e.kind == "retryable" or (e.kind == "fatal" and e.reason != "AccessDenied"):
                 raise
-            log.warning("cannot list multipart uploads in %s (AccessDenied): uploads cut "
-                        "short are resumed only within this run", where(self.cfg))  # fmt: skip
+            log.warning("cannot list multipart uploads in %s (%s): stale uploads are not "
+                        "looked for", where(self.cfg), e.reason)  # fmt: skip
             kept = aborted = 0
         if kept or aborted:
             log.info("multipart uploads left from before: %d to resume, %d aborted", kept, aborted)
@@ -126,27 +147,27 @@ class S3Sink:
 
     def _sync_one(self, rec: Record) -> int | SyncError:
         """The original, then the sidecar (whose presence says the original is whole). The
-        bytes sent, or the error."""
+        bytes of the original sent (0: it was there already), or the error."""
+        if self._link_down is not None:
+            return self._link_down
         try:
             path = self.store.original_path(rec.id, rec.ext)
+            if not path.exists():
+                raise SyncError("record", f"{rec.id[:12]}: the original is missing at {path}",
+                                f"missing original {rec.id}")  # fmt: skip
             key = self.key(rec)
-            if path.exists():
-                self.uploader.put(Blob(key, MEDIA.get(rec.ext, "application/octet-stream"),
-                                       path=path, sha256=rec.id))  # fmt: skip
-            else:  # deleted by the quota once synced: it must still be there
-                head = self.uploader.head(key)
-                if rec.evicted_at is None or head is None or head["ContentLength"] != rec.size:
-                    raise SyncError("record", f"{rec.id[:12]}: the original is missing at "
-                                    f"{path}, and not in S3")  # fmt: skip
+            outcome = self.uploader.put(Blob(key, MEDIA.get(rec.ext, "application/octet-stream"),
+                                             path=path, sha256=rec.id))  # fmt: skip
             doc = sidecar(rec, key)
             self.uploader.put_document(
                 Blob(sidecar_key(self.cfg.prefix, rec), "application/json", data=doc)
             )
-        except SyncError as e:
-            return e
         except Exception as e:
-            return classify(e, f"sync {rec.id[:12]}")
-        return rec.size
+            err = classify(e, f"sync {rec.id[:12]}")
+            if err.kind != "record":
+                self._link_down = err
+            return err
+        return rec.size if outcome == "uploaded" else 0
 
     # -- state: back-off, one log line per trouble, what `s3e-sync status` reads --------------
     def _failed(self, e: SyncError) -> None:
@@ -173,15 +194,16 @@ class S3Sink:
             log.info("S3 reachable again after %.0f s", time.monotonic() - self.down_since)
         self.failures, self.down_since, self._logged = 0, None, ""
 
-    def _record_pass(self, done: list[str], records: list[Record], secs: float) -> None:
+    def _record_pass(self, done: list[str], records: list[Record], sent: int, secs: float) -> None:
+        """Totals of what is verified in S3; the throughput of what this pass sent."""
         if not done:
             return
         ids = set(done)
-        size = sum(r.size for r in records if r.id in ids)
         self.state["synced_objects"] += len(done)
-        self.state["synced_bytes"] += size
+        self.state["synced_bytes"] += sum(r.size for r in records if r.id in ids)
         self.state["last_ok_at"] = time.time()
-        self.state["last_pass"] = {"objects": len(done), "bytes": size, "seconds": round(secs, 3)}
+        self.state["last_pass"] = {"objects": len(done), "bytes_sent": sent,
+                                   "seconds": round(secs, 3)}  # fmt: skip
         self.store.set_meta(STATE_KEY, self.state)
 
     def close(self) -> None:

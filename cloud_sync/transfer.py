@@ -1,5 +1,6 @@
-"""One object to S3, verified: Content-MD5 on every PUT and part, then a HEAD that must show
-the right size, ETag and sha256 before anyone may call it synced.
+"""One object to S3, verified: Content-MD5 on every PUT and part (the server refuses a body
+that does not match), then for an original a HEAD that must show our size, our MD5 ETag and
+our sha256 metadata before anyone may call it synced.
 
 Idempotent: an object already there with the same content is not sent again. Where the server
 knows conditional writes, a single PUT carries `If-None-Match: *` and a 412 means "already
@@ -15,7 +16,6 @@ import hashlib
 import logging
 import random
 import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -57,6 +57,13 @@ class Blob:
             return f.read(length)
 
 
+def _etag_is_md5(response: dict[str, Any]) -> bool:
+    """With KMS or customer-provided keys an ETag is not the MD5 of the bytes; size, sha256
+    and the Content-MD5 the server checked on the way in still hold."""
+    kms = str(response.get("ServerSideEncryption", "")).startswith("aws:kms")
+    return not kms and not response.get("SSECustomerAlgorithm")
+
+
 def _md5(data: bytes) -> tuple[str, str]:
     """(hex, base64) MD5: the hex is the ETag a server gives back, the base64 the header."""
     d = hashlib.md5(data).digest()
@@ -69,11 +76,11 @@ class Uploader:
         client: Any,
         cfg: S3Config,
         limiter: RateLimiter | None = None,
-        on_bytes: Callable[[int], None] | None = None,
     ) -> None:
         self.client, self.cfg, self.bucket = client, cfg, cfg.bucket
         self.limiter = limiter
-        self.on_bytes = on_bytes
+        self.stopping = threading.Event()
+        """Set at shutdown: no new request starts, back-off waits end at once."""
         self.conditional: bool | None = None
         """Does the server honour If-None-Match? None until the first answer says."""
         self.resumable: dict[str, str] = {}
@@ -85,10 +92,13 @@ class Uploader:
         objects' pool waits on them)."""
 
     # -- calls, with our retries -------------------------------------------------------------
-    def call(self, what: str, fn: Callable[..., T], **kw: Any) -> T:
-        """`fn(**kw)`, tried `cfg.attempts` times while the failure is retryable, with
-        exponential back-off and full jitter between tries."""
-        for attempt in range(1, self.cfg.attempts + 1):
+    def call(self, what: str, fn: Callable[..., T], attempts: int = 0, **kw: Any) -> T:
+        """`fn(**kw)`, tried `attempts` (default `cfg.attempts`) times while the failure is
+        retryable, with exponential back-off and full jitter between tries."""
+        attempts = attempts or self.cfg.attempts
+        for attempt in range(1, attempts + 1):
+            if self.stopping.is_set():
+                raise SyncError("retryable", f"{what}: stopping", "stopping")
             try:
                 return fn(**kw)
             except ClientError as e:
@@ -98,7 +108,7 @@ class Uploader:
                 err = classify(e, what)
             except Exception as e:
                 err = classify(e, what)
-            if err.kind != "retryable" or attempt == self.cfg.attempts:
+            if err.kind != "retryable" or attempt == attempts:
                 raise err
             self._pause(attempt, err)
         raise AssertionError("unreachable")
@@ -108,18 +118,14 @@ class Uploader:
         step."""
         cap = min(self.cfg.backoff_max_s, self.cfg.backoff_min_s * 2 ** (attempt - 1))
         pause = random.uniform(0, cap)
-        log.debug("%s (attempt %d/%d, again in %.2fs)", err, attempt, self.cfg.attempts, pause)
-        time.sleep(pause)
+        log.debug("%s (attempt %d, again in %.2fs)", err, attempt, pause)
+        self.stopping.wait(pause)
 
     def _throttle(self, n: int) -> None:
         """The cap, taken per request body before it goes (botocore reads a body twice over
         plain HTTP, once to sign it, so counting reads would count double)."""
         if self.limiter is not None:
             self.limiter.take(n)
-
-    def _sent(self, n: int) -> None:
-        if self.on_bytes is not None:
-            self.on_bytes(n)
 
     def _extra(self, blob: Blob) -> dict[str, Any]:
         extra: dict[str, Any] = {"ContentType": blob.content_type, "Metadata": dict(blob.metadata)}
@@ -129,14 +135,23 @@ class Uploader:
             extra["StorageClass"] = self.cfg.storage_class
         return extra
 
-    def head(self, key: str) -> dict[str, Any] | None:
+    def head(self, key: str, before: bool = False) -> dict[str, Any] | None:
+        """The object's headers, or None if it is not there. `before` an upload, a 403 counts
+        as not there (S3 answers 403 for a missing key to a key that may not list the
+        bucket), and one try is enough: the PUT that follows says what is really wrong."""
+        where = f"HEAD s3://{self.bucket}/{key}"
         try:
-            return self.call(f"HEAD s3://{self.bucket}/{key}", self.client.head_object,
+            return self.call(where, self.client.head_object, attempts=1 if before else 0,
                              Bucket=self.bucket, Key=key)  # fmt: skip
         except ClientError as e:
-            if error_code(e)[1] == 404:
+            status = error_code(e)[1]
+            if status == 404 or (before and status == 403):
                 return None
-            raise classify(e, f"HEAD s3://{self.bucket}/{key}") from None
+            raise classify(e, where) from None
+        except SyncError as e:
+            if before and e.kind == "fatal" and e.reason == "403":
+                return None
+            raise
 
     def _matches(self, head: dict[str, Any] | None, blob: Blob, etag: str) -> str:
         """Empty when the object at the key is ours; otherwise what differs."""
@@ -145,10 +160,7 @@ class Uploader:
         if int(head.get("ContentLength", -1)) != blob.size:
             return f"size {head.get('ContentLength')} != {blob.size}"
         got = str(head.get("ETag", "")).strip('"')
-        md5_etag = head.get("ServerSideEncryption") != "aws:kms" and not head.get(
-            "SSECustomerAlgorithm"
-        )  # with KMS or customer keys, the ETag is not the MD5: size and sha256 still hold
-        if etag and got and md5_etag and got != etag:
+        if etag and got and _etag_is_md5(head) and got != etag:
             return f"ETag {got} != {etag}"
         theirs = head.get("Metadata", {}).get("sha256")
         if blob.sha256 and theirs and theirs != blob.sha256:
@@ -182,10 +194,9 @@ class Uploader:
         self._throttle(len(data))
         got = self.call(where, self.client.put_object, Bucket=self.bucket, Key=blob.key,
                         Body=data, ContentMD5=md5, **self._extra(blob))  # fmt: skip
-        if str(got.get("ETag", "")).strip('"') != etag:
+        if _etag_is_md5(got) and str(got.get("ETag", "")).strip('"') != etag:
             raise SyncError("retryable", f"{where}: the server stored other bytes "
-                            f"(ETag {got.get('ETag')} != {etag})")  # fmt: skip
-        self._sent(len(data))
+                            f"(ETag {got.get('ETag')} != {etag})", "ETag mismatch")  # fmt: skip
 
     def _put_once(self, blob: Blob, data: bytes, look: bool) -> Outcome:
         etag, md5 = _md5(data)
@@ -197,7 +208,7 @@ class Uploader:
                         return self._put_if_absent(blob, data, etag, kw)
             if self.conditional and not look:
                 return self._put_if_absent(blob, data, etag, kw)
-            if not self._matches(self.head(blob.key), blob, etag):
+            if not self._matches(self.head(blob.key, before=True), blob, etag):
                 return "present"
             self._send_put(data, kw)
         except SyncError:
@@ -225,7 +236,7 @@ class Uploader:
                 log.info("s3://%s: no conditional PUT here; a HEAD before each PUT instead",
                          self.bucket)  # fmt: skip
                 self.conditional = False
-                if not self._matches(self.head(blob.key), blob, etag):
+                if not self._matches(self.head(blob.key, before=True), blob, etag):
                     return "present"
             else:
                 raise
@@ -235,12 +246,12 @@ class Uploader:
     def _send_put(self, data: bytes, kw: dict[str, Any]) -> None:
         self._throttle(len(data))
         self.client.put_object(Body=data, **kw)
-        self._sent(len(data))
 
     def _verify(self, blob: Blob, etag: str, outcome: Outcome) -> Outcome:
         differs = self._matches(self.head(blob.key), blob, etag)
         if differs:
-            raise SyncError("retryable", f"s3://{self.bucket}/{blob.key}: after upload, {differs}")
+            raise SyncError("retryable", f"s3://{self.bucket}/{blob.key}: after upload, {differs}",
+                            "verification failed")  # fmt: skip
         return outcome
 
     # -- multipart ---------------------------------------------------------------------------
@@ -249,7 +260,7 @@ class Uploader:
         n = (size + part - 1) // part
         digests = [hashlib.md5(blob.read(i * part, part)).digest() for i in range(n)]
         etag = hashlib.md5(b"".join(digests)).hexdigest() + f"-{n}"
-        if not self._matches(self.head(blob.key), blob, etag):
+        if not self._matches(self.head(blob.key, before=True), blob, etag):
             with self._lock:
                 stale = self.resumable.pop(blob.key, None)
             if stale:
@@ -264,20 +275,21 @@ class Uploader:
         with self._lock:
             self.resumable[blob.key] = upload_id  # until completed: a failure resumes it
 
-        def send(i: int) -> None:
+        def send(i: int) -> str:
             data = blob.read(i * part, part)
             self._throttle(len(data))
-            self.call(f"{where} part {i + 1}/{n}", self.client.upload_part,
-                      Bucket=self.bucket, Key=blob.key, UploadId=upload_id, PartNumber=i + 1,
-                      Body=data,
-                      ContentMD5=base64.b64encode(digests[i]).decode())  # fmt: skip
-            self._sent(len(data))
+            got = self.call(f"{where} part {i + 1}/{n}", self.client.upload_part,
+                            Bucket=self.bucket, Key=blob.key, UploadId=upload_id,
+                            PartNumber=i + 1, Body=data,
+                            ContentMD5=base64.b64encode(digests[i]).decode())  # fmt: skip
+            return str(got["ETag"])
 
-        missing = [i for i in range(n) if have.get(i + 1) != digests[i].hex()]
-        parts = [{"PartNumber": i + 1, "ETag": f'"{digests[i].hex()}"'} for i in range(n)]
+        etags = {i: e for i, e in have.items() if e.strip('"') == digests[i - 1].hex()}
+        futures = {i: self._parts.submit(send, i - 1) for i in range(1, n + 1) if i not in etags}
         try:
-            for future in [self._parts.submit(send, i) for i in missing]:
-                future.result()
+            for i, future in futures.items():
+                etags[i] = future.result()
+            parts = [{"PartNumber": i, "ETag": etags[i]} for i in range(1, n + 1)]
             self.call(where, self.client.complete_multipart_upload, Bucket=self.bucket,
                       Key=blob.key, UploadId=upload_id,
                       MultipartUpload={"Parts": parts})  # fmt: skip
@@ -287,8 +299,12 @@ class Uploader:
                     self.resumable.pop(blob.key, None)
                 if not self._matches(self.head(blob.key), blob, etag):
                     return "present"
-                raise SyncError("retryable", f"{where}: the upload was aborted") from None
+                raise SyncError("retryable", f"{where}: the upload was aborted",
+                                "upload aborted") from None  # fmt: skip
             raise classify(e, where) from None
+        finally:
+            for f in futures.values():  # one part failed: the others stop here, not later
+                f.cancel()
         with self._lock:
             self.resumable.pop(blob.key, None)
         return self._verify(blob, etag, "uploaded")
@@ -297,7 +313,8 @@ class Uploader:
         self._parts.shutdown(wait=False, cancel_futures=True)
 
     def _resume(self, key: str) -> tuple[str | None, dict[int, str]]:
-        """An earlier upload of `key` and its parts (number -> MD5 hex), or (None, {})."""
+        """An earlier upload of `key` and its parts (number -> ETag), or (None, {}). A part
+        is reused when its ETag is our MD5 of it (with KMS, never: all are sent again)."""
         with self._lock:
             upload_id = self.resumable.get(key)
         if upload_id is None:
@@ -309,7 +326,7 @@ class Uploader:
             )
             for page in pages:
                 for p in page.get("Parts", []):
-                    have[int(p["PartNumber"])] = str(p["ETag"]).strip('"')
+                    have[int(p["PartNumber"])] = str(p["ETag"])
         except ClientError as e:
             if error_code(e)[0] != "NoSuchUpload":
                 raise classify(e, f"list parts of s3://{self.bucket}/{key}") from None
@@ -320,12 +337,21 @@ class Uploader:
                  self.bucket, key, len(have))  # fmt: skip
         return upload_id, have
 
-    def _abort(self, key: str, upload_id: str) -> None:
+    def _abort(self, key: str, upload_id: str) -> bool:
+        """Best effort: an upload left behind costs storage, not correctness; the next start
+        tries again. Whether it is gone."""
         try:
             self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
         except ClientError as e:
-            if error_code(e)[0] != "NoSuchUpload":
-                raise classify(e, f"abort upload of s3://{self.bucket}/{key}") from None
+            if error_code(e)[0] == "NoSuchUpload":
+                return True
+            log.warning("cannot abort the stale upload of s3://%s/%s: %s", self.bucket, key,
+                        classify(e, "abort"))  # fmt: skip
+            return False
+        except Exception as e:
+            log.warning("cannot abort the stale upload of s3://%s/%s: %s", self.bucket, key, e)
+            return False
+        return True
 
     def sweep(self, prefix: str, wanted: Callable[[str], bool]) -> tuple[int, int]:
         """Look at the multipart uploads left under `prefix` (by a crash, an outage): those of
@@ -344,11 +370,8 @@ class Uploader:
                         with self._lock:
                             self.resumable[key] = uid
                         kept += 1
-                    else:
-                        self._abort(key, uid)
+                    elif self._abort(key, uid):
                         aborted += 1
-        except ClientError as e:
-            raise classify(e, f"list uploads in s3://{self.bucket}/{prefix}") from None
-        except Exception as e:  # network errors, or a SyncError from an abort (kept as is)
+        except Exception as e:
             raise classify(e, f"list uploads in s3://{self.bucket}/{prefix}") from None
         return kept, aborted

@@ -21,7 +21,7 @@ from typing import Any
 
 import uvicorn
 
-from cloud_sync.service import SyncLockedError, SyncService
+from cloud_sync.service import SyncService
 from edge.api import ApiContext, create_app
 from edge.bundle import load_bundle
 from edge.capture import CaptureSource, enabled_sources
@@ -137,7 +137,11 @@ class Daemon:
             log.info("MQTT publishing off (mqtt.host is empty)")
         self.sync: SyncService | None = None
         if cfg.s3.enabled:
-            self.sync = SyncService(cfg.s3, self.store, self.metrics)
+            try:
+                self.sync = SyncService(cfg.s3, self.store, self.metrics)
+            except ValueError as e:
+                self._close()
+                raise StartupError(str(e)) from None
         else:
             log.info("cloud sync off (s3.bucket is empty)")
         sinks = [self.index_worker] + ([self.mqtt.worker] if self.mqtt else [])
@@ -250,10 +254,7 @@ class Daemon:
         if self.mqtt is not None:
             self.mqtt.start()
         if self.sync is not None:
-            try:
-                self.sync.start()
-            except SyncLockedError as e:
-                raise StartupError(f"s3: {e}") from None
+            self.sync.start()
         self.pool.start()
         if self.cfg.http.enabled:
             ctx = ApiContext(self.cfg, self.index, self.metrics, self.health, self.store,

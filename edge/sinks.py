@@ -91,6 +91,11 @@ class SinkWorker:
     def start(self) -> None:
         self.thread.start()
 
+    @property
+    def set_aside(self) -> int:
+        """Records this sink could not take, kept out of its way until restart."""
+        return len(self._set_aside)
+
     def notify(self) -> None:
         """One more record is due; wake at once when `wake_after` are waiting."""
         with self._lock:

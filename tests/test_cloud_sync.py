@@ -385,17 +385,20 @@ def test_quota_deletes_only_synced_originals_and_images_redirect_to_s3(
 
 def test_enforce_quota_never_deletes_an_unsynced_original(store: Store) -> None:
     ids = fill(store, [100_000] * 5)
-    assert enforce_quota(store, 0) == (0, 0)
+    assert enforce_quota(store, 0) == (0, 0, True)
     assert all(store.original_path(i, "jpg").exists() for i in ids)
     store.mark_done("synced", ids[:2])
-    assert enforce_quota(store, 0) == (2, 200_000)
+    assert enforce_quota(store, 0) == (2, 200_000, True)
     assert [store.original_path(i, "jpg").exists() for i in ids] == [False, False] + [True] * 3
 
 
-def test_a_second_syncer_of_the_same_store_is_refused(swift: Any, store: Store) -> None:
+def test_one_syncer_per_store_and_a_daemon_waits_for_the_lock(
+    swift: Any, store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
     bucket = new_bucket(swift)
     first = service(store, swift, bucket)
     first.start()
+    second = service(store, swift, bucket)
     try:
         with pytest.raises(SyncLockedError, match=str(os.getpid())):
             service(store, swift, bucket).drain_once(1)
@@ -405,8 +408,16 @@ def test_a_second_syncer_of_the_same_store_is_refused(swift: Any, store: Store) 
             cwd=ROOT, capture_output=True, text=True, timeout=60,
         )  # fmt: skip
         assert out.returncode == 3 and "is syncing" in out.stderr
+        second.start()  # as a daemon starting meanwhile would: it waits, it does not fail
+        assert not second.lock.held and "waiting for it to finish" in caplog.text
+        first.stop(5)
+        fill(store, [10_000] * 2)
+        second.worker.notify()
+        wait_until(lambda: store.count_due("synced") == 0, 30, "the second syncer takes over")
+        assert second.lock.held
     finally:
         first.stop(5)
+        second.stop(5)
 
 
 def test_s3e_sync_run_once_drains_with_a_progress_bar_and_status_reports(
@@ -436,6 +447,19 @@ def test_the_bandwidth_cap_holds_for_the_whole_device(swift: Any, store: Store) 
     # 3 MB at 2 MB/s, less the limiter's half-second burst: at least 1.25 s, whatever the
     # concurrency (a lower bound only: a slow machine takes longer, never shorter)
     assert time.monotonic() - t0 >= 1.2
+
+
+def test_an_unknown_credentials_profile_is_a_config_error(swift: Any, store: Store) -> None:
+    path = write_config(store, swift, "b-1")
+    text = path.read_text().replace('access_key_id = "test:tester"', "")
+    text = text.replace('secret_access_key = "testing"', 'profile = "no-such-profile-here"')
+    path.write_text(text)
+    env = {**os.environ, "AWS_CONFIG_FILE": str(path.parent / "none")}
+    out = subprocess.run(
+        [sys.executable, "-m", "cloud_sync.cli", "run", "--once", "-c", str(path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, env=env,
+    )  # fmt: skip
+    assert out.returncode == 2 and "s3.profile" in out.stderr, out.stderr
 
 
 def test_s3e_sync_without_a_bucket_says_sync_is_off() -> None:
