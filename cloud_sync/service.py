@@ -1,8 +1,8 @@
 """Cloud sync as a running part: inside the daemon, or on its own as `s3e-sync run`.
 
 One process syncs a store at a time (a lock file in the data folder), so the daemon and a
-manual `s3e-sync run` never race over the same multipart uploads. `status` reads only the
-store, so it answers offline and while the daemon runs.
+manual `s3e-sync run` never race over the same multipart uploads. `status` needs no network
+(the store alone), so it answers offline and while the daemon runs.
 """
 
 from __future__ import annotations
