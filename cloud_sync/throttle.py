@@ -29,3 +29,8 @@ class RateLimiter:
             wait = -self._tokens / self.rate if self._tokens < 0 else 0.0
         if wait > 0:
             time.sleep(wait)
+
+    def refund(self, n: int) -> None:
+        """Give back what a failed request took: an outage must not leave the cap in debt."""
+        with self._lock:
+            self._tokens = min(self.burst, self._tokens + n)

@@ -16,8 +16,9 @@ import hashlib
 import logging
 import random
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -121,11 +122,20 @@ class Uploader:
         log.debug("%s (attempt %d, again in %.2fs)", err, attempt, pause)
         self.stopping.wait(pause)
 
-    def _throttle(self, n: int) -> None:
+    @contextmanager
+    def _throttled(self, n: int) -> Iterator[None]:
         """The cap, taken per request body before it goes (botocore reads a body twice over
-        plain HTTP, once to sign it, so counting reads would count double)."""
-        if self.limiter is not None:
-            self.limiter.take(n)
+        plain HTTP, once to sign it, so counting reads would count double), and given back
+        if the request fails."""
+        if self.limiter is None:
+            yield
+            return
+        self.limiter.take(n)
+        try:
+            yield
+        except BaseException:
+            self.limiter.refund(n)
+            raise
 
     def _extra(self, blob: Blob) -> dict[str, Any]:
         extra: dict[str, Any] = {"ContentType": blob.content_type, "Metadata": dict(blob.metadata)}
@@ -191,9 +201,9 @@ class Uploader:
         data = blob.read()
         etag, md5 = _md5(data)
         where = f"PUT s3://{self.bucket}/{blob.key}"
-        self._throttle(len(data))
-        got = self.call(where, self.client.put_object, Bucket=self.bucket, Key=blob.key,
-                        Body=data, ContentMD5=md5, **self._extra(blob))  # fmt: skip
+        with self._throttled(len(data)):
+            got = self.call(where, self.client.put_object, Bucket=self.bucket, Key=blob.key,
+                            Body=data, ContentMD5=md5, **self._extra(blob))  # fmt: skip
         if _etag_is_md5(got) and str(got.get("ETag", "")).strip('"') != etag:
             raise SyncError("retryable", f"{where}: the server stored other bytes "
                             f"(ETag {got.get('ETag')} != {etag})", "ETag mismatch")  # fmt: skip
@@ -244,8 +254,8 @@ class Uploader:
         return self._verify(blob, etag, "uploaded")
 
     def _send_put(self, data: bytes, kw: dict[str, Any]) -> None:
-        self._throttle(len(data))
-        self.client.put_object(Body=data, **kw)
+        with self._throttled(len(data)):
+            self.client.put_object(Body=data, **kw)
 
     def _verify(self, blob: Blob, etag: str, outcome: Outcome) -> Outcome:
         differs = self._matches(self.head(blob.key), blob, etag)
@@ -277,11 +287,11 @@ class Uploader:
 
         def send(i: int) -> str:
             data = blob.read(i * part, part)
-            self._throttle(len(data))
-            got = self.call(f"{where} part {i + 1}/{n}", self.client.upload_part,
-                            Bucket=self.bucket, Key=blob.key, UploadId=upload_id,
-                            PartNumber=i + 1, Body=data,
-                            ContentMD5=base64.b64encode(digests[i]).decode())  # fmt: skip
+            with self._throttled(len(data)):
+                got = self.call(f"{where} part {i + 1}/{n}", self.client.upload_part,
+                                Bucket=self.bucket, Key=blob.key, UploadId=upload_id,
+                                PartNumber=i + 1, Body=data,
+                                ContentMD5=base64.b64encode(digests[i]).decode())  # fmt: skip
             return str(got["ETag"])
 
         etags = {i: e for i, e in have.items() if e.strip('"') == digests[i - 1].hex()}
