@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import hashlib
 import json
 import os
 import platform
@@ -34,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from mqtt_broker import Broker, Collector
+from records import fill_analysed
 
 from edge import events
 from edge.config import parse_config
@@ -41,32 +41,15 @@ from edge.daemon import Daemon
 from edge.metrics import Metrics
 from edge.mqtt import MqttLink, MqttSink, wait_acked
 from edge.sinks import SinkWorker
-from edge.store import Analysis, Store
+from edge.store import Store
 from models.data.dataset import write_dataset
-
-
-def fill_store(store: Store, n: int) -> None:
-    rng = np.random.default_rng(0)
-    for i in range(n):
-        data = f"image {i}".encode()
-        rid = hashlib.sha256(data).hexdigest()
-        store.accept(rid, data, ext="png", width=64, height=64, thumb=b"", source="bench",
-                     source_name=f"{i}.png", captured_at=time.time())  # fmt: skip
-        a = Analysis(
-            caption="right lower zone consolidation, consistent with pneumonia",
-            words=["right", "lower", "zone"], attention=rng.random((3, 8, 8)),
-            labels=[{"name": "opacity", "score": 0.05, "kind": "segment"}],
-            segments=[{"class": "opacity", "fraction": 0.05}], anomaly=0.8, cluster="normal",
-            latent=rng.random(32), timings={"caption_ms": 10.0},
-        )  # fmt: skip
-        store.save_analysis(rid, a, "chest-int8@bench", "int8", b"")
 
 
 def outbox_rate(broker: Broker, tmp: Path, n: int) -> dict[str, float]:
     cfg = parse_config({"data_dir": str(tmp / "outbox"), "device_id": "bench",
                         "mqtt": {"host": "127.0.0.1", "port": broker.port}})  # fmt: skip
     store = Store(cfg.data_dir, "bench")
-    fill_store(store, n)
+    fill_analysed(store, [64] * n)
     link = MqttLink(cfg.mqtt, "bench", {})
     link.start()
     link.connected.wait(10)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import hashlib
 import json
 import os
 import platform
@@ -30,37 +29,17 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from boto3.s3.transfer import TransferConfig
+from records import fill_analysed
 from s3_servers import Swift
 
 from cloud_sync.config import S3Config
 from cloud_sync.service import SyncService
 from edge.metrics import Metrics
-from edge.store import Analysis, Store
-
-
-def fill(store: Store, n: int, size: int, seed: int) -> list[Path]:
-    """`n` analysed records with random originals of `size` bytes; their files."""
-    rng = np.random.default_rng(seed)
-    paths = []
-    for i in range(n):
-        data = rng.bytes(size)
-        rid = hashlib.sha256(data).hexdigest()
-        store.accept(rid, data, ext="jpg", width=8, height=8, thumb=b"", source="bench",
-                     source_name=f"{i}.jpg", captured_at=time.time())  # fmt: skip
-        store.save_analysis(rid, Analysis(
-            caption="right lower zone consolidation", words=["right"],
-            attention=rng.random((1, 4, 4)),
-            labels=[{"name": "opacity", "score": 0.1}], segments=[], anomaly=0.5, cluster="normal",
-            latent=rng.random(8), timings={},
-        ), "chest-int8@bench", "int8", b"")  # fmt: skip
-        paths.append(store.original_path(rid, "jpg"))
-    return paths
+from edge.store import Store
 
 
 def bucket(swift: Swift) -> str:
@@ -118,7 +97,8 @@ def main() -> None:
                 ("large", args.large, 20_000_000),
             ):
                 store = Store(tmp / kind, "bench")
-                files = fill(store, n, size, seed=size)
+                ids = fill_analysed(store, [size] * n, seed=size)
+                files = [store.original_path(i, "jpg") for i in ids]
                 mb = n * size / 1e6
                 for concurrency in (1, 4, 8):
                     ours = run_sync(swift, store, concurrency)

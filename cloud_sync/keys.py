@@ -10,6 +10,7 @@ import datetime as dt
 import json
 from typing import Any
 
+from edge.events import iso
 from edge.store import Record
 
 SIDECAR_VERSION = 1
@@ -35,10 +36,6 @@ def device_prefix(prefix: str, device_id: str) -> str:
     return f"{prefix}/{device_id}/" if prefix else f"{device_id}/"
 
 
-def _iso(ts: float) -> str:
-    return dt.datetime.fromtimestamp(ts, tz=dt.UTC).isoformat().replace("+00:00", "Z")
-
-
 def sidecar(rec: Record, key: str) -> bytes:
     """The record as JSON, beside its original. Deterministic for a given record, so sending
     it again writes the same bytes (and its MD5 tells whether it changed)."""
@@ -52,7 +49,7 @@ def sidecar(rec: Record, key: str) -> bytes:
         "height": rec.height,
         "source": rec.source,
         "source_name": rec.source_name,
-        "captured_at": _iso(rec.captured_at),
+        "captured_at": iso(rec.captured_at),
         "caption": rec.caption,
         "labels": rec.labels,
         "segments": rec.segments,

@@ -108,6 +108,7 @@ class SyncService:
         self.worker = SinkWorker(
             store, self.sink, batch=4 * cfg.concurrency, interval=1.0, metrics=metrics,
             wake_after=cfg.concurrency,
+            on_marked=(lambda _ids: self.sink.apply_quota()) if cfg.local_quota_mb else None,
         )  # fmt: skip
         self._waiting_logged = False
 
@@ -187,11 +188,11 @@ class SyncService:
         )
 
     def summary(self) -> dict[str, Any]:
-        """For /healthz and the stats topic."""
-        return status(self.cfg, self.store, running=self.lock.held)
+        """For /healthz."""
+        return status(self.cfg, self.store)
 
 
-def status(cfg: S3Config, store: Store, running: bool | None = None) -> dict[str, Any]:
+def status(cfg: S3Config, store: Store) -> dict[str, Any]:
     """What `s3e-sync status` prints: the backlog, the local quota, the last error and the
     last pass's throughput, from the store alone."""
     n, size = store.due_totals("synced")
@@ -202,7 +203,7 @@ def status(cfg: S3Config, store: Store, running: bool | None = None) -> dict[str
     return {
         "bucket": cfg.bucket,
         "endpoint": cfg.endpoint_url or f"AWS {cfg.region}",
-        "syncing": running if running is not None else pid is not None,
+        "syncing": pid is not None,
         "syncing_pid": pid,
         "pending": {"records": n, "bytes": size},
         "synced": {"objects": state.get("synced_objects", 0),

@@ -21,12 +21,11 @@ from cloud_sync.config import S3Config
 from cloud_sync.keys import device_prefix, original_key, sidecar, sidecar_key
 from cloud_sync.retention import enforce_quota
 from cloud_sync.transfer import Blob, Uploader
+from edge.imaging import media_type
 from edge.sinks import RecordsRefusedError
 from edge.store import Record, Store
 
 log = logging.getLogger("s3e.sync")
-MEDIA = {"jpg": "image/jpeg", "png": "image/png", "gif": "image/gif", "bmp": "image/bmp",
-         "tif": "image/tiff", "webp": "image/webp"}  # fmt: skip
 STATE_KEY = "sync"
 
 
@@ -70,36 +69,29 @@ class S3Sink:
         except SyncError as e:
             self._failed(e)
             return []
-        done = [r.id for r, res in zip(records, results, strict=True) if isinstance(res, int)]
+        synced = [r for r, res in zip(records, results, strict=True) if isinstance(res, int)]
+        failed = {r.id: res for r, res in zip(records, results, strict=True)
+                  if isinstance(res, SyncError)}  # fmt: skip
         if self.on_synced is not None:
-            for r, res in zip(records, results, strict=True):
-                if isinstance(res, int):
-                    self.on_synced(r)
-        errors = [res for res in results if isinstance(res, SyncError)]
-        link = next((e for e in errors if e.kind != "record"), None)
+            for r in synced:
+                self.on_synced(r)
+        done = [r.id for r in synced]
         sent = sum(res for res in results if isinstance(res, int))
-        self._record_pass(done, records, sent, time.monotonic() - t0)
+        self._record_pass(synced, sent, time.monotonic() - t0)
+        link = next((e for e in failed.values() if e.kind != "record"), None)
         if link is not None:
             self._failed(link)
         else:
             self._ok()
-        if done:  # marked here too (the worker marks again), so the quota sees them synced
-            self.store.mark_done(self.name, done)
-        if done and self.cfg.local_quota_mb:
-            self.apply_quota()
-        refused = {
-            r.id: str(res)
-            for r, res in zip(records, results, strict=True)
-            if isinstance(res, SyncError) and res.kind == "record"
-        }
-        reasons = {res.reason for res in errors if res.kind == "record"}
-        if len(refused) > 1 and not done and len(reasons) == 1:
+        refused = {rid: e for rid, e in failed.items() if e.kind == "record"}
+        if len(refused) > 1 and not done and len({e.reason for e in refused.values()}) == 1:
             # every record refused for the same reason: the config (a storage class, a
             # prefix the key may not write), not the records; they wait like in an outage
-            self._failed(SyncError("fatal", next(iter(refused.values())), reasons.pop()))
+            first = next(iter(refused.values()))
+            self._failed(SyncError("fatal", str(first), first.reason))
             return []
         if refused and link is None:
-            raise RecordsRefusedError(done, refused)
+            raise RecordsRefusedError(done, {rid: str(e) for rid, e in refused.items()})
         return done
 
     def reset(self) -> None:
@@ -156,8 +148,7 @@ class S3Sink:
                 raise SyncError("record", f"{rec.id[:12]}: the original is missing at {path}",
                                 f"missing original {rec.id}")  # fmt: skip
             key = self.key(rec)
-            outcome = self.uploader.put(Blob(key, MEDIA.get(rec.ext, "application/octet-stream"),
-                                             path=path, sha256=rec.id))  # fmt: skip
+            outcome = self.uploader.put(Blob(key, media_type(rec.ext), path=path, sha256=rec.id))
             doc = sidecar(rec, key)
             self.uploader.put_document(
                 Blob(sidecar_key(self.cfg.prefix, rec), "application/json", data=doc)
@@ -194,15 +185,14 @@ class S3Sink:
             log.info("S3 reachable again after %.0f s", time.monotonic() - self.down_since)
         self.failures, self.down_since, self._logged = 0, None, ""
 
-    def _record_pass(self, done: list[str], records: list[Record], sent: int, secs: float) -> None:
+    def _record_pass(self, synced: list[Record], sent: int, secs: float) -> None:
         """Totals of what is verified in S3; the throughput of what this pass sent."""
-        if not done:
+        if not synced:
             return
-        ids = set(done)
-        self.state["synced_objects"] += len(done)
-        self.state["synced_bytes"] += sum(r.size for r in records if r.id in ids)
+        self.state["synced_objects"] += len(synced)
+        self.state["synced_bytes"] += sum(r.size for r in synced)
         self.state["last_ok_at"] = time.time()
-        self.state["last_pass"] = {"objects": len(done), "bytes_sent": sent,
+        self.state["last_pass"] = {"objects": len(synced), "bytes_sent": sent,
                                    "seconds": round(secs, 3)}  # fmt: skip
         self.store.set_meta(STATE_KEY, self.state)
 

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import itertools
 import logging
 import random
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -44,7 +45,6 @@ class Blob:
     data: bytes | None = None
     sha256: str = ""
     """Hex digest, sent as metadata and checked on HEAD; the id, for an original."""
-    metadata: dict[str, str] = field(default_factory=dict)
 
     @property
     def size(self) -> int:
@@ -138,9 +138,9 @@ class Uploader:
             raise
 
     def _extra(self, blob: Blob) -> dict[str, Any]:
-        extra: dict[str, Any] = {"ContentType": blob.content_type, "Metadata": dict(blob.metadata)}
+        extra: dict[str, Any] = {"ContentType": blob.content_type}
         if blob.sha256:
-            extra["Metadata"]["sha256"] = blob.sha256
+            extra["Metadata"] = {"sha256": blob.sha256}
         if self.cfg.storage_class:
             extra["StorageClass"] = self.cfg.storage_class
         return extra
@@ -185,14 +185,9 @@ class Uploader:
         if blob.size >= self.cfg.multipart_threshold_mb * MIB:
             return self._put_multipart(blob)
         data = blob.read()
-        for attempt in range(1, self.cfg.attempts + 1):
-            try:
-                return self._put_once(blob, data, look=attempt > 1)
-            except SyncError as err:
-                if err.kind != "retryable" or attempt == self.cfg.attempts:
-                    raise
-                self._pause(attempt, err)
-        raise AssertionError("unreachable")
+        tries = itertools.count()
+        return self.call(f"PUT s3://{self.bucket}/{blob.key}",
+                         lambda: self._put_once(blob, data, look=next(tries) > 0))  # fmt: skip
 
     def put_document(self, blob: Blob) -> None:
         """A small object that may be replaced (a sidecar): one PUT with Content-MD5, and the

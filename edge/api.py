@@ -22,7 +22,7 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from edge.config import EdgeConfig
-from edge.imaging import ImageRejectedError, attention_png
+from edge.imaging import ImageRejectedError, attention_png, media_type
 from edge.index import Filters, QuerySyntaxError, SearchIndex
 from edge.metrics import Metrics
 from edge.pipeline import IngestClosedError, Ingestor
@@ -31,8 +31,6 @@ from edge.store import Record, Store
 
 log = logging.getLogger("s3e.http")
 PAGE = Path(__file__).parent / "static" / "index.html"
-MEDIA = {"jpg": "image/jpeg", "png": "image/png", "gif": "image/gif", "bmp": "image/bmp",
-         "tif": "image/tiff", "webp": "image/webp"}  # fmt: skip
 
 
 @dataclass
@@ -201,7 +199,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
         rec = record_or_404(rid)
         path = store().original_path(rid, rec.ext)
         if path.exists():
-            return FileResponse(path, media_type=MEDIA.get(rec.ext, "application/octet-stream"))
+            return FileResponse(path, media_type=media_type(rec.ext))
         url = ctx.presign(rec) if ctx.presign is not None else None
         if url is None:
             raise HTTPException(410, f"the original of {rid} is no longer on this device")

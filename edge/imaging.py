@@ -18,6 +18,17 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 EXTENSIONS = {
     "JPEG": "jpg", "PNG": "png", "GIF": "gif", "BMP": "bmp", "TIFF": "tif", "WEBP": "webp"
 }  # fmt: skip
+# What HTTP and S3 are told an original is, by its extension.
+MEDIA_TYPES = {
+    "jpg": "image/jpeg", "png": "image/png", "gif": "image/gif", "bmp": "image/bmp",
+    "tif": "image/tiff", "webp": "image/webp",
+}  # fmt: skip
+
+
+def media_type(ext: str) -> str:
+    return MEDIA_TYPES.get(ext, "application/octet-stream")
+
+
 # Names a camera or editor gives to files it is still writing; never ingested.
 TEMP_SUFFIXES = (".tmp", ".part", ".crdownload", ".swp", ".partial", "~")
 

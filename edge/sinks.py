@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Protocol
 
 from edge.index import SearchIndex
@@ -73,12 +74,15 @@ class SinkWorker:
         interval: float,
         metrics: Metrics,
         wake_after: int | None = None,
+        on_marked: Callable[[list[str]], None] | None = None,
     ) -> None:
         """`wake_after`: new records that wake the worker at once (default: a whole batch;
-        1 for a sink whose latency matters more than its batching)."""
+        1 for a sink whose latency matters more than its batching). `on_marked(ids)`: what
+        follows once records are marked done in the store (the S3 quota)."""
         self.store, self.sink, self.batch, self.interval = store, sink, batch, interval
         self.wake_after = wake_after or batch
         self.metrics = metrics
+        self.on_marked = on_marked
         self.wake = threading.Event()
         self._stop = threading.Event()
         self._reset = threading.Event()
@@ -129,6 +133,8 @@ class SinkWorker:
             if not done:
                 return total  # the sink is down: try again at the next wake
             self.store.mark_done(self.sink.name, done)
+            if self.on_marked is not None:
+                self.on_marked(done)
             total += len(done)
         return total  # stopping, out of time: the rest stays due
 

@@ -402,11 +402,7 @@ class Store:
                 "SELECT COUNT(*) FROM records WHERE status='pending'").fetchone()[0])  # fmt: skip
 
     def count_due(self, sink: str) -> int:
-        col = _sink_column(sink)
-        with self._lock:
-            return int(self._db.execute(
-                f"SELECT COUNT(*) FROM records WHERE status='analysed' AND {col} IS NULL"
-            ).fetchone()[0])  # fmt: skip
+        return self.due_totals(sink)[0]
 
     def counts(self) -> dict[str, int]:
         """Records by status, and how many each sink still owes."""

@@ -1,0 +1,31 @@
+"""Analysed records without the models: real originals and rows in a real store, with a fixed
+analysis, for the sink tests and benchmarks (MQTT, S3) that need many records fast."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+
+from edge.store import Analysis, Store
+
+
+def fill_analysed(store: Store, sizes: list[int], seed: int = 0) -> list[str]:
+    """One analysed record per size, its original random bytes of that size; their ids, in
+    capture order. Capture times are fixed (1 s apart), so object keys are reproducible."""
+    rng = np.random.default_rng(seed)
+    ids = []
+    for i, n in enumerate(sizes):
+        data = rng.bytes(n)
+        rid = hashlib.sha256(data).hexdigest()
+        store.accept(rid, data, ext="jpg", width=8, height=8, thumb=b"thumb", source="test",
+                     source_name=f"{seed}-{i}.jpg", captured_at=1_790_000_000.0 + i)  # fmt: skip
+        store.save_analysis(rid, Analysis(
+            caption="right lower zone consolidation, consistent with pneumonia",
+            words=["right", "lower", "zone"], attention=rng.random((3, 8, 8)),
+            labels=[{"name": "opacity", "score": 0.05, "kind": "segment"}],
+            segments=[{"class": "opacity", "fraction": 0.05}], anomaly=0.8, cluster="normal",
+            latent=rng.random(32), timings={"caption_ms": 10.0},
+        ), "chest-int8@test", "int8", b"")  # fmt: skip
+        ids.append(rid)
+    return ids
