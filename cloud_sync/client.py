@@ -109,7 +109,7 @@ def make_client(cfg: S3Config) -> Any:
         "s3",
         endpoint_url=cfg.endpoint_url or None,
         aws_access_key_id=cfg.access_key_id or None,
-        aws_secret_access_key=cfg.secret_access_key or None,
+        aws_secret_access_key=cfg.secret_access_key.get_secret_value() or None,
         config=config,
     )
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 MIB = 1024 * 1024
 
@@ -33,7 +33,7 @@ class S3Config(BaseModel):
     )
     profile: str = Field("", description="a named profile of the shared credentials file")
     access_key_id: str = Field("", description="empty = boto3's credential chain")
-    secret_access_key: str = ""
+    secret_access_key: SecretStr = SecretStr("")
     addressing_style: Literal["auto", "path", "virtual"] = Field(
         "auto", description="path for most self-hosted servers (Swift, MinIO)"
     )
@@ -63,7 +63,7 @@ class S3Config(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> S3Config:
-        if bool(self.access_key_id) != bool(self.secret_access_key):
+        if bool(self.access_key_id) != bool(self.secret_access_key.get_secret_value()):
             raise ValueError("access_key_id and secret_access_key: give both or neither")
         if self.profile and self.access_key_id:
             raise ValueError("profile and access_key_id: give one")

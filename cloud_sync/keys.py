@@ -54,7 +54,8 @@ def sidecar(rec: Record, key: str) -> bytes:
         "labels": rec.labels,
         "segments": rec.segments,
         "anomaly": rec.anomaly,
-        "cluster": rec.cluster,
+        "out_of_domain": rec.out_of_domain,
+        "ood_score": rec.ood_score,
         "bundle": rec.bundle,
         "precision": rec.precision,
     }

@@ -20,7 +20,14 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from converter.export import PRECISIONS, Graph, device_graphs, iter_feeds, to_tflite
+from converter.export import (
+    PRECISIONS,
+    RECURRENT_IN_INT8,
+    Graph,
+    device_graphs,
+    iter_feeds,
+    to_tflite,
+)
 from converter.faithfulness import device_task_metrics, drops, graph_feeds, tensor_errors
 from converter.gpu import check_model
 from converter.tflite_model import tensor_types
@@ -59,6 +66,14 @@ class Options:
     threads: int = 2
     overwrite: bool = False
     progress: bool = True
+
+
+def _scheme(graph: Graph, precision: str) -> str:
+    if graph.recurrent and precision == "int8":
+        return {"int16x8": "int16 activations, int8 weights"}.get(
+            RECURRENT_IN_INT8, f"{RECURRENT_IN_INT8} (the recurrent step is kept float)"
+        )
+    return precision
 
 
 def _split(
@@ -109,11 +124,10 @@ def _reference_metrics(folder: Path, cfg: ModelsConfig, ds: Dataset) -> dict[str
     """The Keras models' task metrics on the same split (the float32 reference)."""
     ref: dict[str, Any] = {}
     if cfg.captioner:
-        ref["captioner"] = {
-            k: v
-            for k, v in eval_captioner(load_captioner(folder, cfg), ds, cfg.domain, None).items()
-            if isinstance(v, float)
-        }
+        report = eval_captioner(load_captioner(folder, cfg), ds, cfg.domain, None)
+        ref["captioner"] = {k: v for k, v in report.items() if isinstance(v, float)}
+        if "grounding" in report:
+            ref["captioner"]["grounding"] = report["grounding"]["classes"]
     if cfg.segmenter and ds.masks is not None:
         ref["segmenter"] = {
             "mIoU": eval_segmenter(load_segmenter(folder, cfg), ds, cfg.segmenter.class_names)[
@@ -122,7 +136,8 @@ def _reference_metrics(folder: Path, cfg: ModelsConfig, ds: Dataset) -> dict[str
         }
     if cfg.vae:
         vae = eval_vae(folder, cfg, ds)
-        ref["vae"] = {k: vae[k] for k in ("reconstruction_error", "anomaly_auroc") if k in vae}
+        keep = ("label_macro_f1", "anomaly_auroc", "out_of_domain_rate")
+        ref["vae"] = {k: vae[k] for k in keep if k in vae}
     return ref
 
 
@@ -195,9 +210,7 @@ def _build(
             "sha256": sha256_file(path),
             "bytes": path.stat().st_size,
             "float_io": True,
-            "scheme": "int16 activations, int8 weights"
-            if graph.recurrent and opts.precision == "int8"
-            else opts.precision,
+            "scheme": _scheme(graph, opts.precision),
             "tensor_types": tensor_types(data),
             **_io(runner, graph),
             "gpu": gpu.to_dict(),

@@ -18,12 +18,15 @@ from models import metrics
 from models.data.dataset import Dataset
 from models.data.tokens import END, SPECIALS, START
 from models.evaluate import domain_scores
+from models.grounding import score_captions
+from models.latent import LatentSpace
+from models.vae_training import eval_labels, image_labels
 
 # A point is 0.01 of the raw score, as papers print these metrics x100 (CIDEr included).
 GUARDED = {
     "captioner": ("BLEU-4", "CIDEr", "object_f1", "finding_accuracy"),
     "segmenter": ("mIoU",),
-    "vae": ("anomaly_auroc",),
+    "vae": ("anomaly_auroc", "label_macro_f1"),
 }
 
 
@@ -36,8 +39,15 @@ def graph_feeds(
         if name in graphs:
             feeds[name] = [{"image": x[None]} for x in images[:limit]]
     if "vae_encoder" in graphs and "vae_decoder" in graphs:
-        mu = graphs["vae_encoder"].model(tf.constant(images[:limit]), training=False)[0].numpy()
-        feeds["vae_decoder"] = [{"z": m[None]} for m in mu]
+        out = graphs["vae_encoder"].model(tf.constant(images[:limit]), training=False)
+        mu = out[0].numpy()
+        if "labels" in graphs["vae_decoder"].inputs:
+            probs = tf.sigmoid(out[2]).numpy()
+            feeds["vae_decoder"] = [
+                {"z": m[None], "labels": p[None]} for m, p in zip(mu, probs, strict=True)
+            ]
+        else:
+            feeds["vae_decoder"] = [{"z": m[None]} for m in mu]
     if "captioner_step" in graphs:
         feeds["captioner_step"] = _step_feeds(graphs, images, max_len, limit)
     return feeds
@@ -111,11 +121,15 @@ def device_task_metrics(models: BundleModels, ds: Dataset, domain: str) -> dict[
     out: dict[str, Any] = {}
     names = models.runners
     if "captioner_step" in names:
-        texts = [models.caption(x).text for x in ds.images]
+        captions = [models.caption(x) for x in ds.images]
+        texts = [c.text for c in captions]
         out["captioner"] = {
             **metrics.caption_scores(ds.captions, texts),
             **domain_scores(domain, texts, ds),
         }
+        ground = score_captions(domain, ds, captions, int(models.bundle.doc["captioner"]["grid"]))
+        if ground is not None:
+            out["captioner"]["grounding"] = ground["classes"]
     if "segmenter" in names and ds.masks is not None:
         classes = models.bundle.doc["segmenter"]["class_names"]
         conf = np.zeros((len(classes), len(classes)), np.int64)
@@ -123,14 +137,25 @@ def device_task_metrics(models: BundleModels, ds: Dataset, domain: str) -> dict[
             conf += metrics.confusion(models.segment(x), m, len(classes))
         out["segmenter"] = {"mIoU": metrics.iou_scores(conf, classes)["mIoU"]}
     if "vae_encoder" in names and models.latent is not None:
-        errors = np.array([models.vae(x)[1] for x in ds.images])
-        vae: dict[str, Any] = {"reconstruction_error": float(errors.mean())}
-        if ds.meta and all("normal" in m for m in ds.meta):
-            abnormal = np.array([not m["normal"] for m in ds.meta])
-            if abnormal.any() and not abnormal.all():
-                vae["anomaly_auroc"] = metrics.auroc(errors / models.latent["threshold"], abnormal)
-        out["vae"] = vae
+        out["vae"] = _device_vae(models, ds)
     return out
+
+
+def _device_vae(models: BundleModels, ds: Dataset) -> dict[str, Any]:
+    space = LatentSpace(**models.latent)  # type: ignore[arg-type]
+    results = [models.vae(x) for x in ds.images]
+    errors = np.array([r.anomaly_error for r in results])
+    ood = space.ood_score(np.array([r.mse for r in results]), np.stack([r.mu for r in results]))
+    vae: dict[str, Any] = {"out_of_domain_rate": float((ood > 1).mean())}
+    per_image = image_labels(ds)
+    if space.labels and per_image is not None:
+        probs = np.stack([r.probs for r in results])
+        vae.update(eval_labels(probs, space.labels, space.none_label, per_image))
+    if ds.meta and all("normal" in m for m in ds.meta):
+        abnormal = np.array([not m["normal"] for m in ds.meta])
+        if abnormal.any() and not abnormal.all():
+            vae["anomaly_auroc"] = metrics.auroc(space.anomaly(errors), abnormal)
+    return vae
 
 
 def drops(reference: dict[str, Any], device: dict[str, Any]) -> dict[str, float]:

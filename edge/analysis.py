@@ -1,8 +1,9 @@
 """One preprocessed image through the bundle's three models, into an `Analysis` record.
 
 Labels are what search filters and facets on: the segment classes present (scored by area),
-the VAE's nearest named cluster, and `anomalous` when the reconstruction error is above the
-calibrated threshold (score > 1).
+the VAE's labels (`kind` "vae", its probability as score), and `anomalous` when the anomaly
+score is above 1. An image the VAE finds out of the bundle's domain gets the single label
+`out_of_domain` instead: its caption and model labels would be confident nonsense.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ class Analyser:
         t1 = time.perf_counter()
         classes = self.models.segment(x)
         t2 = time.perf_counter()
-        mu, error = self.models.vae(x)
+        vae = self.models.vae(x)
         t3 = time.perf_counter()
 
         fractions = np.bincount(classes.ravel(), minlength=len(self.class_names)) / classes.size
@@ -59,12 +60,15 @@ class Analyser:
             for name, f in zip(self.class_names, fractions, strict=False)
             if name != "background" and f >= MIN_SEGMENT_FRACTION
         ]
-        cluster = self.latent.label(mu[None])[0]
-        anomaly = float(self.latent.anomaly(np.array([error]))[0])
+        anomaly = float(self.latent.anomaly(np.array([vae.anomaly_error]))[0])
+        ood = float(self.latent.ood_score(np.array([vae.mse]), vae.mu[None])[0])
         labels = [{"name": s["class"], "score": s["fraction"], "kind": "segment"} for s in segments]
-        labels.append({"name": cluster, "score": 1.0, "kind": "cluster"})
+        labels += [{"name": name, "score": round(p, 4), "kind": "vae"}
+                   for name, p in self.latent.label(vae.probs)]  # fmt: skip
         if anomaly > 1.0:
             labels.append({"name": "anomalous", "score": round(anomaly, 4), "kind": "anomaly"})
+        if ood > 1.0:
+            labels = [{"name": "out_of_domain", "score": round(ood, 4), "kind": "ood"}]
         mask = mask_png(classes, len(self.class_names))
         t4 = time.perf_counter()
         timings = {
@@ -78,11 +82,13 @@ class Analyser:
                 caption=cap.text,
                 words=cap.tokens,
                 attention=cap.attention,
+                visual=[round(float(v), 4) for v in cap.visual],
                 labels=labels,
                 segments=segments,
                 anomaly=anomaly,
-                cluster=cluster,
-                latent=mu,
+                out_of_domain=ood > 1.0,
+                ood_score=ood,
+                latent=vae.mu,
                 timings={k: round(v, 3) for k, v in timings.items()},
                 accelerators=dict(self.models.placement),
             ),

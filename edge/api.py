@@ -1,16 +1,18 @@
 """The local HTTP endpoint (FastAPI): search, images and their derived views, uploads, health
-and metrics. Listens on 127.0.0.1 unless told otherwise; with a token set, every route but
-`/healthz` wants `Authorization: Bearer <token>`.
+and metrics. Listens on 127.0.0.1 unless told otherwise; who may ask what is decided in
+`edge.http_guard` (hosts, origins, the token or its session cookie).
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hmac
 import io
 import logging
 import sqlite3
-from collections.abc import AsyncGenerator, Awaitable, Callable
+import time
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -21,8 +23,10 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
-from edge.config import EdgeConfig
-from edge.imaging import ImageRejectedError, attention_png, media_type
+from edge.capture.base import printable
+from edge.config import EdgeConfig, HttpConfig
+from edge.http_guard import SESSION_COOKIE, Guard, authorized, session_value
+from edge.imaging import DecodeBusyError, ImageRejectedError, attention_png, media_type
 from edge.index import Filters, QuerySyntaxError, SearchIndex
 from edge.metrics import Metrics
 from edge.pipeline import IngestClosedError, Ingestor
@@ -78,27 +82,53 @@ async def _file_part(request: Request, body: bytes, limit: int, name: str) -> tu
         await form.close()
 
 
+SIMPLE_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data", "text/plain")
+"""Body types a browser sends cross-site without asking first (CORS "simple" requests)."""
+
+
+def require_preflighted(request: Request) -> None:
+    """An upload must be one a browser would preflight, which this server never grants:
+    a non-simple type (image/*, application/octet-stream) or the `X-S3E-Request` header."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if "x-s3e-request" in request.headers:
+        return
+    if kind and kind not in SIMPLE_TYPES:
+        return
+    raise HTTPException(
+        415,
+        f"send the image with Content-Type image/* or application/octet-stream, or add the "
+        f"header X-S3E-Request: 1 (got {kind or 'no Content-Type'}); a form post from "
+        "another site's page must not be able to upload",
+    )
+
+
+async def read_body(request: Request, limit: int, cfg: HttpConfig) -> bytes:
+    """The body, counted as it arrives (chunked or not): over `limit` is a 413, a body that
+    stalls for `body_idle_s` or takes longer than `body_timeout_s` a 408."""
+    buf = io.BytesIO()
+    deadline = time.monotonic() + cfg.body_timeout_s
+    chunks = request.stream().__aiter__()
+    while True:
+        wait = min(cfg.body_idle_s, deadline - time.monotonic())
+        try:
+            chunk = await asyncio.wait_for(chunks.__anext__(), max(wait, 0.001))
+        except StopAsyncIteration:
+            return buf.getvalue()
+        except TimeoutError:
+            raise HTTPException(408, "the request body arrived too slowly") from None
+        buf.write(chunk)
+        if buf.tell() > limit:  # room for multipart headers and boundaries
+            raise HTTPException(413, f"body is over the {limit} byte limit")
+
+
 def create_app(ctx: ApiContext) -> FastAPI:
     app = FastAPI(
         title="S3E edge",
         version="1",
         description="Local search over the images this device has analysed.",
     )
-    token = ctx.cfg.http.token
-
-    @app.middleware("http")
-    async def bearer(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        if token and request.url.path != "/healthz":
-            given = request.headers.get("authorization", "")
-            if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
-                return JSONResponse(
-                    {"detail": "missing or wrong bearer token"},
-                    status_code=401,
-                    headers={"WWW-Authenticate": "Bearer"},
-                )
-        return await call_next(request)
+    token = ctx.cfg.http.token.get_secret_value()
+    app.middleware("http")(Guard(ctx.cfg.http))
 
     def store() -> Store:
         if ctx.store is None:
@@ -115,9 +145,29 @@ def create_app(ctx: ApiContext) -> FastAPI:
     def page() -> HTMLResponse:
         return HTMLResponse(PAGE.read_text())
 
-    @app.get("/healthz", summary="Liveness, model placement and queue state (no auth)")
-    def healthz() -> dict[str, Any]:
-        return ctx.health()
+    @app.post("/login", status_code=204, summary="Trade the token for a session cookie")
+    async def login(request: Request) -> Response:
+        try:
+            given = str((await request.json()).get("token", ""))
+        except (ValueError, AttributeError):
+            raise HTTPException(400, 'send {"token": "..."} as JSON') from None
+        if not token or not hmac.compare_digest(given.encode(), token.encode()):
+            raise HTTPException(401, "wrong token")
+        response = Response(status_code=204)
+        response.set_cookie(SESSION_COOKIE, session_value(token), httponly=True,
+                            samesite="strict", secure=request.url.scheme == "https")  # fmt: skip
+        return response
+
+    @app.post("/logout", status_code=204, summary="Forget the session cookie")
+    def logout() -> Response:
+        response = Response(status_code=204)
+        response.delete_cookie(SESSION_COOKIE, httponly=True, samesite="strict")
+        return response
+
+    @app.get("/healthz", summary="Liveness; details (placement, queues) need the token if set")
+    def healthz(request: Request) -> dict[str, Any]:
+        health = ctx.health()
+        return health if authorized(request, token) else {"status": health["status"]}
 
     @app.get("/metrics", summary="Prometheus text format")
     def metrics() -> Response:
@@ -154,17 +204,13 @@ def create_app(ctx: ApiContext) -> FastAPI:
     async def upload(request: Request) -> JSONResponse:
         if ctx.ingestor is None or not ctx.cfg.capture.upload.enabled:
             raise HTTPException(404, "uploads are off (capture.upload.enabled = false)")
+        require_preflighted(request)
         limit = ctx.cfg.capture.upload.max_bytes
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > limit + 64 * 1024:
             raise HTTPException(413, f"body of {declared} bytes is over the {limit} byte limit")
-        name = request.headers.get("x-filename", "")
-        buf = io.BytesIO()  # counted as it arrives, chunked or not, multipart or not
-        async for chunk in request.stream():
-            buf.write(chunk)
-            if buf.tell() > limit + 64 * 1024:  # room for multipart headers and boundaries
-                raise HTTPException(413, f"body is over the {limit} byte limit")
-        data = buf.getvalue()
+        name = printable(request.headers.get("x-filename", ""))
+        data = await read_body(request, limit + 64 * 1024, ctx.cfg.http)
         if request.headers.get("content-type", "").startswith("multipart/form-data"):
             data, name = await _file_part(request, data, limit, name)
         if len(data) > limit:
@@ -177,6 +223,8 @@ def create_app(ctx: ApiContext) -> FastAPI:
             raise HTTPException(400, f"{e.kind}: {e.reason}") from None
         except IngestClosedError:
             raise HTTPException(503, "the daemon is stopping; try again later") from None
+        except DecodeBusyError as e:
+            raise HTTPException(503, f"{e}; try again shortly", {"Retry-After": "2"}) from None
         except (OSError, sqlite3.Error) as e:
             log.error("cannot store upload %s: %s", name, e)
             raise HTTPException(507, f"the device cannot store the image now: {e}") from None
@@ -225,18 +273,35 @@ def create_app(ctx: ApiContext) -> FastAPI:
         got = store().attention(rid)
         if got is None:
             raise HTTPException(404, f"no analysed image with id {rid}")
-        words, grids = got
-        if word.isdigit():
+        words, grids, _ = got
+        if word.isascii() and word.isdigit() and len(word) <= 4:
             k = int(word)
         elif word in words:
             k = words.index(word)
         else:
-            raise HTTPException(404, f"word {word!r} is not in the caption {' '.join(words)!r}")
+            raise HTTPException(
+                404, f"word {printable(word, 40)!r} is not in the caption {' '.join(words)!r}"
+            )
         if not 0 <= k < len(words):
             raise HTTPException(404, f"word index {k} out of range (caption has {len(words)})")
         thumb_bytes = store().derived_path(rid, "thumb").read_bytes()
         png = attention_png(thumb_bytes, grids[k])
         return Response(png, media_type="image/png", headers={"X-Word": words[k]})
+
+    @app.get("/records/{rid}/attention", summary="Each caption word's attention, as numbers")
+    def attention_json(rid: str) -> dict[str, Any]:
+        """`map`: G*G weights, row-major, top row first, summing to 1 over the regions;
+        `visual`: how much the word relied on the image (1 - the sentinel's share)."""
+        got = store().attention(rid)
+        if got is None:
+            raise HTTPException(404, f"no analysed image with id {rid}")
+        words, grids, visual = got
+        out = []
+        for w, g, v in zip(words, grids, visual, strict=True):
+            total = float(g.sum())
+            flat = (g / total if total > 0 else g).reshape(-1)
+            out.append({"word": w, "map": [round(float(x), 5) for x in flat], "visual": v})
+        return {"grid": int(grids.shape[-1]) if len(grids) else 0, "words": out}
 
     @app.get("/images/{rid}/similar", summary="Nearest images in the VAE latent space")
     def similar(rid: str, k: Annotated[int, Query(ge=1, le=100)] = 10) -> dict[str, Any]:

@@ -58,7 +58,7 @@ class Bundle:
 
     def model_path(self, name: str) -> Path:
         try:
-            return self.root / self.doc["models"][name]["file"]
+            return confined(self.root, self.doc["models"][name]["file"], self.root / BUNDLE_FILE)
         except KeyError:
             raise BundleError(f"{self.root / BUNDLE_FILE}: no model named {name!r}") from None
 
@@ -68,7 +68,7 @@ class Bundle:
             entry = self.doc["assets"][name]
         except KeyError:
             raise BundleError(f"{self.root / BUNDLE_FILE}: no asset named {name!r}") from None
-        return json.loads((self.root / entry["file"]).read_text())
+        return json.loads(confined(self.root, entry["file"], self.root / BUNDLE_FILE).read_text())
 
 
 def _entries(doc: dict[str, Any], meta: Path) -> list[dict[str, Any]]:
@@ -90,6 +90,15 @@ def _entries(doc: dict[str, Any], meta: Path) -> list[dict[str, Any]]:
             if isinstance(entry.get("onnx"), dict):
                 out.append(entry["onnx"])
     return out
+
+
+def confined(root: Path, name: str, meta: Path) -> Path:
+    """A file named in bundle.json, which must lie inside the bundle's folder (no absolute
+    paths, no `..`, no link out of it)."""
+    path = root / name
+    if Path(name).is_absolute() or not path.resolve().is_relative_to(root.resolve()):
+        raise BundleError(f"{meta}: {name!r} points outside the bundle folder")
+    return path
 
 
 def resolve(name_or_path: str | Path) -> Path:
@@ -122,7 +131,7 @@ def load_bundle(name_or_path: str | Path) -> Bundle:
             f"this reader knows {FORMAT_VERSION}"
         )
     for entry in _entries(doc, meta):
-        path = root / entry["file"]
+        path = confined(root, entry["file"], meta)
         if not path.is_file():
             raise BundleError(f"{path}: listed in {BUNDLE_FILE} but missing")
         actual = sha256_file(path)

@@ -18,6 +18,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SecretStr,
     ValidationError,
     field_validator,
     model_validator,
@@ -67,6 +68,14 @@ class FolderCaptureConfig(_Section):
     delete_accepted: bool = Field(
         True, description="remove a file from the folder once the store holds it durably"
     )
+    max_bytes: int = Field(64 * 1024 * 1024, gt=0, description="larger files are refused")
+    follow_symlinks: bool = Field(
+        False, description="take symbolic links; only to files inside symlink_roots"
+    )
+    symlink_roots: list[Path] = Field(
+        default_factory=list,
+        description="folders a followed link may point into (the watched folder always)",
+    )
 
 
 class CameraCaptureConfig(_Section):
@@ -94,7 +103,18 @@ class CaptureConfig(_Section):
 
 class ImageLimits(_Section):
     max_pixels: int = Field(
-        64_000_000, gt=0, description="larger images are refused (decompression bombs)"
+        50_000_000,
+        gt=0,
+        description="larger images are refused (decompression bombs); 50 M fits 48 MP cameras",
+    )
+    max_side: int = Field(20_000, gt=0, description="an image wider or taller is refused")
+    decode_budget_mb: int = Field(
+        256,
+        ge=16,
+        description="decoded pixels in flight at once; larger images wait their turn",
+    )
+    decode_wait_s: float = Field(
+        10.0, gt=0, description="an upload waiting longer for the budget gets a 503"
     )
     thumb_size: int = Field(256, ge=32, le=2048)
 
@@ -109,7 +129,30 @@ class HttpConfig(_Section):
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
-    token: str = Field("", description="bearer token for every route but /healthz; empty = off")
+    token: SecretStr = Field(
+        SecretStr(""),
+        description="bearer token (or the /login session cookie) for the data routes; empty = off",
+    )
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Host names answered besides loopback and the bound address (e.g. the "
+        "device's name on the LAN); others get 421, which stops DNS rebinding",
+    )
+    allowed_origins: list[str] = Field(
+        default_factory=list,
+        description="browser origins, besides the device's own, allowed to POST",
+    )
+    header_timeout_s: float = Field(
+        10.0, gt=0, description="close a connection that has not sent a whole request by then"
+    )
+    max_connections: int = Field(256, ge=8, description="open connections at most")
+    limit_concurrency: int = Field(
+        64, ge=4, description="requests in progress at most; more get a 503"
+    )
+    body_idle_s: float = Field(
+        15.0, gt=0, description="an upload body that stalls this long is dropped (408)"
+    )
+    body_timeout_s: float = Field(120.0, gt=0, description="an upload body must arrive by then")
 
 
 class MqttTlsConfig(_Section):
@@ -143,7 +186,7 @@ class MqttConfig(_Section):
     protocol: Literal["5", "3.1.1"] = "5"
     client_id: str = Field("", description="empty = s3e-<device_id>")
     username: str = ""
-    password: str = ""
+    password: SecretStr = SecretStr("")
     password_file: str = Field(
         "",
         description="read the password from this file instead (e.g. a systemd credential "
@@ -178,9 +221,10 @@ class MqttConfig(_Section):
     @model_validator(mode="after")
     def _credentials(self) -> MqttConfig:
         """A password alone would be sent with no user name: refuse it (as paho would not)."""
-        if (self.password or self.password_file) and not self.username:
+        has_password = bool(self.password.get_secret_value())
+        if (has_password or self.password_file) and not self.username:
             raise ValueError("password without username")
-        if self.password and self.password_file:
+        if has_password and self.password_file:
             raise ValueError("password and password_file: give one")
         return self
 
@@ -235,10 +279,11 @@ def load_config(path: Path | str | None) -> EdgeConfig:
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{p}: not valid TOML ({e})") from None
     cfg = parse_config(data, str(p))
-    if (cfg.s3.secret_access_key or cfg.mqtt.password) and p.stat().st_mode & (
+    secrets = (cfg.s3.secret_access_key, cfg.mqtt.password, cfg.http.token)
+    if any(x.get_secret_value() for x in secrets) and p.stat().st_mode & (
         stat.S_IRWXG | stat.S_IRWXO
     ):
-        log.warning("%s holds a secret (s3.secret_access_key or mqtt.password) and others can "
-                    "read it: chmod 600 %s, or use the AWS_* environment, a credentials file "
-                    "or mqtt.password_file", p, p)  # fmt: skip
+        log.warning("%s holds a secret (s3.secret_access_key, mqtt.password or http.token) and "
+                    "others can read it: chmod 600 %s, or use the AWS_* environment, a "
+                    "credentials file or mqtt.password_file", p, p)  # fmt: skip
     return cfg

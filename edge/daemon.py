@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import signal
 import threading
@@ -25,8 +26,10 @@ from cloud_sync.service import SyncService
 from edge.api import ApiContext, create_app
 from edge.bundle import load_bundle
 from edge.capture import CaptureSource, enabled_sources
+from edge.capture.base import printable
 from edge.capture.camera import CameraSource
-from edge.config import EdgeConfig
+from edge.config import EdgeConfig, HttpConfig
+from edge.http_guard import GuardedH11Protocol
 from edge.index import SearchIndex
 from edge.metrics import Metrics
 from edge.mqtt import Command, MqttService
@@ -40,17 +43,22 @@ from edge.worker import AnalyserProcess
 log = logging.getLogger("s3e.daemon")
 
 
+HEALTH_TTL_S = 2.0
+
+
 class StartupError(RuntimeError):
     """The daemon cannot start; the message says which part and why."""
 
 
 class HttpServer:
-    """uvicorn in a thread of its own (so signals stay with the daemon)."""
+    """uvicorn in a thread of its own (so signals stay with the daemon), with deadlines for
+    slow clients and caps on connections and requests in progress."""
 
-    def __init__(self, app: Any, host: str, port: int) -> None:
+    def __init__(self, app: Any, cfg: HttpConfig) -> None:
         config = uvicorn.Config(
-            app, host=host, port=port, log_level="warning", access_log=False, lifespan="off",
-            timeout_graceful_shutdown=2,
+            app, host=cfg.host, port=cfg.port, log_level="warning", access_log=False,
+            lifespan="off", timeout_graceful_shutdown=2, timeout_keep_alive=5,
+            limit_concurrency=cfg.limit_concurrency, http=GuardedH11Protocol.configure(cfg),
         )  # fmt: skip
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name="http", daemon=True)
@@ -71,16 +79,19 @@ class HttpServer:
 
 
 def reject_file(root: Path, path: Path, kind: str, reason: str) -> None:
-    """Move a refused file into `rejected/` with `<name>.reason.txt` beside it."""
+    """Move a refused file into `rejected/` under a safe, short name, with
+    `<name>.reason.txt` beside it holding the original name (escaped) and the reason."""
     stamp = time.strftime("%Y%m%dT%H%M%S")
-    target = root / "rejected" / f"{stamp}-{path.name}"
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", path.name).lstrip(".")[-100:] or "file"
+    target = root / "rejected" / f"{stamp}-{safe}"
     n = 1
     while target.exists() or target.with_name(target.name + ".reason.txt").exists():
-        target = root / "rejected" / f"{stamp}-{n}-{path.name}"
+        target = root / "rejected" / f"{stamp}-{n}-{safe}"
         n += 1
     shutil.move(str(path), target)
     target.with_name(target.name + ".reason.txt").write_text(
-        f"file: {path}\nkind: {kind}\nreason: {reason}\nrejected_at: {stamp}\n"
+        f"file: {printable(str(path), 4096)}\nkind: {kind}\nreason: {reason}\n"
+        f"rejected_at: {stamp}\n"
     )
 
 
@@ -89,6 +100,8 @@ class Daemon:
         self.cfg = cfg
         self.started_at = time.time()
         self.stopping = threading.Event()
+        self._health_lock = threading.Lock()
+        self._health: tuple[float, dict[str, Any] | None] = (0.0, None)
         try:
             self.bundle = load_bundle(cfg.model.bundle)
         except ValueError as e:
@@ -175,16 +188,30 @@ class Daemon:
         self.metrics.errors.labels(kind).inc()
 
     def dead_threads(self) -> list[str]:
-        """Worker threads that should be running and are not (they log why before dying)."""
+        """Worker threads that should be running and are not (they log why before dying), and
+        capture sources whose loop has stopped coming round (stuck in a read)."""
         threads = [*self.pool.threads, self.index_worker.thread]
         threads += self.mqtt.threads if self.mqtt else []
         threads += [self.sync.worker.thread] if self.sync else []
         threads += [t for s in self._running_sources for t in s.threads]
         if self.http is not None:
             threads.append(self.http.thread)
-        return [t.name for t in threads if t.ident is not None and not t.is_alive()]
+        dead = [t.name for t in threads if t.ident is not None and not t.is_alive()]
+        now = time.monotonic()
+        return dead + [f"capture-{s.key} (stalled)" for s in self._running_sources
+                       if s.threads and now - s.beat > s.stall_after_s]  # fmt: skip
 
     def health(self) -> dict[str, Any]:
+        """The health document, computed at most once every HEALTH_TTL_S: counting a large
+        store takes its lock, and a client looping on /healthz must not slow ingest."""
+        with self._health_lock:
+            at, doc = self._health
+            if doc is None or time.monotonic() - at > HEALTH_TTL_S or self.stopping.is_set():
+                doc = self._compute_health()
+                self._health = (time.monotonic(), doc)
+            return doc
+
+    def _compute_health(self) -> dict[str, Any]:
         models = self.analysers[0]
         dead = self.dead_threads()
         status = "stopping" if self.stopping.is_set() else "degraded" if dead else "ok"
@@ -246,6 +273,10 @@ class Daemon:
                  self.bundle.name, self.bundle.precision,
                  ",".join(sorted(set(self.analysers[0].placement.values()))),
                  Path(self.cfg.data_dir).resolve())  # fmt: skip
+        orphans = self.store.sweep_orphans()
+        if orphans:
+            log.warning("removed %d stored files no record names (left by a kill mid-upload)",
+                        orphans)  # fmt: skip
         counts = self.store.counts()
         if counts.get("pending") or counts.get("due_indexed"):
             log.info("resuming: %d images to analyse, %d records to index",
@@ -260,7 +291,7 @@ class Daemon:
             ctx = ApiContext(self.cfg, self.index, self.metrics, self.health, self.store,
                              self.ingestor, self.neighbours,
                              self.sync.presign if self.sync else None)  # fmt: skip
-            self.http = HttpServer(create_app(ctx), self.cfg.http.host, self.cfg.http.port)
+            self.http = HttpServer(create_app(ctx), self.cfg.http)
             self.port = self.http.start()
             log.info("search on http://%s:%d/", self.cfg.http.host, self.port)
             if self.mqtt is not None:

@@ -17,7 +17,8 @@ from PIL import Image
 from edge.config import MqttConfig
 from edge.store import Record
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""2: VAE labels (kind "vae") and out_of_domain replace the cluster name."""
 
 
 class Topics:
@@ -76,11 +77,12 @@ def event(
         "source_name": r.source_name,
         "captured_at": iso(r.captured_at),
         "accepted_at": iso(r.accepted_at),
-        "caption": r.caption or "",
+        "caption": "" if r.out_of_domain else r.caption or "",
         "labels": r.labels,
         "segments": r.segments,
         "anomaly": r.anomaly,
-        "cluster": r.cluster,
+        "out_of_domain": r.out_of_domain,
+        "ood_score": r.ood_score,
         "bundle": {"version": r.bundle, "precision": r.precision},
         "accelerators": r.accelerators,
         "timings_ms": {k.removesuffix("_ms"): round(v, 3) for k, v in r.timings.items()},
@@ -152,7 +154,7 @@ _LABEL = {
     "properties": {
         "name": {"type": "string"},
         "score": {"type": "number"},
-        "kind": {"enum": ["segment", "cluster", "anomaly"]},
+        "kind": {"enum": ["segment", "vae", "anomaly", "ood"]},
     },
 }
 _URLS = {
@@ -204,7 +206,11 @@ def json_schema() -> dict[str, Any]:
                                        "fraction": {"type": "number", "minimum": 0,
                                                     "maximum": 1}}}},
                     "anomaly": {"type": ["number", "null"]},
-                    "cluster": {"type": ["string", "null"]},
+                    "out_of_domain": {"type": "boolean", "description": "the image is out of "
+                                      "the bundle's domain: its caption is withheld (empty) and "
+                                      "its one label is out_of_domain"},
+                    "ood_score": {"type": ["number", "null"],
+                                  "description": "above 1: out of domain"},
                     "bundle": {"type": "object", "required": ["version", "precision"]},
                     "accelerators": {"type": "object",
                                      "additionalProperties": {"type": "string"}},

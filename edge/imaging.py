@@ -7,21 +7,38 @@ that `/metrics` counts and a reason a person can read in the `rejected/` folder.
 
 from __future__ import annotations
 
+import contextlib
 import io
+import struct
+import threading
+import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 EXTENSIONS = {
-    "JPEG": "jpg", "PNG": "png", "GIF": "gif", "BMP": "bmp", "TIFF": "tif", "WEBP": "webp"
+    "JPEG": "jpg", "MPO": "jpg", "PNG": "png", "GIF": "gif", "BMP": "bmp", "TIFF": "tif",
+    "WEBP": "webp",
 }  # fmt: skip
+"""The formats accepted, and the extension an original is stored under. Pillow is asked for
+these only (`formats=`): anything else is refused before a decoder for it is even tried."""
+ACCEPTED = ("JPEG", "PNG", "GIF", "BMP", "TIFF", "WEBP")  # MPO opens as JPEG
 # What HTTP and S3 are told an original is, by its extension.
 MEDIA_TYPES = {
     "jpg": "image/jpeg", "png": "image/png", "gif": "image/gif", "bmp": "image/bmp",
     "tif": "image/tiff", "webp": "image/webp",
+}  # fmt: skip
+# EXIF orientation -> the transpose that turns the pixels upright.
+_UPRIGHT = {
+    2: [Image.Transpose.FLIP_LEFT_RIGHT], 3: [Image.Transpose.ROTATE_180],
+    4: [Image.Transpose.FLIP_TOP_BOTTOM], 5: [Image.Transpose.TRANSPOSE],
+    6: [Image.Transpose.ROTATE_270], 7: [Image.Transpose.TRANSVERSE],
+    8: [Image.Transpose.ROTATE_90],
 }  # fmt: skip
 
 
@@ -42,9 +59,51 @@ class ImageRejectedError(ValueError):
         self.reason = reason
 
 
+class DecodeBusyError(RuntimeError):
+    """Too many large images are being decoded at once; try again shortly (HTTP 503)."""
+
+
+class DecodeBudget:
+    """Bytes of decoded pixels allowed in flight at once, so a burst of large images waits
+    instead of multiplying memory; small images decode side by side. An image larger than the
+    whole budget decodes alone."""
+
+    def __init__(self, max_bytes: int, wait_s: float) -> None:
+        self.max_bytes, self.wait_s = max_bytes, wait_s
+        self.used = 0
+        self._cond = threading.Condition()
+
+    @contextmanager
+    def reserve(self, cost: int) -> Iterator[None]:
+        cost = min(cost, self.max_bytes)
+        deadline = time.monotonic() + self.wait_s
+        with self._cond:
+            while self.used + cost > self.max_bytes:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise DecodeBusyError(
+                        f"busy decoding other large images ({self.used >> 20} MB in flight)"
+                    )
+                self._cond.wait(left)
+            self.used += cost
+        try:
+            yield
+        finally:
+            with self._cond:
+                self.used -= cost
+                self._cond.notify_all()
+
+
+def pixel_bytes(im: Image.Image) -> int:
+    """What decoding `im` allocates: Pillow keeps multi-band pixels in 4 bytes."""
+    per = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16B": 2, "I;16L": 2}.get(im.mode, 4)
+    return im.width * im.height * per
+
+
 @dataclass
 class Decoded:
-    """An upright RGB or L image and what was learnt decoding it."""
+    """An upright RGB or L image, shrunk to what analysis and thumbnails need, and what was
+    learnt decoding it (`width` and `height` are the original's, upright)."""
 
     image: Image.Image
     format: str
@@ -53,38 +112,50 @@ class Decoded:
     height: int
 
 
-def decode(data: bytes, max_pixels: int) -> Decoded:
-    """Decode fully (so truncation is caught now), refusing oversize images before any pixel is
-    read, and turn it upright by its EXIF orientation."""
+def decode(
+    data: bytes,
+    max_pixels: int,
+    max_side: int = 20000,
+    target: int = 1024,
+    budget: DecodeBudget | None = None,
+) -> Decoded:
+    """Decode fully (so truncation is caught now), refusing oversize images before any pixel
+    is read, keeping memory near what `target` (the largest side anything needs) requires:
+    JPEG decodes at a reduced scale (`draft`), other formats are shrunk right after decoding,
+    and the image is turned upright by its EXIF orientation."""
     if not data:
         raise ImageRejectedError("empty", "zero-byte file")
     fmt = "image"
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            im = Image.open(io.BytesIO(data))
+            im = Image.open(io.BytesIO(data), formats=ACCEPTED)
             w, h = im.size
-            if w * h > max_pixels:
-                raise ImageRejectedError(
-                    "too_large", f"{w}x{h} = {w * h} pixels is over the limit of {max_pixels}"
-                )
             fmt = im.format or fmt
-            im.load()
+            _check_size(w, h, max_pixels, max_side)
+            orientation = _orientation(im)
+            if fmt in ("JPEG", "MPO"):
+                im.draft("RGB" if im.mode not in ("L", "1") else "L", (target, target))
+            with budget.reserve(pixel_bytes(im)) if budget else contextlib.nullcontext():
+                im.load()
+                im = _shrink(im, target)
     except ImageRejectedError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise ImageRejectedError("too_large", f"decompression bomb refused ({e})") from None
     except UnidentifiedImageError:
-        raise ImageRejectedError("not_an_image", "not an image in any known format") from None
-    except (OSError, SyntaxError, ValueError) as e:
+        raise ImageRejectedError(
+            "not_an_image", f"not an image in an accepted format ({', '.join(ACCEPTED)})"
+        ) from None
+    except MemoryError:
+        raise ImageRejectedError("too_large", "not enough memory to decode it") from None
+    except (OSError, SyntaxError, ValueError, struct.error) as e:
         raise ImageRejectedError("corrupt", f"cannot decode {fmt} data ({e})") from None
-    if fmt not in EXTENSIONS:
-        raise ImageRejectedError("unsupported", f"image format {fmt} is not accepted")
-    try:
-        upright = ImageOps.exif_transpose(im)
-    except (OSError, ValueError, SyntaxError):
-        upright = im  # a broken EXIF block is not worth refusing the pixels over
-    return Decoded(_to_8bit(upright), fmt, EXTENSIONS[fmt], upright.width, upright.height)
+    for op in _UPRIGHT.get(orientation, []):
+        im = im.transpose(op)
+    if orientation in (5, 6, 7, 8):
+        w, h = h, w
+    return Decoded(_to_8bit(im), fmt, EXTENSIONS[fmt], w, h)
 
 
 def _to_8bit(im: Image.Image) -> Image.Image:
@@ -96,6 +167,35 @@ def _to_8bit(im: Image.Image) -> Image.Image:
         top = 65535.0 if im.mode.startswith("I;16") else max(float(x.max()), 1.0)
         return Image.fromarray((x / top * 255).clip(0, 255).astype(np.uint8), mode="L")
     return im.convert("RGB")
+
+
+def _check_size(w: int, h: int, max_pixels: int, max_side: int) -> None:
+    if w > max_side or h > max_side:
+        raise ImageRejectedError("too_large", f"{w}x{h}: a side is over the limit of {max_side}")
+    if w * h > max_pixels:
+        raise ImageRejectedError(
+            "too_large", f"{w}x{h} = {w * h} pixels is over the limit of {max_pixels}"
+        )
+
+
+def _orientation(im: Image.Image) -> int:
+    try:
+        value = im.getexif().get(0x0112, 1)
+        return int(value) if isinstance(value, int) else 1
+    except (OSError, ValueError, SyntaxError, struct.error):
+        return 1  # a broken EXIF block is not worth refusing the pixels over
+
+
+def _shrink(im: Image.Image, target: int) -> Image.Image:
+    """At most about 2 x target on the longer side, averaged (palettes and bilevel images
+    sampled), so nothing later works on the full-size pixels."""
+    side = max(im.size)
+    if side <= 2 * target:
+        return im
+    k = side / target
+    size = (max(1, round(im.width / k)), max(1, round(im.height / k)))
+    sampling = Image.Resampling.NEAREST if im.mode in ("P", "1") else Image.Resampling.BOX
+    return im.resize(size, sampling)
 
 
 def preprocess(image: Image.Image, spec: dict[str, Any]) -> np.ndarray:

@@ -21,6 +21,11 @@ import tantivy
 from edge.store import Record
 
 DEFAULT_FIELDS = ["caption", "labels"]
+MAX_QUERY_CHARS = 512
+MAX_QUERY_DEPTH = 16
+MAX_QUERY_TERMS = 64
+"""Bounds checked before any parser sees a query: tantivy's parsers recurse, and a deeply
+nested query can crash the process (3000 "(" segfault the lenient parser)."""
 # Tantivy dates are nanoseconds in an i64: clamp filters into what it can represent.
 EARLIEST = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 LATEST = dt.datetime(2262, 1, 1, tzinfo=dt.UTC)
@@ -32,6 +37,36 @@ class IndexBusyError(RuntimeError):
 
 class QuerySyntaxError(ValueError):
     """A user query Tantivy cannot parse; the message says where."""
+
+
+def check_query(q: str) -> None:
+    """Refuse a query over the bounds, or with unbalanced parentheses or quotes, saying
+    where; what passes goes to tantivy's strict parser."""
+    if len(q) > MAX_QUERY_CHARS:
+        raise QuerySyntaxError(f"query of {len(q)} characters; at most {MAX_QUERY_CHARS}")
+    depth, quoted, opened = 0, False, []
+    for i, ch in enumerate(q):
+        if ch == '"':
+            quoted = not quoted
+        elif quoted:
+            continue
+        elif ch == "(":
+            depth += 1
+            opened.append(i)
+            if depth > MAX_QUERY_DEPTH:
+                raise QuerySyntaxError(f"parentheses nested deeper than {MAX_QUERY_DEPTH}")
+        elif ch == ")":
+            if not opened:
+                raise QuerySyntaxError(f"unmatched ')' at position {i}")
+            depth -= 1
+            opened.pop()
+    if quoted:
+        raise QuerySyntaxError(f"unclosed '\"' at position {q.rindex(chr(34))}")
+    if opened:
+        raise QuerySyntaxError(f"unclosed '(' at position {opened[-1]}: expected ')'")
+    terms = len(q.replace("(", " ").replace(")", " ").split())
+    if terms > MAX_QUERY_TERMS:
+        raise QuerySyntaxError(f"query of {terms} terms; at most {MAX_QUERY_TERMS}")
 
 
 def build_schema() -> tantivy.Schema:
@@ -53,9 +88,10 @@ def utc(ts: float) -> dt.datetime:
 
 
 def document(r: Record) -> tantivy.Document:
+    """What search sees of a record; an out-of-domain image only by its label and filters."""
     doc = tantivy.Document(
         id=r.id,
-        caption=r.caption or "",
+        caption="" if r.out_of_domain else r.caption or "",
         labels=[lab["name"] for lab in r.labels],
         classes=[s["class"] for s in r.segments],
         source=r.source,
@@ -157,13 +193,11 @@ class SearchIndex:
     def parse(self, q: str) -> tantivy.Query:
         if not q.strip():
             return tantivy.Query.all_query()
+        check_query(q)
         try:
             return self.index.parse_query(q, DEFAULT_FIELDS, conjunction_by_default=True)
         except ValueError as e:
-            _, errors = self.index.parse_query_lenient(q, DEFAULT_FIELDS)
-            where = "; ".join(str(x) for x in errors)
-            msg = str(e) if not where or where in str(e) else f"{e} ({where})"
-            raise QuerySyntaxError(msg) from None
+            raise QuerySyntaxError(str(e)) from None
 
     def query(self, q: str, f: Filters) -> tantivy.Query:
         parts = [self.parse(q)]
@@ -195,7 +229,10 @@ class SearchIndex:
         """(total matches, one page of hits, label counts over every match)."""
         query = self.query(q, filters)
         searcher = self.index.searcher()
-        result = searcher.search(query, limit, count=True, offset=offset)
+        try:
+            result = searcher.search(query, limit, count=True, offset=offset)
+        except ValueError as e:  # a query that parses but cannot run, e.g. "caption:*"
+            raise QuerySyntaxError(str(e)) from None
         snippets = tantivy.SnippetGenerator.create(searcher, query, self.schema, "caption")
         hits = []
         for score, address in result.hits:

@@ -21,7 +21,7 @@ from edge.runtime import (
 )
 from models.data.tokens import Vocabulary, detokenize
 from models.decoding import beam_search, log_softmax
-from models.latent import reconstruction_error
+from models.latent import mean_squared_error, reconstruction_error, sigmoid
 
 
 @dataclass
@@ -30,7 +30,24 @@ class CaptionResult:
     tokens: list[str]
     score: float
     attention: np.ndarray
-    """(len(tokens), grid, grid): where the decoder looked for each word."""
+    """(len(tokens), grid, grid): where the decoder looked for each word; each map sums to
+    the word's `visual` share."""
+    visual: np.ndarray
+    """(len(tokens),): how much each word relied on the image (1 - the sentinel's share;
+    1.0 for a captioner without a sentinel)."""
+
+
+@dataclass
+class VaeResult:
+    mu: np.ndarray
+    """The latent mean: "similar images" compare these."""
+    probs: np.ndarray
+    """Label probabilities (empty for a VAE without labels)."""
+    anomaly_error: float
+    """Reconstruction error behind the anomaly score (counterfactual where the domain has a
+    none label: the image decoded as if it had no finding)."""
+    mse: float
+    """Mean squared reconstruction error, one of the out-of-domain signals."""
 
 
 class BundleModels:
@@ -105,7 +122,11 @@ class BundleModels:
             ]
             logits = np.concatenate([o["logits"] for o in outs])
             new = (np.concatenate([o["h"] for o in outs]), np.concatenate([o["c"] for o in outs]))
-            return log_softmax(logits), new, np.concatenate([o["alpha"] for o in outs])
+            alpha = np.concatenate([o["alpha"] for o in outs])
+            beta = np.concatenate(
+                [o["beta"].reshape(1, 1) if "beta" in o else np.zeros((1, 1)) for o in outs]
+            )
+            return log_softmax(logits), new, np.concatenate([alpha, beta], axis=1)
 
         k = beam_width or int(cfg["beam_width"])
         best = beam_search(
@@ -117,19 +138,35 @@ class BundleModels:
             int(cfg["max_len"]),
         )[0]
         words, steps = self.vocab.decode_positions(best.ids)
+        att = best.attention[steps]
         grid = int(cfg["grid"])
-        attention = best.attention[steps].reshape(len(words), grid, grid)
-        return CaptionResult(detokenize(words), words, best.score, attention)
+        maps = att[:, : grid * grid].reshape(len(words), grid, grid)
+        return CaptionResult(detokenize(words), words, best.score, maps, 1.0 - att[:, -1])
 
     def segment(self, image: np.ndarray) -> np.ndarray:
         """Class id per pixel (H, W) uint8."""
         logits = self.runners["segmenter"](image=image[None].astype(np.float32))["logits"][0]
         return np.argmax(logits, axis=-1).astype(np.uint8)
 
-    def vae(self, image: np.ndarray) -> tuple[np.ndarray, float]:
-        """Latent mean and reconstruction error (the anomaly signal) of one image."""
+    def vae(self, image: np.ndarray) -> VaeResult:
+        """Latent mean, label probabilities and the reconstruction errors of one image."""
         x = image[None].astype(np.float32)
-        mu = self.runners["vae_encoder"](image=x)["mu"]
-        recon = self.runners["vae_decoder"](z=mu)["reconstruction"]
+        enc = self.runners["vae_encoder"](image=x)
+        mu = enc["mu"]
         pool = int(self.bundle.doc["vae"]["anomaly_pool"])
-        return mu[0], float(reconstruction_error(x, recon, pool)[0])
+        decode = self.runners["vae_decoder"]
+        if "label_logits" not in enc:
+            recon = decode(z=mu)["reconstruction"]
+            error = float(reconstruction_error(x, recon, pool)[0])
+            return VaeResult(mu[0], np.zeros(0, np.float32), error, _mse(x, recon))
+        probs = sigmoid(enc["label_logits"]).astype(np.float32)
+        recon = decode(z=mu, labels=probs)["reconstruction"]
+        anomaly = recon
+        if self.latent and self.latent.get("counterfactual"):
+            anomaly = decode(z=mu, labels=np.zeros_like(probs))["reconstruction"]
+        error = float(reconstruction_error(x, anomaly, pool)[0])
+        return VaeResult(mu[0], probs[0], error, _mse(x, recon))
+
+
+def _mse(x: np.ndarray, recon: np.ndarray) -> float:
+    return float(mean_squared_error(x, recon)[0])

@@ -245,7 +245,7 @@ class MqttLink:
 
 def read_password(cfg: MqttConfig) -> str:
     if not cfg.password_file:
-        return cfg.password
+        return cfg.password.get_secret_value()
     try:
         return Path(cfg.password_file).read_text().strip()
     except OSError as e:

@@ -25,7 +25,15 @@ import numpy as np
 
 from edge.bundle import Bundle
 from edge.config import EdgeConfig
-from edge.imaging import Decoded, ImageRejectedError, decode, preprocess, thumbnail_jpeg
+from edge.imaging import (
+    DecodeBudget,
+    DecodeBusyError,
+    Decoded,
+    ImageRejectedError,
+    decode,
+    preprocess,
+    thumbnail_jpeg,
+)
 from edge.metrics import Metrics
 from edge.store import Analysis, Store
 from edge.worker import AnalysisError, WorkerDiedError
@@ -70,6 +78,15 @@ class Ingestor:
         self.prepared = _Prepared()
         self.accepted = threading.Event()
         self.closed = False
+        lim = cfg.limits
+        self.budget = DecodeBudget(lim.decode_budget_mb << 20, lim.decode_wait_s)
+        self.target = max(lim.thumb_size, int(bundle.doc["preprocessing"]["size"]))
+
+    def decode(self, data: bytes) -> Decoded:
+        """Decode within the limits and the memory budget (`DecodeBusyError` if it stays
+        full); failures are `ImageRejectedError`s."""
+        lim = self.cfg.limits
+        return decode(data, lim.max_pixels, lim.max_side, self.target, self.budget)
 
     def _convert(self, img: Decoded, thumb_size: int) -> tuple[np.ndarray, bytes]:
         """The model input and (if `thumb_size`) the thumbnail; failures here are refusals."""
@@ -96,7 +113,7 @@ class Ingestor:
             log.info("duplicate %s from %s %s: already stored", rid[:12], source, name)
             return Ingested(rid, False)
         t0 = time.perf_counter()
-        img = decode(data, self.cfg.limits.max_pixels)  # the caller counts a refusal
+        img = self.decode(data)  # the caller counts a refusal
         t1 = time.perf_counter()
         x, thumb = self._convert(img, self.cfg.limits.thumb_size)
         t2 = time.perf_counter()
@@ -126,7 +143,11 @@ class Ingestor:
         if x is not None:
             return x
         data = self.store.original_path(rid, ext).read_bytes()
-        return self._convert(decode(data, self.cfg.limits.max_pixels), 0)[0]  # thumb exists
+        while True:  # analysis can wait for the decode budget; an upload cannot
+            try:
+                return self._convert(self.decode(data), 0)[0]  # the thumbnail exists already
+            except DecodeBusyError:
+                continue
 
 
 class AnalyserLike(Protocol):

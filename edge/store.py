@@ -52,6 +52,9 @@ CREATE TABLE IF NOT EXISTS records (
     anomaly REAL,
     cluster TEXT,
     latent BLOB,
+    visual TEXT,
+    out_of_domain INTEGER,
+    ood_score REAL,
     bundle TEXT,
     precision TEXT,
     accelerators TEXT,
@@ -63,7 +66,7 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 # Columns added since version 1, for stores written by an older daemon.
-_ADDED = {"evicted_at": "REAL"}
+_ADDED = {"evicted_at": "REAL", "visual": "TEXT", "out_of_domain": "INTEGER", "ood_score": "REAL"}
 
 _INDEXES = f"""
 CREATE INDEX IF NOT EXISTS records_pending ON records(seq) WHERE status = 'pending';
@@ -84,7 +87,8 @@ PRAGMA user_version = {SCHEMA_VERSION};
 _COLUMNS = (
     "seq, id, device_id, source, source_name, captured_at, accepted_at, ext, size, width, "
     "height, status, error, caption, words, labels, segments, anomaly, cluster, bundle, "
-    "precision, accelerators, timings, evicted_at, " + ", ".join(f"{s}_at" for s in SINKS)
+    "precision, accelerators, timings, evicted_at, visual, out_of_domain, ood_score, "
+    + ", ".join(f"{s}_at" for s in SINKS)
 )
 
 
@@ -95,11 +99,15 @@ class Analysis:
     caption: str
     words: list[str]
     attention: np.ndarray
-    """(len(words), grid, grid), each word's map summing to 1."""
+    """(len(words), grid, grid), each word's map over the regions."""
+    visual: list[float]
+    """Per word, how much it relied on the image (1 - the sentinel's share)."""
     labels: list[dict[str, Any]]
     segments: list[dict[str, Any]]
     anomaly: float
-    cluster: str
+    out_of_domain: bool
+    ood_score: float
+    """Above 1: out of the bundle's domain (see `models.latent`)."""
     latent: np.ndarray
     timings: dict[str, float]
     """Milliseconds per stage."""
@@ -136,6 +144,9 @@ class Record:
     sinks: dict[str, float | None]
     evicted_at: float | None = None
     """When the original was deleted locally (synced, then over the quota)."""
+    visual: list[float] = field(default_factory=list)
+    out_of_domain: bool = False
+    ood_score: float | None = None
 
     def summary(self) -> dict[str, Any]:
         """The JSON a client gets: everything but the raw attention and latent arrays."""
@@ -175,6 +186,31 @@ class Store:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+    def sweep_orphans(self) -> int:
+        """Delete originals and derived files that no record names: a kill between writing an
+        upload's files and committing its row leaves them (the client never got its 201, and a
+        folder file is still in the folder). Only the daemon calls this, at start, holding the
+        index lock, so no accept is in flight."""
+        removed = 0
+        for top in ("originals", "derived"):
+            for sub in sorted((self.root / top).glob("??")):
+                files = [(f.name.split(".", 1)[0], f) for f in sub.iterdir() if f.is_file()]
+                known: set[str] = set()
+                ids = sorted({rid for rid, _ in files})
+                for i in range(0, len(ids), 500):
+                    part = ids[i : i + 500]
+                    with self._lock:
+                        rows = self._db.execute(
+                            f"SELECT id FROM records WHERE id IN ({','.join('?' * len(part))})",
+                            part,
+                        ).fetchall()
+                    known.update(r[0] for r in rows)
+                for rid, f in files:
+                    if rid not in known:
+                        f.unlink(missing_ok=True)
+                        removed += 1
+        return removed
 
     def _clean_tmp(self) -> None:
         """Remove temp files of writers that died (a kill -9 mid-write); names end in the pid."""
@@ -271,14 +307,15 @@ class Store:
                 "UPDATE records SET status='analysed', error=NULL, analysed_at=?, analysed_seq="
                 "(SELECT COALESCE(MAX(analysed_seq), 0) + 1 FROM records WHERE "
                 "status='analysed'), caption=?,"
-                " words=?, attention=?, grid=?, labels=?, segments=?, anomaly=?, cluster=?,"
-                " latent=?, bundle=?, precision=?, accelerators=?,"
-                " timings=json_patch(COALESCE(timings, '{}'), ?) WHERE id=?",
+                " words=?, attention=?, grid=?, labels=?, segments=?, anomaly=?, cluster=NULL,"
+                " latent=?, bundle=?, precision=?, accelerators=?, visual=?, out_of_domain=?,"
+                " ood_score=?, timings=json_patch(COALESCE(timings, '{}'), ?) WHERE id=?",
                 (
                     time.time(), a.caption, json.dumps(a.words), _attention_blob(a.attention),
                     grid, json.dumps(a.labels), json.dumps(a.segments), float(a.anomaly),
-                    a.cluster, np.asarray(a.latent, dtype=np.float32).tobytes(), bundle,
-                    precision, json.dumps(a.accelerators), json.dumps(a.timings), rid,
+                    np.asarray(a.latent, dtype=np.float32).tobytes(), bundle,
+                    precision, json.dumps(a.accelerators), json.dumps(a.visual),
+                    int(a.out_of_domain), float(a.ood_score), json.dumps(a.timings), rid,
                 ),
             )  # fmt: skip
 
@@ -369,18 +406,20 @@ class Store:
             row = self._db.execute(f"SELECT {_COLUMNS} FROM records WHERE id=?", (rid,)).fetchone()
         return _record(row) if row else None
 
-    def attention(self, rid: str) -> tuple[list[str], np.ndarray] | None:
-        """Words and their attention grids (scaled to each word's peak)."""
+    def attention(self, rid: str) -> tuple[list[str], np.ndarray, list[float]] | None:
+        """Words, their attention grids (scaled to each word's peak) and visual shares."""
         with self._lock:
             row = self._db.execute(
-                "SELECT words, attention, grid FROM records WHERE id=? AND status='analysed'",
+                "SELECT words, attention, grid, visual FROM records WHERE id=? AND "
+                "status='analysed'",
                 (rid,),
             ).fetchone()
         if row is None:
             return None
         words, g = json.loads(row["words"]), int(row["grid"])
         grids = np.frombuffer(row["attention"], dtype=np.uint8).reshape(len(words), g, g)
-        return words, grids.astype(np.float32) / 255.0
+        visual = json.loads(row["visual"]) if row["visual"] else [1.0] * len(words)
+        return words, grids.astype(np.float32) / 255.0, visual
 
     def latents(self, after: int = 0) -> tuple[int, list[str], np.ndarray]:
         """(last analysed_seq, ids, latents) of records analysed after `after`, in the order
@@ -402,7 +441,12 @@ class Store:
                 "SELECT COUNT(*) FROM records WHERE status='pending'").fetchone()[0])  # fmt: skip
 
     def count_due(self, sink: str) -> int:
-        return self.due_totals(sink)[0]
+        """A count on the sink's partial index (no SUM over the table)."""
+        col = _sink_column(sink)
+        with self._lock:
+            return int(self._db.execute(
+                f"SELECT COUNT(*) FROM records WHERE status='analysed' AND {col} IS NULL"
+            ).fetchone()[0])  # fmt: skip
 
     def counts(self) -> dict[str, int]:
         """Records by status, and how many each sink still owes."""
@@ -467,5 +511,6 @@ def _record(r: sqlite3.Row) -> Record:
         anomaly=r["anomaly"], cluster=r["cluster"], bundle=r["bundle"],
         precision=r["precision"], accelerators=js("accelerators", {}),
         timings=js("timings", {}), sinks={s: r[f"{s}_at"] for s in SINKS},
-        evicted_at=r["evicted_at"],
+        evicted_at=r["evicted_at"], visual=js("visual", []),
+        out_of_domain=bool(r["out_of_domain"]), ood_score=r["ood_score"],
     )  # fmt: skip

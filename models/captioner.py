@@ -82,7 +82,9 @@ def build_encoder(cfg: CaptionerConfig, image: ImageConfig) -> keras.Model:
     x = inp
     for f in cfg.filters:
         x = layers.Conv2D(f, 3, padding="same", use_bias=False)(x)
-        x = layers.BatchNormalization()(x)
+        # Moving statistics that keep up within an epoch of a small data set, so validation
+        # (inference mode) sees what training does.
+        x = layers.BatchNormalization(momentum=0.9)(x)
         x = layers.ReLU()(x)
         x = layers.MaxPooling2D()(x)
     grid = grid_size(cfg, image)
@@ -93,12 +95,31 @@ def build_encoder(cfg: CaptionerConfig, image: ImageConfig) -> keras.Model:
     return keras.Model(inp, [regions, _keys(cfg, regions), h0, c0], name="captioner_encoder")
 
 
-def build_step(cfg: CaptionerConfig, image: ImageConfig, onehot: bool = False) -> keras.Model:
-    """(token, h, c, regions, keys) -> (logits, h', c', attention): one decoder step.
+def _sentinel(
+    cfg: CaptionerConfig, emb: keras.KerasTensor, h: keras.KerasTensor, c: keras.KerasTensor
+) -> tuple[keras.KerasTensor, keras.KerasTensor]:
+    """The visual sentinel (Lu et al., "Knowing When to Look", CVPR 2017): s = g * tanh(c),
+    g = sigmoid(W [emb; h]), offered to the attention as one more "region" (a value and a
+    key), so the decoder can put its attention on what it already knows instead of the image.
+    """
+    g = layers.Dense(cfg.units, activation="sigmoid", name="sentinel_gate")(
+        layers.Concatenate()([emb, h])
+    )
+    s = g * ops.tanh(c)
+    value = layers.Dense(cfg.filters[-1], name="sentinel_value")(s)
+    key = layers.Dense(_keys_dim(cfg), name="sentinel_key")(s)
+    return ops.expand_dims(value, 1), ops.expand_dims(key, 1)
 
-    With `onehot`, the token arrives as a one-hot float vector and the embedding is a bias-free
-    Dense layer holding the same matrix: a GATHER becomes a FULLY_CONNECTED, which the TFLite
-    GPU delegate runs. The layers are otherwise identical, in the same order, so weights copy.
+
+def build_step(cfg: CaptionerConfig, image: ImageConfig, onehot: bool = False) -> keras.Model:
+    """(token, h, c, regions, keys) -> (logits, h', c', alpha, beta): one decoder step.
+
+    alpha (n) is the attention over the regions and beta the share given to the sentinel
+    (0 without one): alpha sums to 1 - beta, and 1 - beta is how much the word relied on the
+    image. With `onehot`, the token arrives as a one-hot float vector and the embedding is a
+    bias-free Dense layer holding the same matrix: a GATHER becomes a FULLY_CONNECTED, which
+    the TFLite GPU delegate runs. The layers are otherwise identical, in the same order, so
+    weights copy.
     """
     grid = grid_size(cfg, image)
     n, feat = grid * grid, cfg.filters[-1]
@@ -112,7 +133,15 @@ def build_step(cfg: CaptionerConfig, image: ImageConfig, onehot: bool = False) -
     c = keras.Input((cfg.units,), name="c")
     regions = keras.Input((n, feat), name="regions")
     keys = keras.Input((n, _keys_dim(cfg)), name="keys")
-    context, alpha = _attention(cfg)(regions, keys, h)
+    if cfg.sentinel:
+        s_value, s_key = _sentinel(cfg, emb, h, c)
+        values = layers.Concatenate(axis=1)([regions, s_value])
+        all_keys = layers.Concatenate(axis=1)([keys, s_key])
+        context, weights = _attention(cfg)(values, all_keys, h)
+        alpha, beta = weights[:, :n], weights[:, n]
+    else:
+        context, alpha = _attention(cfg)(regions, keys, h)
+        beta = ops.zeros_like(alpha[:, 0])
     gate = layers.Dense(feat, activation="sigmoid", name="context_gate")(h)
     context = context * gate
     x = layers.Concatenate()([emb, context])
@@ -127,6 +156,7 @@ def build_step(cfg: CaptionerConfig, image: ImageConfig, onehot: bool = False) -
             layers.Identity(name="h_out")(h_new),
             layers.Identity(name="c_out")(c_new),
             layers.Identity(name="alpha")(alpha),
+            layers.Identity(name="beta")(beta),
         ],
         name="captioner_step",
     )
@@ -139,7 +169,30 @@ class Caption(NamedTuple):
     tokens: list[str]
     score: float
     attention: np.ndarray
-    """(len(tokens), grid, grid) attention weights, one map per token."""
+    """(len(tokens), grid, grid) attention weights over the regions, one map per token; each
+    sums to the word's `visual` share."""
+    visual: np.ndarray
+    """(len(tokens),): 1 - the sentinel's share, how much each word relied on the image."""
+
+
+def split_attention(att: np.ndarray, grid: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-step [alpha | beta] rows (as beam search keeps them) -> (maps, visual shares)."""
+    n = grid * grid
+    return att[:, :n].reshape(len(att), grid, grid), 1.0 - att[:, n]
+
+
+class LossTerms(NamedTuple):
+    ce: tf.Tensor
+    penalty: tf.Tensor
+    """Show, Attend and Tell's doubly stochastic penalty: each region's attention summed
+    over the caption should come near 1."""
+    grounding: tf.Tensor
+    """Cross-entropy of the word's region (normalised attention) against the region of the
+    thing it names (Liu et al., AAAI 2017, strong supervision), over grounded words."""
+    looking: tf.Tensor
+    """The sentinel's share where the data says whether a word names a region: -log(1 - beta)
+    for a word that does (it must look), -log(beta) for one that names nothing (it need not;
+    only captions with explicit grounding, where every unnamed word is known to be so)."""
 
 
 class Captioner:
@@ -170,36 +223,61 @@ class Captioner:
         return self.encoder.trainable_variables + self.step.trainable_variables
 
     def loss(
-        self, images: tf.Tensor, seqs: tf.Tensor, training: bool
-    ) -> tuple[tf.Tensor, tf.Tensor]:
-        """Teacher-forced cross-entropy and the doubly stochastic attention penalty."""
+        self,
+        images: tf.Tensor,
+        seqs: tf.Tensor,
+        regions_target: tf.Tensor,
+        token_region: tf.Tensor,
+        training: bool,
+    ) -> LossTerms:
+        """Teacher-forced losses. `regions_target` (B, R, n): per image, the normalised cell
+        coverage of each region its captions name; `token_region` (B, T-1): which of them the
+        word produced at each step names, -1 for none, -2 for none where the caption's grounding
+        is explicit (the word is known to name nothing)."""
         regions, keys, h, c = self.encoder(images, training=training)
         mask = tf.cast(seqs[:, 1:] > 0, tf.float32)
-        ce_sum = tf.constant(0.0)
+        grounded = tf.cast(token_region >= 0, tf.float32) * mask
+        unnamed = tf.cast(token_region == -2, tf.float32) * mask
+        ce_sum = grounding_sum = looking_sum = tf.constant(0.0)
         alpha_sum = tf.zeros_like(regions[..., 0])
         for t in range(seqs.shape[1] - 1):
-            logits, h, c, alpha = self.step([seqs[:, t], h, c, regions, keys], training=training)
+            logits, h, c, alpha, beta = self.step(
+                [seqs[:, t], h, c, regions, keys], training=training
+            )
             ce = keras.losses.sparse_categorical_crossentropy(
                 seqs[:, t + 1], logits, from_logits=True
             )
             ce_sum += tf.reduce_sum(ce * mask[:, t])
             alpha_sum += alpha * mask[:, t : t + 1]
-        ce_mean = ce_sum / tf.maximum(tf.reduce_sum(mask), 1.0)
-        penalty = tf.reduce_mean(tf.square(1.0 - alpha_sum))
-        return ce_mean, penalty
+            target = tf.gather(regions_target, tf.maximum(token_region[:, t], 0), batch_dims=1)
+            spatial = alpha / (tf.reduce_sum(alpha, -1, keepdims=True) + 1e-6)
+            xent = -tf.reduce_sum(target * tf.math.log(spatial + 1e-6), -1)
+            grounding_sum += tf.reduce_sum(xent * grounded[:, t])
+            looking_sum += tf.reduce_sum(
+                -tf.math.log(1.0 - beta + 1e-6) * grounded[:, t]
+                - tf.math.log(beta + 1e-6) * unnamed[:, t]
+            )
+        n_grounded = tf.maximum(tf.reduce_sum(grounded), 1.0)
+        return LossTerms(
+            ce=ce_sum / tf.maximum(tf.reduce_sum(mask), 1.0),
+            penalty=tf.reduce_mean(tf.square(1.0 - alpha_sum)),
+            grounding=grounding_sum / n_grounded,
+            looking=looking_sum / tf.maximum(tf.reduce_sum(grounded + unnamed), 1.0),
+        )
 
     def _step_fn(self, regions: np.ndarray, keys: np.ndarray, k: int):
         tiled_r, tiled_k = tf.constant(np.repeat(regions, k, 0)), tf.constant(np.repeat(keys, k, 0))
 
         def step(tokens: np.ndarray, states: tuple[np.ndarray, ...]):
-            logits, h, c, alpha = self._step(
+            logits, h, c, alpha, beta = self._step(
                 tf.constant(tokens, tf.int32),
                 tf.constant(states[0]),
                 tf.constant(states[1]),
                 tiled_r,
                 tiled_k,
             )
-            return log_softmax(logits.numpy()), (h.numpy(), c.numpy()), alpha.numpy()
+            att = np.concatenate([alpha.numpy(), beta.numpy()[:, None]], axis=1)
+            return log_softmax(logits.numpy()), (h.numpy(), c.numpy()), att
 
         return step
 
@@ -222,6 +300,6 @@ class Captioner:
                 self.cfg.max_len,
             ):
                 words, steps = self.vocab.decode_positions(d.ids)
-                att = d.attention[steps].reshape(len(words), self.grid, self.grid)
-                out.append(Caption(detokenize(words), words, d.score, att))
+                maps, visual = split_attention(d.attention[steps], self.grid)
+                out.append(Caption(detokenize(words), words, d.score, maps, visual))
         return out

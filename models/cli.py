@@ -52,6 +52,29 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--attention", choices=ATTENTIONS, help="captioner attention (default bahdanau)")
     f.add_argument("--train-on", choices=["all", "normal"], help="VAE training images")
+    f.add_argument(
+        "--sentinel",
+        action=argparse.BooleanOptionalAction,
+        help="captioner: a visual sentinel, so words can say they do not look at the image "
+        "(default: on with attention)",
+    )
+    f.add_argument(
+        "--grounding-weight",
+        type=float,
+        help="captioner: weight of attention supervision from instances.json regions "
+        "(default 1.0; 0 = unsupervised)",
+    )
+    f.add_argument(
+        "--synonyms",
+        type=Path,
+        help="captioner: JSON file, instance category -> caption words that also name it, "
+        'e.g. {"dog": ["puppy", "hound"]}',
+    )
+    f.add_argument(
+        "--label-fraction",
+        type=float,
+        help="vae: share of the images whose labels it may learn from (default 0.1)",
+    )
     f.add_argument("--image-size", type=int, help="resize images to this side (custom data)")
     f.add_argument("--channels", type=int, choices=[1, 3], help="1 grey-scale, 3 RGB (custom data)")
     f.add_argument("--max-steps", type=int, help="stop after this many steps (smoke tests)")
@@ -78,6 +101,20 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _synonyms(path: Path) -> dict[str, list[str]]:
+    """A JSON object of category -> list of words, checked so a typo fails with its key."""
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ConfigError(f"--synonyms {path}: cannot read a JSON object ({e})") from None
+    if not isinstance(doc, dict):
+        raise ConfigError(f"--synonyms {path}: must be a JSON object")
+    for key, words in doc.items():
+        if not isinstance(words, list) or not all(isinstance(w, str) for w in words):
+            raise ConfigError(f"--synonyms {path}: {key!r} must map to a list of words")
+    return doc
+
+
 def run(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(
@@ -93,6 +130,8 @@ def run(argv: list[str] | None = None) -> int:
             log.info("wrote %d %s images to %s", args.n, args.domain, out)
         elif args.command == "fit":
             from models import training
+            from models.captioner_training import fit_captioner
+            from models.vae_training import fit_vae
 
             common = dict(
                 epochs=args.epochs,
@@ -102,13 +141,16 @@ def run(argv: list[str] | None = None) -> int:
                 channels=args.channels,
             )
             if args.model == "captioner":
-                hist = training.fit_captioner(
-                    args.data, args.out, attention=args.attention, **common
-                )
+                synonyms = _synonyms(args.synonyms) if args.synonyms else None
+                hist = fit_captioner(
+                    args.data, args.out, attention=args.attention, sentinel=args.sentinel,
+                    grounding_weight=args.grounding_weight, synonyms=synonyms, **common,
+                )  # fmt: skip
             elif args.model == "segmenter":
                 hist = training.fit_segmenter(args.data, args.out, **common)
             else:
-                hist = training.fit_vae(args.data, args.out, train_on=args.train_on, **common)
+                hist = fit_vae(args.data, args.out, train_on=args.train_on,
+                               label_fraction=args.label_fraction, **common)  # fmt: skip
             log.info("trained %s: final %s; saved to %s", args.model, hist[-1], args.out)
         elif args.command == "eval":
             from models.evaluate import evaluate

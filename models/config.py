@@ -45,19 +45,34 @@ class CaptionerConfig:
     dropout: float = 0.3
     alpha_c: float = 1.0
     """Weight of the doubly stochastic attention penalty (Show, Attend and Tell, eq. 14)."""
+    sentinel: bool = False
+    """A visual sentinel (adaptive attention): words may say they do not look at the image.
+    `s3e-train fit` turns it on for new captioners with attention; off here so configs written
+    before it existed load as they were trained."""
+    grounding_weight: float = 1.0
+    """Weight of attention supervision from instance regions, where the data has them."""
+    synonyms: dict[str, list[str]] = field(default_factory=dict)
+    """Instance category -> other words that name it in captions (attention supervision on
+    user data with COCO instances)."""
     max_len: int = 24
     grid: int = 0
     """Regions per side of the encoder grid (n = grid**2); derived at fit time, for readers."""
     beam_width: int = 3
-    epochs: int = 12
+    epochs: int = 40
+    """A ceiling; early stopping on the validation split ends most fits sooner."""
     batch_size: int = 64
     learning_rate: float = 3e-3
+    validation_split: float = 0.1
+    patience: int = 4
+    min_steps: int = 3000
 
     def __post_init__(self) -> None:
         if self.attention not in ATTENTIONS:
             raise ConfigError(
                 f"captioner.attention must be one of {ATTENTIONS}, got {self.attention!r}"
             )
+        if self.sentinel and self.attention == "none":
+            raise ConfigError("captioner.sentinel needs attention (bahdanau or luong), not none")
 
 
 def grid_size(cfg: CaptionerConfig, image: ImageConfig) -> int:
@@ -69,9 +84,12 @@ def grid_size(cfg: CaptionerConfig, image: ImageConfig) -> int:
 class SegmenterConfig:
     class_names: list[str] = field(default_factory=list)
     filters: list[int] = field(default_factory=lambda: [16, 32, 64, 128])
-    epochs: int = 15
+    epochs: int = 30
     batch_size: int = 32
     learning_rate: float = 2e-3
+    validation_split: float = 0.1
+    patience: int = 4
+    min_steps: int = 2000
 
 
 @dataclass
@@ -82,17 +100,33 @@ class VAEConfig:
     anomaly_pool: int = 4
     """Residuals are average-pooled over pool x pool pixels before taking the anomaly error."""
     beta: float = 1.0
-    clusters: int = 8
+    labels: list[str] = field(default_factory=list)
+    """What the label head predicts (multi-label); from meta.json `labels` or the instances'
+    categories. Empty: an unsupervised VAE."""
+    none_label: str = ""
+    """The label given when none of `labels` is (chest: "normal")."""
+    label_fraction: float = 0.1
+    """Share of the images whose labels training may use (semi-supervised)."""
+    label_weight: float = 300.0
+    """Weight of the label loss against the ELBO (in nats of the whole image)."""
+    labelled_per_batch: int = 16
     train_on: str = "all"
-    """"all" images, or only those whose meta says `normal` (for reconstruction anomaly scores)."""
+    """"all" images, or only those whose meta says `normal`."""
     anomaly_percentile: float = 95.0
-    epochs: int = 20
+    ood_percentile: float = 99.5
+    """Out of domain above this percentile of the training images' scores."""
+    epochs: int = 40
     batch_size: int = 64
     learning_rate: float = 1e-3
+    validation_split: float = 0.1
+    patience: int = 4
+    min_steps: int = 2000
 
     def __post_init__(self) -> None:
         if self.train_on not in ("all", "normal"):
             raise ConfigError(f"vae.train_on must be 'all' or 'normal', got {self.train_on!r}")
+        if not 0 < self.label_fraction <= 1:
+            raise ConfigError(f"vae.label_fraction must be in (0, 1], got {self.label_fraction}")
 
 
 @dataclass

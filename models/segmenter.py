@@ -12,7 +12,7 @@ from models.config import ImageConfig, SegmenterConfig
 def _block(x: keras.KerasTensor, filters: int) -> keras.KerasTensor:
     for _ in range(2):
         x = layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
-        x = layers.BatchNormalization()(x)
+        x = layers.BatchNormalization(momentum=0.9)(x)
         x = layers.ReLU()(x)
     return x
 

@@ -12,6 +12,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,23 +21,17 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from models.captioner import Captioner
+from models import metrics
 from models.config import (
-    CaptionerConfig,
     ConfigError,
     ImageConfig,
     ModelsConfig,
     SegmenterConfig,
-    VAEConfig,
-    grid_size,
 )
 from models.data.dataset import CAPTIONS_FILE, Dataset, load_dataset
 from models.data.domains import DOMAINS, get_domain
-from models.data.tokens import Vocabulary, tokenize
-from models.latent import LatentSpace, reconstruction_error
 from models.segmenter import build_segmenter
-from models.store import FILES, save_captioner
-from models.vae import build_vae_decoder, build_vae_encoder
+from models.store import FILES
 
 log = logging.getLogger(__name__)
 Batch = tuple[np.ndarray, ...]
@@ -76,60 +71,127 @@ def open_config(
     return cfg, ds
 
 
-def run_epochs(
-    name: str,
-    epochs: int,
-    batches: Callable[[int], Iterator[Batch]],
-    steps_per_epoch: int,
-    train_step: Callable[..., dict[str, tf.Tensor]],
-    max_steps: int | None = None,
-    progress: bool = True,
-) -> list[dict[str, float]]:
-    """Run `train_step` over `batches(epoch)`; one progress bar per epoch, history of means."""
-    history: list[dict[str, float]] = []
-    done = 0
-    for epoch in range(epochs):
+def split_indices(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train, validation) indices: a seeded shuffle, `fraction` held out (none below 10
+    images, where a validation score would be noise)."""
+    order = np.random.default_rng(seed + 7919).permutation(n)
+    k = round(n * fraction) if n >= 10 else 0
+    return np.sort(order[k:]), np.sort(order[:k])
+
+
+GRACE_EPOCHS = 3
+"""Early epochs' validation scores swing; the rate is not halved nor the fit stopped before."""
+
+
+@dataclass
+class LoopConfig:
+    """How long and how fast a fit trains, the same for every model."""
+
+    epochs: int
+    """A ceiling: early stopping ends most fits sooner."""
+    learning_rate: float
+    min_steps: int = 2000
+    """Small data sets get more epochs, up to this many steps, so defaults fit 1k images too."""
+    patience: int = 4
+    """Epochs without a better validation score before stopping; the rate halves after half."""
+    min_delta: float = 1e-3
+    """A better score must beat the best by this much."""
+    max_steps: int | None = None
+    progress: bool = True
+
+
+class EpochLoop:
+    """Epochs with a progress bar, validation after each, the best weights kept.
+
+    The learning rate warms up over the first steps, halves when validation stalls, and the
+    fit stops after `patience` epochs without a better score; the weights of the best epoch
+    are restored at the end and `save` is called whenever a new best is reached (so an
+    interrupted fit leaves its best checkpoint on disk).
+    """
+
+    def __init__(self, name: str, cfg: LoopConfig, steps_per_epoch: int) -> None:
+        self.name, self.cfg, self.steps_per_epoch = name, cfg, max(steps_per_epoch, 1)
+        self.epochs = max(cfg.epochs, math.ceil(cfg.min_steps / self.steps_per_epoch))
+        self.epochs = min(self.epochs, max(cfg.epochs, 400))
+        self.optimizer = keras.optimizers.Adam(cfg.learning_rate, clipnorm=5.0)
+        self.warmup = min(self.steps_per_epoch, 100)
+
+    def _set_lr(self, value: float) -> None:
+        self.optimizer.learning_rate.assign(value)
+
+    def run(
+        self,
+        batches: Callable[[int], Iterator[Batch]],
+        train_step: Callable[..., dict[str, tf.Tensor]],
+        weights: list[keras.Model],
+        save: Callable[[], None],
+        validate: Callable[[], dict[str, float]] | None = None,
+    ) -> list[dict[str, float]]:
+        """`validate()` returns validation metrics with a `score` to maximise."""
+        cfg, history = self.cfg, []
+        lr, done, best, best_epoch, since_halving = cfg.learning_rate, 0, -math.inf, 0, 0
+        best_weights = None
+        for epoch in range(self.epochs):
+            start = time.monotonic()
+            trained = self._epoch(epoch, batches, train_step, done, lr)
+            record: dict[str, float] = {"epoch": epoch + 1, **trained}
+            done += int(record.pop("steps"))
+            if validate is not None:
+                record.update({f"val_{k}": v for k, v in validate().items()})
+            record["lr"] = lr
+            record["seconds"] = round(time.monotonic() - start, 2)
+            score = record.get("val_score", -float(record.get("loss", 0.0)))
+            if validate is None or score > best + cfg.min_delta:
+                best, best_epoch, since_halving = score, epoch, 0
+                best_weights = [m.get_weights() for m in weights]
+                save()
+                record["best"] = 1
+            else:
+                since_halving += 1
+            history.append(record)
+            shown = ", ".join(f"{k}={v:.4g}" for k, v in record.items() if k != "epoch")
+            log.info("%s epoch %d/%d: %s", self.name, epoch + 1, self.epochs, shown)
+            stalled = epoch - best_epoch
+            if cfg.max_steps is not None and done >= cfg.max_steps:
+                break
+            if validate is not None and stalled >= cfg.patience and epoch >= GRACE_EPOCHS:
+                log.info("%s: no better validation score for %d epochs; best was epoch %d",
+                         self.name, stalled, best_epoch + 1)  # fmt: skip
+                break
+            if since_halving >= max(1, cfg.patience // 2) and epoch >= GRACE_EPOCHS:
+                lr, since_halving = lr / 2, 0
+                self._set_lr(lr)
+        if best_weights is not None:
+            for m, w in zip(weights, best_weights, strict=True):
+                m.set_weights(w)
+        return history
+
+    def _epoch(
+        self,
+        epoch: int,
+        batches: Callable[[int], Iterator[Batch]],
+        train_step: Callable[..., dict[str, tf.Tensor]],
+        done: int,
+        lr: float,
+    ) -> dict[str, float]:
         sums: dict[str, float] = {}
         n = 0
-        start = time.monotonic()
-        bar = tqdm(
-            batches(epoch),
-            total=steps_per_epoch,
-            desc=f"{name} {epoch + 1}/{epochs}",
-            unit="batch",
-            leave=False,
-            disable=not progress,
-        )
+        bar = tqdm(batches(epoch), total=self.steps_per_epoch, unit="batch", leave=False,
+                   desc=f"{self.name} {epoch + 1}/{self.epochs}",
+                   disable=not self.cfg.progress)  # fmt: skip
         for batch in bar:
+            if done + n < self.warmup:
+                self._set_lr(lr * (0.1 + 0.9 * (done + n) / self.warmup))
+            elif done + n == self.warmup:
+                self._set_lr(lr)
             out = train_step(*(tf.constant(b) for b in batch))
             for k, v in out.items():
                 sums[k] = sums.get(k, 0.0) + float(v)
             n += 1
-            done += 1
             bar.set_postfix({k: f"{v / n:.4f}" for k, v in sums.items()})
-            if max_steps is not None and done >= max_steps:
+            if self.cfg.max_steps is not None and done + n >= self.cfg.max_steps:
                 break
-        record = {
-            "epoch": epoch + 1,
-            **{k: v / max(n, 1) for k, v in sums.items()},
-            "seconds": round(time.monotonic() - start, 2),
-        }
-        history.append(record)
-        log.info(
-            "%s epoch %d/%d: %s",
-            name,
-            epoch + 1,
-            epochs,
-            ", ".join(f"{k}={v:.4f}" for k, v in record.items() if k != "epoch"),
-        )
-        if max_steps is not None and done >= max_steps:
-            break
-    return history
-
-
-def _optimizer(lr: float, total_steps: int) -> keras.optimizers.Optimizer:
-    schedule = keras.optimizers.schedules.CosineDecay(lr, max(total_steps, 1), alpha=0.05)
-    return keras.optimizers.Adam(schedule, clipnorm=5.0)
+        return {"steps": n, **{k: v / max(n, 1) for k, v in sums.items()}}
 
 
 def _shuffled(n: int, batch: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
@@ -138,7 +200,7 @@ def _shuffled(n: int, batch: int, rng: np.random.Generator) -> Iterator[np.ndarr
         yield order[i : i + batch]
 
 
-def _save_history(
+def save_history(
     out: Path, name: str, history: list[dict[str, float]], extra: dict[str, Any]
 ) -> None:
     (Path(out) / f"history_{name}.json").write_text(
@@ -146,62 +208,12 @@ def _save_history(
     )
 
 
-def fit_captioner(
-    data: Path,
-    out: Path,
-    attention: str | None = None,
-    epochs: int | None = None,
-    seed: int = 0,
-    max_steps: int | None = None,
-    size: int | None = None,
-    channels: int | None = None,
-    progress: bool = True,
-) -> list[dict[str, float]]:
-    """Train the captioner with teacher forcing, one random reference per image per epoch."""
-    keras.utils.set_random_seed(seed)
-    cfg, ds = open_config(out, data, size, channels)
-    keep = [i for i, c in enumerate(ds.captions) if c]
-    if not keep:
-        raise ConfigError(f"{data}: no captions, so the captioner cannot be trained on it")
-    all_caps = [c for i in keep for c in ds.captions[i]]
-    cc = cfg.captioner or CaptionerConfig()
-    cc.vocab = Vocabulary.build(all_caps).words
-    cc.max_len = min(max(len(tokenize(c)) for c in all_caps) + 2, 40)
-    cc.attention = attention or cc.attention
-    cc.epochs = epochs or cc.epochs
-    cc.grid = grid_size(cc, cfg.image)
-    cfg.captioner = cc
-    vocab = Vocabulary(cc.vocab)
-    cap = Captioner(cc, cfg.image)
-    steps = max(len(keep) // cc.batch_size, 1)
-    opt = _optimizer(cc.learning_rate, steps * cc.epochs)
-    rng = np.random.default_rng(seed)
-    encoded = [[vocab.encode(c, cc.max_len) for c in ds.captions[i]] for i in keep]
-    images = ds.images[keep]
-
-    def batches(_: int) -> Iterator[Batch]:
-        for idx in _shuffled(len(keep), cc.batch_size, rng):
-            seqs = np.array([encoded[i][rng.integers(len(encoded[i]))] for i in idx], np.int32)
-            yield images[idx], seqs
-
-    variables = cap.trainable_variables
-
-    @tf.function(reduce_retracing=True)
-    def train_step(x: tf.Tensor, seqs: tf.Tensor) -> dict[str, tf.Tensor]:
-        with tf.GradientTape() as tape:
-            ce, penalty = cap.loss(x, seqs, training=True)
-            loss = ce + cc.alpha_c * penalty
-        opt.apply(tape.gradient(loss, variables), variables)
-        return {"loss": loss, "ce": ce, "attention_penalty": penalty}
-
-    history = run_epochs(
-        f"captioner[{cc.attention}]", cc.epochs, batches, steps, train_step, max_steps, progress
-    )
-    Path(out).mkdir(parents=True, exist_ok=True)
-    save_captioner(cap, out)
-    cfg.save(out)
-    _save_history(out, "captioner", history, {"attention": cc.attention, "images": len(keep)})
-    return history
+def loop_config(c: Any, epochs: int | None, max_steps: int | None, progress: bool) -> LoopConfig:
+    """The loop settings of a model's config section, with the command line's overrides."""
+    return LoopConfig(
+        epochs=epochs or c.epochs, learning_rate=c.learning_rate, min_steps=c.min_steps,
+        patience=c.patience, max_steps=max_steps, progress=progress,
+    )  # fmt: skip
 
 
 def fit_segmenter(
@@ -214,7 +226,8 @@ def fit_segmenter(
     channels: int | None = None,
     progress: bool = True,
 ) -> list[dict[str, float]]:
-    """Train the U-Net on the data set's masks (a data set without masks cannot train it)."""
+    """Train the U-Net on the data set's masks (a data set without masks cannot train it);
+    the epoch with the best validation mIoU is kept."""
     keras.utils.set_random_seed(seed)
     cfg, ds = open_config(out, data, size, channels)
     if ds.masks is None:
@@ -225,14 +238,15 @@ def fit_segmenter(
     sc.epochs = epochs or sc.epochs
     cfg.segmenter = sc
     model = build_segmenter(sc, cfg.image)
-    steps = max(len(ds) // sc.batch_size, 1)
-    opt = _optimizer(sc.learning_rate, steps * sc.epochs)
+    train, val = split_indices(len(ds), sc.validation_split, seed)
+    loop = EpochLoop("segmenter", loop_config(sc, epochs, max_steps, progress),
+                     len(train) // sc.batch_size)  # fmt: skip
     rng = np.random.default_rng(seed)
     masks = ds.masks.astype(np.int32)
 
     def batches(_: int) -> Iterator[Batch]:
-        for idx in _shuffled(len(ds), sc.batch_size, rng):
-            yield ds.images[idx], masks[idx]
+        for idx in _shuffled(len(train), sc.batch_size, rng):
+            yield ds.images[train[idx]], masks[train[idx]]
 
     variables = model.trainable_variables
 
@@ -243,102 +257,27 @@ def fit_segmenter(
             loss = tf.reduce_mean(
                 keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)
             )
-        opt.apply(tape.gradient(loss, variables), variables)
+        loop.optimizer.apply(tape.gradient(loss, variables), variables)
         acc = tf.reduce_mean(
             tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), y), tf.float32)
         )
         return {"loss": loss, "pixel_accuracy": acc}
 
-    history = run_epochs("segmenter", sc.epochs, batches, steps, train_step, max_steps, progress)
+    def validate() -> dict[str, float]:
+        conf = np.zeros((len(sc.class_names),) * 2, np.int64)
+        for i in range(0, len(val), 128):
+            idx = val[i : i + 128]
+            pred = np.argmax(model(tf.constant(ds.images[idx]), training=False).numpy(), -1)
+            conf += metrics.confusion(pred, ds.masks[idx], len(sc.class_names))
+        miou = metrics.iou_scores(conf, sc.class_names)["mIoU"]
+        return {"mIoU": miou, "score": miou}
+
     Path(out).mkdir(parents=True, exist_ok=True)
-    model.save_weights(Path(out) / FILES["segmenter"][0])
-    cfg.save(out)
-    _save_history(out, "segmenter", history, {"images": len(ds)})
-    return history
 
+    def save() -> None:
+        model.save_weights(Path(out) / FILES["segmenter"][0])
+        cfg.save(out)
 
-def vae_errors(
-    enc: keras.Model, dec: keras.Model, images: np.ndarray, pool: int, batch: int = 256
-) -> tuple[np.ndarray, np.ndarray]:
-    """Posterior means and reconstruction errors of images, in batches."""
-    mus, errs = [], []
-    for i in range(0, len(images), batch):
-        x = images[i : i + batch]
-        mu, _ = enc(tf.constant(x), training=False)
-        recon = dec(mu, training=False).numpy()
-        mus.append(mu.numpy())
-        errs.append(reconstruction_error(x, recon, pool))
-    return np.concatenate(mus), np.concatenate(errs)
-
-
-def fit_vae(
-    data: Path,
-    out: Path,
-    epochs: int | None = None,
-    seed: int = 0,
-    max_steps: int | None = None,
-    train_on: str | None = None,
-    size: int | None = None,
-    channels: int | None = None,
-    progress: bool = True,
-) -> list[dict[str, float]]:
-    """Train the VAE, then fit its latent space: named clusters and anomaly calibration."""
-    keras.utils.set_random_seed(seed)
-    cfg, ds = open_config(out, data, size, channels)
-    vc = cfg.vae or VAEConfig()
-    vc.epochs = epochs or vc.epochs
-    vc.train_on = train_on or vc.train_on
-    cfg.vae = vc
-    if vc.train_on == "normal":
-        if ds.meta is None:
-            raise ConfigError(
-                f"{data}: vae.train_on = 'normal' needs meta.json with a 'normal' flag"
-            )
-        train_idx = np.array([i for i, m in enumerate(ds.meta) if m.get("normal")], np.int64)
-        if not len(train_idx):
-            raise ConfigError(
-                f"{data}: vae.train_on = 'normal' but no image has meta 'normal': true"
-            )
-    else:
-        train_idx = np.arange(len(ds))
-    enc, dec = build_vae_encoder(vc, cfg.image), build_vae_decoder(vc, cfg.image)
-    steps = max(len(train_idx) // vc.batch_size, 1)
-    opt = _optimizer(vc.learning_rate, steps * vc.epochs)
-    rng = np.random.default_rng(seed)
-    images = ds.images[train_idx]
-    pixels = math.prod(images.shape[1:])
-
-    def batches(_: int) -> Iterator[Batch]:
-        for idx in _shuffled(len(images), vc.batch_size, rng):
-            yield (images[idx],)
-
-    variables = enc.trainable_variables + dec.trainable_variables
-
-    @tf.function(reduce_retracing=True)
-    def train_step(x: tf.Tensor) -> dict[str, tf.Tensor]:
-        with tf.GradientTape() as tape:
-            mu, log_var = enc(x, training=True)
-            z = mu + tf.exp(0.5 * log_var) * tf.random.normal(tf.shape(mu))
-            recon = dec(z, training=True)
-            rec = tf.reduce_mean(tf.reduce_sum(keras.losses.binary_crossentropy(x, recon), [1, 2]))
-            kl = tf.reduce_mean(-0.5 * tf.reduce_sum(1 + log_var - mu**2 - tf.exp(log_var), -1))
-            loss = rec + vc.beta * kl
-        opt.apply(tape.gradient(loss, variables), variables)
-        return {"loss": loss / pixels, "reconstruction": rec / pixels, "kl": kl}
-
-    history = run_epochs("vae", vc.epochs, batches, steps, train_step, max_steps, progress)
-    latents, errors = vae_errors(enc, dec, ds.images, vc.anomaly_pool)
-    labels = [m.get("primary_label", "unknown") for m in ds.meta] if ds.meta else None
-    space = LatentSpace.fit(latents, labels, errors[train_idx], vc.clusters, vc.anomaly_percentile)
-    Path(out).mkdir(parents=True, exist_ok=True)
-    enc.save_weights(Path(out) / FILES["vae"][0])
-    dec.save_weights(Path(out) / FILES["vae"][1])
-    space.save(out)
-    cfg.save(out)
-    _save_history(
-        out,
-        "vae",
-        history,
-        {"images": len(train_idx), "train_on": vc.train_on, "cluster_purity": space.purity},
-    )
+    history = loop.run(batches, train_step, [model], save, validate if len(val) else None)
+    save_history(out, "segmenter", history, {"images": len(train), "validation": len(val)})
     return history

@@ -1,7 +1,9 @@
-"""A small convolutional VAE: its latents label images, score anomalies and find neighbours.
+"""A small convolutional VAE that also names what it sees: semi-supervised labels (Kingma et
+al. 2014, M2: a label head q(y|x) beside q(z|x), a decoder p(x|z, y)), an anomaly score, and a
+latent for "similar images".
 
-The latent-space side (clusters, anomaly calibration) is numpy-only and lives in
-`models.latent`, so the device uses it without TensorFlow.
+The latent-space side (label thresholds, anomaly and out-of-domain calibration) is numpy-only
+and lives in `models.latent`, so the device uses it without TensorFlow.
 """
 
 from __future__ import annotations
@@ -13,23 +15,44 @@ from models.config import ImageConfig, VAEConfig
 
 
 def build_vae_encoder(cfg: VAEConfig, image: ImageConfig) -> keras.Model:
-    """Image -> (mu, log_var) of the latent posterior."""
+    """Image -> (mu, log_var) of the latent posterior, and label logits when it has labels."""
     inp = keras.Input((image.size, image.size, image.channels), name="image")
     x = inp
     for f in cfg.filters:
         x = layers.Conv2D(f, 3, strides=2, padding="same", activation="relu")(x)
-    x = layers.Flatten()(x)
-    x = layers.Dense(cfg.dense_units, activation="relu")(x)
-    mu = layers.Dense(cfg.latent_dim, name="mu")(x)
-    log_var = layers.Dense(cfg.latent_dim, name="log_var")(x)
-    return keras.Model(inp, [mu, log_var], name="vae_encoder")
+    h = layers.Dense(cfg.dense_units, activation="relu")(layers.Flatten()(x))
+    outputs = [layers.Dense(cfg.latent_dim, name="mu")(h),
+               layers.Dense(cfg.latent_dim, name="log_var")(h)]  # fmt: skip
+    if cfg.labels:
+        outputs.append(_label_head(cfg, inp))
+    return keras.Model(inp, outputs, name="vae_encoder")
+
+
+def _label_head(cfg: VAEConfig, x: keras.KerasTensor) -> keras.KerasTensor:
+    """q(y|x), M2's classifier, a network of its own: labels say what is present, not where,
+    so convolutions (with batch norm) end in the strongest and the mean response anywhere. The
+    same weights serve every position, which is what lets a few hundred labelled images teach
+    them; shared with the VAE's unnormalised trunk it learned ten times slower."""
+    for i, (f, stride) in enumerate(((32, 2), (64, 2), (64, 1), (64, 1))):
+        x = layers.Conv2D(f, 3, strides=stride, padding="same", use_bias=False,
+                          name=f"label_conv{i}")(x)  # fmt: skip
+        x = layers.BatchNormalization(momentum=0.9, name=f"label_bn{i}")(x)
+        x = layers.ReLU()(x)
+    pooled = layers.Concatenate()([layers.GlobalMaxPooling2D()(x),
+                                   layers.GlobalAveragePooling2D()(x)])  # fmt: skip
+    return layers.Dense(len(cfg.labels), name="label_logits")(pooled)
 
 
 def build_vae_decoder(cfg: VAEConfig, image: ImageConfig) -> keras.Model:
-    """Latent z -> reconstructed image in [0, 1]."""
+    """Latent z (and label probabilities, when it has labels) -> image in [0, 1]."""
     side = image.size // 2 ** len(cfg.filters)
     z = keras.Input((cfg.latent_dim,), name="z")
-    x = layers.Dense(cfg.dense_units, activation="relu")(z)
+    inputs, x = [z], z
+    if cfg.labels:
+        y = keras.Input((len(cfg.labels),), name="labels")
+        inputs.append(y)
+        x = layers.Concatenate()([z, y])
+    x = layers.Dense(cfg.dense_units, activation="relu")(x)
     x = layers.Dense(side * side * cfg.filters[-1], activation="relu")(x)
     x = layers.Reshape((side, side, cfg.filters[-1]))(x)
     for f in reversed(cfg.filters):
@@ -38,4 +61,4 @@ def build_vae_decoder(cfg: VAEConfig, image: ImageConfig) -> keras.Model:
     out = layers.Conv2D(
         image.channels, 3, padding="same", activation="sigmoid", name="reconstruction"
     )(x)
-    return keras.Model(z, out, name="vae_decoder")
+    return keras.Model(inputs if len(inputs) > 1 else z, out, name="vae_decoder")

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import configparser
+import re
 import shutil
 import subprocess
 import sys
@@ -30,7 +31,24 @@ def test_unit_is_hardened_notify_and_checks_its_config_first():
     assert svc["DynamicUser"] == "yes" and svc["StateDirectory"] == "s3e"
     assert svc["ProtectSystem"] == "strict" and svc["NoNewPrivileges"] == "yes"
     assert svc["CapabilityBoundingSet"] == ""
+    assert svc["PrivateDevices"] == "yes" and svc["ProcSubset"] == "pid"
+    assert svc["UMask"] == "0077" and svc["RestrictAddressFamilies"] == "AF_UNIX AF_INET AF_INET6"
+    assert svc["MemoryMax"] and int(svc["TasksMax"]) > 0 and int(svc["LimitNOFILE"]) >= 4096
     assert parse(UNIT)["Install"]["WantedBy"] == "multi-user.target"
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze")
+def test_systemd_analyze_security_exposure_is_at_most_1_5():
+    r = subprocess.run(
+        ["systemd-analyze", "security", "--offline=yes", "--no-pager", str(UNIT)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    found = re.search(r"Overall exposure level for \S+: ([0-9.]+)", r.stdout)
+    assert found, r.stdout + r.stderr
+    assert float(found.group(1)) <= 1.5, r.stdout
+    for line in ("SystemCallFilter=~@privileged", "SystemCallFilter=~@resources",
+                 "PrivateDevices=", "ProcSubset=", "UMask="):  # fmt: skip
+        assert not any(row.startswith("✗ " + line) for row in r.stdout.splitlines()), line
 
 
 def test_example_config_is_valid():

@@ -15,11 +15,23 @@ Reject = Callable[[Path, str, str], None]
 """(file, kind, reason): move a refused file into `rejected/` beside a reason file."""
 
 
+def printable(name: str, limit: int = 200) -> str:
+    """A name as a log line may show it: control and unprintable characters escaped (a file
+    name cannot forge a log line), and long names cut."""
+    out = "".join(c if c.isprintable() else repr(c)[1:-1] for c in name)
+    return out if len(out) <= limit else out[: limit - 1] + "…"
+
+
 class CaptureSource(Protocol):
     """Built with (its config section, submit, reject); `enabled(section)` says whether the
     config turns it on."""
 
     key: str
+
+    beat: float
+    """time.monotonic() of the source's loop's last round; older than `stall_after_s` means
+    it is stuck (a blocked read, a hung driver), and /healthz and the watchdog say so."""
+    stall_after_s: float
 
     @property
     def threads(self) -> list[threading.Thread]:

@@ -49,6 +49,8 @@ class CameraSource:
         """A video file played to its end: the thread is done, not dead."""
         self.finished = threading.Event()
         self._thread = threading.Thread(target=self._run, name="capture-camera", daemon=True)
+        self.beat = time.monotonic()
+        self.stall_after_s = cfg.reconnect_max_s + 60.0
 
     @staticmethod
     def enabled(cfg: CameraCaptureConfig) -> bool:
@@ -75,6 +77,7 @@ class CameraSource:
         delay = self.cfg.reconnect_min_s
         try:
             while not self._stop.is_set():
+                self.beat = time.monotonic()
                 cap = self.cv2.VideoCapture(self.target)
                 if not cap.isOpened():
                     cap.release()
@@ -117,6 +120,7 @@ class CameraSource:
         last_small: np.ndarray | None = None
         frames = 0
         while not self._stop.is_set():
+            self.beat = time.monotonic()
             ok, frame = cap.read()
             if not ok:
                 return True, frames

@@ -3,24 +3,38 @@
 A file counts as written once its size and mtime have stayed the same for `settle_s`; names a
 writer uses while it is still writing (`.part`, `.tmp`, dot files) are never taken. Whatever is
 already there at start is taken too. A taken file is removed (once the store holds it durably)
-or, if refused, moved to `rejected/` with its reason; a file that looks truncated or cannot be
+or, if refused, moved to `rejected/` with its reason; a file that does not decode or cannot be
 read is looked at once more first (a writer may have paused longer than `settle_s`). If the
-store cannot take it now (a full disk), it stays where it is and is tried again.
+store cannot take it now (a full disk, the decode budget), it stays where it is and is tried
+again.
+
+Files are opened with O_NOFOLLOW | O_NONBLOCK and must be regular files of at most
+`max_bytes` (checked with fstat, then read in bounded chunks): a FIFO cannot block the thread,
+/dev/zero cannot fill memory, and a symbolic link is followed only when
+`follow_symlinks` is on and it points inside one of `symlink_roots`.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
+import stat
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from edge.capture.base import Reject, Submit
+from edge.capture.base import Reject, Submit, printable
 from edge.config import FolderCaptureConfig
-from edge.imaging import TEMP_SUFFIXES, ImageRejectedError
+from edge.imaging import TEMP_SUFFIXES, DecodeBusyError, ImageRejectedError
 from edge.pipeline import IngestClosedError
+
+MAX_DEPTH = 8
+"""Sub-folders deeper than this are not looked into."""
+RETRY_KINDS = ("corrupt", "empty", "not_an_image", "unreadable", "internal")
+"""Refusals that get a second look: a writer may not have finished."""
 
 log = logging.getLogger("s3e.capture.folder")
 
@@ -49,6 +63,9 @@ class FolderSource:
         self._observer: Any = None
         self._thread = threading.Thread(target=self._run, name="capture-folder", daemon=True)
         self.mode = "poll"
+        self.beat = time.monotonic()
+        """When the scanning loop last came round: a stuck thread stops beating."""
+        self.stall_after_s = max(60.0, 10 * cfg.poll_interval_s)
 
     @staticmethod
     def enabled(cfg: FolderCaptureConfig) -> bool:
@@ -101,6 +118,7 @@ class FolderSource:
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            self.beat = time.monotonic()
             soonest = self.scan()
             # Events wake us; the settle timer and the poll interval bound the wait.
             wait = self.cfg.poll_interval_s if soonest is None else min(soonest, 0.2)
@@ -113,7 +131,7 @@ class FolderSource:
         soonest: float | None = None
         present = set()
         try:
-            paths = sorted(p for p in self.root.rglob("*") if p.is_file() or p.is_symlink())
+            paths = sorted(walk(self.root))
         except OSError as e:
             log.error("cannot list %s: %s", self.root, e)
             return None
@@ -125,10 +143,10 @@ class FolderSource:
                 continue
             present.add(path)
             try:
-                st = path.stat()
+                st = path.lstat()  # the entry itself: a link is judged when it is opened
                 state = (st.st_size, st.st_mtime_ns)
             except OSError:
-                state = (-1, -1)  # dangling link or vanished: settles, then is refused
+                state = (-1, -1)  # vanished: settles, then is refused
             if self._done.get(path) == state:
                 continue
             seen = self._seen.get(path)
@@ -159,25 +177,28 @@ class FolderSource:
         """True when the file is dealt with (stored or refused); False to try again later."""
         name = str(rel)
         try:
-            data = read_file(path)
+            data = read_file(path, self.cfg.max_bytes, self._link_roots())
+        except ImageRejectedError as e:
+            self._refuse(path, name, state, e.kind, e.reason)
+            return True
         except OSError as e:
             return self._refuse_on_second(path, name, state, "unreadable",
                                           f"cannot read: {e.strerror or e}")  # fmt: skip
         try:
             self.submit(data, self.key, name)
         except ImageRejectedError as e:
-            if e.kind in ("corrupt", "empty"):  # or a writer that paused longer than settle_s
+            if e.kind in RETRY_KINDS:  # or a writer that paused longer than settle_s
                 return self._refuse_on_second(path, name, state, e.kind, e.reason)
             self._refuse(path, name, state, e.kind, e.reason)
             return True
-        except IngestClosedError:
+        except (IngestClosedError, DecodeBusyError):
             return False
         except (OSError, sqlite3.Error) as e:
             log.error("cannot store %s now (%s); it stays in %s and will be retried",
-                      name, e, self.root)  # fmt: skip
+                      printable(name), e, self.root)  # fmt: skip
             return False
         except Exception as e:
-            log.exception("unexpected error taking %s", name)
+            log.exception("unexpected error taking %s", printable(name))
             return self._refuse_on_second(path, name, state, "internal",
                                           f"{type(e).__name__}: {e}")  # fmt: skip
         self._suspect.pop(path, None)
@@ -186,7 +207,7 @@ class FolderSource:
                 path.unlink()
                 return True
             except OSError as e:
-                log.warning("stored %s but cannot remove it: %s", name, e)
+                log.warning("stored %s but cannot remove it: %s", printable(name), e)
         self._done[path] = state
         return True
 
@@ -197,7 +218,7 @@ class FolderSource:
         suspect = self._suspect.get(path)
         if suspect is None or suspect[0] != state:
             self._suspect[path] = (state, time.monotonic())
-            log.info("%s: %s; looking again in %.0fs before refusing it", name, why,
+            log.info("%s: %s; looking again in %.0fs before refusing it", printable(name), why,
                      self.recheck_s)  # fmt: skip
             return False
         self._suspect.pop(path, None)
@@ -205,15 +226,61 @@ class FolderSource:
         return True
 
     def _refuse(self, path: Path, name: str, state: tuple[int, int], kind: str, why: str) -> None:
-        log.warning("rejected %s: %s (%s)", name, why, kind)
+        log.warning("rejected %s: %s (%s)", printable(name), why, kind)
         try:
             self.reject(path, kind, why)
         except OSError as e:
-            log.error("cannot move rejected %s out of %s: %s", name, self.root, e)
+            log.error("cannot move rejected %s out of %s: %s", printable(name), self.root, e)
             self._done[path] = state
 
+    def _link_roots(self) -> list[Path] | None:
+        """Where a followed link may point; None: links are not followed."""
+        if not self.cfg.follow_symlinks:
+            return None
+        return [Path(os.path.realpath(r)) for r in (self.root, *self.cfg.symlink_roots)]
 
-def read_file(path: Path) -> bytes:
-    """The file's bytes (its own function so a test can make it fail as root cannot)."""
-    with open(path, "rb") as f:
-        return f.read()
+
+def walk(root: Path, depth: int = 0) -> Iterator[Path]:
+    """Every entry that is not a directory, without following links into other folders."""
+    with os.scandir(root) as it:
+        for entry in it:
+            if entry.is_dir(follow_symlinks=False):
+                if depth < MAX_DEPTH and not entry.name.startswith("."):
+                    yield from walk(Path(entry.path), depth + 1)
+            else:
+                yield Path(entry.path)
+
+
+def read_file(path: Path, max_bytes: int, link_roots: list[Path] | None) -> bytes:
+    """A regular file's bytes, at most `max_bytes`; anything else is an `ImageRejectedError`
+    (kinds `symlink`, `not_a_file`, `too_large`) before more than a chunk over the cap is read.
+    A link is followed only with `link_roots`, and only to a file inside one of them."""
+    target = path
+    if path.is_symlink():
+        if link_roots is None:
+            raise ImageRejectedError("symlink", "a symbolic link (capture.folder.follow_symlinks "
+                                     "is off)")  # fmt: skip
+        real = Path(os.path.realpath(path))
+        if not any(real.is_relative_to(r) for r in link_roots):
+            raise ImageRejectedError("symlink", f"a link to {printable(str(real))}, outside "
+                                     "capture.folder.symlink_roots")  # fmt: skip
+        target = real
+    fd = os.open(target, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ImageRejectedError("not_a_file", "not a regular file (a device, FIFO, socket "
+                                     "or folder)")  # fmt: skip
+        if st.st_size > max_bytes:
+            raise ImageRejectedError("too_large", f"{st.st_size} bytes is over "
+                                     f"capture.folder.max_bytes ({max_bytes})")  # fmt: skip
+        chunks, total = [], 0
+        while chunk := os.read(fd, min(1 << 20, max_bytes + 1 - total)):
+            chunks.append(chunk)
+            total += len(chunk)
+            if total > max_bytes:
+                raise ImageRejectedError("too_large", f"more than capture.folder.max_bytes "
+                                         f"({max_bytes}) bytes")  # fmt: skip
+        return b"".join(chunks)
+    finally:
+        os.close(fd)

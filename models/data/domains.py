@@ -16,6 +16,7 @@ class Domain(Protocol):
     """What `make-data` needs of a domain."""
 
     CLASS_NAMES: tuple[str, ...]
+    CATEGORIES: tuple[str, ...]
     CHANNELS: int
     generate: Callable[[np.random.Generator, int], Sample]
 

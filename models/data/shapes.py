@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-from models.data.sample import Sample
+from models.data.sample import Instance, Part, Sample, Span, compose
 
 SHAPES = ("circle", "square", "triangle")
 COLOURS = {
@@ -24,6 +24,8 @@ COLOURS = {
 }
 SIZES = {"small": (9, 11), "large": (16, 19)}
 CLASS_NAMES = ("background", *SHAPES)
+CATEGORIES = SHAPES
+"""The instance categories (COCO `categories`) of this domain."""
 CHANNELS = 3
 INVERSE = {"left of": "right of", "above": "below"}
 
@@ -37,24 +39,39 @@ def _name(o: dict[str, Any]) -> str:
     return f"{o['size']} {o['colour']} {o['shape']}"
 
 
-def captions_for(objects: list[dict[str, Any]]) -> list[str]:
-    """Three reference captions for objects already in canonical order."""
+def grounded_captions(objects: list[dict[str, Any]]) -> list[tuple[str, list[Span]]]:
+    """Three reference captions for objects already in canonical order, each with the token
+    spans that name object i (instance i): its size, colour and shape words."""
     names = [_name(o) for o in objects]
+    p: list[list[Part]]
     if len(objects) == 1:
-        return [f"a {names[0]}", f"there is a {names[0]}", f"a single {names[0]}"]
+        p = [
+            [("a", None), (names[0], 0)],
+            [("there is a", None), (names[0], 0)],
+            [("a single", None), (names[0], 0)],
+        ]
+        return [compose(parts) for parts in p]
     rels = [_relation(objects[i], objects[i + 1]) for i in range(len(objects) - 1)]
     if len(objects) == 2:
-        return [
-            f"a {names[0]} {rels[0]} a {names[1]}",
-            f"a {names[1]} {INVERSE[rels[0]]} a {names[0]}",
-            f"there is a {names[0]} {rels[0]} a {names[1]}",
+        p = [
+            [("a", None), (names[0], 0), (f"{rels[0]} a", None), (names[1], 1)],
+            [("a", None), (names[1], 1), (f"{INVERSE[rels[0]]} a", None), (names[0], 0)],
+            [("there is a", None), (names[0], 0), (f"{rels[0]} a", None), (names[1], 1)],
         ]
-    return [
-        f"a {names[0]} {rels[0]} a {names[1]} {rels[1]} a {names[2]}",
-        f"a {names[0]} {rels[0]} a {names[1]} and a {names[2]} "
-        f"{INVERSE[rels[1]]} the {objects[1]['shape']}",
-        f"there is a {names[0]} {rels[0]} a {names[1]} {rels[1]} a {names[2]}",
-    ]
+        return [compose(parts) for parts in p]
+    chain: list[Part] = [(names[0], 0), (f"{rels[0]} a", None), (names[1], 1)]
+    p = [
+        [("a", None), *chain, (f"{rels[1]} a", None), (names[2], 2)],
+        [("a", None), *chain, ("and a", None), (names[2], 2),
+         (f"{INVERSE[rels[1]]} the", None), (objects[1]["shape"], 1)],
+        [("there is a", None), *chain, (f"{rels[1]} a", None), (names[2], 2)],
+    ]  # fmt: skip
+    return [compose(parts) for parts in p]
+
+
+def captions_for(objects: list[dict[str, Any]]) -> list[str]:
+    """The three reference captions' text."""
+    return [text for text, _ in grounded_captions(objects)]
 
 
 def _draw(draw: ImageDraw.ImageDraw, shape: str, box: tuple[int, int, int, int], fill: Any) -> None:
@@ -100,10 +117,14 @@ def generate(rng: np.random.Generator, size: int = 64) -> Sample:
     img = Image.fromarray(np.clip(bg, 0, 255).astype(np.uint8), "RGB")
     mask = Image.new("L", (size, size), 0)
     d_img, d_mask = ImageDraw.Draw(img), ImageDraw.Draw(mask)
+    instances = []
     for o in objects:
         colour = np.clip(np.array(COLOURS[o["colour"]]) + rng.normal(0, 12, size=3), 0, 255)
         _draw(d_img, o["shape"], tuple(o["bbox"]), tuple(int(v) for v in colour))
         _draw(d_mask, o["shape"], tuple(o["bbox"]), SHAPES.index(o["shape"]) + 1)
+        own = Image.new("1", (size, size), 0)
+        _draw(ImageDraw.Draw(own), o["shape"], tuple(o["bbox"]), 1)
+        instances.append(Instance(o["shape"], np.asarray(own, dtype=bool)))
     pixels = np.asarray(img, dtype=np.float32) + rng.normal(0, rng.uniform(3, 10), (size, size, 3))
     image = np.clip(pixels, 0, 255).astype(np.uint8)
 
@@ -117,4 +138,8 @@ def generate(rng: np.random.Generator, size: int = 64) -> Sample:
         "labels": sorted({o["colour"] for o in objects} | {o["shape"] for o in objects}),
         "primary_label": max(sorted(areas), key=lambda k: areas[k]),
     }
-    return Sample(image, np.asarray(mask, dtype=np.uint8), meta, captions_for(objects))
+    grounded = grounded_captions(objects)
+    return Sample(
+        image, np.asarray(mask, dtype=np.uint8), meta, [t for t, _ in grounded], instances,
+        [spans for _, spans in grounded],
+    )  # fmt: skip

@@ -1,0 +1,171 @@
+"""What stands between the network and the routes: which hosts and origins may talk to the
+device, who is authenticated, and connections that never finish a request.
+
+- **Host allow-list**: a browser page on another site whose name resolves to this device (DNS
+  rebinding) sends its own name as `Host`; only loopback names, the bound address and
+  `http.allowed_hosts` are answered.
+- **Origin**: a state-changing request (POST...) carrying an `Origin` other than the device's
+  own or `http.allowed_origins` is refused, so a page the user visits cannot upload.
+- **Token**: with `http.token` set, data routes want `Authorization: Bearer <token>` or the
+  session cookie `POST /login` sets (HttpOnly, SameSite=Strict: a browser page needs no token in
+  URLs and no script ever sees it). The page, its assets and `/login` load without it, and
+  `/healthz` says only its status.
+- **Slow clients**: uvicorn's h11 protocol has no deadline for a request's headers; ours closes
+  a connection that has not sent a complete request line and headers within
+  `http.header_timeout_s`, and refuses connections beyond `http.max_connections`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import ipaddress
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fastapi import Request, Response
+from fastapi.responses import JSONResponse
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from edge.config import HttpConfig
+
+SESSION_COOKIE = "s3e_session"
+OPEN_PATHS = ("/", "/login", "/logout", "/favicon.ico")
+OPEN_PREFIXES = ("/static/",)
+LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1", "[::1]"}
+UNSAFE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
+
+
+def session_value(token: str) -> str:
+    """The cookie's value: derived from the token, so the cookie is useless once it changes."""
+    return hmac.new(token.encode(), b"s3e-session-v1", hashlib.sha256).hexdigest()
+
+
+def authorized(request: Request, token: str) -> bool:
+    """True without a token configured, or with the right bearer header or session cookie."""
+    if not token:
+        return True
+    given = request.headers.get("authorization", "")
+    if hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+        return True
+    cookie = request.cookies.get(SESSION_COOKIE, "")
+    return hmac.compare_digest(cookie.encode(), session_value(token).encode())
+
+
+def _host_name(host_header: str) -> str:
+    host = host_header.strip().lower()
+    if host.startswith("["):
+        return host[: host.find("]") + 1] if "]" in host else host
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+class Guard:
+    """The checks every request passes before a route sees it."""
+
+    def __init__(self, cfg: HttpConfig) -> None:
+        self.token = cfg.token.get_secret_value()
+        self.hosts = LOOPBACK_NAMES | {h.lower() for h in cfg.allowed_hosts}
+        bound = cfg.host.strip("[]").lower()
+        if bound and not _unspecified(bound):
+            self.hosts |= {bound, f"[{bound}]"}
+        self.origins = {o.rstrip("/").lower() for o in cfg.allowed_origins}
+
+    def host_ok(self, request: Request) -> bool:
+        return _host_name(request.headers.get("host", "")) in self.hosts
+
+    def origin_ok(self, request: Request) -> bool:
+        """No Origin (not a browser), the device's own, or an allowed one."""
+        origin = request.headers.get("origin")
+        if origin is None or request.method not in UNSAFE_METHODS:
+            return True
+        origin = origin.rstrip("/").lower()
+        own = {f"{s}://{request.headers.get('host', '').lower()}" for s in ("http", "https")}
+        return origin in own or origin in self.origins
+
+    def needs_token(self, path: str) -> bool:
+        return not (path in OPEN_PATHS or path.startswith(OPEN_PREFIXES) or path == "/healthz")
+
+    async def __call__(
+        self, request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        if not self.host_ok(request):
+            return JSONResponse(
+                {"detail": "this Host is not served (http.allowed_hosts)"}, status_code=421
+            )
+        if not self.origin_ok(request):
+            return JSONResponse(
+                {"detail": "cross-origin request refused (http.allowed_origins)"}, status_code=403
+            )
+        if self.needs_token(request.url.path) and not authorized(request, self.token):
+            return JSONResponse(
+                {"detail": "missing or wrong bearer token"},
+                status_code=401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        return await call_next(request)
+
+
+def _unspecified(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        return False
+
+
+class GuardedH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol with a deadline for each request's headers and a cap on open
+    connections (`configure` sets both from the config before the server starts)."""
+
+    header_timeout_s = 10.0
+    max_connections = 256
+
+    @classmethod
+    def configure(cls, cfg: HttpConfig) -> type[GuardedH11Protocol]:
+        return type(
+            "ConfiguredH11Protocol",
+            (cls,),
+            {"header_timeout_s": cfg.header_timeout_s, "max_connections": cfg.max_connections},
+        )
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._header_timer: asyncio.TimerHandle | None = None
+        if len(self.connections) > self.max_connections:
+            transport.close()
+            return
+        self._arm()
+
+    def data_received(self, data: bytes) -> None:
+        before = self.cycle
+        super().data_received(data)
+        if self.cycle is not None and self.cycle is not before:
+            self._disarm()  # a new request's headers are in
+        elif self._header_timer is None and self._waiting():
+            self._arm()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._disarm()  # idle between requests: uvicorn's keep-alive timeout applies
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def _waiting(self) -> bool:
+        return self.cycle is None or self.cycle.response_complete
+
+    def _arm(self) -> None:
+        self._disarm()
+        self._header_timer = self.loop.call_later(self.header_timeout_s, self._expire)
+
+    def _disarm(self) -> None:
+        timer: Any = getattr(self, "_header_timer", None)
+        if timer is not None:
+            timer.cancel()
+            self._header_timer = None
+
+    def _expire(self) -> None:
+        self._header_timer = None
+        if self._waiting() and not self.transport.is_closing():
+            self.transport.close()
