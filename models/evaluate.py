@@ -20,6 +20,7 @@ from models import grounding, metrics
 from models.captioner import Captioner
 from models.config import ModelsConfig
 from models.data.dataset import Dataset, load_dataset
+from models.data.domains import DOMAINS
 from models.segmenter import area_fractions
 from models.store import has_model, load_captioner, load_segmenter, load_vae
 from models.vae_training import eval_labels, image_labels, vae_outputs
@@ -135,6 +136,41 @@ def eval_vae(folder: Path, cfg: ModelsConfig, ds: Dataset) -> dict[str, Any]:
     return report
 
 
+def eval_ood(folder: Path, cfg: ModelsConfig) -> dict[str, Any]:
+    """Out-of-domain flags on images that are not of the domain (photographs, textures, the
+    other domain), preprocessed as the device does."""
+    from PIL import Image
+
+    from models.ood import ood_images
+
+    enc, dec, space = load_vae(folder, cfg)
+    assert cfg.vae is not None
+    names, arrays = [], []
+    for name, im in ood_images(cfg.domain):
+        pil = Image.fromarray(im).convert("RGB" if cfg.image.channels == 3 else "L")
+        x = np.asarray(pil.resize((cfg.image.size,) * 2, Image.Resampling.BILINEAR), np.float32)
+        arrays.append((x / 255.0).reshape(cfg.image.size, cfg.image.size, cfg.image.channels))
+        names.append(name)
+    o = vae_outputs(enc, dec, cfg.vae, np.stack(arrays))
+    scores = space.ood_score(o.mse, o.mu)
+    missed = [n for n, s in zip(names, scores, strict=True) if s <= 1]
+    return {"images": len(names), "flagged": int((scores > 1).sum()), "missed": missed,
+            "min_score": float(scores.min())}  # fmt: skip
+
+
+def label_study(folders: dict[str, Path], data: Path) -> dict[str, Any]:
+    """Label macro-F1 and `normal` given to findings of VAEs trained with labels from
+    different fractions of their images, on the same held-out split."""
+    out: dict[str, Any] = {}
+    for name, folder in folders.items():
+        cfg = ModelsConfig.load(folder)
+        ds = load_dataset(data, cfg.image.size, cfg.image.channels)
+        rep = eval_vae(folder, cfg, ds)
+        out[name] = {k: rep[k] for k in ("label_macro_f1", "none_given_to_findings",
+                                         "label_f1", "anomaly_auroc") if k in rep}  # fmt: skip
+    return out
+
+
 def _ablation(
     folder: Path, ds: Dataset, domain: str, main: dict[str, Any], beam: int | None
 ) -> dict[str, Any]:
@@ -173,6 +209,10 @@ def check_minimums(domain: str, report: dict[str, Any]) -> dict[str, Any]:
                 out[key] = {"value": value, kind: bound, "ok": ok}
     if "grounding" in report.get("captioner", {}):
         out.update(grounding.check(report["captioner"]["grounding"]))
+    ood = report.get("vae", {}).get("out_of_domain_test")
+    if ood:
+        out["vae.out_of_domain_flagged"] = {"value": ood["flagged"] / ood["images"],
+                                            "minimum": 1.0, "ok": not ood["missed"]}  # fmt: skip
     table = report.get("ablation")
     if domain in ABLATION_MINIMUM and table and "none" in table:
         for name, row in table.items():
@@ -216,5 +256,7 @@ def evaluate(
     if has_model(folder, "vae"):
         log.info("evaluating vae")
         report["vae"] = eval_vae(folder, cfg, ds)
+        if cfg.domain in DOMAINS:
+            report["vae"]["out_of_domain_test"] = eval_ood(folder, cfg)
     report["minimums"] = check_minimums(cfg.domain, report)
     return report

@@ -44,6 +44,15 @@ def test_no_tensorflow_in_the_device_install(device_venv: Path):
     assert r.stdout.strip() == "[]"
 
 
+def test_make_runs_demo_generator_needs_no_tensorflow(device_venv: Path, tmp_path: Path):
+    exe = str(device_venv / "bin" / "s3e-train")
+    r = subprocess.run([exe, "make-data", "--domain", "chest", "--n", "3", "--seed", "1",
+                        "--out", str(tmp_path / "demo")], capture_output=True, text=True,
+                       cwd=tmp_path)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert len(list((tmp_path / "demo" / "images").glob("*.png"))) == 3
+
+
 def test_daemon_runs_and_indexes_an_image_without_tensorflow(
     device_venv: Path, tmp_path: Path, chest_images: dict[str, Any]
 ):
