@@ -78,7 +78,7 @@ def _step_feeds(
                     "keys": keys[i : i + 1],
                 }
             )
-        logits, h, c, _ = (
+        logits, h, c, *_ = (
             t.numpy()
             for t in step(
                 [

@@ -58,7 +58,7 @@ class HttpServer:
         config = uvicorn.Config(
             app, host=cfg.host, port=cfg.port, log_level="warning", access_log=False,
             lifespan="off", timeout_graceful_shutdown=2, timeout_keep_alive=5,
-            limit_concurrency=cfg.limit_concurrency, http=GuardedH11Protocol.configure(cfg),
+            http=GuardedH11Protocol.configure(cfg),
         )  # fmt: skip
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name="http", daemon=True)

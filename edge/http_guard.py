@@ -10,9 +10,12 @@ device, who is authenticated, and connections that never finish a request.
   session cookie `POST /login` sets (HttpOnly, SameSite=Strict: a browser page needs no token in
   URLs and no script ever sees it). The page, its assets and `/login` load without it, and
   `/healthz` says only its status.
+- **Load**: at most `http.limit_concurrency` requests in progress (more get a 503; /healthz
+  always answers), counted here rather than by uvicorn, which counts idle connections too.
 - **Slow clients**: uvicorn's h11 protocol has no deadline for a request's headers; ours closes
   a connection that has not sent a complete request line and headers within
-  `http.header_timeout_s`, and refuses connections beyond `http.max_connections`.
+  `http.header_timeout_s`; beyond `http.max_connections` the oldest connection that is not in
+  the middle of a request is closed to make room, so idle sockets cannot lock out /healthz.
 """
 
 from __future__ import annotations
@@ -70,6 +73,8 @@ class Guard:
         if bound and not _unspecified(bound):
             self.hosts |= {bound, f"[{bound}]"}
         self.origins = {o.rstrip("/").lower() for o in cfg.allowed_origins}
+        self.limit = cfg.limit_concurrency
+        self.in_flight = 0
 
     def host_ok(self, request: Request) -> bool:
         return _host_name(request.headers.get("host", "")) in self.hosts
@@ -103,7 +108,14 @@ class Guard:
                 status_code=401,
                 headers={"WWW-Authenticate": "Bearer"},
             )
-        return await call_next(request)
+        if self.in_flight >= self.limit and request.url.path != "/healthz":
+            return JSONResponse({"detail": "too many requests in progress; try again shortly"},
+                                status_code=503, headers={"Retry-After": "1"})  # fmt: skip
+        self.in_flight += 1  # one event loop: no lock needed
+        try:
+            return await call_next(request)
+        finally:
+            self.in_flight -= 1
 
 
 def _unspecified(host: str) -> bool:
@@ -131,10 +143,17 @@ class GuardedH11Protocol(H11Protocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._header_timer: asyncio.TimerHandle | None = None
+        self._since = self.loop.time()
         if len(self.connections) > self.max_connections:
-            transport.close()
-            return
+            self._evict_one()
         self._arm()
+
+    def _evict_one(self) -> None:
+        idle = [c for c in self.connections
+                if isinstance(c, GuardedH11Protocol) and c is not self and c._waiting()]  # fmt: skip
+        if idle:
+            oldest = min(idle, key=lambda c: c._since)
+            oldest.transport.close()
 
     def data_received(self, data: bytes) -> None:
         before = self.cycle

@@ -138,7 +138,10 @@ def build_step(cfg: CaptionerConfig, image: ImageConfig, onehot: bool = False) -
         values = layers.Concatenate(axis=1)([regions, s_value])
         all_keys = layers.Concatenate(axis=1)([keys, s_key])
         context, weights = _attention(cfg)(values, all_keys, h)
-        alpha, beta = weights[:, :n], weights[:, n]
+        # Sliced as 3-D without dropping an axis: the TFLite GPU delegate takes no other slice.
+        w3 = ops.expand_dims(weights, 1)
+        alpha = ops.reshape(w3[:, :, :n], (-1, n))
+        beta = ops.reshape(w3[:, :, n:], (-1,))
     else:
         context, alpha = _attention(cfg)(regions, keys, h)
         beta = ops.zeros_like(alpha[:, 0])

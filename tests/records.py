@@ -23,9 +23,12 @@ def fill_analysed(store: Store, sizes: list[int], seed: int = 0) -> list[str]:
         store.save_analysis(rid, Analysis(
             caption="right lower zone consolidation, consistent with pneumonia",
             words=["right", "lower", "zone"], attention=rng.random((3, 8, 8)),
-            labels=[{"name": "opacity", "score": 0.05, "kind": "segment"}],
-            segments=[{"class": "opacity", "fraction": 0.05}], anomaly=0.8, cluster="normal",
-            latent=rng.random(32), timings={"caption_ms": 10.0},
+            visual=[1.0, 1.0, 1.0],
+            labels=[{"name": "opacity", "score": 0.05, "kind": "segment"},
+                    {"name": "consolidation", "score": 0.97, "kind": "vae"}],
+            segments=[{"class": "opacity", "fraction": 0.05}], anomaly=0.8,
+            out_of_domain=False, ood_score=0.3, latent=rng.random(32),
+            timings={"caption_ms": 10.0},
         ), "chest-int8@test", "int8", b"")  # fmt: skip
         ids.append(rid)
     return ids

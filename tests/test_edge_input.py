@@ -105,10 +105,10 @@ def test_every_kind_of_bad_file_is_moved_to_rejected_and_the_daemon_goes_on(
     if os.geteuid() == 0:  # root reads a mode-000 file anyway: make the read fail as it would
         real = folder.read_file
 
-        def read(path: Path) -> bytes:
+        def read(path: Path, *rest: Any) -> bytes:
             if path.name == "locked.png":
                 raise PermissionError(13, "Permission denied")
-            return real(path)
+            return real(path, *rest)
 
         monkeypatch.setattr(folder, "read_file", read)
     caplog.set_level(logging.WARNING, "s3e")

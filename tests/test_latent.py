@@ -1,10 +1,12 @@
-"""The VAE's latent space: cluster names, anomaly calibration, the pooled residual."""
+"""The VAE's calibration without TensorFlow: labels with a none label, anomaly and
+out-of-domain scores, the pooled residual."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from models.latent import LatentSpace, reconstruction_error
+from models.latent import fit_latent_space, reconstruction_error
+from models.vae_training import label_space
 
 
 def test_pooled_residual_ignores_pixel_noise_but_sees_a_small_blob() -> None:
@@ -18,21 +20,33 @@ def test_pooled_residual_ignores_pixel_noise_but_sees_a_small_blob() -> None:
     assert ((noisy - clean) ** 2).mean() > 0.5 * ((blob - clean) ** 2).mean()
 
 
-def test_clusters_are_named_by_their_most_distinctive_label() -> None:
-    rng = np.random.default_rng(1)
-    a = rng.normal(0, 0.1, (60, 2))
-    b = rng.normal(5, 0.1, (40, 2))
-    latents = np.concatenate([a, b])
-    # cluster b: 50% "effusion", 50% "normal"; "normal" is the majority everywhere
-    labels = ["normal"] * 60 + ["effusion"] * 20 + ["normal"] * 20
-    space = LatentSpace.fit(latents, labels, np.linspace(0, 1, 100), k=2, percentile=95)
-    assert sorted(space.names) == ["effusion", "normal"]
-    assert space.label(np.array([[5.0, 5.0]])) == ["effusion"]
-    assert space.purity == (60 + 20) / 100
+def test_a_label_only_ever_given_alone_is_the_none_label() -> None:
+    assert label_space([["normal"], ["nodule"], ["effusion", "nodule"]]) == (
+        ["effusion", "nodule"], "normal")  # fmt: skip
+    assert label_space([["red", "circle"], ["blue", "square"], ["blue", "circle"]]) == (
+        ["blue", "circle", "red", "square"], "")  # fmt: skip
+    assert label_space([["dog"], ["cat"], ["bird"]]) == (["bird", "cat", "dog"], "")
 
 
-def test_anomaly_is_error_over_the_training_percentile() -> None:
-    space = LatentSpace.fit(np.zeros((101, 2)), None, np.arange(101.0), k=1, percentile=95)
-    assert space.threshold == 95.0
-    np.testing.assert_allclose(space.anomaly(np.array([47.5, 190.0])), [0.5, 2.0])
-    assert space.names == ["cluster-0"] and space.purity is None
+def space(rng: np.random.Generator):
+    mu = rng.normal(0, 1, (500, 4))
+    return fit_latent_space(["effusion", "nodule"], "normal", mu, np.arange(500.0) / 100,
+                            np.arange(500) < 200, rng.uniform(0, 1, 500), True, 95, 99.5)  # fmt: skip
+
+
+def test_labels_threshold_probabilities_and_fall_back_to_the_none_label() -> None:
+    s = space(np.random.default_rng(1))
+    assert s.label(np.array([0.9, 0.2])) == [("effusion", 0.9)]
+    assert s.label(np.array([0.7, 0.95])) == [("nodule", 0.95), ("effusion", 0.7)]
+    got = s.label(np.array([0.1, 0.3]))
+    assert got[0][0] == "normal" and abs(got[0][1] - 0.7) < 1e-9
+
+
+def test_anomaly_is_calibrated_on_normal_images_and_ood_on_all() -> None:
+    s = space(np.random.default_rng(2))
+    assert abs(s.threshold - np.percentile(np.arange(200) / 100, 95)) < 1e-9
+    assert s.anomaly(np.array([s.threshold]))[0] == 1.0
+    far = np.array([[8.0, 8.0, 8.0, 8.0]])
+    assert s.ood_score(np.array([0.5]), far)[0] > 2
+    assert s.ood_score(np.array([0.5]), np.zeros((1, 4)))[0] < 1
+    assert s.ood_score(np.array([5.0]), np.zeros((1, 4)))[0] > 4
