@@ -405,7 +405,7 @@ def test_the_capture_command_takes_a_camera_frame_now(
     sub.client.publish("s3e/test-edge/cmd/capture", '{"request_id": "now"}', qos=1)
     wait_until(lambda: d.store.counts().get("analysed") == 2, 30, "the frame taken on command")
     wait_until(lambda: sub.payloads("/result"), 10)
-    want = {"schema": 1, "command": "capture", "request_id": "now", "ok": True, "triggered": 1}
+    want = {"schema": 2, "command": "capture", "request_id": "now", "ok": True, "triggered": 1}
     assert sub.payloads("/result")[0] == want
     sub.close()
 
