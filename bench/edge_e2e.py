@@ -90,7 +90,7 @@ def end_to_end(
 
     feeder = threading.Thread(target=feed)
     feeder.start()
-    while d.store.counts().get("due_indexed", 0) or d.index.num_docs < len(images):
+    while d.store.counts().get("due_index", 0) or d.index.num_docs < len(images):
         time.sleep(0.01)
     wall = time.perf_counter() - t0
     feeder.join()

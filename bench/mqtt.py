@@ -66,9 +66,9 @@ def outbox_rate(broker: Broker, tmp: Path, n: int) -> dict[str, float]:
         return time.perf_counter() - t0
 
     def outbox_run() -> float:
-        store.reset_sink("published")
+        store.reset_sink("mqtt")
         t0 = time.perf_counter()
-        assert worker.drain() == n and store.count_due("published") == 0
+        assert worker.drain() == n and store.count_due("mqtt") == 0
         return time.perf_counter() - t0
 
     plain_run()  # warm-up of both paths, then alternate so neither gets the warm broker alone

@@ -53,7 +53,7 @@ def run_sync(swift: Swift, store: Store, concurrency: int, cap_mb_s: float = 0.0
                    access_key_id=swift.access_key, secret_access_key=swift.secret_key,
                    addressing_style="path", concurrency=concurrency,
                    bandwidth_mb_s=cap_mb_s)  # fmt: skip
-    store.reset_sink("synced")
+    store.reset_sink("s3")
     service = SyncService(cfg, store, Metrics())
     t0 = time.perf_counter()
     left = service.drain_once(60)

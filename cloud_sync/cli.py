@@ -24,7 +24,8 @@ from cloud_sync.service import SyncLockedError, SyncService, status
 from edge.config import ConfigError, EdgeConfig, load_config
 from edge.logs import setup_logging
 from edge.metrics import Metrics
-from edge.store import Record, Store
+from edge.records import Record
+from edge.store import Store
 
 log = logging.getLogger("s3e.sync")
 EXIT_LEFT, EXIT_CONFIG, EXIT_LOCKED = 1, 2, 3
@@ -37,7 +38,7 @@ def _when(ts: float | None) -> str:
 
 
 def cmd_status(cfg: EdgeConfig, store: Store, args: argparse.Namespace) -> int:
-    s = status(cfg.s3, store)
+    s = status(cfg.plugin("s3"), store)
     if args.json:
         print(json.dumps(s, indent=2))
         return 0
@@ -61,12 +62,12 @@ def cmd_status(cfg: EdgeConfig, store: Store, args: argparse.Namespace) -> int:
 
 def cmd_run(cfg: EdgeConfig, store: Store, args: argparse.Namespace) -> int:
     try:
-        service = SyncService(cfg.s3, store, Metrics())
+        service = SyncService(cfg.plugin("s3"), store, Metrics())
     except ValueError as e:
         print(f"config error: {e}", file=sys.stderr)
         return EXIT_CONFIG
     if args.once:
-        n, size = store.due_totals("synced")
+        n, size = store.due_totals("s3")
         bar = tqdm(total=size, unit="B", unit_scale=True, desc=f"{n} records",
                    disable=args.quiet)  # fmt: skip
 
@@ -84,7 +85,7 @@ def cmd_run(cfg: EdgeConfig, store: Store, args: argparse.Namespace) -> int:
         if left:
             print(left, file=sys.stderr)
             return EXIT_LEFT
-        print(f"done: {n} records synced to s3://{cfg.s3.bucket}")
+        print(f"done: {n} records synced to s3://{cfg.plugin('s3').bucket}")
         return 0
     stop = threading.Event()
 
@@ -137,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"config error:\n{e}", file=sys.stderr)
         return EXIT_CONFIG
-    if not cfg.s3.enabled:
+    if not cfg.plugin("s3").enabled:
         print(f"{args.config or 'the default config'}: s3.bucket is empty, cloud sync is off",
               file=sys.stderr)  # fmt: skip
         return EXIT_CONFIG

@@ -8,12 +8,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from typing import Any
 
-from edge.events import iso
-from edge.store import Record
-
-SIDECAR_VERSION = 1
+from edge import views
+from edge.records import Record
 
 
 def base_key(prefix: str, rec: Record) -> str:
@@ -37,26 +34,7 @@ def device_prefix(prefix: str, device_id: str) -> str:
 
 
 def sidecar(rec: Record, key: str) -> bytes:
-    """The record as JSON, beside its original. Deterministic for a given record, so sending
-    it again writes the same bytes (and its MD5 tells whether it changed)."""
-    doc: dict[str, Any] = {
-        "sidecar_version": SIDECAR_VERSION,
-        "id": rec.id,
-        "device": rec.device_id,
-        "original": key.rsplit("/", 1)[-1],
-        "size": rec.size,
-        "width": rec.width,
-        "height": rec.height,
-        "source": rec.source,
-        "source_name": rec.source_name,
-        "captured_at": iso(rec.captured_at),
-        "caption": rec.caption,
-        "labels": rec.labels,
-        "segments": rec.segments,
-        "anomaly": rec.anomaly,
-        "out_of_domain": rec.out_of_domain,
-        "ood_score": rec.ood_score,
-        "bundle": rec.bundle,
-        "precision": rec.precision,
-    }
+    """The record as JSON (`edge.views.sidecar`), beside its original: written again at each
+    revision. Deterministic for a given record revision, so resending it changes nothing."""
+    doc = views.sidecar(rec, key.rsplit("/", 1)[-1])
     return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()

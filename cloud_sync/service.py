@@ -21,8 +21,10 @@ from cloud_sync.sink import STATE_KEY, S3Sink
 from cloud_sync.throttle import RateLimiter
 from cloud_sync.transfer import Uploader
 from edge.metrics import Metrics
+from edge.records import Record
 from edge.sinks import SinkWorker
-from edge.store import Record, Store
+from edge.store import Store
+from edge.store_schema import S3_ORIGINAL
 
 log = logging.getLogger("s3e.sync")
 LOCK_NAME = "sync.lock"
@@ -128,7 +130,7 @@ class SyncService:
 
     def start(self) -> None:
         """Apply the quota and start the worker (it takes the lock when free)."""
-        n, size = self.store.due_totals("synced")
+        n, size = self.store.due_totals("s3")
         log.info("syncing originals to %s: %d records (%.1f MB) to send", where(self.cfg), n,
                  size / 1e6)  # fmt: skip
         if self.cfg.local_quota_mb:
@@ -147,7 +149,7 @@ class SyncService:
             give_up = time.monotonic() + max_wait_s
             while True:
                 self.worker.drain()
-                n, _ = self.store.due_totals("synced")
+                n, _ = self.store.due_totals("s3")
                 if n == 0:
                     return ""
                 if self.sink.failures == 0:  # the sink works: the rest cannot go as it is
@@ -175,9 +177,22 @@ class SyncService:
         self.sink.close()
         self.lock.release()
 
+    def fetch(self, rec: Record) -> bytes | None:
+        """An original's bytes from S3 (a re-analysis of one the quota evicted); None while
+        the bucket cannot give it (the caller tries again later)."""
+        if not self.store.has_mark(S3_ORIGINAL, rec.id):
+            return None
+        try:
+            got = self.client.get_object(Bucket=self.cfg.bucket,
+                                         Key=original_key(self.cfg.prefix, rec))  # fmt: skip
+            return bytes(got["Body"].read())
+        except Exception as e:  # any failure: the record waits, it is not skipped
+            log.warning("cannot fetch the original of %s from S3: %s", rec.id[:12], e)
+            return None
+
     def presign(self, rec: Record) -> str | None:
         """A time-limited GET URL for a synced original (None if it is not in S3 yet)."""
-        if rec.sinks.get("synced") is None:
+        if not self.store.has_mark(S3_ORIGINAL, rec.id):
             return None
         return str(
             self.client.generate_presigned_url(
@@ -195,7 +210,7 @@ class SyncService:
 def status(cfg: S3Config, store: Store) -> dict[str, Any]:
     """What `s3e-sync status` prints: the backlog, the local quota, the last error and the
     last pass's throughput, from the store alone."""
-    n, size = store.due_totals("synced")
+    n, size = store.due_totals("s3")
     state = store.get_meta(STATE_KEY) or {}
     last = state.get("last_pass") or {}
     secs = last.get("seconds") or 0

@@ -1,9 +1,11 @@
 """The S3 sink: analysed records to the bucket, original then sidecar, `concurrency` at a time.
 
-It is one more sink of the store (`synced_at`), fed by the same `SinkWorker` as the index and
-MQTT, so the queue is the SQLite store: a kill -9, a reboot or a week offline leaves records
-that are simply still due. When the link is down or refuses us, a pass ends, the sink waits
-with exponential back-off and jitter, and says so once; records wait, none is dropped.
+It is one more sink of the store (`s3`), fed by the same `SinkWorker` as the index and MQTT,
+so the queue is the SQLite store: a kill -9, a reboot or a week offline leaves records that
+are simply still due. An original verified in S3 is marked (`s3_original`) and never sent
+again; a re-analysed record's next revision rewrites only its sidecar. When the link is down
+or refuses us, a pass ends, the sink waits with exponential back-off and jitter, and says so
+once; records wait, none is dropped.
 """
 
 from __future__ import annotations
@@ -22,15 +24,17 @@ from cloud_sync.keys import device_prefix, original_key, sidecar, sidecar_key
 from cloud_sync.retention import enforce_quota
 from cloud_sync.transfer import Blob, Uploader
 from edge.imaging import media_type
+from edge.records import Record
 from edge.sinks import RecordsRefusedError
-from edge.store import Record, Store
+from edge.store import Store
+from edge.store_schema import S3_ORIGINAL
 
 log = logging.getLogger("s3e.sync")
 STATE_KEY = "sync"
 
 
 class S3Sink:
-    name = "synced"
+    name = "s3"
 
     def __init__(
         self, cfg: S3Config, store: Store, uploader: Uploader, gate: Callable[[], bool]
@@ -70,6 +74,7 @@ class S3Sink:
             self._failed(e)
             return []
         synced = [r for r, res in zip(records, results, strict=True) if isinstance(res, int)]
+        self.store.set_mark(S3_ORIGINAL, [r.id for r in synced])
         failed = {r.id: res for r, res in zip(records, results, strict=True)
                   if isinstance(res, SyncError)}  # fmt: skip
         if self.on_synced is not None:
@@ -131,8 +136,10 @@ class S3Sink:
         self.prepared = True
 
     def _still_due(self, key: str) -> bool:
-        rec = self.store.get(key.rsplit("/", 1)[-1].split(".", 1)[0])
-        return rec is not None and rec.sinks["synced"] is None and key == self.key(rec)
+        rid = key.rsplit("/", 1)[-1].split(".", 1)[0]
+        rec = self.store.get(rid)
+        return (rec is not None and not self.store.has_mark(S3_ORIGINAL, rid)
+                and key == self.key(rec))  # fmt: skip
 
     def key(self, rec: Record) -> str:
         return original_key(self.cfg.prefix, rec)
@@ -143,12 +150,15 @@ class S3Sink:
         if self._link_down is not None:
             return self._link_down
         try:
-            path = self.store.original_path(rec.id, rec.ext)
-            if not path.exists():
-                raise SyncError("record", f"{rec.id[:12]}: the original is missing at {path}",
-                                f"missing original {rec.id}")  # fmt: skip
             key = self.key(rec)
-            outcome = self.uploader.put(Blob(key, media_type(rec.ext), path=path, sha256=rec.id))
+            outcome = "there"
+            if not self.store.has_mark(S3_ORIGINAL, rec.id):
+                path = self.store.original_path(rec.id, rec.ext)
+                if not path.exists():
+                    raise SyncError("record", f"{rec.id[:12]}: the original is missing at "
+                                    f"{path}", f"missing original {rec.id}")  # fmt: skip
+                outcome = self.uploader.put(Blob(key, media_type(rec.ext), path=path,
+                                                 sha256=rec.id))  # fmt: skip
             doc = sidecar(rec, key)
             self.uploader.put_document(
                 Blob(sidecar_key(self.cfg.prefix, rec), "application/json", data=doc)
@@ -173,7 +183,7 @@ class S3Sink:
         message = str(e)
         if e.reason != self._logged:
             what = "refused, fix the config or the account" if e.kind == "fatal" else "unreachable"
-            n, size = self.store.due_totals("synced")
+            n, size = self.store.due_totals("s3")
             log.error("S3 %s: %s; %d records (%.1f MB) wait, retrying with back-off",
                       what, message, n, size / 1e6)  # fmt: skip
             self._logged = e.reason

@@ -20,27 +20,17 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from converter.export import (
-    PRECISIONS,
-    RECURRENT_IN_INT8,
-    Graph,
-    device_graphs,
-    iter_feeds,
-    to_tflite,
-)
-from converter.faithfulness import device_task_metrics, drops, graph_feeds, tensor_errors
+from converter.export import PRECISIONS, RECURRENT_IN_INT8, Feed, Graph, iter_feeds, to_tflite
+from converter.exports import EXPORTS, Export
+from converter.faithfulness import drops, tensor_errors
 from converter.gpu import check_model
 from converter.tflite_model import tensor_types
-from edge.bundle import BUNDLE_FILE, FORMAT_VERSION, load_bundle, sha256_file
+from edge.bundle import BUNDLE_FILE, FORMAT_VERSION, BundleDoc, load_bundle, sha256_file
 from edge.inference import BundleModels
 from edge.runtime import ModelRunner
 from models.config import ModelsConfig
 from models.data.dataset import Dataset, load_dataset, write_dataset
 from models.data.domains import DOMAINS
-from models.data.tokens import Vocabulary
-from models.evaluate import eval_captioner, eval_segmenter, eval_vae
-from models.latent import LATENT_FILE
-from models.store import load_captioner, load_segmenter
 
 log = logging.getLogger(__name__)
 CALIBRATION_SEED, EVAL_SEED = 3003, 4004
@@ -120,27 +110,6 @@ def _io(runner: ModelRunner, graph: Graph) -> dict[str, list[dict[str, Any]]]:
     }
 
 
-def _reference_metrics(folder: Path, cfg: ModelsConfig, ds: Dataset) -> dict[str, Any]:
-    """The Keras models' task metrics on the same split (the float32 reference)."""
-    ref: dict[str, Any] = {}
-    if cfg.captioner:
-        report = eval_captioner(load_captioner(folder, cfg), ds, cfg.domain, None)
-        ref["captioner"] = {k: v for k, v in report.items() if isinstance(v, float)}
-        if "grounding" in report:
-            ref["captioner"]["grounding"] = report["grounding"]["classes"]
-    if cfg.segmenter and ds.masks is not None:
-        ref["segmenter"] = {
-            "mIoU": eval_segmenter(load_segmenter(folder, cfg), ds, cfg.segmenter.class_names)[
-                "mIoU"
-            ]
-        }
-    if cfg.vae:
-        vae = eval_vae(folder, cfg, ds)
-        keep = ("label_macro_f1", "anomaly_auroc", "out_of_domain_rate")
-        ref["vae"] = {k: vae[k] for k in keep if k in vae}
-    return ref
-
-
 def _versions() -> dict[str, str]:
     out = {"tensorflow": tf.__version__}
     for dist in ("s3e", "keras", "ai-edge-litert", "tf2onnx", "onnx", "onnxruntime"):
@@ -161,14 +130,14 @@ def convert(opts: Options) -> dict[str, Any]:
             f"{out} exists and is not empty; pass --overwrite or choose another --out"
         )
     cfg = ModelsConfig.load(opts.models)
-    graphs = {g.name: g for g in device_graphs(opts.models, cfg)}
-    if not graphs:
+    exports = [e for e in EXPORTS.values() if e.available(Path(opts.models), cfg)]
+    if not exports:
         raise ConversionError(f"{opts.models}: no trained models (weights files) found")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     scratch = Path(tempfile.mkdtemp(prefix="s3e-convert-"))
     try:
-        doc = _build(opts, cfg, graphs, tmp, scratch)
+        doc = _build(opts, cfg, exports, tmp, scratch)
         if out.exists():
             shutil.rmtree(out)
         tmp.rename(out)
@@ -180,74 +149,50 @@ def convert(opts: Options) -> dict[str, Any]:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
+def _feeds(
+    exports: list[Export], graphs: dict[str, dict[str, Graph]], images: Any, max_len: int,
+    limit: int,
+) -> dict[str, list[Feed]]:  # fmt: skip
+    out: dict[str, list[Feed]] = {}
+    for e in exports:
+        out.update(e.feeds(graphs[e.key], images, max_len, limit))
+    return out
+
+
 def _build(
-    opts: Options, cfg: ModelsConfig, graphs: dict[str, Graph], tmp: Path, scratch: Path
+    opts: Options, cfg: ModelsConfig, exports: list[Export], tmp: Path, scratch: Path
 ) -> dict[str, Any]:
+    folder = Path(opts.models)
+    graphs = {e.key: {g.name: g for g in e.graphs(folder, cfg)} for e in exports}
     max_len = cfg.captioner.max_len if cfg.captioner else 1
     calib = _split(
         cfg, opts.calibration, CALIBRATION_SEED, opts.calibration_n, scratch, "calibration"
     )
     held_out = _split(cfg, opts.eval_data, EVAL_SEED, opts.eval_n, scratch, "held-out")
-    calib_feeds = graph_feeds(graphs, calib.images, max_len, limit=opts.calibration_n * max_len)
-    eval_feeds = graph_feeds(graphs, held_out.images, max_len, limit=30)
+    calib_feeds = _feeds(exports, graphs, calib.images, max_len, opts.calibration_n * max_len)
+    eval_feeds = _feeds(exports, graphs, held_out.images, max_len, 30)
     if opts.onnx:
         (tmp / "onnx").mkdir()
-
+    every = [g for by_name in graphs.values() for g in by_name.values()]
     models: dict[str, Any] = {}
-    bar = tqdm(
-        graphs.values(), desc=f"convert {opts.precision}", unit="model", disable=not opts.progress
-    )
+    bar = tqdm(every, desc=f"convert {opts.precision}", unit="model", disable=not opts.progress)
     for graph in bar:
         bar.set_postfix_str(graph.name)
-        log.info("%s: exporting to TFLite (%s)", graph.name, opts.precision)
-        data = to_tflite(graph, opts.precision, iter_feeds(calib_feeds[graph.name]))
-        path = tmp / f"{graph.name}.tflite"
-        path.write_bytes(data)
-        runner = ModelRunner(path, graph.outputs, opts.threads)
-        gpu = check_model(data)
-        entry = {
-            "file": path.name,
-            "sha256": sha256_file(path),
-            "bytes": path.stat().st_size,
-            "float_io": True,
-            "scheme": _scheme(graph, opts.precision),
-            "tensor_types": tensor_types(data),
-            **_io(runner, graph),
-            "gpu": gpu.to_dict(),
-            "error_vs_keras": tensor_errors(graph, runner, eval_feeds[graph.name]),
-        }
-        if not gpu.delegable:
-            log.warning(
-                "%s: %d op(s) would fall back to the CPU on the GPU delegate: %s",
-                graph.name,
-                len(gpu.fallback),
-                sorted({p.op for p in gpu.fallback}),
-            )
-        if opts.onnx:
-            from converter.onnx_export import export_onnx
-
-            onnx_path = tmp / "onnx" / f"{graph.name}.onnx"
-            entry["onnx"] = {
-                "file": f"onnx/{onnx_path.name}",
-                **export_onnx(graph, onnx_path, eval_feeds[graph.name][:10]),
-            }
-        models[graph.name] = entry
-
+        models[graph.name] = _model(opts, graph, tmp, calib_feeds[graph.name],
+                                    eval_feeds[graph.name])  # fmt: skip
     assets: dict[str, Any] = {}
-    if cfg.captioner:
-        (tmp / "vocab.json").write_text(json.dumps(cfg.captioner.vocab))
-        assets["vocab"] = {"file": "vocab.json"}
-    if cfg.vae:
-        shutil.copy(Path(opts.models) / LATENT_FILE, tmp / LATENT_FILE)
-        assets["vae_latent"] = {"file": LATENT_FILE}
-    shutil.copy(Path(opts.models) / "config.json", tmp / "models_config.json")
+    owned: dict[str, list[str]] = {}
+    for e in exports:
+        written = e.assets(folder, cfg, tmp)
+        owned[e.key] = list(written)
+        assets.update({k: {"file": f} for k, f in written.items()})
+    shutil.copy(folder / "config.json", tmp / "models_config.json")
     assets["models_config"] = {"file": "models_config.json"}
     for a in assets.values():
         a["sha256"] = sha256_file(tmp / a["file"])
     for entry in models.values():
         if "onnx" in entry:
             entry["onnx"]["sha256"] = sha256_file(tmp / entry["onnx"]["file"])
-
     doc: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
         "name": opts.name or f"{cfg.domain}-{opts.precision}",
@@ -266,43 +211,70 @@ def _build(
         },
         "models": models,
         "assets": assets,
+        "outputs": {
+            e.key: {
+                "models": [n for n in graphs[e.key] if n not in e.query_models()],
+                "query_models": e.query_models(),
+                "assets": owned[e.key],
+                "settings": e.settings(cfg),
+            }
+            for e in exports
+        },
     }
-    if cfg.captioner:
-        vocab = Vocabulary(cfg.captioner.vocab)
-        doc["captioner"] = {
-            "attention": cfg.captioner.attention,
-            "grid": cfg.grid,
-            "max_len": cfg.captioner.max_len,
-            "beam_width": cfg.captioner.beam_width,
-            "start_id": vocab.start_id,
-            "end_id": vocab.end_id,
-            "token_input": "one-hot",
-        }
-    if cfg.segmenter:
-        doc["segmenter"] = {"class_names": cfg.segmenter.class_names}
-    if cfg.vae:
-        doc["vae"] = {"latent_dim": cfg.vae.latent_dim, "anomaly_pool": cfg.vae.anomaly_pool}
+    BundleDoc.model_validate(doc)  # the device's reader must take what we write
     (tmp / BUNDLE_FILE).write_text(json.dumps(doc, indent=1) + "\n")
+    _faithfulness(opts, cfg, exports, doc, tmp, held_out)
+    return doc
 
+
+def _model(
+    opts: Options, graph: Graph, tmp: Path, calib: list[Feed], held_out: list[Feed]
+) -> dict[str, Any]:
+    log.info("%s: exporting to TFLite (%s)", graph.name, opts.precision)
+    data = to_tflite(graph, opts.precision, iter_feeds(calib))
+    path = tmp / f"{graph.name}.tflite"
+    path.write_bytes(data)
+    runner = ModelRunner(path, graph.outputs, opts.threads)
+    gpu = check_model(data)
+    entry = {
+        "file": path.name, "sha256": sha256_file(path), "bytes": path.stat().st_size,
+        "float_io": True, "scheme": _scheme(graph, opts.precision),
+        "tensor_types": tensor_types(data), **_io(runner, graph), "gpu": gpu.to_dict(),
+        "error_vs_keras": tensor_errors(graph, runner, held_out),
+    }  # fmt: skip
+    if not gpu.delegable:
+        ops = sorted({p.op for p in gpu.fallback})
+        log.warning("%s: %d op(s) would fall back to the CPU on the GPU delegate: %s",
+                    graph.name, len(gpu.fallback), ops)  # fmt: skip
+    if opts.onnx:
+        from converter.onnx_export import export_onnx
+
+        onnx_path = tmp / "onnx" / f"{graph.name}.onnx"
+        entry["onnx"] = {"file": f"onnx/{onnx_path.name}",
+                         **export_onnx(graph, onnx_path, held_out[:10])}  # fmt: skip
+    return entry
+
+
+def _faithfulness(
+    opts: Options, cfg: ModelsConfig, exports: list[Export], doc: dict[str, Any], tmp: Path,
+    held_out: Dataset,
+) -> None:  # fmt: skip
+    """Keras and the device pipeline on the same held-out images; a drop of more than a point
+    in a guarded metric fails the conversion (unless --accept-drop)."""
     log.info("measuring faithfulness on %d held-out images", len(held_out))
-    device = device_task_metrics(
-        BundleModels(load_bundle(tmp), threads=opts.threads), held_out, cfg.domain
-    )
-    reference = _reference_metrics(Path(opts.models), cfg, held_out)
+    bundle = load_bundle(tmp)
+    models = BundleModels(bundle, threads=opts.threads)
+    device = {e.key: e.device(bundle, models, held_out) for e in exports}
+    reference = {e.key: e.reference(Path(opts.models), cfg, held_out) for e in exports}
     lost = drops(reference, device)
     failing = {k: v for k, v in lost.items() if v > MAX_DROP_POINTS}
     doc["faithfulness"] = {
-        "held_out": {
-            "images": len(held_out),
-            "source": str(opts.eval_data or f"generated, seed {EVAL_SEED}"),
-        },
+        "held_out": {"images": len(held_out),
+                     "source": str(opts.eval_data or f"generated, seed {EVAL_SEED}")},
         "reference": "Keras float32 models on the same images",
-        "keras": reference,
-        "device": device,
-        "drop_points": lost,
-        "max_drop_points": MAX_DROP_POINTS,
-        "accepted_drop": bool(failing) and opts.accept_drop,
-    }
+        "keras": reference, "device": device, "drop_points": lost,
+        "max_drop_points": MAX_DROP_POINTS, "accepted_drop": bool(failing) and opts.accept_drop,
+    }  # fmt: skip
     (tmp / BUNDLE_FILE).write_text(json.dumps(doc, indent=1) + "\n")
     if failing and not opts.accept_drop:
         worst = ", ".join(f"{k} -{v:.2f}" for k, v in failing.items())
@@ -310,4 +282,3 @@ def _build(
             f"{opts.precision}: metrics drop more than {MAX_DROP_POINTS} point below float32 "
             f"({worst} points); no bundle written. Pass --accept-drop to keep it anyway."
         )
-    return doc

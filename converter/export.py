@@ -11,14 +11,10 @@ import logging
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import keras
 import numpy as np
 import tensorflow as tf
-
-from models.config import ModelsConfig
-from models.store import has_model, load_captioner, load_segmenter, load_vae
 
 log = logging.getLogger(__name__)
 PRECISIONS = ("float32", "float16", "dynamic", "int8")
@@ -46,31 +42,6 @@ class Graph:
         out = self.model(args if len(args) > 1 else args[0], training=False)
         out = out if isinstance(out, (list, tuple)) else [out]
         return {name: t.numpy() for name, t in zip(self.outputs, out, strict=True)}
-
-
-def device_graphs(folder: Path, cfg: ModelsConfig | None = None) -> list[Graph]:
-    """The graphs a device runs, for whichever models `folder` holds."""
-    cfg = cfg or ModelsConfig.load(folder)
-    graphs = []
-    if has_model(folder, "captioner"):
-        cap = load_captioner(folder, cfg)
-        graphs.append(Graph("captioner_encoder", cap.encoder, ["regions", "keys", "h", "c"]))
-        graphs.append(
-            Graph(
-                "captioner_step",
-                cap.device_step(),
-                ["logits", "h", "c", "alpha", "beta"],
-                recurrent=True,
-            )
-        )
-    if has_model(folder, "segmenter"):
-        graphs.append(Graph("segmenter", load_segmenter(folder, cfg), ["logits"]))
-    if has_model(folder, "vae"):
-        enc, dec, _ = load_vae(folder, cfg)
-        labels = ["label_logits"] if cfg.vae and cfg.vae.labels else []
-        graphs.append(Graph("vae_encoder", enc, ["mu", "log_var", *labels]))
-        graphs.append(Graph("vae_decoder", dec, ["reconstruction"]))
-    return graphs
 
 
 def iter_feeds(feeds: list[Feed]) -> Callable[[], Iterator[Feed]]:

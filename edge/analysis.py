@@ -1,9 +1,8 @@
-"""One preprocessed image through the bundle's three models, into an `Analysis` record.
+"""One preprocessed image through every output of a bundle, into an `Analysis`.
 
-Labels are what search filters and facets on: the segment classes present (scored by area),
-the VAE's labels (`kind` "vae", its probability as score), and `anomalous` when the anomaly
-score is above 1. An image the VAE finds out of the bundle's domain gets the single label
-`out_of_domain` instead: its caption and model labels would be confident nonsense.
+The outputs are plug-ins (`edge.outputs`); each runs its models on the image and returns its
+typed fields, blobs and derived files, timed. Not thread-safe: the daemon runs each Analyser
+in a process of its own (`edge.worker.AnalyserProcess`).
 """
 
 from __future__ import annotations
@@ -12,85 +11,37 @@ import time
 
 import numpy as np
 
-from edge.bundle import Bundle, BundleError
+from edge.bundle import Bundle
 from edge.config import ModelConfig
-from edge.imaging import mask_png
 from edge.inference import BundleModels
-from edge.store import Analysis
-from models.latent import LatentSpace
-
-MIN_SEGMENT_FRACTION = 0.005
+from edge.outputs import Output, for_bundle
+from edge.records import Analysis
 
 
 class Analyser:
-    """Interpreters of one bundle; not thread-safe. The daemon runs each in a process of its
-    own (`edge.worker.AnalyserProcess`)."""
-
     def __init__(self, bundle: Bundle, cfg: ModelConfig) -> None:
         self.bundle = bundle
+        self.outputs: list[Output] = for_bundle(bundle)
+        analysis_models = {m for o in bundle.doc.outputs.values() for m in o.models}
         self.models = BundleModels(
-            bundle,
-            threads=cfg.threads,
-            runtime=cfg.runtime or None,
-            accelerator=cfg.accelerator,
-            gpu_delegate=cfg.gpu_delegate,
-        )
+            bundle, threads=cfg.threads, runtime=cfg.runtime or None,
+            accelerator=cfg.accelerator, gpu_delegate=cfg.gpu_delegate,
+            names=[m for m in bundle.doc.models if m in analysis_models],
+        )  # fmt: skip
         self.placement = dict(self.models.placement)
         self.fallback_reason = self.models.fallback_reason
         self.runtime = self.models.runtime
-        self.beam_width = cfg.beam_width or None
-        self.class_names: list[str] = list(bundle.doc["segmenter"]["class_names"])
-        if self.models.latent is None:
-            raise BundleError(f"{bundle.root}: the daemon needs a bundle with the VAE")
-        self.latent = LatentSpace(**self.models.latent)
 
-    def analyse(self, x: np.ndarray) -> tuple[Analysis, bytes]:
-        """The record's model fields and the PNG class mask, with per-stage milliseconds."""
-        t0 = time.perf_counter()
-        cap = self.models.caption(x, self.beam_width)
-        t1 = time.perf_counter()
-        classes = self.models.segment(x)
-        t2 = time.perf_counter()
-        vae = self.models.vae(x)
-        t3 = time.perf_counter()
-
-        fractions = np.bincount(classes.ravel(), minlength=len(self.class_names)) / classes.size
-        segments = [
-            {"class": name, "fraction": round(float(f), 4)}
-            for name, f in zip(self.class_names, fractions, strict=False)
-            if name != "background" and f >= MIN_SEGMENT_FRACTION
-        ]
-        anomaly = float(self.latent.anomaly(np.array([vae.anomaly_error]))[0])
-        ood = float(self.latent.ood_score(np.array([vae.mse]), vae.mu[None])[0])
-        labels = [{"name": s["class"], "score": s["fraction"], "kind": "segment"} for s in segments]
-        labels += [{"name": name, "score": round(p, 4), "kind": "vae"}
-                   for name, p in self.latent.label(vae.probs)]  # fmt: skip
-        if anomaly > 1.0:
-            labels.append({"name": "anomalous", "score": round(anomaly, 4), "kind": "anomaly"})
-        if ood > 1.0:
-            labels = [{"name": "out_of_domain", "score": round(ood, 4), "kind": "ood"}]
-        mask = mask_png(classes, len(self.class_names))
-        t4 = time.perf_counter()
-        timings = {
-            "caption_ms": (t1 - t0) * 1e3,
-            "segment_ms": (t2 - t1) * 1e3,
-            "vae_ms": (t3 - t2) * 1e3,
-            "postprocess_ms": (t4 - t3) * 1e3,
-        }
-        return (
-            Analysis(
-                caption=cap.text,
-                words=cap.tokens,
-                attention=cap.attention,
-                visual=[round(float(v), 4) for v in cap.visual],
-                labels=labels,
-                segments=segments,
-                anomaly=anomaly,
-                out_of_domain=ood > 1.0,
-                ood_score=ood,
-                latent=vae.mu,
-                timings={k: round(v, 3) for k, v in timings.items()},
-                accelerators=dict(self.models.placement),
-            ),
-            mask,
-        )
+    def analyse(self, x: np.ndarray) -> Analysis:
+        """Every output's fields, blobs and files, with per-output milliseconds."""
+        out = Analysis(outputs={}, accelerators=dict(self.placement))
+        for output in self.outputs:
+            t0 = time.perf_counter()
+            produced = output.run(self.models.runners, x)
+            out.outputs[output.key] = produced.fields.model_dump(by_alias=True)
+            out.blobs.update(produced.blobs)
+            for kind, data in produced.files.items():
+                out.files[output.files[kind][0]] = data
+            out.timings[f"{output.key}_ms"] = round((time.perf_counter() - t0) * 1e3, 3)
+            out.timings.update(produced.timings)
+        return out

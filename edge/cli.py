@@ -66,7 +66,8 @@ def cmd_check_config(cfg: EdgeConfig, args: argparse.Namespace) -> int:
 
 def cmd_reindex(cfg: EdgeConfig, args: argparse.Namespace) -> int:
     """Rebuild the index from SQLite. The daemon must be stopped: it holds the only writer."""
-    from edge.store import Record, Store
+    from edge.records import Record
+    from edge.store import Store
 
     try:
         index = SearchIndex(Path(cfg.data_dir) / "index", cfg.index.heap_mb)
@@ -75,15 +76,16 @@ def cmd_reindex(cfg: EdgeConfig, args: argparse.Namespace) -> int:
         return EXIT_STARTUP
     store = Store(cfg.data_dir, cfg.device_id)
     index.clear()
-    store.reset_sink("indexed")
-    ids: list[str] = []
+    store.register_sink("index")
+    store.reset_sink("index")
+    done: list[tuple[int, int]] = []
     batch: list[Record] = []
     with tqdm(total=store.counts().get("analysed", 0), desc="reindex", unit="rec",
               disable=None) as bar:  # fmt: skip
 
         def flush() -> None:
             index.add(batch, replace=False)  # a cleared index: nothing to replace
-            ids.extend(r.id for r in batch)
+            done.extend((r.seq, r.revision) for r in batch)
             bar.update(len(batch))
             batch.clear()
 
@@ -93,10 +95,63 @@ def cmd_reindex(cfg: EdgeConfig, args: argparse.Namespace) -> int:
                 flush()
         flush()
     index.commit()
-    store.mark_done("indexed", ids)
+    store.mark_done("index", done)
     print(f"reindexed {index.num_docs} records into {index.path}")
     index.close()
     store.close()
+    return 0
+
+
+def cmd_reanalyze(cfg: EdgeConfig, args: argparse.Namespace) -> int:
+    """Analyse again, with `--bundle` (default: the config's), every record another bundle
+    analysed (with `--older-than`, only those of bundles made before that one). The daemon
+    must be stopped (a running one does this itself: POST /admin/bundle, MQTT cmd/bundle);
+    its sinks deliver the new revisions at its next start."""
+    import threading
+    import time
+
+    from edge.analysis_pool import AnalysisPool
+    from edge.bundle import load_bundle
+    from edge.ingest import Ingestor
+    from edge.metrics import Metrics
+    from edge.store import Store
+    from edge.swap import StartupError, start_analysers
+
+    try:
+        SearchIndex(Path(cfg.data_dir) / "index", cfg.index.heap_mb).close()
+        bundle = load_bundle(args.bundle or cfg.model.bundle)
+        older = load_bundle(args.older_than).doc.created if args.older_than else None
+    except IndexBusyError as e:
+        print(f"{e}: a running daemon re-analyses itself (POST /admin/bundle)", file=sys.stderr)
+        return EXIT_STARTUP
+    except ValueError as e:
+        print(f"bundle: {e}", file=sys.stderr)
+        return EXIT_CONFIG
+    store = Store(cfg.data_dir, cfg.device_id)
+    try:
+        analysers = start_analysers(bundle, cfg.model)
+    except StartupError as e:
+        print(f"cannot start the analysis: {e}", file=sys.stderr)
+        store.close()
+        return EXIT_STARTUP
+    ingestor = Ingestor(store, bundle, cfg, Metrics())
+    pool = AnalysisPool(store, ingestor, analysers, Metrics(), lambda: None, 1.0, older)
+    total = store.count_stale(bundle.version, older) + store.count_pending()
+    pool.start()
+    tick = threading.Event()
+    try:
+        with tqdm(total=total, desc=f"reanalyze {bundle.name}", unit="img", disable=None) as bar:
+            while left := store.count_stale(bundle.version, older) + store.count_pending():
+                bar.n = total - left
+                bar.refresh()
+                tick.wait(0.5)
+            bar.n = total
+    except KeyboardInterrupt:
+        print("stopped; run it again to finish (nothing done is lost)", file=sys.stderr)
+    pool.stop(time.monotonic() + cfg.shutdown_timeout_s)
+    ingestor.close()
+    store.close()
+    print(f"re-analysed {total} records with {bundle.version}")
     return 0
 
 
@@ -129,6 +184,11 @@ COMMANDS = {
     "run": (cmd_run, "run the daemon until SIGTERM/SIGINT"),
     "check-config": (cmd_check_config, "validate the config and verify the model bundle"),
     "reindex": (cmd_reindex, "rebuild the search index from the records (daemon stopped)"),
+    "reanalyze": (
+        cmd_reanalyze,
+        "analyse the records again with another bundle (daemon "
+        "stopped; a running daemon: POST /admin/bundle)",
+    ),
     "openapi": (cmd_openapi, "print the HTTP API's OpenAPI schema"),
     "mqtt-schema": (cmd_mqtt_schema, "print the JSON Schema of the MQTT payloads"),
 }
@@ -146,6 +206,11 @@ def build_parser() -> argparse.ArgumentParser:
         _config_arg(sp)
         if name == "check-config":
             sp.add_argument("--show", action="store_true", help="print the resolved config")
+        if name == "reanalyze":
+            sp.add_argument("--bundle", help="a shipped bundle's name or a bundle folder "
+                            "(default: model.bundle)")  # fmt: skip
+            sp.add_argument("--older-than", metavar="BUNDLE", help="only records analysed by "
+                            "bundles made before this one")  # fmt: skip
     from edge.subscribe import add_arguments
 
     sp = sub.add_parser(

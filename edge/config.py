@@ -3,7 +3,8 @@
 `s3e-edge run` with no file works on a fresh machine from any working directory: the shipped
 chest int8 bundle, `./inbox` watched, data in `./var/s3e`, search on 127.0.0.1:8080. Relative
 paths are taken from the working directory. A typo or a wrong type is an error that names the
-file and the dotted key, never a silent default.
+file and the dotted key, never a silent default. A plug-in's section (`[s3]` for cloud sync)
+is validated by the plug-in's own model (`edge.parts`) and kept in `plugins`.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import logging
 import stat
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -23,8 +24,6 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-
-from cloud_sync.config import S3Config
 
 log = logging.getLogger("s3e.config")
 
@@ -229,6 +228,22 @@ class MqttConfig(_Section):
         return self
 
 
+class IngestConfig(_Section):
+    workers: int = Field(
+        3, ge=1, le=32, description="threads that hash, decode and store images side by side"
+    )
+
+
+class ReanalysisConfig(_Section):
+    share: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="share of the analysis workers that re-analyse older records when no "
+        "fresh image waits; 0 = only `s3e-edge reanalyze` does it",
+    )
+
+
 class EdgeConfig(_Section):
     device_id: str = Field("edge-01", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     data_dir: Path = Path("./var/s3e")
@@ -241,7 +256,18 @@ class EdgeConfig(_Section):
     index: IndexConfig = IndexConfig()
     http: HttpConfig = HttpConfig()
     mqtt: MqttConfig = MqttConfig()
-    s3: S3Config = S3Config()
+    ingest: IngestConfig = IngestConfig()
+    reanalysis: ReanalysisConfig = ReanalysisConfig()
+    plugins: dict[str, Any] = Field(default_factory=dict)
+    """Each plug-in's validated section, by key (e.g. "s3")."""
+
+    def plugin(self, key: str) -> Any:
+        """A plug-in's section: as given, or its defaults."""
+        if key not in self.plugins:
+            from edge.parts import discover
+
+            self.plugins[key] = discover()[key].Config()
+        return self.plugins[key]
 
     @field_validator("data_dir")
     @classmethod
@@ -251,20 +277,35 @@ class EdgeConfig(_Section):
         return v
 
 
-def _describe(e: ValidationError, source: str) -> str:
+def _describe(e: ValidationError, source: str, prefix: str = "") -> str:
     lines = []
     for err in e.errors():
-        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        key = ".".join(str(p) for p in (prefix, *err["loc"]) if p != "") or "(top level)"
         msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
         lines.append(f"{source}: {key}: {msg}")
     return "\n".join(lines)
 
 
 def parse_config(data: dict[str, object], source: str = "<config>") -> EdgeConfig:
+    """The core sections by `EdgeConfig`, each plug-in's by its own model."""
+    from edge.parts import discover
+
+    plugins = discover()
+    core = {k: v for k, v in data.items() if k not in plugins}
+    errors = []
     try:
-        return EdgeConfig.model_validate(data)
+        cfg = EdgeConfig.model_validate(core)
     except ValidationError as e:
-        raise ConfigError(_describe(e, source)) from None
+        errors.append(_describe(e, source))
+        cfg = EdgeConfig()
+    for key, plugin in plugins.items():
+        try:
+            cfg.plugins[key] = plugin.Config.model_validate(data.get(key, {}))
+        except ValidationError as e:
+            errors.append(_describe(e, source, prefix=key))
+    if errors:
+        raise ConfigError("\n".join(errors))
+    return cfg
 
 
 def load_config(path: Path | str | None) -> EdgeConfig:
@@ -279,11 +320,19 @@ def load_config(path: Path | str | None) -> EdgeConfig:
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{p}: not valid TOML ({e})") from None
     cfg = parse_config(data, str(p))
-    secrets = (cfg.s3.secret_access_key, cfg.mqtt.password, cfg.http.token)
-    if any(x.get_secret_value() for x in secrets) and p.stat().st_mode & (
-        stat.S_IRWXG | stat.S_IRWXO
-    ):
-        log.warning("%s holds a secret (s3.secret_access_key, mqtt.password or http.token) and "
-                    "others can read it: chmod 600 %s, or use the AWS_* environment, a "
-                    "credentials file or mqtt.password_file", p, p)  # fmt: skip
+    if _has_secret(cfg) and p.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        log.warning("%s holds a secret (a token, password or key) and others can read it: "
+                    "chmod 600 %s, or use the AWS_* environment, a credentials file or "
+                    "mqtt.password_file", p, p)  # fmt: skip
     return cfg
+
+
+def _has_secret(model: Any) -> bool:
+    """Whether any SecretStr in the config (plug-ins' sections included) is set."""
+    if isinstance(model, SecretStr):
+        return bool(model.get_secret_value())
+    if isinstance(model, BaseModel):
+        return any(_has_secret(getattr(model, name)) for name in type(model).model_fields)
+    if isinstance(model, dict):
+        return any(_has_secret(v) for v in model.values())
+    return False

@@ -1,18 +1,19 @@
-"""The daemon: builds every part from the config, starts them in order, and stops them in
-reverse on SIGTERM or SIGINT, within `shutdown_timeout_s`.
+"""The daemon: a list of parts built from the config, started in order and stopped in reverse
+against one deadline (`shutdown_timeout_s`), on SIGTERM or SIGINT.
 
-Start: store -> index -> analysers -> sinks (index, MQTT, S3) -> analysis pool -> HTTP ->
-capture, then READY=1 to systemd. Stop: capture first (nothing new comes in), let the in-flight
-analyses finish, commit the index, a last bounded MQTT and S3 pass, stop HTTP, release the
-index lock. Whatever was accepted but not yet
-analysed or indexed is still in the store, and is picked up at the next start.
+Parts, in start order: the search index and its sink, the analysis pool, MQTT (when
+`mqtt.host` is set), the plug-ins (`s3e.plugins` entry points: cloud sync when `s3.bucket` is
+set), HTTP, and the capture sources last, so nothing comes in before everything that takes it
+runs. `/healthz`, the watchdog and the MQTT `stats` are built from the list; the parts'
+commands (`ping`, `reindex`, `bundle`, a camera's `capture`) are served over MQTT and the
+admin API alike. Whatever was accepted but not analysed or delivered stays in the store.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import re
+import resource
 import shutil
 import signal
 import threading
@@ -20,79 +21,22 @@ import time
 from pathlib import Path
 from typing import Any
 
-import uvicorn
-
-from cloud_sync.service import SyncService
-from edge.api import ApiContext, create_app
+from edge.analysis_pool import AnalysisPool
 from edge.bundle import load_bundle
-from edge.capture import CaptureSource, enabled_sources
-from edge.capture.base import printable
-from edge.capture.camera import CameraSource
-from edge.config import EdgeConfig, HttpConfig
-from edge.http_guard import GuardedH11Protocol
-from edge.index import SearchIndex
+from edge.capture import enabled_sources
+from edge.config import EdgeConfig
+from edge.http_part import HttpPart
+from edge.index_part import IndexPart
+from edge.ingest import Ingestor
 from edge.metrics import Metrics
-from edge.mqtt import Command, MqttService
-from edge.pipeline import AnalysisPool, Ingestor
+from edge.mqtt import MqttPart
+from edge.parts import Command, Context, Hooks, Part, discover
 from edge.sdnotify import notify, watchdog_interval
-from edge.similar import LatentNeighbours
-from edge.sinks import IndexSink, SinkWorker
 from edge.store import Store
-from edge.worker import AnalyserProcess
+from edge.swap import BundleSwapper, StartupError, start_analysers
 
 log = logging.getLogger("s3e.daemon")
-
-
 HEALTH_TTL_S = 2.0
-
-
-class StartupError(RuntimeError):
-    """The daemon cannot start; the message says which part and why."""
-
-
-class HttpServer:
-    """uvicorn in a thread of its own (so signals stay with the daemon), with deadlines for
-    slow clients and caps on connections and requests in progress."""
-
-    def __init__(self, app: Any, cfg: HttpConfig) -> None:
-        config = uvicorn.Config(
-            app, host=cfg.host, port=cfg.port, log_level="warning", access_log=False,
-            lifespan="off", timeout_graceful_shutdown=2, timeout_keep_alive=5,
-            http=GuardedH11Protocol.configure(cfg),
-        )  # fmt: skip
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, name="http", daemon=True)
-
-    def start(self, timeout: float = 10.0) -> int:
-        """Start serving; the bound port (useful with port 0)."""
-        self.thread.start()
-        deadline = time.monotonic() + timeout
-        while not self.server.started:
-            if not self.thread.is_alive() or time.monotonic() > deadline:
-                raise StartupError("HTTP server did not start (is the port in use?)")
-            time.sleep(0.02)
-        return int(self.server.servers[0].sockets[0].getsockname()[1])
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout)
-
-
-def reject_file(root: Path, path: Path, kind: str, reason: str) -> None:
-    """Move a refused file into `rejected/` under a safe, short name, with
-    `<name>.reason.txt` beside it holding the original name (escaped) and the reason."""
-    stamp = time.strftime("%Y%m%dT%H%M%S")
-    safe = re.sub(r"[^A-Za-z0-9._-]", "_", path.name).lstrip(".")[-100:] or "file"
-    target = root / "rejected" / f"{stamp}-{safe}"
-    n = 1
-    while target.exists() or target.with_name(target.name + ".reason.txt").exists():
-        target = root / "rejected" / f"{stamp}-{n}-{safe}"
-        n += 1
-    shutil.move(str(path), target)
-    target.with_name(target.name + ".reason.txt").write_text(
-        f"file: {printable(str(path), 4096)}\nkind: {kind}\nreason: {reason}\n"
-        f"rejected_at: {stamp}\n"
-    )
 
 
 class Daemon:
@@ -103,103 +47,107 @@ class Daemon:
         self._health_lock = threading.Lock()
         self._health: tuple[float, dict[str, Any] | None] = (0.0, None)
         try:
-            self.bundle = load_bundle(cfg.model.bundle)
+            bundle = load_bundle(cfg.model.bundle)
         except ValueError as e:
             raise StartupError(f"model.bundle: {e}") from None
         self.store = Store(cfg.data_dir, cfg.device_id)
         self.metrics = Metrics()
-        self.analysers: list[AnalyserProcess] = []
+        self.hooks = Hooks()
+        self.ctx = Context(cfg, self.store, self.metrics, self.hooks)
+        self.parts: list[Part] = []
+        self._running: list[Part] = []
         try:
-            self.index = SearchIndex(Path(cfg.data_dir) / "index", cfg.index.heap_mb)
+            self._build(bundle)
         except BaseException:
+            for part in reversed(self.parts):
+                part.stop(time.monotonic() + 5)
             self.store.close()
             raise
-        try:
-            try:
-                for _ in range(cfg.model.workers):
-                    self.analysers.append(AnalyserProcess(self.bundle, cfg.model))
-            except RuntimeError as e:
-                raise StartupError(f"model.accelerator = {cfg.model.accelerator}: {e}") from None
-            self.ingestor = Ingestor(self.store, self.bundle, cfg, self.metrics)
-            try:
-                self.sources = enabled_sources(cfg, self._submit, self._reject)
-            except RuntimeError as e:
-                raise StartupError(str(e)) from None
-        except BaseException:
-            self._close()
-            raise
-        if self.analysers[0].fallback_reason:
-            log.warning("GPU not used, running on the CPU: %s", self.analysers[0].fallback_reason)
-        self.index_worker = SinkWorker(
-            self.store, IndexSink(self.index, self.metrics), cfg.index.commit_every,
-            cfg.index.commit_interval_s, self.metrics,
-        )  # fmt: skip
-        self.mqtt: MqttService | None = None
+
+    def _build(self, bundle: Any) -> None:
+        cfg, ctx = self.cfg, self.ctx
+        self.index_part = IndexPart(ctx)
+        self.index = self.index_part.index
+        self.parts.append(self.index_part)
+        analysers = start_analysers(bundle, cfg.model)
+        if analysers[0].fallback_reason:
+            log.warning("GPU not used, running on the CPU: %s", analysers[0].fallback_reason)
+        self.ingestor = Ingestor(self.store, bundle, cfg, self.metrics)
+        self.pool = AnalysisPool(self.store, self.ingestor, analysers, self.metrics,
+                                 self._analysed, cfg.reanalysis.share)  # fmt: skip
+        self.parts.append(self.pool)
+        self.swapper = BundleSwapper(self.pool, cfg.model)
         if cfg.mqtt.host:
-            commands: dict[str, Command] = {
-                "ping": self._cmd_ping,
-                "reindex": self._cmd_reindex,
-                "capture": self._cmd_capture,
-            }
-            try:
-                self.mqtt = MqttService(cfg, self.store, self.metrics, commands, self.stats)
-            except RuntimeError as e:
-                self._close()
-                raise StartupError(str(e)) from None
+            self.mqtt: MqttPart | None = MqttPart(ctx)
+            self.parts.append(self.mqtt)
         else:
+            self.mqtt = None
             log.info("MQTT publishing off (mqtt.host is empty)")
-        self.sync: SyncService | None = None
-        if cfg.s3.enabled:
+        for key, plugin in discover().items():
+            section = cfg.plugin(key)
+            if not plugin.enabled(section):
+                log.info("%s off (not configured)", key)
+                continue
             try:
-                self.sync = SyncService(cfg.s3, self.store, self.metrics)
-            except ValueError as e:
-                self._close()
-                raise StartupError(str(e)) from None
-        else:
-            log.info("cloud sync off (s3.bucket is empty)")
-        sinks = [self.index_worker] + ([self.mqtt.worker] if self.mqtt else [])
-        sinks += [self.sync.worker] if self.sync else []
+                self.parts.append(plugin.build(section, ctx))
+            except (ValueError, RuntimeError) as e:
+                raise StartupError(f"{key}: {e}") from None
+        self.ingestor.fetch_original = self.hooks.fetch_original
+        self.http: HttpPart | None = None
+        if cfg.http.enabled:
+            self.http = HttpPart(self)
+            self.parts.append(self.http)
+        self.sources = [SourcePart(s) for s in enabled_sources(cfg, self.ingestor, self._reject)]
+        self.parts += self.sources
+        self.metrics.gauge("s3e_queue_analysis", "Images accepted, not yet analysed",
+                           self.store.count_pending)  # fmt: skip
+        self.metrics.gauge("s3e_reanalysis_left", "Records of older bundles to re-analyse",
+                           lambda: self.pool.progress()["left"])  # fmt: skip
 
-        def analysed() -> None:
-            for w in sinks:
-                w.notify()
+    @property
+    def bundle(self) -> Any:
+        """The bundle analysing new images now."""
+        return self.pool.bundle
 
-        self.pool = AnalysisPool(self.ingestor, self.analysers, self.metrics, analysed)
-        self.neighbours = LatentNeighbours(self.store)
-        self._running_sources: list[CaptureSource] = []
-        self.http: HttpServer | None = None
-        self.port: int | None = None
-        m, index = self.metrics, self.index
-        m.gauge("s3e_queue_analysis", "Images accepted, not yet analysed", self.store.count_pending)
-        m.gauge("s3e_queue_index", "Analysed records not yet searchable",
-                lambda: self.store.count_due("indexed"))  # fmt: skip
-        m.gauge("s3e_index_documents", "Documents in the search index", lambda: index.num_docs)
-        m.gauge("s3e_index_size_bytes", "Index size on disk", index.size_bytes)
-        m.gauge("s3e_queue_publish", "Analysed records not yet acknowledged by the broker",
-                lambda: self.store.count_due("published") if self.mqtt else 0)  # fmt: skip
-        m.gauge("s3e_queue_sync", "Analysed records whose original is not yet verified in S3",
-                lambda: self.store.count_due("synced") if self.sync else 0)  # fmt: skip
+    @property
+    def port(self) -> int | None:
+        return self.http.port if self.http is not None else None
 
-    def _submit(self, data: bytes, source: str, name: str) -> str:
-        return self.ingestor.ingest(data, source, name).id
+    def _analysed(self) -> None:
+        for hook in self.hooks.on_analysed:
+            hook()
 
     def _reject(self, path: Path, kind: str, reason: str) -> None:
+        from edge.capture.folder import reject_file
+
         reject_file(Path(self.cfg.data_dir), path, kind, reason)
         self.metrics.errors.labels(kind).inc()
 
+    # -- commands ----------------------------------------------------------------------------
+    def commands(self) -> dict[str, Command]:
+        out: dict[str, Command] = {"ping": self._cmd_ping, "bundle": self._cmd_bundle}
+        for part in self.parts:
+            for name, cmd in part.commands().items():
+                out[name] = _both(out[name], cmd) if name in out else cmd
+        return out
+
+    def _cmd_ping(self, request: dict[str, Any]) -> dict[str, Any]:
+        return {"pong": True, "uptime_s": round(time.time() - self.started_at, 1)}
+
+    def _cmd_bundle(self, request: dict[str, Any]) -> dict[str, Any]:
+        ref = request.get("bundle")
+        if not isinstance(ref, str) or not ref:
+            raise ValueError('send {"bundle": "<shipped name or folder>"}')
+        return self.swapper.swap(ref)
+
+    # -- health ------------------------------------------------------------------------------
     def dead_threads(self) -> list[str]:
-        """Worker threads that should be running and are not (they log why before dying), and
-        capture sources whose loop has stopped coming round (stuck in a read)."""
-        threads = [*self.pool.threads, self.index_worker.thread]
-        threads += self.mqtt.threads if self.mqtt else []
-        threads += [self.sync.worker.thread] if self.sync else []
-        threads += [t for s in self._running_sources for t in s.threads]
-        if self.http is not None:
-            threads.append(self.http.thread)
-        dead = [t.name for t in threads if t.ident is not None and not t.is_alive()]
-        now = time.monotonic()
-        return dead + [f"capture-{s.key} (stalled)" for s in self._running_sources
-                       if s.threads and now - s.beat > s.stall_after_s]  # fmt: skip
+        """Threads of running parts that died (they log why), and capture sources whose loop
+        stopped coming round (stuck in a read)."""
+        dead = [t.name for p in self._running for t in p.threads
+                if t.ident is not None and not t.is_alive()]  # fmt: skip
+        return dead + [f"capture-{s.source.key} (stalled)" for s in self.sources
+                       if s in self._running and s.stalled()]  # fmt: skip
 
     def health(self) -> dict[str, Any]:
         """The health document, computed at most once every HEALTH_TTL_S: counting a large
@@ -212,126 +160,80 @@ class Daemon:
             return doc
 
     def _compute_health(self) -> dict[str, Any]:
-        models = self.analysers[0]
         dead = self.dead_threads()
         status = "stopping" if self.stopping.is_set() else "degraded" if dead else "ok"
+        analysis = self.pool.health()
         return {
-            "status": status,
-            "dead_threads": dead,
-            "device_id": self.cfg.device_id,
+            "status": status, "dead_threads": dead, "device_id": self.cfg.device_id,
             "uptime_s": round(time.time() - self.started_at, 1),
-            "bundle": {"name": self.bundle.name, "precision": self.bundle.precision,
-                       "domain": self.bundle.doc.get("domain")},
-            "runtime": models.runtime,
+            "bundle": analysis["bundle"], "runtime": analysis["runtime"],
             "accelerator": {"requested": self.cfg.model.accelerator,
-                            "models": dict(models.placement),
-                            "fallback_reason": models.fallback_reason or None},
-            "records": self.store.counts(),
+                            "models": analysis["placement"],
+                            "fallback_reason": analysis["fallback_reason"]},
+            "reanalysis": analysis["reanalysis"], "records": self.store.counts(),
             "index_documents": self.index.num_docs,
-            "mqtt": None if self.mqtt is None else {
-                "broker": self.mqtt.link.where, "connected": self.mqtt.link.connected.is_set()},
-            "s3": None if self.sync is None else self.sync.summary(),
-            "capture": [s.key for s in self.sources] +
+            "mqtt": self.mqtt.health() if self.mqtt else None,
+            "parts": {p.name: p.health() for p in self.parts if p.name not in ("analysis",)},
+            "capture": [s.source.key for s in self.sources] +
                        (["upload"] if self.cfg.capture.upload.enabled else []),
         }  # fmt: skip
-
-    def reindex(self) -> None:
-        """Empty the index and index every record again, in the index sink's own thread."""
-        self.index_worker.request_reset()
 
     def stats(self) -> dict[str, Any]:
         """What `<prefix>/<device>/stats` says (retained, every `mqtt.stats_interval_s`)."""
         c = self.store.counts()
         total, used, free = shutil.disk_usage(self.cfg.data_dir)
         return {
-            "images_processed": c.get("analysed", 0),
-            "images_failed": c.get("failed", 0),
-            "queues": {"analysis": c.get("pending", 0), "index": c.get("due_indexed", 0),
-                       "publish": c.get("due_published", 0), "sync": c.get("due_synced", 0)},
+            "images_processed": c.get("analysed", 0), "images_failed": c.get("failed", 0),
+            "queues": {"analysis": c.get("pending", 0),
+                       **{k.removeprefix("due_"): v for k, v in c.items() if k.startswith("due_")}},
+            "reanalysis": self.pool.progress(),
             "latency_ms": self.metrics.stage_means_ms(),
             "disk": {"total_bytes": total, "used_bytes": used, "free_bytes": free},
             "uptime_s": round(time.time() - self.started_at, 1),
         }  # fmt: skip
 
-    def _cmd_ping(self, request: dict[str, Any]) -> dict[str, Any]:
-        return {"pong": True, "uptime_s": round(time.time() - self.started_at, 1)}
-
-    def _cmd_reindex(self, request: dict[str, Any]) -> dict[str, Any]:
-        self.reindex()
-        return {"queued": True}
-
-    def _cmd_capture(self, request: dict[str, Any]) -> dict[str, Any]:
-        cameras = [s for s in self._running_sources if isinstance(s, CameraSource)]
-        if not cameras:
-            raise RuntimeError("no camera source is running (capture.camera.url)")
-        for cam in cameras:
-            cam.trigger()
-        return {"triggered": len(cameras)}
-
+    # -- life --------------------------------------------------------------------------------
     def start(self) -> None:
         log.info("device %s: bundle %s (%s) on %s, data in %s", self.cfg.device_id,
-                 self.bundle.name, self.bundle.precision,
-                 ",".join(sorted(set(self.analysers[0].placement.values()))),
+                 self.pool.version, self.pool.bundle.precision,
+                 ",".join(sorted(set(self.pool.analysers[0].placement.values()))),
                  Path(self.cfg.data_dir).resolve())  # fmt: skip
+        _raise_open_files_limit()
         orphans = self.store.sweep_orphans()
         if orphans:
             log.warning("removed %d stored files no record names (left by a kill mid-upload)",
                         orphans)  # fmt: skip
         counts = self.store.counts()
-        if counts.get("pending") or counts.get("due_indexed"):
+        if counts.get("pending") or counts.get("due_index"):
             log.info("resuming: %d images to analyse, %d records to index",
-                     counts.get("pending", 0), counts.get("due_indexed", 0))  # fmt: skip
-        self.index_worker.start()
+                     counts.get("pending", 0), counts.get("due_index", 0))  # fmt: skip
         if self.mqtt is not None:
-            self.mqtt.start()
-        if self.sync is not None:
-            self.sync.start()
-        self.pool.start()
-        if self.cfg.http.enabled:
-            ctx = ApiContext(self.cfg, self.index, self.metrics, self.health, self.store,
-                             self.ingestor, self.neighbours,
-                             self.sync.presign if self.sync else None)  # fmt: skip
-            self.http = HttpServer(create_app(ctx), self.cfg.http)
-            self.port = self.http.start()
-            log.info("search on http://%s:%d/", self.cfg.http.host, self.port)
-            if self.mqtt is not None:
-                self.mqtt.set_base_url(f"http://{self.cfg.http.host}:{self.port}")
-        for s in self.sources:
+            self.mqtt.serve(self.commands(), self.stats)
+        for part in self.parts:
             try:
-                s.start()
+                part.start()
             except RuntimeError as e:
-                raise StartupError(f"capture.{s.key}: {e}") from None
-            self._running_sources.append(s)
+                raise StartupError(f"{part.name}: {e}") from None
+            self._running.append(part)
         notify("READY=1", f"STATUS=serving; {counts.get('analysed', 0)} images analysed")
 
     def stop(self) -> None:
-        """Capture and uploads first, then analysis (bounded), the last index commit, HTTP."""
+        """Every running part in reverse start order, against one deadline."""
         self.stopping.set()
         notify("STOPPING=1")
         deadline = time.monotonic() + self.cfg.shutdown_timeout_s
-
-        def left(minimum: float = 0.0) -> float:
-            return max(minimum, deadline - time.monotonic())
-
         self.ingestor.closed = True
-        for s in reversed(self._running_sources):
-            s.stop()
-        self.pool.stop(left())
-        self.index_worker.stop(left(1.0))
-        if self.mqtt is not None:
-            self.mqtt.stop(left(1.0))
-        if self.sync is not None:
-            self.sync.stop(left(1.0))
-        if self.http is not None:
-            self.http.stop(left(1.0))
-        self._close()
-        log.info("stopped")
-
-    def _close(self) -> None:
-        for a in self.analysers:
-            a.close()
-        self.index.close()
+        for part in reversed(self._running):
+            try:
+                part.stop(deadline)
+            except Exception:  # one part's trouble must not keep the others running
+                log.exception("stopping %s", part.name)
+        for part in self.parts:
+            if part not in self._running:  # built but never started (a start failed)
+                part.stop(time.monotonic() + 1)
+        self.ingestor.close()
         self.store.close()
+        log.info("stopped")
 
     def run(self) -> int:
         """Serve until SIGTERM/SIGINT; a second signal exits at once."""
@@ -360,3 +262,51 @@ class Daemon:
                     log.error("worker threads died: %s; withholding the watchdog ping", dead)
         self.stop()
         return 0
+
+
+class SourcePart:
+    """A capture source as a part: its heartbeat says whether it is stuck."""
+
+    def __init__(self, source: Any) -> None:
+        self.source = source
+        self.name = f"capture-{source.key}"
+
+    def start(self) -> None:
+        self.source.start()
+
+    def stop(self, deadline: float) -> None:
+        self.source.stop()
+
+    @property
+    def threads(self) -> list[threading.Thread]:
+        return list(self.source.threads)
+
+    def stalled(self) -> bool:
+        src = self.source
+        return bool(src.threads) and time.monotonic() - src.beat > src.stall_after_s
+
+    def health(self) -> dict[str, Any]:
+        return {"beat_age_s": round(time.monotonic() - self.source.beat, 1),
+                "stalled": self.stalled()}  # fmt: skip
+
+    def commands(self) -> dict[str, Command]:
+        trigger = getattr(self.source, "commands", None)
+        return trigger() if trigger else {}
+
+
+def _both(a: Command, b: Command) -> Command:
+    """Two parts offering one command (two cameras: `capture` triggers both)."""
+
+    def run(request: dict[str, Any]) -> dict[str, Any]:
+        return {**a(request), **b(request)}
+
+    return run
+
+
+def _raise_open_files_limit() -> None:
+    """Up to the hard limit (at most 65536): idle clients must not exhaust descriptors
+    before `http.max_connections` closes them."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = min(hard if hard != resource.RLIM_INFINITY else 65536, 65536)
+    if soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))

@@ -1,24 +1,21 @@
-"""The MQTT contract: topics, payloads and their JSON Schema (`docs/mqtt.schema.json`).
+"""The MQTT contract: topics and the payloads' JSON Schema (`docs/mqtt.schema.json`); the
+payloads themselves are rendered by `edge.views`.
 
-Every payload carries `schema` (its version) and the record `id`, the sha256 of the original,
-so a subscriber can drop the duplicates that at-least-once delivery allows.
+Every payload carries `schema` (its version), the record `id` (the sha256 of the original) and
+its `revision`, so a subscriber drops the duplicates at-least-once delivery allows, `(device,
+id, revision)`, and takes a re-analysed record's new revision as the correction it is.
 """
 
 from __future__ import annotations
 
 import base64
-import datetime as dt
 import io
-from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
 from edge.config import MqttConfig
-from edge.store import Record
-
-SCHEMA_VERSION = 2
-"""2: VAE labels (kind "vae") and out_of_domain replace the cluster name."""
+from edge.views import SCHEMA_VERSION
 
 
 class Topics:
@@ -34,16 +31,13 @@ class Topics:
         self.cmd_result = f"{base}/cmd/result"
 
 
-def iso(ts: float) -> str:
-    return dt.datetime.fromtimestamp(ts, tz=dt.UTC).isoformat().replace("+00:00", "Z")
-
-
-def urls(base_url: str, rid: str, s3: str | None) -> dict[str, Any]:
+def urls(base_url: str, rid: str) -> dict[str, Any]:
+    """Where a record's views are on the device; plug-ins add theirs (cloud sync: `s3`)."""
     return {
         "image": f"{base_url}/images/{rid}",
         "thumbnail": f"{base_url}/images/{rid}/thumb",
         "record": f"{base_url}/records/{rid}",
-        "s3": s3,
+        "s3": None,
     }
 
 
@@ -62,63 +56,6 @@ def small_jpeg(thumb: bytes, cap: int) -> str | None:
     except (OSError, ValueError):
         return None
     return None
-
-
-def event(
-    r: Record, base_url: str, thumb: Path | None = None, cap: int = 0, s3: str | None = None
-) -> dict[str, Any]:
-    """`s3`: where the original is kept in S3 when cloud sync is on (it lands there once
-    synced; its `.json` sidecar lands after it)."""
-    out: dict[str, Any] = {
-        "schema": SCHEMA_VERSION,
-        "id": r.id,
-        "device": r.device_id,
-        "source": r.source,
-        "source_name": r.source_name,
-        "captured_at": iso(r.captured_at),
-        "accepted_at": iso(r.accepted_at),
-        "caption": "" if r.out_of_domain else r.caption or "",
-        "labels": r.labels,
-        "segments": r.segments,
-        "anomaly": r.anomaly,
-        "out_of_domain": r.out_of_domain,
-        "ood_score": r.ood_score,
-        "bundle": {"version": r.bundle, "precision": r.precision},
-        "accelerators": r.accelerators,
-        "timings_ms": {k.removesuffix("_ms"): round(v, 3) for k, v in r.timings.items()},
-        "urls": urls(base_url, r.id, s3),
-    }
-    if thumb is not None and thumb.exists():
-        b64 = small_jpeg(thumb.read_bytes(), cap)
-        if b64 is not None:
-            out["thumbnail_jpeg_base64"] = b64
-    return out
-
-
-def alert(
-    r: Record, cfg: MqttConfig, base_url: str, s3: str | None = None
-) -> dict[str, Any] | None:
-    """What crossed a threshold of `[mqtt.alerts]`, or None."""
-    reasons: list[dict[str, Any]] = []
-    limit = cfg.alerts.anomaly_above
-    if limit > 0 and r.anomaly is not None and r.anomaly > limit:
-        reasons.append({"kind": "anomaly", "value": r.anomaly, "threshold": limit})
-    for lab in r.labels:
-        want = cfg.alerts.labels.get(lab["name"])
-        if want is not None and lab["score"] >= want:
-            reasons.append({"kind": "label", "label": lab["name"], "value": lab["score"],
-                            "threshold": want})  # fmt: skip
-    if not reasons:
-        return None
-    return {
-        "schema": SCHEMA_VERSION,
-        "id": r.id,
-        "device": r.device_id,
-        "captured_at": iso(r.captured_at),
-        "caption": r.caption or "",
-        "reasons": reasons,
-        "urls": urls(base_url, r.id, s3),
-    }
 
 
 def homeassistant_configs(cfg: MqttConfig, device: str, topics: Topics) -> dict[str, dict]:
@@ -185,14 +122,22 @@ def json_schema() -> dict[str, Any]:
         "$ref": "#/$defs/event",
         "$defs": {
             "event": {
-                "description": "<prefix>/<device>/events: one per analysed image, QoS 1, "
-                "at least once (drop repeated ids).",
+                "description": "<prefix>/<device>/events: one per analysis of an image, QoS 1, "
+                "at least once (drop repeated (device, id, revision)); a re-analysis sends "
+                "the next revision.",
                 "type": "object",
-                "required": ["schema", "id", "device", "source", "captured_at", "caption",
-                             "labels", "segments", "anomaly", "bundle", "timings_ms", "urls"],
+                "required": ["schema", "id", "revision", "device", "source", "captured_at",
+                             "caption", "labels", "segments", "anomaly", "bundle", "outputs",
+                             "timings_ms", "urls"],
                 "properties": {
                     "schema": {"const": SCHEMA_VERSION},
                     "id": _ID,
+                    "revision": {"type": "integer", "minimum": 1,
+                                 "description": "1 for the first analysis, one more for each "
+                                 "re-analysis (a new bundle)"},
+                    "outputs": {"type": "object", "description": "each output plug-in's "
+                                "fields, by key (caption, segmentation, vae, ...)",
+                                "additionalProperties": {"type": "object"}},
                     "device": {"type": "string"},
                     "source": {"type": "string"},
                     "source_name": {"type": "string"},
@@ -222,10 +167,12 @@ def json_schema() -> dict[str, Any]:
             "alert": {
                 "description": "<prefix>/<device>/alerts: an image crossed a threshold.",
                 "type": "object",
-                "required": ["schema", "id", "device", "captured_at", "reasons", "urls"],
+                "required": ["schema", "id", "revision", "device", "captured_at", "reasons",
+                             "urls"],
                 "properties": {
                     "schema": {"const": SCHEMA_VERSION},
                     "id": _ID,
+                    "revision": {"type": "integer", "minimum": 1},
                     "reasons": {"type": "array", "minItems": 1, "items": {
                         "type": "object", "required": ["kind", "value", "threshold"],
                         "properties": {"kind": {"enum": ["anomaly", "label"]}}}},
@@ -239,7 +186,7 @@ def json_schema() -> dict[str, Any]:
             },
             "command_result": {
                 "description": "<prefix>/<device>/cmd/result: the answer to a command sent on "
-                "<prefix>/<device>/cmd/<name> (capture, reindex, ping).",
+                "<prefix>/<device>/cmd/<name> (capture, reindex, ping, bundle).",
                 "type": "object",
                 "required": ["schema", "command", "ok"],
                 "properties": {"ok": {"type": "boolean"}, "error": {"type": "string"},

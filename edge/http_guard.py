@@ -149,8 +149,8 @@ class GuardedH11Protocol(H11Protocol):
         self._arm()
 
     def _evict_one(self) -> None:
-        idle = [c for c in self.connections
-                if isinstance(c, GuardedH11Protocol) and c is not self and c._waiting()]  # fmt: skip
+        guarded = [c for c in self.connections if isinstance(c, GuardedH11Protocol)]
+        idle = [c for c in guarded if c is not self and c._waiting()]
         if idle:
             oldest = min(idle, key=lambda c: c._since)
             oldest.transport.close()

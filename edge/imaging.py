@@ -129,7 +129,7 @@ def decode(
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            im = Image.open(io.BytesIO(data), formats=ACCEPTED)
+            im: Image.Image = Image.open(io.BytesIO(data), formats=ACCEPTED)
             w, h = im.size
             fmt = im.format or fmt
             _check_size(w, h, max_pixels, max_side)

@@ -11,6 +11,9 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import html
+import json
+import logging
+import shutil
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +21,14 @@ from typing import Any
 
 import tantivy
 
-from edge.store import Record
+from edge import views
+from edge.records import Record
+
+log = logging.getLogger("s3e.index")
+SCHEMA_VERSION = 2
+"""Of the documents below. A different number in the index folder's `schema.json` (or an
+index tantivy cannot open with this schema) means: empty it, and rebuild from the store."""
+SCHEMA_FILE = "schema.json"
 
 DEFAULT_FIELDS = ["caption", "labels"]
 MAX_QUERY_CHARS = 512
@@ -88,17 +98,12 @@ def utc(ts: float) -> dt.datetime:
 
 
 def document(r: Record) -> tantivy.Document:
-    """What search sees of a record; an out-of-domain image only by its label and filters."""
+    """What search sees of a record (`edge.views.index_fields`)."""
+    f = views.index_fields(r)
     doc = tantivy.Document(
-        id=r.id,
-        caption="" if r.out_of_domain else r.caption or "",
-        labels=[lab["name"] for lab in r.labels],
-        classes=[s["class"] for s in r.segments],
-        source=r.source,
-        device=r.device_id,
-        bundle=f"{r.bundle}",
-        anomaly=float(r.anomaly or 0.0),
-    )
+        id=f["id"], caption=f["caption"], labels=f["labels"], classes=f["classes"],
+        source=f["source"], device=f["device"], bundle=f["bundle"], anomaly=f["anomaly"],
+    )  # fmt: skip
     doc.add_date("captured", utc(r.captured_at))
     return doc
 
@@ -135,7 +140,9 @@ class SearchIndex:
         path.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.schema = build_schema()
-        self.index = tantivy.Index(self.schema, path=str(path), reuse=True)
+        self.rebuilt = False
+        """The folder held another schema and was emptied: every record must be indexed."""
+        self.index = self._open(writable)
         self._writer: Any = None
         self._lock = threading.Lock()
         if writable:
@@ -147,6 +154,36 @@ class SearchIndex:
                         f"{path}: the index is held by another process (is the daemon running?)"
                     ) from None
                 raise
+
+    def _open(self, writable: bool) -> tantivy.Index:
+        marker = self.path / SCHEMA_FILE
+        try:
+            found = json.loads(marker.read_text()).get("version") if marker.exists() else None
+        except (OSError, ValueError):
+            found = None
+        has_files = any(p.name != SCHEMA_FILE for p in self.path.iterdir())
+        if writable and found != SCHEMA_VERSION and has_files:
+            self._empty(f"schema v{found or 1} in {self.path}, this daemon writes "
+                        f"v{SCHEMA_VERSION}")  # fmt: skip
+        try:
+            index = tantivy.Index(self.schema, path=str(self.path), reuse=True)
+        except ValueError as e:
+            if not writable:
+                raise
+            self._empty(f"tantivy cannot open it with this schema ({e})")
+            index = tantivy.Index(self.schema, path=str(self.path), reuse=True)
+        if writable:
+            marker.write_text(json.dumps({"version": SCHEMA_VERSION}))
+        return index
+
+    def _empty(self, why: str) -> None:
+        log.warning("search index: %s; emptying it, to rebuild from the store", why)
+        for p in self.path.iterdir():
+            if p.is_dir():
+                shutil.rmtree(p)
+            else:
+                p.unlink()
+        self.rebuilt = True
 
     # -- writing -----------------------------------------------------------------------------
     def add(self, records: list[Record], replace: bool = True) -> None:

@@ -21,6 +21,9 @@ class Metrics:
             "s3e_images_duplicate", "Images already in the store (same sha256)", registry=r
         )
         self.processed = Counter("s3e_images_processed", "Images analysed", registry=r)
+        self.reanalysed = Counter(
+            "s3e_images_reanalysed", "Images analysed again with a newer bundle", registry=r
+        )
         self.errors = Counter("s3e_errors", "Errors, by kind", ["kind"], registry=r)
         self.stage = Histogram(
             "s3e_stage_seconds", "Latency per pipeline stage", ["stage"],

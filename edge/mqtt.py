@@ -29,17 +29,14 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
-from cloud_sync.keys import original_key
-from edge import events
+from edge import events, views
 from edge.config import EdgeConfig, MqttConfig
-from edge.metrics import Metrics
+from edge.parts import BasePart, Command, Context
+from edge.records import Record
 from edge.sinks import SinkWorker
-from edge.store import Record, Store
+from edge.store import Store
 
 log = logging.getLogger("s3e.mqtt")
-
-Command = Callable[[dict[str, Any]], dict[str, Any]]
-"""A command handler: the request's JSON object in, the result's fields out; raises on error."""
 
 
 class MqttLink:
@@ -279,12 +276,15 @@ class MqttSink:
     not published again; the map is cleared at each connect, when paho's own queue is dropped
     and the store's due records are the only truth."""
 
-    name = "published"
+    name = "mqtt"
 
-    def __init__(self, link: MqttLink, store: Store, cfg: EdgeConfig) -> None:
-        self.link, self.store, self.mqtt, self.s3 = link, store, cfg.mqtt, cfg.s3
+    def __init__(
+        self, link: MqttLink, store: Store, cfg: EdgeConfig, extra_urls: list[Any]
+    ) -> None:
+        """`extra_urls`: callables giving more URLs of a record (cloud sync's S3 key)."""
+        self.link, self.store, self.mqtt, self.extra_urls = link, store, cfg.mqtt, extra_urls
         self.base_url = cfg.mqtt.base_url.rstrip("/") or f"http://{cfg.http.host}:{cfg.http.port}"
-        self._inflight: dict[str, list[mqtt.MQTTMessageInfo]] = {}
+        self._inflight: dict[tuple[str, int], list[mqtt.MQTTMessageInfo]] = {}
         link.on_connected.append(self._inflight.clear)
 
     def deliver(self, records: list[Record]) -> list[str]:
@@ -292,7 +292,7 @@ class MqttSink:
         rest of this batch in memory), then report the records acknowledged, in order."""
         if not self.link.connected.is_set():
             return []
-        per_record = [self._inflight.get(r.id) or self._publish(r) for r in records]
+        per_record = [self._inflight.get((r.id, r.revision)) or self._publish(r) for r in records]
         flat = [info for infos in per_record for info in infos]
         acked = wait_acked(self.link, flat, time.monotonic() + self.mqtt.publish_timeout_s)
         done, n = [], 0
@@ -301,7 +301,7 @@ class MqttSink:
             if n > acked:
                 break
             done.append(r.id)
-            self._inflight.pop(r.id, None)
+            self._inflight.pop((r.id, r.revision), None)
         for info in flat[acked:]:
             if info.mid in self.link.refused:
                 log.error("MQTT broker refused an event on %s: %s (check the broker's ACL)",
@@ -310,16 +310,23 @@ class MqttSink:
         return done
 
     def _publish(self, r: Record) -> list[mqtt.MQTTMessageInfo]:
-        thumb = self.store.derived_path(r.id, "thumb") if self.mqtt.include_thumbnail else None
-        s3 = f"s3://{self.s3.bucket}/{original_key(self.s3.prefix, r)}" if self.s3.enabled else None
-        payload = events.event(r, self.base_url, thumb, self.mqtt.thumbnail_max_bytes, s3)
+        urls = events.urls(self.base_url, r.id)
+        for more in self.extra_urls:
+            urls.update(more(r))
+        thumb = None
+        if self.mqtt.include_thumbnail:
+            path = self.store.derived_path(r.id, "thumb.jpg")
+            if path.exists():
+                thumb = events.small_jpeg(path.read_bytes(), self.mqtt.thumbnail_max_bytes)
+        payload = views.event(r, urls, thumb)
         infos = [self.link.client.publish(self.link.topics.events, json.dumps(payload),
                                           qos=self.mqtt.qos)]  # fmt: skip
-        alert = events.alert(r, self.mqtt, self.base_url, s3)
+        alerts = self.mqtt.alerts
+        alert = views.alert(r, alerts.anomaly_above, alerts.labels, urls)
         if alert is not None:
             infos.append(self.link.client.publish(self.link.topics.alerts, json.dumps(alert),
                                                   qos=self.mqtt.qos))  # fmt: skip
-        self._inflight[r.id] = infos
+        self._inflight[(r.id, r.revision)] = infos
         return infos
 
     def reset(self) -> None:
@@ -333,28 +340,28 @@ class MqttSink:
                                      retain=True)  # fmt: skip
 
 
-class MqttService:
-    """The link, the `published` sink's worker and the retained stats, started and stopped as
-    one. Built by the daemon only when `mqtt.host` is set."""
+class MqttPart(BasePart):
+    """The link, the `mqtt` sink's worker and the retained stats, started and stopped as one.
+    Built by the daemon only when `mqtt.host` is set. The daemon hands it every part's
+    commands (`cmd/<name>`) and its stats before it starts."""
 
-    def __init__(
-        self,
-        cfg: EdgeConfig,
-        store: Store,
-        metrics: Metrics,
-        commands: dict[str, Command],
-        stats: Callable[[], dict[str, Any]],
-    ) -> None:
-        self.link = MqttLink(cfg.mqtt, cfg.device_id, commands)
-        self.sink = MqttSink(self.link, store, cfg)
+    name = "mqtt"
+
+    def __init__(self, ctx: Context) -> None:
+        cfg, store, metrics = ctx.cfg, ctx.store, ctx.metrics
+        self.link = MqttLink(cfg.mqtt, cfg.device_id, {})
+        self.sink = MqttSink(self.link, store, cfg, ctx.hooks.event_urls)
         # Wake at every new record: an event's latency matters more than batching. Take up to
         # 16 x max_inflight per round: each round ends waiting for its last PUBACK, and fewer
         # rounds took the outbox from 1.2k to about 3.6k events/s (bench/mqtt.py).
         self.worker = SinkWorker(store, self.sink, batch=16 * cfg.mqtt.max_inflight,
                                  interval=1.0, metrics=metrics, wake_after=1)  # fmt: skip
         self.link.on_connected.append(self.worker.wake.set)
+        ctx.hooks.on_analysed.append(self.worker.notify)
+        metrics.gauge("s3e_queue_publish", "Analysed records not yet acknowledged by the broker",
+                      lambda: store.count_due("mqtt"))  # fmt: skip
         self.interval = cfg.mqtt.stats_interval_s
-        self._stats = stats
+        self._stats: Callable[[], dict[str, Any]] = dict
         self._stop = threading.Event()
         self._stats_thread = threading.Thread(target=self._stats_loop, name="mqtt-stats",
                                               daemon=True)  # fmt: skip
@@ -368,13 +375,20 @@ class MqttService:
         self.worker.start()
         self._stats_thread.start()
 
-    def stop(self, timeout: float) -> None:
+    def serve(self, commands: dict[str, Command], stats: Callable[[], dict[str, Any]]) -> None:
+        """What `cmd/<name>` runs, and what `stats` says."""
+        self.link.commands.update(commands)
+        self._stats = stats
+
+    def stop(self, deadline: float) -> None:
         """Publish what is due one last time (bounded), then say `offline` and disconnect."""
-        deadline = time.monotonic() + timeout
-        self.worker.stop(timeout)
+        self.worker.stop(max(1.0, deadline - time.monotonic()))
         self._stop.set()
         self._stats_thread.join(2.0)
         self.link.stop(max(1.0, deadline - time.monotonic()))
+
+    def health(self) -> dict[str, Any]:
+        return {"broker": self.link.where, "connected": self.link.connected.is_set()}
 
     def set_base_url(self, url: str) -> None:
         """Where subscribers reach this device's HTTP endpoint (known once it is bound)."""

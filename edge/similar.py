@@ -2,7 +2,7 @@
 
 The matrix grows in place as records are analysed (read from the store since the last query),
 so a query costs one pass over n x latent_dim floats: see `bench/search.py` for the timings up
-to a million vectors.
+to a million vectors. A re-analysed record's new latent replaces its row.
 """
 
 from __future__ import annotations
@@ -29,22 +29,26 @@ class LatentNeighbours:
         with self._lock:
             if self._matrix.shape[1] != vectors.shape[1]:
                 self._matrix = np.zeros((max(1024, 2 * len(ids)), vectors.shape[1]), np.float32)
-            need = self._n + len(ids)
+            new = [i for i, rid in enumerate(ids) if rid not in self._row]
+            for i, rid in enumerate(ids):
+                if rid in self._row:
+                    self._matrix[self._row[rid]] = vectors[i]
+            need = self._n + len(new)
             if need > len(self._matrix):
                 grown = np.zeros((max(need, 2 * len(self._matrix)), vectors.shape[1]), np.float32)
                 grown[: self._n] = self._matrix[: self._n]
                 self._matrix = grown
-            self._matrix[self._n : need] = vectors
-            for i, rid in enumerate(ids):
-                self._row[rid] = self._n + i
-            self._ids.extend(ids)
+            self._matrix[self._n : need] = vectors[new]
+            for k, i in enumerate(new):
+                self._row[ids[i]] = self._n + k
+                self._ids.append(ids[i])
             self._n = need
 
     def refresh(self) -> None:
         if self.store is None:
             return
         with self._lock:  # one refresh at a time, or two would add the same rows
-            last, ids, vecs = self.store.latents(after=self._last)
+            last, ids, vecs = self.store.vectors("latent", after=self._last)
             if ids:
                 self.add(ids, vecs)
                 self._last = last

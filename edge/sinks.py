@@ -1,10 +1,11 @@
-"""Sinks: consumers of analysed records that read them from the store (the index now; MQTT
-and S3 plug in the same way). They never call each other.
+"""Sinks: consumers of analysed records that read them from the store (the index, MQTT, S3).
+They never call each other.
 
-Each sink has its own column in the store (`indexed_at`, ...). A `SinkWorker` offers it the due
-records in capture order and marks only what the sink confirms, so an outage, a crash or a kill
--9 leaves the rest due. One record a sink cannot take is set aside (logged, counted) so it
-cannot hold up those behind it.
+A sink registers its name with the store, which then keeps a `due` row for every record it
+owes, at the record's revision (a re-analysis makes a record due again everywhere). A
+`SinkWorker` offers it the due records in capture order and marks only what the sink confirms,
+so an outage, a crash or a kill -9 leaves the rest due. One record a sink cannot take is set
+aside (logged, counted) so it cannot hold up those behind it.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from typing import Protocol
 
 from edge.index import SearchIndex
 from edge.metrics import Metrics
-from edge.store import Record, Store
+from edge.records import Record
+from edge.store import Store
 
 log = logging.getLogger("s3e.sinks")
 
@@ -32,7 +34,7 @@ class RecordsRefusedError(Exception):
 
 
 class Sink(Protocol):
-    """`name` is the sink's column in the store. `deliver` returns the ids now durable at the
+    """`name` is the sink's name in the store. `deliver` returns the ids now durable at the
     sink's end; `reset` forgets everything delivered, before every record is offered again."""
 
     name: str
@@ -45,7 +47,7 @@ class Sink(Protocol):
 class IndexSink:
     """Makes records searchable: add, commit, and only then report them done."""
 
-    name = "indexed"
+    name = "index"
 
     def __init__(self, index: SearchIndex, metrics: Metrics) -> None:
         self.index, self.metrics = index, metrics
@@ -91,6 +93,9 @@ class SinkWorker:
         self._set_aside: set[str] = set()
         self._deadline: float | None = None
         self.thread = threading.Thread(target=self._run, name=f"sink-{sink.name}", daemon=True)
+        n = store.register_sink(sink.name)
+        if n:
+            log.info("sink %s is new: %d records to deliver", sink.name, n)
 
     def start(self) -> None:
         self.thread.start()
@@ -113,6 +118,10 @@ class SinkWorker:
         self._reset.set()
         self.wake.set()
 
+    @property
+    def stopped_event(self) -> threading.Event:
+        return self._stop
+
     def stop(self, timeout: float) -> None:
         """Deliver what is due one last time (bounded), then stop."""
         self._deadline = time.monotonic() + timeout
@@ -132,7 +141,8 @@ class SinkWorker:
             done = self._deliver(records)
             if not done:
                 return total  # the sink is down: try again at the next wake
-            self.store.mark_done(self.sink.name, done)
+            revisions = {r.id: (r.seq, r.revision) for r in records}
+            self.store.mark_done(self.sink.name, [revisions[i] for i in done])
             if self.on_marked is not None:
                 self.on_marked(done)
             total += len(done)

@@ -1,10 +1,12 @@
 """The durable store: content-addressed originals on disk and records in SQLite (WAL).
 
 The store is the daemon's queue. An image is accepted once its original is fsynced under its
-sha256 and its row is committed with status `pending`; from then on nothing can lose it. The
-analyser takes pending rows, and every sink (the index now; MQTT and S3 later) takes analysed
-rows whose own column (`indexed_at`, `published_at`, `synced_at`) is still empty, in capture
-order. A kill -9 at any point leaves rows that are simply still due.
+sha256 and its row is committed with status `pending`; from then on nothing can lose it.
+Rows are committed in groups: concurrent accepts wait for one shared commit, so parallel
+ingest costs one fsync of the database per group, not per image. The analyser takes pending
+rows (and, during a re-analysis, rows of an older bundle); every sink takes the records it
+still owes (`due` rows at the record's revision), in capture order. A kill -9 at any point
+leaves rows that are simply still due. Schema and migrations: `edge.store_schema`.
 """
 
 from __future__ import annotations
@@ -12,156 +14,46 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import queue
 import sqlite3
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-SINKS = ("indexed", "published", "synced")
-SCHEMA_VERSION = 2
+from edge.records import Analysis, Record
+from edge.store_schema import S3_ORIGINAL, create
 
-_TABLES = f"""
-CREATE TABLE IF NOT EXISTS records (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    id TEXT NOT NULL UNIQUE,
-    device_id TEXT NOT NULL,
-    source TEXT NOT NULL,
-    source_name TEXT NOT NULL DEFAULT '',
-    captured_at REAL NOT NULL,
-    accepted_at REAL NOT NULL,
-    ext TEXT NOT NULL,
-    size INTEGER NOT NULL,
-    width INTEGER NOT NULL,
-    height INTEGER NOT NULL,
-    status TEXT NOT NULL DEFAULT 'pending',
-    error TEXT,
-    analysed_at REAL,
-    analysed_seq INTEGER,
-    caption TEXT,
-    words TEXT,
-    attention BLOB,
-    grid INTEGER,
-    labels TEXT,
-    segments TEXT,
-    anomaly REAL,
-    cluster TEXT,
-    latent BLOB,
-    visual TEXT,
-    out_of_domain INTEGER,
-    ood_score REAL,
-    bundle TEXT,
-    precision TEXT,
-    accelerators TEXT,
-    timings TEXT,
-    {", ".join(f"{s}_at REAL" for s in SINKS)},
-    evicted_at REAL
-);
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-"""
-
-# Columns added since version 1, for stores written by an older daemon.
-_ADDED = {"evicted_at": "REAL", "visual": "TEXT", "out_of_domain": "INTEGER", "ood_score": "REAL"}
-
-_INDEXES = f"""
-CREATE INDEX IF NOT EXISTS records_pending ON records(seq) WHERE status = 'pending';
-CREATE INDEX IF NOT EXISTS records_analysed ON records(analysed_seq) WHERE status = 'analysed';
-{
-    "".join(
-        f"CREATE INDEX IF NOT EXISTS records_due_{s} ON records(seq) "
-        f"WHERE status = 'analysed' AND {s}_at IS NULL;"
-        for s in SINKS
-    )
-}
-CREATE INDEX IF NOT EXISTS records_evictable ON records(seq)
-    WHERE synced_at IS NOT NULL AND evicted_at IS NULL;
-PRAGMA user_version = {SCHEMA_VERSION};
-"""
-
-# A Record's columns: everything but the attention and latent blobs, which sinks never need.
 _COLUMNS = (
     "seq, id, device_id, source, source_name, captured_at, accepted_at, ext, size, width, "
-    "height, status, error, caption, words, labels, segments, anomaly, cluster, bundle, "
-    "precision, accelerators, timings, evicted_at, visual, out_of_domain, ood_score, "
-    + ", ".join(f"{s}_at" for s in SINKS)
+    "height, status, error, bundle, precision, revision, accelerators, timings, analysis, "
+    "evicted_at"
 )
+_STALE = (
+    "status!='pending' AND (bundle IS NULL OR bundle!=?) AND NOT EXISTS (SELECT 1 FROM marks "
+    "WHERE marks.name=? AND marks.seq=records.seq) AND (? IS NULL OR bundle IN (SELECT version "
+    "FROM bundles WHERE created < ?))"
+)
+"""Records a re-analysis with bundle ?1 still has to do: not failed with it already (mark
+?2) and, with ?3 = ?4 set, analysed by a bundle created before that time (`--older-than`)."""
+GROUP_MAX = 64
+"""Rows committed in one transaction at most."""
 
 
-@dataclass
-class Analysis:
-    """What the three models said about one image."""
-
-    caption: str
-    words: list[str]
-    attention: np.ndarray
-    """(len(words), grid, grid), each word's map over the regions."""
-    visual: list[float]
-    """Per word, how much it relied on the image (1 - the sentinel's share)."""
-    labels: list[dict[str, Any]]
-    segments: list[dict[str, Any]]
-    anomaly: float
-    out_of_domain: bool
-    ood_score: float
-    """Above 1: out of the bundle's domain (see `models.latent`)."""
-    latent: np.ndarray
-    timings: dict[str, float]
-    """Milliseconds per stage."""
-    accelerators: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass
-class Record:
-    """One image's row, as sinks and the API see it."""
-
-    seq: int
-    id: str
-    device_id: str
-    source: str
-    source_name: str
-    captured_at: float
-    accepted_at: float
-    ext: str
-    size: int
-    width: int
-    height: int
-    status: str
-    error: str | None
-    caption: str | None
-    words: list[str]
-    labels: list[dict[str, Any]]
-    segments: list[dict[str, Any]]
-    anomaly: float | None
-    cluster: str | None
-    bundle: str | None
-    precision: str | None
-    accelerators: dict[str, str]
-    timings: dict[str, float]
-    sinks: dict[str, float | None]
-    evicted_at: float | None = None
-    """When the original was deleted locally (synced, then over the quota)."""
-    visual: list[float] = field(default_factory=list)
-    out_of_domain: bool = False
-    ood_score: float | None = None
-
-    def summary(self) -> dict[str, Any]:
-        """The JSON a client gets: everything but the raw attention and latent arrays."""
-        return {k: v for k, v in self.__dict__.items() if k != "seq"}
-
-
-def _attention_blob(attention: np.ndarray) -> bytes:
-    """uint8 per cell, each word scaled to its own peak: 64 bytes a word instead of 256."""
-    a = np.asarray(attention, dtype=np.float32)
-    peak = a.reshape(len(a), -1).max(axis=1).reshape(-1, 1, 1) if len(a) else a
-    return np.round(a / np.maximum(peak, 1e-12) * 255).astype(np.uint8).tobytes()
+class _Accept:
+    def __init__(self, row: tuple[Any, ...]) -> None:
+        self.row = row
+        self.done = threading.Event()
+        self.new = False
+        self.error: BaseException | None = None
 
 
 class Store:
-    """Originals, derived files (thumbnail, mask) and the SQLite records of one device."""
+    """Originals, derived files (thumbnail, masks) and the SQLite records of one device."""
 
     def __init__(self, data_dir: Path, device_id: str) -> None:
         self.root = Path(data_dir)
@@ -176,41 +68,16 @@ class Store:
         with self._lock:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
-            self._db.executescript(_TABLES)
-            have = {r[1] for r in self._db.execute("PRAGMA table_info(records)")}
-            for col, kind in _ADDED.items():
-                if col not in have:
-                    self._db.execute(f"ALTER TABLE records ADD COLUMN {col} {kind}")
-            self._db.executescript(_INDEXES)
+            create(self._db)
+            self._db.row_factory = sqlite3.Row
+        self._accepts: queue.Queue[_Accept] = queue.Queue()
+        self._committer: threading.Thread | None = None
+        self._closed = False
 
     def close(self) -> None:
         with self._lock:
+            self._closed = True
             self._db.close()
-
-    def sweep_orphans(self) -> int:
-        """Delete originals and derived files that no record names: a kill between writing an
-        upload's files and committing its row leaves them (the client never got its 201, and a
-        folder file is still in the folder). Only the daemon calls this, at start, holding the
-        index lock, so no accept is in flight."""
-        removed = 0
-        for top in ("originals", "derived"):
-            for sub in sorted((self.root / top).glob("??")):
-                files = [(f.name.split(".", 1)[0], f) for f in sub.iterdir() if f.is_file()]
-                known: set[str] = set()
-                ids = sorted({rid for rid, _ in files})
-                for i in range(0, len(ids), 500):
-                    part = ids[i : i + 500]
-                    with self._lock:
-                        rows = self._db.execute(
-                            f"SELECT id FROM records WHERE id IN ({','.join('?' * len(part))})",
-                            part,
-                        ).fetchall()
-                    known.update(r[0] for r in rows)
-                for rid, f in files:
-                    if rid not in known:
-                        f.unlink(missing_ok=True)
-                        removed += 1
-        return removed
 
     def _clean_tmp(self) -> None:
         """Remove temp files of writers that died (a kill -9 mid-write); names end in the pid."""
@@ -235,8 +102,8 @@ class Store:
     def original_path(self, rid: str, ext: str) -> Path:
         return self.root / "originals" / rid[:2] / f"{rid}.{ext}"
 
-    def derived_path(self, rid: str, kind: str) -> Path:
-        suffix = {"thumb": "thumb.jpg", "mask": "mask.png"}[kind]
+    def derived_path(self, rid: str, suffix: str) -> Path:
+        """A derived file: "thumb.jpg", or an output's file (e.g. "mask.png")."""
         return self.root / "derived" / rid[:2] / f"{rid}.{suffix}"
 
     def write_atomic(self, path: Path, data: bytes) -> None:
@@ -253,7 +120,32 @@ class Store:
         os.replace(tmp, path)
         _fsync_dir(path.parent)
 
-    # -- acceptance and analysis -------------------------------------------------------------
+    def sweep_orphans(self) -> int:
+        """Delete originals and derived files that no record names: a kill between writing an
+        upload's files and committing its row leaves them (the client never got its 201, and a
+        folder file is still in the folder). Only the daemon calls this, at start, holding the
+        index lock, so no accept is in flight."""
+        removed = 0
+        for top in ("originals", "derived"):
+            for sub in sorted((self.root / top).glob("??")):
+                files = [(f.name.split(".", 1)[0], f) for f in sub.iterdir() if f.is_file()]
+                ids = sorted({rid for rid, _ in files})
+                known: set[str] = set()
+                for i in range(0, len(ids), 500):
+                    part = ids[i : i + 500]
+                    with self._lock:
+                        rows = self._db.execute(
+                            f"SELECT id FROM records WHERE id IN ({','.join('?' * len(part))})",
+                            part,
+                        ).fetchall()
+                    known.update(r[0] for r in rows)
+                for rid, f in files:
+                    if rid not in known:
+                        f.unlink(missing_ok=True)
+                        removed += 1
+        return removed
+
+    # -- acceptance --------------------------------------------------------------------------
     def has(self, rid: str) -> bool:
         with self._lock:
             row = self._db.execute("SELECT 1 FROM records WHERE id=?", (rid,)).fetchone()
@@ -273,19 +165,49 @@ class Store:
         captured_at: float,
         timings: dict[str, float] | None = None,
     ) -> bool:
-        """Store an original durably and queue it for analysis; False if already known (the
-        caller checks `has` first, to skip decoding a duplicate; a race ends here in INSERT OR
-        IGNORE, over identical files)."""
+        """Store an original durably and queue it for analysis; False if already known. The
+        files are fsynced by the caller's thread; the row joins the next group commit, and
+        this returns once it is committed."""
         self.write_atomic(self.original_path(rid, ext), data)
-        self.write_atomic(self.derived_path(rid, "thumb"), thumb)
-        with self._tx() as db:
-            cur = db.execute(
-                "INSERT OR IGNORE INTO records (id, device_id, source, source_name, captured_at,"
-                " accepted_at, ext, size, width, height, timings) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                (rid, self.device_id, source, source_name, captured_at, time.time(), ext,
-                 len(data), width, height, json.dumps(timings or {})),
-            )  # fmt: skip
-        return cur.rowcount == 1
+        self.write_atomic(self.derived_path(rid, "thumb.jpg"), thumb)
+        item = _Accept((rid, self.device_id, source, source_name, captured_at, time.time(),
+                        ext, len(data), width, height, json.dumps(timings or {})))  # fmt: skip
+        self._start_committer()
+        self._accepts.put(item)
+        item.done.wait()
+        if item.error is not None:
+            raise item.error
+        return item.new
+
+    def _start_committer(self) -> None:
+        with self._lock:
+            if self._committer is None:
+                self._committer = threading.Thread(target=self._commit_groups,
+                                                   name="store-commit", daemon=True)  # fmt: skip
+                self._committer.start()
+
+    def _commit_groups(self) -> None:
+        while True:
+            group = [self._accepts.get()]
+            while len(group) < GROUP_MAX:
+                try:
+                    group.append(self._accepts.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                with self._tx() as db:
+                    for item in group:
+                        cur = db.execute(
+                            "INSERT OR IGNORE INTO records (id, device_id, source, source_name,"
+                            " captured_at, accepted_at, ext, size, width, height, timings) "
+                            "VALUES (?,?,?,?,?,?,?,?,?,?,?)", item.row,
+                        )  # fmt: skip
+                        item.new = cur.rowcount == 1
+            except BaseException as e:  # each waiter gets the error: its image is not stored
+                for item in group:
+                    item.error = e
+            for item in group:
+                item.done.set()
 
     def pending(self, limit: int = 32, after_seq: int = 0) -> list[tuple[int, str, str]]:
         """(seq, id, ext) of images accepted but not analysed, oldest first."""
@@ -297,70 +219,130 @@ class Store:
             ).fetchall()
         return [(r["seq"], r["id"], r["ext"]) for r in rows]
 
-    def save_analysis(
-        self, rid: str, a: Analysis, bundle: str, precision: str, mask: bytes
-    ) -> None:
-        self.write_atomic(self.derived_path(rid, "mask"), mask)
-        grid = int(a.attention.shape[-1]) if a.attention.ndim == 3 else 0
+    def stale(
+        self, bundle: str, limit: int = 32, after_seq: int = 0, older_than: str | None = None
+    ) -> list[tuple[int, str, str]]:
+        """(seq, id, ext) of records analysed (or failed) by another bundle than `bundle`
+        (one created before `older_than`, an ISO time, if given), oldest first: what a
+        re-analysis still has to do."""
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT seq, id, ext FROM records WHERE {_STALE} AND seq>? ORDER BY seq LIMIT ?",
+                (bundle, f"failed@{bundle}", older_than, older_than, after_seq, limit),
+            ).fetchall()
+        return [(r["seq"], r["id"], r["ext"]) for r in rows]
+
+    def count_stale(self, bundle: str, older_than: str | None = None) -> int:
+        with self._lock:
+            return int(self._db.execute(
+                f"SELECT COUNT(*) FROM records WHERE {_STALE}",
+                (bundle, f"failed@{bundle}", older_than, older_than)).fetchone()[0])  # fmt: skip
+
+    def note_bundle(self, version: str, name: str, created: str) -> None:
+        """Remember when a bundle was made, for `--older-than`."""
         with self._tx() as db:
+            db.execute("INSERT OR IGNORE INTO bundles VALUES (?,?,?)", (version, name, created))
+
+    def save_analysis(self, rid: str, a: Analysis, bundle: str, precision: str) -> int:
+        """Replace the record's analysis atomically (files first, then one transaction with
+        its blobs) and make it due again for every sink; the new revision."""
+        for suffix, data in a.files.items():
+            self.write_atomic(self.derived_path(rid, suffix), data)
+        with self._tx() as db:
+            seq = db.execute("SELECT seq FROM records WHERE id=?", (rid,)).fetchone()[0]
             db.execute(
                 "UPDATE records SET status='analysed', error=NULL, analysed_at=?, analysed_seq="
                 "(SELECT COALESCE(MAX(analysed_seq), 0) + 1 FROM records WHERE "
-                "status='analysed'), caption=?,"
-                " words=?, attention=?, grid=?, labels=?, segments=?, anomaly=?, cluster=NULL,"
-                " latent=?, bundle=?, precision=?, accelerators=?, visual=?, out_of_domain=?,"
-                " ood_score=?, timings=json_patch(COALESCE(timings, '{}'), ?) WHERE id=?",
-                (
-                    time.time(), a.caption, json.dumps(a.words), _attention_blob(a.attention),
-                    grid, json.dumps(a.labels), json.dumps(a.segments), float(a.anomaly),
-                    np.asarray(a.latent, dtype=np.float32).tobytes(), bundle,
-                    precision, json.dumps(a.accelerators), json.dumps(a.visual),
-                    int(a.out_of_domain), float(a.ood_score), json.dumps(a.timings), rid,
-                ),
+                "status='analysed'), bundle=?, precision=?, revision=revision+1, "
+                "accelerators=?, analysis=?, timings=json_patch(COALESCE(timings, '{}'), ?) "
+                "WHERE seq=?",
+                (time.time(), bundle, precision, json.dumps(a.accelerators),
+                 json.dumps(a.outputs), json.dumps(a.timings), seq),
             )  # fmt: skip
+            db.execute("DELETE FROM blobs WHERE seq=?", (seq,))
+            db.executemany("INSERT INTO blobs VALUES (?,?,?)",
+                           [(seq, k, v) for k, v in a.blobs.items()])  # fmt: skip
+            rev = int(db.execute("SELECT revision FROM records WHERE seq=?", (seq,)).fetchone()[0])
+            db.execute("INSERT OR REPLACE INTO due SELECT name, ?, ? FROM sinks", (seq, rev))
+        return rev
 
-    def mark_failed(self, rid: str, reason: str) -> None:
+    def mark_failed(self, rid: str, reason: str, bundle: str) -> None:
         """Analysis failed for good on a stored image (it raised, or crashed the analysis
-        process twice): the original and the row are kept, with the reason."""
+        process twice): the original and the row are kept, with the reason. A record that
+        was analysed before keeps that analysis; either way the bundle that failed is noted,
+        so a re-analysis with it does not try again."""
         with self._tx() as db:
-            db.execute("UPDATE records SET status='failed', error=? WHERE id=?", (reason, rid))
+            db.execute("UPDATE records SET status='failed', error=?, bundle=? WHERE id=? AND "
+                       "status!='analysed'", (reason, bundle, rid))  # fmt: skip
+            db.execute("UPDATE records SET error=? WHERE id=?", (reason, rid))
+            db.execute("INSERT OR REPLACE INTO marks SELECT ?, seq, ? FROM records WHERE id=?",
+                       (f"failed@{bundle}", time.time(), rid))  # fmt: skip
 
     # -- sinks -------------------------------------------------------------------------------
+    def register_sink(self, name: str) -> int:
+        """Make `name` a sink of this store; a new one owes every analysed record (the count)."""
+        with self._tx() as db:
+            if db.execute("SELECT 1 FROM sinks WHERE name=?", (name,)).fetchone():
+                return 0
+            db.execute("INSERT INTO sinks VALUES (?, ?)", (name, time.time()))
+            return db.execute(
+                "INSERT OR REPLACE INTO due SELECT ?, seq, revision FROM records "
+                "WHERE status='analysed'", (name,),
+            ).rowcount  # fmt: skip
+
     def due(self, sink: str, limit: int = 64) -> list[Record]:
-        """Analysed records this sink has not taken yet, in capture order: none captured after
-        an image still being analysed (with several analysers, a later image can finish
+        """Records this sink owes, in capture order: none captured after an image still
+        being analysed for the first time (with several analysers, a later image can finish
         first; it waits the few milliseconds until the earlier one is done)."""
-        col = _sink_column(sink)
         with self._lock:
             rows = self._db.execute(
-                f"SELECT {_COLUMNS} FROM records WHERE status='analysed' AND {col} IS NULL "
-                "AND seq < COALESCE((SELECT MIN(seq) FROM records WHERE status='pending'), "
-                "1 << 62) ORDER BY seq LIMIT ?",
-                (limit,),
+                f"SELECT {_prefixed('r')} FROM due d JOIN records r ON r.seq=d.seq "
+                "WHERE d.sink=? AND r.status='analysed' AND d.seq < COALESCE((SELECT MIN(seq) "
+                "FROM records WHERE status='pending'), 1 << 62) ORDER BY d.seq LIMIT ?",
+                (sink, limit),
             ).fetchall()
         return [_record(r) for r in rows]
 
-    def mark_done(self, sink: str, ids: list[str]) -> None:
-        col = _sink_column(sink)
-        now = time.time()
+    def mark_done(self, sink: str, done: list[tuple[int, int]]) -> None:
+        """(seq, revision) delivered; a newer revision saved meanwhile stays due."""
         with self._tx() as db:
-            db.executemany(f"UPDATE records SET {col}=? WHERE id=?", [(now, i) for i in ids])
+            db.executemany("DELETE FROM due WHERE sink=? AND seq=? AND revision<=?",
+                           [(sink, s, r) for s, r in done])  # fmt: skip
 
     def reset_sink(self, sink: str) -> int:
-        """Make every record due again for one sink (a reindex, a new broker)."""
-        col = _sink_column(sink)
+        """Make every analysed record due again for one sink (a reindex, a new broker)."""
         with self._tx() as db:
-            return db.execute(f"UPDATE records SET {col}=NULL WHERE {col} IS NOT NULL").rowcount
+            return db.execute(
+                "INSERT OR REPLACE INTO due SELECT ?, seq, revision FROM records "
+                "WHERE status='analysed'", (sink,),
+            ).rowcount  # fmt: skip
+
+    def count_due(self, sink: str) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM due WHERE sink=?",
+                                        (sink,)).fetchone()[0])  # fmt: skip
 
     def due_totals(self, sink: str) -> tuple[int, int]:
         """(records, bytes of originals) this sink still owes."""
-        col = _sink_column(sink)
         with self._lock:
             n, size = self._db.execute(
-                "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM records "
-                f"WHERE status='analysed' AND {col} IS NULL"
-            ).fetchone()
+                "SELECT COUNT(*), COALESCE(SUM(r.size), 0) FROM due d JOIN records r "
+                "ON r.seq=d.seq WHERE d.sink=?", (sink,),
+            ).fetchone()  # fmt: skip
         return int(n), int(size)
+
+    # -- marks: facts about records (an original verified in S3) ------------------------------
+    def set_mark(self, name: str, ids: list[str]) -> None:
+        with self._tx() as db:
+            db.executemany("INSERT OR REPLACE INTO marks SELECT ?, seq, ? FROM records WHERE id=?",
+                           [(name, time.time(), i) for i in ids])  # fmt: skip
+
+    def has_mark(self, name: str, rid: str) -> bool:
+        with self._lock:
+            return self._db.execute(
+                "SELECT 1 FROM marks m JOIN records r ON r.seq=m.seq WHERE m.name=? AND r.id=?",
+                (name, rid),
+            ).fetchone() is not None  # fmt: skip
 
     # -- local retention ---------------------------------------------------------------------
     def local_bytes(self) -> int:
@@ -371,25 +353,24 @@ class Store:
             ).fetchone()[0])  # fmt: skip
 
     def evictable(self, limit: int = 256) -> list[tuple[str, str, int]]:
-        """(id, ext, size) of originals confirmed in S3 and still here, oldest first; an
+        """(id, ext, size) of originals verified in S3 and still here, oldest first; an
         unsynced original is never among them."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT id, ext, size FROM records WHERE synced_at IS NOT NULL AND "
-                "evicted_at IS NULL ORDER BY seq LIMIT ?",
-                (limit,),
+                "SELECT r.id, r.ext, r.size FROM marks m JOIN records r ON r.seq=m.seq "
+                "WHERE m.name=? AND r.evicted_at IS NULL ORDER BY m.seq LIMIT ?",
+                (S3_ORIGINAL, limit),
             ).fetchall()
         return [(r["id"], r["ext"], r["size"]) for r in rows]
 
-    def mark_evicted(self, ids: list[str]) -> None:
-        now = time.time()
+    def mark_evicted(self, ids: list[str], evicted: bool = True) -> None:
+        """The originals are gone from this device (or, `evicted=False`, back for a while)."""
+        now = time.time() if evicted else None
         with self._tx() as db:
-            db.executemany(
-                "UPDATE records SET evicted_at=? WHERE id=? AND synced_at IS NOT NULL",
-                [(now, i) for i in ids],
-            )
+            db.executemany("UPDATE records SET evicted_at=? WHERE id=?",
+                           [(now, i) for i in ids])  # fmt: skip
 
-    # -- small persistent state (the sync's last error and throughput, for `s3e-sync status`)
+    # -- small persistent state --------------------------------------------------------------
     def set_meta(self, key: str, value: Any) -> None:
         with self._tx() as db:
             db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
@@ -406,56 +387,43 @@ class Store:
             row = self._db.execute(f"SELECT {_COLUMNS} FROM records WHERE id=?", (rid,)).fetchone()
         return _record(row) if row else None
 
-    def attention(self, rid: str) -> tuple[list[str], np.ndarray, list[float]] | None:
-        """Words, their attention grids (scaled to each word's peak) and visual shares."""
+    def blob(self, rid: str, name: str) -> bytes | None:
         with self._lock:
             row = self._db.execute(
-                "SELECT words, attention, grid, visual FROM records WHERE id=? AND "
-                "status='analysed'",
-                (rid,),
-            ).fetchone()
-        if row is None:
-            return None
-        words, g = json.loads(row["words"]), int(row["grid"])
-        grids = np.frombuffer(row["attention"], dtype=np.uint8).reshape(len(words), g, g)
-        visual = json.loads(row["visual"]) if row["visual"] else [1.0] * len(words)
-        return words, grids.astype(np.float32) / 255.0, visual
+                "SELECT b.data FROM blobs b JOIN records r ON r.seq=b.seq WHERE r.id=? AND "
+                "b.name=?", (rid, name),
+            ).fetchone()  # fmt: skip
+        return bytes(row[0]) if row else None
 
-    def latents(self, after: int = 0) -> tuple[int, list[str], np.ndarray]:
-        """(last analysed_seq, ids, latents) of records analysed after `after`, in the order
-        they were analysed (which, with several workers, is not capture order)."""
+    def vectors(self, name: str, after: int = 0) -> tuple[int, list[str], np.ndarray]:
+        """(last analysed_seq, ids, float32 vectors of blob `name`) of records analysed after
+        `after`, in the order they were analysed; a record analysed again appears again."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT analysed_seq, id, latent FROM records WHERE status='analysed' AND "
-                "analysed_seq>? ORDER BY analysed_seq",
-                (after,),
-            ).fetchall()
+                "SELECT r.analysed_seq, r.id, b.data FROM records r JOIN blobs b ON "
+                "b.seq=r.seq AND b.name=? WHERE r.status='analysed' AND r.analysed_seq>? "
+                "ORDER BY r.analysed_seq", (name, after),
+            ).fetchall()  # fmt: skip
         if not rows:
             return after, [], np.zeros((0, 0), np.float32)
-        vecs = np.stack([np.frombuffer(r["latent"], dtype=np.float32) for r in rows])
-        return int(rows[-1]["analysed_seq"]), [r["id"] for r in rows], vecs
+        vecs = np.stack([np.frombuffer(r[2], dtype=np.float32) for r in rows])
+        return int(rows[-1][0]), [r[1] for r in rows], vecs
 
     def count_pending(self) -> int:
         with self._lock:
             return int(self._db.execute(
                 "SELECT COUNT(*) FROM records WHERE status='pending'").fetchone()[0])  # fmt: skip
 
-    def count_due(self, sink: str) -> int:
-        """A count on the sink's partial index (no SUM over the table)."""
-        col = _sink_column(sink)
-        with self._lock:
-            return int(self._db.execute(
-                f"SELECT COUNT(*) FROM records WHERE status='analysed' AND {col} IS NULL"
-            ).fetchone()[0])  # fmt: skip
-
     def counts(self) -> dict[str, int]:
-        """Records by status, and how many each sink still owes."""
+        """Records by status, and how many each sink still owes (`due_<sink>`)."""
         with self._lock:
             out = {
                 r[0]: r[1]
                 for r in self._db.execute("SELECT status, COUNT(*) FROM records GROUP BY status")
             }
-            out.update({f"due_{s}": self.count_due(s) for s in SINKS})
+            out.update({f"due_{r[0]}": r[1] for r in self._db.execute(
+                "SELECT s.name, COUNT(d.seq) FROM sinks s LEFT JOIN due d ON d.sink=s.name "
+                "GROUP BY s.name")})  # fmt: skip
         return out
 
     def iter_analysed(self, batch: int = 1000) -> Iterator[Record]:
@@ -472,6 +440,10 @@ class Store:
             for r in rows:
                 yield _record(r)
             last = rows[-1]["seq"]
+
+
+def _prefixed(alias: str) -> str:
+    return ", ".join(f"{alias}.{c.strip()}" for c in _COLUMNS.split(","))
 
 
 def _fsync_dir(path: Path) -> None:
@@ -492,12 +464,6 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _sink_column(sink: str) -> str:
-    if sink not in SINKS:
-        raise ValueError(f"unknown sink {sink!r} (known: {', '.join(SINKS)})")
-    return f"{sink}_at"
-
-
 def _record(r: sqlite3.Row) -> Record:
     def js(key: str, empty: Any) -> Any:
         return json.loads(r[key]) if r[key] else empty
@@ -506,11 +472,7 @@ def _record(r: sqlite3.Row) -> Record:
         seq=r["seq"], id=r["id"], device_id=r["device_id"], source=r["source"],
         source_name=r["source_name"], captured_at=r["captured_at"],
         accepted_at=r["accepted_at"], ext=r["ext"], size=r["size"], width=r["width"],
-        height=r["height"], status=r["status"], error=r["error"], caption=r["caption"],
-        words=js("words", []), labels=js("labels", []), segments=js("segments", []),
-        anomaly=r["anomaly"], cluster=r["cluster"], bundle=r["bundle"],
-        precision=r["precision"], accelerators=js("accelerators", {}),
-        timings=js("timings", {}), sinks={s: r[f"{s}_at"] for s in SINKS},
-        evicted_at=r["evicted_at"], visual=js("visual", []),
-        out_of_domain=bool(r["out_of_domain"]), ood_score=r["ood_score"],
+        height=r["height"], status=r["status"], error=r["error"], bundle=r["bundle"],
+        precision=r["precision"], revision=r["revision"], accelerators=js("accelerators", {}),
+        timings=js("timings", {}), analysis=js("analysis", {}), evicted_at=r["evicted_at"],
     )  # fmt: skip

@@ -1,9 +1,10 @@
 """`s3e-edge subscribe`: the reference subscriber for `<prefix>/<device>/events`.
 
 It shows what a subscriber must do with at-least-once delivery: validate each payload against
-the published JSON Schema, drop repeated ids, and keep a persistent session (a fixed client id,
+the published JSON Schema, drop repeated (device, id, revision) (a re-analysed image's next
+revision is a correction, kept), and keep a persistent session (a fixed client id,
 `clean_start` off, a session expiry) so events published while it was away are queued for it
-by the broker. Events go to stdout or are appended to a JSON-lines file, whose ids are read
+by the broker. Events go to stdout or are appended to a JSON-lines file, whose keys are read
 back at start so a restarted subscriber does not write an event twice.
 """
 
@@ -29,7 +30,7 @@ log = logging.getLogger("s3e.subscribe")
 
 
 class Subscriber:
-    def __init__(self, out: TextIO, seen: set[tuple[str, str]], count: int | None) -> None:
+    def __init__(self, out: TextIO, seen: set[tuple[str, str, int]], count: int | None) -> None:
         self.out, self.seen, self.count = out, seen, count
         self.validator = Draft202012Validator(
             json_schema(), format_checker=Draft202012Validator.FORMAT_CHECKER
@@ -51,7 +52,8 @@ class Subscriber:
             where = "/".join(str(p) for p in errors[0].path) or "(top)"
             log.warning("%s: invalid event at %s: %s", msg.topic, where, errors[0].message)
             return
-        key = (payload["device"], payload["id"])  # the same image on two devices is two events
+        # the same image on two devices is two events; a re-analysis is a new revision
+        key = (payload["device"], payload["id"], int(payload.get("revision", 1)))
         if key in self.seen:
             self.duplicates += 1
             return
@@ -63,13 +65,13 @@ class Subscriber:
             self.done.set()
 
 
-def read_seen(path: Path) -> set[tuple[str, str]]:
+def read_seen(path: Path) -> set[tuple[str, str, int]]:
     seen = set()
     if path.exists():
         for line in path.read_text().splitlines():
             try:
                 event = json.loads(line)
-                seen.add((event["device"], event["id"]))
+                seen.add((event["device"], event["id"], int(event.get("revision", 1))))
             except (ValueError, KeyError, TypeError):
                 continue
     return seen
@@ -112,7 +114,7 @@ def run(args: Any) -> int:
         client.loop_stop()
         if out is not sys.stdout:
             out.close()
-    log.info("%d messages: %d new, %d duplicate ids dropped, %d invalid", sub.received,
+    log.info("%d messages: %d new, %d duplicates dropped, %d invalid", sub.received,
              sub.new, sub.duplicates, sub.invalid)  # fmt: skip
     if args.count is not None and sub.new < args.count:
         log.error("stopped with %d of the %d events asked for", sub.new, args.count)

@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from edge.bundle import Bundle
+from edge.bundle import Bundle, BundleDoc
 from edge.config import ModelConfig
-from edge.store import Analysis
+from edge.records import Analysis
 
 START_TIMEOUT_S = 120.0
 ANALYSE_TIMEOUT_S = 60.0
@@ -42,7 +42,8 @@ def _serve(conn: Connection, bundle_root: str, doc: dict[str, Any], cfg: dict[st
     from edge.analysis import Analyser
 
     try:  # the parent verified the bundle's hashes; its doc comes along
-        analyser = Analyser(Bundle(Path(bundle_root), doc), ModelConfig(**cfg))
+        bundle = Bundle(Path(bundle_root), BundleDoc.model_validate(doc))
+        analyser = Analyser(bundle, ModelConfig(**cfg))
     except Exception as e:
         conn.send(("error", str(e)))
         return
@@ -55,7 +56,7 @@ def _serve(conn: Connection, bundle_root: str, doc: dict[str, Any], cfg: dict[st
         if x is None:
             return
         try:
-            conn.send(("ok", *analyser.analyse(x)))
+            conn.send(("ok", analyser.analyse(x)))
         except Exception as e:
             conn.send(("error", f"{type(e).__name__}: {e}"))
 
@@ -74,7 +75,12 @@ class AnalyserProcess:
         self._conn, child = ctx.Pipe()
         self._proc = ctx.Process(
             target=_serve,
-            args=(child, str(self.bundle.root), self.bundle.doc, self._cfg.model_dump()),
+            args=(
+                child,
+                str(self.bundle.root),
+                self.bundle.doc.model_dump(),
+                self._cfg.model_dump(),
+            ),
             name="s3e-analyser",
             daemon=True,
         )
@@ -92,7 +98,7 @@ class AnalyserProcess:
             raise RuntimeError(msg[1])
         _, self.placement, self.fallback_reason, self.runtime = msg
 
-    def analyse(self, x: np.ndarray) -> tuple[Analysis, bytes]:
+    def analyse(self, x: np.ndarray) -> Analysis:
         try:
             self._conn.send(x)
             if not self._conn.poll(ANALYSE_TIMEOUT_S):
@@ -108,7 +114,7 @@ class AnalyserProcess:
             raise WorkerDiedError(f"analysis process died ({why})") from None
         if msg[0] == "error":
             raise AnalysisError(msg[1])
-        return msg[1], msg[2]
+        return msg[1]
 
     def close(self) -> None:
         self._closing = True

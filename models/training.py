@@ -209,10 +209,12 @@ def save_history(
 
 
 def loop_config(c: Any, epochs: int | None, max_steps: int | None, progress: bool) -> LoopConfig:
-    """The loop settings of a model's config section, with the command line's overrides."""
+    """The loop settings of a model's config section, with the command line's overrides:
+    epochs asked for are a hard ceiling; the config's are raised for small data sets."""
     return LoopConfig(
-        epochs=epochs or c.epochs, learning_rate=c.learning_rate, min_steps=c.min_steps,
-        patience=c.patience, max_steps=max_steps, progress=progress,
+        epochs=epochs or c.epochs, learning_rate=c.learning_rate,
+        min_steps=0 if epochs else c.min_steps, patience=c.patience, max_steps=max_steps,
+        progress=progress,
     )  # fmt: skip
 
 

@@ -25,8 +25,8 @@ def png_claiming(width: int, height: int, depth: int = 8, colour: int = 0) -> by
     """A valid-looking PNG whose header claims width x height but carries a tiny stream."""
     ihdr = struct.pack(">IIBBBBB", width, height, depth, colour, 0, 0, 0)
     idat = zlib.compress(b"\x00" * 4096, 9)
-    return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", idat) + _chunk(
-        b"IEND", b""
+    return (
+        b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", idat) + _chunk(b"IEND", b"")
     )
 
 
@@ -37,8 +37,8 @@ def png_zeros(width: int, height: int, depth: int = 8, colour: int = 0) -> bytes
     row = b"\x00" * (1 + width * bpp)
     body = b"".join(z.compress(row) for _ in range(height)) + z.flush()
     ihdr = struct.pack(">IIBBBBB", width, height, depth, colour, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", body) + _chunk(
-        b"IEND", b""
+    return (
+        b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", body) + _chunk(b"IEND", b"")
     )
 
 
@@ -98,8 +98,11 @@ def hostile(seed: int = 0) -> Iterator[Hostile]:
     for w, h in ((8000, 8000), (1, 64_000_000), (64_000_000, 1), (30000, 30000), (2**31 - 1, 2)):
         yield f"bomb-png-{w}x{h}.png", png_claiming(w, h), "bomb header"
         yield f"bomb-png16-{w}x{h}.png", png_claiming(w, h, 16), "bomb header"
-        yield f"bomb-jpeg-{w % 65536}x{h % 65536}.jpg", jpeg_claiming(w % 65535 or 1,
-                                                                       h % 65535 or 1), "bomb"
+        yield (
+            f"bomb-jpeg-{w % 65536}x{h % 65536}.jpg",
+            jpeg_claiming(w % 65535 or 1, h % 65535 or 1),
+            "bomb",
+        )
     yield "wide-zeros.png", png_zeros(30000, 2), "too wide"
     yield "grey16-zeros.png", png_zeros(5000, 5000, 16), "16-bit, decodes large"
     yield "rgba-zeros.png", png_zeros(4000, 4000, 8, 6), "RGBA, decodes large"

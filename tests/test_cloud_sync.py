@@ -29,9 +29,11 @@ from cloud_sync.config import S3Config
 from cloud_sync.keys import original_key, sidecar_key
 from cloud_sync.retention import enforce_quota
 from cloud_sync.service import SyncLockedError, SyncService, status
+from edge import views
 from edge.config import ConfigError, load_config, parse_config
 from edge.metrics import Metrics
 from edge.store import Store
+from edge.store_schema import S3_ORIGINAL
 
 DEVICE = "sync-edge"
 
@@ -93,7 +95,7 @@ def test_daemon_syncs_verified_originals_with_sidecars_and_events_name_them(
             shutil.copy(p, inbox / p.name)
         d = daemon_factory(cfg)
         wait_until(lambda: d.store.counts().get("analysed") == 3
-                   and d.store.count_due("synced") == 0, 60, "3 records synced")  # fmt: skip
+                   and d.store.count_due("s3") == 0, 60, "3 records synced")  # fmt: skip
         wait_until(lambda: len(sub.payloads("/events")) >= 3, 30, "3 events")
         s3 = swift.client()
         for rec in d.store.iter_analysed():
@@ -109,8 +111,10 @@ def test_daemon_syncs_verified_originals_with_sidecars_and_events_name_them(
             doc = json.loads(
                 s3.get_object(Bucket=bucket, Key=sidecar_key("s3e", rec))["Body"].read()
             )
-            assert doc["id"] == rec.id and doc["caption"] == rec.caption and doc["caption"]
-            assert doc["labels"] == rec.labels and doc["anomaly"] == pytest.approx(rec.anomaly)
+            view = views.summary(rec)
+            assert doc["id"] == rec.id and doc["caption"] == view["caption"] and doc["caption"]
+            assert doc["labels"] == view["labels"] and doc["anomaly"] == pytest.approx(
+                view["anomaly"]) and doc["revision"] == rec.revision == 1  # fmt: skip
             assert doc["bundle"] == rec.bundle and doc["captured_at"].endswith("Z")
         events = sub.payloads("/events")
         assert {e["urls"]["s3"] for e in events} == {
@@ -133,11 +137,11 @@ def test_same_image_twice_is_uploaded_once(
     assert first.drain_once(30) == ""
     assert object_puts(proxy) == 3
     assert first.uploader.conditional is False  # Swift: NotImplemented, so HEAD before PUT
-    store.reset_sink("synced")  # as if every record had been sent but not marked (a crash)
+    store.reset_sink("s3")  # as if every record had been sent but not marked (a crash)
     again = service(store, swift, bucket, proxy.endpoint)
     assert again.drain_once(30) == ""
     assert object_puts(proxy) == 3, "an original already in S3 was sent again"
-    assert store.count_due("synced") == 0
+    assert store.count_due("s3") == 0
 
 
 def test_a_20_mb_original_goes_multipart_and_is_verified(
@@ -172,10 +176,10 @@ def test_server_down_then_back_syncs_everything_once(
     sync.start()
     try:
         wait_until(lambda: sync.sink.failures >= 3, 30, "three failed passes")
-        assert store.count_due("synced") == 20
+        assert store.count_due("s3") == 20
         assert status(sync.cfg, store)["last_error"]
         proxy.fault("none")
-        wait_until(lambda: store.count_due("synced") == 0, 60, "all synced after the outage")
+        wait_until(lambda: store.count_due("s3") == 0, 60, "all synced after the outage")
     finally:
         sync.stop(5)
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR and "S3" in r.message]
@@ -267,7 +271,7 @@ def test_wrong_credentials_one_clear_error_and_the_queue_stays(
     assert "5 records left" in left and "SignatureDoesNotMatch" in left
     errors = [r.message for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1 and "refused" in errors[0] and bucket in errors[0], errors
-    assert store.count_due("synced") == 5
+    assert store.count_due("s3") == 5
     out = subprocess.run(
         [sys.executable, "-m", "cloud_sync.cli", "status", "--json", "-c",
          str(write_config(store, swift, bucket))],
@@ -277,7 +281,7 @@ def test_wrong_credentials_one_clear_error_and_the_queue_stays(
     assert st["pending"]["records"] == 5 and "SignatureDoesNotMatch" in st["last_error"]
     assert not st["healthy"]
     assert service(store, swift, bucket).drain_once(30) == ""
-    assert store.count_due("synced") == 0
+    assert store.count_due("s3") == 0
 
 
 def test_missing_bucket_is_named_in_one_line(
@@ -286,7 +290,7 @@ def test_missing_bucket_is_named_in_one_line(
     fill(store, [10_000] * 2)
     left = service(store, swift, "no-such-bucket-here").drain_once(5)
     assert "NoSuchBucket" in left and "no-such-bucket-here" in left
-    assert store.count_due("synced") == 2
+    assert store.count_due("s3") == 2
 
 
 def write_config(store: Store, server: Any, bucket: str, **more: Any) -> Path:
@@ -328,7 +332,7 @@ def test_every_record_refused_alike_is_a_config_error_and_the_queue_waits(
     fill(store, [10_000] * 3)
     left = service(store, moto_server, bucket, storage_class="NOT_A_CLASS").drain_once(2)
     assert "3 records left" in left and "InvalidStorageClass" in left
-    assert store.count_due("synced") == 3
+    assert store.count_due("s3") == 3
     assert len([r for r in caplog.records if r.levelno >= logging.ERROR]) == 1
     assert service(store, moto_server, bucket).drain_once(10) == ""
 
@@ -360,7 +364,7 @@ def test_quota_deletes_only_synced_originals_and_images_redirect_to_s3(
     assert original.status_code == 200
     assert hashlib.sha256(original.content).hexdigest() == synced[0]
     assert http.get(f"/images/{unsynced[0]}").status_code == 200
-    wait_until(lambda: d.store.count_due("synced") == 0, 60, "the rest synced")
+    wait_until(lambda: d.store.count_due("s3") == 0, 60, "the rest synced")
     wait_until(lambda: d.store.local_bytes() <= 250_000, 30, "the quota holds")
 
 
@@ -368,7 +372,7 @@ def test_enforce_quota_never_deletes_an_unsynced_original(store: Store) -> None:
     ids = fill(store, [100_000] * 5)
     assert enforce_quota(store, 0) == (0, 0, True)
     assert all(store.original_path(i, "jpg").exists() for i in ids)
-    store.mark_done("synced", ids[:2])
+    store.set_mark(S3_ORIGINAL, ids[:2])  # verified in S3
     assert enforce_quota(store, 0) == (2, 200_000, True)
     assert [store.original_path(i, "jpg").exists() for i in ids] == [False, False] + [True] * 3
 
@@ -394,7 +398,7 @@ def test_one_syncer_per_store_and_a_daemon_waits_for_the_lock(
         first.stop(5)
         fill(store, [10_000] * 2)
         second.worker.notify()
-        wait_until(lambda: store.count_due("synced") == 0, 30, "the second syncer takes over")
+        wait_until(lambda: store.count_due("s3") == 0, 30, "the second syncer takes over")
         assert second.lock.held
     finally:
         first.stop(5)

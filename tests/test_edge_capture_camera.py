@@ -104,4 +104,4 @@ def test_camera_frames_reach_the_index(edge_config: Any, daemon_factory: Any, tm
 
     wait_until(lambda: d.index.num_docs == 4, 30, "4 camera frames indexed")
     rec = next(d.store.iter_analysed())
-    assert rec.source == "camera" and rec.ext == "jpg" and rec.caption
+    assert rec.source == "camera" and rec.ext == "jpg" and rec.analysis["caption"]["text"]

@@ -26,7 +26,7 @@ def test_a_killed_analysis_process_is_replaced_and_no_image_is_lost(
     edge_config: Any, daemon_factory: Any, chest_images: dict[str, Any]
 ):
     d = daemon_factory(edge_config())
-    worker = d.analysers[0]
+    worker = d.pool.analysers[0]
     first = worker._proc.pid
     os.kill(first, signal.SIGKILL)
     inbox = Path(d.cfg.capture.folder.path)
@@ -61,9 +61,7 @@ def test_a_full_disk_keeps_the_file_in_the_folder_until_it_can_be_stored(
     wait_until(lambda: any("No space left" in r.getMessage() for r in caplog.records), 10,
                "the full-disk log line")  # fmt: skip
     time.sleep(0.5)
-    assert (inbox / img.name).exists() and d.store.counts() == {
-        "due_indexed": 0, "due_published": 0, "due_synced": 0,
-    }  # fmt: skip
+    assert (inbox / img.name).exists() and d.store.counts() == {"due_index": 0}
     full["on"] = False
     wait_until(lambda: d.index.num_docs == 1, 20, "indexed once the disk has room")
     assert not (inbox / img.name).exists()
@@ -89,7 +87,7 @@ def test_a_writer_that_pauses_longer_than_settle_is_not_refused(
 class FlakySink:
     """Takes every record but those in `bad`; raises for everything while `down`."""
 
-    name = "indexed"
+    name = "index"
 
     def __init__(self, bad: set[str]) -> None:
         self.bad, self.down, self.got = bad, False, []
@@ -111,13 +109,13 @@ def test_one_record_a_sink_cannot_take_does_not_hold_up_the_rest(
     for p in sorted(chest_images["root"].glob("*.png"))[:5]:
         d.ingestor.ingest(p.read_bytes(), "test", p.name)
     wait_until(lambda: d.index.num_docs == 5, 30, "5 indexed")
-    d.store.reset_sink("indexed")
-    ids = [r.id for r in d.store.due("indexed", 10)]
+    d.store.reset_sink("index")
+    ids = [r.id for r in d.store.due("index", 10)]
     sink = FlakySink({ids[1]})
     worker = SinkWorker(d.store, sink, batch=4, interval=0.1, metrics=Metrics())
     sink.down = True
-    assert worker.drain() == 0 and d.store.count_due("indexed") == 5  # down: nothing set aside
+    assert worker.drain() == 0 and d.store.count_due("index") == 5  # down: nothing set aside
     sink.down = False
     assert worker.drain() == 4
     assert sink.got == [i for i in ids if i != ids[1]]
-    assert [r.id for r in d.store.due("indexed", 10)] == [ids[1]]
+    assert [r.id for r in d.store.due("index", 10)] == [ids[1]]

@@ -19,6 +19,8 @@ import pytest
 from conftest import ROOT, free_port, wait_until
 
 EDGE = [sys.executable, "-m", "edge.cli"]
+INDEXED = "status='analysed' AND seq NOT IN (SELECT seq FROM due WHERE sink='index')"
+"""Records the index has (analysed, and no longer due for the index sink)."""
 
 
 def write_config(tmp: Path, port: int, **extra: str) -> Path:
@@ -118,10 +120,10 @@ def test_sigterm_mid_batch_exits_0_promptly_and_a_restart_finishes_the_rest(
     assert db_count(tmp / "data", "status='failed'") == 0
     # what was analysed before the stop is searchable: the last commit happened
     analysed = db_count(tmp / "data", "status='analysed'")
-    assert db_count(tmp / "data", "indexed_at IS NOT NULL") == analysed
+    assert db_count(tmp / "data", INDEXED) == analysed
     proc = start(proc_env["config"], tmp / "log.txt")
     try:
-        wait_until(lambda: db_count(tmp / "data", "indexed_at IS NOT NULL") == len(images),
+        wait_until(lambda: db_count(tmp / "data", INDEXED) == len(images),
                    120, "all indexed after the restart")  # fmt: skip
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -148,9 +150,7 @@ def test_kill_9_mid_batch_then_restart_resumes_and_loses_nothing(proc_env: dict[
     assert analysed < len(images), "the kill came too late to test anything"
     proc = start(proc_env["config"], tmp / "log.txt")
     try:
-        wait_until(
-            lambda: db_count(tmp / "data", "indexed_at IS NOT NULL") == len(images), 120, "all"
-        )
+        wait_until(lambda: db_count(tmp / "data", INDEXED) == len(images), 120, "all")
         body = httpx.get(f"http://127.0.0.1:{port}/search?limit=200", timeout=10).json()
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -196,7 +196,7 @@ def test_reindex_cli_refuses_while_the_daemon_holds_the_index_then_rebuilds(
         shutil.copy(p, tmp / "inbox" / p.name)
     proc = start(proc_env["config"], tmp / "log.txt")
     try:
-        wait_until(lambda: db_count(tmp / "data", "indexed_at IS NOT NULL") == 3, 60, "indexed")
+        wait_until(lambda: db_count(tmp / "data", INDEXED) == 3, 60, "indexed")
         busy = subprocess.run([*EDGE, "reindex", "--config", str(proc_env["config"])],
                               cwd=ROOT, capture_output=True, text=True, timeout=60)  # fmt: skip
         assert busy.returncode == 3 and "daemon running" in busy.stderr

@@ -120,16 +120,17 @@ def test_links_are_followed_only_into_the_allowed_folders(
     (inbox / "b.png").symlink_to(other / "b.png")
     d = daemon_factory(cfg)
     wait_until(lambda: d.store.counts().get("analysed", 0) == 1 and len(rejected(d)) == 1, 30)
-    assert "outside capture.folder.symlink_roots" in rejected(d)[0].with_name(
-        rejected(d)[0].name + ".reason.txt"
-    ).read_text()
+    assert (
+        "outside capture.folder.symlink_roots"
+        in rejected(d)[0].with_name(rejected(d)[0].name + ".reason.txt").read_text()
+    )
 
 
 def test_a_stuck_capture_source_is_reported_and_withholds_the_watchdog(
     quiet_daemon: Any, monkeypatch: pytest.MonkeyPatch
 ):
     d = quiet_daemon
-    source = d._running_sources[0]
+    source = d.sources[0].source
     source.stall_after_s = 0.5
     release = threading.Event()
     monkeypatch.setattr("edge.capture.folder.read_file", lambda *a: release.wait(30) and b"")
@@ -143,10 +144,12 @@ def test_a_stuck_capture_source_is_reported_and_withholds_the_watchdog(
 def test_a_truncated_tiff_gets_a_second_look_before_it_is_refused(quiet_daemon: Any):
     d = quiet_daemon
     inbox = Path(d.cfg.capture.folder.path)
-    tiff = encoded(Image.fromarray(np.random.default_rng(1).integers(0, 255, (60, 60, 3),
-                                                                     dtype=np.uint8)), "TIFF")
+    tiff = encoded(
+        Image.fromarray(np.random.default_rng(1).integers(0, 255, (60, 60, 3), dtype=np.uint8)),
+        "TIFF",
+    )
     (inbox / "scan.tif").write_bytes(tiff[:3000])
-    wait_until(lambda: "scan.tif" in str(d._running_sources[0]._suspect), 10, "a suspect")
+    wait_until(lambda: "scan.tif" in str(d.sources[0].source._suspect), 10, "a suspect")
     (inbox / "scan.tif").write_bytes(tiff)  # the writer finished after all
     wait_until(lambda: d.store.counts().get("analysed", 0) == 1, 30, "the tiff taken")
     assert not rejected(d)
@@ -170,9 +173,9 @@ def test_uploads_must_be_preflighted_and_from_the_devices_own_origin(quiet_daemo
         other = encoded(Image.new("RGB", (30, 30), (5, 5, 5)), "PNG")
         r = c.post("/images", content=other, headers={"Content-Type": "image/png"})
         assert r.status_code == 201
-    assert quiet_daemon.store.counts()["pending"] + quiet_daemon.store.counts().get(
-        "analysed", 0
-    ) == 2
+    assert (
+        quiet_daemon.store.counts()["pending"] + quiet_daemon.store.counts().get("analysed", 0) == 2
+    )
 
 
 def test_a_foreign_host_name_is_not_answered(edge_config: Any, daemon_factory: Any):
@@ -386,4 +389,3 @@ def test_files_left_between_write_and_commit_are_swept_at_start(
     store.close()
     d = daemon_factory(cfg)
     assert not orphan.exists() and not d.store.derived_path("ab" + "0" * 62, "thumb").exists()
-

@@ -30,8 +30,10 @@ def test_a_label_only_ever_given_alone_is_the_none_label() -> None:
 
 def space(rng: np.random.Generator):
     mu = rng.normal(0, 1, (500, 4))
-    return fit_latent_space(["effusion", "nodule"], "normal", mu, np.arange(500.0) / 100,
-                            np.arange(500) < 200, rng.uniform(0, 1, 500), True, 95, 99.5)  # fmt: skip
+    errors, normal = np.arange(500.0) / 100, np.arange(500) < 200
+    mse = rng.uniform(0, 1, 500)
+    return fit_latent_space(["effusion", "nodule"], "normal", mu, errors, normal, mse, True, 95,
+                            99.5)  # fmt: skip
 
 
 def test_labels_threshold_probabilities_and_fall_back_to_the_none_label() -> None:

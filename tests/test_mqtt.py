@@ -58,11 +58,11 @@ def subscriber(broker: Broker, out: Path, *args: str) -> subprocess.Popen[bytes]
 
 
 def published(d: Any) -> int:
-    return int(d.store.counts().get("analysed", 0) - d.store.count_due("published"))
+    return int(d.store.counts().get("analysed", 0) - d.store.count_due("mqtt"))
 
 
 def all_published(d: Any, n: int) -> bool:
-    return d.store.counts().get("analysed") == n and d.store.count_due("published") == 0
+    return d.store.counts().get("analysed") == n and d.store.count_due("mqtt") == 0
 
 
 def feed(d: Any, images: list[bytes]) -> set[str]:
@@ -104,7 +104,7 @@ def test_events_alerts_stats_and_discovery_arrive_and_match_the_schema(
     }  # fmt: skip
     assert all(c["availability_topic"] == "s3e/test-edge/status" for c in configs)
     late.close()
-    assert d.store.count_due("published") == 0
+    assert d.store.count_due("mqtt") == 0
 
 
 def test_commands_answer_on_cmd_result_and_bad_ones_never_crash_the_daemon(
@@ -281,7 +281,7 @@ def test_wrong_credentials_are_refused_with_one_clear_line_and_records_wait(
         refused = [r.getMessage() for r in caplog.records if "refused the connection" in
                    r.getMessage()]  # fmt: skip
         assert len(refused) == 1 and "Not authorized" in refused[0]
-        assert d.store.count_due("published") == 3
+        assert d.store.count_due("mqtt") == 3
         d.stop()
         secret = tmp_path / "mqtt-password"  # as systemd's LoadCredential= would provide it
         secret.write_text("secret\n")
@@ -309,7 +309,7 @@ def test_tls_with_a_self_signed_ca_and_a_wrong_ca_refused(
         assert "CERTIFICATE_VERIFY_FAILED" in line
         wait_until(lambda: bad.store.counts().get("analysed") == 2, 30)
         time.sleep(1.0)
-        assert bad.store.count_due("published") == 2
+        assert bad.store.count_due("mqtt") == 2
         bad.stop()
         good = daemon_factory(mqtt_config(edge_config, b, mqtt__tls={"ca": str(ca["ca"])}))
         wait_until(lambda: all_published(good, 2), 30, "published over TLS")
@@ -327,7 +327,7 @@ def test_the_subscriber_drops_repeated_ids_and_rejects_invalid_payloads(
     d = daemon_factory(mqtt_config(edge_config, broker))
     ids = feed(d, many_images[:3])
     wait_until(lambda: all_published(d, 3), 30)
-    d.store.reset_sink("published")  # everything again: what at-least-once may do
+    d.store.reset_sink("mqtt")  # everything again: what at-least-once may do
     d.mqtt.worker.wake.set()
     wait_until(lambda: all_published(d, 3), 30)
     raw = Collector(broker)
@@ -378,7 +378,7 @@ def test_a_broker_that_requires_client_certificates_takes_ours_and_refuses_none(
         wait_until(lambda: bare.store.counts().get("analysed") == 2, 30)
         wait_until(lambda: any("client certificate required" in r.getMessage()
                                for r in caplog.records), 20, "a refusal logged")  # fmt: skip
-        assert bare.store.count_due("published") == 2
+        assert bare.store.count_due("mqtt") == 2
         bare.stop()
         tls = {"ca": str(ca["ca"]), "cert": str(ca["client_cert"]), "key": str(ca["client_key"])}
         good = daemon_factory(mqtt_config(edge_config, b, mqtt__tls=tls))

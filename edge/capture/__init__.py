@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from edge.capture.base import CaptureSource, Reject, Submit
+from edge.capture.base import CaptureSource, Ingest, Reject
 from edge.capture.camera import CameraSource
 from edge.capture.folder import FolderSource
 from edge.config import EdgeConfig
@@ -18,13 +18,13 @@ from edge.config import EdgeConfig
 SOURCES: dict[str, Any] = {s.key: s for s in (FolderSource, CameraSource)}
 
 
-def enabled_sources(cfg: EdgeConfig, submit: Submit, reject: Reject) -> list[CaptureSource]:
+def enabled_sources(cfg: EdgeConfig, ingestor: Ingest, reject: Reject) -> list[CaptureSource]:
     """The sources the config turns on (`[capture.<key>]`), built but not started."""
     out: list[CaptureSource] = []
     for key, cls in SOURCES.items():
         section = getattr(cfg.capture, key)
         if cls.enabled(section):
-            out.append(cls(section, submit, reject))
+            out.append(cls(section, ingestor, reject))
     return out
 
 

@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from concurrent.futures import Future
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
-Submit = Callable[[bytes, str, str], str]
-"""(image bytes, source key, name) -> record id; raises `ImageRejectedError` for bad input and
-`OSError` when the store cannot take it now (the source keeps the image and retries)."""
+
+class Ingest(Protocol):
+    """`edge.ingest.Ingestor`, as a source sees it. `ingest` raises `ImageRejectedError` for
+    bad input and `OSError` when the store cannot take it now (the source keeps the image and
+    retries); `submit` runs it in the ingest pool, and its future carries the same."""
+
+    def ingest(self, data: bytes, source: str, name: str = "") -> Any: ...
+
+    def submit(self, data: bytes, source: str, name: str = "") -> Future[Any]: ...
+
 
 Reject = Callable[[Path, str, str], None]
 """(file, kind, reason): move a refused file into `rejected/` beside a reason file."""
@@ -41,3 +49,7 @@ class CaptureSource(Protocol):
     def start(self) -> None: ...
 
     def stop(self) -> None: ...
+
+    def commands(self) -> dict[str, Callable[[dict[str, Any]], dict[str, Any]]]:
+        """What it offers over MQTT and the admin API (a camera: `capture`)."""
+        ...

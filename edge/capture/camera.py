@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from edge.capture.base import Reject, Submit
+from edge.capture.base import Ingest, Reject
 from edge.config import CameraCaptureConfig
 
 log = logging.getLogger("s3e.capture.camera")
@@ -36,8 +36,8 @@ def _cv2() -> Any:
 class CameraSource:
     key = "camera"
 
-    def __init__(self, cfg: CameraCaptureConfig, submit: Submit, reject: Reject) -> None:
-        self.cfg, self.submit = cfg, submit
+    def __init__(self, cfg: CameraCaptureConfig, ingestor: Ingest, reject: Reject) -> None:
+        self.cfg, self.ingestor = cfg, ingestor
         self.cv2 = _cv2()
         url = cfg.url
         self.target: int | str = int(url) if url.isdigit() else url
@@ -72,6 +72,13 @@ class CameraSource:
     def trigger(self) -> None:
         """Take the next frame whatever the timers say (the MQTT `capture` command)."""
         self._now.set()
+
+    def commands(self) -> dict[str, Any]:
+        return {"capture": self._cmd_capture}
+
+    def _cmd_capture(self, request: dict[str, Any]) -> dict[str, Any]:
+        self.trigger()
+        return {"triggered": 1}
 
     def _run(self) -> None:
         delay = self.cfg.reconnect_min_s
@@ -145,7 +152,7 @@ class CameraSource:
             self._now.clear()
             last_t, last_small = t, small  # a frame that cannot be stored is skipped, not retried
             try:
-                self.submit(jpeg.tobytes(), self.key, f"{self.cfg.url}@{t:.2f}s")
+                self.ingestor.ingest(jpeg.tobytes(), self.key, f"{self.cfg.url}@{t:.2f}s")
             except Exception as e:
                 log.error("camera frame at %.2fs not stored: %s: %s", t, type(e).__name__, e)
                 continue

@@ -16,21 +16,27 @@ Files are opened with O_NOFOLLOW | O_NONBLOCK and must be regular files of at mo
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import re
+import shutil
 import sqlite3
 import stat
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import CancelledError, Future
 from pathlib import Path
 from typing import Any
 
-from edge.capture.base import Reject, Submit, printable
+from edge.capture.base import Ingest, Reject, printable
 from edge.config import FolderCaptureConfig
 from edge.imaging import TEMP_SUFFIXES, DecodeBusyError, ImageRejectedError
-from edge.pipeline import IngestClosedError
+from edge.ingest import IngestClosedError
 
+MAX_IN_FLIGHT = 8
+"""Files handed to the ingest pool at once, at most."""
 MAX_DEPTH = 8
 """Sub-folders deeper than this are not looked into."""
 RETRY_KINDS = ("corrupt", "empty", "not_an_image", "unreadable", "internal")
@@ -47,9 +53,11 @@ def is_candidate(path: Path) -> bool:
 class FolderSource:
     key = "folder"
 
-    def __init__(self, cfg: FolderCaptureConfig, submit: Submit, reject: Reject) -> None:
-        self.cfg, self.submit, self.reject = cfg, submit, reject
+    def __init__(self, cfg: FolderCaptureConfig, ingestor: Ingest, reject: Reject) -> None:
+        self.cfg, self.ingestor, self.reject = cfg, ingestor, reject
         self.root = Path(cfg.path)
+        self._inflight: dict[Path, tuple[Future[Any], Path, tuple[int, int]]] = {}
+        """Files handed to the ingest pool: removed once stored, not before."""
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._seen: dict[Path, tuple[int, int, float]] = {}
@@ -74,6 +82,9 @@ class FolderSource:
     @property
     def threads(self) -> list[threading.Thread]:
         return [self._thread]
+
+    def commands(self) -> dict[str, Any]:
+        return {}
 
     def start(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -124,12 +135,18 @@ class FolderSource:
             wait = self.cfg.poll_interval_s if soonest is None else min(soonest, 0.2)
             self._wake.wait(wait)
             self._wake.clear()
+        deadline = time.monotonic() + 10.0  # what the pool took finishes, and is dealt with
+        for fut, _, _ in list(self._inflight.values()):
+            with contextlib.suppress(Exception):
+                fut.exception(timeout=max(0.0, deadline - time.monotonic()))
+        self._reap()
 
     def scan(self) -> float | None:
         """Take every settled file; seconds until the next unsettled one may be ready."""
+        self._reap()
         now = time.monotonic()
         soonest: float | None = None
-        present = set()
+        present = set(self._inflight)
         try:
             paths = sorted(walk(self.root))
         except OSError as e:
@@ -139,7 +156,7 @@ class FolderSource:
             if self._stop.is_set():
                 break
             rel = path.relative_to(self.root)
-            if not is_candidate(rel):
+            if not is_candidate(rel) or path in self._inflight:
                 continue
             present.add(path)
             try:
@@ -161,9 +178,11 @@ class FolderSource:
             if left > 0:
                 soonest = left if soonest is None else min(soonest, left)
                 continue
+            if len(self._inflight) >= MAX_IN_FLIGHT:
+                break  # a completed one wakes us
             if self._take(path, rel, state):
                 self._seen.pop(path, None)
-            else:
+            elif path not in self._inflight:
                 soonest = self.cfg.poll_interval_s
         for gone in set(self._seen) - present:
             self._seen.pop(gone)
@@ -174,7 +193,8 @@ class FolderSource:
         return soonest
 
     def _take(self, path: Path, rel: Path, state: tuple[int, int]) -> bool:
-        """True when the file is dealt with (stored or refused); False to try again later."""
+        """True when the file is refused at once; False when it is handed to ingest (in
+        flight) or must be tried again later."""
         name = str(rel)
         try:
             data = read_file(path, self.cfg.max_bytes, self._link_roots())
@@ -185,13 +205,32 @@ class FolderSource:
             return self._refuse_on_second(path, name, state, "unreadable",
                                           f"cannot read: {e.strerror or e}")  # fmt: skip
         try:
-            self.submit(data, self.key, name)
+            fut = self.ingestor.submit(data, self.key, name)
+        except IngestClosedError:
+            return False
+        fut.add_done_callback(lambda _: self._wake.set())
+        self._inflight[path] = (fut, rel, state)
+        return False
+
+    def _reap(self) -> None:
+        """Deal with the files the ingest pool is done with."""
+        for path, (fut, rel, state) in list(self._inflight.items()):
+            if fut.done():
+                del self._inflight[path]
+                if self._finish(path, rel, state, fut):
+                    self._seen.pop(path, None)
+
+    def _finish(self, path: Path, rel: Path, state: tuple[int, int], fut: Future[Any]) -> bool:
+        """True when the file is dealt with (stored or refused); False to try again later."""
+        name = str(rel)
+        try:
+            fut.result()
         except ImageRejectedError as e:
             if e.kind in RETRY_KINDS:  # or a writer that paused longer than settle_s
                 return self._refuse_on_second(path, name, state, e.kind, e.reason)
             self._refuse(path, name, state, e.kind, e.reason)
             return True
-        except (IngestClosedError, DecodeBusyError):
+        except (IngestClosedError, DecodeBusyError, CancelledError):
             return False
         except (OSError, sqlite3.Error) as e:
             log.error("cannot store %s now (%s); it stays in %s and will be retried",
@@ -284,3 +323,20 @@ def read_file(path: Path, max_bytes: int, link_roots: list[Path] | None) -> byte
         return b"".join(chunks)
     finally:
         os.close(fd)
+
+
+def reject_file(root: Path, path: Path, kind: str, reason: str) -> None:
+    """Move a refused file into `rejected/` under a safe, short name, with
+    `<name>.reason.txt` beside it holding the original name (escaped) and the reason."""
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", path.name).lstrip(".")[-100:] or "file"
+    target = root / "rejected" / f"{stamp}-{safe}"
+    n = 1
+    while target.exists() or target.with_name(target.name + ".reason.txt").exists():
+        target = root / "rejected" / f"{stamp}-{n}-{safe}"
+        n += 1
+    shutil.move(str(path), target)
+    target.with_name(target.name + ".reason.txt").write_text(
+        f"file: {printable(str(path), 4096)}\nkind: {kind}\nreason: {reason}\n"
+        f"rejected_at: {stamp}\n"
+    )

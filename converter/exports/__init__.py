@@ -1,0 +1,14 @@
+"""The model side of the output plug-ins, by key, in the order `edge.outputs` runs them.
+Adding an output: its `Export` here, its `Output` in `edge.outputs`."""
+
+from __future__ import annotations
+
+from converter.exports.base import Export
+from converter.exports.caption import CaptionExport
+from converter.exports.segmentation import SegmentationExport
+from converter.exports.vae import VaeExport
+
+EXPORTS: dict[str, Export] = {e.key: e for e in (CaptionExport(), SegmentationExport(),
+                                                 VaeExport())}  # fmt: skip
+
+__all__ = ["EXPORTS", "Export"]

@@ -1,0 +1,76 @@
+"""HTTP as a part: uvicorn in a thread of its own (so signals stay with the daemon), serving
+the API on the daemon's store, index and hooks."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+import uvicorn
+
+from edge.api import ApiContext, create_app
+from edge.config import HttpConfig
+from edge.http_guard import GuardedH11Protocol
+from edge.parts import BasePart
+from edge.similar import LatentNeighbours
+
+log = logging.getLogger("s3e.http")
+
+
+class HttpServer:
+    """uvicorn with deadlines for slow clients and caps on connections."""
+
+    def __init__(self, app: Any, cfg: HttpConfig) -> None:
+        config = uvicorn.Config(
+            app, host=cfg.host, port=cfg.port, log_level="warning", access_log=False,
+            lifespan="off", timeout_graceful_shutdown=2, timeout_keep_alive=5,
+            http=GuardedH11Protocol.configure(cfg),
+        )  # fmt: skip
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, name="http", daemon=True)
+
+    def start(self, timeout: float = 10.0) -> int:
+        """Start serving; the bound port (useful with port 0)."""
+        self.thread.start()
+        deadline = time.monotonic() + timeout
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("HTTP server did not start (is the port in use?)")
+            time.sleep(0.02)
+        return int(self.server.servers[0].sockets[0].getsockname()[1])
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout)
+
+
+class HttpPart(BasePart):
+    name = "http"
+
+    def __init__(self, daemon: Any) -> None:
+        d = daemon
+        self.cfg = d.cfg.http
+        self.neighbours = LatentNeighbours(d.store)
+        self.ctx = ApiContext(d.cfg, d.index, d.metrics, d.health, d.store, d.ingestor,
+                              self.neighbours, d.hooks, d.swapper.swap)  # fmt: skip
+        self.server = HttpServer(create_app(self.ctx), self.cfg)
+        self.port: int | None = None
+        self._mqtt = d.mqtt
+
+    def start(self) -> None:
+        self.port = self.server.start()
+        log.info("search on http://%s:%d/", self.cfg.host, self.port)
+        if self._mqtt is not None:
+            self._mqtt.set_base_url(f"http://{self.cfg.host}:{self.port}")
+
+    def stop(self, deadline: float) -> None:
+        self.server.stop(max(1.0, deadline - time.monotonic()))
+
+    @property
+    def threads(self) -> list[threading.Thread]:
+        return [self.server.thread]
+
+    def health(self) -> dict[str, Any]:
+        return {"port": self.port}

@@ -1,0 +1,1 @@
+"""HTTP routes, one module per concern; `edge.api.create_app` mounts them all."""

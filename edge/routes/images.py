@@ -1,0 +1,118 @@
+"""One image's views: the original, its thumbnail and derived files, its record, each caption
+word's attention (as a PNG over the thumbnail, or as numbers), and similar images."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import numpy as np
+from fastapi import APIRouter, Depends, HTTPException, Query, Response
+from fastapi.responses import FileResponse, RedirectResponse
+
+from edge import views
+from edge.api import ApiContext, context
+from edge.capture.base import printable
+from edge.imaging import attention_png, media_type
+from edge.outputs import OUTPUTS
+from edge.outputs.caption import attention_maps
+
+router = APIRouter()
+Ctx = Annotated[ApiContext, Depends(context)]
+FILES = {kind: spec for cls in OUTPUTS.values() for kind, spec in cls.files.items()}
+"""Derived file kind -> (suffix, media type), from the output plug-ins (e.g. "mask")."""
+
+
+@router.get("/records/{rid}", summary="The whole record of one image")
+def record(rid: str, ctx: Ctx) -> dict[str, Any]:
+    return views.summary(ctx.record(rid))
+
+
+@router.get(
+    "/images/{rid}",
+    summary="The original image (a redirect to S3 once it is kept there alone)",
+    response_model=None,
+    responses={307: {"description": "the original is in S3 only: a presigned URL"}},
+)
+def original(rid: str, ctx: Ctx) -> FileResponse | RedirectResponse:
+    rec = ctx.record(rid)
+    path = ctx.need_store().original_path(rid, rec.ext)
+    if path.exists():
+        return FileResponse(path, media_type=media_type(rec.ext))
+    url = ctx.hooks.original_url(rec) if ctx.hooks.original_url is not None else None
+    if url is None:
+        raise HTTPException(410, f"the original of {rid} is no longer on this device")
+    return RedirectResponse(url, status_code=307)
+
+
+def _derived(ctx: ApiContext, rid: str, suffix: str, media: str) -> FileResponse:
+    ctx.record(rid)
+    path = ctx.need_store().derived_path(rid, suffix)
+    if not path.exists():
+        raise HTTPException(404, f"no {suffix} for {rid} yet (not analysed?)")
+    return FileResponse(path, media_type=media)
+
+
+@router.get("/images/{rid}/thumb", summary="A JPEG thumbnail")
+def thumb(rid: str, ctx: Ctx) -> FileResponse:
+    return _derived(ctx, rid, "thumb.jpg", "image/jpeg")
+
+
+@router.get("/images/{rid}/mask", summary="The segmentation mask (palette PNG, class ids)")
+def mask(rid: str, ctx: Ctx) -> FileResponse:
+    return _derived(ctx, rid, *FILES["mask"])
+
+
+def _caption_attention(ctx: ApiContext, rid: str) -> tuple[list[str], np.ndarray, list[float]]:
+    rec = ctx.record(rid)
+    cap = rec.output("caption")
+    blob = ctx.need_store().blob(rid, "attention")
+    if cap is None or blob is None:
+        raise HTTPException(404, f"no caption attention for {rid} (not analysed?)")
+    words = list(cap["words"])
+    return words, attention_maps(blob, len(words), int(cap["grid"])), list(cap["visual"])
+
+
+@router.get("/images/{rid}/attention", summary="Where the captioner looked for one word")
+def attention(rid: str, ctx: Ctx, word: str = "0") -> Response:
+    words, grids, _ = _caption_attention(ctx, rid)
+    if word.isascii() and word.isdigit() and len(word) <= 4:
+        k = int(word)
+    elif word in words:
+        k = words.index(word)
+    else:
+        raise HTTPException(
+            404, f"word {printable(word, 40)!r} is not in the caption {' '.join(words)!r}"
+        )
+    if not 0 <= k < len(words):
+        raise HTTPException(404, f"word index {k} out of range (caption has {len(words)})")
+    thumb_bytes = ctx.need_store().derived_path(rid, "thumb.jpg").read_bytes()
+    return Response(attention_png(thumb_bytes, grids[k]), media_type="image/png",
+                    headers={"X-Word": words[k]})  # fmt: skip
+
+
+@router.get("/records/{rid}/attention", summary="Each caption word's attention, as numbers")
+def attention_json(rid: str, ctx: Ctx) -> dict[str, Any]:
+    """`map`: G*G weights, row-major, top row first, summing to 1 over the regions;
+    `visual`: how much the word relied on the image (1 - the sentinel's share)."""
+    words, grids, visual = _caption_attention(ctx, rid)
+    out = []
+    for w, g, v in zip(words, grids, visual, strict=True):
+        total = float(g.sum())
+        flat = (g / total if total > 0 else g).reshape(-1)
+        out.append({"word": w, "map": [round(float(x), 5) for x in flat], "visual": v})
+    return {"grid": int(grids.shape[-1]) if len(grids) else 0, "words": out}
+
+
+@router.get("/images/{rid}/similar", summary="Nearest images in the VAE latent space")
+def similar(rid: str, ctx: Ctx, k: Annotated[int, Query(ge=1, le=100)] = 10) -> dict[str, Any]:
+    if ctx.neighbours is None:
+        raise HTTPException(503, "no latent index in this app")
+    got = ctx.neighbours.query(rid, k)
+    if got is None:
+        raise HTTPException(404, f"no analysed image with id {rid}")
+    return {
+        "id": rid,
+        "similar": [
+            {"id": i, "distance": d, "thumbnail_url": f"/images/{i}/thumb"} for i, d in got
+        ],
+    }
