@@ -78,7 +78,10 @@ class Daemon:
         self.parts.append(self.pool)
         self.swapper = BundleSwapper(self.pool, cfg.model)
         if cfg.mqtt.host:
-            self.mqtt: MqttPart | None = MqttPart(ctx)
+            try:
+                self.mqtt: MqttPart | None = MqttPart(ctx)
+            except RuntimeError as e:
+                raise StartupError(str(e)) from None
             self.parts.append(self.mqtt)
         else:
             self.mqtt = None

@@ -43,7 +43,8 @@ class HttpServer:
 
     def stop(self, timeout: float = 5.0) -> None:
         self.server.should_exit = True
-        self.thread.join(timeout)
+        if self.thread.ident is not None:
+            self.thread.join(timeout)
 
 
 class HttpPart(BasePart):

@@ -113,7 +113,8 @@ class MqttLink:
         self._stop.set()
         self._down.set()
         self.client.disconnect()
-        self.thread.join(timeout)
+        if self.thread.ident is not None:  # it started
+            self.thread.join(timeout)
 
     def _report(self, problem: str) -> None:
         """Log a connection problem once, not at every retry."""
@@ -384,7 +385,8 @@ class MqttPart(BasePart):
         """Publish what is due one last time (bounded), then say `offline` and disconnect."""
         self.worker.stop(max(1.0, deadline - time.monotonic()))
         self._stop.set()
-        self._stats_thread.join(2.0)
+        if self._stats_thread.ident is not None:
+            self._stats_thread.join(2.0)
         self.link.stop(max(1.0, deadline - time.monotonic()))
 
     def health(self) -> dict[str, Any]:

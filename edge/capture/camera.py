@@ -67,7 +67,8 @@ class CameraSource:
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(10)
+        if self._thread.ident is not None:
+            self._thread.join(10)
 
     def trigger(self) -> None:
         """Take the next frame whatever the timers say (the MQTT `capture` command)."""

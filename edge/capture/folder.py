@@ -99,7 +99,8 @@ class FolderSource:
         if self._observer is not None:
             self._observer.stop()
             self._observer.join(5)
-        self._thread.join(10)
+        if self._thread.ident is not None:
+            self._thread.join(10)
 
     def _start_watch(self) -> None:
         try:
