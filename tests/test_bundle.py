@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,22 +19,37 @@ def _bundle(root: Path, doc: object) -> Path:
     return root
 
 
+def well_formed(root: Path) -> dict[str, Any]:
+    entry = {"file": "m.tflite", "sha256": sha256_file(root / "m.tflite"), "bytes": 5,
+             "scheme": "float32", "inputs": [], "outputs": []}  # fmt: skip
+    return {"format_version": 2, "name": "b", "domain": "custom", "precision": "float32",
+            "created": "2026-12-01T00:00:00+00:00", "models": {"m": entry},
+            "preprocessing": {"size": 64, "channels": 1, "color_mode": "L", "scale": 1 / 255},
+            "outputs": {"segmentation": {"models": ["m"],
+                                         "settings": {"class_names": []}}}}  # fmt: skip
+
+
 def test_a_well_formed_bundle_loads(tmp_path: Path) -> None:
     root = _bundle(tmp_path / "b", {})
-    entry = {"file": "m.tflite", "sha256": sha256_file(root / "m.tflite")}
-    (root / "bundle.json").write_text(
-        json.dumps(
-            {"format_version": 1, "name": "b", "precision": "float32", "models": {"m": entry}}
-        )
-    )
-    assert load_bundle(root).model_path("m") == root / "m.tflite"
+    (root / "bundle.json").write_text(json.dumps(well_formed(root)))
+    bundle = load_bundle(root)
+    assert bundle.model_path("m") == root / "m.tflite"
+    assert bundle.doc.outputs["segmentation"].models == ["m"]
+
+
+def test_an_output_needing_a_model_the_bundle_lacks_is_refused(tmp_path: Path) -> None:
+    root = _bundle(tmp_path / "b", {})
+    doc = well_formed(root)
+    doc["outputs"]["segmentation"]["models"] = ["segmenter"]
+    (root / "bundle.json").write_text(json.dumps(doc))
+    with pytest.raises(BundleError, match=r"outputs\.segmentation needs model 'segmenter'"):
+        load_bundle(root)
 
 
 @pytest.mark.parametrize(
     ("doc", "message"),
     [
-        ({"format_version": 1, "models": {"m": {"file": "m.tflite"}}}, "models.m lacks"),
-        ({"format_version": 1, "models": ["m.tflite"]}, "'models' must be an object"),
+        ({"format_version": 2, "models": {"m": {"file": "m.tflite"}}}, "name: Field required"),
         ([1, 2], "must hold a JSON object"),
         ({"format_version": 9}, "format_version 9"),
     ],

@@ -115,13 +115,14 @@ def test_daemon_syncs_verified_originals_with_sidecars_and_events_name_them(
             assert doc["id"] == rec.id and doc["caption"] == view["caption"] and doc["caption"]
             assert doc["labels"] == view["labels"] and doc["anomaly"] == pytest.approx(
                 view["anomaly"]) and doc["revision"] == rec.revision == 1  # fmt: skip
-            assert doc["bundle"] == rec.bundle and doc["captured_at"].endswith("Z")
+            assert doc["bundle"]["version"] == rec.bundle and doc["captured_at"].endswith("Z")
         events = sub.payloads("/events")
         assert {e["urls"]["s3"] for e in events} == {
             f"s3://{bucket}/{original_key('s3e', r)}" for r in d.store.iter_analysed()
         }
         health = httpx.get(f"http://127.0.0.1:{d.port}/healthz").json()
-        assert health["s3"]["pending"]["records"] == 0 and health["s3"]["healthy"]
+        s3 = health["parts"]["s3"]
+        assert s3["pending"]["records"] == 0 and s3["healthy"]
     finally:
         sub.close()
         broker.stop()
@@ -355,7 +356,7 @@ def test_quota_deletes_only_synced_originals_and_images_redirect_to_s3(
     present = {rid: d.store.original_path(rid, "jpg").exists() for rid in synced + unsynced}
     assert all(present[rid] for rid in unsynced), "an unsynced original was deleted"
     assert not any(present[rid] for rid in synced), "synced originals over the quota stayed"
-    assert all(d.store.derived_path(rid, "thumb").exists() for rid in synced)
+    assert all(d.store.derived_path(rid, "thumb.jpg").exists() for rid in synced)
     http = httpx.Client(base_url=f"http://127.0.0.1:{d.port}", timeout=30)
     r = http.get(f"/images/{synced[0]}")
     assert r.status_code == 307

@@ -48,9 +48,9 @@ def test_auto_falls_back_to_the_cpu_and_says_why_in_healthz(
 def test_compiled_model_runner_matches_the_interpreter():
     b = load_bundle("chest-float16")
     rng = np.random.default_rng(0)
-    for name, spec in b.models.items():
-        outputs = [o["name"] for o in spec["outputs"]]
-        inputs = {i["name"]: rng.random(i["shape"], dtype=np.float32) for i in spec["inputs"]}
+    for name, spec in b.doc.models.items():
+        outputs = spec.output_names
+        inputs = {i.name: rng.random(i.shape, dtype=np.float32) for i in spec.inputs}
         ref = ModelRunner(b.model_path(name), outputs, 1)(**inputs)
         got = CompiledRunner(b.model_path(name), outputs, gpu=False)(**inputs)
         assert set(got) == set(ref), name

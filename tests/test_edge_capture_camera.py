@@ -40,9 +40,12 @@ class Collector:
     def __init__(self) -> None:
         self.frames: list[tuple[bytes, str, str]] = []
 
-    def submit(self, data: bytes, source: str, name: str) -> str:
+    def ingest(self, data: bytes, source: str, name: str = "") -> str:
         self.frames.append((data, source, name))
         return str(len(self.frames))
+
+    def submit(self, data: bytes, source: str, name: str = "") -> Any:
+        raise AssertionError("the camera ingests frame by frame")
 
     def reject(self, path: Path, kind: str, reason: str) -> None:
         raise AssertionError("camera frames are never rejected")
@@ -52,7 +55,7 @@ def run_source(cfg: CameraCaptureConfig, timeout: float = 30) -> tuple[Any, Coll
     from edge.capture.camera import CameraSource
 
     sink = Collector()
-    src = CameraSource(cfg, sink.submit, sink.reject)
+    src = CameraSource(cfg, sink, sink.reject)
     src.start()
     assert src.finished.wait(timeout)
     src.stop()
@@ -86,7 +89,7 @@ def test_a_stream_that_is_not_there_is_retried_with_back_off_until_it_appears(tm
     sink = Collector()
     cfg = CameraCaptureConfig(url=str(target), interval_s=1.0, reconnect_min_s=0.2,
                               reconnect_max_s=0.4)  # fmt: skip
-    src = CameraSource(cfg, sink.submit, sink.reject)
+    src = CameraSource(cfg, sink, sink.reject)
     src.start()
     time.sleep(1.0)
     assert sink.frames == [] and not src.finished.is_set()

@@ -59,7 +59,13 @@ def test_folder_images_present_at_start_are_analysed_indexed_and_removed(busy_da
     cap = rec.analysis["caption"]
     assert cap["text"] and cap["words"] and rec.precision == "int8" and rec.revision == 1
     assert rec.bundle == d.bundle.version and rec.bundle.startswith("chest-int8@")
-    assert set(rec.timings) >= {"decode_ms", "preprocess_ms", "caption_ms", "segmentation_ms", "vae_ms"}
+    assert set(rec.timings) >= {
+        "decode_ms",
+        "preprocess_ms",
+        "caption_ms",
+        "segmentation_ms",
+        "vae_ms",
+    }
     assert rec.accelerators["captioner_step"] == "cpu"
     original = d.store.original_path(rec.id, rec.ext).read_bytes()
     assert hashlib.sha256(original).hexdigest() == rec.id
