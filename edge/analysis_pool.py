@@ -30,7 +30,7 @@ from edge.worker import AnalysisError, WorkerDiedError
 
 log = logging.getLogger("s3e.analysis")
 REANALYSIS_KEY = "reanalysis"
-RETRY_UNAVAILABLE_S = 30.0
+RETRY_UNAVAILABLE_S = 15.0
 """An evicted original S3 cannot give back now is tried again this much later."""
 
 
@@ -277,6 +277,11 @@ class AnalysisPool(BasePart):
     @property
     def swapping(self) -> bool:
         return self._swap_lock.locked()
+
+    @property
+    def waiting(self) -> int:
+        """Records whose evicted original S3 could not give back yet."""
+        return len(self._unavailable)
 
     def progress(self) -> dict[str, Any]:
         """Re-analysis: done / total, rate, ETA (computed at most every 2 s)."""

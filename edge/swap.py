@@ -55,6 +55,10 @@ class BundleSwapper:
         self.pool, self.cfg = pool, cfg
         self._lock = threading.Lock()
 
+    @property
+    def busy(self) -> bool:
+        return self._lock.locked()
+
     def swap(self, ref: str) -> dict[str, Any]:
         """Verify and switch to the bundle `ref` (a shipped name or a folder). Raises
         SwapInProgressError during another swap, BundleRefusedError for a bad bundle."""

@@ -21,6 +21,7 @@ import numpy as np
 
 from edge.bundle import Bundle, BundleDoc
 from edge.config import ModelConfig
+from edge.outputs import references
 from edge.records import Analysis
 
 START_TIMEOUT_S = 120.0
@@ -36,12 +37,17 @@ class WorkerDiedError(RuntimeError):
     """The analysis process is gone (crashed or killed)."""
 
 
-def _serve(conn: Connection, bundle_root: str, doc: dict[str, Any], cfg: dict[str, Any]) -> None:
+def _serve(
+    conn: Connection, bundle_root: str, doc: dict[str, Any], cfg: dict[str, Any],
+    outputs: dict[str, str],
+) -> None:  # fmt: skip
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     from edge.analysis import Analyser
+    from edge.outputs import register
 
-    try:  # the parent verified the bundle's hashes; its doc comes along
+    try:  # the parent verified the bundle's hashes; its doc and output registry come along
+        register(outputs)
         bundle = Bundle(Path(bundle_root), BundleDoc.model_validate(doc))
         analyser = Analyser(bundle, ModelConfig(**cfg))
     except Exception as e:
@@ -80,6 +86,7 @@ class AnalyserProcess:
                 str(self.bundle.root),
                 self.bundle.doc.model_dump(),
                 self._cfg.model_dump(),
+                references(),
             ),
             name="s3e-analyser",
             daemon=True,
