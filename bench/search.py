@@ -40,8 +40,8 @@ from edge.api import ApiContext, create_app
 from edge.config import parse_config
 from edge.index import Filters, SearchIndex
 from edge.metrics import Metrics
+from edge.records import Record
 from edge.similar import LatentNeighbours
-from edge.store import Record
 
 FINDINGS = [
     "{side} {level} zone consolidation, consistent with pneumonia",
@@ -85,10 +85,15 @@ def records(n: int, seed: int = 0) -> list[Record]:
                 seq=i + 1, id=f"{i:064x}", device_id="bench", source="folder", source_name="",
                 captured_at=start + float(rng.uniform(0, 365 * 86400)), accepted_at=0.0,
                 ext="png", size=0, width=64, height=64, status="analysed", error=None,
-                caption=caption, words=caption.split(),
-                labels=[{"name": lab, "score": 1.0, "kind": "segment"} for lab in labs],
-                segments=[], anomaly=float(rng.gamma(2.0, 0.4)), cluster="normal",
-                bundle="chest-int8", precision="int8", accelerators={}, timings={}, sinks={},
+                bundle="chest-int8", precision="int8", revision=1, accelerators={}, timings={},
+                analysis={
+                    "caption": {"text": caption, "words": caption.split(), "visual": [],
+                                "grid": 8},
+                    "segmentation": {"segments": [{"class": lab, "fraction": 0.1}
+                                                  for lab in labs]},
+                    "vae": {"labels": [], "anomaly": float(rng.gamma(2.0, 0.4)),
+                            "out_of_domain": False, "ood_score": 0.1},
+                },
             )
         )  # fmt: skip
     return out
@@ -123,8 +128,9 @@ def build_fts(recs: list[Record], path: Path) -> tuple[sqlite3.Connection, float
     with db:
         db.executemany(
             "INSERT INTO docs VALUES (?,?,?,?,?)",
-            ((r.id, r.caption, " ".join(lab["name"] for lab in r.labels), r.captured_at,
-              r.anomaly) for r in recs),
+            ((r.id, r.analysis["caption"]["text"],
+              " ".join(s["class"] for s in r.analysis["segmentation"]["segments"]),
+              r.captured_at, r.analysis["vae"]["anomaly"]) for r in recs),
         )  # fmt: skip
     return db, time.perf_counter() - t0
 
