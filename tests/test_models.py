@@ -27,17 +27,25 @@ VOCAB = [*SPECIALS, "a", "red", "circle", "left", "of"]
 
 
 @pytest.mark.parametrize(
-    ("attention", "keys_dim"), [("bahdanau", 96), ("luong", 192), ("none", 96)]
+    ("attention", "keys_dim", "sentinel"),
+    [("bahdanau", 96, True), ("bahdanau", 96, False), ("luong", 192, True), ("none", 96, False)],
 )
-def test_captioner_encoder_and_step_shapes(attention: str, keys_dim: int) -> None:
-    cap = Captioner(CaptionerConfig(vocab=VOCAB, attention=attention), ImageConfig(64, 3))
+def test_captioner_encoder_and_step_shapes(attention: str, keys_dim: int, sentinel: bool) -> None:
+    cc = CaptionerConfig(vocab=VOCAB, attention=attention, sentinel=sentinel)
+    cap = Captioner(cc, ImageConfig(64, 3))
     regions, keys, h, c = cap.encoder(tf.zeros((2, 64, 64, 3)))
     assert regions.shape == (2, 64, 96) and keys.shape == (2, 64, keys_dim)
     assert h.shape == c.shape == (2, 192)
-    logits, h2, _, alpha = cap.step([tf.constant([1, 4]), h, c, regions, keys])
+    logits, h2, _, alpha, beta = cap.step([tf.constant([1, 4]), h, c, regions, keys])
     assert logits.shape == (2, len(VOCAB)) and h2.shape == (2, 192) and alpha.shape == (2, 64)
-    np.testing.assert_allclose(alpha.numpy().sum(-1), 1.0, rtol=1e-5)
+    assert beta.shape == (2,) and (beta.numpy() > 0).all() == sentinel
+    np.testing.assert_allclose(alpha.numpy().sum(-1) + beta.numpy(), 1.0, rtol=1e-5)
     assert [i.name for i in cap.step.inputs] == ["token", "h", "c", "regions", "keys"]
+
+
+def test_a_sentinel_needs_attention() -> None:
+    with pytest.raises(ConfigError, match="sentinel needs attention"):
+        CaptionerConfig(vocab=VOCAB, attention="none", sentinel=True)
 
 
 def test_caption_returns_one_attention_map_per_word() -> None:
@@ -45,7 +53,7 @@ def test_caption_returns_one_attention_map_per_word() -> None:
     out = cap.caption(np.random.default_rng(0).random((3, 64, 64, 1), np.float32), beam_width=2)
     assert len(out) == 3
     for c in out:
-        assert c.attention.shape == (len(c.tokens), 8, 8)
+        assert c.attention.shape == (len(c.tokens), 8, 8) and c.visual.shape == (len(c.tokens),)
 
 
 def test_segmenter_and_vae_shapes() -> None:
@@ -67,14 +75,21 @@ def test_a_few_captioner_steps_reduce_the_loss() -> None:
     cap = Captioner(CaptionerConfig(vocab=VOCAB, max_len=8, dropout=0.0), ImageConfig(64, 3))
     x = tf.random.uniform((8, 64, 64, 3), seed=1)
     seqs = tf.constant([vocab.encode("a red circle left of a red circle", 8)] * 8)
+    target = np.zeros((8, 1, 64), np.float32)
+    target[:, 0, 9] = 1.0  # "red circle" is in cell (1, 1)
+    tok = np.full((8, 7), -2, np.int32)
+    tok[:, 1:3] = 0
+    args = (tf.constant(target), tf.constant(tok))
     opt = tf.keras.optimizers.Adam(3e-3)
-    before = float(cap.loss(x, seqs, training=False)[0])
+    before = cap.loss(x, seqs, *args, training=False)
     for _ in range(15):
         with tf.GradientTape() as tape:
-            ce, penalty = cap.loss(x, seqs, training=True)
-            loss = ce + penalty
+            t = cap.loss(x, seqs, *args, training=True)
+            loss = t.ce + t.penalty + t.grounding + t.looking
         opt.apply(tape.gradient(loss, cap.trainable_variables), cap.trainable_variables)
-    assert float(cap.loss(x, seqs, training=False)[0]) < 0.5 * before
+    after = cap.loss(x, seqs, *args, training=False)
+    assert float(after.ce) < 0.5 * float(before.ce)
+    assert float(after.grounding) < float(before.grounding)
 
 
 @pytest.mark.parametrize("model", ["segmenter", "vae"])
