@@ -20,7 +20,8 @@ log = logging.getLogger("s3e-train")
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="s3e-train",
-        description="Make data sets, train and evaluate the S3E captioner, segmenter and VAE.",
+        description="Make data sets, train and evaluate the S3E captioner, segmenter, VAE and "
+        "the text-image model of semantic search.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -45,7 +46,11 @@ def _parser() -> argparse.ArgumentParser:
         "images, optional masks/ and meta.json); weights, config.json and "
         "history_<model>.json go to --out.",
     )
-    f.add_argument("model", choices=["captioner", "segmenter", "vae"])
+    f.add_argument(
+        "model",
+        choices=["captioner", "segmenter", "vae", "embedder"],
+        help="embedder: the text-image model of semantic search; needs the captioner in --out",
+    )
     f.add_argument("--data", type=Path, required=True, help="data set folder")
     f.add_argument("--out", type=Path, required=True, help="models folder (created or updated)")
     f.add_argument("--epochs", type=int, help="epochs (default: the config's)")
@@ -148,6 +153,10 @@ def run(argv: list[str] | None = None) -> int:
                 )  # fmt: skip
             elif args.model == "segmenter":
                 hist = training.fit_segmenter(args.data, args.out, **common)
+            elif args.model == "embedder":
+                from models.embedder_training import fit_embedder
+
+                hist = fit_embedder(args.data, args.out, **common)
             else:
                 hist = fit_vae(args.data, args.out, train_on=args.train_on,
                                label_fraction=args.label_fraction, **common)  # fmt: skip

@@ -130,12 +130,36 @@ class VAEConfig:
 
 
 @dataclass
+class EmbedderConfig:
+    """The text-image model: query words and image regions in one space."""
+
+    vocab: list[str] = field(default_factory=list)
+    dim: int = 48
+    embed_dim: int = 48
+    filters: int = 96
+    max_tokens: int = 12
+    """A query is cut to this many words."""
+    span_share: float = 0.5
+    """Share of training texts that are short spans of a reference (1-3 words), like queries."""
+    grounding_weight: float = 1.0
+    epochs: int = 40
+    batch_size: int = 128
+    learning_rate: float = 2e-3
+    validation_split: float = 0.1
+    patience: int = 10
+    """Epochs without a better validation precision@10 before stopping: single rare words
+    (a relation said one way) keep improving long after the loss flattens."""
+    min_steps: int = 2000
+
+
+@dataclass
 class ModelsConfig:
     domain: str = "custom"
     image: ImageConfig = field(default_factory=ImageConfig)
     captioner: CaptionerConfig | None = None
     segmenter: SegmenterConfig | None = None
     vae: VAEConfig | None = None
+    embedder: EmbedderConfig | None = None
 
     @property
     def grid(self) -> int:

@@ -16,11 +16,12 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from models import grounding, metrics
+from models import grounding, metrics, search_eval
 from models.captioner import Captioner
 from models.config import ModelsConfig
 from models.data.dataset import Dataset, load_dataset
 from models.data.domains import DOMAINS
+from models.search_eval import eval_embedder
 from models.segmenter import area_fractions
 from models.store import has_model, load_captioner, load_segmenter, load_vae
 from models.vae_training import eval_labels, image_labels, vae_outputs
@@ -207,6 +208,8 @@ def check_minimums(domain: str, report: dict[str, Any]) -> dict[str, Any]:
             if value is not None:
                 ok = value >= bound if kind == "minimum" else value <= bound
                 out[key] = {"value": value, kind: bound, "ok": ok}
+    if "embedder" in report:
+        out.update(search_eval.check(domain, report["embedder"]))
     if "grounding" in report.get("captioner", {}):
         out.update(grounding.check(report["captioner"]["grounding"]))
     ood = report.get("vae", {}).get("out_of_domain_test")
@@ -253,6 +256,9 @@ def evaluate(
             report["segmenter"] = eval_segmenter(
                 load_segmenter(folder, cfg), ds, cfg.segmenter.class_names
             )  # type: ignore[union-attr]
+    if has_model(folder, "embedder"):
+        log.info("evaluating the text-image model as search")
+        report["embedder"] = eval_embedder(folder, cfg, ds)
     if has_model(folder, "vae"):
         log.info("evaluating vae")
         report["vae"] = eval_vae(folder, cfg, ds)

@@ -15,11 +15,13 @@ weights (and in every bundle), so evaluation and the device read the same number
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
+log = logging.getLogger(__name__)
 LATENT_FILE = "vae_latent.json"
 
 
@@ -110,6 +112,9 @@ def fit_latent_space(
     images the anomaly is calibrated on, `mse` the plain reconstruction errors."""
     cov = np.cov(mu, rowvar=False) + 1e-3 * np.eye(mu.shape[1])
     mean = mu.mean(axis=0)
+    if not normal.any():
+        log.warning("no image known to be normal: the anomaly is calibrated on all images")
+        normal = np.ones(len(errors), bool)
     space = LatentSpace(
         labels=list(labels), none_label=none_label, thresholds=[0.5] * len(labels),
         counterfactual=counterfactual,

@@ -86,7 +86,8 @@ def model_card(domain: str, report: dict[str, Any], seconds: dict[str, float], r
     lines = [
         f"# S3E models: `{domain}`", "", "## Data", CARD_INTRO[domain], "",
         f"Training split: {r.train_n} images (seed {r.train_seed}; the VAE uses its first "
-        f"{r.vae_n}, the ablation and the label study its first {r.study_n}); held-out split: "
+        f"{r.vae_n}, the segmenter its first {r.seg_n}, the ablation and the label study its "
+        f"first {r.study_n}); held-out split: "
         f"{r.test_n} images (seed {r.test_seed}), never used in training.", "",
         "## Reproduce", "```", f"s3e-train reproduce --domain {domain} --out models/{domain}",
         "```",
@@ -97,6 +98,12 @@ def model_card(domain: str, report: dict[str, Any], seconds: dict[str, float], r
         "attention supervised by the instance regions the caption words name (Liu et al. 2017), "
         f"beam search (width {cap.get('beam_width', 3)}). Validation split 10%, early stopping, "
         "best epoch kept.",
+        "- embedder (semantic search): the captioner's encoder, frozen, with a projection of "
+        "each region and of the whole grid into a 48-d space; a text encoder (word embeddings, "
+        "two convolutions over neighbouring words); score = late interaction (FILIP, Yao et al. "
+        "2021): each query word's best region, averaged. Contrastive on references and 1-3 word "
+        "spans of them, with every image whose references contain the text as a positive; "
+        "words tied to instances are taught to peak on them.",
         "- segmenter: small U-Net (nearest up-sampling + convolutions).",
         "- vae: convolutional VAE with a label head q(y|x) and a decoder p(x|z, y) (Kingma et al. "
         "2014, M2), trained on all images with labels from 10% of them (pseudo-labels for the "
@@ -127,6 +134,22 @@ def model_card(domain: str, report: dict[str, Any], seconds: dict[str, float], r
                   "game: the peak cell is in the region; mass: the share of attention there); "
                   "chance = the region's share of the grid.", "",
                   *_grounding_rows(cap["grounding"])]  # fmt: skip
+    emb = report.get("embedder", {})
+    if emb:
+        lines += ["", "## Semantic search (text-image model, held-out split, Keras)",
+                  "Precision@10 of the split's own queries (see `models/queries.py`); chance = "
+                  "the relevant share.", "", "| queries | n | precision@10 | chance | worst |",
+                  "| --- | --- | --- | --- | --- |"]  # fmt: skip
+        for kind in ("words", "typos", "bound"):
+            if kind in emb:
+                row = emb[kind]
+                worst = ", ".join(f"{q} {s:.2f}" for q, s in row["worst"].items())
+                lines.append(f"| {kind} | {row['queries']} | {_fmt(row['p_at_10'])} | "
+                             f"{_fmt(row['chance'])} | {worst} |")  # fmt: skip
+        pt = emb.get("pointing", {})
+        if pt:
+            lines.append(f"| query-noun pointing | {pt['n']} | {_fmt(pt['pointing'])} | "
+                         f"{_fmt(pt['chance'])} | |")  # fmt: skip
     table = report.get("ablation", {})
     if table:
         lines += ["", f"## Attention ablation ({table.get('split')} for caption scores; all "

@@ -2,11 +2,12 @@
 
 Generates the training and held-out splits from fixed seeds; trains the shipped captioner
 (Bahdanau attention, supervised by the generated instances, with a visual sentinel), the
-segmenter and the semi-supervised VAE (labels from 10% of its images); trains the attention
-ablation (each lever alone, both, Luong, the mean-context baseline) and the VAE label study
-(1%, 10%, 100% of labels) on a smaller prefix of the same training split, so the whole run fits
-in an hour on 2 cores; evaluates everything on the held-out split and writes `metrics.json`
-and `MODEL_CARD.md` beside the weights.
+text-image model of semantic search over its encoder, the segmenter and the semi-supervised
+VAE (labels from 10% of its images); trains the attention ablation (each lever alone, both,
+Luong, the mean-context baseline) and the VAE label study (1%, 10%, 100% of labels) on a
+smaller prefix of the same training split, so the whole run fits in an hour on 2 cores;
+evaluates everything on the held-out split and writes `metrics.json` and `MODEL_CARD.md`
+beside the weights.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 from models import training
 from models.captioner_training import fit_captioner
 from models.data.dataset import write_dataset
+from models.embedder_training import fit_embedder
 from models.model_card import model_card
 from models.vae_training import fit_vae
 
@@ -44,11 +46,14 @@ class Recipe:
     study_n: int
     """The ablation captioners and the label study train on this prefix."""
     study_epochs: int
+    embedder_epochs: int
+    seg_n: int
+    """The segmenter trains on this prefix (it learns masks quickly)."""
 
 
 RECIPES = {
-    "shapes": Recipe(10000, 1000, 1001, 2001, 30, 6, 20, 6000, 2500, 15),
-    "chest": Recipe(10000, 1000, 1002, 2002, 30, 6, 20, 6000, 2500, 15),
+    "shapes": Recipe(6000, 1000, 1001, 2001, 25, 4, 20, 4000, 1500, 12, 40, 4000),
+    "chest": Recipe(6000, 1000, 1002, 2002, 25, 4, 20, 4000, 1500, 12, 40, 4000),
 }
 ABLATIONS: dict[str, dict[str, Any]] = {
     "bahdanau": {"attention": "bahdanau", "sentinel": False, "grounding_weight": 0.0},
@@ -70,6 +75,7 @@ def make_data(domain: str, work: Path) -> dict[str, Path]:
     plan = {
         "train": (r.train_n, r.train_seed),
         "vae": (r.vae_n, r.train_seed),
+        "segmenter": (r.seg_n, r.train_seed),
         "study": (r.study_n, r.train_seed),
         "test": (r.test_n, r.test_seed),
     }
@@ -94,10 +100,11 @@ def fit_all(domain: str, data: dict[str, Path], out: Path) -> dict[str, float]:
         seconds[name] = round(time.monotonic() - start, 1)
         log.info("trained %s in %.0f s", name, seconds[name])
 
-    timed("segmenter", training.fit_segmenter, data["train"], out, epochs=r.segmenter_epochs)
+    timed("segmenter", training.fit_segmenter, data["segmenter"], out, epochs=r.segmenter_epochs)
     timed("vae", fit_vae, data["vae"], out, epochs=r.vae_epochs, label_fraction=0.1)
     timed("captioner", fit_captioner, data["train"], out, epochs=r.captioner_epochs,
           **ABLATIONS["bahdanau+both"])  # fmt: skip
+    timed("embedder", fit_embedder, data["train"], out, epochs=r.embedder_epochs)
     for name, settings in ABLATIONS.items():
         timed(f"ablation/{name}", fit_captioner, data["study"], out / "ablation" / name,
               epochs=r.study_epochs, **settings)  # fmt: skip

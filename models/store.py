@@ -20,6 +20,7 @@ FILES = {
     "captioner": ("captioner_encoder.weights.h5", "captioner_step.weights.h5"),
     "segmenter": ("segmenter.weights.h5",),
     "vae": ("vae_encoder.weights.h5", "vae_decoder.weights.h5"),
+    "embedder": ("text_encoder.weights.h5", "region_projection.weights.h5"),
 }
 
 
@@ -70,3 +71,17 @@ def load_vae(
     _load(enc, Path(folder) / FILES["vae"][0])
     _load(dec, Path(folder) / FILES["vae"][1])
     return enc, dec, LatentSpace.load(folder)
+
+
+def load_embedder(folder: Path, cfg: ModelsConfig | None = None) -> tuple[keras.Model, keras.Model]:
+    """(text encoder, region projection) of the text-image model."""
+    from models.embedder import build_region_projection, build_text_encoder
+
+    cfg = cfg or ModelsConfig.load(folder)
+    if cfg.embedder is None or cfg.captioner is None:
+        raise ConfigError(f"{folder}: config.json has no embedder (or captioner) section")
+    text = build_text_encoder(cfg.embedder)
+    projection = build_region_projection(cfg.embedder, cfg.captioner.filters[-1], cfg.grid**2)
+    _load(text, Path(folder) / FILES["embedder"][0])
+    _load(projection, Path(folder) / FILES["embedder"][1])
+    return text, projection

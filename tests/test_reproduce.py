@@ -14,7 +14,7 @@ from models.cli import run
 def test_reproduce_makes_data_trains_everything_and_writes_metrics_and_card(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    tiny = reproduce.Recipe(48, 24, 11, 12, 1, 1, 1, "normal")
+    tiny = reproduce.Recipe(48, 24, 11, 12, 1, 1, 1, 48, 32, 1, 1, 48)
     monkeypatch.setitem(reproduce.RECIPES, "chest", tiny)
     out = tmp_path / "models" / "chest"
     args = ["reproduce", "--domain", "chest", "--out", str(out), "--work", str(tmp_path / "data")]
@@ -23,17 +23,21 @@ def test_reproduce_makes_data_trains_everything_and_writes_metrics_and_card(
         "captioner_step.weights.h5",
         "segmenter.weights.h5",
         "vae_encoder.weights.h5",
-        "ablation/luong/captioner_step.weights.h5",
+        "text_encoder.weights.h5",
+        "region_projection.weights.h5",
+        "ablation/luong+both/captioner_step.weights.h5",
         "ablation/none/config.json",
     ):
         assert (out / name).exists(), name
     metrics = json.loads((out / "metrics.json").read_text())
-    assert {"captioner", "segmenter", "vae", "ablation", "minimums", "train_seconds"} <= set(
-        metrics
-    )
-    assert set(metrics["ablation"]) >= {"bahdanau", "luong", "none"}
+    assert {"captioner", "segmenter", "vae", "embedder", "ablation", "label_study", "minimums",
+            "train_seconds"} <= set(metrics)  # fmt: skip
+    assert set(metrics["ablation"]) >= {"bahdanau", "luong+both", "none"}
+    assert metrics["embedder"]["words"]["queries"] > 0
+    assert 0.0 <= metrics["embedder"]["pointing"]["pointing"] <= 1.0
     card = (out / "MODEL_CARD.md").read_text()
     assert "s3e-train reproduce --domain chest --out models/chest" in card
     assert "not clinical data" in card and "| captioner finding_accuracy |" in card
+    assert "## Semantic search" in card and "| words |" in card
     held_out = json.loads((tmp_path / "data/chest/test/captions.json").read_text())["info"]
     assert held_out["seed"] == 12 and held_out["n"] == 24

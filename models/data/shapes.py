@@ -41,7 +41,8 @@ def _name(o: dict[str, Any]) -> str:
 
 def grounded_captions(objects: list[dict[str, Any]]) -> list[tuple[str, list[Span]]]:
     """Three reference captions for objects already in canonical order, each with the token
-    spans that name object i (instance i): its size, colour and shape words."""
+    spans that name object i (instance i): its size, colour and shape words. One caption
+    reads the scene backwards, so every relation is said both ways ("above" and "below")."""
     names = [_name(o) for o in objects]
     p: list[list[Part]]
     if len(objects) == 1:
@@ -62,8 +63,8 @@ def grounded_captions(objects: list[dict[str, Any]]) -> list[tuple[str, list[Spa
     chain: list[Part] = [(names[0], 0), (f"{rels[0]} a", None), (names[1], 1)]
     p = [
         [("a", None), *chain, (f"{rels[1]} a", None), (names[2], 2)],
-        [("a", None), *chain, ("and a", None), (names[2], 2),
-         (f"{INVERSE[rels[1]]} the", None), (objects[1]["shape"], 1)],
+        [("a", None), (names[2], 2), (f"{INVERSE[rels[1]]} a", None), (names[1], 1),
+         (f"{INVERSE[rels[0]]} a", None), (names[0], 0)],
         [("there is a", None), *chain, (f"{rels[1]} a", None), (names[2], 2)],
     ]  # fmt: skip
     return [compose(parts) for parts in p]
