@@ -15,13 +15,15 @@ from fastapi import FastAPI, HTTPException, Request
 
 from edge.config import EdgeConfig
 from edge.http_guard import Guard
+from edge.hybrid import HybridSearch
 from edge.index import SearchIndex
 from edge.ingest import Ingestor
 from edge.metrics import Metrics
 from edge.parts import Hooks
 from edge.records import Record
-from edge.similar import LatentNeighbours
+from edge.semantic import SemanticSearch
 from edge.store import Store
+from edge.vectors import VectorIndex
 
 
 @dataclass
@@ -34,10 +36,16 @@ class ApiContext:
     health: Callable[[], dict[str, Any]]
     store: Store | None = None
     ingestor: Ingestor | None = None
-    neighbours: LatentNeighbours | None = None
+    latent: VectorIndex | None = None
+    """The VAE latents' nearest-neighbour index ("similar images")."""
+    semantic: SemanticSearch | None = None
     hooks: Hooks = field(default_factory=Hooks)
     swap: Callable[[str], dict[str, Any]] | None = None
     """Switch the running bundle (`edge.swap.BundleSwapper.swap`)."""
+
+    @property
+    def search(self) -> HybridSearch:
+        return HybridSearch(self.index, self.semantic, self.store)
 
     def need_store(self) -> Store:
         if self.store is None:

@@ -66,7 +66,7 @@ class Daemon:
 
     def _build(self, bundle: Any) -> None:
         cfg, ctx = self.cfg, self.ctx
-        self.index_part = IndexPart(ctx)
+        self.index_part = IndexPart(ctx, lambda: self.pool.version)
         self.index = self.index_part.index
         self.parts.append(self.index_part)
         analysers = start_analysers(bundle, cfg.model)

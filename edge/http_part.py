@@ -14,7 +14,7 @@ from edge.api import ApiContext, create_app
 from edge.config import HttpConfig
 from edge.http_guard import GuardedH11Protocol
 from edge.parts import BasePart
-from edge.similar import LatentNeighbours
+from edge.semantic import SemanticSearch
 
 log = logging.getLogger("s3e.http")
 
@@ -53,9 +53,10 @@ class HttpPart(BasePart):
     def __init__(self, daemon: Any) -> None:
         d = daemon
         self.cfg = d.cfg.http
-        self.neighbours = LatentNeighbours(d.store)
+        semantic = SemanticSearch(d.store, d.index_part.profile, lambda: d.pool.bundle)
         self.ctx = ApiContext(d.cfg, d.index, d.metrics, d.health, d.store, d.ingestor,
-                              self.neighbours, d.hooks, d.swapper.swap)  # fmt: skip
+                              d.index_part.latent, semantic, d.hooks,
+                              d.swapper.swap)  # fmt: skip
         self.server = HttpServer(create_app(self.ctx), self.cfg)
         self.port: int | None = None
         self._mqtt = d.mqtt

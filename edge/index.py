@@ -31,6 +31,8 @@ index tantivy cannot open with this schema) means: empty it, and rebuild from th
 SCHEMA_FILE = "schema.json"
 
 DEFAULT_FIELDS = ["caption", "labels"]
+FUZZY = {"caption": (False, 1, True), "labels": (False, 1, True)}
+"""Typo tolerance: (prefix, distance, a swap of neighbours counts one) per field."""
 MAX_QUERY_CHARS = 512
 MAX_QUERY_DEPTH = 16
 MAX_QUERY_TERMS = 64
@@ -227,17 +229,28 @@ class SearchIndex:
                 total += p.stat().st_size
         return total
 
-    def parse(self, q: str) -> tantivy.Query:
+    def parse(self, q: str, fuzzy: bool = False) -> tantivy.Query:
+        """The query, all its words required; `fuzzy`: each word also matches the indexed
+        words one edit away (at a constant score, so exact words still rank first)."""
         if not q.strip():
             return tantivy.Query.all_query()
         check_query(q)
         try:
-            return self.index.parse_query(q, DEFAULT_FIELDS, conjunction_by_default=True)
+            exact = self.index.parse_query(q, DEFAULT_FIELDS, conjunction_by_default=True)
+            if not fuzzy:
+                return exact
+            near = self.index.parse_query(q, DEFAULT_FIELDS, fuzzy_fields=FUZZY,
+                                          conjunction_by_default=True)  # fmt: skip
         except ValueError as e:
             raise QuerySyntaxError(str(e)) from None
+        return tantivy.Query.boolean_query([(tantivy.Occur.Should, exact),
+                                            (tantivy.Occur.Should, near)])  # fmt: skip
 
-    def query(self, q: str, f: Filters) -> tantivy.Query:
-        parts = [self.parse(q)]
+    def query(self, q: str, f: Filters, fuzzy: bool = False) -> tantivy.Query:
+        return self._filtered(self.parse(q, fuzzy), f)
+
+    def _filtered(self, base: tantivy.Query, f: Filters) -> tantivy.Query:
+        parts = [base]
         if f.label:
             parts.append(tantivy.Query.term_query(self.schema, "labels", f.label))
         if f.source:
@@ -261,31 +274,52 @@ class SearchIndex:
         return tantivy.Query.boolean_query([(tantivy.Occur.Must, p) for p in parts])
 
     def search(
-        self, q: str, filters: Filters, limit: int = 20, offset: int = 0
-    ) -> tuple[int, list[Hit], dict[str, int]]:
-        """(total matches, one page of hits, label counts over every match)."""
-        query = self.query(q, filters)
+        self, q: str, filters: Filters, limit: int = 20, offset: int = 0, fuzzy: bool = False,
+        facets: bool = True,
+    ) -> tuple[int, list[Hit], dict[str, int]]:  # fmt: skip
+        """(total matches, one page of hits, label counts over every match: {} unless
+        `facets`, as counting them visits every match)."""
+        query = self.query(q, filters, fuzzy)
         searcher = self.index.searcher()
         try:
             result = searcher.search(query, limit, count=True, offset=offset)
         except ValueError as e:  # a query that parses but cannot run, e.g. "caption:*"
             raise QuerySyntaxError(str(e)) from None
-        snippets = tantivy.SnippetGenerator.create(searcher, query, self.schema, "caption")
-        hits = []
-        for score, address in result.hits:
-            doc = searcher.doc(address)
-            d = doc.to_dict()
-            caption = d["caption"][0] if d.get("caption") else ""
-            snippet = snippets.snippet_from_doc(doc).to_html()
-            hits.append(
-                Hit(
-                    id=d["id"][0], score=float(score), caption=caption,
-                    snippet=snippet or html.escape(caption), labels=d.get("labels", []),
-                    classes=d.get("classes", []), source=d["source"][0],
-                    device=d["device"][0], captured_at=d["captured"][0].isoformat(),
-                    anomaly=float(d["anomaly"][0]),
-                )
-            )  # fmt: skip
-        agg = searcher.aggregate(query, {"labels": {"terms": {"field": "labels", "size": 100}}})
-        facets = {b["key"]: int(b["doc_count"]) for b in agg["labels"]["buckets"]}
-        return int(getattr(result, "count", 0) or 0), hits, facets
+        snippets = self._snippets(searcher, query)
+        hits = [self._hit(searcher.doc(a), float(s), snippets) for s, a in result.hits]
+        counts: dict[str, int] = {}
+        if facets:
+            agg = searcher.aggregate(query, {"labels": {"terms": {"field": "labels",
+                                                                  "size": 100}}})  # fmt: skip
+            counts = {b["key"]: int(b["doc_count"]) for b in agg["labels"]["buckets"]}
+        return int(getattr(result, "count", 0) or 0), hits, counts
+
+    def documents(self, ids: list[str], filters: Filters, q: str = "") -> dict[str, Hit]:
+        """The indexed documents of `ids` that pass `filters` (score 0), with snippets of the
+        words of `q` where they parse."""
+        if not ids:
+            return {}
+        searcher = self.index.searcher()
+        query = self._filtered(tantivy.Query.term_set_query(self.schema, "id", ids), filters)
+        result = searcher.search(query, len(ids))
+        try:
+            snippets = self._snippets(searcher, self.parse(q, fuzzy=True)) if q.strip() else None
+        except QuerySyntaxError:
+            snippets = None
+        hits = [self._hit(searcher.doc(a), 0.0, snippets) for _, a in result.hits]
+        return {h.id: h for h in hits}
+
+    def _snippets(self, searcher: Any, query: tantivy.Query) -> Any:
+        return tantivy.SnippetGenerator.create(searcher, query, self.schema, "caption")
+
+    @staticmethod
+    def _hit(doc: Any, score: float, snippets: Any) -> Hit:
+        d = doc.to_dict()
+        caption = d["caption"][0] if d.get("caption") else ""
+        snippet = snippets.snippet_from_doc(doc).to_html() if snippets is not None else ""
+        return Hit(
+            id=d["id"][0], score=score, caption=caption,
+            snippet=snippet or html.escape(caption), labels=d.get("labels", []),
+            classes=d.get("classes", []), source=d["source"][0], device=d["device"][0],
+            captured_at=d["captured"][0].isoformat(), anomaly=float(d["anomaly"][0]),
+        )  # fmt: skip

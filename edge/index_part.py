@@ -10,12 +10,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from edge.index import SearchIndex
 from edge.parts import BasePart, Command, Context
 from edge.sinks import IndexSink, SinkWorker
+from edge.vectors import VectorIndex
 
 log = logging.getLogger("s3e.index")
 
@@ -23,13 +25,17 @@ log = logging.getLogger("s3e.index")
 class IndexPart(BasePart):
     name = "index"
 
-    def __init__(self, ctx: Context) -> None:
+    def __init__(self, ctx: Context, bundle: Callable[[], str]) -> None:
+        """`bundle`: the version of the bundle analysing now (its vectors are indexed)."""
         cfg = ctx.cfg
-        self.store = ctx.store
+        self.store, self.bundle = ctx.store, bundle
         self.index = SearchIndex(Path(cfg.data_dir) / "index", cfg.index.heap_mb)
-        self.worker = SinkWorker(ctx.store, IndexSink(self.index, ctx.metrics),
-                                 cfg.index.commit_every, cfg.index.commit_interval_s,
-                                 ctx.metrics)  # fmt: skip
+        folder = Path(cfg.data_dir) / "vectors"
+        self.latent = VectorIndex(ctx.store, folder, "latent", "l2sq", bundle)
+        self.profile = VectorIndex(ctx.store, folder, "profile", "ip", bundle)
+        sink = IndexSink(self.index, ctx.metrics, [self.latent, self.profile])
+        self.worker = SinkWorker(ctx.store, sink, cfg.index.commit_every,
+                                 cfg.index.commit_interval_s, ctx.metrics)  # fmt: skip
         ctx.hooks.on_analysed.append(self.worker.notify)
         m, index = ctx.metrics, self.index
         m.gauge("s3e_index_documents", "Documents in the search index", lambda: index.num_docs)
@@ -38,6 +44,8 @@ class IndexPart(BasePart):
                 lambda: ctx.store.count_due("index"))  # fmt: skip
 
     def start(self) -> None:
+        for v in (self.latent, self.profile):
+            v.open()
         if self.index.rebuilt:
             n = self.store.reset_sink("index")
             log.warning("rebuilding the search index from the store: %d records", n)
@@ -55,13 +63,16 @@ class IndexPart(BasePart):
     def stop(self, deadline: float) -> None:
         self.worker.stop(max(1.0, deadline - time.monotonic()))
         self.index.close()
+        for v in (self.latent, self.profile):
+            v.save(force=True)
 
     @property
     def threads(self) -> list[threading.Thread]:
         return [self.worker.thread]
 
     def health(self) -> dict[str, Any]:
-        return {"documents": self.index.num_docs, "set_aside": self.worker.set_aside}
+        return {"documents": self.index.num_docs, "set_aside": self.worker.set_aside,
+                "vectors": {v.blob: v.health() for v in (self.latent, self.profile)}}  # fmt: skip
 
     def commands(self) -> dict[str, Command]:
         return {"reindex": self._cmd_reindex}

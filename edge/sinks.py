@@ -20,6 +20,7 @@ from edge.index import SearchIndex
 from edge.metrics import Metrics
 from edge.records import Record
 from edge.store import Store
+from edge.vectors import VectorIndex
 
 log = logging.getLogger("s3e.sinks")
 
@@ -49,19 +50,27 @@ class IndexSink:
 
     name = "index"
 
-    def __init__(self, index: SearchIndex, metrics: Metrics) -> None:
-        self.index, self.metrics = index, metrics
+    def __init__(
+        self, index: SearchIndex, metrics: Metrics, vectors: list[VectorIndex] | None = None
+    ) -> None:
+        self.index, self.metrics, self.vectors = index, metrics, vectors or []
 
     def deliver(self, records: list[Record]) -> list[str]:
+        """Commit the documents, then bring the vector indexes up to the store."""
         t0 = time.perf_counter()
         self.index.add(records)
         self.index.commit()
+        for v in self.vectors:
+            v.refresh()
+            v.save()
         self.metrics.stage.labels("index_commit").observe(time.perf_counter() - t0)
         self.metrics.indexed.inc(len(records))
         return [r.id for r in records]
 
     def reset(self) -> None:
         self.index.clear()
+        for v in self.vectors:
+            v.reset()
 
 
 class SinkWorker:

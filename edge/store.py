@@ -23,8 +23,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from edge.records import Analysis, Record
 from edge.store_schema import S3_ORIGINAL, create
 
@@ -395,19 +393,44 @@ class Store:
             ).fetchone()  # fmt: skip
         return bytes(row[0]) if row else None
 
-    def vectors(self, name: str, after: int = 0) -> tuple[int, list[str], np.ndarray]:
-        """(last analysed_seq, ids, float32 vectors of blob `name`) of records analysed after
-        `after`, in the order they were analysed; a record analysed again appears again."""
+    def vectors(
+        self, name: str, bundle: str, after: int = 0, limit: int = 50_000
+    ) -> tuple[int, list[int], list[bytes]]:
+        """(last analysed_seq read, seqs, blob `name`) of up to `limit` records analysed after
+        `after` by `bundle`, in the order they were analysed (a record analysed again appears
+        again). The cursor passes records of other bundles: their vectors are of another
+        space."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT r.analysed_seq, r.id, b.data FROM records r JOIN blobs b ON "
-                "b.seq=r.seq AND b.name=? WHERE r.status='analysed' AND r.analysed_seq>? "
-                "ORDER BY r.analysed_seq", (name, after),
+                "SELECT r.analysed_seq, r.seq, r.bundle, b.data FROM records r LEFT JOIN blobs b "
+                "ON b.seq=r.seq AND b.name=? WHERE r.status='analysed' AND r.analysed_seq>? "
+                "ORDER BY r.analysed_seq LIMIT ?", (name, after, limit),
             ).fetchall()  # fmt: skip
         if not rows:
-            return after, [], np.zeros((0, 0), np.float32)
-        vecs = np.stack([np.frombuffer(r[2], dtype=np.float32) for r in rows])
-        return int(rows[-1][0]), [r[1] for r in rows], vecs
+            return after, [], []
+        kept = [(int(r[1]), bytes(r[3])) for r in rows if r[2] == bundle and r[3] is not None]
+        return int(rows[-1][0]), [s for s, _ in kept], [b for _, b in kept]
+
+    def ids_of(self, seqs: list[int]) -> dict[int, str]:
+        """Record ids by seq (the vector indexes' keys)."""
+        with self._lock:
+            return dict(self._db.execute(
+                f"SELECT seq, id FROM records WHERE seq IN ({','.join('?' * len(seqs))})",
+                seqs).fetchall())  # fmt: skip
+
+    def seq_of(self, rid: str) -> int | None:
+        with self._lock:
+            row = self._db.execute("SELECT seq FROM records WHERE id=?", (rid,)).fetchone()
+        return int(row[0]) if row else None
+
+    def blobs(self, seqs: list[int], name: str) -> dict[int, bytes]:
+        """Blob `name` of each of `seqs` that has one."""
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT seq, data FROM blobs WHERE name=? AND seq IN "
+                f"({','.join('?' * len(seqs))})", (name, *seqs),
+            ).fetchall()  # fmt: skip
+        return {int(s): bytes(d) for s, d in rows}
 
     def count_pending(self) -> int:
         with self._lock:

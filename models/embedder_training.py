@@ -26,8 +26,8 @@ from models.config import ConfigError, EmbedderConfig
 from models.data.dataset import Dataset
 from models.data.tokens import STOP, tokenize
 from models.embedder import build_region_projection, build_text_encoder
-from models.queries import build_queries
-from models.search_eval import Ranker, precision_report
+from models.queries import Ranker, build_queries, precision_report
+from models.search_eval import keras_encoder
 from models.semantic import content_mask, token_ids
 from models.store import FILES, load_captioner
 from models.training import (
@@ -116,7 +116,7 @@ def fit_embedder(
 
     def validate() -> dict[str, float]:
         images = np.asarray(projection(regions[val], training=False))
-        ranker = Ranker(text_model, images, ec.vocab, ec.max_tokens)
+        ranker = Ranker(keras_encoder(text_model, ec.vocab, ec.max_tokens), images)
         p10 = precision_report(ranker.rank, {"words": queries}).get("words", {}).get("p_at_10", 0)
         return {"p_at_10": p10, "score": p10}
 

@@ -15,14 +15,17 @@ from __future__ import annotations
 
 import itertools
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
+from models.data.instances import grid_regions
 from models.data.sample import Span
 from models.data.tokens import STOP, tokenize
-from models.semantic import within_one_edit
+from models.grounding import word_class
+from models.semantic import late_interaction, within_one_edit, word_maps
 
 MIN_SHARE, MAX_SHARE = 0.03, 0.80
 BOUND_MIN_RELEVANT = 10
@@ -111,6 +114,68 @@ def _object_phrases(
                 words = tuple(toks[s.start : s.end])
                 if len(s.instances) == 1 and len(words) >= 2:
                     out.update({words, words[1:]})
+    return out
+
+
+class Ranker:
+    """Query text -> ranking of a fixed set of images, given how to encode a query ((T, D)
+    word vectors, (T,) content mask): the Keras encoder or the device's."""
+
+    def __init__(self, encode: Callable[[str], tuple[np.ndarray, np.ndarray]],
+                 images: np.ndarray) -> None:  # fmt: skip
+        self.encode, self.images = encode, images
+
+    def rank(self, query: str, k: int = 10) -> np.ndarray:
+        vecs, mask = self.encode(query)
+        if not mask.any():
+            return np.zeros(0, np.int64)
+        return np.argsort(-late_interaction(vecs, mask, self.images), kind="stable")[:k]
+
+
+def precision_report(rank: Any, kinds: dict[str, dict[str, np.ndarray]]) -> dict[str, Any]:
+    """Per kind: mean precision@10, mean chance, the count and the five worst queries."""
+    out: dict[str, Any] = {}
+    for kind, queries in kinds.items():
+        scores = {q: precision_at(rank(q), rel) for q, rel in queries.items()}
+        if not scores:
+            continue
+        worst = sorted(scores.items(), key=lambda kv: kv[1])[:5]
+        out[kind] = {"queries": len(scores), "p_at_10": float(np.mean(list(scores.values()))),
+                     "chance": float(np.mean([chance(r) for r in queries.values()])),
+                     "worst": {q: round(s, 3) for q, s in worst}}  # fmt: skip
+    return out
+
+
+def pointing(ranker: Ranker, ds: Any, domain: str, grid: int) -> dict[str, Any]:
+    """Pointing game of single-noun queries: for each image whose references name the noun's
+    instance, does the peak of the word's map lie on that instance? Chance: its grid share."""
+    if ds.instances is None or ds.grounding is None:
+        return {}
+    hits: list[bool] = []
+    shares: list[float] = []
+    for i, (insts, spans) in enumerate(zip(ds.instances, ds.grounding, strict=True)):
+        cells = grid_regions(np.stack([c for _, c in insts]), grid) if insts else None
+        for word, named in named_nouns(ds.captions[i], spans, domain).items():
+            if cells is None:
+                continue
+            vecs, _ = ranker.encode(word)
+            peak = int(np.argmax(word_maps(vecs[:1], ranker.images[i])[0]))
+            region = cells[sorted(named)].max(axis=0) > 0
+            hits.append(bool(region[peak]))
+            shares.append(float(region.mean()))
+    return {"n": len(hits), "pointing": float(np.mean(hits)) if hits else 0.0,
+            "chance": float(np.mean(shares)) if shares else 0.0}  # fmt: skip
+
+
+def named_nouns(captions: Sequence[str], spans: Any, domain: str) -> dict[str, set[int]]:
+    """Noun word -> the instances the image's reference spans containing it name."""
+    out: dict[str, set[int]] = {}
+    for c, cs in zip(captions, spans or [], strict=False):
+        toks = tokenize(c)
+        for s in cs or []:
+            for w in toks[s.start : s.end]:
+                if s.instances and word_class(domain, w) == "noun":
+                    out.setdefault(w, set()).update(s.instances)
     return out
 
 

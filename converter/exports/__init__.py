@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from converter.exports.base import Export
 from converter.exports.caption import CaptionExport
+from converter.exports.embedding import EmbeddingExport
 from converter.exports.segmentation import SegmentationExport
 from converter.exports.vae import VaeExport
 
 EXPORTS: dict[str, Export] = {e.key: e for e in (CaptionExport(), SegmentationExport(),
-                                                 VaeExport())}  # fmt: skip
+                                                 EmbeddingExport(), VaeExport())}  # fmt: skip
 
 __all__ = ["EXPORTS", "Export"]

@@ -40,6 +40,10 @@ class Export(ABC):
         """Graphs run per request (a query), not per image."""
         return []
 
+    def shared_models(self) -> list[str]:
+        """Other outputs' graphs this output runs too (once an image: `edge.analysis`)."""
+        return []
+
     @abstractmethod
     def feeds(
         self, graphs: dict[str, Graph], images: np.ndarray, max_len: int, limit: int

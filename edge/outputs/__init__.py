@@ -17,11 +17,12 @@ from importlib import metadata
 from edge.bundle import Bundle, BundleError
 from edge.outputs.base import Label, Output, OutputFields, Produced
 from edge.outputs.caption import CaptionOutput
+from edge.outputs.embedding import EmbeddingOutput
 from edge.outputs.segmentation import SegmentationOutput
 from edge.outputs.vae import VaeOutput
 
 OUTPUTS: dict[str, type[Output]] = {
-    cls.key: cls for cls in (CaptionOutput, SegmentationOutput, VaeOutput)
+    cls.key: cls for cls in (CaptionOutput, SegmentationOutput, EmbeddingOutput, VaeOutput)
 }
 
 

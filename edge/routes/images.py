@@ -1,5 +1,6 @@
 """One image's views: the original, its thumbnail and derived files, its record, each caption
-word's attention (as a PNG over the thumbnail, or as numbers), and similar images."""
+word's attention and each query word's match (as a PNG over the thumbnail, or as numbers),
+and similar images."""
 
 from __future__ import annotations
 
@@ -105,14 +106,52 @@ def attention_json(rid: str, ctx: Ctx) -> dict[str, Any]:
 
 @router.get("/images/{rid}/similar", summary="Nearest images in the VAE latent space")
 def similar(rid: str, ctx: Ctx, k: Annotated[int, Query(ge=1, le=100)] = 10) -> dict[str, Any]:
-    if ctx.neighbours is None:
+    """Approximate nearest neighbours (HNSW; recall@10 against brute force in
+    `bench/search.py`) among the images the running bundle analysed."""
+    if ctx.latent is None:
         raise HTTPException(503, "no latent index in this app")
-    got = ctx.neighbours.query(rid, k)
+    seq = ctx.need_store().seq_of(rid)
+    ctx.latent.refresh()
+    vector = ctx.latent.get(seq) if seq is not None else None
+    if vector is None:
+        raise HTTPException(404, f"no image with id {rid} analysed by the running bundle")
+    near = [(s, d) for s, d in ctx.latent.search(vector, k + 1) if s != seq][:k]
+    ids = ctx.need_store().ids_of([s for s, _ in near]) if near else {}
+    return {"id": rid, "similar": [
+        {"id": ids[s], "distance": round(float(np.sqrt(max(d, 0.0))), 5),
+         "thumbnail_url": f"/images/{ids[s]}/thumb"} for s, d in near if s in ids]}  # fmt: skip
+
+
+def _match(ctx: ApiContext, rid: str, q: str) -> dict[str, Any]:
+    ctx.record(rid)
+    if ctx.semantic is None:
+        raise HTTPException(503, "no semantic search in this app")
+    if not q.strip() or len(q) > 512:
+        raise HTTPException(400, "q: give the query (1 to 512 characters)")
+    got = ctx.semantic.match(rid, q)
     if got is None:
-        raise HTTPException(404, f"no analysed image with id {rid}")
-    return {
-        "id": rid,
-        "similar": [
-            {"id": i, "distance": d, "thumbnail_url": f"/images/{i}/thumb"} for i, d in got
-        ],
-    }
+        raise HTTPException(404, f"no semantic vectors for {rid} (not analysed by a bundle "
+                                 "with semantic search?)")  # fmt: skip
+    return got
+
+
+@router.get("/images/{rid}/match", summary="Where each query word matched on the image")
+def match(rid: str, ctx: Ctx, q: str = "", word: str | None = None) -> Any:
+    """`words[k].map`: G*G weights, row-major, top row first, summing to 1 (a softmax of the
+    word's similarity over the regions); `score`: the word's best similarity. With `word`
+    (an index, or the word itself): that word's map as a PNG over the thumbnail."""
+    got = _match(ctx, rid, q)
+    if word is None:
+        return {"id": rid, "query": q, **got}
+    names = [w["word"] for w in got["words"]]
+    if word.isascii() and word.isdigit() and len(word) <= 3 and int(word) < len(names):
+        k = int(word)
+    elif word in names:
+        k = names.index(word)
+    else:
+        raise HTTPException(404, f"word {printable(word, 40)!r} is not a searched word of "
+                                 f"{names}")  # fmt: skip
+    grid = np.asarray(got["words"][k]["map"], np.float32).reshape(got["grid"], got["grid"])
+    thumb_bytes = ctx.need_store().derived_path(rid, "thumb.jpg").read_bytes()
+    return Response(attention_png(thumb_bytes, grid), media_type="image/png",
+                    headers={"X-Word": names[k]})  # fmt: skip

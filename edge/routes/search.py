@@ -1,9 +1,10 @@
-"""`/search`: Tantivy query syntax over captions and labels, with filters and facets."""
+"""`/search`: keyword (Tantivy query syntax, typo tolerant), semantic, or both fused
+(`edge.hybrid`), with filters and facets."""
 
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query
 
@@ -24,10 +25,22 @@ def when(value: str | None, name: str) -> dt.datetime | None:
     return t if t.tzinfo else t.replace(tzinfo=dt.UTC)
 
 
-@router.get("/search", summary="Search captions and labels (Tantivy query syntax)")
+@router.get("/search", summary="Find images by what is in them: keyword, semantic or both")
 def search(
     ctx: Ctx,
     q: str = "",
+    mode: Annotated[
+        Literal["hybrid", "keyword", "semantic"],
+        Query(
+            description="keyword: Tantivy syntax over captions and labels; semantic: the "
+            "query's words against the images' regions; hybrid: both, fused"
+        ),
+    ] = "hybrid",
+    fusion: Annotated[
+        Literal["rrf", "mix"],
+        Query(description="hybrid: reciprocal-rank fusion, or a mix of the two scores"),
+    ] = "rrf",
+    facets: bool = True,
     label: str | None = None,
     since: str | None = None,
     until: str | None = None,
@@ -36,18 +49,19 @@ def search(
     limit: Annotated[int, Query(ge=1, le=200)] = 20,
     offset: Annotated[int, Query(ge=0, le=100_000)] = 0,
 ) -> dict[str, Any]:
+    """Each result says why it matched (`match.keyword`: its rank, BM25 score and the query
+    words its caption holds; `match.semantic`: its rank, score and each query word's);
+    `message` names unknown words, corrections, or why nothing matched. `facets`: label
+    counts over every keyword match (over the fused results in the other modes)."""
     filters = Filters(label, source, when(since, "since"), when(until, "until"), min_anomaly)
     try:
-        total, hits, facets = ctx.index.search(q, filters, limit, offset)
+        res = ctx.search.search(q, filters, mode, limit, offset, fusion, facets)
     except QuerySyntaxError as e:
         raise HTTPException(400, f"query syntax error in {q[:200]!r}: {e}") from None
     return {
-        "query": q,
-        "total": total,
-        "offset": offset,
-        "results": [
-            {**h.__dict__, "thumbnail_url": f"/images/{h.id}/thumb", "url": f"/images/{h.id}"}
-            for h in hits
-        ],
-        "facets": {"labels": facets},
-    }
+        "query": q, "mode": res.mode, "total": res.total, "offset": offset,
+        "results": [{**h, "thumbnail_url": f"/images/{h['id']}/thumb",
+                     "url": f"/images/{h['id']}"} for h in res.hits],
+        "facets": {"labels": res.facets}, "message": res.message,
+        "corrected": res.corrected, "unknown": res.unknown,
+    }  # fmt: skip
