@@ -46,6 +46,7 @@ class IndexPart(BasePart):
     def start(self) -> None:
         for v in (self.latent, self.profile):
             v.open()
+            threading.Thread(target=v.refresh, daemon=True, name=f"{v.blob}-catch-up").start()
         if self.index.rebuilt:
             n = self.store.reset_sink("index")
             log.warning("rebuilding the search index from the store: %d records", n)

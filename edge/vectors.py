@@ -48,6 +48,7 @@ class VectorIndex:
         self.cursor = 0
         self.index: Index | None = None
         self._lock = threading.RLock()
+        self._refreshing = threading.Lock()
         self._dirty = False
         self._saved_at = time.monotonic()
 
@@ -70,6 +71,8 @@ class VectorIndex:
         with self._lock:
             self.bundle, self.cursor, self.index = bundle, 0, None
             try:
+                if not self.meta_path.exists():
+                    return  # a new device: nothing saved yet
                 meta = json.loads(self.meta_path.read_text())
                 if meta.get("bundle") == bundle and self.path.exists():
                     index = Index.restore(str(self.path))
@@ -91,18 +94,23 @@ class VectorIndex:
         if self.store is None:
             return 0
         added = 0
-        with self._lock:
-            if self.running() != self.bundle:
-                self.open()
+        if not self._refreshing.acquire(blocking=False):
+            return 0  # another thread is reading the store: searches go on meanwhile
+        try:  # in batches: a catch-up at start can take a minute at 1M records
             while True:
-                last, seqs, blobs = self.store.vectors(self.blob, self.bundle, self.cursor)
-                if last == self.cursor:
-                    break
-                if seqs:
-                    vecs = np.stack([np.frombuffer(b, np.float32) for b in blobs])
-                    self.add(np.array(seqs, np.uint64), vecs)
-                    added += len(seqs)
-                self.cursor, self._dirty = last, True
+                with self._lock:
+                    if self.running() != self.bundle:
+                        self.open()
+                    last, seqs, blobs = self.store.vectors(self.blob, self.bundle, self.cursor)
+                    if last == self.cursor:
+                        break
+                    if seqs:
+                        vecs = np.stack([np.frombuffer(b, np.float32) for b in blobs])
+                        self.add(np.array(seqs, np.uint64), vecs)
+                        added += len(seqs)
+                    self.cursor, self._dirty = last, True
+        finally:
+            self._refreshing.release()
         return added
 
     def add(self, keys: np.ndarray, vectors: np.ndarray) -> None:

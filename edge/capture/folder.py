@@ -336,8 +336,9 @@ def reject_file(root: Path, path: Path, kind: str, reason: str) -> None:
     while target.exists() or target.with_name(target.name + ".reason.txt").exists():
         target = root / "rejected" / f"{stamp}-{n}-{safe}"
         n += 1
-    shutil.move(str(path), target)
-    target.with_name(target.name + ".reason.txt").write_text(
-        f"file: {printable(str(path), 4096)}\nkind: {kind}\nreason: {reason}\n"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.with_name(target.name + ".reason.txt").write_text(  # first: whoever sees the file
+        f"file: {printable(str(path), 4096)}\nkind: {kind}\nreason: {reason}\n"  # sees why
         f"rejected_at: {stamp}\n"
     )
+    shutil.move(str(path), target)

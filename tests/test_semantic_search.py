@@ -1,0 +1,270 @@
+"""Semantic search (issue 13) through the daemon's HTTP API, on the shipped chest bundle and
+generated phantoms whose findings are known: the three modes, typos, unknown words, filters
+in every mode, each query word's map against the model, and the vector indexes rebuilt by
+`reindex`, after a kill -9 and from a damaged file. The query side runs without TensorFlow."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from conftest import ROOT, free_port, wait_until
+from test_edge_process import healthy, write_config
+
+from edge.bundle import load_bundle
+from edge.config import parse_config
+from edge.daemon import Daemon
+from edge.outputs.embedding import unpack
+from edge.semantic import QueryEncoder
+from edge.vectors import VectorIndex
+from models.data.tokens import tokenize
+from models.semantic import word_maps
+
+N = 48
+FINDING_QUERIES = {
+    "cardiomegaly": "cardiomegaly",
+    "enlarged heart": "cardiomegaly",
+    "pleural effusion": "effusion",
+    "pneumonia": "consolidation",
+    "nodule": "nodule",
+}
+
+
+def relevant(meta: dict[str, Any], finding: str) -> set[str]:
+    return {name for name, m in meta.items() if any(f["type"] == finding for f in m["findings"])}
+
+
+@pytest.fixture(scope="module")
+def served(chest_small: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A daemon on chest-int8 that analysed N phantoms: (daemon, client, file name by id,
+    meta by file name)."""
+    tmp = tmp_path_factory.mktemp("semantic")
+    (tmp / "inbox").mkdir()
+    cfg = parse_config({
+        "device_id": "sem", "data_dir": str(tmp / "data"),
+        "model": {"bundle": "chest-int8", "accelerator": "cpu", "threads": 1, "workers": 1},
+        "capture": {"folder": {"path": str(tmp / "inbox"), "settle_s": 0.05,
+                               "poll_interval_s": 0.1}},
+        "index": {"commit_every": 16, "commit_interval_s": 0.2}, "http": {"port": 0},
+    }, "test")  # fmt: skip
+    d = Daemon(cfg)
+    d.start()
+    names = sorted(p.name for p in (chest_small / "images").iterdir())[:N]
+    for name in names:
+        shutil.copy(chest_small / "images" / name, tmp / "inbox" / name)
+    wait_until(lambda: d.index.num_docs == N and not d.store.count_due("index"), 120, "indexed")
+    meta = {
+        Path(k).name: v
+        for k, v in json.loads((chest_small / "meta.json").read_text())["images"].items()
+        if Path(k).name in names
+    }
+    name_of = {r.id: r.source_name for r in d.store.iter_analysed()}
+    with httpx.Client(base_url=f"http://127.0.0.1:{d.port}", timeout=30) as client:
+        yield d, client, name_of, meta
+    d.stop()
+
+
+def search(client: httpx.Client, q: str, mode: str = "hybrid", **params: Any) -> dict[str, Any]:
+    r = client.get("/search", params={"q": q, "mode": mode, "limit": 10, **params})
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def precision(served: Any, q: str, finding: str, mode: str) -> float:
+    _, client, name_of, meta = served
+    want = relevant(meta, finding)
+    got = [name_of[h["id"]] for h in search(client, q, mode)["results"]]
+    k = min(10, len(want))
+    return sum(name in want for name in got[:k]) / k
+
+
+@pytest.mark.parametrize("q", sorted(FINDING_QUERIES))
+def test_each_finding_in_the_references_words_is_found(served: Any, q: str) -> None:
+    finding = FINDING_QUERIES[q]
+    assert relevant(served[3], finding), f"the fixture has no {finding}"
+    assert precision(served, q, finding, "hybrid") >= 0.9
+    assert precision(served, q, finding, "semantic") >= 0.9
+
+
+def test_semantic_finds_a_phrasing_the_captioner_never_writes(served: Any) -> None:
+    """'radiograph' is in one reference of every normal phantom; the captioner writes
+    another."""
+    _, client, name_of, meta = served
+    normals = {n for n, m in meta.items() if not m["findings"]}
+    captions = search(client, "", "keyword", limit=200)["results"]
+    emitted = {w for h in captions for w in tokenize(h["caption"])}
+    assert "radiograph" not in emitted, "the test needs a word the captioner never emits"
+    assert search(client, "radiograph", "keyword")["total"] == 0
+    hits = search(client, "radiograph")["results"]
+    top = [name_of[h["id"]] for h in hits][: min(10, len(normals))]
+    assert sum(n in normals for n in top) / len(top) >= 0.9
+    assert all("semantic" in h["match"] for h in hits)
+
+
+def test_typos_are_corrected_on_both_sides_and_said(served: Any) -> None:
+    exact = search(served[1], "cardiomegaly")
+    slip = search(served[1], "cardiomegly")
+    assert slip["corrected"] == {"cardiomegly": "cardiomegaly"}
+    assert "cardiomegaly" in slip["message"] and "cardiomegly" in slip["message"]
+    assert {h["id"] for h in slip["results"]} == {h["id"] for h in exact["results"]}
+    keyword = search(served[1], "pnemonia", "keyword")
+    assert keyword["total"] > 0, "the keyword side matches one edit away"
+    assert all("pneumonia" in h["caption"] for h in keyword["results"])
+
+
+def test_unknown_words_get_a_message_not_a_silent_zero(served: Any) -> None:
+    none = search(served[1], "fluid healthy")
+    assert none["total"] == 0 and none["results"] == []
+    assert none["unknown"] == ["fluid", "healthy"]
+    assert "'fluid'" in none["message"] and "training captions" in none["message"]
+    partial = search(served[1], "big heart")
+    assert partial["unknown"] == ["big"] and partial["total"] > 0
+    assert "ignored 'big'" in partial["message"]
+
+
+@pytest.mark.parametrize("mode", ["keyword", "semantic", "hybrid"])
+def test_filters_apply_in_every_mode(served: Any, mode: str) -> None:
+    client = served[1]
+    normal = search(client, "heart", mode, label="normal", limit=50)["results"]
+    assert all("normal" in h["labels"] for h in normal)
+    everything = search(client, "heart", mode, limit=50)["results"]
+    assert len(normal) < len(everything)
+    assert search(client, "heart", mode, until="2000-01-01")["results"] == []
+    assert search(client, "heart", mode, source="elsewhere")["results"] == []
+
+
+def test_each_hit_says_why_it_matched(served: Any) -> None:
+    hits = search(served[1], "enlarged heart")["results"]
+    assert hits and hits == sorted(hits, key=lambda h: -h["score"])
+    both = [h for h in hits if {"keyword", "semantic"} <= set(h["match"])]
+    assert both, "the captions of enlarged hearts say so: both sides find them"
+    kw = both[0]["match"]["keyword"]
+    assert kw["rank"] >= 1 and set(kw["terms"]) <= {"enlarged", "heart"} and kw["terms"]
+    sem = both[0]["match"]["semantic"]
+    assert set(sem["words"]) == {"enlarged", "heart"} and sem["score"] > 0
+
+
+def test_the_match_route_is_the_models_map(served: Any) -> None:
+    d, client, name_of, meta = served
+    rid = next(r for r, n in name_of.items() if "cardiomegaly" in meta[n]["labels"])
+    got = client.get(f"/images/{rid}/match", params={"q": "the enlarged heart"}).json()
+    assert got["grid"] == 8 and [w["word"] for w in got["words"]] == ["enlarged", "heart"]
+    bundle = load_bundle("chest-int8")
+    _, vectors, _ = QueryEncoder(bundle).encode("the enlarged heart")
+    image = unpack(d.store.blob(rid, "regions"), vectors.shape[-1])
+    sims = word_maps(vectors, image)
+    for t, w in zip((1, 2), got["words"], strict=True):
+        m = np.asarray(w["map"])
+        assert len(m) == 64 and abs(m.sum() - 1) < 1e-3
+        assert int(np.argmax(m)) == int(np.argmax(sims[t]))
+        assert abs(w["score"] - float((vectors[t] @ image.T).max())) < 1e-3
+    png = client.get(f"/images/{rid}/match", params={"q": "enlarged heart", "word": "heart"})
+    assert png.status_code == 200 and png.content[:8] == b"\x89PNG\r\n\x1a\n"
+    assert png.headers["x-word"] == "heart"
+    assert (
+        client.get(f"/images/{rid}/match", params={"q": "heart", "word": "lung"}).status_code == 404
+    )
+    assert client.get("/images/nope/match", params={"q": "heart"}).status_code == 404
+
+
+def test_reindex_rebuilds_the_vector_indexes(served: Any) -> None:
+    d, client, name_of, _ = served
+    rid = next(iter(name_of))
+    before = client.get(f"/images/{rid}/similar", params={"k": 5}).json()["similar"]
+    ranked = [h["id"] for h in search(client, "pneumonia", "semantic")["results"]]
+    d.commands()["reindex"]({})
+    wait_until(lambda: len(d.index_part.profile) == 0 or d.index.num_docs < N, 30, "emptied")
+    wait_until(lambda: d.index.num_docs == N and len(d.index_part.profile) == N
+               and len(d.index_part.latent) == N, 60, "rebuilt")  # fmt: skip
+    assert client.get(f"/images/{rid}/similar", params={"k": 5}).json()["similar"] == before
+    assert [h["id"] for h in search(client, "pneumonia", "semantic")["results"]] == ranked
+
+
+def test_vector_index_recall_against_brute_force(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    vecs = rng.normal(size=(5000, 32)).astype(np.float32)
+    index = VectorIndex(None, tmp_path, "latent", "l2sq")
+    index.add(np.arange(5000, dtype=np.uint64), vecs)
+    recall = []
+    for q in rng.choice(5000, 50, replace=False):
+        truth = set(np.argsort(((vecs - vecs[q]) ** 2).sum(1))[:10].tolist())
+        recall.append(len(truth & {k for k, _ in index.search(vecs[q], 10)}) / 10)
+    assert np.mean(recall) >= 0.98
+    index.add(np.array([7], np.uint64), vecs[:1] + 100)  # a re-analysed record: replaced
+    assert len(index) == 5000 and index.search(vecs[0] + 100, 1)[0][0] == 7
+
+
+def test_after_kill_9_and_a_damaged_file_the_indexes_catch_up(
+    tmp_path: Path, chest_small: Path
+) -> None:
+    port = free_port()
+    (tmp_path / "inbox").mkdir()
+    for p in sorted((chest_small / "images").iterdir())[:24]:
+        shutil.copy(p, tmp_path / "inbox" / p.name)
+    config = write_config(tmp_path, port)
+
+    def run() -> subprocess.Popen[bytes]:
+        return subprocess.Popen([sys.executable, "-m", "edge.cli", "run", "--config",
+                                 str(config)], cwd=ROOT, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)  # fmt: skip
+
+    def vectors() -> dict[str, Any]:
+        h = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).json()
+        return h.get("parts", {}).get("index", {}).get("vectors", {})
+
+    def answers() -> tuple[list[str], list[str]]:
+        base = f"http://127.0.0.1:{port}"
+        hits = httpx.get(f"{base}/search", params={"q": "heart", "mode": "semantic"}).json()
+        first = hits["results"][0]["id"]
+        near = httpx.get(f"{base}/images/{first}/similar", params={"k": 5}).json()["similar"]
+        return [h["id"] for h in hits["results"]], [n["id"] for n in near]
+
+    proc = run()
+    try:
+        wait_until(lambda: healthy(port) and vectors().get("profile", {}).get("vectors") == 24,
+                   120, "24 indexed")  # fmt: skip
+        before = answers()
+        version = httpx.get(f"http://127.0.0.1:{port}/healthz").json()["bundle"]["version"]
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    (tmp_path / "data" / "vectors").mkdir(exist_ok=True)
+    (tmp_path / "data" / "vectors" / "latent.usearch").write_bytes(b"not an index")
+    (tmp_path / "data" / "vectors" / "latent.json").write_text(json.dumps(
+        {"bundle": version, "cursor": 10**6, "count": 24, "metric": "l2sq"}))  # fmt: skip
+    proc = run()
+    try:
+        wait_until(lambda: healthy(port), 60, "up again")
+        wait_until(lambda: vectors().get("latent", {}).get("vectors") == 24, 60, "caught up")
+        assert answers() == before
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+
+
+def test_the_query_encoder_runs_with_tensorflow_blocked() -> None:
+    code = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('tensorflow', 'keras'):\n"
+        "            raise ImportError('blocked: ' + name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "from edge.bundle import load_bundle\n"
+        "from edge.semantic import QueryEncoder\n"
+        "parsed, vecs, mask = QueryEncoder(load_bundle('chest-int8')).encode('pnemonia')\n"
+        "print(parsed.words, vecs.shape, int(mask.sum()))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                       timeout=60)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("['pneumonia'] (12, 48) 1"), r.stdout
