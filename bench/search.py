@@ -1,17 +1,23 @@
 """Search at scale: Tantivy (through the daemon's `SearchIndex` and over HTTP) against SQLite
-FTS5 on the same records and queries, and brute-force latent neighbours.
+FTS5 on the same records and queries; semantic and hybrid search over HTTP on the daemon's own
+store, vectors and query encoder; and the approximate-nearest-neighbour indexes against brute
+force.
 
     python bench/search.py --sizes 100000 1000000 --json bench/results/search.json
 
 Records are generated like the chest captions (findings, zones, sides, paraphrases), with
-labels, capture times over a year and anomaly scores. For each size: indexing records/second
-(Tantivy: one writer, one commit, each add replacing any older document of the same id as
-the daemon does, and a rebuild into an empty index as `reindex` does; FTS5: one transaction,
-porter stemmer), then for a fixed
-mix of queries (single words, two-word AND, phrases, a label filter, an anomaly range) the
-p50/p99 latency of the query alone (top 20 with the total count) in both engines, and of
-`GET /search` over HTTP (uvicorn, loopback; snippets and label facets included). Ratios are
-SQLite over Tantivy. Last, `/similar`'s numpy brute force over n x 32 float32 latents.
+labels, capture times over a year and anomaly scores. Their semantic vectors are those of
+real phantoms analysed by the shipped `chest-int8` bundle (a pool of 256, each record one of
+them with a little noise), stored as the daemon stores them (int8 regions and the profile in
+SQLite blobs, written by SQL in bulk). For each size: indexing records/second (Tantivy: one
+writer, one commit, each add replacing any older document of the same id as the daemon does,
+and a rebuild into an empty index as `reindex` does; FTS5: one transaction, porter stemmer),
+then for a fixed mix of queries (single words, two-word AND, phrases, a label filter, an
+anomaly range) the p50/p99 latency of the query alone (top 20 with the total count) in both
+engines, and of `GET /search` over HTTP in each mode; the keyword path's parts (the engine,
+snippets, label facets over every match, JSON and HTTP); query encoding alone; the HNSW
+indexes' build time, `/similar` latency and recall@10 against brute force. Ratios are SQLite
+over Tantivy.
 """
 
 from __future__ import annotations
@@ -37,11 +43,16 @@ import uvicorn
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from edge.api import ApiContext, create_app
+from edge.bundle import Bundle, load_bundle
 from edge.config import parse_config
 from edge.index import Filters, SearchIndex
+from edge.inference import BundleModels
 from edge.metrics import Metrics
+from edge.outputs.embedding import EmbeddingOutput, pack
 from edge.records import Record
-from edge.similar import LatentNeighbours
+from edge.semantic import QueryEncoder, SemanticSearch
+from edge.store import Store
+from edge.vectors import VectorIndex
 
 FINDINGS = [
     "{side} {level} zone consolidation, consistent with pneumonia",
@@ -107,11 +118,18 @@ def percentiles(samples: list[float]) -> dict[str, float]:
 
 
 def timed(fn: Callable[[str, str | None, float | None], object], repeats: int) -> dict[str, float]:
-    for q in QUERIES:
+    return timed_mix(fn, QUERIES, repeats)
+
+
+def timed_mix(
+    fn: Callable[[str, str | None, float | None], object],
+    queries: list[tuple[str, str | None, float | None]], repeats: int,
+) -> dict[str, float]:  # fmt: skip
+    for q in queries:
         fn(*q)
     samples = []
     for _ in range(repeats):
-        for q in QUERIES:
+        for q in queries:
             t0 = time.perf_counter()
             fn(*q)
             samples.append((time.perf_counter() - t0) * 1e3)
@@ -165,9 +183,11 @@ def tantivy_query(index: SearchIndex) -> Callable[[str, str | None, float | None
     return run
 
 
-def serve(index: SearchIndex) -> tuple[uvicorn.Server, int]:
+def serve(
+    index: SearchIndex, store: Store, latent: VectorIndex, semantic: SemanticSearch
+) -> tuple[uvicorn.Server, int]:
     cfg = parse_config({"http": {"port": 0}})
-    app = create_app(ApiContext(cfg, index, Metrics(), dict))
+    app = create_app(ApiContext(cfg, index, Metrics(), dict, store, None, latent, semantic))
     server = uvicorn.Server(uvicorn.Config(app, port=0, log_level="warning", lifespan="off"))
     threading.Thread(target=server.run, daemon=True).start()
     while not server.started:
@@ -175,11 +195,14 @@ def serve(index: SearchIndex) -> tuple[uvicorn.Server, int]:
     return server, int(server.servers[0].sockets[0].getsockname()[1])
 
 
-def http_query(port: int) -> Callable[[str, str | None, float | None], object]:
+def http_query(
+    port: int, mode: str = "keyword", facets: bool = True
+) -> Callable[[str, str | None, float | None], object]:
     client = httpx.Client(base_url=f"http://127.0.0.1:{port}")
 
     def run(q: str, label: str | None, min_anomaly: float | None) -> object:
-        params: dict[str, Any] = {"q": q, "limit": 20}
+        params: dict[str, Any] = {"q": q, "limit": 20, "mode": mode,
+                                  "facets": str(facets).lower()}  # fmt: skip
         if label:
             params["label"] = label
         if min_anomaly is not None:
@@ -191,17 +214,129 @@ def http_query(port: int) -> Callable[[str, str | None, float | None], object]:
     return run
 
 
-def similar(n: int, dim: int = 32, queries: int = 50) -> dict[str, float]:
-    rng = np.random.default_rng(1)
-    nb = LatentNeighbours(store=None)
-    ids = [f"{i}" for i in range(n)]
-    nb.add(ids, rng.standard_normal((n, dim)).astype(np.float32))
-    samples = []
-    for i in rng.integers(0, n, queries):
+SEMANTIC_QUERIES = ["pneumonia", "enlarged heart", "left pleural effusion", "nodule",
+                    "lungs are clear", "cardiomegaly", "right lower zone consolidation",
+                    "pnemonia"]  # fmt: skip
+BUNDLE = "chest-int8"
+LATENT_DIM = 32
+
+
+def semantic_pool(tmp: Path, size: int = 256) -> tuple[Bundle, np.ndarray, np.ndarray]:
+    """(bundle, region vectors (P, n + 1, D), profiles (P, V)) of real phantoms."""
+    from models.data.dataset import load_dataset, write_dataset
+
+    bundle = load_bundle(BUNDLE)
+    output = EmbeddingOutput(bundle)
+    models = BundleModels(bundle, threads=2, names=bundle.doc.outputs["embedding"].models)
+    ds = load_dataset(write_dataset("chest", size, 5, tmp / "pool"), 64, 1)
+    vectors = np.stack([output.vectors(models.runners, x) for x in ds.images])
+    return bundle, vectors, np.stack([output.profile(v) for v in vectors])
+
+
+def fill_store(
+    store: Store, recs: list[Record], pool: tuple[Bundle, np.ndarray, np.ndarray]
+) -> float:
+    """The records with their blobs, by SQL in bulk (the daemon's tables, not its write
+    path: a million analyses would take hours); returns seconds."""
+    bundle, vectors, profiles = pool
+    rng = np.random.default_rng(2)
+    packed = [pack(v) for v in vectors]
+    t0 = time.perf_counter()
+    db = store._db
+    with store._lock, db:
+        for i in range(0, len(recs), 50_000):
+            part = recs[i : i + 50_000]
+            member = rng.integers(0, len(vectors), len(part))
+            prof = profiles[member] + rng.normal(0, 0.01, (len(part), profiles.shape[1]))
+            latent = rng.standard_normal((len(part), LATENT_DIM)).astype(np.float32)
+            db.executemany(
+                "INSERT INTO records (seq, id, device_id, source, captured_at, accepted_at, ext, "
+                "size, width, height, status, analysed_seq, bundle, revision, analysis) VALUES "
+                "(?,?,?,?,?,?,?,?,?,?,'analysed',?,?,1,?)",
+                ((r.seq, r.id, "bench", "folder", r.captured_at, 0.0, "png", 0, 64, 64, r.seq,
+                  bundle.version, json.dumps(r.analysis)) for r in part),
+            )  # fmt: skip
+            db.executemany("INSERT INTO blobs VALUES (?,?,?)", (
+                row for k, r in enumerate(part) for row in (
+                    (r.seq, "regions", packed[member[k]]),
+                    (r.seq, "profile", prof[k].astype(np.float32).tobytes()),
+                    (r.seq, "latent", latent[k].tobytes())))
+            )  # fmt: skip
+    return time.perf_counter() - t0
+
+
+def recall_at_10(index: VectorIndex, matrix: np.ndarray, queries: np.ndarray, metric: str) -> float:
+    """Mean share of the brute-force top 10 the HNSW index returns."""
+    got = []
+    for q in queries:
+        if metric == "ip":
+            truth = np.argpartition(-(matrix @ q), 10)[:10]
+        else:
+            truth = np.argpartition(((matrix - q) ** 2).sum(1), 10)[:10]
+        keys = {k - 1 for k, _ in index.search(q, 10)}  # seq = row + 1
+        got.append(len(keys & set(truth.tolist())) / 10)
+    return float(np.mean(got))
+
+
+def vector_indexes(store: Store, tmp: Path, version: str, n: int) -> dict[str, Any]:
+    """Build both indexes as the daemon's catch-up does; /similar's search latency and the
+    recall of both against brute force."""
+    out: dict[str, Any] = {}
+    built = {}
+    for blob, metric, kind in (("latent", "l2sq", "hnsw"), ("profile", "ip", "columns"),
+                               ("profile", "ip", "hnsw")):  # fmt: skip
+        index = VectorIndex(store, tmp / f"vectors-{n}-{kind}", blob, metric, lambda: version,
+                            kind)  # fmt: skip
+        index.open()
         t0 = time.perf_counter()
-        nb.query(ids[int(i)], 10)
-        samples.append((time.perf_counter() - t0) * 1e3)
+        index.refresh()
+        built[f"{blob}_{kind}"] = index
+        _, _, blobs = store.vectors(blob, version, 0, limit=n)
+        matrix = np.stack([np.frombuffer(b, np.float32) for b in blobs])
+        rng = np.random.default_rng(3)
+        if metric == "l2sq":
+            queries = matrix[rng.integers(0, n, 100)]
+        else:
+            queries = np.zeros((100, matrix.shape[1]), np.float32)
+            for row in queries:
+                row[rng.choice(matrix.shape[1], int(rng.integers(1, 4)), replace=False)] = 1
+                row /= row.sum()
+        samples = []
+        for q in queries:
+            t1 = time.perf_counter()
+            index.search(q, 11)
+            samples.append((time.perf_counter() - t1) * 1e3)
+        out[f"{blob}_{kind}"] = {"build_s": time.perf_counter() - t0, "vectors": len(index),
+                     "search": percentiles(samples),
+                     "recall_at_10": recall_at_10(index, matrix, queries[:50], metric)}  # fmt: skip
+        del matrix
+    out["indexes"] = built
+    return out
+
+
+def encoding(bundle: Bundle, repeats: int) -> dict[str, float]:
+    encoder = QueryEncoder(bundle)
+    samples = []
+    for _ in range(repeats):
+        for q in SEMANTIC_QUERIES:
+            t0 = time.perf_counter()
+            encoder.encode(q)
+            samples.append((time.perf_counter() - t0) * 1e3)
     return percentiles(samples)
+
+
+def keyword_parts(index: SearchIndex, repeats: int) -> dict[str, Any]:
+    """The keyword path in steps: the engine alone, with snippets and stored fields, with
+    label facets over every match (each step includes the ones before)."""
+    engine = tantivy_query(index)
+    steps = {
+        "engine": engine,
+        "with_snippets": lambda q, lab, a: index.search(
+            q, Filters(label=lab, min_anomaly=a), 20, fuzzy=True, facets=False),
+        "with_facets": lambda q, lab, a: index.search(
+            q, Filters(label=lab, min_anomaly=a), 20, fuzzy=True, facets=True),
+    }  # fmt: skip
+    return {name: timed(fn, repeats) for name, fn in steps.items()}
 
 
 def run_size(n: int, tmp: Path, repeats: int) -> dict[str, Any]:
@@ -233,10 +368,29 @@ def run_size(n: int, tmp: Path, repeats: int) -> dict[str, Any]:
         },
         "query": {"tantivy": timed(tq, repeats), "sqlite_fts5": timed(fq, repeats)},
     }
-    server, port = serve(index)
+    pool = semantic_pool(tmp)
+    store = Store(tmp / f"store-{n}", "bench")
+    out["store_fill_s"] = fill_store(store, records(n), pool)
+    version = pool[0].version
+    vec = vector_indexes(store, tmp, version, n)
+    built = vec.pop("indexes")
+    latent, profile = built["latent_hnsw"], built["profile_columns"]
+    out["vectors"] = vec
+    semantic = SemanticSearch(store, profile, lambda: pool[0])
+    out["query_encoding"] = encoding(pool[0], repeats)
+    out["keyword_parts"] = keyword_parts(index, repeats)
+    server, port = serve(index, store, latent, semantic)
+    sem = [(q, None, None) for q in SEMANTIC_QUERIES] + [("pneumonia", "opacity", None)]
     out["http_search"] = timed(http_query(port), repeats)
+    out["http_search_no_facets"] = timed(http_query(port, facets=False), repeats)
+    for mode in ("semantic", "hybrid"):
+        out[f"http_{mode}"] = timed_mix(http_query(port, mode), sem, repeats)
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}")
+    ids = list(store.ids_of(list(range(1, n + 1, max(n // 50, 1)))).values())
+    out["http_similar"] = timed_mix(lambda rid, *_: client.get(f"/images/{rid}/similar").json(),
+                                    [(i, None, None) for i in ids], repeats)  # fmt: skip
     server.should_exit = True
-    out["similar_bruteforce"] = similar(n)
+    store.close()
     rate = out["index_records_per_s"]
     out["ratios_sqlite_over_tantivy"] = {
         "index_time": rate["tantivy"] / rate["sqlite_fts5"],
@@ -269,8 +423,14 @@ def main() -> None:
                   f"{r['index_records_per_s']['sqlite_fts5']:.0f} rec/s fts5; query p50/p99 "
                   f"tantivy {q['tantivy']['p50_ms']:.2f}/{q['tantivy']['p99_ms']:.2f} ms, "
                   f"fts5 {q['sqlite_fts5']['p50_ms']:.2f}/{q['sqlite_fts5']['p99_ms']:.2f} ms; "
-                  f"HTTP /search {h['p50_ms']:.2f}/{h['p99_ms']:.2f} ms; similar "
-                  f"{r['similar_bruteforce']['p50_ms']:.1f} ms")  # fmt: skip
+                  f"HTTP /search {h['p50_ms']:.2f}/{h['p99_ms']:.2f} ms (no facets "
+                  f"{r['http_search_no_facets']['p99_ms']:.2f}); hybrid p99 "
+                  f"{r['http_hybrid']['p99_ms']:.2f} ms; similar p99 "
+                  f"{r['http_similar']['p99_ms']:.2f} ms, recall@10 latent "
+                  f"{r['vectors']['latent_hnsw']['recall_at_10']:.3f} profile (columns) "
+                  f"{r['vectors']['profile_columns']['recall_at_10']:.3f} (hnsw) "
+                  f"{r['vectors']['profile_hnsw']['recall_at_10']:.3f}; query encoding p99 "
+                  f"{r['query_encoding']['p99_ms']:.3f} ms")  # fmt: skip
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=1) + "\n")
 

@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from edge.index import Filters, Hit, SearchIndex
+from edge.index import Filters, SearchIndex
 from edge.semantic import Ranked, SemanticSearch
 from edge.store import Store
 from models.data.tokens import tokenize
@@ -60,17 +60,23 @@ class HybridSearch:
         ranked = self.semantic.rank(q, depth)
         if ranked is None:
             return self._keyword(q, filters, limit, offset, facets, mode)
-        sem = self._semantic_hits(ranked, filters, q)
-        kw: list[Hit] = []
-        if mode == "hybrid":
-            _, kw, _ = self.index.search(q, filters, depth, 0, fuzzy=True, facets=False)
-        fused = _fuse(q, kw, sem, fusion)
-        page = fused[offset : offset + limit]
-        counts: dict[str, int] = {}
-        for h in fused:
-            for lab in h["labels"]:
-                counts[lab] = counts.get(lab, 0) + 1
-        res = Result(mode, len(fused), page, counts if facets else {}, ranked.parsed.corrected,
+        sem = self._semantic_ids(ranked, filters)
+        kw = self.index.ranked(q, filters, depth) if mode == "hybrid" else []
+        order, why = _fuse(kw, sem, fusion)
+        page = order[offset : offset + limit]
+        docs = self.index.documents([i for i, _ in page], q)
+        seq_of = {rid: seq for rid, _, seq in sem}
+        hits = []
+        for rid, score in page:
+            if rid in docs:
+                match = why[rid]
+                if "keyword" in match:
+                    match["keyword"]["terms"] = _terms(q, docs[rid].caption)
+                if "semantic" in match:
+                    match["semantic"]["words"] = ranked.words.get(seq_of[rid], {})
+                hits.append({**docs[rid].__dict__, "score": round(score, 6), "match": match})
+        counts = self.index.label_counts([i for i, _ in order]) if facets else {}
+        res = Result(mode, len(order), hits, counts, ranked.parsed.corrected,
                      ranked.parsed.unknown)  # fmt: skip
         res.message = _message(res, ranked)
         return res
@@ -95,42 +101,31 @@ class HybridSearch:
             res.message = "no caption or label holds these words (nor any word one edit away)"
         return res
 
-    def _semantic_hits(
-        self, ranked: Ranked, filters: Filters, q: str
-    ) -> list[tuple[Hit, float, dict[str, float]]]:
-        """The ranked images the index has and the filters pass, best first."""
+    def _semantic_ids(self, ranked: Ranked, filters: Filters) -> list[tuple[str, float, int]]:
+        """(id, score, seq) of the ranked images the index has and the filters pass."""
         if not ranked.hits or self.store is None:
             return []
         ids = self.store.ids_of([s for s, _ in ranked.hits])
-        docs = self.index.documents(list(ids.values()), filters, q)
-        out = []
-        for seq, score in ranked.hits:
-            hit = docs.get(ids.get(seq, ""))
-            if hit is not None:
-                out.append((hit, score, ranked.words.get(seq, {})))
-        return out
+        passing = self.index.passing(list(ids.values()), filters)
+        return [(ids[s], score, s) for s, score in ranked.hits if ids.get(s) in passing]
 
 
 def _fuse(
-    q: str, kw: list[Hit], sem: list[tuple[Hit, float, dict[str, float]]], fusion: str
-) -> list[dict[str, Any]]:
-    """Both rankings into one, best first, each hit with why it matched."""
+    kw: list[tuple[str, float]], sem: list[tuple[str, float, int]], fusion: str
+) -> tuple[list[tuple[str, float]], dict[str, dict[str, Any]]]:
+    """Both rankings into one, best first, and why each id matched."""
     scores: dict[str, float] = {}
-    hits: dict[str, dict[str, Any]] = {}
-    top = max((h.score for h in kw), default=0.0) or 1.0
-    for rank, h in enumerate(kw, start=1):
-        why = {"rank": rank, "score": round(h.score, 4), "terms": _terms(q, h.caption)}
-        hits[h.id] = {**h.__dict__, "match": {"keyword": why}}
-        scores[h.id] = 1 / (RRF_K + rank) if fusion == "rrf" else MIX_KEYWORD * h.score / top
-    for rank, (h, score, words) in enumerate(sem, start=1):
-        entry = hits.setdefault(h.id, {**h.__dict__, "match": {}})
-        entry["match"]["semantic"] = {"rank": rank, "score": round(score, 4), "words": words}
+    why: dict[str, dict[str, Any]] = {}
+    top = max((s for _, s in kw), default=0.0) or 1.0
+    for rank, (rid, score) in enumerate(kw, start=1):
+        why[rid] = {"keyword": {"rank": rank, "score": round(score, 4), "terms": []}}
+        scores[rid] = 1 / (RRF_K + rank) if fusion == "rrf" else MIX_KEYWORD * score / top
+    for rank, (rid, score, _) in enumerate(sem, start=1):
+        why.setdefault(rid, {})["semantic"] = {"rank": rank, "score": round(score, 4)}
         part = 1 / (RRF_K + rank) if fusion == "rrf" else (1 - MIX_KEYWORD) * score
-        scores[h.id] = scores.get(h.id, 0.0) + part
-    order = sorted(scores, key=lambda i: -scores[i])
-    for i in order:
-        hits[i]["score"] = round(scores[i], 6)
-    return [hits[i] for i in order]
+        scores[rid] = scores.get(rid, 0.0) + part
+    order = sorted(scores.items(), key=lambda kv: -kv[1])
+    return order, why
 
 
 def _message(res: Result, ranked: Ranked) -> str:

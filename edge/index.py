@@ -294,13 +294,30 @@ class SearchIndex:
             counts = {b["key"]: int(b["doc_count"]) for b in agg["labels"]["buckets"]}
         return int(getattr(result, "count", 0) or 0), hits, counts
 
-    def documents(self, ids: list[str], filters: Filters, q: str = "") -> dict[str, Hit]:
-        """The indexed documents of `ids` that pass `filters` (score 0), with snippets of the
-        words of `q` where they parse."""
+    def ranked(self, q: str, filters: Filters, limit: int) -> list[tuple[str, float]]:
+        """(id, BM25 score) of the best `limit` matches (typo tolerant): a ranking to fuse,
+        without the cost of whole hits."""
+        searcher = self.index.searcher()
+        try:
+            result = searcher.search(self.query(q, filters, fuzzy=True), limit)
+        except ValueError as e:
+            raise QuerySyntaxError(str(e)) from None
+        return [(searcher.doc(a)["id"][0], float(s)) for s, a in result.hits]
+
+    def passing(self, ids: list[str], filters: Filters) -> set[str]:
+        """Those of `ids` that are indexed and pass `filters`."""
+        if not ids:
+            return set()
+        searcher = self.index.searcher()
+        query = self._filtered(tantivy.Query.term_set_query(self.schema, "id", ids), filters)
+        return {searcher.doc(a)["id"][0] for _, a in searcher.search(query, len(ids)).hits}
+
+    def documents(self, ids: list[str], q: str = "") -> dict[str, Hit]:
+        """Whole hits of `ids` (score 0), with snippets of the words of `q` where it parses."""
         if not ids:
             return {}
         searcher = self.index.searcher()
-        query = self._filtered(tantivy.Query.term_set_query(self.schema, "id", ids), filters)
+        query = tantivy.Query.term_set_query(self.schema, "id", ids)
         result = searcher.search(query, len(ids))
         try:
             snippets = self._snippets(searcher, self.parse(q, fuzzy=True)) if q.strip() else None
@@ -308,6 +325,15 @@ class SearchIndex:
             snippets = None
         hits = [self._hit(searcher.doc(a), 0.0, snippets) for _, a in result.hits]
         return {h.id: h for h in hits}
+
+    def label_counts(self, ids: list[str]) -> dict[str, int]:
+        """Label facets over `ids`."""
+        if not ids:
+            return {}
+        query = tantivy.Query.term_set_query(self.schema, "id", ids)
+        agg = self.index.searcher().aggregate(
+            query, {"labels": {"terms": {"field": "labels", "size": 100}}})  # fmt: skip
+        return {b["key"]: int(b["doc_count"]) for b in agg["labels"]["buckets"]}
 
     def _snippets(self, searcher: Any, query: tantivy.Query) -> Any:
         return tantivy.SnippetGenerator.create(searcher, query, self.schema, "caption")

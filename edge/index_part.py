@@ -32,7 +32,7 @@ class IndexPart(BasePart):
         self.index = SearchIndex(Path(cfg.data_dir) / "index", cfg.index.heap_mb)
         folder = Path(cfg.data_dir) / "vectors"
         self.latent = VectorIndex(ctx.store, folder, "latent", "l2sq", bundle)
-        self.profile = VectorIndex(ctx.store, folder, "profile", "ip", bundle)
+        self.profile = VectorIndex(ctx.store, folder, "profile", "ip", bundle, "columns")
         sink = IndexSink(self.index, ctx.metrics, [self.latent, self.profile])
         self.worker = SinkWorker(ctx.store, sink, cfg.index.commit_every,
                                  cfg.index.commit_interval_s, ctx.metrics)  # fmt: skip

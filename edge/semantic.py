@@ -23,7 +23,7 @@ from edge.outputs.embedding import unpack
 from edge.runtime import CpuAccelerator, Runner
 from edge.store import Store
 from edge.vectors import VectorIndex
-from models.semantic import ParsedQuery, content_mask, late_interaction, parse_query, token_ids
+from models.semantic import ParsedQuery, content_mask, parse_query, token_ids
 from models.semantic import word_maps as similarity_maps
 
 CANDIDATES = 100
@@ -102,8 +102,8 @@ class SemanticSearch:
             return Ranked(parsed, [], {})
         dim = vectors.shape[-1]
         images = np.stack([unpack(blobs[s], dim) for s in seqs])
-        scores = late_interaction(vectors, mask, images)
-        best = np.einsum("td,bnd->btn", vectors, images).max(-1)
+        best = np.einsum("td,bnd->btn", vectors, images).max(-1)  # each word's best region
+        scores = (best * mask).sum(-1) / mask.sum()  # = models.semantic.late_interaction
         order = np.argsort(-scores, kind="stable")[:k]
         content = [i for i, w in enumerate(mask) if w]
         names = [parsed.words[i] for i in content]

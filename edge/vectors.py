@@ -1,6 +1,11 @@
-"""Approximate-nearest-neighbour indexes (usearch HNSW) over one blob of every record the
-running bundle analysed: the VAE latent ("similar images") and the semantic profile (the first
-stage of semantic ranking).
+"""Vector indexes over one blob of every record the running bundle analysed: the VAE latent
+("similar images": an HNSW index, usearch) and the semantic profile (the first stage of
+semantic ranking: an exact scan of one column per query word).
+
+Why two kinds: HNSW finds a latent's neighbours with recall@10 0.998 at 1M, but a query's
+profile (1 on each query word, 0 elsewhere) lies far from every image's profile, and HNSW's
+graph walk then finds 18-50% of the true top 10 even searching 2048 wide (`bench/search.py`
+measured it); summing a few columns of a float16 matrix is exact, and fast enough.
 
 An index is derived data, like the Tantivy index beside it: it follows the store by a cursor
 (the store's `analysed_seq`), so a record analysed again replaces its vector, and after a
@@ -18,7 +23,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from usearch.index import Index
@@ -33,20 +38,128 @@ EXPANSION_SEARCH = 128
 """HNSW search breadth: recall@10 >= 0.98 against brute force at 1M (`bench/search.py`)."""
 
 
+class Backend(Protocol):
+    def __len__(self) -> int: ...
+    def add(self, keys: np.ndarray, vectors: np.ndarray) -> None: ...
+    def search(self, vector: np.ndarray, k: int) -> list[tuple[int, float]]: ...
+    def get(self, key: int) -> np.ndarray | None: ...
+    def save(self, path: Path) -> None: ...
+
+
+class Hnsw:
+    """usearch's HNSW graph; `metric` "l2sq" or "ip"; distances as usearch gives them."""
+
+    suffix = ".usearch"
+
+    def __init__(self, ndim: int, metric: str, index: Index | None = None) -> None:
+        self.index = index or Index(
+            ndim=ndim, metric=metric, dtype="f16", connectivity=16, expansion_add=128,
+            expansion_search=EXPANSION_SEARCH,
+        )  # fmt: skip
+
+    @classmethod
+    def load(cls, path: Path, metric: str) -> Hnsw:
+        index = Index.restore(str(path))
+        if index is None:
+            raise ValueError(f"{path}: not a usearch index")
+        return cls(index.ndim, metric, index)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def add(self, keys: np.ndarray, vectors: np.ndarray) -> None:
+        present = keys[np.array([int(k) in self.index for k in keys], bool)]
+        if len(present):
+            self.index.remove(present)
+        self.index.add(keys, vectors.astype(np.float32), threads=2)
+
+    def search(self, vector: np.ndarray, k: int) -> list[tuple[int, float]]:
+        if not len(self.index):
+            return []
+        m = self.index.search(vector.astype(np.float32), min(k, len(self.index)))
+        return [(int(key), float(d)) for key, d in zip(m.keys, m.distances, strict=True)]
+
+    def get(self, key: int) -> np.ndarray | None:
+        return np.asarray(self.index.get(key), np.float32) if key in self.index else None
+
+    def save(self, path: Path) -> None:
+        self.index.save(str(path))
+
+
+class Columns:
+    """Exact inner product for sparse queries: vectors as float16 columns, one row per
+    dimension, so a query of k non-zero weights reads k rows. Distance = 1 - product."""
+
+    suffix = ".npz"
+
+    def __init__(self, ndim: int, metric: str = "ip", keys: np.ndarray | None = None,
+                 matrix: np.ndarray | None = None) -> None:  # fmt: skip
+        self.keys = keys if keys is not None else np.zeros(0, np.uint64)
+        self.n = len(self.keys)
+        self.matrix = np.zeros((ndim, max(1024, 2 * self.n)), np.float16)
+        if matrix is not None:
+            self.matrix[:, : self.n] = matrix
+        self.keys = np.resize(self.keys, self.matrix.shape[1])
+        self.row = {int(k): i for i, k in enumerate(self.keys[: self.n])}
+
+    @classmethod
+    def load(cls, path: Path, metric: str) -> Columns:
+        with np.load(path) as f:
+            return cls(f["matrix"].shape[0], metric, f["keys"], f["matrix"])
+
+    def __len__(self) -> int:
+        return self.n
+
+    def add(self, keys: np.ndarray, vectors: np.ndarray) -> None:
+        for key, vec in zip(keys, vectors, strict=True):
+            i = self.row.get(int(key))
+            if i is None:
+                if self.n == self.matrix.shape[1]:
+                    self.matrix = np.concatenate([self.matrix, np.zeros_like(self.matrix)], 1)
+                    self.keys = np.resize(self.keys, self.matrix.shape[1])
+                i, self.n = self.n, self.n + 1
+                self.row[int(key)], self.keys[i] = i, key
+            self.matrix[:, i] = vec
+
+    def search(self, vector: np.ndarray, k: int) -> list[tuple[int, float]]:
+        if not self.n:
+            return []
+        scores = np.zeros(self.n, np.float32)
+        for d in np.flatnonzero(vector):
+            scores += vector[d] * self.matrix[d, : self.n].astype(np.float32)
+        k = min(k, self.n)
+        top = np.argpartition(-scores, k - 1)[:k]
+        top = top[np.argsort(-scores[top], kind="stable")]
+        return [(int(self.keys[i]), float(1 - scores[i])) for i in top]
+
+    def get(self, key: int) -> np.ndarray | None:
+        i = self.row.get(int(key))
+        return None if i is None else self.matrix[:, i].astype(np.float32)
+
+    def save(self, path: Path) -> None:
+        with open(path, "wb") as f:
+            np.savez(f, keys=self.keys[: self.n], matrix=self.matrix[:, : self.n])
+
+
+BACKENDS: dict[str, Any] = {"hnsw": Hnsw, "columns": Columns}
+
+
 class VectorIndex:
     """One blob's vectors of the records one bundle analysed."""
 
     def __init__(
         self, store: Store | None, folder: Path, blob: str, metric: str,
-        bundle: Callable[[], str] = lambda: "",
+        bundle: Callable[[], str] = lambda: "", kind: str = "hnsw",
     ) -> None:  # fmt: skip
-        """`bundle`: the version of the bundle analysing now; `store` None: vectors come
-        only through `add` (benchmarks)."""
+        """`kind`: "hnsw" (metric "l2sq" or "ip") or "columns" (exact inner product of
+        sparse queries); `bundle`: the version of the bundle analysing now; `store` None:
+        vectors come only through `add` (benchmarks)."""
         self.store, self.folder, self.blob, self.metric = store, Path(folder), blob, metric
+        self.kind = BACKENDS[kind]
         self.running = bundle
         self.bundle = ""
         self.cursor = 0
-        self.index: Index | None = None
+        self.index: Backend | None = None
         self._lock = threading.RLock()
         self._refreshing = threading.Lock()
         self._dirty = False
@@ -54,7 +167,7 @@ class VectorIndex:
 
     @property
     def path(self) -> Path:
-        return self.folder / f"{self.blob}.usearch"
+        return self.folder / f"{self.blob}{self.kind.suffix}"
 
     @property
     def meta_path(self) -> Path:
@@ -75,10 +188,10 @@ class VectorIndex:
                     return  # a new device: nothing saved yet
                 meta = json.loads(self.meta_path.read_text())
                 if meta.get("bundle") == bundle and self.path.exists():
-                    index = Index.restore(str(self.path))
-                    if index is not None and len(index) == meta["count"]:
+                    index = self.kind.load(self.path, self.metric)
+                    if len(index) == meta["count"]:
                         self.index, self.cursor = index, int(meta["cursor"])
-            except (OSError, ValueError, KeyError, RuntimeError) as e:
+            except (OSError, ValueError, KeyError, RuntimeError, EOFError) as e:
                 log.warning("%s: the saved %s index is unreadable (%s); rebuilding it",
                             self.folder, self.blob, e)  # fmt: skip
             if self.index is None:
@@ -119,13 +232,8 @@ class VectorIndex:
             keys, last = np.unique(keys[::-1], return_index=True)
             vectors = vectors[::-1][last]
             if self.index is None:
-                self.index = Index(ndim=vectors.shape[1], metric=self.metric, dtype="f16",
-                                   connectivity=16, expansion_add=128,
-                                   expansion_search=EXPANSION_SEARCH)  # fmt: skip
-            present = keys[np.array([int(k) in self.index for k in keys], bool)]
-            if len(present):
-                self.index.remove(present)
-            self.index.add(keys, vectors.astype(np.float32), threads=2)
+                self.index = self.kind(vectors.shape[1], self.metric)
+            self.index.add(keys, vectors)
             self._dirty = True
 
     def save(self, force: bool = False) -> None:
@@ -138,7 +246,7 @@ class VectorIndex:
             count = len(self)
             if self.index is not None:
                 tmp = self.path.with_suffix(".tmp")
-                self.index.save(str(tmp))
+                self.index.save(tmp)
                 os.replace(tmp, self.path)
             elif self.path.exists():
                 self.path.unlink()
@@ -153,16 +261,11 @@ class VectorIndex:
     def search(self, vector: np.ndarray, k: int) -> list[tuple[int, float]]:
         """(key, distance) of the k nearest, nearest first."""
         with self._lock:
-            if self.index is None or not len(self.index):
-                return []
-            m = self.index.search(vector.astype(np.float32), min(k, len(self.index)))
-            return [(int(key), float(d)) for key, d in zip(m.keys, m.distances, strict=True)]
+            return self.index.search(vector, k) if self.index is not None else []
 
     def get(self, key: int) -> np.ndarray | None:
         with self._lock:
-            if self.index is None or key not in self.index:
-                return None
-            return np.asarray(self.index.get(key), np.float32)
+            return self.index.get(key) if self.index is not None else None
 
     def health(self) -> dict[str, Any]:
         return {"vectors": len(self), "cursor": self.cursor}
