@@ -33,7 +33,7 @@ class Result:
     mode: str
     total: int
     hits: list[dict[str, Any]]
-    facets: dict[str, int]
+    facets: dict[str, dict[str, int]]
     corrected: dict[str, str] = field(default_factory=dict)
     unknown: list[str] = field(default_factory=list)
     message: str = ""
@@ -51,15 +51,17 @@ class HybridSearch:
 
     def search(
         self, q: str, filters: Filters, mode: str = "hybrid", limit: int = 20, offset: int = 0,
-        fusion: str = "rrf", facets: bool = True,
+        fusion: str = "rrf", facets: bool = True, recent: bool = False,
     ) -> Result:  # fmt: skip
+        """`recent`: newest first (keyword search only: a ranking by meaning has no date
+        order)."""
         plain = not _SYNTAX.search(q)
-        if mode == "keyword" or not q.strip() or not plain or self.semantic is None:
-            return self._keyword(q, filters, limit, offset, facets, mode)
+        if mode == "keyword" or recent or not q.strip() or not plain or self.semantic is None:
+            return self._keyword(q, filters, limit, offset, facets, mode, recent)
         depth = max(DEPTH, offset + limit)
         ranked = self.semantic.rank(q, depth)
         if ranked is None:
-            return self._keyword(q, filters, limit, offset, facets, mode)
+            return self._keyword(q, filters, limit, offset, facets, mode, recent)
         sem = self._semantic_ids(ranked, filters)
         kw = self.index.ranked(q, filters, depth) if mode == "hybrid" else []
         order, why = _fuse(kw, sem, fusion)
@@ -75,17 +77,18 @@ class HybridSearch:
                 if "semantic" in match:
                     match["semantic"]["words"] = ranked.words.get(seq_of[rid], {})
                 hits.append({**docs[rid].__dict__, "score": round(score, 6), "match": match})
-        counts = self.index.label_counts([i for i, _ in order]) if facets else {}
+        counts = self.index.facets_of([i for i, _ in order]) if facets else {}
         res = Result(mode, len(order), hits, counts, ranked.parsed.corrected,
                      ranked.parsed.unknown)  # fmt: skip
         res.message = _message(res, ranked)
         return res
 
     def _keyword(
-        self, q: str, filters: Filters, limit: int, offset: int, facets: bool, mode: str
-    ) -> Result:
+        self, q: str, filters: Filters, limit: int, offset: int, facets: bool, mode: str,
+        recent: bool,
+    ) -> Result:  # fmt: skip
         total, hits, counts = self.index.search(q, filters, limit, offset, fuzzy=True,
-                                                facets=facets)  # fmt: skip
+                                                facets=facets, recent=recent)  # fmt: skip
         out = []
         for rank, h in enumerate(hits, start=offset + 1):
             out.append(

@@ -217,12 +217,19 @@ def thumbnail_jpeg(image: Image.Image, size: int) -> bytes:
     return buf.getvalue()
 
 
+PALETTE = [
+    (0, 0, 0), (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200),
+    (245, 130, 48), (145, 30, 180), (70, 240, 240), (240, 50, 230), (210, 245, 60),
+]  # fmt: skip
+"""Mask colours by class id (repeating past ten classes)."""
+
+
 def _palette(n: int) -> list[int]:
-    base = [
-        (0, 0, 0), (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200),
-        (245, 130, 48), (145, 30, 180), (70, 240, 240), (240, 50, 230), (210, 245, 60),
-    ]  # fmt: skip
-    return [c for i in range(max(n, 1)) for c in base[i % len(base)]]
+    return [c for i in range(max(n, 1)) for c in PALETTE[i % len(PALETTE)]]
+
+
+def mask_color(class_id: int) -> str:
+    return "#{:02x}{:02x}{:02x}".format(*PALETTE[class_id % len(PALETTE)])
 
 
 def mask_png(classes: np.ndarray, n_classes: int) -> bytes:

@@ -13,6 +13,7 @@ import datetime as dt
 import html
 import json
 import logging
+import re
 import shutil
 import threading
 from dataclasses import dataclass
@@ -32,6 +33,8 @@ SCHEMA_FILE = "schema.json"
 
 DEFAULT_FIELDS = ["caption", "labels"]
 FUZZY = {"caption": (False, 1, True), "labels": (False, 1, True)}
+PLAIN_WORDS = re.compile(r"[a-z0-9 ]+", re.IGNORECASE)
+PHRASE_BOOST = 2.0
 """Typo tolerance: (prefix, distance, a swap of neighbours counts one) per field."""
 MAX_QUERY_CHARS = 512
 MAX_QUERY_DEPTH = 16
@@ -231,7 +234,8 @@ class SearchIndex:
 
     def parse(self, q: str, fuzzy: bool = False) -> tantivy.Query:
         """The query, all its words required; `fuzzy`: each word also matches the indexed
-        words one edit away (at a constant score, so exact words still rank first)."""
+        words one edit away (at a constant score, so exact words still rank first), and
+        plain words found side by side as typed rank above the same words apart."""
         if not q.strip():
             return tantivy.Query.all_query()
         check_query(q)
@@ -241,10 +245,13 @@ class SearchIndex:
                 return exact
             near = self.index.parse_query(q, DEFAULT_FIELDS, fuzzy_fields=FUZZY,
                                           conjunction_by_default=True)  # fmt: skip
+            parts = [exact, near]
+            if PLAIN_WORDS.fullmatch(q.strip()) and " " in q.strip():
+                phrase = self.index.parse_query(f'"{q.strip()}"', DEFAULT_FIELDS)
+                parts.append(tantivy.Query.boost_query(phrase, PHRASE_BOOST))
         except ValueError as e:
             raise QuerySyntaxError(str(e)) from None
-        return tantivy.Query.boolean_query([(tantivy.Occur.Should, exact),
-                                            (tantivy.Occur.Should, near)])  # fmt: skip
+        return tantivy.Query.boolean_query([(tantivy.Occur.Should, p) for p in parts])
 
     def query(self, q: str, f: Filters, fuzzy: bool = False) -> tantivy.Query:
         return self._filtered(self.parse(q, fuzzy), f)
@@ -275,24 +282,29 @@ class SearchIndex:
 
     def search(
         self, q: str, filters: Filters, limit: int = 20, offset: int = 0, fuzzy: bool = False,
-        facets: bool = True,
-    ) -> tuple[int, list[Hit], dict[str, int]]:  # fmt: skip
-        """(total matches, one page of hits, label counts over every match: {} unless
-        `facets`, as counting them visits every match)."""
+        facets: bool = True, recent: bool = False,
+    ) -> tuple[int, list[Hit], dict[str, dict[str, int]]]:  # fmt: skip
+        """(total matches, one page of hits, label and source counts over every match: {}
+        unless `facets`, as counting them visits every match); `recent`: newest first."""
         query = self.query(q, filters, fuzzy)
         searcher = self.index.searcher()
         try:
-            result = searcher.search(query, limit, count=True, offset=offset)
+            result = searcher.search(query, limit, count=True, offset=offset,
+                                     order_by_field="captured" if recent else None)  # fmt: skip
         except ValueError as e:  # a query that parses but cannot run, e.g. "caption:*"
             raise QuerySyntaxError(str(e)) from None
         snippets = self._snippets(searcher, query)
-        hits = [self._hit(searcher.doc(a), float(s), snippets) for s, a in result.hits]
-        counts: dict[str, int] = {}
-        if facets:
-            agg = searcher.aggregate(query, {"labels": {"terms": {"field": "labels",
-                                                                  "size": 100}}})  # fmt: skip
-            counts = {b["key"]: int(b["doc_count"]) for b in agg["labels"]["buckets"]}
+        hits = [self._hit(searcher.doc(a), 0.0 if recent else float(s), snippets)
+                for s, a in result.hits]  # fmt: skip
+        counts = self._facets(searcher, query) if facets else {}
         return int(getattr(result, "count", 0) or 0), hits, counts
+
+    @staticmethod
+    def _facets(searcher: Any, query: tantivy.Query) -> dict[str, dict[str, int]]:
+        agg = searcher.aggregate(query, {f: {"terms": {"field": f, "size": 100}}
+                                         for f in ("labels", "source")})  # fmt: skip
+        return {f: {b["key"]: int(b["doc_count"]) for b in agg[f]["buckets"]}
+                for f in ("labels", "source")}  # fmt: skip
 
     def ranked(self, q: str, filters: Filters, limit: int) -> list[tuple[str, float]]:
         """(id, BM25 score) of the best `limit` matches (typo tolerant): a ranking to fuse,
@@ -326,14 +338,12 @@ class SearchIndex:
         hits = [self._hit(searcher.doc(a), 0.0, snippets) for _, a in result.hits]
         return {h.id: h for h in hits}
 
-    def label_counts(self, ids: list[str]) -> dict[str, int]:
-        """Label facets over `ids`."""
+    def facets_of(self, ids: list[str]) -> dict[str, dict[str, int]]:
+        """Label and source counts over `ids`."""
         if not ids:
             return {}
         query = tantivy.Query.term_set_query(self.schema, "id", ids)
-        agg = self.index.searcher().aggregate(
-            query, {"labels": {"terms": {"field": "labels", "size": 100}}})  # fmt: skip
-        return {b["key"]: int(b["doc_count"]) for b in agg["labels"]["buckets"]}
+        return self._facets(self.index.searcher(), query)
 
     def _snippets(self, searcher: Any, query: tantivy.Query) -> Any:
         return tantivy.SnippetGenerator.create(searcher, query, self.schema, "caption")

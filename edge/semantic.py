@@ -28,6 +28,9 @@ from models.semantic import word_maps as similarity_maps
 
 CANDIDATES = 100
 """Images the profile index hands to the re-ranking (more when a page lies deeper)."""
+RELATIVE_FLOOR = 0.75
+"""Images scoring under this share of the best one are not results: every image has some
+similarity to any query, and a list of all of them would bury the answer."""
 MAP_TEMPERATURE = 0.1
 """A word's similarities over the regions become its map by a softmax at this temperature
 (the one the embedder's grounding was trained with)."""
@@ -105,6 +108,7 @@ class SemanticSearch:
         best = np.einsum("td,bnd->btn", vectors, images).max(-1)  # each word's best region
         scores = (best * mask).sum(-1) / mask.sum()  # = models.semantic.late_interaction
         order = np.argsort(-scores, kind="stable")[:k]
+        order = order[scores[order] >= RELATIVE_FLOOR * scores[order[0]]]
         content = [i for i, w in enumerate(mask) if w]
         names = [parsed.words[i] for i in content]
         return Ranked(parsed, [(seqs[i], float(scores[i])) for i in order],

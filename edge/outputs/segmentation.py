@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 import numpy as np
 from pydantic import BaseModel, Field
 
-from edge.imaging import mask_png
+from edge.imaging import mask_color, mask_png
 from edge.outputs.base import Label, Output, OutputFields, Produced
 from edge.runtime import Runner
 
@@ -18,6 +18,8 @@ MIN_SEGMENT_FRACTION = 0.005
 class Segment(BaseModel):
     class_: str = Field(alias="class")
     fraction: float
+    color: str = ""
+    """Its colour in the mask PNG ("#rrggbb"), for a legend."""
 
     model_config = {"populate_by_name": True}
 
@@ -45,8 +47,8 @@ class SegmentationOutput(Output):
         classes = self.segment(runners, x)
         fractions = np.bincount(classes.ravel(), minlength=len(self.class_names)) / classes.size
         segments = sorted(
-            (Segment(class_=name, fraction=round(float(f), 4))
-             for name, f in zip(self.class_names, fractions, strict=False)
+            (Segment(class_=name, fraction=round(float(f), 4), color=mask_color(i))
+             for i, (name, f) in enumerate(zip(self.class_names, fractions, strict=False))
              if name != "background" and f >= MIN_SEGMENT_FRACTION),
             key=lambda s: -s.fraction,
         )  # fmt: skip

@@ -41,6 +41,9 @@ def search(
         Query(description="hybrid: reciprocal-rank fusion, or a mix of the two scores"),
     ] = "rrf",
     facets: bool = True,
+    sort: Annotated[
+        Literal["relevance", "recent"], Query(description="recent: newest first (keyword mode)")
+    ] = "relevance",
     label: str | None = None,
     since: str | None = None,
     until: str | None = None,
@@ -55,13 +58,15 @@ def search(
     counts over every keyword match (over the fused results in the other modes)."""
     filters = Filters(label, source, when(since, "since"), when(until, "until"), min_anomaly)
     try:
-        res = ctx.search.search(q, filters, mode, limit, offset, fusion, facets)
+        res = ctx.search.search(q, filters, mode, limit, offset, fusion, facets,
+                                sort == "recent")  # fmt: skip
     except QuerySyntaxError as e:
         raise HTTPException(400, f"query syntax error in {q[:200]!r}: {e}") from None
     return {
         "query": q, "mode": res.mode, "total": res.total, "offset": offset,
         "results": [{**h, "thumbnail_url": f"/images/{h['id']}/thumb",
                      "url": f"/images/{h['id']}"} for h in res.hits],
-        "facets": {"labels": res.facets}, "message": res.message,
+        "facets": {"labels": res.facets.get("labels", {}),
+                   "sources": res.facets.get("source", {})}, "message": res.message,
         "corrected": res.corrected, "unknown": res.unknown,
     }  # fmt: skip

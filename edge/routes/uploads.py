@@ -10,6 +10,7 @@ import sqlite3
 import time
 from collections.abc import AsyncGenerator
 from typing import Annotated
+from urllib.parse import unquote
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import JSONResponse
@@ -96,7 +97,7 @@ async def upload(request: Request, ctx: Ctx) -> JSONResponse:
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit + 64 * 1024:
         raise HTTPException(413, f"body of {declared} bytes is over the {limit} byte limit")
-    name = printable(request.headers.get("x-filename", ""))
+    name = printable(unquote(request.headers.get("x-filename", "")))  # URL-encoded: any name
     data = await read_body(request, limit + 64 * 1024, ctx.cfg.http)
     if request.headers.get("content-type", "").startswith("multipart/form-data"):
         data, name = await _file_part(request, data, limit, name)
