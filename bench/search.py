@@ -383,6 +383,11 @@ def run_size(n: int, tmp: Path, repeats: int) -> dict[str, Any]:
     sem = [(q, None, None) for q in SEMANTIC_QUERIES] + [("pneumonia", "opacity", None)]
     out["http_search"] = timed(http_query(port), repeats)
     out["http_search_no_facets"] = timed(http_query(port, facets=False), repeats)
+    latest = httpx.Client(base_url=f"http://127.0.0.1:{port}")
+    out["http_latest_poll"] = timed_mix(  # what the page's live view asks every 2 s
+        lambda *_: latest.get("/search", params={"q": "", "sort": "recent", "limit": 24,
+                                                  "facets": "false"}).json(),
+        [("", None, None)], repeats * 10)  # fmt: skip
     for mode in ("semantic", "hybrid"):
         out[f"http_{mode}"] = timed_mix(http_query(port, mode), sem, repeats)
     client = httpx.Client(base_url=f"http://127.0.0.1:{port}")
