@@ -29,6 +29,7 @@ from models.training import (
     Batch,
     EpochLoop,
     _shuffled,
+    jitter,
     loop_config,
     open_config,
     save_history,
@@ -155,9 +156,15 @@ def fit_captioner(
 
     variables = cap.trainable_variables
     weight = cc.grounding_weight if supervised else 0.0
+    # Data without instance regions trains on shifted, re-lit views (never mirrored: captions
+    # say left and right); with regions to point at, a shift would move the targets off their
+    # objects, so such data (every variant of an ablation on it) trains on the images as is.
+    shifted = targets.grounded_words == 0
 
     @tf.function(reduce_retracing=True)
     def train_step(x: tf.Tensor, seqs: tf.Tensor, reg: tf.Tensor, tok: tf.Tensor) -> dict:
+        if shifted:
+            x = jitter(x, mirror=False)
         with tf.GradientTape() as tape:
             t = cap.loss(x, seqs, reg, tok, training=True)
             loss = t.ce + cc.alpha_c * t.penalty + weight * (t.grounding + t.looking)

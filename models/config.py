@@ -63,7 +63,7 @@ class CaptionerConfig:
     batch_size: int = 64
     learning_rate: float = 3e-3
     validation_split: float = 0.1
-    patience: int = 4
+    patience: int = 8
     min_steps: int = 3000
 
     def __post_init__(self) -> None:

@@ -83,6 +83,20 @@ GRACE_EPOCHS = 3
 """Early epochs' validation scores swing; the rate is not halved nor the fit stopped before."""
 
 
+def jitter(x: tf.Tensor, mirror: bool) -> tf.Tensor:
+    """Another view of a batch of images: shifted up to 4 pixels, re-lit, noised, and (with
+    `mirror`) mirrored left-right per image."""
+    n = tf.shape(x)[0]
+    if mirror:
+        flip = tf.random.uniform([n, 1, 1, 1]) < 0.5
+        x = tf.where(flip, tf.reverse(x, axis=[2]), x)
+    shift = tf.random.uniform([2], -4, 5, dtype=tf.int32)
+    x = tf.roll(x, shift=shift, axis=[1, 2])
+    gain = tf.random.uniform([n, 1, 1, 1], 0.85, 1.15)
+    bias = tf.random.uniform([n, 1, 1, 1], -0.05, 0.05)
+    return tf.clip_by_value(x * gain + bias + tf.random.normal(tf.shape(x), 0, 0.02), 0.0, 1.0)
+
+
 @dataclass
 class LoopConfig:
     """How long and how fast a fit trains, the same for every model."""

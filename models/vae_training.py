@@ -37,6 +37,7 @@ from models.training import (
     Batch,
     EpochLoop,
     _shuffled,
+    jitter,
     loop_config,
     open_config,
     save_history,
@@ -198,16 +199,9 @@ def _training_pool(ds: Dataset, vc: VAEConfig, data: Path) -> np.ndarray:
 
 
 def augment(x: tf.Tensor) -> tf.Tensor:
-    """A label-preserving view: mirrored left-right (per image), shifted up to 4 pixels,
-    re-lit and noised. Labels name what is present, not where, so the mirror keeps them."""
-    n = tf.shape(x)[0]
-    flip = tf.random.uniform([n, 1, 1, 1]) < 0.5
-    x = tf.where(flip, tf.reverse(x, axis=[2]), x)
-    shift = tf.random.uniform([2], -4, 5, dtype=tf.int32)
-    x = tf.roll(x, shift=shift, axis=[1, 2])
-    gain = tf.random.uniform([n, 1, 1, 1], 0.85, 1.15)
-    bias = tf.random.uniform([n, 1, 1, 1], -0.05, 0.05)
-    return tf.clip_by_value(x * gain + bias + tf.random.normal(tf.shape(x), 0, 0.02), 0.0, 1.0)
+    """A label-preserving view: labels name what is present, not where, so a mirror keeps
+    them."""
+    return jitter(x, mirror=True)
 
 
 def _label_loss(
