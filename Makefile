@@ -19,7 +19,7 @@ $(DEVICE): pyproject.toml
 
 # Training, conversion and the test tools on top (TensorFlow included).
 $(FULL): pyproject.toml $(DEVICE)
-	$(BIN)/pip install --quiet -e '.[train,test]'
+	$(BIN)/pip install --quiet -e '.[train,test,fleet]'
 	touch $@
 
 install: $(FULL)

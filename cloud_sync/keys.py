@@ -27,14 +27,22 @@ def sidecar_key(prefix: str, rec: Record) -> str:
     return f"{base_key(prefix, rec)}.json"
 
 
+def thumbnail_key(prefix: str, rec: Record) -> str:
+    """The thumbnail beside the original: a fleet's page shows results without originals."""
+    return f"{base_key(prefix, rec)}.thumb.jpg"
+
+
 def device_prefix(prefix: str, device_id: str) -> str:
     """Everything one device writes lies under this (stale multipart uploads are looked for
     here, and only here: other devices' uploads are theirs)."""
     return f"{prefix}/{device_id}/" if prefix else f"{device_id}/"
 
 
-def sidecar(rec: Record, key: str) -> bytes:
-    """The record as JSON (`edge.views.sidecar`), beside its original: written again at each
-    revision. Deterministic for a given record revision, so resending it changes nothing."""
-    doc = views.sidecar(rec, key.rsplit("/", 1)[-1])
+def sidecar(rec: Record, key: str, thumbnail: str = "",
+            blobs: dict[str, bytes] | None = None) -> bytes:  # fmt: skip
+    """The record as JSON (`edge.views.sidecar`, with its vectors), beside its original:
+    written again at each revision. Deterministic for a given record revision, so resending
+    it changes nothing."""
+    name = key.rsplit("/", 1)[-1]
+    doc = views.sidecar(rec, name, thumbnail.rsplit("/", 1)[-1], views.vectors(blobs or {}))
     return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()

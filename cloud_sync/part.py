@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 from cloud_sync.config import S3Config
-from cloud_sync.keys import original_key
+from cloud_sync.keys import original_key, thumbnail_key
 from cloud_sync.service import SyncService
 from edge.parts import BasePart, Context
 from edge.records import Record
@@ -32,7 +32,9 @@ class S3Part(BasePart):
                           "yet verified in S3", lambda: ctx.store.count_due("s3"))  # fmt: skip
 
     def _urls(self, r: Record) -> dict[str, Any]:
-        return {"s3": f"s3://{self.cfg.bucket}/{original_key(self.cfg.prefix, r)}"}
+        bucket, prefix = self.cfg.bucket, self.cfg.prefix
+        return {"s3": f"s3://{bucket}/{original_key(prefix, r)}",
+                "s3_thumbnail": f"s3://{bucket}/{thumbnail_key(prefix, r)}"}  # fmt: skip
 
     def start(self) -> None:
         self.service.start()

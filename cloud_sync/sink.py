@@ -20,7 +20,7 @@ from typing import Any
 
 from cloud_sync.client import SyncError, classify, where
 from cloud_sync.config import S3Config
-from cloud_sync.keys import device_prefix, original_key, sidecar, sidecar_key
+from cloud_sync.keys import device_prefix, original_key, sidecar, sidecar_key, thumbnail_key
 from cloud_sync.retention import enforce_quota
 from cloud_sync.transfer import Blob, Uploader
 from edge.imaging import media_type
@@ -28,6 +28,7 @@ from edge.records import Record
 from edge.sinks import RecordsRefusedError
 from edge.store import Store
 from edge.store_schema import S3_ORIGINAL
+from edge.views import VECTOR_BLOBS
 
 log = logging.getLogger("s3e.sync")
 STATE_KEY = "sync"
@@ -159,7 +160,12 @@ class S3Sink:
                                     f"{path}", f"missing original {rec.id}")  # fmt: skip
                 outcome = self.uploader.put(Blob(key, media_type(rec.ext), path=path,
                                                  sha256=rec.id))  # fmt: skip
-            doc = sidecar(rec, key)
+            thumb_key = thumbnail_key(self.cfg.prefix, rec)
+            thumb = self.store.derived_path(rec.id, "thumb.jpg")
+            if thumb.exists():
+                self.uploader.put_document(Blob(thumb_key, "image/jpeg", data=thumb.read_bytes()))
+            blobs = self.store.blobs_of(rec.id, VECTOR_BLOBS)
+            doc = sidecar(rec, key, thumb_key if thumb.exists() else "", blobs)
             self.uploader.put_document(
                 Blob(sidecar_key(self.cfg.prefix, rec), "application/json", data=doc)
             )

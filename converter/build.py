@@ -213,8 +213,10 @@ def _build(
         "assets": assets,
         "outputs": {
             e.key: {
-                "models": [*e.shared_models(),
-                           *(n for n in graphs[e.key] if n not in e.query_models())],
+                "models": [
+                    *e.shared_models(),
+                    *(n for n in graphs[e.key] if n not in e.query_models()),
+                ],
                 "query_models": e.query_models(),
                 "assets": owned[e.key],
                 "settings": e.settings(cfg),

@@ -106,6 +106,7 @@ _URLS = {
             "description": "s3://bucket/key of the original when cloud sync is on (it is "
             "there once synced, with a .json sidecar beside it); null when off",
         },
+        "s3_thumbnail": {"type": "string", "description": "s3://bucket/key of its thumbnail"},
     },
 }
 _ID = {"type": "string", "pattern": "^[0-9a-f]{64}$", "description": "sha256 of the original"}
@@ -162,6 +163,13 @@ def json_schema() -> dict[str, Any]:
                     "timings_ms": {"type": "object", "additionalProperties": {"type": "number"}},
                     "urls": _URLS,
                     "thumbnail_jpeg_base64": {"type": "string"},
+                    "vectors": {"type": "object", "description": "what a fleet searches by: "
+                                "`profile` (the image's score for each word of the bundle's "
+                                "text encoder), `latent` (the VAE's), `regions_int8` (base64 "
+                                "int8 region vectors, /127)", "properties": {
+                                    "profile": {"type": "array", "items": {"type": "number"}},
+                                    "latent": {"type": "array", "items": {"type": "number"}},
+                                    "regions_int8": {"type": "string"}}},
                 },
             },
             "alert": {

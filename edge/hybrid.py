@@ -39,7 +39,7 @@ class Result:
     message: str = ""
 
 
-def _terms(q: str, caption: str) -> list[str]:
+def matched_terms(q: str, caption: str) -> list[str]:
     """The query's words the caption holds, or holds one edit away."""
     words = [w for w in tokenize(caption) if w != ","]
     return sorted({t for t in tokenize(q) if any(within_one_edit(t, w) for w in words)})
@@ -64,7 +64,7 @@ class HybridSearch:
             return self._keyword(q, filters, limit, offset, facets, mode, recent)
         sem = self._semantic_ids(ranked, filters)
         kw = self.index.ranked(q, filters, depth) if mode == "hybrid" else []
-        order, why = _fuse(kw, sem, fusion)
+        order, why = fuse(kw, sem, fusion)
         page = order[offset : offset + limit]
         docs = self.index.documents([i for i, _ in page], q)
         seq_of = {rid: seq for rid, _, seq in sem}
@@ -73,14 +73,14 @@ class HybridSearch:
             if rid in docs:
                 match = why[rid]
                 if "keyword" in match:
-                    match["keyword"]["terms"] = _terms(q, docs[rid].caption)
+                    match["keyword"]["terms"] = matched_terms(q, docs[rid].caption)
                 if "semantic" in match:
                     match["semantic"]["words"] = ranked.words.get(seq_of[rid], {})
                 hits.append({**docs[rid].__dict__, "score": round(score, 6), "match": match})
         counts = self.index.facets_of([i for i, _ in order]) if facets else {}
         res = Result(mode, len(order), hits, counts, ranked.parsed.corrected,
                      ranked.parsed.unknown)  # fmt: skip
-        res.message = _message(res, ranked)
+        res.message = message_for(res, ranked)
         return res
 
     def _keyword(
@@ -91,14 +91,8 @@ class HybridSearch:
                                                 facets=facets, recent=recent)  # fmt: skip
         out = []
         for rank, h in enumerate(hits, start=offset + 1):
-            out.append(
-                {
-                    **h.__dict__,
-                    "match": {
-                        "keyword": {"rank": rank, "score": h.score, "terms": _terms(q, h.caption)}
-                    },
-                }
-            )
+            why = {"rank": rank, "score": h.score, "terms": matched_terms(q, h.caption)}
+            out.append({**h.__dict__, "match": {"keyword": why}})
         res = Result("keyword" if mode != "semantic" else mode, total, out, counts)
         if q.strip() and not total:
             res.message = "no caption or label holds these words (nor any word one edit away)"
@@ -113,7 +107,7 @@ class HybridSearch:
         return [(ids[s], score, s) for s, score in ranked.hits if ids.get(s) in passing]
 
 
-def _fuse(
+def fuse(
     kw: list[tuple[str, float]], sem: list[tuple[str, float, int]], fusion: str
 ) -> tuple[list[tuple[str, float]], dict[str, dict[str, Any]]]:
     """Both rankings into one, best first, and why each id matched."""
@@ -131,7 +125,7 @@ def _fuse(
     return order, why
 
 
-def _message(res: Result, ranked: Ranked) -> str:
+def message_for(res: Result, ranked: Ranked) -> str:
     """What the user should know: unknown words, corrections, why nothing matched."""
     parts = []
     if not ranked.parsed.content and not ranked.parsed.unknown:

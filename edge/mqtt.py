@@ -319,7 +319,8 @@ class MqttSink:
             path = self.store.derived_path(r.id, "thumb.jpg")
             if path.exists():
                 thumb = events.small_jpeg(path.read_bytes(), self.mqtt.thumbnail_max_bytes)
-        payload = views.event(r, urls, thumb)
+        vecs = views.vectors(self.store.blobs_of(r.id, views.VECTOR_BLOBS))
+        payload = views.event(r, urls, thumb, vecs)
         infos = [self.link.client.publish(self.link.topics.events, json.dumps(payload),
                                           qos=self.mqtt.qos)]  # fmt: skip
         alerts = self.mqtt.alerts

@@ -23,7 +23,7 @@ from edge.outputs.embedding import unpack
 from edge.runtime import CpuAccelerator, Runner
 from edge.store import Store
 from edge.vectors import VectorIndex
-from models.semantic import ParsedQuery, content_mask, parse_query, token_ids
+from models.semantic import ParsedQuery, content_mask, parse_query, scored, token_ids
 from models.semantic import word_maps as similarity_maps
 
 CANDIDATES = 100
@@ -60,11 +60,12 @@ class QueryEncoder:
 
 @dataclass
 class Ranked:
-    """A semantic ranking: (seq, score) best first, and per seq each content word's score."""
+    """A semantic ranking: (key, score) best first, and per key each content word's score
+    (keys: record seqs on the device, result ids in the fleet)."""
 
     parsed: ParsedQuery
-    hits: list[tuple[int, float]]
-    words: dict[int, dict[str, float]]
+    hits: list[tuple[Any, float]]
+    words: dict[Any, dict[str, float]]
 
 
 class SemanticSearch:
@@ -105,8 +106,7 @@ class SemanticSearch:
             return Ranked(parsed, [], {})
         dim = vectors.shape[-1]
         images = np.stack([unpack(blobs[s], dim) for s in seqs])
-        best = np.einsum("td,bnd->btn", vectors, images).max(-1)  # each word's best region
-        scores = (best * mask).sum(-1) / mask.sum()  # = models.semantic.late_interaction
+        scores, best = scored(vectors, mask, images)
         order = np.argsort(-scores, kind="stable")[:k]
         order = order[scores[order] >= RELATIVE_FLOOR * scores[order[0]]]
         content = [i for i, w in enumerate(mask) if w]
@@ -121,20 +121,22 @@ class SemanticSearch:
         when the image has no semantic vectors (not analysed, or by a bundle without them)."""
         enc = self.encoder()
         blob = self.store.blob(rid, "regions")
-        if enc is None or blob is None:
-            return None
-        parsed, vectors, mask = enc.encode(text)
-        image = unpack(blob, vectors.shape[-1])
-        grid = enc.grid
-        if len(image) != grid * grid + 1:
-            return None  # vectors of another bundle's shape
-        sims = similarity_maps(vectors, image)
-        words = []
-        for t, w in enumerate(parsed.words[: enc.max_tokens]):
-            if not mask[t]:
-                continue
-            z = np.exp((sims[t] - sims[t].max()) / MAP_TEMPERATURE)
-            words.append({"word": w, "map": [round(float(x), 5) for x in z / z.sum()],
-                          "score": round(float((vectors[t] @ image.T).max()), 4)})  # fmt: skip
-        return {"grid": grid, "words": words, "unknown": parsed.unknown,
-                "corrected": parsed.corrected}  # fmt: skip
+        return match(enc, text, blob) if enc is not None and blob is not None else None
+
+
+def match(enc: QueryEncoder, text: str, regions: bytes) -> dict[str, Any] | None:
+    """`/images/{id}/match` of one image's int8 region vectors (None: of another shape)."""
+    parsed, vectors, mask = enc.encode(text)
+    image = unpack(regions, vectors.shape[-1])
+    if len(image) != enc.grid * enc.grid + 1:
+        return None  # vectors of another bundle's shape
+    sims = similarity_maps(vectors, image)
+    words = []
+    for t, w in enumerate(parsed.words[: enc.max_tokens]):
+        if not mask[t]:
+            continue
+        z = np.exp((sims[t] - sims[t].max()) / MAP_TEMPERATURE)
+        words.append({"word": w, "map": [round(float(x), 5) for x in z / z.sum()],
+                      "score": round(float((vectors[t] @ image.T).max()), 4)})  # fmt: skip
+    return {"grid": enc.grid, "words": words, "unknown": parsed.unknown,
+            "corrected": parsed.corrected}  # fmt: skip

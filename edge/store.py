@@ -411,6 +411,15 @@ class Store:
         kept = [(int(r[1]), bytes(r[3])) for r in rows if r[2] == bundle and r[3] is not None]
         return int(rows[-1][0]), [s for s, _ in kept], [b for _, b in kept]
 
+    def blobs_of(self, rid: str, names: tuple[str, ...]) -> dict[str, bytes]:
+        """The named blobs one record has."""
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT b.name, b.data FROM blobs b JOIN records r ON r.seq=b.seq WHERE r.id=? "
+                f"AND b.name IN ({','.join('?' * len(names))})", (rid, *names),
+            ).fetchall()  # fmt: skip
+        return {str(n): bytes(d) for n, d in rows}
+
     def ids_of(self, seqs: list[int]) -> dict[int, str]:
         """Record ids by seq (the vector indexes' keys)."""
         with self._lock:

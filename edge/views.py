@@ -9,9 +9,12 @@ and its one label is `out_of_domain` (the record itself keeps everything, for in
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 from edge.outputs import OUTPUTS
 from edge.records import Record
@@ -92,7 +95,25 @@ def summary(r: Record) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def event(r: Record, urls: dict[str, Any], thumbnail_b64: str | None = None) -> dict[str, Any]:
+VECTOR_BLOBS = ("profile", "latent", "regions")
+
+
+def vectors(blobs: dict[str, bytes]) -> dict[str, Any]:
+    """A record's vectors for whoever searches off the device (the fleet): the word profile
+    and the latent as numbers, the int8 region vectors as base64 (3 KB)."""
+    out: dict[str, Any] = {}
+    for name in ("profile", "latent"):
+        if name in blobs:
+            out[name] = [round(float(v), 5) for v in np.frombuffer(blobs[name], np.float32)]
+    if "regions" in blobs:
+        out["regions_int8"] = base64.b64encode(blobs["regions"]).decode()
+    return out
+
+
+def event(
+    r: Record, urls: dict[str, Any], thumbnail_b64: str | None = None,
+    vecs: dict[str, Any] | None = None,
+) -> dict[str, Any]:  # fmt: skip
     """`<prefix>/<device>/events`: one per analysis (a re-analysis sends the next revision)."""
     d = Derived.of(r)
     out = {
@@ -105,6 +126,8 @@ def event(r: Record, urls: dict[str, Any], thumbnail_b64: str | None = None) -> 
     }  # fmt: skip
     if thumbnail_b64 is not None:
         out["thumbnail_jpeg_base64"] = thumbnail_b64
+    if vecs:
+        out["vectors"] = vecs
     return out
 
 
@@ -128,12 +151,15 @@ def alert(
             "caption": d.public_caption(), "reasons": reasons, "urls": urls}  # fmt: skip
 
 
-def sidecar(r: Record, original: str) -> dict[str, Any]:
-    """The `<sha256>.json` beside an original in S3: a bucket is searchable without the
-    device (rewritten at each revision)."""
+def sidecar(
+    r: Record, original: str, thumbnail: str = "", vecs: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The `<sha256>.json` beside an original (and its thumbnail) in S3: a bucket is
+    searchable without the device (rewritten at each revision)."""
     d = Derived.of(r)
     return {
-        "schema": SCHEMA_VERSION, **core(r), "original": original,
+        "schema": SCHEMA_VERSION, **core(r), "original": original, "thumbnail": thumbnail,
+        "vectors": vecs or {},
         "caption": d.public_caption(), "labels": d.public_labels(), "segments": d.segments,
         "anomaly": d.anomaly, "out_of_domain": d.out_of_domain, "ood_score": d.ood_score,
         "outputs": r.analysis,

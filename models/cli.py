@@ -103,6 +103,11 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--domain", choices=sorted(DOMAINS), required=True)
     r.add_argument("--out", type=Path, required=True, help="models folder, e.g. models/chest")
     r.add_argument("--work", type=Path, default=Path("var/data"), help="where data sets go")
+    r.add_argument(
+        "--resume",
+        action="store_true",
+        help="carry on an interrupted run: keep its data and every model it finished",
+    )
     return p
 
 
@@ -173,7 +178,7 @@ def run(argv: list[str] | None = None) -> int:
         else:
             from models import reproduce
 
-            report = reproduce.run(args.domain, args.out, args.work)
+            report = reproduce.run(args.domain, args.out, args.work, args.resume)
             log.info("minimums: %s", json.dumps(report["minimums"]))
     except (ConfigError, DatasetFormatError, FileExistsError) as e:
         log.error("%s", e)

@@ -66,10 +66,14 @@ ABLATIONS: dict[str, dict[str, Any]] = {
 """Variant name -> captioner settings: each lever alone, both (the shipped settings), Luong's
 attention with both, and the mean-context baseline."""
 LABEL_FRACTIONS = (0.01, 0.1, 1.0)
+SECONDS_FILE = "train_seconds.json"
 
 
-def make_data(domain: str, work: Path) -> dict[str, Path]:
-    """The training split, its prefixes for the VAE and the studies, and the held-out split."""
+def make_data(domain: str, work: Path, resume: bool = False) -> dict[str, Path]:
+    """The training split, its prefixes for the VAE and the studies, and the held-out split.
+
+    With `resume`, a split already written with the same size and seed is kept (splits are
+    written whole and renamed into place, so one that exists is complete)."""
     r = RECIPES[domain]
     base = Path(work) / domain
     plan = {
@@ -82,22 +86,45 @@ def make_data(domain: str, work: Path) -> dict[str, Path]:
     out = {}
     for name, (n, seed) in plan.items():
         folder = base / name
+        if resume and _same_split(folder, n, seed):
+            out[name] = folder
+            continue
         if folder.exists():
             shutil.rmtree(folder)
         out[name] = write_dataset(domain, n, seed, folder)
     return out
 
 
-def fit_all(domain: str, data: dict[str, Path], out: Path) -> dict[str, float]:
-    """Train every model of `domain` into `out`; returns seconds per model."""
+def _same_split(folder: Path, n: int, seed: int) -> bool:
+    meta = folder / "meta.json"
+    if not meta.exists():
+        return False
+    info = json.loads(meta.read_text())
+    return bool(info.get("n") == n and info.get("seed") == seed)
+
+
+def fit_all(
+    domain: str, data: dict[str, Path], out: Path, resume: bool = False
+) -> dict[str, float]:
+    """Train every model of `domain` into `out`; returns seconds per model.
+
+    Seconds are saved after each model, so a `resume`d run skips every model whose history
+    file (written last, after its best weights) exists and still reports what each one cost."""
     r = RECIPES[domain]
     out = Path(out)
-    seconds: dict[str, float] = {}
+    out.mkdir(parents=True, exist_ok=True)
+    ledger = out / SECONDS_FILE
+    seconds: dict[str, float] = json.loads(ledger.read_text()) if resume and ledger.exists() else {}
 
-    def timed(name: str, fn: Any, *args: Any, **kwargs: Any) -> None:
+    def timed(name: str, fn: Any, split: Path, folder: Path, **kwargs: Any) -> None:
+        model = fn.__name__.removeprefix("fit_")
+        if resume and name in seconds and (Path(folder) / f"history_{model}.json").exists():
+            log.info("kept %s from the interrupted run", name)
+            return
         start = time.monotonic()
-        fn(*args, **kwargs)
+        fn(split, folder, **kwargs)
         seconds[name] = round(time.monotonic() - start, 1)
+        ledger.write_text(json.dumps(seconds, indent=1) + "\n")
         log.info("trained %s in %.0f s", name, seconds[name])
 
     timed("segmenter", training.fit_segmenter, data["segmenter"], out, epochs=r.segmenter_epochs)
@@ -118,18 +145,21 @@ def label_dir(out: Path, fraction: float) -> Path:
     return Path(out) / "label_study" / f"{round(fraction * 100)}pct"
 
 
-def run(domain: str, out: Path, work: Path) -> dict[str, Any]:
-    """Data, training, evaluation and model card for `domain`: the documented reproduction."""
+def run(domain: str, out: Path, work: Path, resume: bool = False) -> dict[str, Any]:
+    """Data, training, evaluation and model card for `domain`: the documented reproduction.
+
+    `resume` carries on an interrupted run: kept splits, skipped finished models."""
     from models.evaluate import evaluate, label_study
 
     start = time.monotonic()
-    data = make_data(domain, work)
-    seconds = fit_all(domain, data, out)
+    data = make_data(domain, work, resume)
+    seconds = fit_all(domain, data, out, resume)
     report = evaluate(out, data["test"])
     report["label_study"] = label_study(
         {f"{f:g}": label_dir(out, f) for f in LABEL_FRACTIONS}, data["test"]
     )
-    seconds["total"] = round(time.monotonic() - start, 1)
+    seconds["total"] = round(sum(seconds.values()), 1)
+    seconds["wall"] = round(time.monotonic() - start, 1)
     (Path(out) / "metrics.json").write_text(
         json.dumps({**report, "train_seconds": seconds}, indent=1) + "\n"
     )

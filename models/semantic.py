@@ -102,8 +102,15 @@ def content_mask(words: Sequence[str], max_tokens: int) -> np.ndarray:
 def late_interaction(words: np.ndarray, mask: np.ndarray, images: np.ndarray) -> np.ndarray:
     """(T, D) word vectors, (T,) content mask, (B, n + 1, D) image vectors -> (B,) scores:
     each content word's best similarity over the image's vectors, averaged over the words."""
+    return scored(words, mask, images)[0]
+
+
+def scored(
+    words: np.ndarray, mask: np.ndarray, images: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """((B,) late-interaction scores, (B, T) each word's best similarity per image)."""
     best = np.einsum("td,bnd->btn", words, images).max(-1)
-    return (best * mask).sum(-1) / max(float(mask.sum()), 1.0)
+    return (best * mask).sum(-1) / max(float(mask.sum()), 1.0), best
 
 
 def word_maps(words: np.ndarray, image: np.ndarray) -> np.ndarray:

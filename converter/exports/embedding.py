@@ -64,8 +64,10 @@ class EmbeddingExport(Export):
         assert cfg.embedder is not None
         ec = cfg.embedder
         runner = ModelRunner(out / "text_encoder.tflite", ["words"], 1)
-        vectors = [runner(tokens=_ids([i], ec.max_tokens))["words"][0, 0] for i in range(len(ec.vocab))]
-        doc = {"vocab": ec.vocab, "content": [w not in STOP and i > 1 for i, w in enumerate(ec.vocab)],
+        ids = range(len(ec.vocab))
+        vectors = [runner(tokens=_ids([i], ec.max_tokens))["words"][0, 0] for i in ids]
+        content = [w not in STOP and i > 1 for i, w in enumerate(ec.vocab)]
+        doc = {"vocab": ec.vocab, "content": content,
                "vectors": np.round(np.stack(vectors), 5).tolist()}  # fmt: skip
         (out / WORDS_ASSET).write_text(json.dumps(doc))
         return {"embedder_words": WORDS_ASSET}
@@ -92,7 +94,9 @@ class EmbeddingExport(Export):
         images = np.stack([unpack(pack(output.vectors(models.runners, x)), dim) for x in ds.images])
         encoder = QueryEncoder(bundle, models.runners["text_encoder"])
         ranker = Ranker(lambda q: encoder.encode(q)[1:], images)
-        report = precision_report(ranker.rank, build_queries(ds.captions, ds.grounding, output.vocab).all())
+        report = precision_report(
+            ranker.rank, build_queries(ds.captions, ds.grounding, output.vocab).all()
+        )
         report["pointing"] = pointing(ranker, ds, bundle.doc.domain, int(output.settings["grid"]))
         return _flat(report)
 

@@ -1,0 +1,125 @@
+"""`s3e-fleet serve`: the device's `/search` API and page over the archive. Stateless (every
+answer comes from the table, thumbnails and originals from S3 through presigned URLs), so
+several replicas can serve one table."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from fastapi import FastAPI, HTTPException, Query, Response
+from fastapi.responses import HTMLResponse, RedirectResponse
+
+from cloud_sync.client import make_client
+from edge.routes.admin import MEDIA, PAGE, SECURITY_HEADERS, STATIC
+from edge.routes.search import when
+from fleet.config import FleetConfig
+from fleet.search import FleetFilters, FleetSearch
+
+
+def create_app(cfg: FleetConfig, search: FleetSearch) -> FastAPI:
+    app = FastAPI(title="S3E fleet", version="1",
+                  description="One search over every device's images.")  # fmt: skip
+    s3 = make_client(cfg.s3)
+    endpoint = urlsplit(cfg.s3.endpoint_url or f"https://{cfg.s3.bucket}.s3.amazonaws.com")
+    origin = f"{endpoint.scheme}://{endpoint.netloc}"
+    csp = SECURITY_HEADERS["Content-Security-Policy"]  # images come from S3, redirected
+    headers = {
+        **SECURITY_HEADERS,
+        "Content-Security-Policy": csp.replace("img-src 'self'", f"img-src 'self' {origin}"),
+    }
+
+    def presigned(result_id: str, column: str) -> RedirectResponse:
+        try:
+            r = search.row(result_id, [column])
+        except ValueError as e:
+            raise HTTPException(404, str(e)) from None
+        if r is None or not r.get(column):
+            raise HTTPException(404, f"no {column.removesuffix('_key')} for {result_id}")
+        where = {"Bucket": cfg.s3.bucket, "Key": r[column]}
+        url = s3.generate_presigned_url("get_object", Params=where,
+                                        ExpiresIn=cfg.s3.presign_expiry_s)  # fmt: skip
+        return RedirectResponse(url, status_code=307)
+
+    def one(result_id: str, got: Any) -> Any:
+        if got is None:
+            raise HTTPException(404, f"no image {result_id} (or none of its vectors here)")
+        return got
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def page() -> HTMLResponse:
+        return HTMLResponse(PAGE.read_text(), headers=headers)
+
+    @app.get("/static/{name}", include_in_schema=False)
+    def static(name: str) -> Response:
+        if name not in STATIC:
+            raise HTTPException(404, "no such file")
+        path = STATIC[name]
+        return Response(path.read_bytes(), media_type=MEDIA[path.suffix], headers=headers)
+
+    @app.get("/search", summary="Find images of every device: keyword, semantic or both")
+    def search_route(
+        q: str = "", mode: Literal["hybrid", "keyword", "semantic"] = "hybrid",
+        fusion: Literal["rrf", "mix"] = "rrf", label: str | None = None,
+        source: str | None = None, device: str | None = None, since: str | None = None,
+        until: str | None = None, min_anomaly: float | None = None,
+        limit: Annotated[int, Query(ge=1, le=200)] = 20,
+        offset: Annotated[int, Query(ge=0, le=10_000)] = 0, facets: bool = True,
+        sort: Literal["relevance", "recent"] = "relevance",
+    ) -> dict[str, Any]:  # fmt: skip
+        if len(q) > 512:
+            raise HTTPException(400, "q: at most 512 characters")
+        f = FleetFilters(label, source, device, when(since, "since"), when(until, "until"),
+                         min_anomaly)  # fmt: skip
+        res = search.search("" if sort == "recent" else q, f, mode, limit, offset, fusion)
+        return {
+            "query": q, "mode": res.mode, "total": res.total, "offset": offset,
+            "results": [{**h, "thumbnail_url": f"/images/{h['id']}/thumb",
+                         "url": f"/images/{h['id']}"} for h in res.hits],
+            "facets": {"labels": res.facets.get("labels", {}),
+                       "sources": res.facets.get("source", {}),
+                       "devices": res.facets.get("device", {})} if facets else {},
+            "message": res.message, "corrected": res.corrected, "unknown": res.unknown,
+        }  # fmt: skip
+
+    @app.get("/images/{result_id}", summary="The original, from S3")
+    def original(result_id: str) -> RedirectResponse:
+        return presigned(result_id, "original_key")
+
+    @app.get("/images/{result_id}/thumb", summary="The thumbnail, from S3")
+    def thumb(result_id: str) -> RedirectResponse:
+        return presigned(result_id, "thumbnail_key")
+
+    @app.get("/images/{result_id}/match", summary="Where each query word matched")
+    def match(result_id: str, q: str = "") -> dict[str, Any]:
+        if not q.strip() or len(q) > 512:
+            raise HTTPException(400, "q: give the query (1 to 512 characters)")
+        return {"id": result_id, "query": q, **one(result_id, _safe(search.match, result_id, q))}
+
+    @app.get("/images/{result_id}/similar", summary="Nearest images by VAE latent")
+    def similar(result_id: str, k: Annotated[int, Query(ge=1, le=100)] = 10) -> dict[str, Any]:
+        got = one(result_id, _safe(search.similar, result_id, k))
+        return {"id": result_id, "similar": [
+            {**g, "thumbnail_url": f"/images/{g['id']}/thumb"} for g in got]}  # fmt: skip
+
+    @app.get("/records/{result_id}", summary="The device's record of one image")
+    def record(result_id: str) -> dict[str, Any]:
+        return dict(one(result_id, _safe(search.record, result_id)))
+
+    @app.get("/healthz", summary="Rows, the bundle that encodes queries")
+    def healthz() -> dict[str, Any]:
+        b = search.bundle
+        return {"status": "ok", "index_documents": search.archive.count(),
+                "bundle": {"name": b.name, "version": b.version, "precision": b.precision},
+                "archive": search.archive.uri,
+                "time": dt.datetime.now(dt.UTC).isoformat()}  # fmt: skip
+
+    return app
+
+
+def _safe(fn: Any, result_id: str, *args: Any) -> Any:
+    try:
+        return fn(result_id, *args)
+    except ValueError as e:
+        raise HTTPException(404, str(e)) from None

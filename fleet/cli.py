@@ -1,0 +1,164 @@
+"""`s3e-fleet`: one archive of every device's images, searchable in one place.
+
+s3e-fleet run --config fleet.toml          ingest, reconciler, maintenance and search
+s3e-fleet ingest|serve|maintain|reconcile --config fleet.toml
+s3e-fleet reanalyze --bundle chest-float16 --config fleet.toml [--address ray://head:10001]
+s3e-fleet check-config --config fleet.toml
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from edge.bundle import BundleError, load_bundle
+from edge.config import ConfigError
+from edge.logs import setup_logging
+from fleet.archive import Archive, ArchiveError, check_conditional_put, vector_dims
+from fleet.config import FleetConfig, load_config
+
+log = logging.getLogger("s3e.fleet")
+EXIT_CONFIG, EXIT_FAILED = 2, 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="s3e-fleet", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=__doc__.split("\n\n", 1)[1])  # fmt: skip
+    sub = p.add_subparsers(dest="command", required=True)
+    commands = (
+        ("run", "ingest, reconciler, maintenance and search in one process"),
+        ("ingest", "an ingest worker on the shared MQTT subscription"),
+        ("serve", "the search API and page over the archive"),
+        ("maintain", "build missing indexes, compact, refresh indexes (once)"),
+        ("reconcile", "merge the sidecars MQTT missed (one pass)"),
+        ("check-config", "validate the config and exit"),
+        ("reanalyze", "the whole archive through another bundle (Ray Data)"),
+    )
+    for name, what in commands:
+        s = sub.add_parser(name, help=what, description=what)
+        s.add_argument("--config", "-c", type=Path, help="the fleet's TOML file")
+        if name == "reanalyze":
+            s.add_argument("--bundle", required=True, help="shipped bundle name or folder")
+            s.add_argument("--address", help="a Ray cluster (ray://host:10001); default: local")
+            s.add_argument("--workers", type=int, default=2, help="model actors")
+    return p
+
+
+def open_archive(cfg: FleetConfig) -> tuple[Archive, Any]:
+    """The fleet bundle and the archive, after checking the store can hold a Lance table."""
+    bundle = load_bundle(cfg.archive.bundle)
+    check_conditional_put(cfg.s3, cfg.archive.uri)
+    return Archive.current(cfg, vector_dims(bundle)), bundle
+
+
+def _loop(stop: threading.Event, every: float, job: Callable[[], Any], what: str) -> None:
+    while not stop.is_set():
+        try:
+            job()
+        except Exception as e:  # one failed pass is logged; the next may succeed
+            log.error("%s failed: %s", what, e)
+        stop.wait(every)
+
+
+def _serve(cfg: FleetConfig, archive: Archive, bundle: Any) -> Any:
+    import uvicorn
+
+    from fleet.app import create_app
+    from fleet.search import FleetSearch
+
+    app = create_app(cfg, FleetSearch(archive, bundle))
+    return uvicorn.Server(uvicorn.Config(app, host=cfg.http.host, port=cfg.http.port,
+                                         log_level="warning", lifespan="off"))  # fmt: skip
+
+
+def run(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as e:
+        print(e, file=sys.stderr)
+        return EXIT_CONFIG
+    setup_logging(cfg.log_format)
+    if args.command == "check-config":
+        print(f"{args.config or '(defaults)'}: ok")
+        return 0
+    try:
+        if args.command == "reanalyze":
+            from fleet.reanalyze import reanalyze
+
+            check_conditional_put(cfg.s3, cfg.archive.uri)
+            log.info("done: %s", reanalyze(cfg, args.bundle, args.address, args.workers))
+            return 0
+        archive, bundle = open_archive(cfg)
+        return _command(args.command, cfg, archive, bundle)
+    except (ArchiveError, BundleError) as e:
+        log.error("%s", e)
+        return EXIT_FAILED
+
+
+def _command(command: str, cfg: FleetConfig, archive: Archive, bundle: Any) -> int:
+    from cloud_sync.client import make_client
+    from fleet.ingest import Ingestor
+    from fleet.maintain import maintain
+    from fleet.reconcile import reconcile
+
+    def reconcile_once() -> int:
+        s3 = cfg.s3
+        return reconcile(Archive.current(cfg), make_client(s3), s3.bucket, s3.prefix,
+                         cfg.reconcile.days)  # fmt: skip
+
+    if command == "maintain":
+        maintain(archive)
+        return 0
+    if command == "reconcile":
+        log.info("merged %d sidecars", reconcile_once())
+        return 0
+    stop = threading.Event()
+    threads: list[threading.Thread] = []
+    ingestor = None
+    if command in ("run", "ingest"):
+        ingestor = Ingestor(cfg, archive)
+        ingestor.start()
+        threads.append(threading.Thread(target=ingestor.run, name="ingest", daemon=True))
+    if command == "run":
+        for every, job, what in ((cfg.reconcile.interval_s, reconcile_once, "reconcile"),
+                                 (cfg.maintain.interval_s, lambda: maintain(archive),
+                                  "maintenance")):  # fmt: skip
+            threads.append(threading.Thread(target=_loop, args=(stop, every, job, what),
+                                            name=what, daemon=True))  # fmt: skip
+    server = _serve(cfg, archive, bundle) if command in ("run", "serve") else None
+    for t in threads:
+        t.start()
+
+    def shutdown(signum: int, frame: Any) -> None:
+        stop.set()
+        if ingestor is not None:
+            ingestor.stop()
+        if server is not None:
+            server.should_exit = True
+
+    signal.signal(signal.SIGTERM, shutdown)
+    signal.signal(signal.SIGINT, shutdown)
+    if server is not None:
+        log.info("fleet search on http://%s:%d/", cfg.http.host, cfg.http.port)
+        server.run()
+    else:
+        stop.wait()
+    for t in threads:
+        t.join(10)
+    return 0
+
+
+def main() -> None:
+    sys.exit(run())
+
+
+if __name__ == "__main__":
+    main()

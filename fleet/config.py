@@ -1,0 +1,87 @@
+"""`s3e-fleet`'s one config object: a TOML file like the device's, validated at start; an
+error names the file and the dotted key. `[s3]` is the device's own section (the bucket the
+devices sync to, the same credential chain), so one file can serve both."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+from cloud_sync.config import S3Config
+from edge.config import ConfigError, MqttTlsConfig, _describe
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class FleetMqttConfig(_Section):
+    host: str = Field("127.0.0.1", description="the broker the devices publish to")
+    port: int = Field(1883, ge=1, le=65535)
+    username: str = ""
+    password: SecretStr = SecretStr("")
+    tls: MqttTlsConfig = MqttTlsConfig()
+    topic_prefix: str = Field("s3e", pattern=r"^[^#+/][^#+]*$")
+    share_group: str = Field(
+        "s3e-fleet", pattern=r"^[A-Za-z0-9_-]+$",
+        description="workers in one group split the events ($share/<group>/...)",
+    )  # fmt: skip
+    client_id: str = Field("", description="empty = s3e-fleet-<host>-<pid>; keep one per "
+                           "worker for its session to survive a restart")  # fmt: skip
+    batch_events: int = Field(256, ge=1, le=100_000, description="commit after N events")
+    batch_seconds: float = Field(2.0, gt=0, description="or after T seconds")
+
+
+class ArchiveConfig(_Section):
+    uri: str = Field("s3://s3e-archive/fleet", description="the LanceDB database (a folder "
+                     "or an s3:// prefix); the table `images` lives in it")  # fmt: skip
+    table: str = Field("images", pattern=r"^[A-Za-z0-9_-]+$")
+    bundle: str = Field("chest-int8", description="the bundle whose text encoder encodes "
+                        "queries; rows analysed by it are semantically searchable")  # fmt: skip
+
+
+class FleetHttpConfig(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8090, ge=0, le=65535)
+
+
+class ReconcileConfig(_Section):
+    interval_s: float = Field(300.0, gt=0, description="list the bucket every N seconds")
+    days: int = Field(8, ge=1, le=366, description="how many days back each pass looks")
+
+
+class MaintainConfig(_Section):
+    interval_s: float = Field(600.0, gt=0, description="compaction and index refresh")
+
+
+class FleetConfig(_Section):
+    log_format: Literal["text", "json"] = "text"
+    mqtt: FleetMqttConfig = FleetMqttConfig()
+    s3: S3Config = S3Config()
+    archive: ArchiveConfig = ArchiveConfig()
+    http: FleetHttpConfig = FleetHttpConfig()
+    reconcile: ReconcileConfig = ReconcileConfig()
+    maintain: MaintainConfig = MaintainConfig()
+
+
+def parse_config(data: dict[str, object], source: str = "<config>") -> FleetConfig:
+    try:
+        return FleetConfig.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_describe(e, source)) from None
+
+
+def load_config(path: Path | str | None) -> FleetConfig:
+    if path is None:
+        return FleetConfig()
+    p = Path(path)
+    try:
+        data = tomllib.loads(p.read_text())
+    except OSError as e:
+        raise ConfigError(f"{p}: cannot read ({e.strerror or e})") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{p}: not valid TOML ({e})") from None
+    return parse_config(data, str(p))
