@@ -46,7 +46,7 @@ def schema(profile_dim: int, latent_dim: int) -> pa.Schema:
         pa.field("device", pa.string(), nullable=False, metadata=PK),
         pa.field("id", pa.string(), nullable=False, metadata=PK),
         pa.field("revision", pa.int32()),
-        pa.field("captured_at", pa.timestamp("us", tz="UTC")),
+        pa.field("captured_at", pa.timestamp("us")),
         pa.field("source", pa.string()),
         pa.field("caption", pa.string()),
         pa.field("text", pa.string()),
@@ -60,8 +60,19 @@ def schema(profile_dim: int, latent_dim: int) -> pa.Schema:
         pa.field("latent", pa.list_(pa.float32(), latent_dim)),
         pa.field("regions", pa.binary()),
         pa.field("record", pa.string()),
-        pa.field("ingested_at", pa.timestamp("us", tz="UTC")),
+        pa.field("ingested_at", pa.timestamp("us")),
     ])  # fmt: skip
+
+
+def naive_utc(t: dt.datetime) -> dt.datetime:
+    """Times are stored as UTC without a zone: converting a zoned Arrow timestamp to Python
+    runs std::regex inside pyarrow, which crashes in a process whose C++ locale another
+    native library has changed (seen beside the device daemon)."""
+    return t.astimezone(dt.UTC).replace(tzinfo=None) if t.tzinfo else t
+
+
+def utc(t: dt.datetime) -> dt.datetime:
+    return t.replace(tzinfo=dt.UTC) if t.tzinfo is None else t
 
 
 def _key_of(url: str | None, bucket: str) -> str:
@@ -84,7 +95,7 @@ def row(doc: dict[str, Any], bucket: str, sidecar_key: str = "") -> dict[str, An
     record = {k: v for k, v in doc.items() if k not in ("vectors", "thumbnail_jpeg_base64")}
     return {
         "device": doc["device"], "id": doc["id"], "revision": int(doc.get("revision", 1)),
-        "captured_at": dt.datetime.fromisoformat(doc["captured_at"].replace("Z", "+00:00")),
+        "captured_at": naive_utc(dt.datetime.fromisoformat(doc["captured_at"])),
         "source": doc.get("source", ""), "caption": doc.get("caption", ""),
         "text": " ".join([doc.get("caption", ""), *labels]), "labels": labels,
         "anomaly": doc.get("anomaly"), "out_of_domain": bool(doc.get("out_of_domain", False)),
@@ -92,7 +103,7 @@ def row(doc: dict[str, Any], bucket: str, sidecar_key: str = "") -> dict[str, An
         "thumbnail_key": thumb, "profile": vecs.get("profile"), "latent": vecs.get("latent"),
         "regions": base64.b64decode(vecs["regions_int8"]) if vecs.get("regions_int8") else None,
         "record": json.dumps(record, sort_keys=True),
-        "ingested_at": dt.datetime.now(dt.UTC),
+        "ingested_at": naive_utc(dt.datetime.now(dt.UTC)),
     }  # fmt: skip
 
 
@@ -244,7 +255,7 @@ class Archive:
             return {}
         got = (self.table.search().where(f"id IN ({ids})").select(["device", "id", "ingested_at"])
                .limit(None).to_arrow().to_pylist())  # fmt: skip
-        return {(g["device"], g["id"]): g["ingested_at"] for g in got}
+        return {(g["device"], g["id"]): utc(g["ingested_at"]) for g in got}
 
 
 POINTER = "_current.json"

@@ -23,7 +23,7 @@ from edge.bundle import Bundle
 from edge.hybrid import DEPTH, Result, fuse, matched_terms, message_for
 from edge.outputs.embedding import unpack
 from edge.semantic import CANDIDATES, RELATIVE_FLOOR, QueryEncoder, Ranked, match
-from fleet.archive import Archive, _safe
+from fleet.archive import Archive, _safe, naive_utc, utc
 from models.semantic import scored
 
 COLUMNS = ["device", "id", "caption", "labels", "source", "captured_at", "anomaly", "bundle"]
@@ -50,9 +50,9 @@ class FleetFilters:
         if self.label is not None:
             parts.append(f"array_has(labels, '{self.label}')" if _safe(self.label) else "false")
         if self.since:
-            parts.append(f"captured_at >= timestamp '{self.since.isoformat()}'")
+            parts.append(f"captured_at >= timestamp '{naive_utc(self.since).isoformat()}'")
         if self.until:
-            parts.append(f"captured_at <= timestamp '{self.until.isoformat()}'")
+            parts.append(f"captured_at <= timestamp '{naive_utc(self.until).isoformat()}'")
         if self.min_anomaly is not None:
             parts.append(f"anomaly >= {float(self.min_anomaly)!r}")
         return " AND ".join(parts)
@@ -73,7 +73,7 @@ def split(result_id: str) -> tuple[str, str]:
 def hit(row: dict[str, Any]) -> dict[str, Any]:
     caption = row.get("caption") or ""
     captured = row["captured_at"]
-    when = captured.isoformat() if hasattr(captured, "isoformat") else captured
+    when = utc(captured).isoformat() if isinstance(captured, dt.datetime) else captured
     return {"id": rid(row), "score": 0.0, "caption": caption, "snippet": html.escape(caption),
             "labels": list(row.get("labels") or []), "classes": [], "source": row["source"],
             "device": row["device"], "anomaly": float(row.get("anomaly") or 0.0),

@@ -8,6 +8,7 @@ clear message."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import signal
@@ -20,8 +21,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import ROOT, wait_until
-from fastapi.testclient import TestClient
+from conftest import ROOT, free_port, wait_until
 from mqtt_broker import Broker
 from test_cloud_sync import new_bucket, s3_section
 
@@ -33,10 +33,12 @@ from fleet.config import FleetConfig
 from fleet.config import parse_config as fleet_config
 from fleet.ingest import Ingestor
 from fleet.reconcile import reconcile
-from fleet.search import FleetSearch
 
 pytest.importorskip("lancedb")
 DEVICES = ("ward-a", "ward-b")
+RUNS = itertools.count()
+"""Each test has its own share group: a persistent session an earlier test's worker left in
+a group keeps its share of the group's messages until it comes back (the reconciler's case)."""
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +73,7 @@ def device(tmp: Path, name: str, broker: Broker, moto: Any, bucket: str) -> Daem
 def fleet_cfg(broker: Broker, moto: Any, bucket: str, **batch: Any) -> FleetConfig:
     return fleet_config({
         "mqtt": {"host": "127.0.0.1", "port": broker.port, "batch_events": 8,
-                 "batch_seconds": 0.3, **batch},
+                 "batch_seconds": 0.3, "share_group": f"g{next(RUNS)}", **batch},
         "s3": s3_section(moto, bucket), "archive": {"uri": f"s3://{bucket}/fleet"},
         "http": {"port": 0},
     }, "test")  # fmt: skip
@@ -95,7 +97,7 @@ class Workers:
         self.list = []
         for k in range(n):
             c = cfg.model_copy(deep=True)
-            c.mqtt.client_id = f"fleet-test-{k}-{os.getpid()}"
+            c.mqtt.client_id = f"fleet-test-{k}-{os.getpid()}-{c.mqtt.share_group}"
             ing = Ingestor(c, Archive.current(c, vector_dims(bundle)))
             ing.start()
             threading.Thread(target=ing.run, daemon=True).start()
@@ -136,11 +138,7 @@ def test_two_devices_searchable_centrally_split_between_two_workers(
         }
         assert all(w.stats.events > 0 for w in workers.list), [w.stats for w in workers.list]
         wait_until(lambda: all(synced(d) for d in daemons), 60, "synced")
-        bundle = load_bundle("chest-int8")
-        search = FleetSearch(Archive.current(cfg), bundle)
-        from fleet.app import create_app
-
-        client = TestClient(create_app(cfg, search))
+        server, client = serve(cfg, tmp_path)
         body = client.get("/search", params={"q": "pneumonia"}).json()
         assert body["results"] and body["mode"] == "hybrid"
         assert all("pneumonia" in h["caption"] or "semantic" in h["match"] for h in body["results"])
@@ -161,6 +159,30 @@ def test_two_devices_searchable_centrally_split_between_two_workers(
         workers.stop()
         for d in daemons:
             d.stop()
+        if "server" in locals():
+            server.send_signal(signal.SIGTERM)
+            server.wait(20)
+
+
+def serve(cfg: FleetConfig, tmp: Path) -> tuple[subprocess.Popen[bytes], httpx.Client]:
+    """`s3e-fleet serve` as an operator runs it, in its own process, and a client for it."""
+    port = free_port()
+    toml = tmp / "serve.toml"
+    toml.write_text(_toml(cfg) + f"[http]\nport = {port}\n")
+    with open(tmp / "serve.log", "ab") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "fleet.cli", "serve", "--config", str(toml)],
+                                cwd=ROOT, stdout=out, stderr=out)  # fmt: skip
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
+
+    def up() -> bool:
+        assert proc.poll() is None, (tmp / "serve.log").read_text()[-2000:]
+        try:
+            return client.get("/healthz").status_code == 200
+        except httpx.TransportError:
+            return False
+
+    wait_until(up, 60, "the fleet search answering")
+    return proc, client
 
 
 def test_a_broker_outage_is_mended_by_the_reconciler(
@@ -244,16 +266,25 @@ def test_a_revised_event_replaces_its_row_and_a_ray_reanalysis_revises_every_row
     finally:
         workers.stop()
         d.stop()
-    from fleet.reanalyze import reanalyze
-
-    done = reanalyze(cfg, "chest-int8", workers=1, progress=False)
-    assert done["images"] == 6 and done["rows"] == 6
+    before = Archive.current(cfg).name
+    done = reanalyze(cfg, "chest-int8", tmp_path)
+    assert "'images': 6" in done and "'rows': 6" in done, done
     after = rows(cfg)  # the archive is the new table now
-    assert Archive.current(cfg).name == done["table"]
+    assert Archive.current(cfg).name not in (before, None)
     assert {r["revision"] for r in after} == {3}
     assert {r["bundle"] for r in after} == {load_bundle("chest-int8").version}
-    again = reanalyze(cfg, "chest-float16", workers=1, progress=False)
-    assert again["rows"] == 6
+    assert "'rows': 6" in reanalyze(cfg, "chest-float16", tmp_path)
+
+
+def reanalyze(cfg: FleetConfig, bundle: str, tmp: Path) -> str:
+    """`s3e-fleet reanalyze` as an operator runs it (Ray in its own process); its log."""
+    toml = tmp / "reanalyze.toml"
+    toml.write_text(_toml(cfg))
+    done = subprocess.run([sys.executable, "-m", "fleet.cli", "reanalyze", "--bundle", bundle,
+                           "--workers", "1", "--config", str(toml)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stderr
 
 
 def test_swift_is_refused_with_the_reason_and_the_alternatives(swift: Any) -> None:
@@ -280,6 +311,7 @@ def _toml(cfg: FleetConfig) -> str:
     return "\n".join([
         "[mqtt]", f'host = "{m.host}"', f"port = {m.port}", f"batch_events = {m.batch_events}",
         f"batch_seconds = {m.batch_seconds:g}", f'client_id = "{m.client_id}"',
+        f'share_group = "{m.share_group}"',
         "[s3]", f'endpoint_url = "{s.endpoint_url}"', f'bucket = "{s.bucket}"',
         f'access_key_id = "{s.access_key_id}"',
         f'secret_access_key = "{s.secret_access_key.get_secret_value()}"',
