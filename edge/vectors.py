@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-from usearch.index import Index
 
+from edge.cxx_locale import init_system_locale
 from edge.store import Store
 
 log = logging.getLogger("s3e.vectors")
@@ -46,20 +46,28 @@ class Backend(Protocol):
     def save(self, path: Path) -> None: ...
 
 
+def _usearch() -> Any:
+    """usearch, imported only after the system C++ locale is set up (see edge.cxx_locale)."""
+    init_system_locale()
+    import usearch.index
+
+    return usearch.index
+
+
 class Hnsw:
     """usearch's HNSW graph; `metric` "l2sq" or "ip"; distances as usearch gives them."""
 
     suffix = ".usearch"
 
-    def __init__(self, ndim: int, metric: str, index: Index | None = None) -> None:
-        self.index = index or Index(
+    def __init__(self, ndim: int, metric: str, index: Any = None) -> None:
+        self.index = index or _usearch().Index(
             ndim=ndim, metric=metric, dtype="f16", connectivity=16, expansion_add=128,
             expansion_search=EXPANSION_SEARCH,
         )  # fmt: skip
 
     @classmethod
     def load(cls, path: Path, metric: str) -> Hnsw:
-        index = Index.restore(str(path))
+        index = _usearch().Index.restore(str(path))
         if index is None:
             raise ValueError(f"{path}: not a usearch index")
         return cls(index.ndim, metric, index)

@@ -32,7 +32,9 @@ def ensure_indexes(archive: Archive) -> list[str]:
     have = {i.name for i in table.list_indices()}
     made = []
     if "text_idx" not in have:
-        table.create_index("text", config=FTS(with_position=True), name="text_idx")
+        # no stemming: the fuzzy query's terms are not stemmed, so "effusion" (stem "effus")
+        # would be two edits from its own indexed form and never match
+        table.create_index("text", config=FTS(with_position=True, stem=False), name="text_idx")
         made.append("text_idx")
     for column, kind in SCALARS.items():
         name = f"{column}_idx"

@@ -28,7 +28,7 @@ from edge import views
 from edge.bundle import load_bundle
 from edge.config import ModelConfig
 from edge.records import Record
-from fleet.archive import Archive, row, schema, storage_options, vector_dims
+from fleet.archive import Archive, _safe, row, schema, storage_options, vector_dims
 from fleet.config import FleetConfig
 from fleet.maintain import ensure_indexes
 
@@ -87,6 +87,27 @@ def _ts(value: str | None) -> float:
     return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
 
 
+def _todo(src: Archive, dst: Archive) -> tuple[list[dict[str, Any]], int]:
+    """The source rows still to analyse, and how many an interrupted run of this job did.
+
+    A destination row newer than its source row was written by that run; one as old or older
+    is left from an earlier job into the same table (int8 -> float16 -> int8), and is deleted
+    so the append does not duplicate it."""
+    held = {(r["device"], r["id"]): r["revision"] for r in dst.table.search()
+            .select(["device", "id", "revision"]).limit(None).to_arrow().to_pylist()}  # fmt: skip
+    rows = src.table.search().select(SOURCE_COLUMNS).limit(None).to_arrow().to_pylist()
+    done = {
+        (r["device"], r["id"]) for r in rows if held.get((r["device"], r["id"]), -1) > r["revision"]
+    }
+    stale = [k for k in held if k not in done and _safe(k[0]) and _safe(k[1])]
+    for at in range(0, len(stale), 500):
+        dst.table.delete(
+            " OR ".join(f"(device = '{d}' AND id = '{i}')" for d, i in stale[at : at + 500])
+        )
+    todo = [r for r in rows if (r["device"], r["id"]) not in done and r["original_key"]]
+    return todo, len(done)
+
+
 def _chunks(rows: list[dict[str, Any]], n: int) -> Iterator[list[dict[str, Any]]]:
     for i in range(0, len(rows), n):
         yield rows[i : i + n]
@@ -107,12 +128,9 @@ def reanalyze(
     if name == src.name:
         raise ValueError(f"the archive already is {name}: nothing to re-analyse into")
     dst = Archive(cfg.archive.uri, name, cfg.s3, vector_dims(bundle))
-    done = {(r["device"], r["id"]) for r in dst.table.search().select(["device", "id"])
-            .limit(None).to_arrow().to_pylist()}  # fmt: skip
-    todo = [r for r in src.table.search().select(SOURCE_COLUMNS).limit(None).to_arrow().to_pylist()
-            if (r["device"], r["id"]) not in done and r["original_key"]]  # fmt: skip
+    todo, done = _todo(src, dst)
     log.info("re-analysing %d images with %s (%d already done) into %s", len(todo),
-             bundle.version, len(done), name)  # fmt: skip
+             bundle.version, done, name)  # fmt: skip
     ray.init(address=address, ignore_reinit_error=True, log_to_driver=False,
              include_dashboard=False, num_cpus=None if address else workers)  # fmt: skip
     uri = f"{cfg.archive.uri.rstrip('/')}/{name}.lance"
@@ -134,6 +152,6 @@ def reanalyze(
     dst = Archive(cfg.archive.uri, name, cfg.s3, vector_dims(bundle))
     ensure_indexes(dst)
     Archive.switch(cfg, name)
-    return {"table": name, "images": len(todo), "skipped": len(done), "rows": dst.count(),
+    return {"table": name, "images": len(todo), "skipped": done, "rows": dst.count(),
             "seconds": round(seconds, 1),
             "images_per_s": round(len(todo) / seconds, 2) if seconds else None}  # fmt: skip

@@ -126,20 +126,35 @@ class FleetSearch:
         res.message = message_for(res, ranked)
         return res
 
-    def keyword(self, q: str, where: str, limit: int) -> list[dict[str, Any]]:
+    def keyword(
+        self, q: str, where: str, limit: int, columns: list[str] | None = None
+    ) -> list[dict[str, Any]]:
         query = MatchQuery(q, "text", boost=1.0, fuzziness=1, max_expansions=50, prefix_length=0,
                            operator=FullTextOperator.AND,
                            document_granularity=DocumentGranularity.ROW)  # fmt: skip
-        s = self.archive.table.search(query, query_type="fts").select(COLUMNS).limit(limit)
+        wanted = [*(columns or COLUMNS), "_score"]
+        s = self.archive.table.search(query, query_type="fts").select(wanted).limit(limit)
         return list(s.where(where, prefilter=True).to_list() if where else s.to_list())
 
     def count(self, q: str, where: str) -> int:
-        return len(self.keyword(q, where, MAX_TOTAL)) if q.strip() else self.archive.count()
+        if not q.strip():
+            return self.archive.count() if not where else self.archive.table.count_rows(where)
+        return len(self.keyword(q, where, MAX_TOTAL, ["id"]))
 
     def recent(self, where: str, limit: int) -> list[dict[str, Any]]:
-        s = self.archive.table.search().select(COLUMNS).limit(None)
-        rows = (s.where(where) if where else s).to_arrow().sort_by([("captured_at", "descending")])
-        return list(rows.slice(0, limit).to_pylist())
+        """Newest first: the times and keys of every match (two narrow columns), then the
+        columns of only the page's rows."""
+        s = self.archive.table.search().select(["device", "id", "captured_at"]).limit(None)
+        keys = (s.where(where) if where else s).to_arrow()
+        top = keys.sort_by([("captured_at", "descending")]).slice(0, limit)
+        pairs = [(d, i) for d, i in zip(top["device"].to_pylist(), top["id"].to_pylist(),
+                                         strict=True) if _safe(d) and _safe(i)]  # fmt: skip
+        if not pairs:
+            return []
+        cond = " OR ".join(f"(device = '{d}' AND id = '{i}')" for d, i in pairs)
+        got = self.archive.table.search().where(cond).select(COLUMNS).limit(None).to_list()
+        order = {p: n for n, p in enumerate(pairs)}
+        return sorted(got, key=lambda r: order[(r["device"], r["id"])])
 
     def semantic(self, q: str, where: str, k: int) -> tuple[Ranked, dict[str, dict[str, Any]]]:
         """The k best rows by meaning (rows of the fleet bundle only: others' vectors are of
@@ -154,7 +169,7 @@ class FleetSearch:
         query[wanted] = 1.0 / len(wanted)
         cond = " AND ".join(p for p in (where, f"bundle = '{self.bundle.version}'") if p)
         rows = (self.archive.table.search(query, vector_column_name="profile").metric("dot")
-                .where(cond, prefilter=True).select([*COLUMNS, "regions"])
+                .where(cond, prefilter=True).select([*COLUMNS, "regions", "_distance"])
                 .limit(max(CANDIDATES, k)).to_list())  # fmt: skip
         rows = [r for r in rows if r.get("regions")]
         if not rows:

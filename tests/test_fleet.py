@@ -274,6 +274,9 @@ def test_a_revised_event_replaces_its_row_and_a_ray_reanalysis_revises_every_row
     assert {r["revision"] for r in after} == {3}
     assert {r["bundle"] for r in after} == {load_bundle("chest-int8").version}
     assert "'rows': 6" in reanalyze(cfg, "chest-float16", tmp_path)
+    back = reanalyze(cfg, "chest-int8", tmp_path)  # into the int8 table of the first job
+    assert "'images': 6" in back and "'rows': 6" in back, back
+    assert {r["revision"] for r in rows(cfg)} == {5}
 
 
 def reanalyze(cfg: FleetConfig, bundle: str, tmp: Path) -> str:
@@ -304,6 +307,10 @@ def test_config_errors_name_the_key(tmp_path: Path) -> None:
     r = subprocess.run([sys.executable, "-m", "fleet.cli", "check-config", "--config", str(bad)],
                        cwd=ROOT, capture_output=True, text=True)  # fmt: skip
     assert r.returncode == 2 and "mqtt.batch_events" in r.stderr
+    example = ROOT / "examples" / "fleet.toml"
+    ok = subprocess.run([sys.executable, "-m", "fleet.cli", "check-config", "--config",
+                         str(example)], cwd=ROOT, capture_output=True, text=True)  # fmt: skip
+    assert ok.returncode == 0 and "ok" in ok.stdout, ok.stderr
 
 
 def _toml(cfg: FleetConfig) -> str:
