@@ -23,7 +23,7 @@ KNOWN_GAPS = {
         "ablation.bahdanau+supervision>none": "supervision without the sentinel trains worse "
         "than no attention in the short study recipe",
     },
-    "chest": {},
+    "chest": {"vae.anomaly_auroc": "0.925: findings against normal images, below 0.95"},
 }
 """Minimums the shipped models do not reach, measured and said in the model cards and the
 README; every other minimum must hold, and a gap that closes must be taken off this list."""
