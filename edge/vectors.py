@@ -2,10 +2,10 @@
 ("similar images": an HNSW index, usearch) and the semantic profile (the first stage of
 semantic ranking: an exact scan of one column per query word).
 
-Why two kinds: HNSW finds a latent's neighbours with recall@10 0.998 at 1M, but a query's
-profile (1 on each query word, 0 elsewhere) lies far from every image's profile, and HNSW's
-graph walk then finds 18-50% of the true top 10 even searching 2048 wide (`bench/search.py`
-measured it); summing a few columns of a float16 matrix is exact, and fast enough.
+Why two kinds: HNSW finds a latent's neighbours with recall@10 0.97 (100k records, the last
+`bench/search.py` run), but a query's profile (1 on each query word, 0 elsewhere) lies far
+from every image's profile, and HNSW's graph walk then finds 6-50% of the true top 10 even
+searching 2048 wide; summing a few columns of a float16 matrix is exact, and fast enough.
 
 An index is derived data, like the Tantivy index beside it: it follows the store by a cursor
 (the store's `analysed_seq`), so a record analysed again replaces its vector, and after a
@@ -35,7 +35,7 @@ SAVE_EVERY_S = 60.0
 """A changed index is written at most this often (and at stop); a crash loses nothing: the
 saved cursor says where to catch up from."""
 EXPANSION_SEARCH = 128
-"""HNSW search breadth: recall@10 >= 0.98 against brute force at 1M (`bench/search.py`)."""
+"""HNSW search breadth: recall@10 0.97 against brute force at 100k (`bench/search.py`)."""
 
 
 class Backend(Protocol):
