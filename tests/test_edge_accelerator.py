@@ -50,7 +50,12 @@ def test_compiled_model_runner_matches_the_interpreter():
     rng = np.random.default_rng(0)
     for name, spec in b.doc.models.items():
         outputs = spec.output_names
-        inputs = {i.name: rng.random(i.shape, dtype=np.float32) for i in spec.inputs}
+        inputs = {
+            i.name: rng.random(i.shape, dtype=np.float32)
+            if i.dtype == "float32"
+            else rng.integers(0, 20, i.shape).astype(i.dtype)  # token ids
+            for i in spec.inputs
+        }
         ref = ModelRunner(b.model_path(name), outputs, 1)(**inputs)
         got = CompiledRunner(b.model_path(name), outputs, gpu=False)(**inputs)
         assert set(got) == set(ref), name
