@@ -308,17 +308,22 @@ def parse_config(data: dict[str, object], source: str = "<config>") -> EdgeConfi
     return cfg
 
 
+def read_toml(p: Path) -> dict[str, Any]:
+    """A TOML file's table, or ConfigError naming the file and what is wrong with it."""
+    try:
+        return tomllib.loads(p.read_text())
+    except OSError as e:
+        raise ConfigError(f"{p}: cannot read ({e.strerror or e})") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{p}: not valid TOML ({e})") from None
+
+
 def load_config(path: Path | str | None) -> EdgeConfig:
     """The config from a TOML file, or the defaults when no file is given."""
     if path is None:
         return EdgeConfig()
     p = Path(path)
-    try:
-        data = tomllib.loads(p.read_text())
-    except OSError as e:
-        raise ConfigError(f"{p}: cannot read ({e.strerror or e})") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{p}: not valid TOML ({e})") from None
+    data = read_toml(p)
     cfg = parse_config(data, str(p))
     if _has_secret(cfg) and p.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
         log.warning("%s holds a secret (a token, password or key) and others can read it: "

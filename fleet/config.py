@@ -4,14 +4,13 @@ devices sync to, the same credential chain), so one file can serve both."""
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from cloud_sync.config import S3Config
-from edge.config import ConfigError, MqttTlsConfig, _describe
+from edge.config import ConfigError, MqttTlsConfig, _describe, read_toml
 
 
 class _Section(BaseModel):
@@ -78,10 +77,4 @@ def load_config(path: Path | str | None) -> FleetConfig:
     if path is None:
         return FleetConfig()
     p = Path(path)
-    try:
-        data = tomllib.loads(p.read_text())
-    except OSError as e:
-        raise ConfigError(f"{p}: cannot read ({e.strerror or e})") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{p}: not valid TOML ({e})") from None
-    return parse_config(data, str(p))
+    return parse_config(read_toml(p), str(p))
