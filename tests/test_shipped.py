@@ -64,7 +64,7 @@ def test_eval_json_has_every_metric(report: dict) -> None:
         ]
     )
     assert {"label_macro_f1", "label_f1", "out_of_domain_rate", "out_of_domain_test"} <= set(vae)
-    assert {"noun", "attribute"} <= set(cap["grounding"])
+    assert {"noun", "attribute"} <= set(cap["grounding"]["classes"])
     assert {"words", "typos", "pointing"} <= set(report["embedder"])
     if report["domain"] == "shapes":
         assert "2-3" in cap["by_objects"]
