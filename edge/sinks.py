@@ -97,6 +97,8 @@ class SinkWorker:
         self.wake = threading.Event()
         self._stop = threading.Event()
         self._reset = threading.Event()
+        self.resets = 0
+        """Resets done (a reindex): what a caller waits on to know its request was taken."""
         self._waiting = 0
         self._lock = threading.Lock()
         self._set_aside: set[str] = set()
@@ -199,6 +201,7 @@ class SinkWorker:
                     n = self.store.reset_sink(self.sink.name)
                     self._set_aside.clear()
                     log.info("sink %s reset: %d records to deliver again", self.sink.name, n)
+                    self.resets += 1
                 self.drain()
             except Exception:  # the store itself failing: keep the thread, retry later
                 self.metrics.errors.labels("internal").inc()
