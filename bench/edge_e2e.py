@@ -8,9 +8,17 @@ preprocess, thumbnail, fsynced store with group commit; analysis on TFLite; Tant
 batched commits), handed to the ingest pool as the folder source does (at most 8 in flight).
 Reported: images/second from the first image accepted to the last one searchable, the mean of
 each stage, and the daemon's rate over the models-alone rate (the same Analyser, called in a
-loop on preprocessed arrays, in one process). Configurations: 1 analysis worker with 2
-interpreter threads, 1 with 1, and 2 workers with 1 thread each. Then the re-analysis rate:
-the same records analysed again with the other bundle of the domain, through a bundle swap.
+loop on preprocessed arrays, in one process, with 2 interpreter threads). Configurations: 1
+analysis worker with 2 interpreter threads, 1 with 1, and 2 workers with 1 thread each. Then
+the re-analysis rate: the same records analysed again with the other bundle of the domain,
+through a bundle swap.
+
+The speed of a shared 2-core machine drifts by a fifth within a minute, so the ratio is not
+one daemon run over one models-alone run minutes apart: `--rounds` times, the models alone run
+right before and right after a daemon run (2 workers x 1 thread), and the reported ratio is
+the median over rounds of the daemon's rate over the mean of its two neighbours. For context,
+the models alone in two processes of one thread each (the daemon's layout, without the daemon)
+are reported too.
 """
 
 from __future__ import annotations
@@ -19,8 +27,10 @@ import argparse
 import io
 import json
 import logging
+import multiprocessing as mp
 import os
 import platform
+import statistics
 import sys
 import tempfile
 import threading
@@ -58,20 +68,42 @@ def camera_jpegs(domain: str, n: int, size: int, tmp: Path) -> list[bytes]:
     return out
 
 
-def pure_inference(bundle_name: str, images: list[bytes], threads: int) -> dict[str, float]:
-    """The models alone: no decode, no store, no index."""
-    bundle = load_bundle(bundle_name)
+def model_inputs(bundle_name: str, images: list[bytes]) -> list[np.ndarray]:
+    spec = load_bundle(bundle_name).doc.preprocessing.model_dump()
+    return [preprocess(decode(b, 10**8, target=256).image, spec) for b in images]
+
+
+def pure_inference(
+    bundle_name: str, xs: list[np.ndarray], threads: int, done: Any = None
+) -> dict[str, float]:
+    """The models alone: no decode, no store, no index. `done`: a queue for the result (when
+    run in a child process)."""
     cfg = parse_config({"model": {"bundle": bundle_name, "accelerator": "cpu",
                                   "threads": threads}}).model  # fmt: skip
-    analyser = Analyser(bundle, cfg)
-    spec = bundle.doc.preprocessing.model_dump()
-    xs = [preprocess(decode(b, 10**8, target=256).image, spec) for b in images]
+    analyser = Analyser(load_bundle(bundle_name), cfg)
     analyser.analyse(xs[0])
     t0 = time.perf_counter()
     for x in xs:
         analyser.analyse(x)
     total = time.perf_counter() - t0
-    return {"seconds": total, "images_per_s": len(xs) / total}
+    out = {"seconds": total, "images_per_s": len(xs) / total}
+    if done is not None:
+        done.put(out)
+    return out
+
+
+def pure_two_processes(bundle_name: str, xs: list[np.ndarray]) -> dict[str, float]:
+    """The models alone in the daemon's layout: two processes, one thread each, half each."""
+    ctx = mp.get_context("spawn")
+    done = ctx.Queue()
+    procs = [ctx.Process(target=pure_inference, args=(bundle_name, xs[i::2], 1, done))
+             for i in range(2)]  # fmt: skip
+    for p in procs:
+        p.start()
+    seconds = max(done.get()["seconds"] for _ in procs)
+    for p in procs:
+        p.join()
+    return {"seconds": seconds, "images_per_s": len(xs) / seconds}
 
 
 def end_to_end(
@@ -80,7 +112,7 @@ def end_to_end(
 ) -> dict[str, Any]:  # fmt: skip
     """`other`: a bundle to swap to afterwards, timing the re-analysis of every record."""
     cfg = parse_config({
-        "data_dir": str(tmp / f"{bundle_name}-{workers}x{threads}"),
+        "data_dir": tempfile.mkdtemp(prefix=f"{bundle_name}-{workers}x{threads}-", dir=tmp),
         "model": {"bundle": bundle_name, "accelerator": "cpu", "threads": threads,
                   "workers": workers},
         "capture": {"folder": {"enabled": False}},
@@ -103,8 +135,8 @@ def end_to_end(
 
     feeder = threading.Thread(target=feed)
     feeder.start()
-    while d.store.counts().get("due_index", 0) or d.index.num_docs < len(images):
-        time.sleep(0.01)
+    while d.store.count_due("index") or d.index.num_docs < len(images):
+        time.sleep(0.005)  # two cheap reads; polling the whole store would cost the daemon
     wall = time.perf_counter() - t0
     feeder.join()
     recs = list(d.store.iter_analysed())
@@ -127,8 +159,8 @@ def end_to_end(
     if other is not None:
         t0 = time.perf_counter()
         d.swapper.swap(other)
-        while d.pool.progress()["left"] or d.store.count_due("index"):
-            time.sleep(0.05)
+        while d.store.count_stale(d.pool.version) or d.store.count_due("index"):
+            time.sleep(0.01)  # not `progress()`: it is computed at most every 2 s
         out["reanalysis_images_per_s"] = len(images) / (time.perf_counter() - t0)
     d.stop()
     return out
@@ -144,10 +176,53 @@ def _histogram_mean(text: str, stage: str) -> float | None:
     return None if not count or total is None else total / count * 1e3
 
 
+def bench_bundle(name: str, images: list[bytes], rounds: int, tmp: Path) -> dict[str, Any]:
+    """Each configuration once, then `rounds` daemon runs between models-alone runs."""
+    xs = model_inputs(name, images)
+    runs = [end_to_end(name, images, w, t, tmp) for w, t in ((1, 1), (1, 2))]
+    pures = [pure_inference(name, xs, threads=2)]
+    ratios = []
+    for r in range(rounds):
+        last = r == rounds - 1
+        runs.append(end_to_end(name, images, 2, 1, tmp, OTHER.get(name) if last else None))
+        pures.append(pure_inference(name, xs, threads=2))
+        neighbours = (pures[-2]["images_per_s"] + pures[-1]["images_per_s"]) / 2
+        ratios.append(runs[-1]["images_per_s"] / neighbours)
+    two = pure_two_processes(name, xs)
+    best = max(runs, key=lambda r: r["images_per_s"])
+    out = {
+        "pure_inference": {
+            "images_per_s": statistics.median(p["images_per_s"] for p in pures),
+            "runs": [p["images_per_s"] for p in pures],
+        },
+        "pure_two_processes": two,
+        "end_to_end": runs,
+        "best_images_per_s": best["images_per_s"],
+        "round_ratios": ratios,
+        "daemon_over_models": statistics.median(ratios),
+        "reanalysis_images_per_s": runs[-1].get("reanalysis_images_per_s"),
+    }
+    print(f"{name}: models alone {out['pure_inference']['images_per_s']:.1f} img/s "
+          f"(2 processes: {two['images_per_s']:.1f}); end to end "
+          + ", ".join(f"{r['workers']}x{r['threads']}: {r['images_per_s']:.1f}" for r in runs)
+          + f" img/s; daemon / models = {out['daemon_over_models']:.2f} (rounds: "
+          + ", ".join(f"{x:.2f}" for x in ratios)
+          + f"); re-analysis {out['reanalysis_images_per_s'] or 0:.1f} img/s")  # fmt: skip
+    stages = best["stage_mean_ms"]
+    print("   stage means (ms): " + ", ".join(f"{k} {v:.2f}" for k, v in stages.items()))
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    p.add_argument("--n", type=int, default=200, help="images per bundle")
+    p.add_argument("--n", type=int, default=500, help="images per bundle")
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="daemon runs (2x1) between models-alone runs, per bundle",
+    )
     p.add_argument("--size", type=int, default=512, help="side of the camera-like JPEGs")
     p.add_argument("--bundles", nargs="+", default=BUNDLES)
     p.add_argument("--json", type=Path, required=True)
@@ -166,29 +241,7 @@ def main() -> None:
             domain = load_bundle(name).doc.domain
             if domain not in data:
                 data[domain] = camera_jpegs(domain, args.n, args.size, tmp / "data")
-            images = data[domain]
-            pure = pure_inference(name, images, threads=2)
-            other = OTHER.get(name)
-            runs = [end_to_end(name, images, w, t, tmp, other if (w, t) == (2, 1) else None)
-                    for w, t in ((1, 1), (1, 2), (2, 1))]  # fmt: skip
-            best = max(runs, key=lambda r: r["images_per_s"])
-            results["bundles"][name] = {
-                "pure_inference": pure,
-                "end_to_end": runs,
-                "best_images_per_s": best["images_per_s"],
-                "daemon_over_models": best["images_per_s"] / pure["images_per_s"],
-                "reanalysis_images_per_s": runs[-1].get("reanalysis_images_per_s"),
-            }
-            print(
-                f"{name}: pure models {pure['images_per_s']:.1f} img/s; end to end "
-                + ", ".join(
-                    f"{r['workers']}x{r['threads']}: {r['images_per_s']:.1f} img/s" for r in runs
-                )
-                + f"; daemon / models = {best['images_per_s'] / pure['images_per_s']:.2f}"
-                + f"; re-analysis {runs[-1].get('reanalysis_images_per_s') or 0:.1f} img/s"
-            )
-            stages = best["stage_mean_ms"]
-            print("   stage means (ms): " + ", ".join(f"{k} {v:.2f}" for k, v in stages.items()))
+            results["bundles"][name] = bench_bundle(name, data[domain], args.rounds, tmp)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=1) + "\n")
 

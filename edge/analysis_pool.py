@@ -14,6 +14,7 @@ import queue
 import sqlite3
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
@@ -35,7 +36,7 @@ RETRY_UNAVAILABLE_S = 15.0
 
 
 class AnalyserLike(Protocol):
-    """`Analyser`, or `AnalyserProcess` which runs one in a child process."""
+    """`AnalyserProcess`: an `Analyser` in a child process, fed ahead (`send`, `receive`)."""
 
     bundle: Bundle
     placement: dict[str, str]
@@ -43,6 +44,10 @@ class AnalyserLike(Protocol):
     runtime: str
 
     def analyse(self, x: np.ndarray) -> Analysis: ...
+
+    def send(self, x: np.ndarray) -> None: ...
+
+    def receive(self) -> Analysis: ...
 
     def close(self) -> None: ...
 
@@ -53,6 +58,9 @@ class SwapInProgressError(RuntimeError):
 
 Item = tuple[int, str, str, bool]
 """(seq, id, ext, is a re-analysis)."""
+AHEAD = 2
+"""Images sent to one analysis process before its oldest result is read: while the parent
+saves one analysis, the child already works on the next."""
 
 
 class AnalysisPool(BasePart):
@@ -67,11 +75,13 @@ class AnalysisPool(BasePart):
         on_analysed: Callable[[], None],
         share: float,
         older_than: str | None = None,
+        on_caught_up: Callable[[], None] = lambda: None,
     ) -> None:
-        """`older_than`: re-analyse only records of bundles created before this ISO time."""
+        """`older_than`: re-analyse only records of bundles created before this ISO time;
+        `on_caught_up`: called when the last image in hand is done and none is queued."""
         self.store, self.ingestor, self.metrics = store, ingestor, metrics
         self.analysers = list(analysers)
-        self.on_analysed = on_analysed
+        self.on_analysed, self.on_caught_up = on_analysed, on_caught_up
         self.reanalysers = max(1, round(share * len(analysers))) if share > 0 else 0
         self.older_than = older_than
         self.bundle = analysers[0].bundle
@@ -139,7 +149,7 @@ class AnalysisPool(BasePart):
                 last_stale = seq
                 if rid in self._in_flight or self._unavailable.get(rid, 0) > time.monotonic():
                     continue
-                while self._reanalysing >= self.reanalysers and not self._stop.is_set():
+                while self._reanalysing >= self.reanalysers * AHEAD and not self._stop.is_set():
                     with self._idle:
                         self._idle.wait(0.2)
                 self._put((seq, rid, ext, True))
@@ -161,39 +171,111 @@ class AnalysisPool(BasePart):
 
     # -- work --------------------------------------------------------------------------------
     def _work(self, i: int) -> None:
-        while not self._stop.is_set():
-            try:
-                item = self._queue.get(timeout=0.5)
-            except queue.Empty:
-                continue
-            with self._idle:
-                self._busy += 1
-            try:
-                self._analyse(self.analysers[i], item)
-            except Exception:  # the thread must live on; the row stays as it was
-                self.metrics.errors.labels("internal").inc()
-                log.exception("analysis worker error on %s", item[1][:12])
-            finally:
-                with self._idle:
-                    self._busy -= 1
-                    self._in_flight.discard(item[1])
-                    self._reanalysing -= item[3]
-                    self._idle.notify_all()
+        """Keep up to `AHEAD` images in analyser `i`; save each analysis as it comes back.
+        Stopping or pausing (a swap) takes no new image and finishes those in flight."""
+        flight: deque[tuple[Item, np.ndarray]] = deque()
+        analyser = self.analysers[i]
+        while flight or not self._stop.is_set():
+            if len(flight) < AHEAD and not self._stop.is_set():
+                item = self._take(block=not flight)
+                if item is not None:
+                    if not flight:
+                        analyser = self.analysers[i]  # a swap may have replaced it
+                    x = self._load(item)
+                    if x is not None:
+                        try:
+                            analyser.send(x)
+                            flight.append((item, x))
+                            continue
+                        except WorkerDiedError:
+                            flight.append((item, x))
+                            self._recover(analyser, flight)
+                    continue
+            if flight:
+                self._receive(analyser, flight)
 
-    def _analyse(self, analyser: AnalyserLike, item: Item) -> None:
-        """Analyse and save one image. A crash of the analysis process is retried once with a
-        fresh one; a second crash, or an error the models raise, marks the image failed (with
-        this bundle). A store that cannot write (a full disk) is retried until it can, or until
-        stop: the image then stays as it was."""
-        _, rid, ext, again = item
-        bundle = analyser.bundle
+    def _take(self, block: bool) -> Item | None:
+        if not block and self._paused.is_set():
+            return None
         try:
-            x = self.ingestor.load(rid, ext)
+            item = self._queue.get(timeout=0.5) if block else self._queue.get_nowait()
+        except queue.Empty:
+            return None
+        with self._idle:
+            self._busy += 1
+        return item
+
+    def _done(self, item: Item) -> None:
+        with self._idle:
+            self._busy -= 1
+            self._in_flight.discard(item[1])
+            self._reanalysing -= item[3]
+            self._idle.notify_all()
+            caught_up = not self._busy and self._queue.empty()
+        if caught_up:
+            self.on_caught_up()
+
+    def _load(self, item: Item) -> np.ndarray | None:
+        """The image's model input, or None (the item is then done) when it cannot be had."""
+        try:
+            return self.ingestor.load(item[1], item[2])
         except OriginalUnavailableError as e:
-            self._unavailable[rid] = time.monotonic() + RETRY_UNAVAILABLE_S
-            log.warning("re-analysis of %s waits: %s", rid[:12], e)
+            self._unavailable[item[1]] = time.monotonic() + RETRY_UNAVAILABLE_S
+            log.warning("re-analysis of %s waits: %s", item[1][:12], e)
+            self._done(item)
+        except (ImageRejectedError, OSError) as e:
+            self._finish(item, self._fail, item, e, self.analysers[0].bundle)
+        except Exception:
+            self._finish(item, log.exception, "cannot load %s", item[1][:12])
+        return None
+
+    def _receive(self, analyser: AnalyserLike, flight: deque[tuple[Item, np.ndarray]]) -> None:
+        item, _ = flight[0]
+        try:
+            analysis = analyser.receive()
+        except WorkerDiedError:
+            self._recover(analyser, flight)
             return
-        for attempt in (1, 2):
+        except AnalysisError as e:
+            flight.popleft()
+            self._finish(item, self._fail, item, e, analyser.bundle)
+            return
+        flight.popleft()
+        self._finish(item, self._save, item, analysis, analyser.bundle)
+
+    def _recover(self, analyser: AnalyserLike, flight: deque[tuple[Item, np.ndarray]]) -> None:
+        """The process died with images in it (a fresh one runs now): the oldest was the one
+        being analysed and has one more try; the others never started and have two."""
+        self.metrics.errors.labels("analysis_crash").inc()
+        head = True
+        while flight:
+            item, x = flight.popleft()
+            log.error("analysis of %s: the analysis process died%s", item[1][:12],
+                      " (attempt 1 of 2)" if head else "; analysing it again")  # fmt: skip
+            self._finish(item, self._analyse, analyser, item, x, 1 if head else 2)
+            head = False
+
+    def _finish(self, item: Item, work: Callable[..., None], *args: Any) -> None:
+        """`work(*args)` for the item, which is then done whatever happens."""
+        try:
+            work(*args)
+        except Exception:  # the thread must live on; the row stays as it was
+            self.metrics.errors.labels("internal").inc()
+            log.exception("analysis worker error on %s", item[1][:12])
+        finally:
+            self._done(item)
+
+    def _fail(self, item: Item, e: Exception, bundle: Bundle) -> None:
+        self.metrics.errors.labels("analysis").inc()
+        log.error("analysis of %s failed: %s", item[1][:12], e)
+        self.store.mark_failed(item[1], str(e), bundle.version)
+
+    def _analyse(self, analyser: AnalyserLike, item: Item, x: np.ndarray, tries: int) -> None:
+        """Analyse one image alone and save it. A crash of the analysis process is retried
+        with a fresh one while `tries` last; the last crash, or an error the models raise,
+        marks the image failed (with this bundle)."""
+        rid, bundle = item[1], analyser.bundle
+        for attempt in range(1, tries + 1):
             try:
                 analysis = analyser.analyse(x)
                 break
@@ -201,15 +283,19 @@ class AnalysisPool(BasePart):
                 if self._stop.is_set():
                     return
                 self.metrics.errors.labels("analysis_crash").inc()
-                log.error("analysis of %s: %s (attempt %d of 2)", rid[:12], e, attempt)
-                if attempt == 2:
+                log.error("analysis of %s: %s (try %d of %d)", rid[:12], e, attempt, tries)
+                if attempt == tries:
                     self.store.mark_failed(rid, str(e), bundle.version)
                     return
             except (AnalysisError, ImageRejectedError, OSError) as e:
-                self.metrics.errors.labels("analysis").inc()
-                log.error("analysis of %s failed: %s", rid[:12], e)
-                self.store.mark_failed(rid, str(e), bundle.version)
+                self._fail(item, e, bundle)
                 return
+        self._save(item, analysis, bundle)
+
+    def _save(self, item: Item, analysis: Analysis, bundle: Bundle) -> None:
+        """A store that cannot write (a full disk) is retried until it can, or until stop:
+        the image then stays as it was."""
+        _, rid, _, again = item
         while True:
             try:
                 rev = self.store.save_analysis(rid, analysis, bundle.version, bundle.precision)
@@ -230,6 +316,7 @@ class AnalysisPool(BasePart):
     # -- bundles -----------------------------------------------------------------------------
     def _begin_reanalysis(self) -> None:
         """Note the target and how many records it starts with, for the progress report."""
+        self._progress_cache = (0.0, {})  # a swap's progress starts now, not 2 s later
         state = self.store.get_meta(REANALYSIS_KEY) or {}
         if state.get("bundle") != self.version:
             total = self.store.count_stale(self.version, self.older_than)

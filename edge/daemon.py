@@ -74,7 +74,8 @@ class Daemon:
             log.warning("GPU not used, running on the CPU: %s", analysers[0].fallback_reason)
         self.ingestor = Ingestor(self.store, bundle, cfg, self.metrics)
         self.pool = AnalysisPool(self.store, self.ingestor, analysers, self.metrics,
-                                 self._analysed, cfg.reanalysis.share)  # fmt: skip
+                                 self._analysed, cfg.reanalysis.share,
+                                 on_caught_up=self._caught_up)  # fmt: skip
         self.parts.append(self.pool)
         self.swapper = BundleSwapper(self.pool, cfg.model)
         if cfg.mqtt.host:
@@ -118,6 +119,10 @@ class Daemon:
 
     def _analysed(self) -> None:
         for hook in self.hooks.on_analysed:
+            hook()
+
+    def _caught_up(self) -> None:
+        for hook in self.hooks.on_caught_up:
             hook()
 
     def _reject(self, path: Path, kind: str, reason: str) -> None:

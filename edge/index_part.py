@@ -37,6 +37,7 @@ class IndexPart(BasePart):
         self.worker = SinkWorker(ctx.store, sink, cfg.index.commit_every,
                                  cfg.index.commit_interval_s, ctx.metrics)  # fmt: skip
         ctx.hooks.on_analysed.append(self.worker.notify)
+        ctx.hooks.on_caught_up.append(self.worker.flush)
         m, index = ctx.metrics, self.index
         m.gauge("s3e_index_documents", "Documents in the search index", lambda: index.num_docs)
         m.gauge("s3e_index_size_bytes", "Index size on disk", index.size_bytes)

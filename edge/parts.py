@@ -84,6 +84,8 @@ class Hooks:
     """The bytes of an evicted original, for a re-analysis; None when unreachable now."""
     on_analysed: list[Callable[[], None]] = field(default_factory=list)
     """Called after each analysis is saved (wakes the sinks)."""
+    on_caught_up: list[Callable[[], None]] = field(default_factory=list)
+    """Called when the analysis has nothing left in hand (batching sinks deliver now)."""
 
 
 @dataclass

@@ -100,6 +100,8 @@ class SinkWorker:
         self.resets = 0
         """Resets done (a reindex): what a caller waits on to know its request was taken."""
         self._waiting = 0
+        self._flush = False
+        self._drained_at = 0.0
         self._lock = threading.Lock()
         self._set_aside: set[str] = set()
         self._deadline: float | None = None
@@ -121,6 +123,15 @@ class SinkWorker:
         with self._lock:
             self._waiting += 1
             if self._waiting >= self.wake_after:
+                self.wake.set()
+
+    def flush(self) -> None:
+        """The analysis has caught up: deliver what waits now instead of at the interval, so
+        the last images of a burst are not held back, but at most every tenth of the
+        interval, so a trickle of images does not cost a delivery (an index commit) each."""
+        with self._lock:
+            if self._waiting:
+                self._flush = True
                 self.wake.set()
 
     def request_reset(self) -> None:
@@ -206,7 +217,11 @@ class SinkWorker:
             except Exception:  # the store itself failing: keep the thread, retry later
                 self.metrics.errors.labels("internal").inc()
                 log.exception("sink %s worker error", self.sink.name)
+            self._drained_at = time.monotonic()
             if stopping:
                 return
             self.wake.wait(self.interval)
             self.wake.clear()
+            if self._flush:
+                self._flush = False
+                self._stop.wait(self._drained_at + self.interval / 10 - time.monotonic())

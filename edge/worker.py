@@ -4,7 +4,9 @@ The models are tiny, so most of an analysis is Python around the interpreters (t
 search), which holds the GIL. In the daemon's process that would serialise analysis with
 ingest (hashing, decoding, the store) and the HTTP server; in its own process it runs on the
 other core. The child gets preprocessed arrays over a pipe and sends back the `Analysis` and
-the mask. It ignores SIGINT/SIGTERM (the daemon decides when to stop) and exits when the pipe
+the mask. The parent may `send` the next image before it `receive`s the last one's analysis,
+so the child never waits on the parent's store writes or its GIL between images. It ignores
+SIGINT/SIGTERM (the daemon decides when to stop) and exits when the pipe
 closes, so a kill -9 of the daemon leaves no orphan.
 """
 
@@ -15,7 +17,7 @@ import multiprocessing as mp
 import signal
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -106,22 +108,37 @@ class AnalyserProcess:
         _, self.placement, self.fallback_reason, self.runtime = msg
 
     def analyse(self, x: np.ndarray) -> Analysis:
+        self.send(x)
+        return self.receive()
+
+    def send(self, x: np.ndarray) -> None:
+        """Queue an image; its analysis comes from `receive`, in the order sent. After a
+        `WorkerDiedError` a fresh process runs, and every image sent before is lost."""
         try:
             self._conn.send(x)
+        except (EOFError, OSError):
+            self._died()
+
+    def receive(self) -> Analysis:
+        """The analysis of the oldest image sent and not yet received."""
+        try:
             if not self._conn.poll(ANALYSE_TIMEOUT_S):
                 self._proc.kill()
                 raise EOFError
             msg = self._conn.recv()
         except (EOFError, OSError):
-            self._proc.join(5)
-            why = f"exit code {self._proc.exitcode}"
-            self._conn.close()
-            if not self._closing:
-                self._start()  # a fresh process for the next image
-            raise WorkerDiedError(f"analysis process died ({why})") from None
+            self._died()
         if msg[0] == "error":
             raise AnalysisError(msg[1])
         return msg[1]
+
+    def _died(self) -> NoReturn:
+        self._proc.join(5)
+        why = f"exit code {self._proc.exitcode}"
+        self._conn.close()
+        if not self._closing:
+            self._start()  # a fresh process for the next image
+        raise WorkerDiedError(f"analysis process died ({why})") from None
 
     def close(self) -> None:
         self._closing = True
