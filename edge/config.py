@@ -120,7 +120,12 @@ class ImageLimits(_Section):
 
 class IndexConfig(_Section):
     commit_every: int = Field(64, ge=1, description="commit after this many records")
-    commit_interval_s: float = Field(1.0, gt=0, description="or after this many seconds")
+    commit_interval_s: float = Field(
+        1.0,
+        gt=0,
+        description="or after this many seconds; sooner (at most every tenth of "
+        "it) when the analysis has nothing left in hand",
+    )
     heap_mb: int = Field(64, ge=15, le=4096)
 
 
