@@ -214,7 +214,7 @@ def _build(
         "outputs": {
             e.key: {
                 "models": [
-                    *e.shared_models(),
+                    *e.shared_models(folder),
                     *(n for n in graphs[e.key] if n not in e.query_models()),
                 ],
                 "query_models": e.query_models(),

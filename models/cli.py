@@ -48,8 +48,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     f.add_argument(
         "model",
-        choices=["captioner", "segmenter", "vae", "embedder"],
-        help="embedder: the text-image model of semantic search; needs the captioner in --out",
+        choices=["captioner", "segmenter", "vae", "embedder", "domain"],
+        help="embedder: the text-image model of semantic search; needs the captioner in --out. "
+        "domain: the out-of-domain model; needs the segmenter, VAE and captioner in --out "
+        "(it trains nothing: run it again after retraining one of them)",
     )
     f.add_argument("--data", type=Path, required=True, help="data set folder")
     f.add_argument("--out", type=Path, required=True, help="models folder (created or updated)")
@@ -162,6 +164,10 @@ def run(argv: list[str] | None = None) -> int:
                 from models.embedder_training import fit_embedder
 
                 hist = fit_embedder(args.data, args.out, **common)
+            elif args.model == "domain":
+                from models.domain_training import fit_domain
+
+                hist = fit_domain(args.data, args.out)
             else:
                 hist = fit_vae(args.data, args.out, train_on=args.train_on,
                                label_fraction=args.label_fraction, **common)  # fmt: skip

@@ -23,6 +23,7 @@ from typing import Any
 from models import training
 from models.captioner_training import fit_captioner
 from models.data.dataset import write_dataset
+from models.domain_training import fit_domain
 from models.embedder_training import fit_embedder
 from models.model_card import model_card
 from models.vae_training import fit_vae
@@ -132,6 +133,7 @@ def fit_all(
     timed("captioner", fit_captioner, data["train"], out, epochs=r.captioner_epochs,
           **ABLATIONS["bahdanau+both"])  # fmt: skip
     timed("embedder", fit_embedder, data["train"], out, epochs=r.embedder_epochs)
+    timed("domain", fit_domain, data["train"], out)
     for name, settings in ABLATIONS.items():
         timed(f"ablation/{name}", fit_captioner, data["study"], out / "ablation" / name,
               epochs=r.study_epochs, **settings)  # fmt: skip

@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="module")
 def tiny_models(chest_small: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("tiny") / "models"
-    for model in ("captioner", "segmenter", "vae", "embedder"):
+    for model in ("captioner", "segmenter", "vae", "embedder", "domain"):
         args = ["fit", model, "--data", str(chest_small), "--out", str(out), "--max-steps", "2"]
         assert train_cli(args) == 0
     return out

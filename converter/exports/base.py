@@ -40,7 +40,7 @@ class Export(ABC):
         """Graphs run per request (a query), not per image."""
         return []
 
-    def shared_models(self) -> list[str]:
+    def shared_models(self, folder: Path) -> list[str]:
         """Other outputs' graphs this output runs too (once an image: `edge.analysis`)."""
         return []
 

@@ -47,7 +47,7 @@ class EmbeddingExport(Export):
     def query_models(self) -> list[str]:
         return ["text_encoder"]
 
-    def shared_models(self) -> list[str]:
+    def shared_models(self, folder: Path) -> list[str]:
         return ["captioner_encoder"]
 
     def settings(self, cfg: ModelsConfig) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from edge.outputs.vae import VaeOutput
 from models import metrics
 from models.config import ModelsConfig
 from models.data.dataset import Dataset
+from models.domain import DOMAIN_FILE, DOMAIN_MODELS
 from models.evaluate import eval_vae
 from models.latent import LATENT_FILE
 from models.store import has_model, load_vae
@@ -46,7 +47,16 @@ class VaeExport(Export):
 
     def assets(self, folder: Path, cfg: ModelsConfig, out: Path) -> dict[str, str]:
         shutil.copy(folder / LATENT_FILE, out / LATENT_FILE)
-        return {"vae_latent": LATENT_FILE}
+        written = {"vae_latent": LATENT_FILE}
+        if (folder / DOMAIN_FILE).exists():
+            shutil.copy(folder / DOMAIN_FILE, out / DOMAIN_FILE)
+            written["domain_model"] = DOMAIN_FILE
+        return written
+
+    def shared_models(self, folder: Path) -> list[str]:
+        """The out-of-domain model reads the segmenter's and the captioner encoder's outputs
+        too (run once an image for all outputs)."""
+        return list(DOMAIN_MODELS) if (Path(folder) / DOMAIN_FILE).exists() else []
 
     def feeds(
         self, graphs: dict[str, Graph], images: np.ndarray, max_len: int, limit: int
@@ -69,17 +79,17 @@ class VaeExport(Export):
         output = VaeOutput(bundle)
         space = output.space
         results = [output.infer(models.runners, x) for x in ds.images]
-        mu = np.stack([r[0] for r in results])
         errors = np.array([r[2] for r in results])
-        ood = space.ood_score(np.array([r[3] for r in results]), mu)
+        ood = np.array([output.ood(models.runners, x, r[3], r[0])
+                        for x, r in zip(ds.images, results, strict=True)])  # fmt: skip
         out: dict[str, Any] = {"out_of_domain_rate": float((ood > 1).mean())}
         per_image = image_labels(ds)
+        probs = np.stack([r[1] for r in results])
         if space.labels and per_image is not None:
-            probs = np.stack([r[1] for r in results])
             got = eval_labels(probs, space.labels, space.none_label, per_image)
             out["label_macro_f1"] = got["label_macro_f1"]
         if ds.meta and all("normal" in m for m in ds.meta):
             abnormal = np.array([not m["normal"] for m in ds.meta])
             if abnormal.any() and not abnormal.all():
-                out["anomaly_auroc"] = metrics.auroc(space.anomaly(errors), abnormal)
+                out["anomaly_auroc"] = metrics.auroc(space.anomaly(errors, probs), abnormal)
         return out

@@ -2,7 +2,9 @@
 out-of-domain verdict, and the latent that "similar images" compares.
 
 The calibration (label thresholds, anomaly and out-of-domain percentiles) is the bundle's
-`vae_latent` asset, fitted on the training images (`models.latent`).
+`vae_latent` asset, fitted on the training images (`models.latent`). A bundle with a
+`domain_model` asset (`models.domain`) decides out-of-domain by it instead, from the VAE's,
+the segmenter's and the captioner encoder's outputs on the image.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import numpy as np
 
 from edge.outputs.base import Label, Output, OutputFields, Produced
 from edge.runtime import Runner
+from models.domain import DomainModel, pixel_signals, segmenter_entropy
 from models.latent import LatentSpace, mean_squared_error, reconstruction_error, sigmoid
 
 
@@ -24,7 +27,8 @@ class VaeLabel(OutputFields):
 class VaeFields(OutputFields):
     labels: list[VaeLabel]
     anomaly: float
-    """Reconstruction error / its calibrated percentile: above 1 is unusual."""
+    """Reconstruction error / its calibrated percentile (with a none label: at least the
+    strongest finding's probability / its threshold): above 1 is unusual."""
     out_of_domain: bool
     ood_score: float
 
@@ -36,6 +40,8 @@ class VaeOutput(Output):
     def __init__(self, bundle: Any) -> None:
         super().__init__(bundle)
         self.space = LatentSpace(**bundle.asset("vae_latent"))
+        self.domain = (DomainModel(**bundle.asset("domain_model"))
+                       if "domain_model" in bundle.doc.assets else None)  # fmt: skip
         self.pool = int(self.settings["anomaly_pool"])
 
     def infer(
@@ -57,12 +63,25 @@ class VaeOutput(Output):
         error = float(reconstruction_error(x, anomaly, self.pool)[0])
         return mu[0], probs[0], error, float(mean_squared_error(x, recon)[0])
 
+    def ood(self, runners: dict[str, Runner], x: np.ndarray, mse: float, mu: np.ndarray) -> float:
+        """Out-of-domain score (above 1: out): by the domain model, or the VAE's signals."""
+        distance = self.space.mahalanobis(mu[None])
+        if self.domain is None:
+            return float(np.maximum(mse / self.space.ood_mse,
+                                    distance[0] / self.space.ood_latent))  # fmt: skip
+        x1 = x[None].astype(np.float32)
+        entropy = segmenter_entropy(runners["segmenter"](image=x1)["logits"][0])
+        regions = runners["captioner_encoder"](image=x1)["regions"][0].mean(axis=0)
+        v = self.domain.vectors(np.array([pixel_signals(x)]), np.array([mse]), distance,
+                                np.array([entropy]), regions[None])  # fmt: skip
+        return float(self.domain.score(v)[0])
+
     def run(self, runners: dict[str, Runner], x: np.ndarray) -> Produced:
         mu, probs, error, mse = self.infer(runners, x)
-        ood = float(self.space.ood_score(np.array([mse]), mu[None])[0])
+        ood = self.ood(runners, x, mse, mu)
         fields = VaeFields(
             labels=[VaeLabel(name=n, score=round(p, 4)) for n, p in self.space.label(probs)],
-            anomaly=round(float(self.space.anomaly(np.array([error]))[0]), 4),
+            anomaly=round(float(self.space.anomaly(np.array([error]), probs[None])[0]), 4),
             out_of_domain=ood > 1.0, ood_score=round(ood, 4),
         )  # fmt: skip
         return Produced(fields, blobs={"latent": np.asarray(mu, np.float32).tobytes()})

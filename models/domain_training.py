@@ -1,0 +1,74 @@
+"""`s3e-train fit domain`: the out-of-domain model (`models.domain`) of a models folder whose
+segmenter, VAE and captioner are trained, fitted on the training images' signals.
+
+It trains nothing: it runs the three models over the images and keeps where their signals
+lie. Run it again after retraining any of them.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from models.config import ConfigError, ModelsConfig
+from models.data.dataset import load_dataset
+from models.domain import DomainModel, fit_domain_model, pixel_signals, segmenter_entropy
+from models.store import has_model, load_captioner, load_segmenter, load_vae
+from models.training import save_history
+from models.vae_training import vae_outputs
+
+log = logging.getLogger(__name__)
+NEEDS = ("segmenter", "vae", "captioner")
+
+
+def domain_signals(folder: Path, cfg: ModelsConfig, images: np.ndarray) -> dict[str, np.ndarray]:
+    """Per image: pixel signals (n, 2), VAE mse and latent distance, segmenter entropy, and
+    the encoder's mean region feature (n, d), from the Keras models."""
+    missing = [m for m in NEEDS if not has_model(folder, m)]
+    if missing:
+        raise ConfigError(f"{folder}: the domain model needs trained {', '.join(missing)}")
+    assert cfg.vae is not None
+    enc, dec, space = load_vae(folder, cfg)
+    o = vae_outputs(enc, dec, cfg.vae, images)
+    seg, encoder = load_segmenter(folder, cfg), load_captioner(folder, cfg).encoder
+    entropy, regions = [], []
+    for i in range(0, len(images), 256):
+        x = tf.constant(images[i : i + 256])
+        entropy += [segmenter_entropy(z) for z in seg(x, training=False).numpy()]
+        regions.append(encoder(x, training=False)[0].numpy().mean(axis=1))
+    return {
+        "pixels": np.array([pixel_signals(x) for x in images]),
+        "mse": o.mse, "latent_distance": space.mahalanobis(o.mu),
+        "entropy": np.array(entropy), "regions": np.concatenate(regions),
+    }  # fmt: skip
+
+
+def ood_scores(folder: Path, cfg: ModelsConfig, images: np.ndarray) -> np.ndarray | None:
+    """Out-of-domain scores (above 1: out) by the folder's domain model; None without one."""
+    model = DomainModel.load(folder)
+    if model is None:
+        return None
+    s = domain_signals(folder, cfg, images)
+    return model.score(model.vectors(s["pixels"], s["mse"], s["latent_distance"],
+                                     s["entropy"], s["regions"]))  # fmt: skip
+
+
+def fit_domain(data: Path, out: Path, percentile: float = 99.5, **_: Any) -> list[dict[str, float]]:
+    """Fit and save the domain model of `out` on the images of `data`; its history."""
+    cfg = ModelsConfig.load(out)
+    ds = load_dataset(data, cfg.image.size, cfg.image.channels)
+    s = domain_signals(out, cfg, ds.images)
+    model = fit_domain_model(s["pixels"], s["mse"], s["latent_distance"], s["entropy"],
+                             s["regions"], percentile)  # fmt: skip
+    model.save(out)
+    rate = float((model.score(model.vectors(s["pixels"], s["mse"], s["latent_distance"],
+                                            s["entropy"], s["regions"])) > 1).mean())  # fmt: skip
+    hist = [{"images": float(len(ds)), "threshold": model.threshold, "flagged_rate": rate}]
+    save_history(out, "domain", hist, {"percentile": percentile, "signals": model.signals})
+    log.info("domain model: %d images, %.3f of them above the %.1fth percentile", len(ds),
+             rate, percentile)  # fmt: skip
+    return hist
