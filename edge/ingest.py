@@ -1,10 +1,10 @@
 """Ingest: an image's bytes to a durable, pending record, several images side by side.
 
-Hashing, decoding, preprocessing, the thumbnail and the fsyncs of the original run in a small
-pool of threads (`ingest.workers`; the heavy parts release the GIL), and rows are committed in
-groups by the store, so one slow fsync no longer sets the pace for every image. "Accepted"
-still means durable: `ingest` (an upload's 201) and a `submit`'s future (a folder file's
-removal) complete only after the original is fsynced and its row committed. The preprocessed
+Hashing, decoding, preprocessing, the thumbnail and writing the files run in a small pool of
+threads (`ingest.workers`; the heavy parts release the GIL); the store makes the files durable
+and commits the rows in groups, so one slow fsync no longer sets the pace for every image.
+"Accepted" still means durable: `ingest` (an upload's 201) and a `submit`'s future (a folder
+file's removal) complete only after the original is durable and its row committed. The preprocessed
 array is kept in a small cache so the analyser does not decode twice; after a restart, or for
 a re-analysis, it decodes the stored original again.
 """

@@ -1,6 +1,6 @@
 """The durable store: content-addressed originals on disk and records in SQLite (WAL).
 
-The store is the daemon's queue. An image is accepted once its original is fsynced under its
+The store is the daemon's queue. An image is accepted once its original is durable under its
 sha256 and its row is committed with status `pending`; from then on nothing can lose it.
 Writes are committed in groups: concurrent accepts and saved analyses wait for one shared
 commit, which first makes every file they wrote durable at once (one `syncfs` of the data's
@@ -204,8 +204,8 @@ class Store:
         timings: dict[str, float] | None = None,
     ) -> bool:
         """Store an original durably and queue it for analysis; False if already known. The
-        files are fsynced by the caller's thread; the row joins the next group commit, and
-        this returns once it is committed."""
+        caller's thread writes the files; the next group commit makes them durable and
+        commits the row, and this returns once it has."""
         files = [self.original_path(rid, ext), self.derived_path(rid, "thumb.jpg")]
         self.write_atomic(files[0], data, sync=False)
         self.write_atomic(files[1], thumb, sync=False)
