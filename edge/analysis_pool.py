@@ -58,6 +58,8 @@ class SwapInProgressError(RuntimeError):
 
 Item = tuple[int, str, str, bool]
 """(seq, id, ext, is a re-analysis)."""
+Flight = deque[tuple[Item, np.ndarray]]
+"""Images sent to one analysis process, oldest first, with their model inputs."""
 AHEAD = 2
 """Images sent to one analysis process before its oldest result is read: while the parent
 saves one analysis, the child already works on the next."""
@@ -173,26 +175,28 @@ class AnalysisPool(BasePart):
     def _work(self, i: int) -> None:
         """Keep up to `AHEAD` images in analyser `i`; save each analysis as it comes back.
         Stopping or pausing (a swap) takes no new image and finishes those in flight."""
-        flight: deque[tuple[Item, np.ndarray]] = deque()
+        flight: Flight = deque()
         analyser = self.analysers[i]
         while flight or not self._stop.is_set():
+            item = None
             if len(flight) < AHEAD and not self._stop.is_set():
                 item = self._take(block=not flight)
-                if item is not None:
-                    if not flight:
-                        analyser = self.analysers[i]  # a swap may have replaced it
-                    x = self._load(item)
-                    if x is not None:
-                        try:
-                            analyser.send(x)
-                            flight.append((item, x))
-                            continue
-                        except WorkerDiedError:
-                            flight.append((item, x))
-                            self._recover(analyser, flight)
-                    continue
-            if flight:
+            if item is not None:
+                if not flight:
+                    analyser = self.analysers[i]  # a swap may have replaced it
+                self._send(analyser, item, flight)
+            elif flight:
                 self._receive(analyser, flight)
+
+    def _send(self, analyser: AnalyserLike, item: Item, flight: Flight) -> None:
+        x = self._load(item)
+        if x is None:
+            return
+        flight.append((item, x))
+        try:
+            analyser.send(x)
+        except WorkerDiedError:
+            self._recover(analyser, flight)
 
     def _take(self, block: bool) -> Item | None:
         if not block and self._paused.is_set():
@@ -229,7 +233,7 @@ class AnalysisPool(BasePart):
             self._finish(item, log.exception, "cannot load %s", item[1][:12])
         return None
 
-    def _receive(self, analyser: AnalyserLike, flight: deque[tuple[Item, np.ndarray]]) -> None:
+    def _receive(self, analyser: AnalyserLike, flight: Flight) -> None:
         item, _ = flight[0]
         try:
             analysis = analyser.receive()
@@ -243,7 +247,7 @@ class AnalysisPool(BasePart):
         flight.popleft()
         self._finish(item, self._save, item, analysis, analyser.bundle)
 
-    def _recover(self, analyser: AnalyserLike, flight: deque[tuple[Item, np.ndarray]]) -> None:
+    def _recover(self, analyser: AnalyserLike, flight: Flight) -> None:
         """The process died with images in it (a fresh one runs now): the oldest was the one
         being analysed and has one more try; the others never started and have two."""
         self.metrics.errors.labels("analysis_crash").inc()

@@ -120,23 +120,14 @@ class Store:
         """A derived file: "thumb.jpg", or an output's file (e.g. "mask.png")."""
         return self.root / "derived" / rid[:2] / f"{rid}.{suffix}"
 
-    def write_atomic(self, path: Path, data: bytes, sync: bool = True) -> None:
-        """Temp file in the same file system, fsync, rename, fsync the folder: after a crash
-        the file is either whole or absent. `sync=False`: no fsyncs; the caller passes the
-        path to a group commit, which makes it durable before its rows."""
-        if not path.parent.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            if sync:
-                _fsync_dir(path.parent.parent)
+    def write_atomic(self, path: Path, data: bytes) -> None:
+        """Temp file in the same file system, then rename: no reader sees half a file. Not
+        durable yet: the caller hands `path` to a group commit (`_commit`), which makes it
+        durable before the rows that name it."""
+        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.root / "tmp" / f"{path.name}.{os.getpid()}.{threading.get_ident()}"
-        with open(tmp, "wb") as f:
-            f.write(data)
-            if sync:
-                f.flush()
-                os.fsync(f.fileno())
+        tmp.write_bytes(data)
         os.replace(tmp, path)
-        if sync:
-            _fsync_dir(path.parent)
 
     def _sync_files(self, files: list[Path]) -> None:
         """Make `files` (and their renames) durable: one syncfs for all of them."""
@@ -207,8 +198,8 @@ class Store:
         caller's thread writes the files; the next group commit makes them durable and
         commits the row, and this returns once it has."""
         files = [self.original_path(rid, ext), self.derived_path(rid, "thumb.jpg")]
-        self.write_atomic(files[0], data, sync=False)
-        self.write_atomic(files[1], thumb, sync=False)
+        self.write_atomic(files[0], data)
+        self.write_atomic(files[1], thumb)
         row = (rid, self.device_id, source, source_name, captured_at, time.time(), ext,
                len(data), width, height, json.dumps(timings or {}))  # fmt: skip
         return bool(self._commit(lambda db: db.execute(
@@ -298,7 +289,7 @@ class Store:
         its blobs) and make it due again for every sink; the new revision."""
         files = [self.derived_path(rid, suffix) for suffix in a.files]
         for path, data in zip(files, a.files.values(), strict=True):
-            self.write_atomic(path, data, sync=False)
+            self.write_atomic(path, data)
         return int(self._commit(lambda db: self._save_analysis(db, rid, a, bundle, precision),
                                 files))  # fmt: skip
 

@@ -6,8 +6,8 @@ ingest (hashing, decoding, the store) and the HTTP server; in its own process it
 other core. The child gets preprocessed arrays over a pipe and sends back the `Analysis` and
 the mask. The parent may `send` the next image before it `receive`s the last one's analysis,
 so the child never waits on the parent's store writes or its GIL between images. It ignores
-SIGINT/SIGTERM (the daemon decides when to stop) and exits when the pipe
-closes, so a kill -9 of the daemon leaves no orphan.
+SIGINT/SIGTERM (the daemon decides when to stop) and exits when the pipe closes, so a kill -9
+of the daemon leaves no orphan.
 """
 
 from __future__ import annotations

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import tensorflow as tf
@@ -17,23 +16,21 @@ import tensorflow as tf
 from models.config import ConfigError, ModelsConfig
 from models.data.dataset import load_dataset
 from models.domain import DomainModel, fit_domain_model, pixel_signals, segmenter_entropy
+from models.latent import LatentSpace
 from models.store import has_model, load_captioner, load_segmenter, load_vae
 from models.training import save_history
-from models.vae_training import vae_outputs
+from models.vae_training import VaeOutputs, vae_outputs
 
 log = logging.getLogger(__name__)
 NEEDS = ("segmenter", "vae", "captioner")
 
 
-def domain_signals(folder: Path, cfg: ModelsConfig, images: np.ndarray) -> dict[str, np.ndarray]:
-    """Per image: pixel signals (n, 2), VAE mse and latent distance, segmenter entropy, and
-    the encoder's mean region feature (n, d), from the Keras models."""
-    missing = [m for m in NEEDS if not has_model(folder, m)]
-    if missing:
-        raise ConfigError(f"{folder}: the domain model needs trained {', '.join(missing)}")
-    assert cfg.vae is not None
-    enc, dec, space = load_vae(folder, cfg)
-    o = vae_outputs(enc, dec, cfg.vae, images)
+def domain_signals(
+    folder: Path, cfg: ModelsConfig, images: np.ndarray, o: VaeOutputs, space: LatentSpace
+) -> dict[str, np.ndarray]:
+    """Per image: pixel signals (n, 2), VAE mse and latent distance (from the caller's VAE
+    outputs `o` of these images), segmenter entropy, and the encoder's mean region feature
+    (n, d), from the Keras models."""
     seg, encoder = load_segmenter(folder, cfg), load_captioner(folder, cfg).encoder
     entropy, regions = [], []
     for i in range(0, len(images), 256):
@@ -47,21 +44,29 @@ def domain_signals(folder: Path, cfg: ModelsConfig, images: np.ndarray) -> dict[
     }  # fmt: skip
 
 
-def ood_scores(folder: Path, cfg: ModelsConfig, images: np.ndarray) -> np.ndarray | None:
-    """Out-of-domain scores (above 1: out) by the folder's domain model; None without one."""
+def ood_scores(
+    folder: Path, cfg: ModelsConfig, images: np.ndarray, o: VaeOutputs, space: LatentSpace
+) -> np.ndarray:
+    """Out-of-domain scores (above 1: out) by the folder's domain model, or by the VAE's own
+    signals (`space`) for a folder without one."""
     model = DomainModel.load(folder)
     if model is None:
-        return None
-    s = domain_signals(folder, cfg, images)
+        return space.ood_score(o.mse, o.mu)
+    s = domain_signals(folder, cfg, images, o, space)
     return model.score(model.vectors(s["pixels"], s["mse"], s["latent_distance"],
                                      s["entropy"], s["regions"]))  # fmt: skip
 
 
-def fit_domain(data: Path, out: Path, percentile: float = 99.5, **_: Any) -> list[dict[str, float]]:
+def fit_domain(data: Path, out: Path, percentile: float = 99.5) -> list[dict[str, float]]:
     """Fit and save the domain model of `out` on the images of `data`; its history."""
+    missing = [m for m in NEEDS if not has_model(out, m)]
+    if missing:
+        raise ConfigError(f"{out}: the domain model needs trained {', '.join(missing)}")
     cfg = ModelsConfig.load(out)
+    assert cfg.vae is not None
     ds = load_dataset(data, cfg.image.size, cfg.image.channels)
-    s = domain_signals(out, cfg, ds.images)
+    enc, dec, space = load_vae(out, cfg)
+    s = domain_signals(out, cfg, ds.images, vae_outputs(enc, dec, cfg.vae, ds.images), space)
     model = fit_domain_model(s["pixels"], s["mse"], s["latent_distance"], s["entropy"],
                              s["regions"], percentile)  # fmt: skip
     model.save(out)

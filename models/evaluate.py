@@ -22,7 +22,6 @@ from models.config import ModelsConfig
 from models.data.dataset import Dataset, load_dataset
 from models.data.domains import DOMAINS
 from models.domain_training import ood_scores
-from models.latent import LatentSpace
 from models.search_eval import eval_embedder
 from models.segmenter import area_fractions
 from models.store import has_model, load_captioner, load_segmenter, load_vae
@@ -119,7 +118,7 @@ def eval_vae(folder: Path, cfg: ModelsConfig, ds: Dataset) -> dict[str, Any]:
     assert cfg.vae is not None
     o = vae_outputs(enc, dec, cfg.vae, ds.images)
     anomaly = space.anomaly(o.errors, o.probs if o.probs.size else None)
-    ood = _ood_scores(folder, cfg, ds.images, o)
+    ood = ood_scores(folder, cfg, ds.images, o, space)
     report: dict[str, Any] = {
         "mean_squared_error": float(o.mse.mean()),
         "anomaly_threshold": space.threshold,
@@ -139,12 +138,6 @@ def eval_vae(folder: Path, cfg: ModelsConfig, ds: Dataset) -> dict[str, Any]:
     return report
 
 
-def _ood_scores(folder: Path, cfg: ModelsConfig, images: np.ndarray, o: Any) -> np.ndarray:
-    """By the folder's domain model (`models.domain`), or the VAE's own signals without one."""
-    scores = ood_scores(folder, cfg, images)
-    return scores if scores is not None else LatentSpace.load(folder).ood_score(o.mse, o.mu)
-
-
 def eval_ood(folder: Path, cfg: ModelsConfig) -> dict[str, Any]:
     """Out-of-domain flags on images that are not of the domain (photographs, textures, the
     other domain), preprocessed as the device does."""
@@ -152,7 +145,7 @@ def eval_ood(folder: Path, cfg: ModelsConfig) -> dict[str, Any]:
 
     from models.ood import ood_images
 
-    enc, dec, _ = load_vae(folder, cfg)
+    enc, dec, space = load_vae(folder, cfg)
     assert cfg.vae is not None
     names, arrays = [], []
     for name, im in ood_images(cfg.domain):
@@ -161,7 +154,7 @@ def eval_ood(folder: Path, cfg: ModelsConfig) -> dict[str, Any]:
         arrays.append((x / 255.0).reshape(cfg.image.size, cfg.image.size, cfg.image.channels))
         names.append(name)
     images = np.stack(arrays)
-    scores = _ood_scores(folder, cfg, images, vae_outputs(enc, dec, cfg.vae, images))
+    scores = ood_scores(folder, cfg, images, vae_outputs(enc, dec, cfg.vae, images), space)
     missed = [n for n, s in zip(names, scores, strict=True) if s <= 1]
     return {"images": len(names), "flagged": int((scores > 1).sum()), "missed": missed,
             "min_score": float(scores.min())}  # fmt: skip

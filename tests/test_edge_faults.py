@@ -48,10 +48,10 @@ def test_a_full_disk_keeps_the_file_in_the_folder_until_it_can_be_stored(
     full = {"on": True}
     real = Store.write_atomic
 
-    def write(self: Store, path: Path, data: bytes, sync: bool = True) -> None:
+    def write(self: Store, path: Path, data: bytes) -> None:
         if full["on"]:
             raise OSError(errno.ENOSPC, "No space left on device")
-        real(self, path, data, sync)
+        real(self, path, data)
 
     monkeypatch.setattr(Store, "write_atomic", write)
     d = daemon_factory(edge_config())

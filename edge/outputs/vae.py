@@ -65,10 +65,9 @@ class VaeOutput(Output):
 
     def ood(self, runners: dict[str, Runner], x: np.ndarray, mse: float, mu: np.ndarray) -> float:
         """Out-of-domain score (above 1: out): by the domain model, or the VAE's signals."""
-        distance = self.space.mahalanobis(mu[None])
         if self.domain is None:
-            return float(np.maximum(mse / self.space.ood_mse,
-                                    distance[0] / self.space.ood_latent))  # fmt: skip
+            return float(self.space.ood_score(np.array([mse]), mu[None])[0])
+        distance = self.space.mahalanobis(mu[None])
         x1 = x[None].astype(np.float32)
         entropy = segmenter_entropy(runners["segmenter"](image=x1)["logits"][0])
         regions = runners["captioner_encoder"](image=x1)["regions"][0].mean(axis=0)
