@@ -110,7 +110,9 @@ def test_the_detail_view_shows_attention_mask_and_similar_images(
     page.goto(url(daemon, "/?q=enlarged+heart"))
     page.wait_for_selector(".card a.open")
     page.locator(".card a.open").first.click()
+    # the caption words, the query words and the similar images load concurrently
     page.wait_for_selector("#detail[open] #similar img")
+    page.wait_for_selector("#caption-words .word")
     assert "image=" in page.url
     assert page.locator("#caption-words .word").count() >= 2
     page.locator("#query-words .word").first.hover()
