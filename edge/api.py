@@ -45,7 +45,7 @@ class ApiContext:
 
     @property
     def search(self) -> HybridSearch:
-        return HybridSearch(self.index, self.semantic, self.store)
+        return HybridSearch(self.index, self.semantic)
 
     def need_store(self) -> Store:
         if self.store is None:
@@ -74,7 +74,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
         description="Local search over the images this device has analysed.",
     )
     app.state.ctx = ctx
-    app.middleware("http")(Guard(ctx.cfg.http))
+    app.add_middleware(Guard, cfg=ctx.cfg.http)
     for module in (admin, search, images, uploads):
         app.include_router(module.router)
     return app

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from edge.index import Filters, SearchIndex
 from edge.semantic import Ranked, SemanticSearch
-from edge.store import Store
 from models.data.tokens import tokenize
 from models.semantic import within_one_edit
 
@@ -46,8 +45,8 @@ def matched_terms(q: str, caption: str) -> list[str]:
 
 
 class HybridSearch:
-    def __init__(self, index: SearchIndex, semantic: SemanticSearch | None, store: Store | None):
-        self.index, self.semantic, self.store = index, semantic, store
+    def __init__(self, index: SearchIndex, semantic: SemanticSearch | None) -> None:
+        self.index, self.semantic = index, semantic
 
     def search(
         self, q: str, filters: Filters, mode: str = "hybrid", limit: int = 20, offset: int = 0,
@@ -62,22 +61,21 @@ class HybridSearch:
         ranked = self.semantic.rank(q, depth)
         if ranked is None:
             return self._keyword(q, filters, limit, offset, facets, mode, recent)
-        sem = self._semantic_ids(ranked, filters)
+        sem = self._semantic_passing(ranked, filters)
         kw = self.index.ranked(q, filters, depth) if mode == "hybrid" else []
         order, why = fuse(kw, sem, fusion)
         page = order[offset : offset + limit]
-        docs = self.index.documents([i for i, _ in page], q)
-        seq_of = {rid: seq for rid, _, seq in sem}
+        docs = self.index.documents([s for s, _ in page], q)
         hits = []
-        for rid, score in page:
-            if rid in docs:
-                match = why[rid]
+        for seq, score in page:
+            if seq in docs:
+                match = why[seq]
                 if "keyword" in match:
-                    match["keyword"]["terms"] = matched_terms(q, docs[rid].caption)
+                    match["keyword"]["terms"] = matched_terms(q, docs[seq].caption)
                 if "semantic" in match:
-                    match["semantic"]["words"] = ranked.words.get(seq_of[rid], {})
-                hits.append({**docs[rid].__dict__, "score": round(score, 6), "match": match})
-        counts = self.index.facets_of([i for i, _ in order]) if facets else {}
+                    match["semantic"]["words"] = ranked.words.get(seq, {})
+                hits.append({**docs[seq].__dict__, "score": round(score, 6), "match": match})
+        counts = self.index.facets_of([s for s, _ in order]) if facets else {}
         res = Result(mode, len(order), hits, counts, ranked.parsed.corrected,
                      ranked.parsed.unknown)  # fmt: skip
         res.message = message_for(res, ranked)
@@ -98,26 +96,27 @@ class HybridSearch:
             res.message = "no caption or label holds these words (nor any word one edit away)"
         return res
 
-    def _semantic_ids(self, ranked: Ranked, filters: Filters) -> list[tuple[str, float, int]]:
-        """(id, score, seq) of the ranked images the index has and the filters pass."""
-        if not ranked.hits or self.store is None:
-            return []
-        ids = self.store.ids_of([s for s, _ in ranked.hits])
-        passing = self.index.passing(list(ids.values()), filters)
-        return [(ids[s], score, s) for s, score in ranked.hits if ids.get(s) in passing]
+    def _semantic_passing(self, ranked: Ranked, filters: Filters) -> list[tuple[int, float]]:
+        """(seq, score) of the ranked images the index has and the filters pass."""
+        passing = self.index.passing([s for s, _ in ranked.hits], filters)
+        return [(s, score) for s, score in ranked.hits if s in passing]
+
+
+K = TypeVar("K", int, str)
 
 
 def fuse(
-    kw: list[tuple[str, float]], sem: list[tuple[str, float, int]], fusion: str
-) -> tuple[list[tuple[str, float]], dict[str, dict[str, Any]]]:
-    """Both rankings into one, best first, and why each id matched."""
-    scores: dict[str, float] = {}
-    why: dict[str, dict[str, Any]] = {}
+    kw: list[tuple[K, float]], sem: list[tuple[K, float]], fusion: str
+) -> tuple[list[tuple[K, float]], dict[K, dict[str, Any]]]:
+    """Both rankings into one, best first, and why each key (record seq or result id)
+    matched."""
+    scores: dict[K, float] = {}
+    why: dict[K, dict[str, Any]] = {}
     top = max((s for _, s in kw), default=0.0) or 1.0
     for rank, (rid, score) in enumerate(kw, start=1):
         why[rid] = {"keyword": {"rank": rank, "score": round(score, 4), "terms": []}}
         scores[rid] = 1 / (RRF_K + rank) if fusion == "rrf" else MIX_KEYWORD * score / top
-    for rank, (rid, score, _) in enumerate(sem, start=1):
+    for rank, (rid, score) in enumerate(sem, start=1):
         why.setdefault(rid, {})["semantic"] = {"rank": rank, "score": round(score, 4)}
         part = 1 / (RRF_K + rank) if fusion == "rrf" else (1 - MIX_KEYWORD) * score
         scores[rid] = scores.get(rid, 0.0) + part

@@ -101,11 +101,11 @@ class SemanticSearch:
         self.profile.refresh()
         seqs = [s for s, _ in self.profile.search(query, max(CANDIDATES, k))]
         blobs = self.store.blobs(seqs, "regions") if seqs else {}
-        seqs = [s for s in seqs if s in blobs]
+        dim, rows = vectors.shape[-1], enc.grid * enc.grid + 1
+        seqs = [s for s in seqs if len(blobs.get(s, b"")) == rows * dim]  # this bundle's shape
         if not seqs:
             return Ranked(parsed, [], {})
-        dim = vectors.shape[-1]
-        images = np.stack([unpack(blobs[s], dim) for s in seqs])
+        images = unpack(b"".join(blobs[s] for s in seqs), dim).reshape(len(seqs), rows, dim)
         scores, best = scored(vectors, mask, images)
         order = np.argsort(-scores, kind="stable")[:k]
         order = order[scores[order] >= RELATIVE_FLOOR * scores[order[0]]]

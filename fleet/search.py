@@ -111,8 +111,7 @@ class FleetSearch:
         kw_rows = self.keyword(q, where, depth) if mode == "hybrid" else []
         by_id.update({rid(r): r for r in kw_rows})
         kw = [(rid(r), float(r.get("_score", 0.0))) for r in kw_rows]
-        sem = [(i, s, 0) for i, s in ranked.hits]
-        order, why = fuse(kw, sem, fusion)
+        order, why = fuse(kw, ranked.hits, fusion)
         hits = []
         for i, score in order[offset : offset + limit]:
             h = hit(by_id[i]) | {"score": round(score, 6), "match": why[i]}

@@ -108,8 +108,13 @@ def late_interaction(words: np.ndarray, mask: np.ndarray, images: np.ndarray) ->
 def scored(
     words: np.ndarray, mask: np.ndarray, images: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """((B,) late-interaction scores, (B, T) each word's best similarity per image)."""
-    best = np.einsum("td,bnd->btn", words, images).max(-1)
+    """((B,) late-interaction scores, (B, T) each content word's best similarity per image,
+    0 for the other words). Only the content words are compared: a query's padding and stop
+    words are most of its T rows, and this runs on every search."""
+    content = np.flatnonzero(mask)
+    best = np.zeros((len(images), len(words)), np.float32)
+    if len(content):
+        best[:, content] = (images @ words[content].T).max(1)
     return (best * mask).sum(-1) / max(float(mask.sum()), 1.0), best
 
 
