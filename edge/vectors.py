@@ -2,7 +2,7 @@
 ("similar images": an HNSW index, usearch) and the semantic profile (the first stage of
 semantic ranking: an exact scan of one column per query word).
 
-Why two kinds: HNSW finds a latent's neighbours with recall@10 0.97 (100k records, the last
+Why two kinds: HNSW finds a latent's neighbours with recall@10 0.99 (1M records, the last
 `bench/search.py` run), but a query's profile (1 on each query word, 0 elsewhere) lies far
 from every image's profile, and HNSW's graph walk then finds 6-50% of the true top 10 even
 searching 2048 wide; summing a few columns of a float16 matrix is exact, and fast enough.
@@ -34,8 +34,12 @@ log = logging.getLogger("s3e.vectors")
 SAVE_EVERY_S = 60.0
 """A changed index is written at most this often (and at stop); a crash loses nothing: the
 saved cursor says where to catch up from."""
-EXPANSION_SEARCH = 128
-"""HNSW search breadth: recall@10 0.97 against brute force at 100k (`bench/search.py`)."""
+CONNECTIVITY = 32
+EXPANSION_SEARCH = 256
+"""HNSW graph degree and search breadth. On 32-d Gaussian latents (the hardest case: no
+structure) at 1M, recall@10 against brute force with degree 16 was 0.87 at breadth 128 and
+needed 512 (2.5 ms) for 0.98; degree 32 reaches 0.97 / 0.985 / 0.996 at 128 / 192 / 256 for
+the same build time, 1.5-2.5 ms a search on 2 cores."""
 
 
 class Backend(Protocol):
@@ -61,15 +65,20 @@ class Hnsw:
 
     def __init__(self, ndim: int, metric: str, index: Any = None) -> None:
         self.index = index or _usearch().Index(
-            ndim=ndim, metric=metric, dtype="f16", connectivity=16, expansion_add=128,
+            ndim=ndim, metric=metric, dtype="f16", connectivity=CONNECTIVITY, expansion_add=128,
             expansion_search=EXPANSION_SEARCH,
         )  # fmt: skip
 
     @classmethod
     def load(cls, path: Path, metric: str) -> Hnsw:
+        """The saved graph; one of another degree is rebuilt. The search breadth is not saved
+        with it (a restored index searched at usearch's default, 64, until this was set)."""
         index = _usearch().Index.restore(str(path))
         if index is None:
             raise ValueError(f"{path}: not a usearch index")
+        if index.connectivity != CONNECTIVITY:
+            raise ValueError(f"{path}: a graph of degree {index.connectivity}, not {CONNECTIVITY}")
+        index.expansion_search = EXPANSION_SEARCH
         return cls(index.ndim, metric, index)
 
     def __len__(self) -> int:

@@ -173,7 +173,7 @@ def fit_captioner(
         return {"loss": loss, "ce": t.ce, "attention_penalty": t.penalty, **extra}
 
     def validate() -> dict[str, float]:
-        return _validate(cap, ds, val, encoded, targets, cfg.domain)
+        return _validate(cap, ds, val, encoded, targets, cfg.domain, supervised)
 
     Path(out).mkdir(parents=True, exist_ok=True)
 
@@ -197,11 +197,15 @@ def _validate(
     encoded: list[list[list[int]]],
     targets: Targets,
     domain: str,
+    supervised: bool,
 ) -> dict[str, float]:
     """Validation loss (first reference, teacher forced), greedy BLEU-4 and the pointing game
-    of grounded words on up to VALIDATION_IMAGES images. The score to maximise is BLEU-4 plus
-    the pointing rate where the data has regions, minus a hundredth of the loss (a tie-break
-    once captions are right)."""
+    of grounded words on up to VALIDATION_IMAGES images. The score to maximise is BLEU-4, times
+    (1 + the pointing rate) where attention is `supervised`, minus a hundredth of the loss (a
+    tie-break once captions are right). The product, not a sum: pointing is measured on the
+    few located words an untrained decoder emits, and a sum chose such an epoch (BLEU-4 0.19,
+    pointing 0.98) over every later one. Unsupervised attention is chosen on its captions, as
+    on data without regions: pointing is what supervision adds, not a target of its own."""
     ce, n = 0.0, 0
     for i in range(0, len(val), 256):
         rows = val[i : i + 256]
@@ -224,6 +228,6 @@ def _validate(
         total = sum(c["n"] for c in classes)
         if total:
             out["pointing"] = sum(c["pointing"] * c["n"] for c in classes) / total
-            score += out["pointing"]
+            score += bleu["BLEU-4"] * out["pointing"] if supervised else 0.0
     out["score"] = score
     return out

@@ -25,7 +25,7 @@ from edge.config import parse_config
 from edge.daemon import Daemon
 from edge.outputs.embedding import unpack
 from edge.semantic import QueryEncoder
-from edge.vectors import VectorIndex
+from edge.vectors import EXPANSION_SEARCH, Hnsw, VectorIndex
 from models.data.tokens import tokenize
 from models.semantic import word_maps
 
@@ -207,6 +207,13 @@ def test_vector_index_recall_against_brute_force(tmp_path: Path) -> None:
         truth = set(np.argsort(((vecs - vecs[q]) ** 2).sum(1))[:10].tolist())
         recall.append(len(truth & {k for k, _ in index.search(vecs[q], 10)}) / 10)
     assert np.mean(recall) >= 0.98
+    index.save(force=True)
+    loaded = VectorIndex(None, tmp_path, "latent", "l2sq")
+    loaded.open()  # searched as wide as when it was built (usearch does not save the breadth)
+    assert isinstance(loaded.index, Hnsw)
+    assert loaded.index.index.expansion_search == EXPANSION_SEARCH
+    for q in range(50):
+        assert loaded.search(vecs[q], 10) == index.search(vecs[q], 10)
     index.add(np.array([7], np.uint64), vecs[:1] + 100)  # a re-analysed record: replaced
     assert len(index) == 5000 and index.search(vecs[0] + 100, 1)[0][0] == 7
 
