@@ -24,8 +24,6 @@ KNOWN_GAPS = {
     "shapes": {
         "embedder.words": "0.90-0.92: relation and count phrases ('triangle below', 'single "
         "small') rank below 0.95",
-        "ablation.bahdanau+supervision>none": "supervision without the sentinel trains worse "
-        "than no attention in the short study recipe",
     },
     "chest": {},
 }
