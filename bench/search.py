@@ -30,7 +30,6 @@ import platform
 import sqlite3
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -38,13 +37,13 @@ from typing import Any
 
 import httpx
 import numpy as np
-import uvicorn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from edge.api import ApiContext, create_app
 from edge.bundle import Bundle, load_bundle
 from edge.config import parse_config
+from edge.http_part import HttpServer
 from edge.index import Filters, SearchIndex
 from edge.inference import BundleModels
 from edge.metrics import Metrics
@@ -185,14 +184,12 @@ def tantivy_query(index: SearchIndex) -> Callable[[str, str | None, float | None
 
 def serve(
     index: SearchIndex, store: Store, latent: VectorIndex, semantic: SemanticSearch
-) -> tuple[uvicorn.Server, int]:
+) -> tuple[HttpServer, int]:
+    """The daemon's HTTP server (guard, protocol, heap settling) on these parts."""
     cfg = parse_config({"http": {"port": 0}})
     app = create_app(ApiContext(cfg, index, Metrics(), dict, store, None, latent, semantic))
-    server = uvicorn.Server(uvicorn.Config(app, port=0, log_level="warning", lifespan="off"))
-    threading.Thread(target=server.run, daemon=True).start()
-    while not server.started:
-        time.sleep(0.01)
-    return server, int(server.servers[0].sockets[0].getsockname()[1])
+    server = HttpServer(app, cfg.http)
+    return server, server.start()
 
 
 def http_query(
@@ -380,7 +377,8 @@ def run_size(n: int, tmp: Path, repeats: int) -> dict[str, Any]:
     out["query_encoding"] = encoding(pool[0], repeats)
     out["keyword_parts"] = keyword_parts(index, repeats)
     server, port = serve(index, store, latent, semantic)
-    sem = [(q, None, None) for q in SEMANTIC_QUERIES] + [("pneumonia", "opacity", None)]
+    sem: list[tuple[str, str | None, float | None]] = [(q, None, None) for q in SEMANTIC_QUERIES]
+    sem.append(("pneumonia", "opacity", None))
     out["http_search"] = timed(http_query(port), repeats)
     out["http_search_no_facets"] = timed(http_query(port, facets=False), repeats)
     latest = httpx.Client(base_url=f"http://127.0.0.1:{port}")
@@ -394,7 +392,7 @@ def run_size(n: int, tmp: Path, repeats: int) -> dict[str, Any]:
     ids = list(store.ids_of(list(range(1, n + 1, max(n // 50, 1)))).values())
     out["http_similar"] = timed_mix(lambda rid, *_: client.get(f"/images/{rid}/similar").json(),
                                     [(i, None, None) for i in ids], repeats)  # fmt: skip
-    server.should_exit = True
+    server.stop()
     store.close()
     rate = out["index_records_per_s"]
     out["ratios_sqlite_over_tantivy"] = {

@@ -236,10 +236,11 @@ class SearchIndex:
                 total += p.stat().st_size
         return total
 
-    def parse(self, q: str, fuzzy: bool = False) -> tantivy.Query:
+    def parse(self, q: str, fuzzy: bool = False, one_edit: bool = True) -> tantivy.Query:
         """The query, all its words required; `fuzzy`: each word also matches the indexed
-        words one edit away (at a constant score, so exact words still rank first), and
-        plain words found side by side as typed rank above the same words apart."""
+        words one edit away (at a constant score, so exact words still rank first; not
+        `one_edit`: without that part, for the same order of the exact matches), and plain
+        words found side by side as typed rank above the same words apart."""
         if not q.strip():
             return tantivy.Query.all_query()
         check_query(q)
@@ -247,9 +248,10 @@ class SearchIndex:
             exact = self.index.parse_query(q, DEFAULT_FIELDS, conjunction_by_default=True)
             if not fuzzy:
                 return exact
-            near = self.index.parse_query(q, DEFAULT_FIELDS, fuzzy_fields=FUZZY,
-                                          conjunction_by_default=True)  # fmt: skip
-            parts = [exact, near]
+            parts = [exact]
+            if one_edit:
+                parts.append(self.index.parse_query(q, DEFAULT_FIELDS, fuzzy_fields=FUZZY,
+                                                    conjunction_by_default=True))  # fmt: skip
             if PLAIN_WORDS.fullmatch(q.strip()) and " " in q.strip():
                 phrase = self.index.parse_query(f'"{q.strip()}"', DEFAULT_FIELDS)
                 parts.append(tantivy.Query.boost_query(phrase, PHRASE_BOOST))
@@ -257,8 +259,10 @@ class SearchIndex:
             raise QuerySyntaxError(str(e)) from None
         return tantivy.Query.boolean_query([(tantivy.Occur.Should, p) for p in parts])
 
-    def query(self, q: str, f: Filters, fuzzy: bool = False) -> tantivy.Query:
-        return self._filtered(self.parse(q, fuzzy), f)
+    def query(
+        self, q: str, f: Filters, fuzzy: bool = False, one_edit: bool = True
+    ) -> tantivy.Query:
+        return self._filtered(self.parse(q, fuzzy, one_edit), f)
 
     def _filtered(self, base: tantivy.Query, f: Filters) -> tantivy.Query:
         parts = [base]
@@ -314,10 +318,14 @@ class SearchIndex:
     # document costs ~20 us, and a hybrid search used to fetch 200 just to learn their ids.
     def ranked(self, q: str, filters: Filters, limit: int) -> list[tuple[int, float]]:
         """(seq, BM25 score) of the best `limit` matches (typo tolerant): a ranking to fuse,
-        without the cost of whole hits."""
+        without the cost of whole hits. The exact words go first: the one-edit part adds the
+        same constant to every exact match, so when they fill `limit` the order is the same,
+        and the one-edit part (2-4x the cost) is skipped (the scores then lack the constant)."""
         searcher = self.index.searcher()
         try:
-            result = searcher.search(self.query(q, filters, fuzzy=True), limit)
+            result = searcher.search(self.query(q, filters, True, one_edit=False), limit)
+            if len(result.hits) < limit:
+                result = searcher.search(self.query(q, filters, fuzzy=True), limit)
         except ValueError as e:
             raise QuerySyntaxError(str(e)) from None
         seqs = _seqs_of(searcher, [a for _, a in result.hits])
@@ -353,7 +361,11 @@ class SearchIndex:
         return self._facets(self.index.searcher(), self._seqs(seqs))
 
     def _seqs(self, seqs: list[int]) -> tantivy.Query:
-        return tantivy.Query.term_set_query(self.schema, "seq", seqs)
+        """Any of `seqs`: a union of term queries (a term-set query on this u64 field took
+        1.5 ms for 100 seqs at 100k documents, the union 0.2 ms; an aggregation over 200,
+        2.8 against 0.6 ms)."""
+        terms = [tantivy.Query.term_query(self.schema, "seq", s) for s in seqs]
+        return tantivy.Query.boolean_query([(tantivy.Occur.Should, t) for t in terms])
 
     def _snippets(self, searcher: Any, query: tantivy.Query) -> Any:
         return tantivy.SnippetGenerator.create(searcher, query, self.schema, "caption")
