@@ -365,7 +365,7 @@ def run_size(n: int, tmp: Path, repeats: int) -> dict[str, Any]:
         },
         "query": {"tantivy": timed(tq, repeats), "sqlite_fts5": timed(fq, repeats)},
     }
-    pool = semantic_pool(tmp)
+    pool = semantic_pool(tmp / f"semantic-{n}")
     store = Store(tmp / f"store-{n}", "bench")
     out["store_fill_s"] = fill_store(store, records(n), pool)
     version = pool[0].version
