@@ -65,8 +65,8 @@ def _host_name(host_header: str) -> str:
 
 class Guard:
     """The checks every request passes before a route sees it: a plain ASGI middleware
-    (Starlette's `BaseHTTPMiddleware` ran each request in a task of its own and cost ~1 ms of
-    a 5-ms search)."""
+    (as Starlette's `BaseHTTPMiddleware`, which runs the rest of the app in a task of its own,
+    it cost ~0.4 ms a request: 2.4 against 2.0 ms p50 for a 15-KB answer on 2 cores)."""
 
     def __init__(self, app: ASGIApp, cfg: HttpConfig) -> None:
         self.app = app

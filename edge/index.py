@@ -315,7 +315,7 @@ class SearchIndex:
                 for f in ("labels", "source")}  # fmt: skip
 
     # Fusing rankings works on record seqs, read from the fast field: fetching a stored
-    # document costs ~20 us, and a hybrid search used to fetch 200 just to learn their ids.
+    # document costs ~16 us, and a hybrid search used to fetch 200 just to learn their ids.
     def ranked(self, q: str, filters: Filters, limit: int) -> list[tuple[int, float]]:
         """(seq, BM25 score) of the best `limit` matches (typo tolerant): a ranking to fuse,
         without the cost of whole hits. The exact words go first: the one-edit part adds the
@@ -323,7 +323,7 @@ class SearchIndex:
         and the one-edit part (2-4x the cost) is skipped (the scores then lack the constant)."""
         searcher = self.index.searcher()
         try:
-            result = searcher.search(self.query(q, filters, True, one_edit=False), limit)
+            result = searcher.search(self.query(q, filters, fuzzy=True, one_edit=False), limit)
             if len(result.hits) < limit:
                 result = searcher.search(self.query(q, filters, fuzzy=True), limit)
         except ValueError as e:

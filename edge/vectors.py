@@ -38,8 +38,8 @@ CONNECTIVITY = 32
 EXPANSION_SEARCH = 256
 """HNSW graph degree and search breadth. On 32-d Gaussian latents (the hardest case: no
 structure) at 1M, recall@10 against brute force with degree 16 was 0.87 at breadth 128 and
-needed 512 (2.5 ms) for 0.98; degree 32 reaches 0.97 / 0.985 / 0.996 at 128 / 192 / 256 for
-the same build time, 1.5-2.5 ms a search on 2 cores."""
+needed 512 for 0.98; degree 32 reaches 0.97 / 0.985 / 0.996 at 128 / 192 / 256 for the same
+build time (`bench/search.py` at 1M: 0.994, a search 1.2 ms p50 / 4.6 ms p99 on 2 cores)."""
 
 
 class Backend(Protocol):

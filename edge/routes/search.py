@@ -7,7 +7,6 @@ import datetime as dt
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query
-from fastapi.responses import JSONResponse
 
 from edge.api import ApiContext, context
 from edge.index import Filters, QuerySyntaxError
@@ -26,11 +25,7 @@ def when(value: str | None, name: str) -> dt.datetime | None:
     return t if t.tzinfo else t.replace(tzinfo=dt.UTC)
 
 
-@router.get(
-    "/search",
-    summary="Find images by what is in them: keyword, semantic or both",
-    response_model=dict[str, Any],
-)
+@router.get("/search", summary="Find images by what is in them: keyword, semantic or both")
 def search(
     ctx: Ctx,
     q: str = "",
@@ -56,7 +51,7 @@ def search(
     min_anomaly: float | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 20,
     offset: Annotated[int, Query(ge=0, le=100_000)] = 0,
-) -> JSONResponse:
+) -> dict[str, Any]:
     """Each result says why it matched (`match.keyword`: its rank, BM25 score and the query
     words its caption holds; `match.semantic`: its rank, score and each query word's);
     `message` names unknown words, corrections, or why nothing matched. `facets`: label
@@ -67,13 +62,11 @@ def search(
                                 sort == "recent")  # fmt: skip
     except QuerySyntaxError as e:
         raise HTTPException(400, f"query syntax error in {q[:200]!r}: {e}") from None
-    # A response as is: the body is plain JSON types already, and FastAPI's validation and
-    # encoding of it took ~1 ms of a 5-ms search
-    return JSONResponse({
+    return {
         "query": q, "mode": res.mode, "total": res.total, "offset": offset,
         "results": [{**h, "thumbnail_url": f"/images/{h['id']}/thumb",
                      "url": f"/images/{h['id']}"} for h in res.hits],
         "facets": {"labels": res.facets.get("labels", {}),
                    "sources": res.facets.get("source", {})}, "message": res.message,
         "corrected": res.corrected, "unknown": res.unknown,
-    })  # fmt: skip
+    }  # fmt: skip
