@@ -1,0 +1,87 @@
+"""The keyword index's shortcuts answer what the whole queries answer: the one-edit part is
+left out only where it cannot match more, and the phrase re-scoring of the best matches ranks
+them as the phrase over every match did."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import tantivy
+
+from edge.index import DEFAULT_FIELDS, FUZZY, PHRASE_BOOST, Filters, SearchIndex
+from edge.records import Record
+
+CAPTIONS = [
+    "right lower zone consolidation, consistent with pneumonia",
+    "left upper zone pulmonary nodule",
+    "small left pleural effusion",
+    "left lower zone consolidation; right pleural effusion",
+    "pleural thickening on the left, no effusion",
+    "fracture of a rib: the bone is broken",
+    "the cardiac silhouette is enlarged",
+    "clear lungs, no acute cardiopulmonary abnormality",
+]
+
+
+def record(seq: int, caption: str) -> Record:
+    return Record(
+        seq=seq, id=f"{seq:064x}", device_id="test", source="folder", source_name="",
+        captured_at=1_790_000_000.0 + seq, accepted_at=0.0, ext="png", size=0, width=8,
+        height=8, status="analysed", error=None, bundle="chest-int8", precision="int8",
+        revision=1, accelerators={}, timings={},
+        analysis={"caption": {"text": caption, "words": [], "visual": [], "grid": 8},
+                  "segmentation": {"segments": [{"class": "opacity", "fraction": 0.1}]},
+                  "vae": {"labels": [], "anomaly": 0.5, "out_of_domain": False,
+                          "ood_score": 0.1}},
+    )  # fmt: skip
+
+
+@pytest.fixture
+def index(tmp_path: Path) -> Iterator[SearchIndex]:
+    idx = SearchIndex(tmp_path / "index")
+    idx.add([record(i + 1, c) for i, c in enumerate(CAPTIONS * 3)])
+    idx.commit()
+    yield idx
+    idx.close()
+
+
+def whole(index: SearchIndex, q: str) -> tantivy.Query:
+    """The query with every part over every match: exact words, one edit away, the phrase."""
+    parts = [index.index.parse_query(q, DEFAULT_FIELDS, conjunction_by_default=True),
+             index.index.parse_query(q, DEFAULT_FIELDS, fuzzy_fields=FUZZY,
+                                     conjunction_by_default=True)]  # fmt: skip
+    if " " in q:
+        phrase = index.index.parse_query(f'"{q}"', DEFAULT_FIELDS)
+        parts.append(tantivy.Query.boost_query(phrase, PHRASE_BOOST))
+    return tantivy.Query.boolean_query([(tantivy.Occur.Should, p) for p in parts])
+
+
+@pytest.mark.parametrize("q", ["zone", "bone", "zome", "pneumonia", "pnemonia", "left pleural",
+                               "lft pleural", "effusion", "opacity", "opacty"])  # fmt: skip
+def test_the_one_edit_part_is_left_out_only_where_it_adds_nothing(
+    index: SearchIndex, q: str
+) -> None:
+    searcher = index.index.searcher()
+    expected = searcher.search(whole(index, q), 100).count
+    total, hits, _ = index.search(q, Filters(), 100, fuzzy=True, facets=False)
+    assert expected > 0 and total == expected == len(hits)
+    adds = q in ("zone", "bone", "zome", "pnemonia", "lft pleural", "opacty")
+    assert index._one_edit_adds(q) == adds, "zone and bone are one edit apart; typos are"
+
+
+@pytest.mark.parametrize("q", ["left pleural", "pleural effusion", "left lower zone"])
+def test_the_phrase_re_scoring_ranks_as_the_phrase_over_every_match(
+    index: SearchIndex, q: str
+) -> None:
+    searcher = index.index.searcher()
+    hits = searcher.search(whole(index, q), 100).hits
+    seqs = searcher.fast_field_values("seq", [a for _, a in hits])
+    expected = {k: float(s) for (s, _), k in zip(hits, seqs, strict=True)}
+    got = dict(index.ranked(q, Filters(), 100))
+    assert got.keys() == expected.keys()
+    shift = {round(expected[k] - s, 4) for k, s in got.items()}
+    assert len(shift) == 1, "the same scores, but for the one-edit part's constant"
+    first = index.search(q, Filters(), 3, fuzzy=True, facets=False)[1]
+    assert all(q in h.caption for h in first), "side by side as typed ranks first"
