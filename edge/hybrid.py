@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from edge.index import Filters, SearchIndex
+from edge.index import BESIDE, Filters, SearchIndex
 from edge.semantic import Ranked, SemanticSearch
 from models.data.tokens import tokenize
 from models.semantic import within_one_edit
@@ -55,16 +55,19 @@ class HybridSearch:
         """`recent`: newest first (keyword search only: a ranking by meaning has no date
         order)."""
         plain = not _SYNTAX.search(q)
-        if mode == "keyword" or recent or not q.strip() or not plain or self.semantic is None:
+        if (mode == "keyword" or recent or not q.strip() or not plain or self.semantic is None
+                or self.semantic.encoder() is None):  # fmt: skip
             return self._keyword(q, filters, limit, offset, facets, mode, recent)
         depth = max(DEPTH, offset + limit)
+        keyword = BESIDE.submit(self.index.ranked, q, filters, depth) if mode == "hybrid" else None
         ranked = self.semantic.rank(q, depth)
-        if ranked is None:
+        if ranked is None:  # the bundle changed meanwhile
             return self._keyword(q, filters, limit, offset, facets, mode, recent)
         sem = self._semantic_passing(ranked, filters)
-        kw = self.index.ranked(q, filters, depth) if mode == "hybrid" else []
+        kw = keyword.result() if keyword is not None else []
         order, why = fuse(kw, sem, fusion)
         page = order[offset : offset + limit]
+        counts = BESIDE.submit(self.index.facets_of, [s for s, _ in order]) if facets else None
         docs = self.index.documents([s for s, _ in page], q)
         hits = []
         for seq, score in page:
@@ -75,9 +78,8 @@ class HybridSearch:
                 if "semantic" in match:
                     match["semantic"]["words"] = ranked.words.get(seq, {})
                 hits.append({**docs[seq].__dict__, "score": round(score, 6), "match": match})
-        counts = self.index.facets_of([s for s, _ in order]) if facets else {}
-        res = Result(mode, len(order), hits, counts, ranked.parsed.corrected,
-                     ranked.parsed.unknown)  # fmt: skip
+        res = Result(mode, len(order), hits, counts.result() if counts else {},
+                     ranked.parsed.corrected, ranked.parsed.unknown)  # fmt: skip
         res.message = message_for(res, ranked)
         return res
 

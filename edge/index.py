@@ -16,6 +16,7 @@ import logging
 import re
 import shutil
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -23,15 +24,16 @@ from typing import Any, cast
 import tantivy
 
 from edge import views
+from edge.facets import LabelBits
 from edge.records import Record
 from models.semantic import within_one_edit
 
 log = logging.getLogger("s3e.index")
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """Of the documents below (3 added the record's seq, a fast field: a ranking to fuse reads its
-keys without fetching stored documents). A different number in the index folder's
-`schema.json` (or an index tantivy cannot open with this schema) means: empty it, and rebuild
-from the store."""
+keys without fetching stored documents; 4 the labels as a bit set, `edge.facets`). A
+different number in the index folder's `schema.json` (or an index tantivy cannot open with
+this schema) means: empty it, and rebuild from the store."""
 SCHEMA_FILE = "schema.json"
 
 DEFAULT_FIELDS = ["caption", "labels"]
@@ -44,19 +46,19 @@ RESCORE_WINDOW = 200
 (its BM25 score times PHRASE_BOOST added) re-scores the best RESCORE_WINDOW matches of the
 words, as a second phase. Over every match, the phrase cost 2-4x the words alone at 1M
 records ("left pleural": 19 against 6.7 ms)."""
-EN_STEM = (
-    tantivy.TextAnalyzerBuilder(tantivy.Tokenizer.simple())
-    .filter(tantivy.Filter.remove_long(40))
-    .filter(tantivy.Filter.lowercase())
-    .filter(tantivy.Filter.stemmer("english"))
-    .build()
-)
-"""The caption field's analyser (tantivy's "en_stem"), to know the terms a query looks up."""
+FUZZY_TERM = re.compile(r'FuzzyTermQuery \{ term: Term\(field=(\d+), type=Str, "([^"\\]*)"\)')
+"""A one-edit term in a parsed query's Debug form (tantivy-py lists a query's terms no
+other way)."""
+FIELD_ID = re.compile(r"field=(\d+)")
 MAX_QUERY_CHARS = 512
 MAX_QUERY_DEPTH = 16
 MAX_QUERY_TERMS = 64
 """Bounds checked before any parser sees a query: tantivy's parsers recurse, and a deeply
 nested query can crash the process (3000 "(" segfault the lenient parser)."""
+BESIDE = ThreadPoolExecutor(2, thread_name_prefix="search-beside")
+"""Runs one part of a search beside another: tantivy (and numpy) let go of the GIL, so on two
+cores the label counts over every match cost only what they take beyond the page's own
+search, and a hybrid search's keyword side runs beside its semantic side."""
 # Tantivy dates are nanoseconds in an i64: clamp filters into what it can represent.
 EARLIEST = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 LATEST = dt.datetime(2262, 1, 1, tzinfo=dt.UTC)
@@ -106,6 +108,7 @@ def build_schema() -> tantivy.Schema:
     sb.add_unsigned_field("seq", stored=False, indexed=True, fast=True)
     sb.add_text_field("caption", stored=True, tokenizer_name="en_stem")
     sb.add_text_field("labels", stored=True, fast=True, tokenizer_name="raw")
+    sb.add_unsigned_field("label_bits", stored=False, indexed=False, fast=True)
     sb.add_text_field("classes", stored=True, fast=True, tokenizer_name="raw")
     sb.add_text_field("source", stored=True, fast=True, tokenizer_name="raw")
     sb.add_text_field("device", stored=True, fast=True, tokenizer_name="raw")
@@ -119,7 +122,7 @@ def utc(ts: float) -> dt.datetime:
     return dt.datetime.fromtimestamp(ts, tz=dt.UTC)
 
 
-def document(r: Record) -> tantivy.Document:
+def document(r: Record, bits: LabelBits) -> tantivy.Document:
     """What search sees of a record (`edge.views.index_fields`)."""
     f = views.index_fields(r)
     doc = tantivy.Document(
@@ -128,6 +131,7 @@ def document(r: Record) -> tantivy.Document:
     )  # fmt: skip
     doc.add_date("captured", utc(r.captured_at))
     doc.add_unsigned("seq", r.seq)
+    doc.add_unsigned("label_bits", bits.encode(f["labels"]))
     return doc
 
 
@@ -166,6 +170,9 @@ class SearchIndex:
         self.rebuilt = False
         """The folder held another schema and was emptied: every record must be indexed."""
         self.index = self._open(writable)
+        self.bits = LabelBits(path)
+        self._field_names = {int(FIELD_ID.findall(repr(self.index.parse_query(f"{f}:x")))[0]):
+                             f for f in FUZZY}  # fmt: skip
         self._writer: Any = None
         self._lock = threading.Lock()
         if writable:
@@ -218,10 +225,11 @@ class SearchIndex:
             for r in records:
                 if replace:
                     self._writer.delete_documents_by_term("id", r.id)
-                self._writer.add_document(document(r))
+                self._writer.add_document(document(r, self.bits))
 
     def commit(self) -> None:
         with self._lock:
+            self.bits.save()
             self._writer.commit()
         self.index.reload()
 
@@ -261,10 +269,10 @@ class SearchIndex:
             exact = self.index.parse_query(q, DEFAULT_FIELDS, conjunction_by_default=True)
             if not fuzzy:
                 return exact
-            if not (one_edit and self._one_edit_adds(q)):
-                return exact
             fuzzy_words = self.index.parse_query(q, DEFAULT_FIELDS, fuzzy_fields=FUZZY,
                                                  conjunction_by_default=True)  # fmt: skip
+            if not (one_edit and self._adds(fuzzy_words)):
+                return exact
         except ValueError as e:
             raise QuerySyntaxError(str(e)) from None
         either = [(tantivy.Occur.Should, p) for p in (exact, fuzzy_words)]
@@ -302,19 +310,32 @@ class SearchIndex:
         return total, (window + hits[RESCORE_WINDOW:])[:n]
 
     def _one_edit_adds(self, q: str) -> bool:
-        """Whether the one-edit part of `q` can match a document its exact words do not: an
-        indexed term one edit from a query term, other than that term. Most queries are
-        spelled right and have none; the part then only adds a constant to every exact
-        match, at 2-3x the cost (the keyword path at 1M records: 16 ms p50, 6 without)."""
-        if not PLAIN_WORDS.fullmatch(q.strip()):
-            return True  # syntax: field names, phrases, ranges; let tantivy expand it all
-        searcher = self.index.searcher()
-        for field, words in (("caption", EN_STEM.analyze(q)), ("labels", q.split())):
-            terms = [t for t, _ in searcher.terms_with_prefix(field, "")]
-            for w in set(words):
-                if any(t != w and abs(len(t) - len(w)) <= 1 and within_one_edit(w, t)
-                       for t in terms):  # fmt: skip
-                    return True
+        """Whether the one-edit part of `q` can match a document its exact words do not."""
+        try:
+            return self._adds(self.index.parse_query(q, DEFAULT_FIELDS, fuzzy_fields=FUZZY,
+                                                     conjunction_by_default=True))  # fmt: skip
+        except ValueError as e:
+            raise QuerySyntaxError(str(e)) from None
+
+    def _adds(self, fuzzy: tantivy.Query) -> bool:
+        """Whether `fuzzy` can match a document its exact terms do not: an indexed term one
+        edit from one of its terms, other than that term. Most queries are spelled right
+        and have none; the part then only adds a constant to every exact match, at 2-3x the
+        cost (the keyword path at 1M records: 16 ms p50, 6 without)."""
+        form = repr(fuzzy)
+        terms = FUZZY_TERM.findall(form)
+        if len(terms) != form.count("FuzzyTermQuery"):
+            return True  # a term this cannot read: keep the part
+        searcher, known = self.index.searcher(), {}
+        for field, text in set(terms):
+            name = self._field_names.get(int(field))
+            if name is None:
+                return True
+            if name not in known:
+                known[name] = [t for t, _ in searcher.terms_with_prefix(name, "")]
+            if any(t != text and abs(len(t) - len(text)) <= 1 and within_one_edit(text, t)
+                   for t in known[name]):  # fmt: skip
+                return True
         return False
 
     def query(
@@ -354,6 +375,7 @@ class SearchIndex:
         unless `facets`, as counting them visits every match); `recent`: newest first."""
         query = self.query(q, filters, fuzzy)
         searcher = self.index.searcher()
+        counts = BESIDE.submit(self._facets, searcher, query) if facets else None
         try:
             if recent or self._phrase(q) is None or offset + limit > 10 * RESCORE_WINDOW:
                 result = searcher.search(query, limit, count=True, offset=offset,
@@ -367,15 +389,10 @@ class SearchIndex:
         snippets = self._snippets(searcher, query)
         hits = [self._hit(searcher.doc(a), 0.0 if recent else float(s), snippets)
                 for s, a in page]  # fmt: skip
-        counts = self._facets(searcher, query) if facets else {}
-        return total, hits, counts
+        return total, hits, counts.result() if counts is not None else {}
 
-    @staticmethod
-    def _facets(searcher: Any, query: tantivy.Query) -> dict[str, dict[str, int]]:
-        agg = searcher.aggregate(query, {f: {"terms": {"field": f, "size": 100}}
-                                         for f in ("labels", "source")})  # fmt: skip
-        return {f: {b["key"]: int(b["doc_count"]) for b in agg[f]["buckets"]}
-                for f in ("labels", "source")}  # fmt: skip
+    def _facets(self, searcher: Any, query: tantivy.Query) -> dict[str, dict[str, int]]:
+        return self.bits.counts(searcher, query)
 
     # Fusing rankings works on record seqs, read from the fast field: fetching a stored
     # document costs ~16 us, and a hybrid search used to fetch 200 just to learn their ids.

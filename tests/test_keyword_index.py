@@ -1,15 +1,17 @@
 """The keyword index's shortcuts answer what the whole queries answer: the one-edit part is
-left out only where it cannot match more, and the phrase re-scoring of the best matches ranks
-them as the phrase over every match did."""
+left out only where it cannot match more, the phrase re-scoring of the best matches ranks
+them as the phrase over every match did, and label counts from bit sets are the counts."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import tantivy
 
+from edge import facets, views
 from edge.index import DEFAULT_FIELDS, FUZZY, PHRASE_BOOST, Filters, SearchIndex
 from edge.records import Record
 
@@ -25,14 +27,15 @@ CAPTIONS = [
 ]
 
 
-def record(seq: int, caption: str) -> Record:
+def record(seq: int, caption: str, classes: tuple[str, ...] = ("opacity",)) -> Record:
     return Record(
         seq=seq, id=f"{seq:064x}", device_id="test", source="folder", source_name="",
         captured_at=1_790_000_000.0 + seq, accepted_at=0.0, ext="png", size=0, width=8,
         height=8, status="analysed", error=None, bundle="chest-int8", precision="int8",
         revision=1, accelerators={}, timings={},
         analysis={"caption": {"text": caption, "words": [], "visual": [], "grid": 8},
-                  "segmentation": {"segments": [{"class": "opacity", "fraction": 0.1}]},
+                  "segmentation": {"segments": [{"class": c, "fraction": 0.1}
+                                                for c in classes]},
                   "vae": {"labels": [], "anomaly": 0.5, "out_of_domain": False,
                           "ood_score": 0.1}},
     )  # fmt: skip
@@ -52,14 +55,19 @@ def whole(index: SearchIndex, q: str) -> tantivy.Query:
     parts = [index.index.parse_query(q, DEFAULT_FIELDS, conjunction_by_default=True),
              index.index.parse_query(q, DEFAULT_FIELDS, fuzzy_fields=FUZZY,
                                      conjunction_by_default=True)]  # fmt: skip
-    if " " in q:
+    if " " in q and '"' not in q and ":" not in q:
         phrase = index.index.parse_query(f'"{q}"', DEFAULT_FIELDS)
         parts.append(tantivy.Query.boost_query(phrase, PHRASE_BOOST))
     return tantivy.Query.boolean_query([(tantivy.Occur.Should, p) for p in parts])
 
 
-@pytest.mark.parametrize("q", ["zone", "bone", "zome", "pneumonia", "pnemonia", "left pleural",
-                               "lft pleural", "effusion", "opacity", "opacty"])  # fmt: skip
+ADDS = ["zone", "bone", "zome", "pnemonia", "lft pleural", "opacty", "caption:zome",
+        '"pleural effusion" AND lft', "labels:opacty"]  # fmt: skip
+SAME = ["pneumonia", "left pleural", "effusion", "opacity", '"pleural effusion"',
+        "caption:nodule", "labels:opacity", "(cardiac OR nodule) AND left"]  # fmt: skip
+
+
+@pytest.mark.parametrize("q", ADDS + SAME)
 def test_the_one_edit_part_is_left_out_only_where_it_adds_nothing(
     index: SearchIndex, q: str
 ) -> None:
@@ -67,8 +75,7 @@ def test_the_one_edit_part_is_left_out_only_where_it_adds_nothing(
     expected = searcher.search(whole(index, q), 100).count
     total, hits, _ = index.search(q, Filters(), 100, fuzzy=True, facets=False)
     assert expected > 0 and total == expected == len(hits)
-    adds = q in ("zone", "bone", "zome", "pnemonia", "lft pleural", "opacty")
-    assert index._one_edit_adds(q) == adds, "zone and bone are one edit apart; typos are"
+    assert index._one_edit_adds(q) == (q in ADDS), "zone and bone are one edit apart; typos are"
 
 
 @pytest.mark.parametrize("q", ["left pleural", "pleural effusion", "left lower zone"])
@@ -85,3 +92,33 @@ def test_the_phrase_re_scoring_ranks_as_the_phrase_over_every_match(
     assert len(shift) == 1, "the same scores, but for the one-edit part's constant"
     first = index.search(q, Filters(), 3, fuzzy=True, facets=False)[1]
     assert all(q in h.caption for h in first), "side by side as typed ranks first"
+
+
+def label_counts(records: list[Record], word: str) -> Counter[str]:
+    """The labels of the records whose caption holds `word`, counted one by one."""
+    return Counter(lab for r in records if word in r.analysis["caption"]["text"]
+                   for lab in views.index_fields(r)["labels"])  # fmt: skip
+
+
+@pytest.mark.parametrize("kinds", [5, facets.BITS + 6])
+def test_label_counts_are_the_counts_with_more_labels_than_bits_too(
+    tmp_path: Path, kinds: int
+) -> None:
+    names = [f"class{k}" for k in range(kinds)]
+    records = [record(i + 1, CAPTIONS[i % len(CAPTIONS)],
+                      tuple(names[(i + j) % kinds] for j in range(1 + i % 3)))
+               for i in range(3 * kinds)]  # fmt: skip
+    index = SearchIndex(tmp_path / "index")
+    index.add(records)
+    index.commit()
+    for word in ("zone", "effusion", "lungs"):
+        counts = index.search(word, Filters(), 5, facets=True)[2]
+        assert counts["labels"] == dict(label_counts(records, word)), word
+        matching = sum(word in r.analysis["caption"]["text"] for r in records)
+        assert counts["source"] == {"folder": matching}
+    assert index.bits.full == (kinds > facets.BITS)
+    index.close()
+    again = SearchIndex(tmp_path / "index")  # the bits' labels were saved with the commit
+    assert again.bits.labels == index.bits.labels
+    assert again.search("zone", Filters(), 5)[2]["labels"] == dict(label_counts(records, "zone"))
+    again.close()

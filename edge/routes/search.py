@@ -7,6 +7,7 @@ import datetime as dt
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi.responses import JSONResponse
 
 from edge.api import ApiContext, context
 from edge.index import Filters, QuerySyntaxError
@@ -25,7 +26,8 @@ def when(value: str | None, name: str) -> dt.datetime | None:
     return t if t.tzinfo else t.replace(tzinfo=dt.UTC)
 
 
-@router.get("/search", summary="Find images by what is in them: keyword, semantic or both")
+@router.get("/search", summary="Find images by what is in them: keyword, semantic or both",
+            response_model=dict[str, Any])  # fmt: skip
 def search(
     ctx: Ctx,
     q: str = "",
@@ -51,7 +53,7 @@ def search(
     min_anomaly: float | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 20,
     offset: Annotated[int, Query(ge=0, le=100_000)] = 0,
-) -> dict[str, Any]:
+) -> JSONResponse:
     """Each result says why it matched (`match.keyword`: its rank, BM25 score and the query
     words its caption holds; `match.semantic`: its rank, score and each query word's);
     `message` names unknown words, corrections, or why nothing matched. `facets`: label
@@ -62,11 +64,13 @@ def search(
                                 sort == "recent")  # fmt: skip
     except QuerySyntaxError as e:
         raise HTTPException(400, f"query syntax error in {q[:200]!r}: {e}") from None
-    return {
+    # Answered as JSON as is: FastAPI's encoder walks every value first (1.3 ms of ~6 for a
+    # 13-KB hybrid answer), and this one holds only JSON types.
+    return JSONResponse({
         "query": q, "mode": res.mode, "total": res.total, "offset": offset,
         "results": [{**h, "thumbnail_url": f"/images/{h['id']}/thumb",
                      "url": f"/images/{h['id']}"} for h in res.hits],
         "facets": {"labels": res.facets.get("labels", {}),
                    "sources": res.facets.get("source", {})}, "message": res.message,
         "corrected": res.corrected, "unknown": res.unknown,
-    }  # fmt: skip
+    })  # fmt: skip
