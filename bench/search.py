@@ -323,8 +323,9 @@ def encoding(bundle: Bundle, repeats: int) -> dict[str, float]:
 
 
 def keyword_parts(index: SearchIndex, repeats: int) -> dict[str, Any]:
-    """The keyword path in steps: the engine alone, with snippets and stored fields, with
-    label facets over every match (each step includes the ones before)."""
+    """The keyword path in steps: the engine alone (the query as typed, no typo tolerance),
+    the daemon's search without facets (typo tolerance, the phrase re-scoring, snippets and
+    stored fields), and with label and source counts over every match (run beside)."""
     engine = tantivy_query(index)
     steps = {
         "engine": engine,

@@ -375,7 +375,7 @@ class SearchIndex:
         unless `facets`, as counting them visits every match); `recent`: newest first."""
         query = self.query(q, filters, fuzzy)
         searcher = self.index.searcher()
-        counts = BESIDE.submit(self._facets, searcher, query) if facets else None
+        counts = BESIDE.submit(self.bits.counts, searcher, query) if facets else None
         try:
             if recent or self._phrase(q) is None or offset + limit > 10 * RESCORE_WINDOW:
                 result = searcher.search(query, limit, count=True, offset=offset,
@@ -390,9 +390,6 @@ class SearchIndex:
         hits = [self._hit(searcher.doc(a), 0.0 if recent else float(s), snippets)
                 for s, a in page]  # fmt: skip
         return total, hits, counts.result() if counts is not None else {}
-
-    def _facets(self, searcher: Any, query: tantivy.Query) -> dict[str, dict[str, int]]:
-        return self.bits.counts(searcher, query)
 
     # Fusing rankings works on record seqs, read from the fast field: fetching a stored
     # document costs ~16 us, and a hybrid search used to fetch 200 just to learn their ids.
@@ -440,7 +437,7 @@ class SearchIndex:
         """Label and source counts over `seqs`."""
         if not seqs:
             return {}
-        return self._facets(self.index.searcher(), self._seqs(seqs))
+        return self.bits.counts(self.index.searcher(), self._seqs(seqs))
 
     def _seqs(self, seqs: list[int]) -> tantivy.Query:
         """Any of `seqs`: a union of term queries (a term-set query on this u64 field took
