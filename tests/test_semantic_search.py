@@ -25,7 +25,7 @@ from edge.config import parse_config
 from edge.daemon import Daemon
 from edge.outputs.embedding import unpack
 from edge.semantic import QueryEncoder
-from edge.vectors import EXPANSION_SEARCH, Hnsw, VectorIndex
+from edge.vectors import EXPANSION_SEARCH, Hnsw, VectorIndex, top_k
 from models.data.tokens import tokenize
 from models.semantic import word_maps
 
@@ -216,6 +216,23 @@ def test_vector_index_recall_against_brute_force(tmp_path: Path) -> None:
         assert loaded.search(vecs[q], 10) == index.search(vecs[q], 10)
     index.add(np.array([7], np.uint64), vecs[:1] + 100)  # a re-analysed record: replaced
     assert len(index) == 5000 and index.search(vecs[0] + 100, 1)[0][0] == 7
+
+
+def test_profile_columns_are_exact_and_their_top_k_is_the_sorted_top_k() -> None:
+    rng = np.random.default_rng(1)
+    for n, k in [(1, 1), (7, 5), (3000, 100), (50_000, 10)]:
+        scores = rng.random(n).astype(np.float32)
+        scores[rng.integers(0, n, n // 3)] = 0.5  # ties at the bound
+        got = top_k(scores, k)
+        assert len(set(got.tolist())) == k
+        assert np.array_equal(scores[got], -np.sort(-scores)[:k])
+    profiles = rng.random((2000, 48)).astype(np.float32)
+    columns = VectorIndex(None, Path("unused"), "profile", "ip", kind="columns")
+    columns.add(np.arange(2000, dtype=np.uint64), profiles)
+    query = np.zeros(48, np.float32)
+    query[[3, 9]] = 0.5
+    truth = np.argsort(-(profiles @ query), kind="stable")[:20]
+    assert [k for k, _ in columns.search(query, 20)] == truth.tolist()
 
 
 def test_after_kill_9_and_a_damaged_file_the_indexes_catch_up(
