@@ -63,6 +63,8 @@ def _scheme(graph: Graph, precision: str) -> str:
         return {"int16x8": "int16 activations, int8 weights"}.get(
             RECURRENT_IN_INT8, f"{RECURRENT_IN_INT8} (the recurrent step is kept float)"
         )
+    if graph.int8_as and precision == "int8":
+        return f"{graph.int8_as} (kept float in int8 bundles)"
     return precision
 
 

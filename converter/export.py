@@ -29,6 +29,9 @@ class Graph:
     model: keras.Model
     outputs: list[str]
     recurrent: bool = False
+    int8_as: str | None = None
+    """The precision an int8 bundle stores this graph in, where full-integer activations
+    cost the task more than the graph's size is worth (None: int8)."""
 
     @property
     def inputs(self) -> list[str]:
@@ -74,6 +77,8 @@ def to_tflite(
         raise ValueError(f"unknown precision {precision!r}; choose one of {PRECISIONS}")
     if precision == "int8" and graph.recurrent and recurrent_scheme != "int16x8":
         return to_tflite(graph, recurrent_scheme)
+    if precision == "int8" and graph.int8_as:
+        return to_tflite(graph, graph.int8_as)
     with tempfile.TemporaryDirectory(prefix="s3e-export-") as tmp:
         specs = graph.specs()
         signature = [specs] if len(specs) > 1 else specs

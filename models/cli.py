@@ -82,6 +82,19 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         help="vae: share of the images whose labels it may learn from (default 0.1)",
     )
+    f.add_argument(
+        "--layout-cells",
+        type=int,
+        help="embedder: features each region gives the whole-image vector (default 16)",
+    )
+    f.add_argument(
+        "--layout-hidden",
+        type=int,
+        nargs="+",
+        metavar="WIDTH",
+        help="embedder: hidden widths of the whole-image vector's head, where counts and "
+        "relations ('single', 'right of') are read (default 96; the shapes models use 192 96)",
+    )
     f.add_argument("--image-size", type=int, help="resize images to this side (custom data)")
     f.add_argument("--channels", type=int, choices=[1, 3], help="1 grey-scale, 3 RGB (custom data)")
     f.add_argument("--max-steps", type=int, help="stop after this many steps (smoke tests)")
@@ -163,7 +176,8 @@ def run(argv: list[str] | None = None) -> int:
             elif args.model == "embedder":
                 from models.embedder_training import fit_embedder
 
-                hist = fit_embedder(args.data, args.out, **common)
+                hist = fit_embedder(args.data, args.out, layout_cells=args.layout_cells,
+                                    layout_hidden=args.layout_hidden, **common)  # fmt: skip
             elif args.model == "domain":
                 from models.domain_training import fit_domain
 

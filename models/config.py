@@ -142,6 +142,11 @@ class EmbedderConfig:
     span_share: float = 0.5
     """Share of training texts that are short spans of a reference (1-3 words), like queries."""
     grounding_weight: float = 1.0
+    layout_cells: int = 16
+    """Features each region gives the head of the whole-image vector."""
+    layout_hidden: list[int] = field(default_factory=lambda: [96])
+    """Widths of that head's hidden layers. Counts and relations ("single", "square right
+    of") are read there: the shapes models use [192, 96]."""
     epochs: int = 40
     batch_size: int = 128
     learning_rate: float = 2e-3

@@ -83,14 +83,20 @@ def fit_embedder(
     size: int | None = None,
     channels: int | None = None,
     progress: bool = True,
+    layout_cells: int | None = None,
+    layout_hidden: list[int] | None = None,
 ) -> list[dict[str, float]]:
-    """Train the text side and the region projection; keep the best validation epoch."""
+    """Train the text side and the region projection; keep the best validation epoch.
+    `layout_cells` and `layout_hidden` size the head of the whole-image vector (default: the
+    folder's config, else `EmbedderConfig`'s)."""
     keras.utils.set_random_seed(seed)
     cfg, ds = open_config(out, data, size, channels)
     if cfg.captioner is None:
         raise ConfigError(f"{out}: train the captioner first (its encoder is the image side)")
     ec = cfg.embedder or EmbedderConfig()
     ec.epochs = epochs or ec.epochs
+    ec.layout_cells = layout_cells or ec.layout_cells
+    ec.layout_hidden = layout_hidden or ec.layout_hidden
     train, val = split_indices(len(ds), ec.validation_split, seed)
     ec.vocab = vocabulary(ds, train)
     cfg.embedder = ec

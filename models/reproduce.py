@@ -50,10 +50,14 @@ class Recipe:
     embedder_epochs: int
     seg_n: int
     """The segmenter trains on this prefix (it learns masks quickly)."""
+    embedder_layout: tuple[int, tuple[int, ...]] = (16, (96,))
+    """The embedder's whole-image head: features per region, hidden widths."""
 
 
 RECIPES = {
-    "shapes": Recipe(6000, 1000, 1001, 2001, 25, 4, 20, 4000, 1500, 12, 40, 4000),
+    "shapes": Recipe(
+        6000, 1000, 1001, 2001, 25, 4, 20, 4000, 1500, 12, 40, 4000, embedder_layout=(32, (192, 96))
+    ),
     "chest": Recipe(6000, 1000, 1002, 2002, 25, 4, 20, 4000, 1500, 12, 40, 4000),
 }
 ABLATIONS: dict[str, dict[str, Any]] = {
@@ -132,7 +136,15 @@ def fit_all(
     timed("vae", fit_vae, data["vae"], out, epochs=r.vae_epochs, label_fraction=0.1)
     timed("captioner", fit_captioner, data["train"], out, epochs=r.captioner_epochs,
           **ABLATIONS["bahdanau+both"])  # fmt: skip
-    timed("embedder", fit_embedder, data["train"], out, epochs=r.embedder_epochs)
+    timed(
+        "embedder",
+        fit_embedder,
+        data["train"],
+        out,
+        epochs=r.embedder_epochs,
+        layout_cells=r.embedder_layout[0],
+        layout_hidden=list(r.embedder_layout[1]),
+    )
     timed("domain", fit_domain, data["train"], out)
     for name, settings in ABLATIONS.items():
         timed(f"ablation/{name}", fit_captioner, data["study"], out / "ablation" / name,

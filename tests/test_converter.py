@@ -72,8 +72,9 @@ def test_every_precision_converts_and_describes_itself(
         assert (out / m["file"]).stat().st_size == m["bytes"]
         assert all(i["shape"][0] == 1 for i in m["inputs"]), f"{name} is not batch 1"
         assert all(o["dtype"] == "float32" for o in m["outputs"])
-        if quantized_type:  # an int8 bundle keeps its recurrent step float16 (RECURRENT_IN_INT8)
-            want = "FLOAT16" if (precision, name) == ("int8", "captioner_step") else quantized_type
+        if quantized_type:  # an int8 bundle keeps its recurrent step and projection float16
+            kept = name in ("captioner_step", "region_projection")
+            want = "FLOAT16" if precision == "int8" and kept else quantized_type
             assert m["tensor_types"].get(want, 0) > 0, (name, m["tensor_types"])
         else:
             assert set(m["tensor_types"]) <= {"FLOAT32", "INT32", "BOOL"}

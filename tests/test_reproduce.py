@@ -14,7 +14,9 @@ from models.cli import run
 def test_reproduce_makes_data_trains_everything_and_writes_metrics_and_card(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    tiny = reproduce.Recipe(48, 24, 11, 12, 1, 1, 1, 48, 32, 1, 1, 48)
+    tiny = reproduce.Recipe(
+        48, 24, 11, 12, 1, 1, 1, 48, 32, 1, 1, 48, embedder_layout=(8, (24, 12))
+    )
     monkeypatch.setitem(reproduce.RECIPES, "chest", tiny)
     out = tmp_path / "models" / "chest"
     args = ["reproduce", "--domain", "chest", "--out", str(out), "--work", str(tmp_path / "data")]
@@ -33,7 +35,9 @@ def test_reproduce_makes_data_trains_everything_and_writes_metrics_and_card(
     assert {"captioner", "segmenter", "vae", "embedder", "ablation", "label_study", "minimums",
             "train_seconds"} <= set(metrics)  # fmt: skip
     assert set(metrics["ablation"]) >= {"bahdanau", "luong+both", "none"}
-    assert metrics["embedder"]["words"]["queries"] > 0
+    assert metrics["embedder"]["words"]["queries"] > 0  # evaluated: the weights loaded back
+    embedder = json.loads((out / "config.json").read_text())["embedder"]
+    assert (embedder["layout_cells"], embedder["layout_hidden"]) == (8, [24, 12])
     assert 0.0 <= metrics["embedder"]["pointing"]["pointing"] <= 1.0
     card = (out / "MODEL_CARD.md").read_text()
     assert "s3e-train reproduce --domain chest --out models/chest" in card
