@@ -284,17 +284,17 @@ class SearchIndex:
 
     def _best(
         self, searcher: Any, base: tantivy.Query, q: str, n: int, count: bool
-    ) -> tuple[int, list[tuple[float, Any, int]]]:
-        """(matches, the best `n` (score, address, seq)) of `base`, the phrase of `q`
-        re-scoring the first RESCORE_WINDOW (the rest keep their order, so pages deeper than
-        the window follow on from it)."""
+    ) -> tuple[int, list[tuple[float, Any, int]], set[int]]:
+        """(matches, the best `n` (score, address, seq) of `base`, the seqs among the first
+        RESCORE_WINDOW that hold the phrase of `q`), the phrase re-scoring that window (the
+        rest keep their order, so pages deeper than the window follow on from it)."""
         result = searcher.search(base, max(n, RESCORE_WINDOW), count=count)
         total = int(getattr(result, "count", 0) or 0)
         seqs = _seqs_of(searcher, [a for _, a in result.hits])
         hits = [(float(s), a, k) for (s, a), k in zip(result.hits, seqs, strict=True)]
         phrase = self._phrase(q)
         if phrase is None or not hits:
-            return total, hits[:n]
+            return total, hits[:n], set()
         window = hits[:RESCORE_WINDOW]
         among = tantivy.Query.const_score_query(self._seqs([k for _, _, k in window]), 0.0)
         inside = tantivy.Query.boolean_query([(tantivy.Occur.Must, phrase),
@@ -304,7 +304,7 @@ class SearchIndex:
                          (PHRASE_BOOST * float(s) for s, _ in found), strict=True))  # fmt: skip
         window = sorted(((s + bonus.get(k, 0.0), a, k) for s, a, k in window),
                         key=lambda h: -h[0])  # fmt: skip
-        return total, (window + hits[RESCORE_WINDOW:])[:n]
+        return total, (window + hits[RESCORE_WINDOW:])[:n], set(bonus)
 
     def _one_edit_adds(self, q: str) -> bool:
         """Whether the one-edit part of `q` can match a document its exact words do not."""
@@ -381,7 +381,7 @@ class SearchIndex:
                                          order_by_field="captured" if recent else None)  # fmt: skip
                 total, page = int(getattr(result, "count", 0) or 0), result.hits
             else:
-                total, best = self._best(searcher, query, q, offset + limit, count=True)
+                total, best, _ = self._best(searcher, query, q, offset + limit, count=True)
                 page = [(s, a) for s, a, _ in best[offset:]]
         except ValueError as e:  # a query that parses but cannot run, e.g. "caption:*"
             raise QuerySyntaxError(str(e)) from None
@@ -396,17 +396,23 @@ class SearchIndex:
         """(seq, BM25 score) of the best `limit` matches (typo tolerant): a ranking to fuse,
         without the cost of whole hits. The exact words go first: the one-edit part adds the
         same constant to every exact match, so when they fill `limit` the order is the same,
-        and the one-edit part (2-4x the cost) is skipped (the scores then lack the constant)."""
+        and the one-edit part (2-4x the cost) is skipped (the scores then lack the constant).
+
+        Where some captions hold the query's words side by side, only those are ranked: one
+        that holds them apart ("a circle above a square below a triangle" for "circle
+        below") is weak evidence, and the semantic side it is fused with ranks such images
+        better (shapes words in hybrid mode 0.952 -> 0.965, chest bound attributes 0.974 ->
+        0.983, `bench/search_quality.py`)."""
         searcher = self.index.searcher()
         try:
             exact = self.query(q, filters, fuzzy=True, one_edit=False)
-            _, hits = self._best(searcher, exact, q, limit, count=False)
+            _, hits, together = self._best(searcher, exact, q, limit, count=False)
             if len(hits) < limit and self._one_edit_adds(q):
-                _, hits = self._best(searcher, self.query(q, filters, fuzzy=True), q, limit,
-                                     count=False)  # fmt: skip
+                _, hits, together = self._best(searcher, self.query(q, filters, fuzzy=True), q,
+                                               limit, count=False)  # fmt: skip
         except ValueError as e:
             raise QuerySyntaxError(str(e)) from None
-        return [(k, s) for s, _, k in hits]
+        return [(k, s) for s, _, k in hits if not together or k in together]
 
     def passing(self, seqs: list[int], filters: Filters) -> set[int]:
         """Those of `seqs` that are indexed and pass `filters`."""
