@@ -156,6 +156,13 @@ class EmbedderConfig:
     (a relation said one way) keep improving long after the loss flattens."""
     min_steps: int = 2000
 
+    def __post_init__(self) -> None:
+        if self.layout_cells < 1 or not all(w >= 1 for w in self.layout_hidden):
+            raise ConfigError(
+                "embedder.layout_cells and embedder.layout_hidden must be positive, got "
+                f"{self.layout_cells} and {self.layout_hidden}"
+            )
+
 
 @dataclass
 class ModelsConfig:

@@ -11,6 +11,7 @@ what it names. The validation score is the search metric itself: precision@10 of
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections import Counter
 from collections.abc import Iterator
@@ -94,9 +95,11 @@ def fit_embedder(
     if cfg.captioner is None:
         raise ConfigError(f"{out}: train the captioner first (its encoder is the image side)")
     ec = cfg.embedder or EmbedderConfig()
-    ec.epochs = epochs or ec.epochs
-    ec.layout_cells = layout_cells or ec.layout_cells
-    ec.layout_hidden = layout_hidden or ec.layout_hidden
+    ec = dataclasses.replace(  # a new one, so the head's widths are checked
+        ec, epochs=epochs or ec.epochs,
+        layout_cells=ec.layout_cells if layout_cells is None else layout_cells,
+        layout_hidden=ec.layout_hidden if layout_hidden is None else layout_hidden,
+    )  # fmt: skip
     train, val = split_indices(len(ds), ec.validation_split, seed)
     ec.vocab = vocabulary(ds, train)
     cfg.embedder = ec

@@ -14,6 +14,7 @@ from models.cli import run
 from models.config import (
     CaptionerConfig,
     ConfigError,
+    EmbedderConfig,
     ImageConfig,
     ModelsConfig,
     SegmenterConfig,
@@ -46,6 +47,11 @@ def test_captioner_encoder_and_step_shapes(attention: str, keys_dim: int, sentin
 def test_a_sentinel_needs_attention() -> None:
     with pytest.raises(ConfigError, match="sentinel needs attention"):
         CaptionerConfig(vocab=VOCAB, attention="none", sentinel=True)
+
+
+def test_the_embedder_head_needs_positive_widths() -> None:
+    with pytest.raises(ConfigError, match=r"embedder\.layout_hidden must be positive.*\[96, 0\]"):
+        EmbedderConfig(layout_hidden=[96, 0])
 
 
 def test_caption_returns_one_attention_map_per_word() -> None:
