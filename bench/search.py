@@ -14,7 +14,9 @@ writer, one commit, each add replacing any older document of the same id as the 
 and a rebuild into an empty index as `reindex` does; FTS5: one transaction, porter stemmer),
 then for a fixed mix of queries (single words, two-word AND, phrases, a label filter, an
 anomaly range) the p50/p99 latency of the query alone (top 20 with the total count) in both
-engines, and of `GET /search` over HTTP in each mode; the keyword path's parts (the engine,
+engines, and of `GET /search` over HTTP in each mode (asked by a client in a process of its
+own, `bench/http_client.py`, as a browser would; with the server's CPU time a request, which
+a noisy machine shakes less than latency); the keyword path's parts (the engine,
 snippets, label facets over every match, JSON and HTTP); query encoding alone; the HNSW
 indexes' build time, `/similar` latency and recall@10 against brute force. Ratios are SQLite
 over Tantivy.
@@ -28,6 +30,7 @@ import json
 import os
 import platform
 import sqlite3
+import subprocess
 import sys
 import tempfile
 import time
@@ -35,7 +38,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -117,18 +119,12 @@ def percentiles(samples: list[float]) -> dict[str, float]:
 
 
 def timed(fn: Callable[[str, str | None, float | None], object], repeats: int) -> dict[str, float]:
-    return timed_mix(fn, QUERIES, repeats)
-
-
-def timed_mix(
-    fn: Callable[[str, str | None, float | None], object],
-    queries: list[tuple[str, str | None, float | None]], repeats: int,
-) -> dict[str, float]:  # fmt: skip
-    for q in queries:
+    """p50/p99 of `fn` over the query mix, in this process."""
+    for q in QUERIES:
         fn(*q)
     samples = []
     for _ in range(repeats):
-        for q in queries:
+        for q in QUERIES:
             t0 = time.perf_counter()
             fn(*q)
             samples.append((time.perf_counter() - t0) * 1e3)
@@ -192,23 +188,34 @@ def serve(
     return server, server.start()
 
 
-def http_query(
-    port: int, mode: str = "keyword", facets: bool = True
-) -> Callable[[str, str | None, float | None], object]:
-    client = httpx.Client(base_url=f"http://127.0.0.1:{port}")
-
-    def run(q: str, label: str | None, min_anomaly: float | None) -> object:
+def searches(
+    queries: list[tuple[str, str | None, float | None]], mode: str = "keyword",
+    facets: bool = True,
+) -> list[tuple[str, dict[str, Any]]]:  # fmt: skip
+    """`/search` requests for the query mix, top 20."""
+    out = []
+    for q, label, min_anomaly in queries:
         params: dict[str, Any] = {"q": q, "limit": 20, "mode": mode,
                                   "facets": str(facets).lower()}  # fmt: skip
         if label:
             params["label"] = label
         if min_anomaly is not None:
             params["min_anomaly"] = min_anomaly
-        r = client.get("/search", params=params)
-        r.raise_for_status()
-        return r.json()["total"]
+        out.append(("/search", params))
+    return out
 
-    return run
+
+def over_http(port: int, requests: list[tuple[str, dict[str, Any]]], repeats: int) -> Any:
+    """p50/p99 of the requests, asked by a client in a process of its own
+    (`bench/http_client.py`), and the server's CPU time a request (this process serves them
+    meanwhile, doing nothing else): less shaken than latency by a noisy machine."""
+    spec = {"base": f"http://127.0.0.1:{port}", "repeats": repeats, "requests": requests}
+    client = [sys.executable, str(Path(__file__).with_name("http_client.py"))]
+    cpu = time.process_time()
+    done = subprocess.run(client, input=json.dumps(spec), capture_output=True, text=True,
+                          check=True)  # fmt: skip
+    cpu = time.process_time() - cpu
+    return json.loads(done.stdout) | {"server_cpu_ms": cpu * 1e3 / (len(requests) * (repeats + 1))}
 
 
 SEMANTIC_QUERIES = ["pneumonia", "enlarged heart", "left pleural effusion", "nodule",
@@ -380,19 +387,14 @@ def run_size(n: int, tmp: Path, repeats: int) -> dict[str, Any]:
     server, port = serve(index, store, latent, semantic)
     sem: list[tuple[str, str | None, float | None]] = [(q, None, None) for q in SEMANTIC_QUERIES]
     sem.append(("pneumonia", "opacity", None))
-    out["http_search"] = timed(http_query(port), repeats)
-    out["http_search_no_facets"] = timed(http_query(port, facets=False), repeats)
-    latest = httpx.Client(base_url=f"http://127.0.0.1:{port}")
-    out["http_latest_poll"] = timed_mix(  # what the page's live view asks every 2 s
-        lambda *_: latest.get("/search", params={"q": "", "sort": "recent", "limit": 24,
-                                                  "facets": "false"}).json(),
-        [("", None, None)], repeats * 10)  # fmt: skip
+    out["http_search"] = over_http(port, searches(QUERIES), repeats)
+    out["http_search_no_facets"] = over_http(port, searches(QUERIES, facets=False), repeats)
+    latest = ("/search", {"q": "", "sort": "recent", "limit": 24, "facets": "false"})
+    out["http_latest_poll"] = over_http(port, [latest], repeats * 10)  # the live view's poll
     for mode in ("semantic", "hybrid"):
-        out[f"http_{mode}"] = timed_mix(http_query(port, mode), sem, repeats)
-    client = httpx.Client(base_url=f"http://127.0.0.1:{port}")
+        out[f"http_{mode}"] = over_http(port, searches(sem, mode), repeats)
     ids = list(store.ids_of(list(range(1, n + 1, max(n // 50, 1)))).values())
-    out["http_similar"] = timed_mix(lambda rid, *_: client.get(f"/images/{rid}/similar").json(),
-                                    [(i, None, None) for i in ids], repeats)  # fmt: skip
+    out["http_similar"] = over_http(port, [(f"/images/{i}/similar", {}) for i in ids], repeats)
     server.stop()
     store.close()
     rate = out["index_records_per_s"]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
@@ -115,10 +116,11 @@ class Bundle:
     def name(self) -> str:
         return self.doc.name
 
-    @property
+    @cached_property
     def version(self) -> str:
         """`<name>@<12 hex of sha256(bundle.json)>`: changes whenever any file of the bundle
-        does (bundle.json holds every file's hash), so records say exactly what analysed them."""
+        does (bundle.json holds every file's hash), so records say exactly what analysed them.
+        Read once: every search asks it, and the loaded models do not change with the folder."""
         digest = hashlib.sha256((self.root / BUNDLE_FILE).read_bytes()).hexdigest()[:12]
         return f"{self.name}@{digest}"
 

@@ -258,10 +258,10 @@ class SearchIndex:
                 total += p.stat().st_size
         return total
 
-    def parse(self, q: str, fuzzy: bool = False, one_edit: bool = True) -> tantivy.Query:
+    def parse(self, q: str, fuzzy: bool = False) -> tantivy.Query:
         """The query, all its words required; `fuzzy`: each word also matches the indexed
-        words one edit away (at a constant score, so exact words still rank first; not
-        `one_edit`: without that part, for the same order of the exact matches)."""
+        words one edit away (at a constant score, so exact words still rank first: without
+        that part, the exact matches come in the same order)."""
         if not q.strip():
             return tantivy.Query.all_query()
         check_query(q)
@@ -271,7 +271,7 @@ class SearchIndex:
                 return exact
             fuzzy_words = self.index.parse_query(q, DEFAULT_FIELDS, fuzzy_fields=FUZZY,
                                                  conjunction_by_default=True)  # fmt: skip
-            if not (one_edit and self._adds(fuzzy_words)):
+            if not self._adds(fuzzy_words):
                 return exact
         except ValueError as e:
             raise QuerySyntaxError(str(e)) from None
@@ -335,10 +335,8 @@ class SearchIndex:
                 return True
         return False
 
-    def query(
-        self, q: str, f: Filters, fuzzy: bool = False, one_edit: bool = True
-    ) -> tantivy.Query:
-        return self._filtered(self.parse(q, fuzzy, one_edit), f)
+    def query(self, q: str, f: Filters, fuzzy: bool = False) -> tantivy.Query:
+        return self._filtered(self.parse(q, fuzzy), f)
 
     def _filtered(self, base: tantivy.Query, f: Filters) -> tantivy.Query:
         parts = [base]
@@ -405,7 +403,7 @@ class SearchIndex:
         0.983, `bench/search_quality.py`)."""
         searcher = self.index.searcher()
         try:
-            exact = self.query(q, filters, fuzzy=True, one_edit=False)
+            exact = self.query(q, filters)
             _, hits, together = self._best(searcher, exact, q, limit, count=False)
             if len(hits) < limit and self._one_edit_adds(q):
                 _, hits, together = self._best(searcher, self.query(q, filters, fuzzy=True), q,

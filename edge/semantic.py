@@ -109,12 +109,13 @@ class SemanticSearch:
         scores, best = scored(vectors, mask, images)
         order = np.argsort(-scores, kind="stable")[:k]
         order = order[scores[order] >= RELATIVE_FLOOR * scores[order[0]]]
-        content = [i for i, w in enumerate(mask) if w]
+        content = np.flatnonzero(mask)
         names = [parsed.words[i] for i in content]
-        return Ranked(parsed, [(seqs[i], float(scores[i])) for i in order],
-                      {seqs[i]: {n: round(float(best[i, t]), 4) for n, t in zip(names, content,
-                                                                                strict=True)}
-                       for i in order})  # fmt: skip
+        keys = [seqs[i] for i in order]
+        words = np.round(best[order][:, content].astype(np.float64), 4).tolist()
+        return Ranked(parsed, list(zip(keys, scores[order].tolist(), strict=True)),
+                      {k: dict(zip(names, w, strict=True))
+                       for k, w in zip(keys, words, strict=True)})  # fmt: skip
 
     def match(self, rid: str, text: str) -> dict[str, Any] | None:
         """Each content word of `text`: its map over the image's grid and its score; None

@@ -1,0 +1,49 @@
+"""Times HTTP requests from a process of its own, as a browser or another program would ask.
+
+A client in the server's own process competes with it for the interpreter lock: its request
+building and JSON parsing then count as the server's latency (at 100k records, hybrid
+`/search` p99 13.6 ms with the client inside, 11.9 ms outside, on 2 cores).
+
+    python bench/http_client.py < spec.json
+
+The spec: {"base": "http://127.0.0.1:PORT", "repeats": R, "requests": [[path, params], ...]};
+each request is asked once to warm up, then R passes over all of them; the answer, on stdout,
+is {"p50_ms": ..., "p99_ms": ...} over every timed request.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Any
+
+import httpx
+import numpy as np
+
+
+def timings(spec: dict[str, Any]) -> list[float]:
+    """Milliseconds of each timed request (a failed request raises: it is no timing)."""
+    requests = [(str(path), dict(params)) for path, params in spec["requests"]]
+    samples = []
+    with httpx.Client(base_url=spec["base"]) as client:
+        for path, params in requests:
+            client.get(path, params=params).raise_for_status()
+        for _ in range(int(spec["repeats"])):
+            for path, params in requests:
+                t0 = time.perf_counter()
+                r = client.get(path, params=params)
+                r.raise_for_status()
+                r.json()
+                samples.append((time.perf_counter() - t0) * 1e3)
+    return samples
+
+
+def main() -> None:
+    samples = timings(json.load(sys.stdin))
+    json.dump({"p50_ms": float(np.percentile(samples, 50)),
+               "p99_ms": float(np.percentile(samples, 99))}, sys.stdout)  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
