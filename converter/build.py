@@ -20,7 +20,7 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from converter.export import PRECISIONS, RECURRENT_IN_INT8, Feed, Graph, iter_feeds, to_tflite
+from converter.export import PRECISIONS, Feed, Graph, iter_feeds, to_tflite
 from converter.exports import EXPORTS, Export
 from converter.faithfulness import drops, tensor_errors
 from converter.gpu import check_model
@@ -59,10 +59,6 @@ class Options:
 
 
 def _scheme(graph: Graph, precision: str) -> str:
-    if graph.recurrent and precision == "int8":
-        return {"int16x8": "int16 activations, int8 weights"}.get(
-            RECURRENT_IN_INT8, f"{RECURRENT_IN_INT8} (the recurrent step is kept float)"
-        )
     if graph.int8_as and precision == "int8":
         return f"{graph.int8_as} (kept float in int8 bundles)"
     return precision

@@ -28,10 +28,10 @@ class Graph:
     name: str
     model: keras.Model
     outputs: list[str]
-    recurrent: bool = False
     int8_as: str | None = None
     """The precision an int8 bundle stores this graph in, where full-integer activations
-    cost the task more than the graph's size is worth (None: int8)."""
+    cost the task more than the graph's size is worth (None: int8). The exports say why for
+    theirs: the captioner's recurrent step, the region projection."""
 
     @property
     def inputs(self) -> list[str]:
@@ -52,31 +52,17 @@ def iter_feeds(feeds: list[Feed]) -> Callable[[], Iterator[Feed]]:
     return lambda: iter(feeds)
 
 
-RECURRENT_IN_INT8 = "float16"
-"""How an int8 bundle stores its recurrent decoder step. Full int8 activations compound their
-error over a caption's words (mean |logit error| 0.07 vs 0.011 on the chest step); the 16x8
-scheme (int16 activations) is faithful but runs on reference kernels, 3.5x slower than
-float16 on the CPU; float16 weights run on XNNPACK's float kernels and the step is tiny
-(about 0.3 MB), so the int8 bundle keeps it float (`bench/convert.py` measures all three)."""
-RECURRENT_SCHEMES = ("float16", "dynamic", "int16x8")
-
-
 def to_tflite(
-    graph: Graph,
-    precision: str,
-    representative: Callable[[], Iterator[Feed]] | None = None,
-    recurrent_scheme: str = RECURRENT_IN_INT8,
+    graph: Graph, precision: str, representative: Callable[[], Iterator[Feed]] | None = None
 ) -> bytes:
     """Convert one graph; int8 needs `representative`, a generator of feeds keyed by input name.
 
     int8 is full-integer inside with float inputs and outputs: float I/O keeps every model's
-    interface the same across precisions. The recurrent decoder step of an int8 bundle is
-    converted as `recurrent_scheme` (see RECURRENT_IN_INT8).
+    interface the same across precisions. A graph with `int8_as` is converted at that
+    precision instead.
     """
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; choose one of {PRECISIONS}")
-    if precision == "int8" and graph.recurrent and recurrent_scheme != "int16x8":
-        return to_tflite(graph, recurrent_scheme)
     if precision == "int8" and graph.int8_as:
         return to_tflite(graph, graph.int8_as)
     with tempfile.TemporaryDirectory(prefix="s3e-export-") as tmp:
@@ -94,9 +80,5 @@ def to_tflite(
                 raise ValueError(f"{graph.name}: int8 needs a representative data set")
             conv.optimizations = [tf.lite.Optimize.DEFAULT]
             conv.representative_dataset = representative
-            conv.target_spec.supported_ops = [
-                tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
-                if graph.recurrent
-                else tf.lite.OpsSet.TFLITE_BUILTINS_INT8
-            ]
+            conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         return conv.convert()
