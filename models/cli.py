@@ -17,12 +17,20 @@ EXIT_USAGE, EXIT_FAILED = 2, 1
 log = logging.getLogger("s3e-train")
 
 
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Says a flag's default where it has one. A flag without one (None) leaves the choice to
+    the models folder's config, and its help says what that is: "(default: None)" misled."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        return action.help if action.default is None else super()._get_help_string(action)
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="s3e-train",
         description="Make data sets, train and evaluate the S3E captioner, segmenter, VAE and "
         "the text-image model of semantic search.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_Help,
     )
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -30,7 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     d = sub.add_parser(
         "make-data",
         help="generate a synthetic data set in COCO-captions format",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_Help,
     )
     d.add_argument("--domain", choices=sorted(DOMAINS), required=True)
     d.add_argument("--n", type=int, required=True, help="number of images")
@@ -41,7 +49,7 @@ def _parser() -> argparse.ArgumentParser:
     f = sub.add_parser(
         "fit",
         help="train one model on a data set folder",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_Help,
         description="Train a model on a COCO-captions folder (captions.json, "
         "images, optional masks/ and meta.json); weights, config.json and "
         "history_<model>.json go to --out.",
@@ -102,7 +110,7 @@ def _parser() -> argparse.ArgumentParser:
     e = sub.add_parser(
         "eval",
         help="evaluate the models of a folder on a data set",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_Help,
     )
     e.add_argument("--models", type=Path, required=True, help="models folder, e.g. models/chest")
     e.add_argument("--data", type=Path, required=True, help="data set folder")
@@ -113,7 +121,7 @@ def _parser() -> argparse.ArgumentParser:
     r = sub.add_parser(
         "reproduce",
         help="make data, train, evaluate and write the model card",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_Help,
     )
     r.add_argument("--domain", choices=sorted(DOMAINS), required=True)
     r.add_argument("--out", type=Path, required=True, help="models folder, e.g. models/chest")

@@ -50,16 +50,17 @@ class Recipe:
     embedder_epochs: int
     seg_n: int
     """The segmenter trains on this prefix (it learns masks quickly)."""
-    embedder_layout: tuple[int, tuple[int, ...]] = (16, (96,))
-    """The embedder's whole-image head: features per region, hidden widths."""
+    layout_cells: int = 16
+    layout_hidden: tuple[int, ...] = (96,)
+    """The embedder's whole-image head: features per region, hidden widths
+    (`EmbedderConfig.layout_*`)."""
 
 
 RECIPES = {
-    "shapes": Recipe(
-        6000, 1000, 1001, 2001, 25, 4, 20, 4000, 1500, 12, 40, 4000, embedder_layout=(32, (192, 96))
-    ),
+    "shapes": Recipe(6000, 1000, 1001, 2001, 25, 4, 20, 4000, 1500, 12, 40, 4000,
+                     layout_cells=32, layout_hidden=(192, 96)),
     "chest": Recipe(6000, 1000, 1002, 2002, 25, 4, 20, 4000, 1500, 12, 40, 4000),
-}
+}  # fmt: skip
 ABLATIONS: dict[str, dict[str, Any]] = {
     "bahdanau": {"attention": "bahdanau", "sentinel": False, "grounding_weight": 0.0},
     "bahdanau+sentinel": {"attention": "bahdanau", "sentinel": True, "grounding_weight": 0.0},
@@ -142,8 +143,8 @@ def fit_all(
         data["train"],
         out,
         epochs=r.embedder_epochs,
-        layout_cells=r.embedder_layout[0],
-        layout_hidden=list(r.embedder_layout[1]),
+        layout_cells=r.layout_cells,
+        layout_hidden=list(r.layout_hidden),
     )
     timed("domain", fit_domain, data["train"], out)
     for name, settings in ABLATIONS.items():

@@ -54,6 +54,15 @@ def test_the_embedder_head_needs_positive_widths() -> None:
         EmbedderConfig(layout_hidden=[96, 0])
 
 
+def test_fit_help_gives_real_defaults_and_no_none(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        run(["fit", "--help"])
+    assert exit_info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default: None)" not in text  # a flag left to the config says the config's value
+    assert "the whole-image vector (default 16)" in text
+
+
 def test_caption_returns_one_attention_map_per_word() -> None:
     cap = Captioner(CaptionerConfig(vocab=VOCAB, max_len=6), ImageConfig(64, 1))
     out = cap.caption(np.random.default_rng(0).random((3, 64, 64, 1), np.float32), beam_width=2)

@@ -15,7 +15,7 @@ def test_reproduce_makes_data_trains_everything_and_writes_metrics_and_card(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     tiny = reproduce.Recipe(
-        48, 24, 11, 12, 1, 1, 1, 48, 32, 1, 1, 48, embedder_layout=(8, (24, 12))
+        48, 24, 11, 12, 1, 1, 1, 48, 32, 1, 1, 48, layout_cells=8, layout_hidden=(24, 12)
     )
     monkeypatch.setitem(reproduce.RECIPES, "chest", tiny)
     out = tmp_path / "models" / "chest"
