@@ -137,15 +137,8 @@ def fit_all(
     timed("vae", fit_vae, data["vae"], out, epochs=r.vae_epochs, label_fraction=0.1)
     timed("captioner", fit_captioner, data["train"], out, epochs=r.captioner_epochs,
           **ABLATIONS["bahdanau+both"])  # fmt: skip
-    timed(
-        "embedder",
-        fit_embedder,
-        data["train"],
-        out,
-        epochs=r.embedder_epochs,
-        layout_cells=r.layout_cells,
-        layout_hidden=list(r.layout_hidden),
-    )
+    timed("embedder", fit_embedder, data["train"], out, epochs=r.embedder_epochs,
+          layout_cells=r.layout_cells, layout_hidden=list(r.layout_hidden))  # fmt: skip
     timed("domain", fit_domain, data["train"], out)
     for name, settings in ABLATIONS.items():
         timed(f"ablation/{name}", fit_captioner, data["study"], out / "ablation" / name,
