@@ -59,8 +59,10 @@ class ApiContext:
         return rec
 
 
-def context(request: Request) -> ApiContext:
-    """The dependency every route takes."""
+async def context(request: Request) -> ApiContext:
+    """The dependency every route takes: a coroutine, as FastAPI runs a plain function's
+    dependency in its thread pool, a hop before the route's own (a keyword `/search` over
+    HTTP at 100k records: 2.2 against 2.4 ms of server CPU, p99 4.3 against 4.8 ms)."""
     ctx: ApiContext = request.app.state.ctx
     return ctx
 

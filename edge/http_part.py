@@ -13,7 +13,7 @@ import uvicorn
 
 from edge.api import ApiContext, create_app
 from edge.config import HttpConfig
-from edge.http_guard import GuardedH11Protocol
+from edge.http_guard import GuardedProtocol
 from edge.parts import BasePart
 from edge.semantic import SemanticSearch
 
@@ -27,7 +27,7 @@ class HttpServer:
         config = uvicorn.Config(
             app, host=cfg.host, port=cfg.port, log_level="warning", access_log=False,
             lifespan="off", timeout_graceful_shutdown=2, timeout_keep_alive=5,
-            http=GuardedH11Protocol.configure(cfg),
+            http=GuardedProtocol.configure(cfg),
         )  # fmt: skip
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name="http", daemon=True)

@@ -261,6 +261,13 @@ def test_idle_and_slow_connections_are_closed_and_healthz_still_answers(
     slow.settimeout(10)
     assert b" 408 " in slow.recv(200)
     slow.close()
+    big = socket.create_connection(("127.0.0.1", d.port))  # headers without end: 431, closed
+    big.settimeout(10)
+    head = b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n" + b"X-Pad: " + b"a" * 70_000
+    big.sendall(head)
+    assert b" 431 " in big.recv(200) and big.recv(200) == b""
+    big.close()
+    assert httpx.get(f"http://127.0.0.1:{d.port}/healthz", timeout=10).status_code == 200
 
 
 def test_repeated_errors_are_rate_limited_in_the_log():
