@@ -229,10 +229,17 @@ def test_profile_columns_are_exact_and_their_top_k_is_the_sorted_top_k() -> None
     profiles = rng.random((2000, 48)).astype(np.float32)
     columns = VectorIndex(None, Path("unused"), "profile", "ip", kind="columns")
     columns.add(np.arange(2000, dtype=np.uint64), profiles)
-    query = np.zeros(48, np.float32)
-    query[[3, 9]] = 0.5
-    truth = np.argsort(-(profiles @ query), kind="stable")[:20]
-    assert [k for k, _ in columns.search(query, 20)] == truth.tolist()
+    for dims in ([7], [3, 9], [1, 20, 40]):  # a view of one row, a sum of two, of three
+        query = np.zeros(48, np.float32)
+        query[dims] = 1 / len(dims)
+        product = profiles @ query
+        truth = np.argsort(-product, kind="stable")[:20]
+        got = columns.search(query, 20)
+        assert [k for k, _ in got] == truth.tolist()
+        assert np.allclose([d for _, d in got], 1 - product[truth], atol=1e-6)
+    query[1] = 0.5
+    with pytest.raises(ValueError, match="equal"):
+        columns.search(query, 20)
 
 
 def test_after_kill_9_and_a_damaged_file_the_indexes_catch_up(
