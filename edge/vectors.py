@@ -35,11 +35,15 @@ SAVE_EVERY_S = 60.0
 """A changed index is written at most this often (and at stop); a crash loses nothing: the
 saved cursor says where to catch up from."""
 CONNECTIVITY = 32
-EXPANSION_SEARCH = 256
-"""HNSW graph degree and search breadth. On 32-d Gaussian latents (the hardest case: no
-structure) at 1M, recall@10 against brute force with degree 16 was 0.87 at breadth 128 and
-needed 512 for 0.98; degree 32 reaches 0.97 / 0.985 / 0.996 at 128 / 192 / 256 for the same
-build time (`bench/search.py` at 1M: 0.994, a search 1.2 ms p50 / 4.6 ms p99 on 2 cores)."""
+EXPANSION_ADD = 256
+EXPANSION_SEARCH = 192
+"""HNSW graph degree and breadths. On 32-d Gaussian latents (the hardest case: no structure)
+at 1M, recall@10 against brute force with degree 16 was 0.87 at search breadth 128 and
+needed 512 for 0.98. With degree 32, a graph built at breadth 128 reaches 0.971 / 0.979 /
+0.985 / 0.990 searching at 128 / 160 / 192 / 256, one built at 256 0.985 / 0.988 / 0.992 /
+0.995 (300 queries); searching at 192 rather than 256 takes ~1.1-1.7 against ~2.3 ms p50 on
+2 cores. Building at 256 takes about twice as long (1M vectors: 21 minutes on one core);
+an add of one vector, as the daemon makes them, takes 1.8 ms p50 at 1M."""
 
 
 class Backend(Protocol):
@@ -65,20 +69,20 @@ class Hnsw:
 
     def __init__(self, ndim: int, metric: str, index: Any = None) -> None:
         self.index = index or _usearch().Index(
-            ndim=ndim, metric=metric, dtype="f16", connectivity=CONNECTIVITY, expansion_add=128,
-            expansion_search=EXPANSION_SEARCH,
+            ndim=ndim, metric=metric, dtype="f16", connectivity=CONNECTIVITY,
+            expansion_add=EXPANSION_ADD, expansion_search=EXPANSION_SEARCH,
         )  # fmt: skip
 
     @classmethod
     def load(cls, path: Path, metric: str) -> Hnsw:
-        """The saved graph; one of another degree is rebuilt. The search breadth is not saved
-        with it (a restored index searched at usearch's default, 64, until this was set)."""
+        """The saved graph; one of another degree is rebuilt. The breadths are not saved with
+        it (a restored index searched at usearch's default, 64, until this was set)."""
         index = _usearch().Index.restore(str(path))
         if index is None:
             raise ValueError(f"{path}: not a usearch index")
         if index.connectivity != CONNECTIVITY:
             raise ValueError(f"{path}: a graph of degree {index.connectivity}, not {CONNECTIVITY}")
-        index.expansion_search = EXPANSION_SEARCH
+        index.expansion_add, index.expansion_search = EXPANSION_ADD, EXPANSION_SEARCH
         return cls(index.ndim, metric, index)
 
     def __len__(self) -> int:

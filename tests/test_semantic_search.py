@@ -25,7 +25,7 @@ from edge.config import parse_config
 from edge.daemon import Daemon
 from edge.outputs.embedding import unpack
 from edge.semantic import QueryEncoder
-from edge.vectors import EXPANSION_SEARCH, Hnsw, VectorIndex, top_k
+from edge.vectors import EXPANSION_ADD, EXPANSION_SEARCH, Hnsw, VectorIndex, top_k
 from models.data.tokens import tokenize
 from models.semantic import word_maps
 
@@ -209,9 +209,10 @@ def test_vector_index_recall_against_brute_force(tmp_path: Path) -> None:
     assert np.mean(recall) >= 0.98
     index.save(force=True)
     loaded = VectorIndex(None, tmp_path, "latent", "l2sq")
-    loaded.open()  # searched as wide as when it was built (usearch does not save the breadth)
+    loaded.open()  # as wide as when it was built (usearch does not save the breadths)
     assert isinstance(loaded.index, Hnsw)
     assert loaded.index.index.expansion_search == EXPANSION_SEARCH
+    assert loaded.index.index.expansion_add == EXPANSION_ADD
     for q in range(50):
         assert loaded.search(vecs[q], 10) == index.search(vecs[q], 10)
     index.add(np.array([7], np.uint64), vecs[:1] + 100)  # a re-analysed record: replaced
