@@ -42,8 +42,8 @@ at 1M, recall@10 against brute force with degree 16 was 0.87 at search breadth 1
 needed 512 for 0.98. With degree 32, a graph built at breadth 128 reaches 0.971 / 0.979 /
 0.985 / 0.990 searching at 128 / 160 / 192 / 256, one built at 256 0.985 / 0.988 / 0.992 /
 0.995 (300 queries); searching at 192 rather than 256 takes ~1.1-1.7 against ~2.3 ms p50 on
-2 cores. Building at 256 takes about twice as long (1M vectors: 21 minutes on one core);
-an add of one vector, as the daemon makes them, takes 1.8 ms p50 at 1M."""
+2 cores. Building at 256 takes ~1.4x as long (`bench/search.py`'s 1M build: 635 against 441
+s on 2 cores); an add of one vector, as the daemon makes them, takes 1.8 ms p50 at 1M."""
 
 
 class Backend(Protocol):
