@@ -214,8 +214,8 @@ def over_http(port: int, requests: list[tuple[str, dict[str, Any]]], repeats: in
     cpu = time.process_time()
     done = subprocess.run(client, input=json.dumps(spec), capture_output=True, text=True,
                           check=True)  # fmt: skip
-    cpu = time.process_time() - cpu
-    return json.loads(done.stdout) | {"server_cpu_ms": cpu * 1e3 / (len(requests) * (repeats + 1))}
+    per_request = (time.process_time() - cpu) * 1e3 / (len(requests) * (repeats + 1))
+    return percentiles(json.loads(done.stdout)) | {"server_cpu_ms": per_request}
 
 
 SEMANTIC_QUERIES = ["pneumonia", "enlarged heart", "left pleural effusion", "nodule",

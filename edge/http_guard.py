@@ -41,9 +41,10 @@ LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1", "[::1]"}
 UNSAFE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 MAX_HEAD_BYTES = 64 * 1024
 """A request line and headers over this many bytes get a 431 (h11 stops at 16 KB)."""
+_TOO_LARGE_BODY = b"request headers over the limit"
 TOO_LARGE = (b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: text/plain; "
-             b"charset=utf-8\r\ncontent-length: 30\r\nconnection: close\r\n\r\n"
-             b"request headers over the limit")  # fmt: skip
+             b"charset=utf-8\r\ncontent-length: %d\r\nconnection: close\r\n\r\n%s"
+             % (len(_TOO_LARGE_BODY), _TOO_LARGE_BODY))  # fmt: skip
 
 
 def session_value(token: str) -> str:
