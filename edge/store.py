@@ -481,6 +481,19 @@ class Store:
             row = self._db.execute("SELECT seq FROM records WHERE id=?", (rid,)).fetchone()
         return int(row[0]) if row else None
 
+    def last_analysed(self) -> int:
+        """The newest `analysed_seq` (0 before any analysis): vector indexes at it are
+        current."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT MAX(analysed_seq) FROM records WHERE status='analysed'"
+            ).fetchone()
+        return int(row[0] or 0)
+
+    def held_if_free(self) -> contextlib.AbstractContextManager[bool]:
+        """The store's lock, held if no thread holds it now (see `held_if_free`)."""
+        return held_if_free(self._lock)
+
     def blobs(self, seqs: list[int], name: str) -> dict[int, bytes]:
         """Blob `name` of each of `seqs` that has one."""
         with self._lock:
@@ -521,6 +534,19 @@ class Store:
             for r in rows:
                 yield _record(r)
             last = rows[-1]["seq"]
+
+
+@contextmanager
+def held_if_free(lock: threading.RLock) -> Iterator[bool]:
+    """Hold `lock` if it is free now (True), else nothing (False): what the event loop may
+    do, as waiting there stalls every request. The lock is reentrant, so what runs under it
+    in the same thread takes it again without waiting."""
+    got = lock.acquire(blocking=False)
+    try:
+        yield got
+    finally:
+        if got:
+            lock.release()
 
 
 def _prefixed(alias: str) -> str:

@@ -16,6 +16,7 @@ records are re-analysed. Keys are record seqs.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -28,7 +29,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from edge.cxx_locale import init_system_locale
-from edge.store import Store
+from edge.store import Store, held_if_free
 
 log = logging.getLogger("s3e.vectors")
 SAVE_EVERY_S = 60.0
@@ -246,6 +247,18 @@ class VectorIndex:
         """Forget every vector (reindex): the next refresh reads the store from the start."""
         with self._lock:
             self.index, self.cursor, self._dirty = None, 0, True
+
+    def current(self) -> bool:
+        """Whether `refresh` would read nothing: the running bundle's index, and no record
+        analysed past the cursor."""
+        with self._lock:
+            if self.store is None:
+                return True
+            return self.running() == self.bundle and self.store.last_analysed() <= self.cursor
+
+    def held_if_free(self) -> contextlib.AbstractContextManager[bool]:
+        """The index's lock, held if no thread holds it now (`edge.store.held_if_free`)."""
+        return held_if_free(self._lock)
 
     def refresh(self) -> int:
         """Read what the store analysed since the cursor; returns how many vectors came."""

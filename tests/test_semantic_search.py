@@ -10,7 +10,9 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +120,8 @@ def test_typos_are_corrected_on_both_sides_and_said(served: Any) -> None:
     assert slip["corrected"] == {"cardiomegly": "cardiomegaly"}
     assert "cardiomegaly" in slip["message"] and "cardiomegly" in slip["message"]
     assert {h["id"] for h in slip["results"]} == {h["id"] for h in exact["results"]}
+    marked = [h for h in slip["results"] if "<b>cardiomegaly</b>" in h["snippet"]]
+    assert marked, "the snippets mark the word as corrected"
     keyword = search(served[1], "pnemonia", "keyword")
     assert keyword["total"] > 0, "the keyword side matches one edit away"
     assert all("pneumonia" in h["caption"] for h in keyword["results"])
@@ -195,6 +199,52 @@ def test_reindex_rebuilds_the_vector_indexes(served: Any) -> None:
         [h["distance"] for h in before], abs=1e-3
     )
     assert [h["id"] for h in search(client, "pneumonia", "semantic")["results"]] == ranked
+
+
+@pytest.mark.parametrize("busy", ["store", "latent index"])
+def test_similar_waits_on_a_busy_lock_without_stalling_other_requests(
+    served: Any, busy: str
+) -> None:
+    """`/similar` answers on the event loop only when the store and the index are free (a
+    commit syncing or the index saving holds one): waiting there would stall every request."""
+    d, client, name_of, _ = served
+    rid = next(iter(name_of))
+    assert d.index_part.latent.current(), "indexed: nothing for a refresh to read"
+    url = f"http://127.0.0.1:{d.port}/images/{rid}/similar"
+    free = httpx.get(url, params={"k": 5}).json()
+    holder = d.store if busy == "store" else d.index_part.latent
+    taken, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with holder.held_if_free() as got:
+            assert got
+            taken.set()
+            release.wait(30)
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    try:
+        assert taken.wait(10)
+        with ThreadPoolExecutor(1) as pool:
+            pending = pool.submit(httpx.get, url, params={"k": 5}, timeout=30)
+            wait_until(lambda: inside("_similar"), 10, "the request at the lock")
+            assert client.get("/", timeout=5).status_code == 200, "the loop answers meanwhile"
+            assert not pending.done(), "it waits for the lock"
+            release.set()
+            assert pending.result(30).json() == free
+    finally:
+        release.set()
+        thread.join()
+
+
+def inside(name: str) -> bool:
+    """Whether a thread of this process (the daemon's too) runs a function called `name`."""
+    for frame in sys._current_frames().values():
+        while frame is not None:
+            if frame.f_code.co_name == name:
+                return True
+            frame = frame.f_back  # type: ignore[assignment]
+    return False
 
 
 def test_vector_index_recall_against_brute_force(tmp_path: Path) -> None:
