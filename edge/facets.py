@@ -1,12 +1,15 @@
-"""Label counts over every match, from one number a document.
+"""Label and source counts over every match, from one number a document each.
 
 A record's labels are also kept as a bit set in one u64 fast field, each label a bit, the
 bits assigned as labels first appear and saved beside the index. Counting the distinct bit
 sets among the matches and adding them up per label gives the same counts as counting the
 multi-valued `labels` column, about ten times faster (1M records, a query matching 222k:
-1.3 against 12.6 ms), since there are only as many distinct sets as combinations seen.
+1.3 against 12.6 ms), since there are only as many distinct sets as combinations seen. The
+source is kept the same way (a set of one), so that counts over documents already found
+(a hybrid search's fused results) read two numbers a document and run no query: 0.06 ms for
+200 documents, against 1.35 ms for a query over their seqs and its aggregation.
 
-Past 64 distinct labels, the ones without a bit are counted the slow way: the counts stay
+Past 64 distinct values, the ones without a bit are counted the slow way: the counts stay
 exact either way.
 """
 
@@ -16,38 +19,41 @@ import json
 import logging
 import os
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 log = logging.getLogger("s3e.index")
 BITS = 64
-FILE = "label_bits.json"
-FIELDS = ("labels", "source")
+FIELDS = {"labels": "label_bits", "source": "source_bits"}
+"""Each counted field and the u64 fast field of its bit sets."""
 TOP = 100
 """Values reported per facet, the most frequent first."""
 
 
 class LabelBits:
-    """The label of each bit, in the index folder."""
+    """The value of each bit of one field's bit sets, in the index folder."""
 
-    def __init__(self, folder: Path) -> None:
-        self.path = folder / FILE
+    def __init__(self, folder: Path, field: str = "labels") -> None:
+        self.field, self.fast = field, FIELDS[field]
+        self.path = folder / f"{self.fast}.json"
         self.labels: list[str] = []
         self.full = False
-        """A label found no free bit: counts come from the labels column."""
+        """A value found no free bit: counts come from the field's own column."""
         self._saved = 0
         if self.path.exists():
             try:
                 got = json.loads(self.path.read_text())
                 self.labels, self.full = list(got["labels"])[:BITS], bool(got["full"])
             except (OSError, ValueError, KeyError, TypeError) as e:
-                log.warning("%s unreadable (%s): label counts use the labels column", self.path, e)
+                log.warning("%s unreadable (%s): %s counts use the %s column", self.path, e,
+                            field, field)  # fmt: skip
                 self.full = True
             self._saved = len(self.labels)
         self._bit = {lab: i for i, lab in enumerate(self.labels)}
 
     def encode(self, labels: list[str]) -> int:
-        """The bit set of `labels`, giving new labels the next free bits."""
+        """The bit set of `labels`, giving new values the next free bits."""
         bits = 0
         for lab in labels:
             i = self._bit.get(lab)
@@ -60,8 +66,17 @@ class LabelBits:
             bits |= 1 << i
         return bits
 
+    def decode(self, sets: Iterable[tuple[int, int]]) -> dict[str, int]:
+        """Counts per value of (bit set, how many documents have it)."""
+        counts: Counter[str] = Counter()
+        for key, n in sets:
+            for i, lab in enumerate(self.labels):
+                if key >> i & 1:
+                    counts[lab] += n
+        return dict(counts.most_common(TOP))
+
     def save(self) -> None:
-        """Write the labels of the bits (before the documents using them are committed)."""
+        """Write the values of the bits (before the documents using them are committed)."""
         if len(self.labels) == self._saved and not self.full:
             return
         tmp = self.path.with_suffix(".tmp")
@@ -69,25 +84,42 @@ class LabelBits:
         os.replace(tmp, self.path)
         self._saved = len(self.labels)
 
+
+class Facets:
+    """The bits of every counted field, and the counts."""
+
+    def __init__(self, folder: Path) -> None:
+        self.bits = {field: LabelBits(folder, field) for field in FIELDS}
+
+    def encode(self, values: dict[str, list[str]]) -> dict[str, int]:
+        """The bit-set fast fields of a document with these values of each counted field."""
+        return {bits.fast: bits.encode(values[field]) for field, bits in self.bits.items()}
+
+    def save(self) -> None:
+        for bits in self.bits.values():
+            bits.save()
+
     def counts(self, searcher: Any, query: Any) -> dict[str, dict[str, int]]:
         """Label and source counts over every match of `query`."""
-        aggs: dict[str, Any] = {"source": {"terms": {"field": "source", "size": TOP}}}
-        if self.full:
-            aggs["labels"] = {"terms": {"field": "labels", "size": TOP}}
-        else:
-            aggs["sets"] = {"terms": {"field": "label_bits", "size": 1 << 16}}
+        aggs = {field: {"terms": {"field": field, "size": TOP} if bits.full else
+                        {"field": bits.fast, "size": 1 << 16}}
+                for field, bits in self.bits.items()}  # fmt: skip
         agg = searcher.aggregate(query, aggs)
-        if not self.full and agg["sets"].get("sum_other_doc_count", 0):
-            self.full = True  # more distinct sets than asked for: count the column
-            return self.counts(searcher, query)
-        out = {f: {b["key"]: int(b["doc_count"]) for b in agg[f]["buckets"]}
-               for f in FIELDS if f in agg}  # fmt: skip
-        if not self.full:
-            labels: Counter[str] = Counter()
-            for b in agg["sets"]["buckets"]:
-                key = int(b["key"])
-                for i, lab in enumerate(self.labels):
-                    if key >> i & 1:
-                        labels[lab] += int(b["doc_count"])
-            out["labels"] = dict(labels.most_common(TOP))
+        out = {}
+        for field, bits in self.bits.items():
+            got = agg[field]
+            if not bits.full and got.get("sum_other_doc_count", 0):
+                bits.full = True  # more distinct sets than asked for: count the column
+                return self.counts(searcher, query)
+            buckets = [(b["key"], int(b["doc_count"])) for b in got["buckets"]]
+            out[field] = (dict(buckets) if bits.full
+                          else bits.decode((int(k), n) for k, n in buckets))  # fmt: skip
         return out
+
+    def counts_at(self, searcher: Any, addresses: list[Any]) -> dict[str, dict[str, int]] | None:
+        """Label and source counts over the documents at `addresses` (of `searcher`); None
+        once a field has outgrown its bits (`counts` over a query then)."""
+        if any(bits.full for bits in self.bits.values()):
+            return None
+        return {field: bits.decode(Counter(searcher.fast_field_values(bits.fast, addresses))
+                                   .items()) for field, bits in self.bits.items()}  # fmt: skip

@@ -59,16 +59,21 @@ class HybridSearch:
                 or self.semantic.encoder() is None):  # fmt: skip
             return self._keyword(q, filters, limit, offset, facets, mode, recent)
         depth = max(DEPTH, offset + limit)
-        keyword = BESIDE.submit(self.index.ranked, q, filters, depth) if mode == "hybrid" else None
+        searcher = self.index.snapshot()
+        keyword = (BESIDE.submit(self.index.ranked, searcher, q, filters, depth)
+                   if mode == "hybrid" else None)  # fmt: skip
         ranked = self.semantic.rank(q, depth)
         if ranked is None:  # the bundle changed meanwhile
             return self._keyword(q, filters, limit, offset, facets, mode, recent)
-        sem = self._semantic_passing(ranked, filters)
+        at = self.index.passing(searcher, [s for s, _ in ranked.hits], filters)
+        sem = [(s, score) for s, score in ranked.hits if s in at]
         kw = keyword.result() if keyword is not None else []
-        order, why = fuse(kw, sem, fusion)
+        at.update((s, a) for s, _, a in kw)
+        order, why = fuse([(s, score) for s, score, _ in kw], sem, fusion)
         page = order[offset : offset + limit]
-        counts = BESIDE.submit(self.index.facets_of, [s for s, _ in order]) if facets else None
-        docs = self.index.documents([s for s, _ in page], q)
+        counts = self.index.facets_of(searcher, {s: at[s] for s, _ in order}) if facets else {}
+        fixed = " ".join(ranked.parsed.corrected.get(w, w) for w in tokenize(q) if w != ",")
+        docs = self.index.documents(searcher, {s: at[s] for s, _ in page}, fixed)
         hits = []
         for seq, score in page:
             if seq in docs:
@@ -78,8 +83,8 @@ class HybridSearch:
                 if "semantic" in match:
                     match["semantic"]["words"] = ranked.words.get(seq, {})
                 hits.append({**docs[seq].__dict__, "score": round(score, 6), "match": match})
-        res = Result(mode, len(order), hits, counts.result() if counts else {},
-                     ranked.parsed.corrected, ranked.parsed.unknown)  # fmt: skip
+        res = Result(mode, len(order), hits, counts, ranked.parsed.corrected,
+                     ranked.parsed.unknown)  # fmt: skip
         res.message = message_for(res, ranked)
         return res
 
@@ -97,11 +102,6 @@ class HybridSearch:
         if q.strip() and not total:
             res.message = "no caption or label holds these words (nor any word one edit away)"
         return res
-
-    def _semantic_passing(self, ranked: Ranked, filters: Filters) -> list[tuple[int, float]]:
-        """(seq, score) of the ranked images the index has and the filters pass."""
-        passing = self.index.passing([s for s, _ in ranked.hits], filters)
-        return [(s, score) for s, score in ranked.hits if s in passing]
 
 
 K = TypeVar("K", int, str)

@@ -24,14 +24,15 @@ from typing import Any, cast
 import tantivy
 
 from edge import views
-from edge.facets import LabelBits
+from edge.facets import Facets
 from edge.records import Record
 from models.semantic import within_one_edit
 
 log = logging.getLogger("s3e.index")
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 """Of the documents below (3 added the record's seq, a fast field: a ranking to fuse reads its
-keys without fetching stored documents; 4 the labels as a bit set, `edge.facets`). A
+keys without fetching stored documents; 4 the labels as a bit set, `edge.facets`; 5 the
+source as one too). A
 different number in the index folder's `schema.json` (or an index tantivy cannot open with
 this schema) means: empty it, and rebuild from the store."""
 SCHEMA_FILE = "schema.json"
@@ -109,6 +110,7 @@ def build_schema() -> tantivy.Schema:
     sb.add_text_field("caption", stored=True, tokenizer_name="en_stem")
     sb.add_text_field("labels", stored=True, fast=True, tokenizer_name="raw")
     sb.add_unsigned_field("label_bits", stored=False, indexed=False, fast=True)
+    sb.add_unsigned_field("source_bits", stored=False, indexed=False, fast=True)
     sb.add_text_field("classes", stored=True, fast=True, tokenizer_name="raw")
     sb.add_text_field("source", stored=True, fast=True, tokenizer_name="raw")
     sb.add_text_field("device", stored=True, fast=True, tokenizer_name="raw")
@@ -122,7 +124,7 @@ def utc(ts: float) -> dt.datetime:
     return dt.datetime.fromtimestamp(ts, tz=dt.UTC)
 
 
-def document(r: Record, bits: LabelBits) -> tantivy.Document:
+def document(r: Record, facets: Facets) -> tantivy.Document:
     """What search sees of a record (`edge.views.index_fields`)."""
     f = views.index_fields(r)
     doc = tantivy.Document(
@@ -131,7 +133,8 @@ def document(r: Record, bits: LabelBits) -> tantivy.Document:
     )  # fmt: skip
     doc.add_date("captured", utc(r.captured_at))
     doc.add_unsigned("seq", r.seq)
-    doc.add_unsigned("label_bits", bits.encode(f["labels"]))
+    for name, bits in facets.encode({"labels": f["labels"], "source": [f["source"]]}).items():
+        doc.add_unsigned(name, bits)
     return doc
 
 
@@ -170,7 +173,7 @@ class SearchIndex:
         self.rebuilt = False
         """The folder held another schema and was emptied: every record must be indexed."""
         self.index = self._open(writable)
-        self.bits = LabelBits(path)
+        self.facets = Facets(path)
         self._field_names = {int(FIELD_ID.findall(repr(self.index.parse_query(f"{f}:x")))[0]):
                              f for f in FUZZY}  # fmt: skip
         self._writer: Any = None
@@ -225,11 +228,11 @@ class SearchIndex:
             for r in records:
                 if replace:
                     self._writer.delete_documents_by_term("id", r.id)
-                self._writer.add_document(document(r, self.bits))
+                self._writer.add_document(document(r, self.facets))
 
     def commit(self) -> None:
         with self._lock:
-            self.bits.save()
+            self.facets.save()
             self._writer.commit()
         self.index.reload()
 
@@ -370,7 +373,7 @@ class SearchIndex:
         unless `facets`, as counting them visits every match); `recent`: newest first."""
         query = self.query(q, filters, fuzzy)
         searcher = self.index.searcher()
-        counts = BESIDE.submit(self.bits.counts, searcher, query) if facets else None
+        counts = BESIDE.submit(self.facets.counts, searcher, query) if facets else None
         try:
             # past 10 windows deep, the page is read in the words' order, which the re-scored
             # order follows on from; only the window itself is reordered
@@ -390,18 +393,26 @@ class SearchIndex:
 
     # Fusing rankings works on record seqs, read from the fast field: fetching a stored
     # document costs ~16 us, and a hybrid search used to fetch 200 just to learn their ids.
-    def ranked(self, q: str, filters: Filters, limit: int) -> list[tuple[int, float]]:
-        """(seq, BM25 score) of the best `limit` matches (typo tolerant): a ranking to fuse,
-        without the cost of whole hits. The exact words go first: the one-edit part adds the
-        same constant to every exact match, so when they fill `limit` the order is the same,
-        and the one-edit part (2-4x the cost) is skipped (the scores then lack the constant).
+    # What a fused ranking then needs of its documents (counts, the page's hits) is read at
+    # their addresses, which hold for the searcher they came from: one a request.
+    def snapshot(self) -> Any:
+        """A searcher of the last commit, for the several steps of one request."""
+        return self.index.searcher()
+
+    def ranked(
+        self, searcher: Any, q: str, filters: Filters, limit: int
+    ) -> list[tuple[int, float, Any]]:
+        """(seq, BM25 score, address) of the best `limit` matches (typo tolerant): a ranking
+        to fuse, without the cost of whole hits. The exact words go first: the one-edit part
+        adds the same constant to every exact match, so when they fill `limit` the order is
+        the same, and the one-edit part (2-4x the cost) is skipped (the scores then lack the
+        constant).
 
         Where some captions hold the query's words side by side, only those are ranked: one
         that holds them apart ("a circle above a square below a triangle" for "circle
         below") is weak evidence, and the semantic side it is fused with ranks such images
         better (shapes words in hybrid mode 0.952 -> 0.965, chest bound attributes 0.974 ->
         0.983, `bench/search_quality.py`)."""
-        searcher = self.index.searcher()
         try:
             exact = self.query(q, filters)
             _, hits, together = self._best(searcher, exact, q, limit, count=False)
@@ -410,37 +421,35 @@ class SearchIndex:
                                                limit, count=False)  # fmt: skip
         except ValueError as e:
             raise QuerySyntaxError(str(e)) from None
-        return [(k, s) for s, _, k in hits if not together or k in together]
+        return [(k, s, a) for s, a, k in hits if not together or k in together]
 
-    def passing(self, seqs: list[int], filters: Filters) -> set[int]:
-        """Those of `seqs` that are indexed and pass `filters`."""
+    def passing(self, searcher: Any, seqs: list[int], filters: Filters) -> dict[int, Any]:
+        """The address of each of `seqs` that is indexed and passes `filters`."""
         if not seqs:
-            return set()
-        searcher = self.index.searcher()
+            return {}
         result = searcher.search(self._filtered(self._seqs(seqs), filters), len(seqs),
                                  count=False)  # fmt: skip
-        return set(_seqs_of(searcher, [a for _, a in result.hits]))
+        addresses = [a for _, a in result.hits]
+        return dict(zip(_seqs_of(searcher, addresses), addresses, strict=True))
 
-    def documents(self, seqs: list[int], q: str = "") -> dict[int, Hit]:
-        """Whole hits of `seqs` by seq (score 0), with snippets of the words of `q` where it
-        parses."""
-        if not seqs:
+    def documents(self, searcher: Any, at: dict[int, Any], words: str = "") -> dict[int, Hit]:
+        """Whole hits by seq (score 0) of the documents at these addresses, with snippets
+        marking `words` (plain words: Tantivy marks no word a fuzzy term matched, so the
+        caller spells the words as corrected)."""
+        if not at:
             return {}
-        searcher = self.index.searcher()
-        addresses = [a for _, a in searcher.search(self._seqs(seqs), len(seqs), count=False).hits]
         try:
-            snippets = self._snippets(searcher, self.parse(q, fuzzy=True)) if q.strip() else None
+            snippets = self._snippets(searcher, self.parse(words)) if words.strip() else None
         except QuerySyntaxError:
             snippets = None
-        keys = _seqs_of(searcher, addresses)
-        return {k: self._hit(searcher.doc(a), 0.0, snippets)
-                for k, a in zip(keys, addresses, strict=True)}  # fmt: skip
+        return {k: self._hit(searcher.doc(a), 0.0, snippets) for k, a in at.items()}
 
-    def facets_of(self, seqs: list[int]) -> dict[str, dict[str, int]]:
-        """Label and source counts over `seqs`."""
-        if not seqs:
+    def facets_of(self, searcher: Any, at: dict[int, Any]) -> dict[str, dict[str, int]]:
+        """Label and source counts over the documents at these addresses (by seq)."""
+        if not at:
             return {}
-        return self.bits.counts(self.index.searcher(), self._seqs(seqs))
+        counts = self.facets.counts_at(searcher, list(at.values()))
+        return counts if counts is not None else self.facets.counts(searcher, self._seqs(list(at)))
 
     def _seqs(self, seqs: list[int]) -> tantivy.Query:
         """Any of `seqs`: a union of term queries (a term-set query on this u64 field took

@@ -94,8 +94,10 @@ def test_the_phrase_re_scoring_ranks_as_the_phrase_over_every_match(
     assert first == together, "side by side as typed ranks first"
     # the ranking hybrid search fuses: only the captions holding the words side by side,
     # where some do ("left effusion": none does, so every match)
-    got = dict(index.ranked(q, Filters(), 100))
+    ranked = index.ranked(searcher, q, Filters(), 100)
+    got = {k: s for k, s, _ in ranked}
     assert got.keys() == (together or expected.keys())
+    assert searcher.fast_field_values("seq", [a for _, _, a in ranked]) == list(got)
     shift = {round(expected[k] - s, 4) for k, s in got.items()}
     assert len(shift) == 1, "the same scores, but for the one-edit part's constant"
 
@@ -117,14 +119,19 @@ def test_label_counts_are_the_counts_with_more_labels_than_bits_too(
     index = SearchIndex(tmp_path / "index")
     index.add(records)
     index.commit()
+    searcher = index.snapshot()
     for word in ("zone", "effusion", "lungs"):
         counts = index.search(word, Filters(), 5, facets=True)[2]
         assert counts["labels"] == dict(label_counts(records, word)), word
         matching = sum(word in r.analysis["caption"]["text"] for r in records)
         assert counts["source"] == {"folder": matching}
-    assert index.bits.full == (kinds > facets.BITS)
+        # over documents already found (a hybrid search's), read at their addresses
+        found = [a for _, a in searcher.search(index.query(word, Filters()), 100).hits]
+        at = dict(zip(searcher.fast_field_values("seq", found), found, strict=True))
+        assert index.facets_of(searcher, at) == counts, word
+    assert index.facets.bits["labels"].full == (kinds > facets.BITS)
     index.close()
     again = SearchIndex(tmp_path / "index")  # the bits' labels were saved with the commit
-    assert again.bits.labels == index.bits.labels
+    assert again.facets.bits["labels"].labels == index.facets.bits["labels"].labels
     assert again.search("zone", Filters(), 5)[2]["labels"] == dict(label_counts(records, "zone"))
     again.close()
