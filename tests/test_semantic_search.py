@@ -20,6 +20,7 @@ import httpx
 import numpy as np
 import pytest
 from conftest import ROOT, free_port, wait_until
+from records import fill_analysed
 from test_edge_process import healthy, write_config
 
 from edge.bundle import load_bundle
@@ -27,6 +28,7 @@ from edge.config import parse_config
 from edge.daemon import Daemon
 from edge.outputs.embedding import unpack
 from edge.semantic import QueryEncoder
+from edge.store import Store
 from edge.vectors import EXPANSION_ADD, EXPANSION_SEARCH, Hnsw, VectorIndex, top_k
 from models.data.tokens import tokenize
 from models.semantic import word_maps
@@ -235,6 +237,24 @@ def test_similar_waits_on_a_busy_lock_without_stalling_other_requests(
     finally:
         release.set()
         thread.join()
+
+
+def test_a_vector_index_is_current_until_a_record_is_analysed_past_it(tmp_path: Path) -> None:
+    """What lets `/similar` answer on the event loop: nothing for a refresh to read."""
+    store = Store(tmp_path / "store", "t")
+    running = ["chest-int8@test"]
+    index = VectorIndex(store, tmp_path / "vectors", "latent", "l2sq", lambda: running[0])
+    index.open()
+    assert index.current(), "an empty store"
+    fill_analysed(store, [10, 20])
+    assert not index.current()
+    assert index.refresh() == 2 and index.current()
+    fill_analysed(store, [30], seed=1)
+    assert not index.current()
+    assert index.refresh() == 1 and index.current()
+    running[0] = "chest-int8@other"
+    assert not index.current(), "another bundle runs: the index is of another space"
+    store.close()
 
 
 def inside(name: str) -> bool:
