@@ -117,8 +117,9 @@ async def similar(
     store, latent = ctx.need_store(), ctx.latent
     if latent is None:
         raise HTTPException(503, "no latent index in this app")
-    # Answered here, on the event loop, when what it reads is free and current: the hop to
-    # the thread pool was a fifth of its CPU. Otherwise in the pool, where waiting on a
+    # Answered here, on the event loop, when what it reads is free and current, without the
+    # hop to the thread pool (server CPU a request: 4.9 -> 4.7 ms at 100k records, medians of
+    # 4 runs; 9.3 -> 6.6 ms at 1M, one run). Otherwise in the pool, where waiting on a
     # commit, the index's save (0.3 s at 1M) or a catch-up stalls no other request.
     with contextlib.ExitStack() as held:
         if all(held.enter_context(h) for h in (store.held_if_free(), latent.held_if_free())) and (
