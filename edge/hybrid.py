@@ -72,7 +72,7 @@ class HybridSearch:
         order, why = fuse([(s, score) for s, score, _ in kw], sem, fusion)
         page = order[offset : offset + limit]
         counts = self.index.facets_of(searcher, {s: at[s] for s, _ in order}) if facets else {}
-        fixed = " ".join(ranked.parsed.corrected.get(w, w) for w in tokenize(q) if w != ",")
+        fixed = " ".join(w for w in ranked.parsed.words if w != ",")  # as corrected
         docs = self.index.documents(searcher, {s: at[s] for s, _ in page}, fixed)
         hits = []
         for seq, score in page:

@@ -126,7 +126,8 @@ def test_label_counts_are_the_counts_with_more_labels_than_bits_too(
         matching = sum(word in r.analysis["caption"]["text"] for r in records)
         assert counts["source"] == {"folder": matching}
         # over documents already found (a hybrid search's), read at their addresses
-        found = [a for _, a in searcher.search(index.query(word, Filters()), 100).hits]
+        query = index.query(word, Filters())
+        found = [a for _, a in searcher.search(query, len(records)).hits]
         at = dict(zip(searcher.fast_field_values("seq", found), found, strict=True))
         assert index.facets_of(searcher, at) == counts, word
     assert index.facets.bits["labels"].full == (kinds > facets.BITS)

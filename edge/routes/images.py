@@ -126,12 +126,17 @@ async def similar(
             latent.current()
         ):
             return _similar(store, latent, rid, k)
-    return await run_in_threadpool(_similar, store, latent, rid, k)
+    return await run_in_threadpool(_similar, store, latent, rid, k, True)
 
 
-def _similar(store: Store, latent: VectorIndex, rid: str, k: int) -> dict[str, Any]:
+def _similar(
+    store: Store, latent: VectorIndex, rid: str, k: int, refresh: bool = False
+) -> dict[str, Any]:
+    """`refresh`: first read what the store analysed past the index's cursor (on the event
+    loop the index was just found current: nothing to read)."""
+    if refresh:
+        latent.refresh()
     seq = store.seq_of(rid)
-    latent.refresh()
     vector = latent.get(seq) if seq is not None else None
     if vector is None:
         raise HTTPException(404, f"no image with id {rid} analysed by the running bundle")
