@@ -111,13 +111,14 @@ class Guard:
             return JSONResponse(
                 {"detail": "cross-origin request refused (http.allowed_origins)"}, status_code=403
             )
-        if self.needs_token(request.url.path) and not authorized(request, self.token):
+        path = request.scope["path"]  # not `request.url`: building it cost ~2% of a request
+        if self.needs_token(path) and not authorized(request, self.token):
             return JSONResponse(
                 {"detail": "missing or wrong bearer token"},
                 status_code=401,
                 headers={"WWW-Authenticate": "Bearer"},
             )
-        if self.in_flight >= self.limit and request.url.path != "/healthz":
+        if self.in_flight >= self.limit and path != "/healthz":
             return JSONResponse({"detail": "too many requests in progress; try again shortly"},
                                 status_code=503, headers={"Retry-After": "1"})  # fmt: skip
         return None

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import numpy as np
 from fastapi import APIRouter, Depends, HTTPException, Query, Response
-from fastapi.responses import FileResponse, RedirectResponse
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
 from starlette.concurrency import run_in_threadpool
 
 from edge import views
@@ -108,10 +108,9 @@ def attention_json(rid: str, ctx: Ctx) -> dict[str, Any]:
     return {"grid": int(grids.shape[-1]) if len(grids) else 0, "words": out}
 
 
-@router.get("/images/{rid}/similar", summary="Nearest images in the VAE latent space")
-async def similar(
-    rid: str, ctx: Ctx, k: Annotated[int, Query(ge=1, le=100)] = 10
-) -> dict[str, Any]:
+@router.get("/images/{rid}/similar", summary="Nearest images in the VAE latent space",
+            response_model=dict[str, Any])  # fmt: skip
+async def similar(rid: str, ctx: Ctx, k: Annotated[int, Query(ge=1, le=100)] = 10) -> JSONResponse:
     """Approximate nearest neighbours (HNSW; recall@10 against brute force in
     `bench/search.py`) among the images the running bundle analysed."""
     store, latent = ctx.need_store(), ctx.latent
@@ -125,8 +124,8 @@ async def similar(
         if all(held.enter_context(h) for h in (store.held_if_free(), latent.held_if_free())) and (
             latent.current()
         ):
-            return _similar(store, latent, rid, k)
-    return await run_in_threadpool(_similar, store, latent, rid, k, True)
+            return JSONResponse(_similar(store, latent, rid, k))
+    return JSONResponse(await run_in_threadpool(_similar, store, latent, rid, k, True))
 
 
 def _similar(
