@@ -124,13 +124,13 @@ async def similar(rid: str, ctx: Ctx, k: Annotated[int, Query(ge=1, le=100)] = 1
         if all(held.enter_context(h) for h in (store.held_if_free(), latent.held_if_free())) and (
             latent.current()
         ):
-            return JSONResponse(_similar(store, latent, rid, k))
-    return JSONResponse(await run_in_threadpool(_similar, store, latent, rid, k, True))
+            return _similar(store, latent, rid, k)
+    return await run_in_threadpool(_similar, store, latent, rid, k, True)
 
 
 def _similar(
     store: Store, latent: VectorIndex, rid: str, k: int, refresh: bool = False
-) -> dict[str, Any]:
+) -> JSONResponse:
     """`refresh`: first read what the store analysed past the index's cursor (on the event
     loop the index was just found current: nothing to read)."""
     if refresh:
@@ -141,9 +141,10 @@ def _similar(
         raise HTTPException(404, f"no image with id {rid} analysed by the running bundle")
     near = [(s, d) for s, d in latent.search(vector, k + 1) if s != seq][:k]
     ids = store.ids_of([s for s, _ in near]) if near else {}
-    return {"id": rid, "similar": [
+    # only JSON types: answered as is, without FastAPI's validation and encoder walk
+    return JSONResponse({"id": rid, "similar": [
         {"id": ids[s], "distance": round(float(np.sqrt(max(d, 0.0))), 5),
-         "thumbnail_url": f"/images/{ids[s]}/thumb"} for s, d in near if s in ids]}  # fmt: skip
+         "thumbnail_url": f"/images/{ids[s]}/thumb"} for s, d in near if s in ids]})  # fmt: skip
 
 
 def _match(ctx: ApiContext, rid: str, q: str) -> dict[str, Any]:
