@@ -51,8 +51,12 @@ from edge.imaging import decode, preprocess
 from models.data.dataset import write_dataset
 
 BUNDLES = ["chest-int8", "chest-float16", "shapes-int8", "shapes-float16"]
-OTHER = {"chest-int8": "chest-float16", "chest-float16": "chest-int8",
-         "shapes-int8": "shapes-float16", "shapes-float16": "shapes-int8"}  # fmt: skip
+OTHER = {
+    "chest-int8": "chest-float16",
+    "chest-float16": "chest-int8",
+    "shapes-int8": "shapes-float16",
+    "shapes-float16": "shapes-int8",
+}
 """The bundle each one's records are re-analysed with."""
 
 
@@ -78,8 +82,9 @@ def pure_inference(
 ) -> dict[str, float]:
     """The models alone: no decode, no store, no index. `done`: a queue for the result (when
     run in a child process)."""
-    cfg = parse_config({"model": {"bundle": bundle_name, "accelerator": "cpu",
-                                  "threads": threads}}).model  # fmt: skip
+    cfg = parse_config(
+        {"model": {"bundle": bundle_name, "accelerator": "cpu", "threads": threads}}
+    ).model
     analyser = Analyser(load_bundle(bundle_name), cfg)
     analyser.analyse(xs[0])
     t0 = time.perf_counter()
@@ -96,8 +101,9 @@ def pure_two_processes(bundle_name: str, xs: list[np.ndarray]) -> dict[str, floa
     """The models alone in the daemon's layout: two processes, one thread each, half each."""
     ctx = mp.get_context("spawn")
     done = ctx.Queue()
-    procs = [ctx.Process(target=pure_inference, args=(bundle_name, xs[i::2], 1, done))
-             for i in range(2)]  # fmt: skip
+    procs = [
+        ctx.Process(target=pure_inference, args=(bundle_name, xs[i::2], 1, done)) for i in range(2)
+    ]
     for p in procs:
         p.start()
     seconds = max(done.get()["seconds"] for _ in procs)
@@ -107,19 +113,29 @@ def pure_two_processes(bundle_name: str, xs: list[np.ndarray]) -> dict[str, floa
 
 
 def end_to_end(
-    bundle_name: str, images: list[bytes], workers: int, threads: int, tmp: Path,
+    bundle_name: str,
+    images: list[bytes],
+    workers: int,
+    threads: int,
+    tmp: Path,
     other: str | None = None,
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """`other`: a bundle to swap to afterwards, timing the re-analysis of every record."""
-    cfg = parse_config({
-        "data_dir": tempfile.mkdtemp(prefix=f"{bundle_name}-{workers}x{threads}-", dir=tmp),
-        "model": {"bundle": bundle_name, "accelerator": "cpu", "threads": threads,
-                  "workers": workers},
-        "capture": {"folder": {"enabled": False}},
-        "http": {"enabled": False},
-        "index": {"commit_every": 64, "commit_interval_s": 0.5},
-        "reanalysis": {"share": 1.0},
-    })  # fmt: skip
+    cfg = parse_config(
+        {
+            "data_dir": tempfile.mkdtemp(prefix=f"{bundle_name}-{workers}x{threads}-", dir=tmp),
+            "model": {
+                "bundle": bundle_name,
+                "accelerator": "cpu",
+                "threads": threads,
+                "workers": workers,
+            },
+            "capture": {"folder": {"enabled": False}},
+            "http": {"enabled": False},
+            "index": {"commit_every": 64, "commit_interval_s": 0.5},
+            "reanalysis": {"share": 1.0},
+        }
+    )
     d = Daemon(cfg)
     d.start()
     t0 = time.perf_counter()
@@ -202,20 +218,23 @@ def bench_bundle(name: str, images: list[bytes], rounds: int, tmp: Path) -> dict
         "daemon_over_models": statistics.median(ratios),
         "reanalysis_images_per_s": runs[-1].get("reanalysis_images_per_s"),
     }
-    print(f"{name}: models alone {out['pure_inference']['images_per_s']:.1f} img/s "
-          f"(2 processes: {two['images_per_s']:.1f}); end to end "
-          + ", ".join(f"{r['workers']}x{r['threads']}: {r['images_per_s']:.1f}" for r in runs)
-          + f" img/s; daemon / models = {out['daemon_over_models']:.2f} (rounds: "
-          + ", ".join(f"{x:.2f}" for x in ratios)
-          + f"); re-analysis {out['reanalysis_images_per_s'] or 0:.1f} img/s")  # fmt: skip
+    print(
+        f"{name}: models alone {out['pure_inference']['images_per_s']:.1f} img/s "
+        f"(2 processes: {two['images_per_s']:.1f}); end to end "
+        + ", ".join(f"{r['workers']}x{r['threads']}: {r['images_per_s']:.1f}" for r in runs)
+        + f" img/s; daemon / models = {out['daemon_over_models']:.2f} (rounds: "
+        + ", ".join(f"{x:.2f}" for x in ratios)
+        + f"); re-analysis {out['reanalysis_images_per_s'] or 0:.1f} img/s"
+    )
     stages = best["stage_mean_ms"]
     print("   stage means (ms): " + ", ".join(f"{k} {v:.2f}" for k, v in stages.items()))
     return out
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--n", type=int, default=500, help="images per bundle")
     p.add_argument(
         "--rounds",

@@ -71,13 +71,32 @@ ROOT = Path(__file__).resolve().parent.parent
 log = logging.getLogger("bench.fleet")
 BUNDLE, MODES, MAX_BYTES = "chest-int8", ("keyword", "semantic", "hybrid"), 64 * 2**20
 QUERIES = [
-    "pneumonia", "cardiomegaly", "effusion", "nodule", "left lower zone",
-    "right upper zone consolidation", "pleural effusion", "enlarged heart", "opacity",
-    "small left effusion", "no acute finding", "clear lungs", "pnuemonia", "efusion",
-    "cardiomegally", "nodle", "consolidation left", "blunting of the costophrenic angle",
-    "pulmonary nodule right", "airspace opacity", "normal chest radiograph",
-    "cardiac silhouette enlarged", "lower zone pneumonia", "lung mass", "heart",
-]  # fmt: skip
+    "pneumonia",
+    "cardiomegaly",
+    "effusion",
+    "nodule",
+    "left lower zone",
+    "right upper zone consolidation",
+    "pleural effusion",
+    "enlarged heart",
+    "opacity",
+    "small left effusion",
+    "no acute finding",
+    "clear lungs",
+    "pnuemonia",
+    "efusion",
+    "cardiomegally",
+    "nodle",
+    "consolidation left",
+    "blunting of the costophrenic angle",
+    "pulmonary nodule right",
+    "airspace opacity",
+    "normal chest radiograph",
+    "cardiac silhouette enlarged",
+    "lower zone pneumonia",
+    "lung mass",
+    "heart",
+]
 """An odd count: over repeated passes each query is asked both with and without a filter."""
 
 
@@ -94,49 +113,91 @@ def device_rate(bundle: Bundle, images: list[bytes]) -> tuple[dict[str, Any], li
         out.append(analyser.analyse(x))
         models += time.perf_counter() - t1
     total = time.perf_counter() - t0
-    return {"images": len(images), "threads": 1, "seconds": round(total, 3),
-            "images_per_s": round(len(images) / total, 2),
-            "models_only_images_per_s": round(len(images) / models, 2)}, out  # fmt: skip
+    return {
+        "images": len(images),
+        "threads": 1,
+        "seconds": round(total, 3),
+        "images_per_s": round(len(images) / total, 2),
+        "models_only_images_per_s": round(len(images) / models, 2),
+    }, out
 
 
 def record(a: Analysis, bundle: Bundle, device: str, rid: str, when: float, side: int) -> Record:
     return Record(
-        seq=0, id=rid, device_id=device, source="folder", source_name=f"{rid[:12]}.jpg",
-        captured_at=when, accepted_at=when + 1.0, ext="jpg", size=200_000, width=side,
-        height=side, status="analysed", error=None, bundle=bundle.version,
-        precision=bundle.precision, revision=1, accelerators=a.accelerators, timings=a.timings,
-        analysis=a.outputs)  # fmt: skip
+        seq=0,
+        id=rid,
+        device_id=device,
+        source="folder",
+        source_name=f"{rid[:12]}.jpg",
+        captured_at=when,
+        accepted_at=when + 1.0,
+        ext="jpg",
+        size=200_000,
+        width=side,
+        height=side,
+        status="analysed",
+        error=None,
+        bundle=bundle.version,
+        precision=bundle.precision,
+        revision=1,
+        accelerators=a.accelerators,
+        timings=a.timings,
+        analysis=a.outputs,
+    )
 
 
 def percentiles(ms: list[float]) -> dict[str, float]:
-    return {"n": len(ms), "p50_ms": round(float(np.percentile(ms, 50)), 2),
-            "p99_ms": round(float(np.percentile(ms, 99)), 2)}  # fmt: skip
+    return {
+        "n": len(ms),
+        "p50_ms": round(float(np.percentile(ms, 50)), 2),
+        "p99_ms": round(float(np.percentile(ms, 99)), 2),
+    }
 
 
 # -- services ---------------------------------------------------------------------------------
 def bucket(moto: Moto, name: str) -> S3Config:
     moto.client().create_bucket(Bucket=name)
-    return S3Config(bucket=name, endpoint_url=moto.endpoint, addressing_style="path",
-                    access_key_id=moto.access_key, secret_access_key=moto.secret_key)  # fmt: skip
+    return S3Config(
+        bucket=name,
+        endpoint_url=moto.endpoint,
+        addressing_style="path",
+        access_key_id=moto.access_key,
+        secret_access_key=moto.secret_key,
+    )
 
 
 def fleet_toml(
     path: Path, port: int, s3: S3Config, uri: str, group: str = "", cid: str = ""
 ) -> Path:
     secret = s3.secret_access_key.get_secret_value()
-    path.write_text("\n".join([
-        "[mqtt]", 'host = "127.0.0.1"', f"port = {port}", f'share_group = "{group or "bench"}"',
-        f'client_id = "{cid}"', "[s3]", f'endpoint_url = "{s3.endpoint_url}"',
-        f'bucket = "{s3.bucket}"', f'access_key_id = "{s3.access_key_id}"',
-        f'secret_access_key = "{secret}"', 'addressing_style = "path"',
-        "[archive]", f'uri = "{uri}"', f'bundle = "{BUNDLE}"', "",
-    ]))  # fmt: skip
+    path.write_text(
+        "\n".join(
+            [
+                "[mqtt]",
+                'host = "127.0.0.1"',
+                f"port = {port}",
+                f'share_group = "{group or "bench"}"',
+                f'client_id = "{cid}"',
+                "[s3]",
+                f'endpoint_url = "{s3.endpoint_url}"',
+                f'bucket = "{s3.bucket}"',
+                f'access_key_id = "{s3.access_key_id}"',
+                f'secret_access_key = "{secret}"',
+                'addressing_style = "path"',
+                "[archive]",
+                f'uri = "{uri}"',
+                f'bundle = "{BUNDLE}"',
+                "",
+            ]
+        )
+    )
     return path
 
 
 # -- 1. ingest --------------------------------------------------------------------------------
-def make_events(pool: list[Analysis], bundle: Bundle, n: int, devices: list[str],
-                bucket: str) -> list[tuple[str, bytes]]:  # fmt: skip
+def make_events(
+    pool: list[Analysis], bundle: Bundle, n: int, devices: list[str], bucket: str
+) -> list[tuple[str, bytes]]:
     """(topic, payload) of N events with distinct (device, id), as `edge.mqtt` sends them."""
     out, now = [], time.time()
     for i in range(n):
@@ -144,7 +205,8 @@ def make_events(pool: list[Analysis], bundle: Bundle, n: int, devices: list[str]
         rec = record(a, bundle, dev, hashlib.sha256(b"event%d" % i).hexdigest(), now - i, 512)
         urls = events.urls(f"http://{dev}:8080", rec.id) | {
             "s3": f"s3://{bucket}/{keys.original_key('s3e', rec)}",
-            "s3_thumbnail": f"s3://{bucket}/{keys.thumbnail_key('s3e', rec)}"}  # fmt: skip
+            "s3_thumbnail": f"s3://{bucket}/{keys.thumbnail_key('s3e', rec)}",
+        }
         doc = views.event(rec, urls, None, views.vectors(a.blobs))
         out.append((f"s3e/{dev}/events", json.dumps(doc).encode()))
     return out
@@ -182,8 +244,14 @@ def stop(procs: list[subprocess.Popen[bytes]]) -> None:
         p.wait(60)
 
 
-def ingest(n_workers: int, msgs: list[tuple[str, bytes]], port: int, moto: Moto,
-           work: Path, dims: tuple[int, int]) -> dict[str, Any]:  # fmt: skip
+def ingest(
+    n_workers: int,
+    msgs: list[tuple[str, bytes]],
+    port: int,
+    moto: Moto,
+    work: Path,
+    dims: tuple[int, int],
+) -> dict[str, Any]:
     """Sessions made, events queued while the workers are away, then the drain timed from the
     workers' subscription to the last row committed (the table polled every 0.05 s): the
     workers' rate, not the publisher's nor the imports'."""
@@ -191,16 +259,21 @@ def ingest(n_workers: int, msgs: list[tuple[str, bytes]], port: int, moto: Moto,
     s3 = bucket(moto, f"bench-ingest-{tag}")
     uri = f"s3://{s3.bucket}/fleet"
     table = Archive(uri, "images", s3, dims).table  # created empty: the poller needs it
-    tomls = [fleet_toml(work / f"{tag}-{k}.toml", port, s3, uri, tag, f"bench-{tag}-{k}")
-             for k in range(n_workers)]  # fmt: skip
+    tomls = [
+        fleet_toml(work / f"{tag}-{k}.toml", port, s3, uri, tag, f"bench-{tag}-{k}")
+        for k in range(n_workers)
+    ]
     stop(workers(tomls, [work / f"{tag}-{k}-first.log" for k in range(n_workers)]))
     pub_s = publish(port, msgs)
     log.info("ingest x%d: %d events queued in %.1f s; draining", n_workers, len(msgs), pub_s)
     procs = workers(tomls, [work / f"{tag}-{k}.log" for k in range(n_workers)])
     t0 = time.monotonic()
     try:
-        wait_until(lambda: table.checkout_latest() or table.count_rows() >= len(msgs), 1800,
-                   "every event in the table")  # fmt: skip
+        wait_until(
+            lambda: table.checkout_latest() or table.count_rows() >= len(msgs),
+            1800,
+            "every event in the table",
+        )
         seconds = time.monotonic() - t0
     finally:
         stop(procs)
@@ -208,10 +281,16 @@ def ingest(n_workers: int, msgs: list[tuple[str, bytes]], port: int, moto: Moto,
     unique = len(set(zip(got["device"].to_pylist(), got["id"].to_pylist(), strict=True)))
     rate = len(msgs) / seconds
     log.info("ingest x%d: %.0f events/s (%.0f per worker)", n_workers, rate, rate / n_workers)
-    return {"workers": n_workers, "events": len(msgs), "seconds": round(seconds, 2),
-            "events_per_s": round(rate, 1), "events_per_s_per_worker": round(rate / n_workers, 1),
-            "rows": got.num_rows, "duplicates": got.num_rows - unique,
-            "publish_events_per_s": round(len(msgs) / pub_s, 1)}  # fmt: skip
+    return {
+        "workers": n_workers,
+        "events": len(msgs),
+        "seconds": round(seconds, 2),
+        "events_per_s": round(rate, 1),
+        "events_per_s_per_worker": round(rate / n_workers, 1),
+        "rows": got.num_rows,
+        "duplicates": got.num_rows - unique,
+        "publish_events_per_s": round(len(msgs) / pub_s, 1),
+    }
 
 
 # -- 2. search --------------------------------------------------------------------------------
@@ -227,8 +306,9 @@ def pool_rows(pool: list[Analysis], bundle: Bundle) -> pa.RecordBatch:
 
 
 def fixed(values: np.ndarray) -> pa.Array:
-    return pa.FixedSizeListArray.from_arrays(pa.array(values.astype(np.float32).ravel()),
-                                             values.shape[1])  # fmt: skip
+    return pa.FixedSizeListArray.from_arrays(
+        pa.array(values.astype(np.float32).ravel()), values.shape[1]
+    )
 
 
 def batches(
@@ -256,7 +336,8 @@ def batches(
         stems = [f"s3e/{d}/{day}/{i}" for d, day, i in zip(devs, days, ids, strict=True)]
         blobs, width = reg[k, rng.integers(16, size=m)], reg.shape[2]
         cols = {
-            "device": pa.array(devs), "id": pa.array(ids),
+            "device": pa.array(devs),
+            "id": pa.array(ids),
             "captured_at": pa.array(when.astype(np.int64), pa.timestamp("us")),
             "source": pa.array(np.where(rng.random(m) < 0.8, "folder", "camera")),
             "anomaly": pa.array((anomaly[k] * rng.lognormal(0, 0.2, m)).astype(np.float32)),
@@ -264,19 +345,32 @@ def batches(
             "thumbnail_key": pa.array([f"{x}.thumb.jpg" for x in stems]),
             "profile": fixed(prof[k] + rng.normal(0, 0.02, prof[k].shape) * (prof[k] != 0)),
             "latent": fixed(lat[k] + rng.normal(0, 0.1, lat[k].shape)),
-            "regions": pa.Array.from_buffers(pa.binary(), m, [None, pa.py_buffer(
-                np.arange(0, (m + 1) * width, width, dtype=np.int32)), pa.py_buffer(blobs)]),
-            "record": pa.array([records[j].replace("__ID__", i).replace("__DEVICE__", d)
-                                for j, i, d in zip(k, ids, devs, strict=True)]),
+            "regions": pa.Array.from_buffers(
+                pa.binary(),
+                m,
+                [
+                    None,
+                    pa.py_buffer(np.arange(0, (m + 1) * width, width, dtype=np.int32)),
+                    pa.py_buffer(blobs),
+                ],
+            ),
+            "record": pa.array(
+                [
+                    records[j].replace("__ID__", i).replace("__DEVICE__", d)
+                    for j, i, d in zip(k, ids, devs, strict=True)
+                ]
+            ),
             "ingested_at": pa.array(np.full(m, now.astype(np.int64)), pa.timestamp("us")),
-        }  # fmt: skip
+        }
         got = base.take(pa.array(k))
-        yield pa.record_batch([cols.get(f.name, got[f.name]) for f in base.schema],
-                              schema=base.schema)  # fmt: skip
+        yield pa.record_batch(
+            [cols.get(f.name, got[f.name]) for f in base.schema], schema=base.schema
+        )
 
 
-def build(folder: Path, n: int, base: pa.RecordBatch, devices: list[str],
-          bundle: Bundle) -> tuple[Archive, dict[str, Any]]:  # fmt: skip
+def build(
+    folder: Path, n: int, base: pa.RecordBatch, devices: list[str], bundle: Bundle
+) -> tuple[Archive, dict[str, Any]]:
     """The table written as one stream, then `fleet.maintain.maintain`'s two steps, timed
     apart: the indexes, then compaction and index refresh."""
     archive = Archive(str(folder), f"images_{n}", S3Config(), vector_dims(bundle))
@@ -292,10 +386,15 @@ def build(folder: Path, n: int, base: pa.RecordBatch, devices: list[str],
     t3 = time.monotonic()
     disk = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
     log.info("search %d: indexes %.1f s, optimize %.1f s, %.0f MB", n, t2 - t1, t3 - t2, disk / 1e6)
-    return archive, {"rows": archive.count(), "write_s": round(t1 - t0, 1),
-                     "rows_per_s_written": round(n / (t1 - t0)), "indexes": made,
-                     "index_s": round(t2 - t1, 1), "optimize_s": round(t3 - t2, 1),
-                     "disk_mb": round(disk / 1e6)}  # fmt: skip
+    return archive, {
+        "rows": archive.count(),
+        "write_s": round(t1 - t0, 1),
+        "rows_per_s_written": round(n / (t1 - t0)),
+        "indexes": made,
+        "index_s": round(t2 - t1, 1),
+        "optimize_s": round(t3 - t2, 1),
+        "disk_mb": round(disk / 1e6),
+    }
 
 
 def time_mode(
@@ -312,12 +411,17 @@ def time_mode(
         t0 = time.perf_counter()
         answered += bool(search.search(queries[i % len(queries)], f, mode).hits)
         ms[i % 2].append((time.perf_counter() - t0) * 1e3)
-    return {**percentiles(ms[0] + ms[1]), "unfiltered": percentiles(ms[0]),
-            "device_filter": percentiles(ms[1]), "answered": round(answered / n, 2)}  # fmt: skip
+    return {
+        **percentiles(ms[0] + ms[1]),
+        "unfiltered": percentiles(ms[0]),
+        "device_filter": percentiles(ms[1]),
+        "answered": round(answered / n, 2),
+    }
 
 
-def search_size(n: int, work: Path, base: pa.RecordBatch, devices: list[str], bundle: Bundle,
-                queries: int) -> dict[str, Any]:  # fmt: skip
+def search_size(
+    n: int, work: Path, base: pa.RecordBatch, devices: list[str], bundle: Bundle, queries: int
+) -> dict[str, Any]:
     archive, out = build(work / f"search-{n}", n, base, devices, bundle)
     search = FleetSearch(archive, bundle)
     out["modes"] = {mode: time_mode(search, mode, queries, devices) for mode in MODES}
@@ -335,25 +439,47 @@ def search_size(n: int, work: Path, base: pa.RecordBatch, devices: list[str], bu
 
 
 # -- 3. re-analysis ---------------------------------------------------------------------------
-def reanalysis(pool: list[Analysis], images: list[bytes], bundle: Bundle, moto: Moto,
-               work: Path, device: dict[str, Any], side: int) -> dict[str, Any]:  # fmt: skip
+def reanalysis(
+    pool: list[Analysis],
+    images: list[bytes],
+    bundle: Bundle,
+    moto: Moto,
+    work: Path,
+    device: dict[str, Any],
+    side: int,
+) -> dict[str, Any]:
     """The pool synced to S3 as `cloud_sync` lays it out, merged by one reconciler pass, then
     `s3e-fleet reanalyze` as an operator runs it; its rate over the device's."""
     s3 = bucket(moto, "bench-archive")
     client, now, uri = make_client(s3), time.time(), f"s3://{s3.bucket}/fleet"
     for i, (a, data) in enumerate(zip(pool, images, strict=True)):
-        rec = record(a, bundle, f"ward-{i % 2}", hashlib.sha256(data).hexdigest(), now - 30 * i,
-                     side)  # fmt: skip
+        rec = record(
+            a, bundle, f"ward-{i % 2}", hashlib.sha256(data).hexdigest(), now - 30 * i, side
+        )
         okey, tkey = keys.original_key(s3.prefix, rec), keys.thumbnail_key(s3.prefix, rec)
         client.put_object(Bucket=s3.bucket, Key=okey, Body=data)
         client.put_object(Bucket=s3.bucket, Key=tkey, Body=data)  # the job reads no thumbnail
-        client.put_object(Bucket=s3.bucket, Key=keys.sidecar_key(s3.prefix, rec),
-                          Body=keys.sidecar(rec, okey, tkey, a.blobs))  # fmt: skip
-    merged = reconcile(Archive(uri, "images", s3, vector_dims(bundle)), client, s3.bucket,
-                       s3.prefix, 2)  # fmt: skip
+        client.put_object(
+            Bucket=s3.bucket,
+            Key=keys.sidecar_key(s3.prefix, rec),
+            Body=keys.sidecar(rec, okey, tkey, a.blobs),
+        )
+    merged = reconcile(
+        Archive(uri, "images", s3, vector_dims(bundle)), client, s3.bucket, s3.prefix, 2
+    )
     toml = fleet_toml(work / "reanalyze.toml", 1883, s3, uri)
-    argv = [sys.executable, "-m", "fleet.cli", "reanalyze", "--bundle", BUNDLE, "--workers", "1",
-            "--config", str(toml)]  # fmt: skip
+    argv = [
+        sys.executable,
+        "-m",
+        "fleet.cli",
+        "reanalyze",
+        "--bundle",
+        BUNDLE,
+        "--workers",
+        "1",
+        "--config",
+        str(toml),
+    ]
     log.info("reanalysis: %d images merged; running %s", merged, " ".join(argv[1:]))
     t0 = time.monotonic()
     done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=3600)
@@ -364,16 +490,27 @@ def reanalysis(pool: list[Analysis], images: list[bytes], bundle: Bundle, moto: 
     after = Archive.current(load_config(toml)).table.search().select(["revision"]).limit(None)
     ratio = job["images_per_s"] / device["images_per_s"]
     log.info("reanalysis: %s img/s, %.3f of the device's", job["images_per_s"], ratio)
-    return {"images": merged, "job": job, "wall_s": round(wall, 1),
-            "revisions": sorted(set(after.to_arrow()["revision"].to_pylist())),
-            "images_per_s": job["images_per_s"], "over_device": round(ratio, 3),
-            "wall_images_per_s": round(merged / wall, 2),
-            "wall_over_device": round(merged / wall / device["images_per_s"], 3)}  # fmt: skip
+    return {
+        "images": merged,
+        "job": job,
+        "wall_s": round(wall, 1),
+        "revisions": sorted(set(after.to_arrow()["revision"].to_pylist())),
+        "images_per_s": job["images_per_s"],
+        "over_device": round(ratio, 3),
+        "wall_images_per_s": round(merged / wall, 2),
+        "wall_over_device": round(merged / wall / device["images_per_s"], 3),
+    }
 
 
 # -- main -------------------------------------------------------------------------------------
-def with_services(args: argparse.Namespace, work: Path, pool: list[Analysis],
-                  images: list[bytes], bundle: Bundle, out: dict[str, Any]) -> None:  # fmt: skip
+def with_services(
+    args: argparse.Namespace,
+    work: Path,
+    pool: list[Analysis],
+    images: list[bytes],
+    bundle: Bundle,
+    out: dict[str, Any],
+) -> None:
     """Parts 1 and 3: a mosquitto and moto's S3 server (a thread here) for their time only."""
     broker, moto, parts = Broker(work / "broker").start(), None, out["part_seconds"]
     try:
@@ -383,15 +520,22 @@ def with_services(args: argparse.Namespace, work: Path, pool: list[Analysis],
             devices = [f"ward-{i:02d}" for i in range(args.devices)]
             msgs = make_events(pool, bundle, args.events, devices, "bench-devices")
             out["ingest"] = {
-                "events": len(msgs), "devices": len(devices),
+                "events": len(msgs),
+                "devices": len(devices),
                 "event_bytes_mean": round(float(np.mean([len(p) for _, p in msgs]))),
-                "batch_events": 256, "batch_seconds": 2.0, "store": "moto (in memory)",
-                "runs": [ingest(w, msgs, broker.port, moto, work, vector_dims(bundle))
-                         for w in args.workers]}  # fmt: skip
+                "batch_events": 256,
+                "batch_seconds": 2.0,
+                "store": "moto (in memory)",
+                "runs": [
+                    ingest(w, msgs, broker.port, moto, work, vector_dims(bundle))
+                    for w in args.workers
+                ],
+            }
             parts["ingest"], t0 = round(time.monotonic() - t0, 1), time.monotonic()
         if "reanalysis" not in args.skip:
-            out["reanalysis"] = reanalysis(pool, images, bundle, moto, work,
-                                           out["device_analysis"], args.size)  # fmt: skip
+            out["reanalysis"] = reanalysis(
+                pool, images, bundle, moto, work, out["device_analysis"], args.size
+            )
             parts["reanalysis"] = round(time.monotonic() - t0, 1)
     finally:
         if moto is not None:
@@ -399,21 +543,26 @@ def with_services(args: argparse.Namespace, work: Path, pool: list[Analysis],
         broker.stop()
 
 
-def search_part(args: argparse.Namespace, work: Path, pool: list[Analysis], bundle: Bundle,
-                out: dict[str, Any]) -> None:  # fmt: skip
+def search_part(
+    args: argparse.Namespace, work: Path, pool: list[Analysis], bundle: Bundle, out: dict[str, Any]
+) -> None:
     base, devices = pool_rows(pool, bundle), [f"ward-{i:02d}" for i in range(args.devices)]
     sizes = {str(n): search_size(n, work, base, devices, bundle, args.queries) for n in args.sizes}
     first = sizes[str(args.sizes[0])]["modes"]
     for got in sizes.values():
-        got["p50_over_smallest"] = {m: round(got["modes"][m]["p50_ms"] / first[m]["p50_ms"], 2)
-                                    for m in MODES}  # fmt: skip
-    out["search"] = {"store": "local filesystem (moto's in-memory S3 is no fair store at 1M "
-                     "rows)", "sizes": sizes}  # fmt: skip
+        got["p50_over_smallest"] = {
+            m: round(got["modes"][m]["p50_ms"] / first[m]["p50_ms"], 2) for m in MODES
+        }
+    out["search"] = {
+        "store": "local filesystem (moto's in-memory S3 is no fair store at 1M rows)",
+        "sizes": sizes,
+    }
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--sizes", type=int, nargs="+", default=[2000], help="search table rows")
     p.add_argument("--queries", type=int, default=100, help="searches per mode and size")
     p.add_argument("--events", type=int, default=1000, help="MQTT events ingested per run")
@@ -421,8 +570,13 @@ def main() -> None:
     p.add_argument("--images", type=int, default=100, help="real images analysed (the pool)")
     p.add_argument("--size", type=int, default=512, help="side of the camera-like JPEGs")
     p.add_argument("--devices", type=int, default=20, help="device ids in events and rows")
-    p.add_argument("--skip", nargs="*", default=[], help="parts: ingest, search, reanalysis",
-                   choices=["ingest", "search", "reanalysis"])  # fmt: skip
+    p.add_argument(
+        "--skip",
+        nargs="*",
+        default=[],
+        help="parts: ingest, search, reanalysis",
+        choices=["ingest", "search", "reanalysis"],
+    )
     p.add_argument("--work", type=Path, help="where tables go (default: a temporary folder)")
     p.add_argument("--json", type=Path, help="write the results here")
     args = p.parse_args()
@@ -433,8 +587,10 @@ def main() -> None:
     bundle = load_bundle(BUNDLE)
     out: dict[str, Any] = {
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
-        "bundle": bundle.version, "args": {k: str(v) for k, v in vars(args).items()},
-        "part_seconds": {}}  # fmt: skip
+        "bundle": bundle.version,
+        "args": {k: str(v) for k, v in vars(args).items()},
+        "part_seconds": {},
+    }
     try:
         t0 = time.monotonic()
         images = camera_jpegs("chest", args.images, args.size, work)

@@ -29,8 +29,9 @@ def timings(spec: dict[str, Any]) -> list[float]:
     """Milliseconds of each timed request, its answer read and parsed (a failed request
     raises: it is no timing)."""
     base = urlsplit(spec["base"])
-    targets = [f"{path}?{urlencode(params)}" if params else str(path)
-               for path, params in spec["requests"]]  # fmt: skip
+    targets = [
+        f"{path}?{urlencode(params)}" if params else str(path) for path, params in spec["requests"]
+    ]
     conn = http.client.HTTPConnection(base.hostname or "127.0.0.1", base.port, timeout=30)
 
     def get(target: str) -> None:

@@ -46,16 +46,22 @@ from models.data.dataset import write_dataset
 
 
 def outbox_rate(broker: Broker, tmp: Path, n: int) -> dict[str, float]:
-    cfg = parse_config({"data_dir": str(tmp / "outbox"), "device_id": "bench",
-                        "mqtt": {"host": "127.0.0.1", "port": broker.port}})  # fmt: skip
+    cfg = parse_config(
+        {
+            "data_dir": str(tmp / "outbox"),
+            "device_id": "bench",
+            "mqtt": {"host": "127.0.0.1", "port": broker.port},
+        }
+    )
     store = Store(cfg.data_dir, "bench")
     fill_analysed(store, [64] * n)
     link = MqttLink(cfg.mqtt, "bench", {})
     link.start()
     link.connected.wait(10)
     sink = MqttSink(link, store, cfg)
-    worker = SinkWorker(store, sink, batch=16 * cfg.mqtt.max_inflight, interval=1.0,
-                        metrics=Metrics())  # fmt: skip
+    worker = SinkWorker(
+        store, sink, batch=16 * cfg.mqtt.max_inflight, interval=1.0, metrics=Metrics()
+    )
     payloads = [json.dumps(events.event(r, "http://x")) for r in store.iter_analysed()]
 
     def plain_run() -> float:
@@ -77,17 +83,25 @@ def outbox_rate(broker: Broker, tmp: Path, n: int) -> dict[str, float]:
     outbox = min(outbox_run() for _ in range(2))
     link.stop()
     store.close()
-    return {"records": n, "outbox_events_per_s": n / outbox, "plain_paho_events_per_s": n / plain,
-            "outbox_over_plain_time": outbox / plain}  # fmt: skip
+    return {
+        "records": n,
+        "outbox_events_per_s": n / outbox,
+        "plain_paho_events_per_s": n / plain,
+        "outbox_over_plain_time": outbox / plain,
+    }
 
 
 def latency(broker: Broker, tmp: Path, images: list[bytes], rate: float, seconds: float) -> dict:
-    cfg = parse_config({
-        "data_dir": str(tmp / f"lat-{rate}"), "device_id": "bench",
-        "model": {"accelerator": "cpu", "threads": 1, "workers": 2},
-        "capture": {"folder": {"enabled": False}}, "http": {"enabled": False},
-        "mqtt": {"host": "127.0.0.1", "port": broker.port},
-    })  # fmt: skip
+    cfg = parse_config(
+        {
+            "data_dir": str(tmp / f"lat-{rate}"),
+            "device_id": "bench",
+            "model": {"accelerator": "cpu", "threads": 1, "workers": 2},
+            "capture": {"folder": {"enabled": False}},
+            "http": {"enabled": False},
+            "mqtt": {"host": "127.0.0.1", "port": broker.port},
+        }
+    )
     sub = Collector(broker, "s3e/bench/events")
     arrivals: dict[str, float] = {}
     real = sub._on_message
@@ -125,27 +139,37 @@ def latency(broker: Broker, tmp: Path, images: list[bytes], rate: float, seconds
     d.stop()
     sub.close()
     p50, p99 = np.percentile(lat, [50, 99])
-    return {"offered_per_s": rate, "images": len(accepted), "received": len(lat),
-            "p50_ms": float(p50), "p99_ms": float(p99)}  # fmt: skip
+    return {
+        "offered_per_s": rate,
+        "images": len(accepted),
+        "received": len(lat),
+        "p50_ms": float(p50),
+        "p99_ms": float(p99),
+    }
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--records", type=int, default=5000)
     p.add_argument("--json", type=Path, required=True)
     args = p.parse_args()
-    out: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
-                           "when": dt.datetime.now(dt.UTC).isoformat()}  # fmt: skip
+    out: dict[str, Any] = {
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+        "when": dt.datetime.now(dt.UTC).isoformat(),
+    }
     with tempfile.TemporaryDirectory() as tmp_s:
         tmp = Path(tmp_s)
         broker = Broker(tmp / "broker").start()
         try:
             out["outbox"] = outbox_rate(broker, tmp, args.records)
             o = out["outbox"]
-            print(f"outbox -> PUBACK: {o['outbox_events_per_s']:.0f} events/s; plain paho "
-                  f"{o['plain_paho_events_per_s']:.0f}/s; outbox takes "
-                  f"{o['outbox_over_plain_time']:.2f}x the time")  # fmt: skip
+            print(
+                f"outbox -> PUBACK: {o['outbox_events_per_s']:.0f} events/s; plain paho "
+                f"{o['plain_paho_events_per_s']:.0f}/s; outbox takes "
+                f"{o['outbox_over_plain_time']:.2f}x the time"
+            )
             root = write_dataset("chest", 1000, 4242, tmp / "images")
             images = [f.read_bytes() for f in sorted((root / "images").glob("*.png"))]
             out["latency"] = []

@@ -49,10 +49,16 @@ def bucket(swift: Swift) -> str:
 
 
 def run_sync(swift: Swift, store: Store, concurrency: int, cap_mb_s: float = 0.0) -> float:
-    cfg = S3Config(bucket=bucket(swift), endpoint_url=swift.endpoint, region=swift.region,
-                   access_key_id=swift.access_key, secret_access_key=swift.secret_key,
-                   addressing_style="path", concurrency=concurrency,
-                   bandwidth_mb_s=cap_mb_s)  # fmt: skip
+    cfg = S3Config(
+        bucket=bucket(swift),
+        endpoint_url=swift.endpoint,
+        region=swift.region,
+        access_key_id=swift.access_key,
+        secret_access_key=swift.secret_key,
+        addressing_style="path",
+        concurrency=concurrency,
+        bandwidth_mb_s=cap_mb_s,
+    )
     store.reset_sink("s3")
     service = SyncService(cfg, store, Metrics())
     t0 = time.perf_counter()
@@ -80,14 +86,18 @@ def run_plain(swift: Swift, files: list[Path], concurrency: int) -> float:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--small", type=int, default=200, help="200 KB originals")
     p.add_argument("--large", type=int, default=6, help="20 MB originals")
     p.add_argument("--json", type=Path, required=True)
     args = p.parse_args()
-    out: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
-                           "when": dt.datetime.now(dt.UTC).isoformat(), "runs": []}  # fmt: skip
+    out: dict[str, Any] = {
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+        "when": dt.datetime.now(dt.UTC).isoformat(),
+        "runs": [],
+    }
     with tempfile.TemporaryDirectory() as tmp_s:
         tmp = Path(tmp_s)
         swift = Swift(tmp / "swift").start()
@@ -104,17 +114,23 @@ def main() -> None:
                     ours = run_sync(swift, store, concurrency)
                     plain = run_plain(swift, files, concurrency)
                     r = {
-                        "kind": kind, "objects": n, "object_bytes": size,
+                        "kind": kind,
+                        "objects": n,
+                        "object_bytes": size,
                         "concurrency": concurrency,
-                        "sync_mb_s": round(mb / ours, 2), "sync_objects_s": round(n / ours, 1),
-                        "plain_mb_s": round(mb / plain, 2), "plain_objects_s": round(n / plain, 1),
+                        "sync_mb_s": round(mb / ours, 2),
+                        "sync_objects_s": round(n / ours, 1),
+                        "plain_mb_s": round(mb / plain, 2),
+                        "plain_objects_s": round(n / plain, 1),
                         "sync_over_plain_time": round(ours / plain, 2),
-                    }  # fmt: skip
+                    }
                     out["runs"].append(r)
-                    print(f"{kind:>5} x{n:<4} c={concurrency}: sync {r['sync_mb_s']:7.1f} MB/s "
-                          f"{r['sync_objects_s']:6.1f} obj/s | plain upload_file "
-                          f"{r['plain_mb_s']:7.1f} MB/s {r['plain_objects_s']:6.1f} obj/s | "
-                          f"sync takes {r['sync_over_plain_time']:.2f}x")  # fmt: skip
+                    print(
+                        f"{kind:>5} x{n:<4} c={concurrency}: sync {r['sync_mb_s']:7.1f} MB/s "
+                        f"{r['sync_objects_s']:6.1f} obj/s | plain upload_file "
+                        f"{r['plain_mb_s']:7.1f} MB/s {r['plain_objects_s']:6.1f} obj/s | "
+                        f"sync takes {r['sync_over_plain_time']:.2f}x"
+                    )
                 if kind == "small":  # the bandwidth cap: what a capped run achieves
                     for cap in (2.0, 8.0):
                         secs = run_sync(swift, store, 8, cap)

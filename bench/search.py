@@ -94,20 +94,36 @@ def records(n: int, seed: int = 0) -> list[Record]:
         labs = [LABELS[j] for j in rng.choice(len(LABELS), int(rng.integers(1, 4)), False)]
         out.append(
             Record(
-                seq=i + 1, id=f"{i:064x}", device_id="bench", source="folder", source_name="",
-                captured_at=start + float(rng.uniform(0, 365 * 86400)), accepted_at=0.0,
-                ext="png", size=0, width=64, height=64, status="analysed", error=None,
-                bundle="chest-int8", precision="int8", revision=1, accelerators={}, timings={},
+                seq=i + 1,
+                id=f"{i:064x}",
+                device_id="bench",
+                source="folder",
+                source_name="",
+                captured_at=start + float(rng.uniform(0, 365 * 86400)),
+                accepted_at=0.0,
+                ext="png",
+                size=0,
+                width=64,
+                height=64,
+                status="analysed",
+                error=None,
+                bundle="chest-int8",
+                precision="int8",
+                revision=1,
+                accelerators={},
+                timings={},
                 analysis={
-                    "caption": {"text": caption, "words": caption.split(), "visual": [],
-                                "grid": 8},
-                    "segmentation": {"segments": [{"class": lab, "fraction": 0.1}
-                                                  for lab in labs]},
-                    "vae": {"labels": [], "anomaly": float(rng.gamma(2.0, 0.4)),
-                            "out_of_domain": False, "ood_score": 0.1},
+                    "caption": {"text": caption, "words": caption.split(), "visual": [], "grid": 8},
+                    "segmentation": {"segments": [{"class": lab, "fraction": 0.1} for lab in labs]},
+                    "vae": {
+                        "labels": [],
+                        "anomaly": float(rng.gamma(2.0, 0.4)),
+                        "out_of_domain": False,
+                        "ood_score": 0.1,
+                    },
                 },
             )
-        )  # fmt: skip
+        )
     return out
 
 
@@ -141,10 +157,17 @@ def build_fts(recs: list[Record], path: Path) -> tuple[sqlite3.Connection, float
     with db:
         db.executemany(
             "INSERT INTO docs VALUES (?,?,?,?,?)",
-            ((r.id, r.analysis["caption"]["text"],
-              " ".join(s["class"] for s in r.analysis["segmentation"]["segments"]),
-              r.captured_at, r.analysis["vae"]["anomaly"]) for r in recs),
-        )  # fmt: skip
+            (
+                (
+                    r.id,
+                    r.analysis["caption"]["text"],
+                    " ".join(s["class"] for s in r.analysis["segmentation"]["segments"]),
+                    r.captured_at,
+                    r.analysis["vae"]["anomaly"],
+                )
+                for r in recs
+            ),
+        )
     return db, time.perf_counter() - t0
 
 
@@ -189,14 +212,14 @@ def serve(
 
 
 def searches(
-    queries: list[tuple[str, str | None, float | None]], mode: str = "keyword",
+    queries: list[tuple[str, str | None, float | None]],
+    mode: str = "keyword",
     facets: bool = True,
-) -> list[tuple[str, dict[str, Any]]]:  # fmt: skip
+) -> list[tuple[str, dict[str, Any]]]:
     """`/search` requests for the query mix, top 20."""
     out = []
     for q, label, min_anomaly in queries:
-        params: dict[str, Any] = {"q": q, "limit": 20, "mode": mode,
-                                  "facets": str(facets).lower()}  # fmt: skip
+        params: dict[str, Any] = {"q": q, "limit": 20, "mode": mode, "facets": str(facets).lower()}
         if label:
             params["label"] = label
         if min_anomaly is not None:
@@ -212,15 +235,23 @@ def over_http(port: int, requests: list[tuple[str, dict[str, Any]]], repeats: in
     spec = {"base": f"http://127.0.0.1:{port}", "repeats": repeats, "requests": requests}
     client = [sys.executable, str(Path(__file__).with_name("http_client.py"))]
     cpu = time.process_time()
-    done = subprocess.run(client, input=json.dumps(spec), capture_output=True, text=True,
-                          check=True)  # fmt: skip
+    done = subprocess.run(
+        client, input=json.dumps(spec), capture_output=True, text=True, check=True
+    )
     per_request = (time.process_time() - cpu) * 1e3 / (len(requests) * (repeats + 1))
     return percentiles(json.loads(done.stdout)) | {"server_cpu_ms": per_request}
 
 
-SEMANTIC_QUERIES = ["pneumonia", "enlarged heart", "left pleural effusion", "nodule",
-                    "lungs are clear", "cardiomegaly", "right lower zone consolidation",
-                    "pnemonia"]  # fmt: skip
+SEMANTIC_QUERIES = [
+    "pneumonia",
+    "enlarged heart",
+    "left pleural effusion",
+    "nodule",
+    "lungs are clear",
+    "cardiomegaly",
+    "right lower zone consolidation",
+    "pnemonia",
+]
 BUNDLE = "chest-int8"
 LATENT_DIM = 32
 
@@ -258,15 +289,37 @@ def fill_store(
                 "INSERT INTO records (seq, id, device_id, source, captured_at, accepted_at, ext, "
                 "size, width, height, status, analysed_seq, bundle, revision, analysis) VALUES "
                 "(?,?,?,?,?,?,?,?,?,?,'analysed',?,?,1,?)",
-                ((r.seq, r.id, "bench", "folder", r.captured_at, 0.0, "png", 0, 64, 64, r.seq,
-                  bundle.version, json.dumps(r.analysis)) for r in part),
-            )  # fmt: skip
-            db.executemany("INSERT INTO blobs VALUES (?,?,?)", (
-                row for k, r in enumerate(part) for row in (
-                    (r.seq, "regions", packed[member[k]]),
-                    (r.seq, "profile", prof[k].astype(np.float32).tobytes()),
-                    (r.seq, "latent", latent[k].tobytes())))
-            )  # fmt: skip
+                (
+                    (
+                        r.seq,
+                        r.id,
+                        "bench",
+                        "folder",
+                        r.captured_at,
+                        0.0,
+                        "png",
+                        0,
+                        64,
+                        64,
+                        r.seq,
+                        bundle.version,
+                        json.dumps(r.analysis),
+                    )
+                    for r in part
+                ),
+            )
+            db.executemany(
+                "INSERT INTO blobs VALUES (?,?,?)",
+                (
+                    row
+                    for k, r in enumerate(part)
+                    for row in (
+                        (r.seq, "regions", packed[member[k]]),
+                        (r.seq, "profile", prof[k].astype(np.float32).tobytes()),
+                        (r.seq, "latent", latent[k].tobytes()),
+                    )
+                ),
+            )
             db.execute("COMMIT")
     return time.perf_counter() - t0
 
@@ -293,10 +346,12 @@ def vector_indexes(store: Store, tmp: Path, version: str, n: int) -> dict[str, A
     recall of both against brute force."""
     out: dict[str, Any] = {}
     built = {}
-    for blob, metric, kind in (("latent", "l2sq", "hnsw"), ("profile", "ip", "columns"),
-                               ("profile", "ip", "hnsw")):  # fmt: skip
-        index = VectorIndex(store, tmp / f"vectors-{n}-{kind}", blob, metric, lambda: version,
-                            kind)  # fmt: skip
+    for blob, metric, kind in (
+        ("latent", "l2sq", "hnsw"),
+        ("profile", "ip", "columns"),
+        ("profile", "ip", "hnsw"),
+    ):
+        index = VectorIndex(store, tmp / f"vectors-{n}-{kind}", blob, metric, lambda: version, kind)
         index.open()
         t0 = time.perf_counter()
         index.refresh()
@@ -316,9 +371,12 @@ def vector_indexes(store: Store, tmp: Path, version: str, n: int) -> dict[str, A
             t1 = time.perf_counter()
             index.search(q, 11)
             samples.append((time.perf_counter() - t1) * 1e3)
-        out[f"{blob}_{kind}"] = {"build_s": time.perf_counter() - t0, "vectors": len(index),
-                     "search": percentiles(samples),
-                     "recall_at_10": recall_at_10(index, matrix, queries, metric)}  # fmt: skip
+        out[f"{blob}_{kind}"] = {
+            "build_s": time.perf_counter() - t0,
+            "vectors": len(index),
+            "search": percentiles(samples),
+            "recall_at_10": recall_at_10(index, matrix, queries, metric),
+        }
         del matrix
     out["indexes"] = built
     return out
@@ -343,10 +401,12 @@ def keyword_parts(index: SearchIndex, repeats: int) -> dict[str, Any]:
     steps = {
         "engine": engine,
         "with_snippets": lambda q, lab, a: index.search(
-            q, Filters(label=lab, min_anomaly=a), 20, fuzzy=True, facets=False),
+            q, Filters(label=lab, min_anomaly=a), 20, fuzzy=True, facets=False
+        ),
         "with_facets": lambda q, lab, a: index.search(
-            q, Filters(label=lab, min_anomaly=a), 20, fuzzy=True, facets=True),
-    }  # fmt: skip
+            q, Filters(label=lab, min_anomaly=a), 20, fuzzy=True, facets=True
+        ),
+    }
     return {name: timed(fn, repeats) for name, fn in steps.items()}
 
 
@@ -410,15 +470,16 @@ def run_size(n: int, tmp: Path, repeats: int) -> dict[str, Any]:
         "index_time": rate["tantivy"] / rate["sqlite_fts5"],
         "query_p50": out["query"]["sqlite_fts5"]["p50_ms"] / out["query"]["tantivy"]["p50_ms"],
         "query_p99": out["query"]["sqlite_fts5"]["p99_ms"] / out["query"]["tantivy"]["p99_ms"],
-    }  # fmt: skip
+    }
     index.close()
     db.close()
     return out
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
     p.add_argument("--repeats", type=int, default=30, help="passes over the query mix")
     p.add_argument("--json", type=Path, required=True)
@@ -433,19 +494,21 @@ def main() -> None:
             r = run_size(n, Path(tmp), args.repeats)
             results["sizes"].append(r)
             q, h = r["query"], r["http_search"]
-            print(f"{n} records: index {r['index_records_per_s']['tantivy']:.0f} rec/s tantivy, "
-                  f"{r['index_records_per_s']['sqlite_fts5']:.0f} rec/s fts5; query p50/p99 "
-                  f"tantivy {q['tantivy']['p50_ms']:.2f}/{q['tantivy']['p99_ms']:.2f} ms, "
-                  f"fts5 {q['sqlite_fts5']['p50_ms']:.2f}/{q['sqlite_fts5']['p99_ms']:.2f} ms; "
-                  f"HTTP /search {h['p50_ms']:.2f}/{h['p99_ms']:.2f} ms (no facets "
-                  f"{r['http_search_no_facets']['p99_ms']:.2f}); hybrid p99 "
-                  f"{r['http_hybrid']['p99_ms']:.2f} ms; similar p99 "
-                  f"{r['http_similar']['p99_ms']:.2f} ms, recall@10 latent "
-                  f"{r['vectors']['latent_hnsw']['recall_at_10']:.3f} profile (columns) "
-                  f"{r['vectors']['profile_columns']['recall_at_10']:.3f} (hnsw) "
-                  f"{r['vectors']['profile_hnsw']['recall_at_10']:.3f}; query encoding p99 "
-                  f"{r['query_encoding']['p99_ms']:.3f} ms; /healthz p99 "
-                  f"{r['http_healthz']['p99_ms']:.2f} ms")  # fmt: skip
+            print(
+                f"{n} records: index {r['index_records_per_s']['tantivy']:.0f} rec/s tantivy, "
+                f"{r['index_records_per_s']['sqlite_fts5']:.0f} rec/s fts5; query p50/p99 "
+                f"tantivy {q['tantivy']['p50_ms']:.2f}/{q['tantivy']['p99_ms']:.2f} ms, "
+                f"fts5 {q['sqlite_fts5']['p50_ms']:.2f}/{q['sqlite_fts5']['p99_ms']:.2f} ms; "
+                f"HTTP /search {h['p50_ms']:.2f}/{h['p99_ms']:.2f} ms (no facets "
+                f"{r['http_search_no_facets']['p99_ms']:.2f}); hybrid p99 "
+                f"{r['http_hybrid']['p99_ms']:.2f} ms; similar p99 "
+                f"{r['http_similar']['p99_ms']:.2f} ms, recall@10 latent "
+                f"{r['vectors']['latent_hnsw']['recall_at_10']:.3f} profile (columns) "
+                f"{r['vectors']['profile_columns']['recall_at_10']:.3f} (hnsw) "
+                f"{r['vectors']['profile_hnsw']['recall_at_10']:.3f}; query encoding p99 "
+                f"{r['query_encoding']['p99_ms']:.3f} ms; /healthz p99 "
+                f"{r['http_healthz']['p99_ms']:.2f} ms"
+            )
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=1) + "\n")
 

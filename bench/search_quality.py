@@ -43,12 +43,17 @@ POINTING_CALLS = 600
 
 
 def start_daemon(bundle: str, data_dir: Path, inbox: Path) -> Daemon:
-    cfg = parse_config({
-        "device_id": "bench", "data_dir": str(data_dir),
-        "model": {"bundle": bundle, "accelerator": "cpu", "threads": 1, "workers": 2},
-        "capture": {"folder": {"path": str(inbox), "settle_s": 0.05, "poll_interval_s": 0.1}},
-        "index": {"commit_every": 64, "commit_interval_s": 0.5}, "http": {"port": 0},
-    }, "bench")  # fmt: skip
+    cfg = parse_config(
+        {
+            "device_id": "bench",
+            "data_dir": str(data_dir),
+            "model": {"bundle": bundle, "accelerator": "cpu", "threads": 1, "workers": 2},
+            "capture": {"folder": {"path": str(inbox), "settle_s": 0.05, "poll_interval_s": 0.1}},
+            "index": {"commit_every": 64, "commit_interval_s": 0.5},
+            "http": {"port": 0},
+        },
+        "bench",
+    )
     d = Daemon(cfg)
     d.start()
     return d
@@ -70,8 +75,9 @@ def ingest(d: Daemon, images: Path, inbox: Path, n: int) -> dict[str, int]:
 
 
 def ask(client: httpx.Client, q: str, mode: str, fusion: str = "rrf") -> list[str]:
-    r = client.get("/search", params={"q": q, "mode": mode, "fusion": fusion, "limit": 10,
-                                      "facets": "false"})  # fmt: skip
+    r = client.get(
+        "/search", params={"q": q, "mode": mode, "fusion": fusion, "limit": 10, "facets": "false"}
+    )
     r.raise_for_status()
     return [h["id"] for h in r.json()["results"]]
 
@@ -87,8 +93,10 @@ def precision(client: httpx.Client, qs: QuerySet, index_of: dict[str, int]) -> d
         }
         for mode, fusion in runs:
             name = mode if mode != "hybrid" else f"hybrid_{fusion}"
-            scores = {q: precision_at([index_of[i] for i in ask(client, q, mode, fusion)], rel)
-                      for q, rel in queries.items()}  # fmt: skip
+            scores = {
+                q: precision_at([index_of[i] for i in ask(client, q, mode, fusion)], rel)
+                for q, rel in queries.items()
+            }
             row[name] = float(np.mean(list(scores.values()))) if scores else None
             row.setdefault("per_query", {})[name] = scores
             if name == "hybrid_rrf":
@@ -100,14 +108,19 @@ def precision(client: httpx.Client, qs: QuerySet, index_of: dict[str, int]) -> d
 def never_emitted(d: Daemon, qs: QuerySet, result: dict[str, Any]) -> dict[str, Any]:
     """The single words of the query set that no generated caption holds: keyword search
     cannot find them; the semantic side must."""
-    emitted = {w for r in d.store.iter_analysed()
-               for w in tokenize((r.output("caption") or {}).get("text", ""))}  # fmt: skip
+    emitted = {
+        w
+        for r in d.store.iter_analysed()
+        for w in tokenize((r.output("caption") or {}).get("text", ""))
+    }
     words = [q for q in qs.words if " " not in q and q not in emitted]
     if not words:
         return {"words": []}
     per = result["words"]["per_query"]
-    return {"words": words, **{m: float(np.mean([per[m][w] for w in words]))
-                               for m in ("keyword", "hybrid_rrf")}}  # fmt: skip
+    return {
+        "words": words,
+        **{m: float(np.mean([per[m][w] for w in words])) for m in ("keyword", "hybrid_rrf")},
+    }
 
 
 def pointing(
@@ -162,9 +175,14 @@ def main() -> None:
     for row in result.values():
         if isinstance(row, dict):
             row.pop("per_query", None)
-    report = {"bundle": args.bundle, "domain": domain, "images": len(ds),
-              "seconds": round(time.monotonic() - t0, 1), "machine": platform.machine(),
-              **result}  # fmt: skip
+    report = {
+        "bundle": args.bundle,
+        "domain": domain,
+        "images": len(ds),
+        "seconds": round(time.monotonic() - t0, 1),
+        "machine": platform.machine(),
+        **result,
+    }
     text = json.dumps(report, indent=1)
     print(text)
     if args.json:

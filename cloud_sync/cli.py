@@ -68,8 +68,7 @@ def cmd_run(cfg: EdgeConfig, store: Store, args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     if args.once:
         n, size = store.due_totals("s3")
-        bar = tqdm(total=size, unit="B", unit_scale=True, desc=f"{n} records",
-                   disable=args.quiet)  # fmt: skip
+        bar = tqdm(total=size, unit="B", unit_scale=True, desc=f"{n} records", disable=args.quiet)
 
         def synced(rec: Record) -> None:
             bar.update(rec.size)
@@ -118,15 +117,25 @@ def build_parser() -> argparse.ArgumentParser:
         ("run", "sync until stopped (SIGTERM), or with --once drain the queue and exit"),
     ):
         sp = sub.add_parser(name, help=help_, description=help_)
-        sp.add_argument("--config", "-c", type=Path, default=None,
-                        help="the daemon's TOML config ([s3] and data_dir)")  # fmt: skip
+        sp.add_argument(
+            "--config",
+            "-c",
+            type=Path,
+            default=None,
+            help="the daemon's TOML config ([s3] and data_dir)",
+        )
         if name == "status":
             sp.add_argument("--json", action="store_true", help="print JSON")
         else:
             sp.add_argument("--once", action="store_true", help="drain the queue and exit")
-            sp.add_argument("--max-wait", type=float, default=120.0, metavar="S",
-                            help="with --once: keep retrying through an outage this long "
-                            "(default: %(default)s s)")  # fmt: skip
+            sp.add_argument(
+                "--max-wait",
+                type=float,
+                default=120.0,
+                metavar="S",
+                help="with --once: keep retrying through an outage this long "
+                "(default: %(default)s s)",
+            )
             sp.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     return p
 
@@ -139,8 +148,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"config error:\n{e}", file=sys.stderr)
         return EXIT_CONFIG
     if not cfg.plugin("s3").enabled:
-        print(f"{args.config or 'the default config'}: s3.bucket is empty, cloud sync is off",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"{args.config or 'the default config'}: s3.bucket is empty, cloud sync is off",
+            file=sys.stderr,
+        )
         return EXIT_CONFIG
     setup_logging(cfg.log_format, cfg.log_level)
     store = Store(cfg.data_dir, cfg.device_id)

@@ -27,17 +27,37 @@ from cloud_sync.config import S3Config
 Kind = Literal["retryable", "fatal", "record"]
 
 # Codes worth another try: the server was busy, or the body was damaged on the way.
-RETRYABLE_CODES = frozenset({
-    "InternalError", "ServiceUnavailable", "SlowDown", "Throttling", "ThrottlingException",
-    "RequestTimeout", "RequestTimeTooSkewed", "BadDigest", "IncompleteBody",
-    "XAmzContentSHA256Mismatch",
-})  # fmt: skip
+RETRYABLE_CODES = frozenset(
+    {
+        "InternalError",
+        "ServiceUnavailable",
+        "SlowDown",
+        "Throttling",
+        "ThrottlingException",
+        "RequestTimeout",
+        "RequestTimeTooSkewed",
+        "BadDigest",
+        "IncompleteBody",
+        "XAmzContentSHA256Mismatch",
+    }
+)
 # Codes that stop the whole queue until someone fixes the account, the key or the bucket.
-FATAL_CODES = frozenset({
-    "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "NoSuchBucket",
-    "InvalidBucketName", "AuthorizationHeaderMalformed", "PermanentRedirect", "AccountProblem",
-    "AllAccessDisabled", "ExpiredToken", "InvalidToken", "InvalidClientTokenId",
-})  # fmt: skip
+FATAL_CODES = frozenset(
+    {
+        "AccessDenied",
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "NoSuchBucket",
+        "InvalidBucketName",
+        "AuthorizationHeaderMalformed",
+        "PermanentRedirect",
+        "AccountProblem",
+        "AllAccessDisabled",
+        "ExpiredToken",
+        "InvalidToken",
+        "InvalidClientTokenId",
+    }
+)
 
 
 class SyncError(Exception):

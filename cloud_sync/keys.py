@@ -38,8 +38,9 @@ def device_prefix(prefix: str, device_id: str) -> str:
     return f"{prefix}/{device_id}/" if prefix else f"{device_id}/"
 
 
-def sidecar(rec: Record, key: str, thumbnail: str = "",
-            blobs: dict[str, bytes] | None = None) -> bytes:  # fmt: skip
+def sidecar(
+    rec: Record, key: str, thumbnail: str = "", blobs: dict[str, bytes] | None = None
+) -> bytes:
     """The record as JSON (`edge.views.sidecar`, with its vectors), beside its original:
     written again at each revision. Deterministic for a given record revision, so resending
     it changes nothing."""

@@ -28,13 +28,18 @@ class S3Part(BasePart):
         ctx.hooks.original_url = self.service.presign
         ctx.hooks.fetch_original = self.service.fetch
         ctx.hooks.on_analysed.append(self.service.worker.notify)
-        ctx.metrics.gauge("s3e_queue_sync", "Analysed records whose original or sidecar is not "
-                          "yet verified in S3", lambda: ctx.store.count_due("s3"))  # fmt: skip
+        ctx.metrics.gauge(
+            "s3e_queue_sync",
+            "Analysed records whose original or sidecar is not yet verified in S3",
+            lambda: ctx.store.count_due("s3"),
+        )
 
     def _urls(self, r: Record) -> dict[str, Any]:
         bucket, prefix = self.cfg.bucket, self.cfg.prefix
-        return {"s3": f"s3://{bucket}/{original_key(prefix, r)}",
-                "s3_thumbnail": f"s3://{bucket}/{thumbnail_key(prefix, r)}"}  # fmt: skip
+        return {
+            "s3": f"s3://{bucket}/{original_key(prefix, r)}",
+            "s3_thumbnail": f"s3://{bucket}/{thumbnail_key(prefix, r)}",
+        }
 
     def start(self) -> None:
         self.service.start()

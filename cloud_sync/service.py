@@ -108,10 +108,14 @@ class SyncService:
         self.lock = SyncLock(store.root)
         self.sink = S3Sink(cfg, store, self.uploader, self._gate)
         self.worker = SinkWorker(
-            store, self.sink, batch=4 * cfg.concurrency, interval=1.0, metrics=metrics,
+            store,
+            self.sink,
+            batch=4 * cfg.concurrency,
+            interval=1.0,
+            metrics=metrics,
             wake_after=cfg.concurrency,
             on_marked=(lambda _ids: self.sink.apply_quota()) if cfg.local_quota_mb else None,
-        )  # fmt: skip
+        )
         self._waiting_logged = False
 
     def _gate(self) -> bool:
@@ -123,16 +127,20 @@ class SyncService:
             self._waiting_logged = False
             return True
         if not self._waiting_logged:
-            log.warning("another process (pid %s) syncs %s: waiting for it to finish",
-                        holder(self.store.root), self.store.root)  # fmt: skip
+            log.warning(
+                "another process (pid %s) syncs %s: waiting for it to finish",
+                holder(self.store.root),
+                self.store.root,
+            )
             self._waiting_logged = True
         return False
 
     def start(self) -> None:
         """Apply the quota and start the worker (it takes the lock when free)."""
         n, size = self.store.due_totals("s3")
-        log.info("syncing originals to %s: %d records (%.1f MB) to send", where(self.cfg), n,
-                 size / 1e6)  # fmt: skip
+        log.info(
+            "syncing originals to %s: %d records (%.1f MB) to send", where(self.cfg), n, size / 1e6
+        )
         if self.cfg.local_quota_mb:
             self.sink.apply_quota()
         self._gate()  # take the lock now if free, so a manual run is refused meanwhile
@@ -183,8 +191,9 @@ class SyncService:
         if not self.store.has_mark(S3_ORIGINAL, rec.id):
             return None
         try:
-            got = self.client.get_object(Bucket=self.cfg.bucket,
-                                         Key=original_key(self.cfg.prefix, rec))  # fmt: skip
+            got = self.client.get_object(
+                Bucket=self.cfg.bucket, Key=original_key(self.cfg.prefix, rec)
+            )
             return bytes(got["Body"].read())
         except Exception as e:  # any failure: the record waits, it is not skipped
             log.warning("cannot fetch the original of %s from S3: %s", rec.id[:12], e)
@@ -221,8 +230,10 @@ def status(cfg: S3Config, store: Store) -> dict[str, Any]:
         "syncing": pid is not None,
         "syncing_pid": pid,
         "pending": {"records": n, "bytes": size},
-        "synced": {"objects": state.get("synced_objects", 0),
-                   "bytes": state.get("synced_bytes", 0)},
+        "synced": {
+            "objects": state.get("synced_objects", 0),
+            "bytes": state.get("synced_bytes", 0),
+        },
         "last_ok_at": state.get("last_ok_at"),
         "last_error": state.get("last_error"),
         "last_error_at": state.get("last_error_at"),
@@ -230,7 +241,9 @@ def status(cfg: S3Config, store: Store) -> dict[str, Any]:
         or (state.get("last_ok_at") or 0) > state["last_error_at"],
         "last_pass": last or None,
         "throughput_mb_s": round(last.get("bytes_sent", 0) / secs / 1e6, 3) if secs else None,
-        "local": {"originals_bytes": store.local_bytes(),
-                  "quota_bytes": int(cfg.local_quota_mb * 1e6) or None},
+        "local": {
+            "originals_bytes": store.local_bytes(),
+            "quota_bytes": int(cfg.local_quota_mb * 1e6) or None,
+        },
         "checked_at": time.time(),
-    }  # fmt: skip
+    }

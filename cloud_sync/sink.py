@@ -55,9 +55,13 @@ class S3Sink:
         self.on_synced: Callable[[Record], None] | None = None
         """Called with each record verified in S3 (the progress bar of `s3e-sync run`)."""
         self.state: dict[str, Any] = store.get_meta(STATE_KEY) or {
-            "last_error": None, "last_error_at": None, "last_ok_at": None,
-            "synced_objects": 0, "synced_bytes": 0, "last_pass": None,
-        }  # fmt: skip
+            "last_error": None,
+            "last_error_at": None,
+            "last_ok_at": None,
+            "synced_objects": 0,
+            "synced_bytes": 0,
+            "last_pass": None,
+        }
 
     # -- the Sink protocol -------------------------------------------------------------------
     def deliver(self, records: list[Record]) -> list[str]:
@@ -76,8 +80,9 @@ class S3Sink:
             return []
         synced = [r for r, res in zip(records, results, strict=True) if isinstance(res, int)]
         self.store.set_mark(S3_ORIGINAL, [r.id for r in synced])
-        failed = {r.id: res for r, res in zip(records, results, strict=True)
-                  if isinstance(res, SyncError)}  # fmt: skip
+        failed = {
+            r.id: res for r, res in zip(records, results, strict=True) if isinstance(res, SyncError)
+        }
         if self.on_synced is not None:
             for r in synced:
                 self.on_synced(r)
@@ -113,8 +118,11 @@ class S3Sink:
             log.error("quota: cannot delete synced originals: %s", e)
             return
         if short and not self._quota_warned:
-            log.warning("originals are over the %.1f MB quota and none left is synced yet: "
-                        "kept until they are", self.cfg.local_quota_mb)  # fmt: skip
+            log.warning(
+                "originals are over the %.1f MB quota and none left is synced yet: "
+                "kept until they are",
+                self.cfg.local_quota_mb,
+            )
         self._quota_warned = short
 
     def prepare(self) -> None:
@@ -129,8 +137,11 @@ class S3Sink:
         except SyncError as e:
             if e.kind == "retryable" or (e.kind == "fatal" and e.reason != "AccessDenied"):
                 raise
-            log.warning("cannot list multipart uploads in %s (%s): stale uploads are not "
-                        "looked for", where(self.cfg), e.reason)  # fmt: skip
+            log.warning(
+                "cannot list multipart uploads in %s (%s): stale uploads are not looked for",
+                where(self.cfg),
+                e.reason,
+            )
             kept = aborted = 0
         if kept or aborted:
             log.info("multipart uploads left from before: %d to resume, %d aborted", kept, aborted)
@@ -139,8 +150,9 @@ class S3Sink:
     def _still_due(self, key: str) -> bool:
         rid = key.rsplit("/", 1)[-1].split(".", 1)[0]
         rec = self.store.get(rid)
-        return (rec is not None and not self.store.has_mark(S3_ORIGINAL, rid)
-                and key == self.key(rec))  # fmt: skip
+        return (
+            rec is not None and not self.store.has_mark(S3_ORIGINAL, rid) and key == self.key(rec)
+        )
 
     def key(self, rec: Record) -> str:
         return original_key(self.cfg.prefix, rec)
@@ -156,10 +168,14 @@ class S3Sink:
             if not self.store.has_mark(S3_ORIGINAL, rec.id):
                 path = self.store.original_path(rec.id, rec.ext)
                 if not path.exists():
-                    raise SyncError("record", f"{rec.id[:12]}: the original is missing at "
-                                    f"{path}", f"missing original {rec.id}")  # fmt: skip
-                outcome = self.uploader.put(Blob(key, media_type(rec.ext), path=path,
-                                                 sha256=rec.id))  # fmt: skip
+                    raise SyncError(
+                        "record",
+                        f"{rec.id[:12]}: the original is missing at {path}",
+                        f"missing original {rec.id}",
+                    )
+                outcome = self.uploader.put(
+                    Blob(key, media_type(rec.ext), path=path, sha256=rec.id)
+                )
             thumb_key = thumbnail_key(self.cfg.prefix, rec)
             thumb = self.store.derived_path(rec.id, "thumb.jpg")
             if thumb.exists():
@@ -190,8 +206,13 @@ class S3Sink:
         if e.reason != self._logged:
             what = "refused, fix the config or the account" if e.kind == "fatal" else "unreachable"
             n, size = self.store.due_totals("s3")
-            log.error("S3 %s: %s; %d records (%.1f MB) wait, retrying with back-off",
-                      what, message, n, size / 1e6)  # fmt: skip
+            log.error(
+                "S3 %s: %s; %d records (%.1f MB) wait, retrying with back-off",
+                what,
+                message,
+                n,
+                size / 1e6,
+            )
             self._logged = e.reason
         self.state.update(last_error=message, last_error_at=time.time())
         self.store.set_meta(STATE_KEY, self.state)
@@ -208,8 +229,11 @@ class S3Sink:
         self.state["synced_objects"] += len(synced)
         self.state["synced_bytes"] += sum(r.size for r in synced)
         self.state["last_ok_at"] = time.time()
-        self.state["last_pass"] = {"objects": len(synced), "bytes_sent": sent,
-                                   "seconds": round(secs, 3)}  # fmt: skip
+        self.state["last_pass"] = {
+            "objects": len(synced),
+            "bytes_sent": sent,
+            "seconds": round(secs, 3),
+        }
         self.store.set_meta(STATE_KEY, self.state)
 
     def close(self) -> None:

@@ -103,8 +103,14 @@ class Uploader:
             try:
                 return fn(**kw)
             except ClientError as e:
-                if error_code(e)[0] in ("PreconditionFailed", "NotImplemented", "404", "NoSuchKey",
-                                        "NotFound", "NoSuchUpload"):  # fmt: skip
+                if error_code(e)[0] in (
+                    "PreconditionFailed",
+                    "NotImplemented",
+                    "404",
+                    "NoSuchKey",
+                    "NotFound",
+                    "NoSuchUpload",
+                ):
                     raise  # answers, not failures: the caller decides
                 err = classify(e, what)
             except Exception as e:
@@ -151,8 +157,13 @@ class Uploader:
         bucket), and one try is enough: the PUT that follows says what is really wrong."""
         where = f"HEAD s3://{self.bucket}/{key}"
         try:
-            return self.call(where, self.client.head_object, attempts=1 if before else 0,
-                             Bucket=self.bucket, Key=key)  # fmt: skip
+            return self.call(
+                where,
+                self.client.head_object,
+                attempts=1 if before else 0,
+                Bucket=self.bucket,
+                Key=key,
+            )
         except ClientError as e:
             status = error_code(e)[1]
             if status == 404 or (before and status == 403):
@@ -186,8 +197,10 @@ class Uploader:
             return self._put_multipart(blob)
         data = blob.read()
         tries = itertools.count()
-        return self.call(f"PUT s3://{self.bucket}/{blob.key}",
-                         lambda: self._put_once(blob, data, look=next(tries) > 0))  # fmt: skip
+        return self.call(
+            f"PUT s3://{self.bucket}/{blob.key}",
+            lambda: self._put_once(blob, data, look=next(tries) > 0),
+        )
 
     def put_document(self, blob: Blob) -> None:
         """A small object that may be replaced (a sidecar): one PUT with Content-MD5, and the
@@ -197,11 +210,21 @@ class Uploader:
         etag, md5 = _md5(data)
         where = f"PUT s3://{self.bucket}/{blob.key}"
         with self._throttled(len(data)):
-            got = self.call(where, self.client.put_object, Bucket=self.bucket, Key=blob.key,
-                            Body=data, ContentMD5=md5, **self._extra(blob))  # fmt: skip
+            got = self.call(
+                where,
+                self.client.put_object,
+                Bucket=self.bucket,
+                Key=blob.key,
+                Body=data,
+                ContentMD5=md5,
+                **self._extra(blob),
+            )
         if _etag_is_md5(got) and str(got.get("ETag", "")).strip('"') != etag:
-            raise SyncError("retryable", f"{where}: the server stored other bytes "
-                            f"(ETag {got.get('ETag')} != {etag})", "ETag mismatch")  # fmt: skip
+            raise SyncError(
+                "retryable",
+                f"{where}: the server stored other bytes (ETag {got.get('ETag')} != {etag})",
+                "ETag mismatch",
+            )
 
     def _put_once(self, blob: Blob, data: bytes, look: bool) -> Outcome:
         etag, md5 = _md5(data)
@@ -235,11 +258,16 @@ class Uploader:
                 differs = self._matches(self.head(blob.key), blob, etag)
                 if not differs:
                     return "present"
-                log.warning("s3://%s/%s holds other bytes (%s): replacing them",
-                            self.bucket, blob.key, differs)  # fmt: skip
+                log.warning(
+                    "s3://%s/%s holds other bytes (%s): replacing them",
+                    self.bucket,
+                    blob.key,
+                    differs,
+                )
             elif code == "NotImplemented":
-                log.info("s3://%s: no conditional PUT here; a HEAD before each PUT instead",
-                         self.bucket)  # fmt: skip
+                log.info(
+                    "s3://%s: no conditional PUT here; a HEAD before each PUT instead", self.bucket
+                )
                 self.conditional = False
                 if not self._matches(self.head(blob.key, before=True), blob, etag):
                     return "present"
@@ -255,8 +283,11 @@ class Uploader:
     def _verify(self, blob: Blob, etag: str, outcome: Outcome) -> Outcome:
         differs = self._matches(self.head(blob.key), blob, etag)
         if differs:
-            raise SyncError("retryable", f"s3://{self.bucket}/{blob.key}: after upload, {differs}",
-                            "verification failed")  # fmt: skip
+            raise SyncError(
+                "retryable",
+                f"s3://{self.bucket}/{blob.key}: after upload, {differs}",
+                "verification failed",
+            )
         return outcome
 
     # -- multipart ---------------------------------------------------------------------------
@@ -274,8 +305,13 @@ class Uploader:
         where = f"multipart PUT s3://{self.bucket}/{blob.key}"
         upload_id, have = self._resume(blob.key)
         if upload_id is None:
-            created = self.call(where, self.client.create_multipart_upload,
-                                Bucket=self.bucket, Key=blob.key, **self._extra(blob))  # fmt: skip
+            created = self.call(
+                where,
+                self.client.create_multipart_upload,
+                Bucket=self.bucket,
+                Key=blob.key,
+                **self._extra(blob),
+            )
             upload_id = str(created["UploadId"])
         with self._lock:
             self.resumable[blob.key] = upload_id  # until completed: a failure resumes it
@@ -283,10 +319,16 @@ class Uploader:
         def send(i: int) -> str:
             data = blob.read(i * part, part)
             with self._throttled(len(data)):
-                got = self.call(f"{where} part {i + 1}/{n}", self.client.upload_part,
-                                Bucket=self.bucket, Key=blob.key, UploadId=upload_id,
-                                PartNumber=i + 1, Body=data,
-                                ContentMD5=base64.b64encode(digests[i]).decode())  # fmt: skip
+                got = self.call(
+                    f"{where} part {i + 1}/{n}",
+                    self.client.upload_part,
+                    Bucket=self.bucket,
+                    Key=blob.key,
+                    UploadId=upload_id,
+                    PartNumber=i + 1,
+                    Body=data,
+                    ContentMD5=base64.b64encode(digests[i]).decode(),
+                )
             return str(got["ETag"])
 
         etags = {i: e for i, e in have.items() if e.strip('"') == digests[i - 1].hex()}
@@ -295,17 +337,23 @@ class Uploader:
             for i, future in futures.items():
                 etags[i] = future.result()
             parts = [{"PartNumber": i, "ETag": etags[i]} for i in range(1, n + 1)]
-            self.call(where, self.client.complete_multipart_upload, Bucket=self.bucket,
-                      Key=blob.key, UploadId=upload_id,
-                      MultipartUpload={"Parts": parts})  # fmt: skip
+            self.call(
+                where,
+                self.client.complete_multipart_upload,
+                Bucket=self.bucket,
+                Key=blob.key,
+                UploadId=upload_id,
+                MultipartUpload={"Parts": parts},
+            )
         except ClientError as e:
             if error_code(e)[0] == "NoSuchUpload":  # completed (its answer lost), or aborted
                 with self._lock:
                     self.resumable.pop(blob.key, None)
                 if not self._matches(self.head(blob.key), blob, etag):
                     return "present"
-                raise SyncError("retryable", f"{where}: the upload was aborted",
-                                "upload aborted") from None  # fmt: skip
+                raise SyncError(
+                    "retryable", f"{where}: the upload was aborted", "upload aborted"
+                ) from None
             raise classify(e, where) from None
         finally:
             for f in futures.values():  # one part failed: the others stop here, not later
@@ -338,8 +386,9 @@ class Uploader:
             with self._lock:
                 self.resumable.pop(key, None)
             return None, {}
-        log.info("resuming the upload of s3://%s/%s: %d parts already there",
-                 self.bucket, key, len(have))  # fmt: skip
+        log.info(
+            "resuming the upload of s3://%s/%s: %d parts already there", self.bucket, key, len(have)
+        )
         return upload_id, have
 
     def _abort(self, key: str, upload_id: str) -> bool:
@@ -350,8 +399,12 @@ class Uploader:
         except ClientError as e:
             if error_code(e)[0] == "NoSuchUpload":
                 return True
-            log.warning("cannot abort the stale upload of s3://%s/%s: %s", self.bucket, key,
-                        classify(e, "abort"))  # fmt: skip
+            log.warning(
+                "cannot abort the stale upload of s3://%s/%s: %s",
+                self.bucket,
+                key,
+                classify(e, "abort"),
+            )
             return False
         except Exception as e:
             log.warning("cannot abort the stale upload of s3://%s/%s: %s", self.bucket, key, e)

@@ -148,9 +148,12 @@ def convert(opts: Options) -> dict[str, Any]:
 
 
 def _feeds(
-    exports: list[Export], graphs: dict[str, dict[str, Graph]], images: Any, max_len: int,
+    exports: list[Export],
+    graphs: dict[str, dict[str, Graph]],
+    images: Any,
+    max_len: int,
     limit: int,
-) -> dict[str, list[Feed]]:  # fmt: skip
+) -> dict[str, list[Feed]]:
     out: dict[str, list[Feed]] = {}
     for e in exports:
         out.update(e.feeds(graphs[e.key], images, max_len, limit))
@@ -176,8 +179,9 @@ def _build(
     bar = tqdm(every, desc=f"convert {opts.precision}", unit="model", disable=not opts.progress)
     for graph in bar:
         bar.set_postfix_str(graph.name)
-        models[graph.name] = _model(opts, graph, tmp, calib_feeds[graph.name],
-                                    eval_feeds[graph.name])  # fmt: skip
+        models[graph.name] = _model(
+            opts, graph, tmp, calib_feeds[graph.name], eval_feeds[graph.name]
+        )
     assets: dict[str, Any] = {}
     owned: dict[str, list[str]] = {}
     for e in exports:
@@ -238,28 +242,43 @@ def _model(
     runner = ModelRunner(path, graph.outputs, opts.threads)
     gpu = check_model(data)
     entry = {
-        "file": path.name, "sha256": sha256_file(path), "bytes": path.stat().st_size,
-        "float_io": True, "scheme": _scheme(graph, opts.precision),
-        "tensor_types": tensor_types(data), **_io(runner, graph), "gpu": gpu.to_dict(),
+        "file": path.name,
+        "sha256": sha256_file(path),
+        "bytes": path.stat().st_size,
+        "float_io": True,
+        "scheme": _scheme(graph, opts.precision),
+        "tensor_types": tensor_types(data),
+        **_io(runner, graph),
+        "gpu": gpu.to_dict(),
         "error_vs_keras": tensor_errors(graph, runner, held_out),
-    }  # fmt: skip
+    }
     if not gpu.delegable:
         ops = sorted({p.op for p in gpu.fallback})
-        log.warning("%s: %d op(s) would fall back to the CPU on the GPU delegate: %s",
-                    graph.name, len(gpu.fallback), ops)  # fmt: skip
+        log.warning(
+            "%s: %d op(s) would fall back to the CPU on the GPU delegate: %s",
+            graph.name,
+            len(gpu.fallback),
+            ops,
+        )
     if opts.onnx:
         from converter.onnx_export import export_onnx
 
         onnx_path = tmp / "onnx" / f"{graph.name}.onnx"
-        entry["onnx"] = {"file": f"onnx/{onnx_path.name}",
-                         **export_onnx(graph, onnx_path, held_out[:10])}  # fmt: skip
+        entry["onnx"] = {
+            "file": f"onnx/{onnx_path.name}",
+            **export_onnx(graph, onnx_path, held_out[:10]),
+        }
     return entry
 
 
 def _faithfulness(
-    opts: Options, cfg: ModelsConfig, exports: list[Export], doc: dict[str, Any], tmp: Path,
+    opts: Options,
+    cfg: ModelsConfig,
+    exports: list[Export],
+    doc: dict[str, Any],
+    tmp: Path,
     held_out: Dataset,
-) -> None:  # fmt: skip
+) -> None:
     """Keras and the device pipeline on the same held-out images; a drop of more than a point
     in a guarded metric fails the conversion (unless --accept-drop)."""
     log.info("measuring faithfulness on %d held-out images", len(held_out))
@@ -270,12 +289,17 @@ def _faithfulness(
     lost = drops(reference, device)
     failing = {k: v for k, v in lost.items() if v > MAX_DROP_POINTS}
     doc["faithfulness"] = {
-        "held_out": {"images": len(held_out),
-                     "source": str(opts.eval_data or f"generated, seed {EVAL_SEED}")},
+        "held_out": {
+            "images": len(held_out),
+            "source": str(opts.eval_data or f"generated, seed {EVAL_SEED}"),
+        },
         "reference": "Keras float32 models on the same images",
-        "keras": reference, "device": device, "drop_points": lost,
-        "max_drop_points": MAX_DROP_POINTS, "accepted_drop": bool(failing) and opts.accept_drop,
-    }  # fmt: skip
+        "keras": reference,
+        "device": device,
+        "drop_points": lost,
+        "max_drop_points": MAX_DROP_POINTS,
+        "accepted_drop": bool(failing) and opts.accept_drop,
+    }
     (tmp / BUNDLE_FILE).write_text(json.dumps(doc, indent=1) + "\n")
     if failing and not opts.accept_drop:
         worst = ", ".join(f"{k} -{v:.2f}" for k, v in failing.items())

@@ -33,9 +33,14 @@ class LastAnswer:
         self.answer: dict[str, np.ndarray] = {}
 
     def __call__(self, **inputs: np.ndarray) -> dict[str, np.ndarray]:
-        key = tuple((k, v.shape, hashlib.blake2b(np.ascontiguousarray(v).tobytes(),
-                                                 digest_size=16).digest())
-                    for k, v in sorted(inputs.items()))  # fmt: skip
+        key = tuple(
+            (
+                k,
+                v.shape,
+                hashlib.blake2b(np.ascontiguousarray(v).tobytes(), digest_size=16).digest(),
+            )
+            for k, v in sorted(inputs.items())
+        )
         if key != self.key:
             self.answer, self.key = self.runner(**inputs), key
         return self.answer
@@ -47,10 +52,13 @@ class Analyser:
         self.outputs: list[Output] = for_bundle(bundle)
         analysis_models = {m for o in bundle.doc.outputs.values() for m in o.models}
         self.models = BundleModels(
-            bundle, threads=cfg.threads, runtime=cfg.runtime or None,
-            accelerator=cfg.accelerator, gpu_delegate=cfg.gpu_delegate,
+            bundle,
+            threads=cfg.threads,
+            runtime=cfg.runtime or None,
+            accelerator=cfg.accelerator,
+            gpu_delegate=cfg.gpu_delegate,
             names=[m for m in bundle.doc.models if m in analysis_models],
-        )  # fmt: skip
+        )
         uses = Counter(m for o in bundle.doc.outputs.values() for m in set(o.models))
         for name, runner in self.models.runners.items():
             if uses[name] > 1:

@@ -254,8 +254,11 @@ class AnalysisPool(BasePart):
         head = True
         while flight:
             item, x = flight.popleft()
-            log.error("analysis of %s: the analysis process died%s", item[1][:12],
-                      " (attempt 1 of 2)" if head else "; analysing it again")  # fmt: skip
+            log.error(
+                "analysis of %s: the analysis process died%s",
+                item[1][:12],
+                " (attempt 1 of 2)" if head else "; analysing it again",
+            )
             self._finish(item, self._analyse, analyser, item, x, 1 if head else 2)
             head = False
 
@@ -313,8 +316,14 @@ class AnalysisPool(BasePart):
         self.metrics.processed.inc()
         self.metrics.reanalysed.inc(again)
         self.metrics.observe_ms(analysis.timings)
-        log.info("%s %s (revision %d, %s, %.0f ms)", "re-analysed" if again else "analysed",
-                 rid[:12], rev, bundle.name, sum(analysis.timings.values()))  # fmt: skip
+        log.info(
+            "%s %s (revision %d, %s, %.0f ms)",
+            "re-analysed" if again else "analysed",
+            rid[:12],
+            rev,
+            bundle.name,
+            sum(analysis.timings.values()),
+        )
         self.on_analysed()
 
     # -- bundles -----------------------------------------------------------------------------
@@ -327,8 +336,12 @@ class AnalysisPool(BasePart):
             state = {"bundle": self.version, "started_at": time.time(), "total": total}
             self.store.set_meta(REANALYSIS_KEY, state)
             if total:
-                log.info("%d records were analysed by another bundle: re-analysing them with "
-                         "%s in the background", total, self.version)  # fmt: skip
+                log.info(
+                    "%d records were analysed by another bundle: re-analysing them with "
+                    "%s in the background",
+                    total,
+                    self.version,
+                )
 
     def swap(self, analysers: Sequence[AnalyserLike], deadline_s: float = 60.0) -> None:
         """Replace the analysers (a new bundle, verified by the caller): the dispatcher pauses,
@@ -385,22 +398,31 @@ class AnalysisPool(BasePart):
         done = total - left
         elapsed = max(time.time() - float(state.get("started_at", time.time())), 1e-6)
         rate = done / elapsed if done else 0.0
-        out = {"bundle": self.version, "total": total, "done": done, "left": left,
-               "rate_per_s": round(rate, 2),
-               "eta_s": round(left / rate, 1) if rate and left else (0.0 if not left else None),
-               "share": self.reanalysers / max(len(self.analysers), 1)}  # fmt: skip
+        out = {
+            "bundle": self.version,
+            "total": total,
+            "done": done,
+            "left": left,
+            "rate_per_s": round(rate, 2),
+            "eta_s": round(left / rate, 1) if rate and left else (0.0 if not left else None),
+            "share": self.reanalysers / max(len(self.analysers), 1),
+        }
         self._progress_cache = (time.monotonic(), out)
         return out
 
     def health(self) -> dict[str, Any]:
         first = self.analysers[0]
         return {
-            "bundle": {"name": self.bundle.name, "version": self.version,
-                       "precision": self.bundle.precision, "domain": self.bundle.doc.domain,
-                       "outputs": sorted(self.bundle.doc.outputs)},
+            "bundle": {
+                "name": self.bundle.name,
+                "version": self.version,
+                "precision": self.bundle.precision,
+                "domain": self.bundle.doc.domain,
+                "outputs": sorted(self.bundle.doc.outputs),
+            },
             "runtime": first.runtime,
             "placement": dict(first.placement),
             "fallback_reason": first.fallback_reason or None,
             "reanalysis": self.progress(),
             "swapping": self.swapping,
-        }  # fmt: skip
+        }

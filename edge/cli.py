@@ -80,8 +80,9 @@ def cmd_reindex(cfg: EdgeConfig, args: argparse.Namespace) -> int:
     store.reset_sink("index")
     done: list[tuple[int, int]] = []
     batch: list[Record] = []
-    with tqdm(total=store.counts().get("analysed", 0), desc="reindex", unit="rec",
-              disable=None) as bar:  # fmt: skip
+    with tqdm(
+        total=store.counts().get("analysed", 0), desc="reindex", unit="rec", disable=None
+    ) as bar:
 
         def flush() -> None:
             index.add(batch, replace=False)  # a cleared index: nothing to replace
@@ -207,10 +208,15 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "check-config":
             sp.add_argument("--show", action="store_true", help="print the resolved config")
         if name == "reanalyze":
-            sp.add_argument("--bundle", help="a shipped bundle's name or a bundle folder "
-                            "(default: model.bundle)")  # fmt: skip
-            sp.add_argument("--older-than", metavar="BUNDLE", help="only records analysed by "
-                            "bundles made before this one")  # fmt: skip
+            sp.add_argument(
+                "--bundle",
+                help="a shipped bundle's name or a bundle folder (default: model.bundle)",
+            )
+            sp.add_argument(
+                "--older-than",
+                metavar="BUNDLE",
+                help="only records analysed by bundles made before this one",
+            )
     from edge.subscribe import add_arguments
 
     sp = sub.add_parser(

@@ -73,9 +73,15 @@ class Daemon:
         if analysers[0].fallback_reason:
             log.warning("GPU not used, running on the CPU: %s", analysers[0].fallback_reason)
         self.ingestor = Ingestor(self.store, bundle, cfg, self.metrics)
-        self.pool = AnalysisPool(self.store, self.ingestor, analysers, self.metrics,
-                                 self._analysed, cfg.reanalysis.share,
-                                 on_caught_up=self._caught_up)  # fmt: skip
+        self.pool = AnalysisPool(
+            self.store,
+            self.ingestor,
+            analysers,
+            self.metrics,
+            self._analysed,
+            cfg.reanalysis.share,
+            on_caught_up=self._caught_up,
+        )
         self.parts.append(self.pool)
         self.swapper = BundleSwapper(self.pool, cfg.model)
         if cfg.mqtt.host:
@@ -103,10 +109,14 @@ class Daemon:
             self.parts.append(self.http)
         self.sources = [SourcePart(s) for s in enabled_sources(cfg, self.ingestor, self._reject)]
         self.parts += self.sources
-        self.metrics.gauge("s3e_queue_analysis", "Images accepted, not yet analysed",
-                           self.store.count_pending)  # fmt: skip
-        self.metrics.gauge("s3e_reanalysis_left", "Records of older bundles to re-analyse",
-                           lambda: self.pool.progress()["left"])  # fmt: skip
+        self.metrics.gauge(
+            "s3e_queue_analysis", "Images accepted, not yet analysed", self.store.count_pending
+        )
+        self.metrics.gauge(
+            "s3e_reanalysis_left",
+            "Records of older bundles to re-analyse",
+            lambda: self.pool.progress()["left"],
+        )
 
     @property
     def bundle(self) -> Any:
@@ -152,10 +162,17 @@ class Daemon:
     def dead_threads(self) -> list[str]:
         """Threads of running parts that died (they log why), and capture sources whose loop
         stopped coming round (stuck in a read)."""
-        dead = [t.name for p in self._running for t in p.threads
-                if t.ident is not None and not t.is_alive()]  # fmt: skip
-        return dead + [f"capture-{s.source.key} (stalled)" for s in self.sources
-                       if s in self._running and s.stalled()]  # fmt: skip
+        dead = [
+            t.name
+            for p in self._running
+            for t in p.threads
+            if t.ident is not None and not t.is_alive()
+        ]
+        return dead + [
+            f"capture-{s.source.key} (stalled)"
+            for s in self.sources
+            if s in self._running and s.stalled()
+        ]
 
     def health(self) -> dict[str, Any]:
         """The health document, computed at most once every HEALTH_TTL_S: counting a large
@@ -172,49 +189,66 @@ class Daemon:
         status = "stopping" if self.stopping.is_set() else "degraded" if dead else "ok"
         analysis = self.pool.health()
         return {
-            "status": status, "dead_threads": dead, "device_id": self.cfg.device_id,
+            "status": status,
+            "dead_threads": dead,
+            "device_id": self.cfg.device_id,
             "uptime_s": round(time.time() - self.started_at, 1),
-            "bundle": analysis["bundle"], "runtime": analysis["runtime"],
-            "accelerator": {"requested": self.cfg.model.accelerator,
-                            "models": analysis["placement"],
-                            "fallback_reason": analysis["fallback_reason"]},
-            "reanalysis": analysis["reanalysis"], "records": self.store.counts(),
+            "bundle": analysis["bundle"],
+            "runtime": analysis["runtime"],
+            "accelerator": {
+                "requested": self.cfg.model.accelerator,
+                "models": analysis["placement"],
+                "fallback_reason": analysis["fallback_reason"],
+            },
+            "reanalysis": analysis["reanalysis"],
+            "records": self.store.counts(),
             "index_documents": self.index.num_docs,
             "mqtt": self.mqtt.health() if self.mqtt else None,
             "parts": {p.name: p.health() for p in self.parts if p.name not in ("analysis",)},
-            "capture": [s.source.key for s in self.sources] +
-                       (["upload"] if self.cfg.capture.upload.enabled else []),
-        }  # fmt: skip
+            "capture": [s.source.key for s in self.sources]
+            + (["upload"] if self.cfg.capture.upload.enabled else []),
+        }
 
     def stats(self) -> dict[str, Any]:
         """What `<prefix>/<device>/stats` says (retained, every `mqtt.stats_interval_s`)."""
         c = self.store.counts()
         total, used, free = shutil.disk_usage(self.cfg.data_dir)
         return {
-            "images_processed": c.get("analysed", 0), "images_failed": c.get("failed", 0),
-            "queues": {"analysis": c.get("pending", 0),
-                       **{k.removeprefix("due_"): v for k, v in c.items() if k.startswith("due_")}},
+            "images_processed": c.get("analysed", 0),
+            "images_failed": c.get("failed", 0),
+            "queues": {
+                "analysis": c.get("pending", 0),
+                **{k.removeprefix("due_"): v for k, v in c.items() if k.startswith("due_")},
+            },
             "reanalysis": self.pool.progress(),
             "latency_ms": self.metrics.stage_means_ms(),
             "disk": {"total_bytes": total, "used_bytes": used, "free_bytes": free},
             "uptime_s": round(time.time() - self.started_at, 1),
-        }  # fmt: skip
+        }
 
     # -- life --------------------------------------------------------------------------------
     def start(self) -> None:
-        log.info("device %s: bundle %s (%s) on %s, data in %s", self.cfg.device_id,
-                 self.pool.version, self.pool.bundle.precision,
-                 ",".join(sorted(set(self.pool.analysers[0].placement.values()))),
-                 Path(self.cfg.data_dir).resolve())  # fmt: skip
+        log.info(
+            "device %s: bundle %s (%s) on %s, data in %s",
+            self.cfg.device_id,
+            self.pool.version,
+            self.pool.bundle.precision,
+            ",".join(sorted(set(self.pool.analysers[0].placement.values()))),
+            Path(self.cfg.data_dir).resolve(),
+        )
         _raise_open_files_limit()
         orphans = self.store.sweep_orphans()
         if orphans:
-            log.warning("removed %d stored files no record names (left by a kill mid-upload)",
-                        orphans)  # fmt: skip
+            log.warning(
+                "removed %d stored files no record names (left by a kill mid-upload)", orphans
+            )
         counts = self.store.counts()
         if counts.get("pending") or counts.get("due_index"):
-            log.info("resuming: %d images to analyse, %d records to index",
-                     counts.get("pending", 0), counts.get("due_index", 0))  # fmt: skip
+            log.info(
+                "resuming: %d images to analyse, %d records to index",
+                counts.get("pending", 0),
+                counts.get("due_index", 0),
+            )
         if self.mqtt is not None:
             self.mqtt.serve(self.commands(), self.stats)
         for part in self.parts:
@@ -294,8 +328,10 @@ class SourcePart:
         return bool(src.threads) and time.monotonic() - src.beat > src.stall_after_s
 
     def health(self) -> dict[str, Any]:
-        return {"beat_age_s": round(time.monotonic() - self.source.beat, 1),
-                "stalled": self.stalled()}  # fmt: skip
+        return {
+            "beat_age_s": round(time.monotonic() - self.source.beat, 1),
+            "stalled": self.stalled(),
+        }
 
     def commands(self) -> dict[str, Command]:
         trigger = getattr(self.source, "commands", None)

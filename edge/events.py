@@ -64,9 +64,13 @@ def homeassistant_configs(cfg: MqttConfig, device: str, topics: Topics) -> dict[
     sensors = {
         "last_caption": ("Last caption", topics.events, "{{ value_json.caption }}", None),
         "anomaly": ("Anomaly", topics.events, "{{ (value_json.anomaly or 0) | round(2) }}", None),
-        "images_processed": ("Images processed", topics.stats,
-                             "{{ value_json.images_processed }}", "total_increasing"),
-    }  # fmt: skip
+        "images_processed": (
+            "Images processed",
+            topics.stats,
+            "{{ value_json.images_processed }}",
+            "total_increasing",
+        ),
+    }
     out = {}
     for key, (name, state_topic, template, state_class) in sensors.items():
         conf: dict[str, Any] = {
@@ -127,18 +131,37 @@ def json_schema() -> dict[str, Any]:
                 "at least once (drop repeated (device, id, revision)); a re-analysis sends "
                 "the next revision.",
                 "type": "object",
-                "required": ["schema", "id", "revision", "device", "source", "captured_at",
-                             "caption", "labels", "segments", "anomaly", "bundle", "outputs",
-                             "timings_ms", "urls"],
+                "required": [
+                    "schema",
+                    "id",
+                    "revision",
+                    "device",
+                    "source",
+                    "captured_at",
+                    "caption",
+                    "labels",
+                    "segments",
+                    "anomaly",
+                    "bundle",
+                    "outputs",
+                    "timings_ms",
+                    "urls",
+                ],
                 "properties": {
                     "schema": {"const": SCHEMA_VERSION},
                     "id": _ID,
-                    "revision": {"type": "integer", "minimum": 1,
-                                 "description": "1 for the first analysis, one more for each "
-                                 "re-analysis (a new bundle)"},
-                    "outputs": {"type": "object", "description": "each output plug-in's "
-                                "fields, by key (caption, segmentation, vae, ...)",
-                                "additionalProperties": {"type": "object"}},
+                    "revision": {
+                        "type": "integer",
+                        "minimum": 1,
+                        "description": "1 for the first analysis, one more for each "
+                        "re-analysis (a new bundle)",
+                    },
+                    "outputs": {
+                        "type": "object",
+                        "description": "each output plug-in's "
+                        "fields, by key (caption, segmentation, vae, ...)",
+                        "additionalProperties": {"type": "object"},
+                    },
                     "device": {"type": "string"},
                     "source": {"type": "string"},
                     "source_name": {"type": "string"},
@@ -146,44 +169,72 @@ def json_schema() -> dict[str, Any]:
                     "accepted_at": _TIME,
                     "caption": {"type": "string"},
                     "labels": {"type": "array", "items": _LABEL},
-                    "segments": {"type": "array", "items": {
-                        "type": "object", "required": ["class", "fraction"],
-                        "properties": {"class": {"type": "string"},
-                                       "fraction": {"type": "number", "minimum": 0,
-                                                    "maximum": 1}}}},
+                    "segments": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "required": ["class", "fraction"],
+                            "properties": {
+                                "class": {"type": "string"},
+                                "fraction": {"type": "number", "minimum": 0, "maximum": 1},
+                            },
+                        },
+                    },
                     "anomaly": {"type": ["number", "null"]},
-                    "out_of_domain": {"type": "boolean", "description": "the image is out of "
-                                      "the bundle's domain: its caption is withheld (empty) and "
-                                      "its one label is out_of_domain"},
-                    "ood_score": {"type": ["number", "null"],
-                                  "description": "above 1: out of domain"},
+                    "out_of_domain": {
+                        "type": "boolean",
+                        "description": "the image is out of "
+                        "the bundle's domain: its caption is withheld (empty) and "
+                        "its one label is out_of_domain",
+                    },
+                    "ood_score": {
+                        "type": ["number", "null"],
+                        "description": "above 1: out of domain",
+                    },
                     "bundle": {"type": "object", "required": ["version", "precision"]},
-                    "accelerators": {"type": "object",
-                                     "additionalProperties": {"type": "string"}},
+                    "accelerators": {"type": "object", "additionalProperties": {"type": "string"}},
                     "timings_ms": {"type": "object", "additionalProperties": {"type": "number"}},
                     "urls": _URLS,
                     "thumbnail_jpeg_base64": {"type": "string"},
-                    "vectors": {"type": "object", "description": "what a fleet searches by: "
-                                "`profile` (the image's score for each word of the bundle's "
-                                "text encoder), `latent` (the VAE's), `regions_int8` (base64 "
-                                "int8 region vectors, /127)", "properties": {
-                                    "profile": {"type": "array", "items": {"type": "number"}},
-                                    "latent": {"type": "array", "items": {"type": "number"}},
-                                    "regions_int8": {"type": "string"}}},
+                    "vectors": {
+                        "type": "object",
+                        "description": "what a fleet searches by: "
+                        "`profile` (the image's score for each word of the bundle's "
+                        "text encoder), `latent` (the VAE's), `regions_int8` (base64 "
+                        "int8 region vectors, /127)",
+                        "properties": {
+                            "profile": {"type": "array", "items": {"type": "number"}},
+                            "latent": {"type": "array", "items": {"type": "number"}},
+                            "regions_int8": {"type": "string"},
+                        },
+                    },
                 },
             },
             "alert": {
                 "description": "<prefix>/<device>/alerts: an image crossed a threshold.",
                 "type": "object",
-                "required": ["schema", "id", "revision", "device", "captured_at", "reasons",
-                             "urls"],
+                "required": [
+                    "schema",
+                    "id",
+                    "revision",
+                    "device",
+                    "captured_at",
+                    "reasons",
+                    "urls",
+                ],
                 "properties": {
                     "schema": {"const": SCHEMA_VERSION},
                     "id": _ID,
                     "revision": {"type": "integer", "minimum": 1},
-                    "reasons": {"type": "array", "minItems": 1, "items": {
-                        "type": "object", "required": ["kind", "value", "threshold"],
-                        "properties": {"kind": {"enum": ["anomaly", "label"]}}}},
+                    "reasons": {
+                        "type": "array",
+                        "minItems": 1,
+                        "items": {
+                            "type": "object",
+                            "required": ["kind", "value", "threshold"],
+                            "properties": {"kind": {"enum": ["anomaly", "label"]}},
+                        },
+                    },
                     "urls": _URLS,
                 },
             },
@@ -197,10 +248,16 @@ def json_schema() -> dict[str, Any]:
                 "<prefix>/<device>/cmd/<name> (capture, reindex, ping, bundle).",
                 "type": "object",
                 "required": ["schema", "command", "ok"],
-                "properties": {"ok": {"type": "boolean"}, "error": {"type": "string"},
-                               "request_id": {}},
+                "properties": {
+                    "ok": {"type": "boolean"},
+                    "error": {"type": "string"},
+                    "request_id": {},
+                },
             },
-            "status": {"description": "<prefix>/<device>/status: retained 'online' or "
-                       "'offline' (also the last will)", "enum": ["online", "offline"]},
+            "status": {
+                "description": "<prefix>/<device>/status: retained 'online' or "
+                "'offline' (also the last will)",
+                "enum": ["online", "offline"],
+            },
         },
-    }  # fmt: skip
+    }

@@ -47,8 +47,9 @@ class Bits:
                 got = json.loads(self.path.read_text())
                 self.values, self.full = list(got["values"])[:BITS], bool(got["full"])
             except (OSError, ValueError, KeyError, TypeError) as e:
-                log.warning("%s unreadable (%s): %s counts use the %s column", self.path, e,
-                            field, field)  # fmt: skip
+                log.warning(
+                    "%s unreadable (%s): %s counts use the %s column", self.path, e, field, field
+                )
                 self.full = True
             self._saved = len(self.values)
         self._bit = {value: i for i, value in enumerate(self.values)}
@@ -102,9 +103,14 @@ class Facets:
 
     def counts(self, searcher: Any, query: Any) -> dict[str, dict[str, int]]:
         """Label and source counts over every match of `query`."""
-        aggs = {field: {"terms": {"field": field, "size": TOP} if bits.full else
-                        {"field": bits.fast, "size": 1 << 16}}
-                for field, bits in self.bits.items()}  # fmt: skip
+        aggs = {
+            field: {
+                "terms": {"field": field, "size": TOP}
+                if bits.full
+                else {"field": bits.fast, "size": 1 << 16}
+            }
+            for field, bits in self.bits.items()
+        }
         agg = searcher.aggregate(query, aggs)
         out = {}
         for field, bits in self.bits.items():
@@ -113,8 +119,9 @@ class Facets:
                 bits.full = True  # more distinct sets than asked for: count the column
                 return self.counts(searcher, query)
             buckets = [(b["key"], int(b["doc_count"])) for b in got["buckets"]]
-            out[field] = (dict(buckets) if bits.full
-                          else bits.decode((int(k), n) for k, n in buckets))  # fmt: skip
+            out[field] = (
+                dict(buckets) if bits.full else bits.decode((int(k), n) for k, n in buckets)
+            )
         return out
 
     def counts_at(self, searcher: Any, addresses: list[Any]) -> dict[str, dict[str, int]] | None:
@@ -122,5 +129,7 @@ class Facets:
         once a field has outgrown its bits (`counts` over a query then)."""
         if any(bits.full for bits in self.bits.values()):
             return None
-        return {field: bits.decode(Counter(searcher.fast_field_values(bits.fast, addresses))
-                                   .items()) for field, bits in self.bits.items()}  # fmt: skip
+        return {
+            field: bits.decode(Counter(searcher.fast_field_values(bits.fast, addresses)).items())
+            for field, bits in self.bits.items()
+        }

@@ -42,9 +42,11 @@ UNSAFE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 MAX_HEAD_BYTES = 64 * 1024
 """A request line and headers over this many bytes get a 431 (h11 stops at 16 KB)."""
 _TOO_LARGE_BODY = b"request headers over the limit"
-TOO_LARGE = (b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: text/plain; "
-             b"charset=utf-8\r\ncontent-length: %d\r\nconnection: close\r\n\r\n%s"
-             % (len(_TOO_LARGE_BODY), _TOO_LARGE_BODY))  # fmt: skip
+TOO_LARGE = (
+    b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: text/plain; "
+    b"charset=utf-8\r\ncontent-length: %d\r\nconnection: close\r\n\r\n%s"
+    % (len(_TOO_LARGE_BODY), _TOO_LARGE_BODY)
+)
 
 
 def session_value(token: str) -> str:
@@ -119,8 +121,11 @@ class Guard:
                 headers={"WWW-Authenticate": "Bearer"},
             )
         if self.in_flight >= self.limit and path != "/healthz":
-            return JSONResponse({"detail": "too many requests in progress; try again shortly"},
-                                status_code=503, headers={"Retry-After": "1"})  # fmt: skip
+            return JSONResponse(
+                {"detail": "too many requests in progress; try again shortly"},
+                status_code=503,
+                headers={"Retry-After": "1"},
+            )
         return None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -27,10 +27,17 @@ class HttpServer:
 
     def __init__(self, app: Any, cfg: HttpConfig) -> None:
         config = uvicorn.Config(
-            app, host=cfg.host, port=cfg.port, log_level="warning", access_log=False,
-            lifespan="off", timeout_graceful_shutdown=2, timeout_keep_alive=5, loop="uvloop",
+            app,
+            host=cfg.host,
+            port=cfg.port,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            timeout_graceful_shutdown=2,
+            timeout_keep_alive=5,
+            loop="uvloop",
             http=GuardedProtocol.configure(cfg),
-        )  # fmt: skip
+        )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name="http", daemon=True)
 
@@ -63,9 +70,18 @@ class HttpPart(BasePart):
         d = daemon
         self.cfg = d.cfg.http
         semantic = SemanticSearch(d.store, d.index_part.profile, lambda: d.pool.bundle)
-        self.ctx = ApiContext(d.cfg, d.index, d.metrics, d.health, d.store, d.ingestor,
-                              d.index_part.latent, semantic, d.hooks,
-                              d.swapper.swap)  # fmt: skip
+        self.ctx = ApiContext(
+            d.cfg,
+            d.index,
+            d.metrics,
+            d.health,
+            d.store,
+            d.ingestor,
+            d.index_part.latent,
+            semantic,
+            d.hooks,
+            d.swapper.swap,
+        )
         self.server = HttpServer(create_app(self.ctx), self.cfg)
         self.port: int | None = None
         self._mqtt = d.mqtt

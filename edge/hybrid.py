@@ -49,19 +49,35 @@ class HybridSearch:
         self.index, self.semantic = index, semantic
 
     def search(
-        self, q: str, filters: Filters, mode: str = "hybrid", limit: int = 20, offset: int = 0,
-        fusion: str = "rrf", facets: bool = True, recent: bool = False,
-    ) -> Result:  # fmt: skip
+        self,
+        q: str,
+        filters: Filters,
+        mode: str = "hybrid",
+        limit: int = 20,
+        offset: int = 0,
+        fusion: str = "rrf",
+        facets: bool = True,
+        recent: bool = False,
+    ) -> Result:
         """`recent`: newest first (keyword search only: a ranking by meaning has no date
         order)."""
         plain = not _SYNTAX.search(q)
-        if (mode == "keyword" or recent or not q.strip() or not plain or self.semantic is None
-                or self.semantic.encoder() is None):  # fmt: skip
+        if (
+            mode == "keyword"
+            or recent
+            or not q.strip()
+            or not plain
+            or self.semantic is None
+            or self.semantic.encoder() is None
+        ):
             return self._keyword(q, filters, limit, offset, facets, mode, recent)
         depth = max(DEPTH, offset + limit)
         searcher = self.index.snapshot()
-        keyword = (BESIDE.submit(self.index.ranked, searcher, q, filters, depth)
-                   if mode == "hybrid" else None)  # fmt: skip
+        keyword = (
+            BESIDE.submit(self.index.ranked, searcher, q, filters, depth)
+            if mode == "hybrid"
+            else None
+        )
         ranked = self.semantic.rank(q, depth)
         if ranked is None:  # the bundle changed meanwhile
             return self._keyword(q, filters, limit, offset, facets, mode, recent)
@@ -83,17 +99,23 @@ class HybridSearch:
                 if "semantic" in match:
                     match["semantic"]["words"] = ranked.words.get(seq, {})
                 hits.append({**docs[seq].__dict__, "score": round(score, 6), "match": match})
-        res = Result(mode, len(order), hits, counts, ranked.parsed.corrected,
-                     ranked.parsed.unknown)  # fmt: skip
+        res = Result(mode, len(order), hits, counts, ranked.parsed.corrected, ranked.parsed.unknown)
         res.message = message_for(res, ranked)
         return res
 
     def _keyword(
-        self, q: str, filters: Filters, limit: int, offset: int, facets: bool, mode: str,
+        self,
+        q: str,
+        filters: Filters,
+        limit: int,
+        offset: int,
+        facets: bool,
+        mode: str,
         recent: bool,
-    ) -> Result:  # fmt: skip
-        total, hits, counts = self.index.search(q, filters, limit, offset, fuzzy=True,
-                                                facets=facets, recent=recent)  # fmt: skip
+    ) -> Result:
+        total, hits, counts = self.index.search(
+            q, filters, limit, offset, fuzzy=True, facets=facets, recent=recent
+        )
         out = []
         for rank, h in enumerate(hits, start=offset + 1):
             why = {"rank": rank, "score": h.score, "terms": matched_terms(q, h.caption)}
@@ -132,13 +154,17 @@ def message_for(res: Result, ranked: Ranked) -> str:
     if not ranked.parsed.content and not ranked.parsed.unknown:
         return "nothing to search for: the query has only common words (a, the, of...)"
     if res.corrected:
-        parts.append("searched for " + ", ".join(f"{v!r} (you typed {k!r})"
-                                                 for k, v in res.corrected.items()))  # fmt: skip
+        parts.append(
+            "searched for "
+            + ", ".join(f"{v!r} (you typed {k!r})" for k, v in res.corrected.items())
+        )
     if res.unknown:
         names = ", ".join(repr(w) for w in res.unknown)
         if not ranked.parsed.content and not res.total:
-            parts.append(f"no image matched: {names} are not words the models know (they know "
-                         "only the words of their training captions)")  # fmt: skip
+            parts.append(
+                f"no image matched: {names} are not words the models know (they know "
+                "only the words of their training captions)"
+            )
         else:
             parts.append(f"ignored {names}: not words the models know")
     return "; ".join(parts)

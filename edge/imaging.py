@@ -22,24 +22,36 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 EXTENSIONS = {
-    "JPEG": "jpg", "MPO": "jpg", "PNG": "png", "GIF": "gif", "BMP": "bmp", "TIFF": "tif",
+    "JPEG": "jpg",
+    "MPO": "jpg",
+    "PNG": "png",
+    "GIF": "gif",
+    "BMP": "bmp",
+    "TIFF": "tif",
     "WEBP": "webp",
-}  # fmt: skip
+}
 """The formats accepted, and the extension an original is stored under. Pillow is asked for
 these only (`formats=`): anything else is refused before a decoder for it is even tried."""
 ACCEPTED = ("JPEG", "PNG", "GIF", "BMP", "TIFF", "WEBP")  # MPO opens as JPEG
 # What HTTP and S3 are told an original is, by its extension.
 MEDIA_TYPES = {
-    "jpg": "image/jpeg", "png": "image/png", "gif": "image/gif", "bmp": "image/bmp",
-    "tif": "image/tiff", "webp": "image/webp",
-}  # fmt: skip
+    "jpg": "image/jpeg",
+    "png": "image/png",
+    "gif": "image/gif",
+    "bmp": "image/bmp",
+    "tif": "image/tiff",
+    "webp": "image/webp",
+}
 # EXIF orientation -> the transpose that turns the pixels upright.
 _UPRIGHT = {
-    2: [Image.Transpose.FLIP_LEFT_RIGHT], 3: [Image.Transpose.ROTATE_180],
-    4: [Image.Transpose.FLIP_TOP_BOTTOM], 5: [Image.Transpose.TRANSPOSE],
-    6: [Image.Transpose.ROTATE_270], 7: [Image.Transpose.TRANSVERSE],
+    2: [Image.Transpose.FLIP_LEFT_RIGHT],
+    3: [Image.Transpose.ROTATE_180],
+    4: [Image.Transpose.FLIP_TOP_BOTTOM],
+    5: [Image.Transpose.TRANSPOSE],
+    6: [Image.Transpose.ROTATE_270],
+    7: [Image.Transpose.TRANSVERSE],
     8: [Image.Transpose.ROTATE_90],
-}  # fmt: skip
+}
 
 
 def media_type(ext: str) -> str:
@@ -218,9 +230,17 @@ def thumbnail_jpeg(image: Image.Image, size: int) -> bytes:
 
 
 PALETTE = [
-    (0, 0, 0), (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200),
-    (245, 130, 48), (145, 30, 180), (70, 240, 240), (240, 50, 230), (210, 245, 60),
-]  # fmt: skip
+    (0, 0, 0),
+    (230, 25, 75),
+    (60, 180, 75),
+    (255, 225, 25),
+    (0, 130, 200),
+    (245, 130, 48),
+    (145, 30, 180),
+    (70, 240, 240),
+    (240, 50, 230),
+    (210, 245, 60),
+]
 """Mask colours by class id (repeating past ten classes)."""
 
 

@@ -128,9 +128,15 @@ def document(r: Record, facets: Facets) -> tantivy.Document:
     """What search sees of a record (`edge.views.index_fields`)."""
     f = views.index_fields(r)
     doc = tantivy.Document(
-        id=f["id"], caption=f["caption"], labels=f["labels"], classes=f["classes"],
-        source=f["source"], device=f["device"], bundle=f["bundle"], anomaly=f["anomaly"],
-    )  # fmt: skip
+        id=f["id"],
+        caption=f["caption"],
+        labels=f["labels"],
+        classes=f["classes"],
+        source=f["source"],
+        device=f["device"],
+        bundle=f["bundle"],
+        anomaly=f["anomaly"],
+    )
     doc.add_date("captured", utc(r.captured_at))
     doc.add_unsigned("seq", r.seq)
     for name, bits in facets.encode({"labels": f["labels"], "source": [f["source"]]}).items():
@@ -174,8 +180,9 @@ class SearchIndex:
         """The folder held another schema and was emptied: every record must be indexed."""
         self.index = self._open(writable)
         self.facets = Facets(path)
-        self._field_names = {int(FIELD_ID.findall(repr(self.index.parse_query(f"{f}:x")))[0]):
-                             f for f in FUZZY}  # fmt: skip
+        self._field_names = {
+            int(FIELD_ID.findall(repr(self.index.parse_query(f"{f}:x")))[0]): f for f in FUZZY
+        }
         self._writer: Any = None
         self._lock = threading.Lock()
         if writable:
@@ -196,8 +203,9 @@ class SearchIndex:
             found = None
         has_files = any(p.name != SCHEMA_FILE for p in self.path.iterdir())
         if writable and found != SCHEMA_VERSION and has_files:
-            self._empty(f"schema v{found or 1} in {self.path}, this daemon writes "
-                        f"v{SCHEMA_VERSION}")  # fmt: skip
+            self._empty(
+                f"schema v{found or 1} in {self.path}, this daemon writes v{SCHEMA_VERSION}"
+            )
         try:
             index = tantivy.Index(self.schema, path=str(self.path), reuse=True)
         except ValueError as e:
@@ -272,8 +280,9 @@ class SearchIndex:
             exact = self.index.parse_query(q, DEFAULT_FIELDS, conjunction_by_default=True)
             if not fuzzy:
                 return exact
-            fuzzy_words = self.index.parse_query(q, DEFAULT_FIELDS, fuzzy_fields=FUZZY,
-                                                 conjunction_by_default=True)  # fmt: skip
+            fuzzy_words = self.index.parse_query(
+                q, DEFAULT_FIELDS, fuzzy_fields=FUZZY, conjunction_by_default=True
+            )
             if not self._adds(fuzzy_words):
                 return exact
         except ValueError as e:
@@ -300,20 +309,28 @@ class SearchIndex:
             return total, hits[:n], set()
         window = hits[:RESCORE_WINDOW]
         among = tantivy.Query.const_score_query(self._seqs([k for _, _, k in window]), 0.0)
-        inside = tantivy.Query.boolean_query([(tantivy.Occur.Must, phrase),
-                                              (tantivy.Occur.Must, among)])  # fmt: skip
+        inside = tantivy.Query.boolean_query(
+            [(tantivy.Occur.Must, phrase), (tantivy.Occur.Must, among)]
+        )
         found = searcher.search(inside, len(window), count=False).hits
-        bonus = dict(zip(_seqs_of(searcher, [a for _, a in found]),
-                         (PHRASE_BOOST * float(s) for s, _ in found), strict=True))  # fmt: skip
-        window = sorted(((s + bonus.get(k, 0.0), a, k) for s, a, k in window),
-                        key=lambda h: -h[0])  # fmt: skip
+        bonus = dict(
+            zip(
+                _seqs_of(searcher, [a for _, a in found]),
+                (PHRASE_BOOST * float(s) for s, _ in found),
+                strict=True,
+            )
+        )
+        window = sorted(((s + bonus.get(k, 0.0), a, k) for s, a, k in window), key=lambda h: -h[0])
         return total, (window + hits[RESCORE_WINDOW:])[:n], set(bonus)
 
     def _one_edit_adds(self, q: str) -> bool:
         """Whether the one-edit part of `q` can match a document its exact words do not."""
         try:
-            return self._adds(self.index.parse_query(q, DEFAULT_FIELDS, fuzzy_fields=FUZZY,
-                                                     conjunction_by_default=True))  # fmt: skip
+            return self._adds(
+                self.index.parse_query(
+                    q, DEFAULT_FIELDS, fuzzy_fields=FUZZY, conjunction_by_default=True
+                )
+            )
         except ValueError as e:
             raise QuerySyntaxError(str(e)) from None
 
@@ -333,8 +350,10 @@ class SearchIndex:
                 return True
             if name not in known:
                 known[name] = [t for t, _ in searcher.terms_with_prefix(name, "")]
-            if any(t != text and abs(len(t) - len(text)) <= 1 and within_one_edit(text, t)
-                   for t in known[name]):  # fmt: skip
+            if any(
+                t != text and abs(len(t) - len(text)) <= 1 and within_one_edit(text, t)
+                for t in known[name]
+            ):
                 return True
         return False
 
@@ -350,11 +369,13 @@ class SearchIndex:
         if f.since or f.until:
             parts.append(
                 tantivy.Query.range_query(
-                    self.schema, "captured", tantivy.FieldType.Date,
+                    self.schema,
+                    "captured",
+                    tantivy.FieldType.Date,
                     min(max(f.since or EARLIEST, EARLIEST), LATEST),
                     min(max(f.until or LATEST, EARLIEST), LATEST),
                 )
-            )  # fmt: skip
+            )
         if f.min_anomaly is not None:
             parts.append(
                 tantivy.Query.range_query(
@@ -366,9 +387,15 @@ class SearchIndex:
         return tantivy.Query.boolean_query([(tantivy.Occur.Must, p) for p in parts])
 
     def search(
-        self, q: str, filters: Filters, limit: int = 20, offset: int = 0, fuzzy: bool = False,
-        facets: bool = True, recent: bool = False,
-    ) -> tuple[int, list[Hit], dict[str, dict[str, int]]]:  # fmt: skip
+        self,
+        q: str,
+        filters: Filters,
+        limit: int = 20,
+        offset: int = 0,
+        fuzzy: bool = False,
+        facets: bool = True,
+        recent: bool = False,
+    ) -> tuple[int, list[Hit], dict[str, dict[str, int]]]:
         """(total matches, one page of hits, label and source counts over every match: {}
         unless `facets`, as counting them visits every match); `recent`: newest first."""
         query = self.query(q, filters, fuzzy)
@@ -378,8 +405,13 @@ class SearchIndex:
             # past 10 windows deep, the page is read in the words' order, which the re-scored
             # order follows on from; only the window itself is reordered
             if recent or not phrased(q) or offset + limit > 10 * RESCORE_WINDOW:
-                result = searcher.search(query, limit, count=True, offset=offset,
-                                         order_by_field="captured" if recent else None)  # fmt: skip
+                result = searcher.search(
+                    query,
+                    limit,
+                    count=True,
+                    offset=offset,
+                    order_by_field="captured" if recent else None,
+                )
                 total, page = int(getattr(result, "count", 0) or 0), result.hits
             else:
                 total, best, _ = self._best(searcher, query, q, offset + limit, count=True)
@@ -387,8 +419,7 @@ class SearchIndex:
         except ValueError as e:  # a query that parses but cannot run, e.g. "caption:*"
             raise QuerySyntaxError(str(e)) from None
         snippets = self._snippets(searcher, query)
-        hits = [self._hit(searcher.doc(a), 0.0 if recent else float(s), snippets)
-                for s, a in page]  # fmt: skip
+        hits = [self._hit(searcher.doc(a), 0.0 if recent else float(s), snippets) for s, a in page]
         return total, hits, counts.result() if counts is not None else {}
 
     # Fusing rankings works on record seqs, read from the fast field: fetching a stored
@@ -417,8 +448,9 @@ class SearchIndex:
             exact = self.query(q, filters)
             _, hits, together = self._best(searcher, exact, q, limit, count=False)
             if len(hits) < limit and self._one_edit_adds(q):
-                _, hits, together = self._best(searcher, self.query(q, filters, fuzzy=True), q,
-                                               limit, count=False)  # fmt: skip
+                _, hits, together = self._best(
+                    searcher, self.query(q, filters, fuzzy=True), q, limit, count=False
+                )
         except ValueError as e:
             raise QuerySyntaxError(str(e)) from None
         return [(k, s, a) for s, a, k in hits if not together or k in together]
@@ -427,8 +459,7 @@ class SearchIndex:
         """The address of each of `seqs` that is indexed and passes `filters`."""
         if not seqs:
             return {}
-        result = searcher.search(self._filtered(self._seqs(seqs), filters), len(seqs),
-                                 count=False)  # fmt: skip
+        result = searcher.search(self._filtered(self._seqs(seqs), filters), len(seqs), count=False)
         addresses = [a for _, a in result.hits]
         return dict(zip(_seqs_of(searcher, addresses), addresses, strict=True))
 
@@ -467,11 +498,17 @@ class SearchIndex:
         caption = d["caption"][0] if d.get("caption") else ""
         snippet = snippets.snippet_from_doc(doc).to_html() if snippets is not None else ""
         return Hit(
-            id=d["id"][0], score=score, caption=caption,
-            snippet=snippet or html.escape(caption), labels=d.get("labels", []),
-            classes=d.get("classes", []), source=d["source"][0], device=d["device"][0],
-            captured_at=d["captured"][0].isoformat(), anomaly=float(d["anomaly"][0]),
-        )  # fmt: skip
+            id=d["id"][0],
+            score=score,
+            caption=caption,
+            snippet=snippet or html.escape(caption),
+            labels=d.get("labels", []),
+            classes=d.get("classes", []),
+            source=d["source"][0],
+            device=d["device"][0],
+            captured_at=d["captured"][0].isoformat(),
+            anomaly=float(d["anomaly"][0]),
+        )
 
 
 def phrased(q: str) -> bool:

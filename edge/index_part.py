@@ -34,15 +34,19 @@ class IndexPart(BasePart):
         self.latent = VectorIndex(ctx.store, folder, "latent", "l2sq", bundle)
         self.profile = VectorIndex(ctx.store, folder, "profile", "ip", bundle, "columns")
         sink = IndexSink(self.index, ctx.metrics, [self.latent, self.profile])
-        self.worker = SinkWorker(ctx.store, sink, cfg.index.commit_every,
-                                 cfg.index.commit_interval_s, ctx.metrics)  # fmt: skip
+        self.worker = SinkWorker(
+            ctx.store, sink, cfg.index.commit_every, cfg.index.commit_interval_s, ctx.metrics
+        )
         ctx.hooks.on_analysed.append(self.worker.notify)
         ctx.hooks.on_caught_up.append(self.worker.flush)
         m, index = ctx.metrics, self.index
         m.gauge("s3e_index_documents", "Documents in the search index", lambda: index.num_docs)
         m.gauge("s3e_index_size_bytes", "Index size on disk", index.size_bytes)
-        m.gauge("s3e_queue_index", "Analysed records not yet searchable",
-                lambda: ctx.store.count_due("index"))  # fmt: skip
+        m.gauge(
+            "s3e_queue_index",
+            "Analysed records not yet searchable",
+            lambda: ctx.store.count_due("index"),
+        )
 
     def start(self) -> None:
         for v in (self.latent, self.profile):
@@ -51,8 +55,9 @@ class IndexPart(BasePart):
         if self.index.rebuilt:
             n = self.store.reset_sink("index")
             log.warning("rebuilding the search index from the store: %d records", n)
-            threading.Thread(target=self._report_rebuild, args=(n,), daemon=True,
-                             name="index-rebuild-progress").start()  # fmt: skip
+            threading.Thread(
+                target=self._report_rebuild, args=(n,), daemon=True, name="index-rebuild-progress"
+            ).start()
         self.worker.start()
 
     def _report_rebuild(self, total: int) -> None:
@@ -73,8 +78,11 @@ class IndexPart(BasePart):
         return [self.worker.thread]
 
     def health(self) -> dict[str, Any]:
-        return {"documents": self.index.num_docs, "set_aside": self.worker.set_aside,
-                "vectors": {v.blob: v.health() for v in (self.latent, self.profile)}}  # fmt: skip
+        return {
+            "documents": self.index.num_docs,
+            "set_aside": self.worker.set_aside,
+            "vectors": {v.blob: v.health() for v in (self.latent, self.profile)},
+        }
 
     def commands(self) -> dict[str, Command]:
         return {"reindex": self._cmd_reindex}

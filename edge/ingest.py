@@ -143,16 +143,30 @@ class Ingestor:
         # Concurrent accepts of the same bytes are safe: INSERT OR IGNORE keeps one row, and
         # each writer renames its own temp file onto the same content.
         new = self.store.accept(
-            rid, data, ext=img.ext, width=img.width, height=img.height, thumb=thumb,
-            source=source, source_name=name, captured_at=captured_at or time.time(),
+            rid,
+            data,
+            ext=img.ext,
+            width=img.width,
+            height=img.height,
+            thumb=thumb,
+            source=source,
+            source_name=name,
+            captured_at=captured_at or time.time(),
             timings=timings,
-        )  # fmt: skip
+        )
         timings["store_ms"] = (time.perf_counter() - t2) * 1e3
         self.metrics.observe_ms(timings)
         if new:
             self.metrics.accepted.labels(source).inc()
-            log.info("accepted %s from %s %s (%dx%d %s)", rid[:12], source, name,
-                     img.width, img.height, img.format)  # fmt: skip
+            log.info(
+                "accepted %s from %s %s (%dx%d %s)",
+                rid[:12],
+                source,
+                name,
+                img.width,
+                img.height,
+                img.format,
+            )
             self.accepted.set()
         else:
             self.metrics.duplicates.inc()

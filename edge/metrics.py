@@ -26,9 +26,12 @@ class Metrics:
         )
         self.errors = Counter("s3e_errors", "Errors, by kind", ["kind"], registry=r)
         self.stage = Histogram(
-            "s3e_stage_seconds", "Latency per pipeline stage", ["stage"],
-            buckets=STAGE_BUCKETS, registry=r,
-        )  # fmt: skip
+            "s3e_stage_seconds",
+            "Latency per pipeline stage",
+            ["stage"],
+            buckets=STAGE_BUCKETS,
+            registry=r,
+        )
         self.indexed = Counter("s3e_records_indexed", "Records committed to the index", registry=r)
 
     def gauge(self, name: str, doc: str, fn: Callable[[], float]) -> None:

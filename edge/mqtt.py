@@ -98,11 +98,18 @@ class MqttLink:
         return f"{self.cfg.host}:{self.cfg.port}"
 
     def start(self) -> None:
-        log.info("publishing to MQTT broker %s as %s, topics %s/%s/#", self.where,
-                 self.client_id, self.cfg.topic_prefix, self.device_id)  # fmt: skip
+        log.info(
+            "publishing to MQTT broker %s as %s, topics %s/%s/#",
+            self.where,
+            self.client_id,
+            self.cfg.topic_prefix,
+            self.device_id,
+        )
         if self.cfg.qos == 0:
-            log.warning("mqtt.qos = 0: no PUBACK, so an event counts as published once sent; "
-                        "delivery is at most once")  # fmt: skip
+            log.warning(
+                "mqtt.qos = 0: no PUBACK, so an event counts as published once sent; "
+                "delivery is at most once"
+            )
         self.thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
@@ -137,9 +144,11 @@ class MqttLink:
                 self._down.wait()
                 self.client.loop_stop()
                 if not self._answered and not self._stop.is_set():
-                    self._report(f"MQTT broker {self.where} closed the connection before "
-                                 "answering it (a TLS client certificate required? "
-                                 "mqtt.tls.cert, mqtt.tls.key)")  # fmt: skip
+                    self._report(
+                        f"MQTT broker {self.where} closed the connection before "
+                        "answering it (a TLS client certificate required? "
+                        "mqtt.tls.cert, mqtt.tls.key)"
+                    )
             except ssl.SSLError as e:
                 self._report(f"MQTT broker {self.where}: TLS failed: {e.reason or e}")
             except OSError as e:
@@ -166,8 +175,9 @@ class MqttLink:
         self._set_down()
         self._down.set()
         if was_up and not self._stop.is_set():
-            self._report(f"MQTT broker {self.where}: connection lost ({rc.getName()}); "
-                         "reconnecting")  # fmt: skip
+            self._report(
+                f"MQTT broker {self.where}: connection lost ({rc.getName()}); reconnecting"
+            )
 
     def _on_publish(self, _c: Any, _u: Any, mid: int, rc: ReasonCode, _p: Any) -> None:
         if rc.is_failure:
@@ -181,17 +191,20 @@ class MqttLink:
         self._answered = True
         if rc.is_failure:
             hint = " (check mqtt.username and mqtt.password)" if rc.value in (134, 135) else ""
-            self._report(f"MQTT broker {self.where} refused the connection: {rc.getName()}"
-                         + hint)  # fmt: skip
+            self._report(f"MQTT broker {self.where} refused the connection: {rc.getName()}" + hint)
             self._down.set()
             return
         # Our store re-sends what was not acknowledged; paho re-sending too would double it.
         client.drop_out_messages()
         limit = getattr(props, "ReceiveMaximum", None) if props is not None else None
         if limit and limit < self._inflight:  # paho cannot change it on a live connection
-            log.warning("MQTT broker %s takes %d unacknowledged messages, not %d; "
-                        "reconnecting with that window", self.where, limit,
-                        self._inflight)  # fmt: skip
+            log.warning(
+                "MQTT broker %s takes %d unacknowledged messages, not %d; "
+                "reconnecting with that window",
+                self.where,
+                limit,
+                self._inflight,
+            )
             self._inflight = limit
             self._down.set()
             client.disconnect()
@@ -305,8 +318,11 @@ class MqttSink:
             self._inflight.pop((r.id, r.revision), None)
         for info in flat[acked:]:
             if info.mid in self.link.refused:
-                log.error("MQTT broker refused an event on %s: %s (check the broker's ACL)",
-                          self.link.topics.events, self.link.refused[info.mid])  # fmt: skip
+                log.error(
+                    "MQTT broker refused an event on %s: %s (check the broker's ACL)",
+                    self.link.topics.events,
+                    self.link.refused[info.mid],
+                )
                 break
         return done
 
@@ -321,13 +337,19 @@ class MqttSink:
                 thumb = events.small_jpeg(path.read_bytes(), self.mqtt.thumbnail_max_bytes)
         vecs = views.vectors(self.store.blobs_of(r.id, views.VECTOR_BLOBS))
         payload = views.event(r, urls, thumb, vecs)
-        infos = [self.link.client.publish(self.link.topics.events, json.dumps(payload),
-                                          qos=self.mqtt.qos)]  # fmt: skip
+        infos = [
+            self.link.client.publish(
+                self.link.topics.events, json.dumps(payload), qos=self.mqtt.qos
+            )
+        ]
         alerts = self.mqtt.alerts
         alert = views.alert(r, alerts.anomaly_above, alerts.labels, urls)
         if alert is not None:
-            infos.append(self.link.client.publish(self.link.topics.alerts, json.dumps(alert),
-                                                  qos=self.mqtt.qos))  # fmt: skip
+            infos.append(
+                self.link.client.publish(
+                    self.link.topics.alerts, json.dumps(alert), qos=self.mqtt.qos
+                )
+            )
         self._inflight[(r.id, r.revision)] = infos
         return infos
 
@@ -338,8 +360,9 @@ class MqttSink:
     def publish_stats(self, stats: dict[str, Any]) -> None:
         if self.link.connected.is_set():
             payload = {"schema": events.SCHEMA_VERSION, "device": self.link.device_id, **stats}
-            self.link.client.publish(self.link.topics.stats, json.dumps(payload), qos=1,
-                                     retain=True)  # fmt: skip
+            self.link.client.publish(
+                self.link.topics.stats, json.dumps(payload), qos=1, retain=True
+            )
 
 
 class MqttPart(BasePart):
@@ -356,17 +379,27 @@ class MqttPart(BasePart):
         # Wake at every new record: an event's latency matters more than batching. Take up to
         # 16 x max_inflight per round: each round ends waiting for its last PUBACK, and fewer
         # rounds took the outbox from 1.2k to about 3.6k events/s (bench/mqtt.py).
-        self.worker = SinkWorker(store, self.sink, batch=16 * cfg.mqtt.max_inflight,
-                                 interval=1.0, metrics=metrics, wake_after=1)  # fmt: skip
+        self.worker = SinkWorker(
+            store,
+            self.sink,
+            batch=16 * cfg.mqtt.max_inflight,
+            interval=1.0,
+            metrics=metrics,
+            wake_after=1,
+        )
         self.link.on_connected.append(self.worker.wake.set)
         ctx.hooks.on_analysed.append(self.worker.notify)
-        metrics.gauge("s3e_queue_publish", "Analysed records not yet acknowledged by the broker",
-                      lambda: store.count_due("mqtt"))  # fmt: skip
+        metrics.gauge(
+            "s3e_queue_publish",
+            "Analysed records not yet acknowledged by the broker",
+            lambda: store.count_due("mqtt"),
+        )
         self.interval = cfg.mqtt.stats_interval_s
         self._stats: Callable[[], dict[str, Any]] = dict
         self._stop = threading.Event()
-        self._stats_thread = threading.Thread(target=self._stats_loop, name="mqtt-stats",
-                                              daemon=True)  # fmt: skip
+        self._stats_thread = threading.Thread(
+            target=self._stats_loop, name="mqtt-stats", daemon=True
+        )
 
     @property
     def threads(self) -> list[threading.Thread]:

@@ -179,8 +179,12 @@ class LiteRtGpuAccelerator:
                 return CompiledRunner(path, output_names, gpu=True)
             except (ImportError, RuntimeError, ValueError) as e:
                 error: Exception = e
-        causes = [ln.strip() for key in ("No adapters", "Failed to initialize") for ln in printed
-                  if key in ln]  # fmt: skip
+        causes = [
+            ln.strip()
+            for key in ("No adapters", "Failed to initialize")
+            for ln in printed
+            if key in ln
+        ]
         why = causes[0] if causes else (str(error).strip().splitlines() or [repr(error)])[0]
         raise AcceleratorError(f"LiteRT GPU accelerator cannot run {path.name}: {why}")
 

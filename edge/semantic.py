@@ -45,8 +45,9 @@ class QueryEncoder:
         self.index = {w: i for i, w in enumerate(self.vocab)}
         settings = bundle.settings("embedding")
         self.max_tokens, self.grid = int(settings["max_tokens"]), int(settings["grid"])
-        self.runner = runner or CpuAccelerator(1).runner(bundle.model_path("text_encoder"),
-                                                         ["words"])  # fmt: skip
+        self.runner = runner or CpuAccelerator(1).runner(
+            bundle.model_path("text_encoder"), ["words"]
+        )
         self._lock = threading.Lock()
 
     def encode(self, text: str) -> tuple[ParsedQuery, np.ndarray, np.ndarray]:
@@ -113,9 +114,11 @@ class SemanticSearch:
         names = [parsed.words[i] for i in content]
         keys = [seqs[i] for i in order]
         words = np.round(best[order][:, content].astype(np.float64), 4).tolist()
-        return Ranked(parsed, list(zip(keys, scores[order].tolist(), strict=True)),
-                      {k: dict(zip(names, w, strict=True))
-                       for k, w in zip(keys, words, strict=True)})  # fmt: skip
+        return Ranked(
+            parsed,
+            list(zip(keys, scores[order].tolist(), strict=True)),
+            {k: dict(zip(names, w, strict=True)) for k, w in zip(keys, words, strict=True)},
+        )
 
     def match(self, rid: str, text: str) -> dict[str, Any] | None:
         """Each content word of `text`: its map over the image's grid and its score; None
@@ -137,7 +140,16 @@ def match(enc: QueryEncoder, text: str, regions: bytes) -> dict[str, Any] | None
         if not mask[t]:
             continue
         z = np.exp((sims[t] - sims[t].max()) / MAP_TEMPERATURE)
-        words.append({"word": w, "map": [round(float(x), 5) for x in z / z.sum()],
-                      "score": round(float((vectors[t] @ image.T).max()), 4)})  # fmt: skip
-    return {"grid": enc.grid, "words": words, "unknown": parsed.unknown,
-            "corrected": parsed.corrected}  # fmt: skip
+        words.append(
+            {
+                "word": w,
+                "map": [round(float(x), 5) for x in z / z.sum()],
+                "score": round(float((vectors[t] @ image.T).max()), 4),
+            }
+        )
+    return {
+        "grid": enc.grid,
+        "words": words,
+        "unknown": parsed.unknown,
+        "corrected": parsed.corrected,
+    }

@@ -176,14 +176,23 @@ class SinkWorker:
         except RecordsRefusedError as e:
             self.metrics.errors.labels(f"sink_{self.sink.name}").inc(len(e.refused))
             for rid, why in e.refused.items():
-                log.error("sink %s cannot take %s (set aside until restart): %s",
-                          self.sink.name, rid[:12], why)  # fmt: skip
+                log.error(
+                    "sink %s cannot take %s (set aside until restart): %s",
+                    self.sink.name,
+                    rid[:12],
+                    why,
+                )
                 self._set_aside.add(rid)
             return e.done
         except Exception as e:
             self.metrics.errors.labels(f"sink_{self.sink.name}").inc()
-            log.error("sink %s failed on %d records: %s: %s", self.sink.name, len(records),
-                      type(e).__name__, e)  # fmt: skip
+            log.error(
+                "sink %s failed on %d records: %s: %s",
+                self.sink.name,
+                len(records),
+                type(e).__name__,
+                e,
+            )
             if len(records) == 1:
                 return []
         done: list[str] = []  # one by one: a record at fault, or the whole sink down?
@@ -195,8 +204,12 @@ class SinkWorker:
                 failed.append((r, e))
         if done:  # others went through, so these records are at fault
             for r, err in failed:
-                log.error("sink %s cannot take %s (set aside until restart): %s",
-                          self.sink.name, r.id[:12], err)  # fmt: skip
+                log.error(
+                    "sink %s cannot take %s (set aside until restart): %s",
+                    self.sink.name,
+                    r.id[:12],
+                    err,
+                )
                 self._set_aside.add(r.id)
         return done
 

@@ -200,12 +200,24 @@ class Store:
         files = [self.original_path(rid, ext), self.derived_path(rid, "thumb.jpg")]
         self.write_atomic(files[0], data)
         self.write_atomic(files[1], thumb)
-        row = (rid, self.device_id, source, source_name, captured_at, time.time(), ext,
-               len(data), width, height, json.dumps(timings or {}))  # fmt: skip
-        return bool(self._commit(lambda db: db.execute(
+        row = (
+            rid,
+            self.device_id,
+            source,
+            source_name,
+            captured_at,
+            time.time(),
+            ext,
+            len(data),
+            width,
+            height,
+            json.dumps(timings or {}),
+        )
+        insert = (
             "INSERT OR IGNORE INTO records (id, device_id, source, source_name, captured_at, "
-            "accepted_at, ext, size, width, height, timings) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-            row).rowcount == 1, files))  # fmt: skip
+            "accepted_at, ext, size, width, height, timings) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
+        )
+        return bool(self._commit(lambda db: db.execute(insert, row).rowcount == 1, files))
 
     def _commit(self, run: Callable[[sqlite3.Connection], Any], files: list[Path]) -> Any:
         """`run(db)` in the next group commit, after `files` are durable; its result."""
@@ -220,8 +232,9 @@ class Store:
     def _start_committer(self) -> None:
         with self._lock:
             if self._committer is None:
-                self._committer = threading.Thread(target=self._commit_groups,
-                                                   name="store-commit", daemon=True)  # fmt: skip
+                self._committer = threading.Thread(
+                    target=self._commit_groups, name="store-commit", daemon=True
+                )
                 self._committer.start()
 
     def _commit_groups(self) -> None:
@@ -275,9 +288,12 @@ class Store:
 
     def count_stale(self, bundle: str, older_than: str | None = None) -> int:
         with self._lock:
-            return int(self._db.execute(
-                f"SELECT COUNT(*) FROM records WHERE {_STALE}",
-                (bundle, f"failed@{bundle}", older_than, older_than)).fetchone()[0])  # fmt: skip
+            return int(
+                self._db.execute(
+                    f"SELECT COUNT(*) FROM records WHERE {_STALE}",
+                    (bundle, f"failed@{bundle}", older_than, older_than),
+                ).fetchone()[0]
+            )
 
     def note_bundle(self, version: str, name: str, created: str) -> None:
         """Remember when a bundle was made, for `--older-than`."""
@@ -290,8 +306,9 @@ class Store:
         files = [self.derived_path(rid, suffix) for suffix in a.files]
         for path, data in zip(files, a.files.values(), strict=True):
             self.write_atomic(path, data)
-        return int(self._commit(lambda db: self._save_analysis(db, rid, a, bundle, precision),
-                                files))  # fmt: skip
+        return int(
+            self._commit(lambda db: self._save_analysis(db, rid, a, bundle, precision), files)
+        )
 
     def _save_analysis(
         self, db: sqlite3.Connection, rid: str, a: Analysis, bundle: str, precision: str
@@ -303,12 +320,20 @@ class Store:
             "status='analysed'), bundle=?, precision=?, revision=revision+1, "
             "accelerators=?, analysis=?, timings=json_patch(COALESCE(timings, '{}'), ?) "
             "WHERE seq=?",
-            (time.time(), bundle, precision, json.dumps(a.accelerators),
-             json.dumps(a.outputs), json.dumps(a.timings), seq),
-        )  # fmt: skip
+            (
+                time.time(),
+                bundle,
+                precision,
+                json.dumps(a.accelerators),
+                json.dumps(a.outputs),
+                json.dumps(a.timings),
+                seq,
+            ),
+        )
         db.execute("DELETE FROM blobs WHERE seq=?", (seq,))
-        db.executemany("INSERT INTO blobs VALUES (?,?,?)",
-                       [(seq, k, v) for k, v in a.blobs.items()])  # fmt: skip
+        db.executemany(
+            "INSERT INTO blobs VALUES (?,?,?)", [(seq, k, v) for k, v in a.blobs.items()]
+        )
         rev = int(db.execute("SELECT revision FROM records WHERE seq=?", (seq,)).fetchone()[0])
         db.execute("INSERT OR REPLACE INTO due SELECT name, ?, ? FROM sinks", (seq, rev))
         return rev
@@ -319,11 +344,16 @@ class Store:
         was analysed before keeps that analysis; either way the bundle that failed is noted,
         so a re-analysis with it does not try again."""
         with self._tx() as db:
-            db.execute("UPDATE records SET status='failed', error=?, bundle=? WHERE id=? AND "
-                       "status!='analysed'", (reason, bundle, rid))  # fmt: skip
+            db.execute(
+                "UPDATE records SET status='failed', error=?, bundle=? WHERE id=? AND "
+                "status!='analysed'",
+                (reason, bundle, rid),
+            )
             db.execute("UPDATE records SET error=? WHERE id=?", (reason, rid))
-            db.execute("INSERT OR REPLACE INTO marks SELECT ?, seq, ? FROM records WHERE id=?",
-                       (f"failed@{bundle}", time.time(), rid))  # fmt: skip
+            db.execute(
+                "INSERT OR REPLACE INTO marks SELECT ?, seq, ? FROM records WHERE id=?",
+                (f"failed@{bundle}", time.time(), rid),
+            )
 
     # -- sinks -------------------------------------------------------------------------------
     def register_sink(self, name: str) -> int:
@@ -334,8 +364,9 @@ class Store:
             db.execute("INSERT INTO sinks VALUES (?, ?)", (name, time.time()))
             return db.execute(
                 "INSERT OR REPLACE INTO due SELECT ?, seq, revision FROM records "
-                "WHERE status='analysed'", (name,),
-            ).rowcount  # fmt: skip
+                "WHERE status='analysed'",
+                (name,),
+            ).rowcount
 
     def due(self, sink: str, limit: int = 64) -> list[Record]:
         """Records this sink owes, in capture order: none captured after an image still
@@ -353,51 +384,63 @@ class Store:
     def mark_done(self, sink: str, done: list[tuple[int, int]]) -> None:
         """(seq, revision) delivered; a newer revision saved meanwhile stays due."""
         with self._tx() as db:
-            db.executemany("DELETE FROM due WHERE sink=? AND seq=? AND revision<=?",
-                           [(sink, s, r) for s, r in done])  # fmt: skip
+            db.executemany(
+                "DELETE FROM due WHERE sink=? AND seq=? AND revision<=?",
+                [(sink, s, r) for s, r in done],
+            )
 
     def reset_sink(self, sink: str) -> int:
         """Make every analysed record due again for one sink (a reindex, a new broker)."""
         with self._tx() as db:
             return db.execute(
                 "INSERT OR REPLACE INTO due SELECT ?, seq, revision FROM records "
-                "WHERE status='analysed'", (sink,),
-            ).rowcount  # fmt: skip
+                "WHERE status='analysed'",
+                (sink,),
+            ).rowcount
 
     def count_due(self, sink: str) -> int:
         with self._lock:
-            return int(self._db.execute("SELECT COUNT(*) FROM due WHERE sink=?",
-                                        (sink,)).fetchone()[0])  # fmt: skip
+            return int(
+                self._db.execute("SELECT COUNT(*) FROM due WHERE sink=?", (sink,)).fetchone()[0]
+            )
 
     def due_totals(self, sink: str) -> tuple[int, int]:
         """(records, bytes of originals) this sink still owes."""
         with self._lock:
             n, size = self._db.execute(
                 "SELECT COUNT(*), COALESCE(SUM(r.size), 0) FROM due d JOIN records r "
-                "ON r.seq=d.seq WHERE d.sink=?", (sink,),
-            ).fetchone()  # fmt: skip
+                "ON r.seq=d.seq WHERE d.sink=?",
+                (sink,),
+            ).fetchone()
         return int(n), int(size)
 
     # -- marks: facts about records (an original verified in S3) ------------------------------
     def set_mark(self, name: str, ids: list[str]) -> None:
         with self._tx() as db:
-            db.executemany("INSERT OR REPLACE INTO marks SELECT ?, seq, ? FROM records WHERE id=?",
-                           [(name, time.time(), i) for i in ids])  # fmt: skip
+            db.executemany(
+                "INSERT OR REPLACE INTO marks SELECT ?, seq, ? FROM records WHERE id=?",
+                [(name, time.time(), i) for i in ids],
+            )
 
     def has_mark(self, name: str, rid: str) -> bool:
         with self._lock:
-            return self._db.execute(
-                "SELECT 1 FROM marks m JOIN records r ON r.seq=m.seq WHERE m.name=? AND r.id=?",
-                (name, rid),
-            ).fetchone() is not None  # fmt: skip
+            return (
+                self._db.execute(
+                    "SELECT 1 FROM marks m JOIN records r ON r.seq=m.seq WHERE m.name=? AND r.id=?",
+                    (name, rid),
+                ).fetchone()
+                is not None
+            )
 
     # -- local retention ---------------------------------------------------------------------
     def local_bytes(self) -> int:
         """Bytes of originals still on this device."""
         with self._lock:
-            return int(self._db.execute(
-                "SELECT COALESCE(SUM(size), 0) FROM records WHERE evicted_at IS NULL"
-            ).fetchone()[0])  # fmt: skip
+            return int(
+                self._db.execute(
+                    "SELECT COALESCE(SUM(size), 0) FROM records WHERE evicted_at IS NULL"
+                ).fetchone()[0]
+            )
 
     def evictable(self, limit: int = 256) -> list[tuple[str, str, int]]:
         """(id, ext, size) of originals verified in S3 and still here, oldest first; an
@@ -414,14 +457,14 @@ class Store:
         """The originals are gone from this device (or, `evicted=False`, back for a while)."""
         now = time.time() if evicted else None
         with self._tx() as db:
-            db.executemany("UPDATE records SET evicted_at=? WHERE id=?",
-                           [(now, i) for i in ids])  # fmt: skip
+            db.executemany("UPDATE records SET evicted_at=? WHERE id=?", [(now, i) for i in ids])
 
     # -- small persistent state --------------------------------------------------------------
     def set_meta(self, key: str, value: Any) -> None:
         with self._tx() as db:
-            db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
-                       (key, json.dumps(value)))  # fmt: skip
+            db.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, json.dumps(value))
+            )
 
     def get_meta(self, key: str) -> Any:
         with self._lock:
@@ -438,8 +481,9 @@ class Store:
         with self._lock:
             row = self._db.execute(
                 "SELECT b.data FROM blobs b JOIN records r ON r.seq=b.seq WHERE r.id=? AND "
-                "b.name=?", (rid, name),
-            ).fetchone()  # fmt: skip
+                "b.name=?",
+                (rid, name),
+            ).fetchone()
         return bytes(row[0]) if row else None
 
     def vectors(
@@ -453,8 +497,9 @@ class Store:
             rows = self._db.execute(
                 "SELECT r.analysed_seq, r.seq, r.bundle, b.data FROM records r LEFT JOIN blobs b "
                 "ON b.seq=r.seq AND b.name=? WHERE r.status='analysed' AND r.analysed_seq>? "
-                "ORDER BY r.analysed_seq LIMIT ?", (name, after, limit),
-            ).fetchall()  # fmt: skip
+                "ORDER BY r.analysed_seq LIMIT ?",
+                (name, after, limit),
+            ).fetchall()
         if not rows:
             return after, [], []
         kept = [(int(r[1]), bytes(r[3])) for r in rows if r[2] == bundle and r[3] is not None]
@@ -465,16 +510,19 @@ class Store:
         with self._lock:
             rows = self._db.execute(
                 f"SELECT b.name, b.data FROM blobs b JOIN records r ON r.seq=b.seq WHERE r.id=? "
-                f"AND b.name IN ({','.join('?' * len(names))})", (rid, *names),
-            ).fetchall()  # fmt: skip
+                f"AND b.name IN ({','.join('?' * len(names))})",
+                (rid, *names),
+            ).fetchall()
         return {str(n): bytes(d) for n, d in rows}
 
     def ids_of(self, seqs: list[int]) -> dict[int, str]:
         """Record ids by seq (the vector indexes' keys)."""
         with self._lock:
-            return dict(self._db.execute(
-                f"SELECT seq, id FROM records WHERE seq IN ({','.join('?' * len(seqs))})",
-                seqs).fetchall())  # fmt: skip
+            return dict(
+                self._db.execute(
+                    f"SELECT seq, id FROM records WHERE seq IN ({','.join('?' * len(seqs))})", seqs
+                ).fetchall()
+            )
 
     def seq_of(self, rid: str) -> int | None:
         with self._lock:
@@ -499,14 +547,18 @@ class Store:
         with self._lock:
             rows = self._db.execute(
                 f"SELECT seq, data FROM blobs WHERE name=? AND seq IN "
-                f"({','.join('?' * len(seqs))})", (name, *seqs),
-            ).fetchall()  # fmt: skip
+                f"({','.join('?' * len(seqs))})",
+                (name, *seqs),
+            ).fetchall()
         return {int(s): bytes(d) for s, d in rows}
 
     def count_pending(self) -> int:
         with self._lock:
-            return int(self._db.execute(
-                "SELECT COUNT(*) FROM records WHERE status='pending'").fetchone()[0])  # fmt: skip
+            return int(
+                self._db.execute("SELECT COUNT(*) FROM records WHERE status='pending'").fetchone()[
+                    0
+                ]
+            )
 
     def counts(self) -> dict[str, int]:
         """Records by status, and how many each sink still owes (`due_<sink>`)."""
@@ -515,9 +567,15 @@ class Store:
                 r[0]: r[1]
                 for r in self._db.execute("SELECT status, COUNT(*) FROM records GROUP BY status")
             }
-            out.update({f"due_{r[0]}": r[1] for r in self._db.execute(
-                "SELECT s.name, COUNT(d.seq) FROM sinks s LEFT JOIN due d ON d.sink=s.name "
-                "GROUP BY s.name")})  # fmt: skip
+            out.update(
+                {
+                    f"due_{r[0]}": r[1]
+                    for r in self._db.execute(
+                        "SELECT s.name, COUNT(d.seq) FROM sinks s LEFT JOIN due d ON d.sink=s.name "
+                        "GROUP BY s.name"
+                    )
+                }
+            )
         return out
 
     def iter_analysed(self, batch: int = 1000) -> Iterator[Record]:
@@ -576,10 +634,24 @@ def _record(r: sqlite3.Row) -> Record:
         return json.loads(r[key]) if r[key] else empty
 
     return Record(
-        seq=r["seq"], id=r["id"], device_id=r["device_id"], source=r["source"],
-        source_name=r["source_name"], captured_at=r["captured_at"],
-        accepted_at=r["accepted_at"], ext=r["ext"], size=r["size"], width=r["width"],
-        height=r["height"], status=r["status"], error=r["error"], bundle=r["bundle"],
-        precision=r["precision"], revision=r["revision"], accelerators=js("accelerators", {}),
-        timings=js("timings", {}), analysis=js("analysis", {}), evicted_at=r["evicted_at"],
-    )  # fmt: skip
+        seq=r["seq"],
+        id=r["id"],
+        device_id=r["device_id"],
+        source=r["source"],
+        source_name=r["source_name"],
+        captured_at=r["captured_at"],
+        accepted_at=r["accepted_at"],
+        ext=r["ext"],
+        size=r["size"],
+        width=r["width"],
+        height=r["height"],
+        status=r["status"],
+        error=r["error"],
+        bundle=r["bundle"],
+        precision=r["precision"],
+        revision=r["revision"],
+        accelerators=js("accelerators", {}),
+        timings=js("timings", {}),
+        analysis=js("analysis", {}),
+        evicted_at=r["evicted_at"],
+    )

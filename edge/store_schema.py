@@ -83,15 +83,22 @@ def _migrate_v2(db: sqlite3.Connection, have: set[str]) -> None:
     """One rebuild: old model columns become the analysis document and blobs, old sink
     columns become due rows and marks; the old columns go."""
     log.warning("migrating the record store to schema v%d (once)", SCHEMA_VERSION)
-    for col, kind in (("evicted_at", "REAL"), ("visual", "TEXT"), ("out_of_domain", "INTEGER"),
-                      ("ood_score", "REAL")):  # fmt: skip
+    for col, kind in (
+        ("evicted_at", "REAL"),
+        ("visual", "TEXT"),
+        ("out_of_domain", "INTEGER"),
+        ("ood_score", "REAL"),
+    ):
         if col not in have:
             db.execute(f"ALTER TABLE records ADD COLUMN {col} {kind}")
     db.execute("BEGIN IMMEDIATE")
     try:
         db.execute("ALTER TABLE records RENAME TO records_v2")
-        db.executescript(TABLES.replace("CREATE TABLE IF NOT EXISTS meta", "CREATE TABLE IF "
-                                        "NOT EXISTS meta_unused"))  # fmt: skip
+        db.executescript(
+            TABLES.replace(
+                "CREATE TABLE IF NOT EXISTS meta", "CREATE TABLE IF NOT EXISTS meta_unused"
+            )
+        )
         db.execute("DROP TABLE IF EXISTS meta_unused")
         db.execute("DROP INDEX IF EXISTS records_pending")
         db.execute("DROP INDEX IF EXISTS records_analysed")
@@ -113,11 +120,31 @@ def _copy_v2_row(db: sqlite3.Connection, r: sqlite3.Row) -> None:
         "accepted_at, ext, size, width, height, status, error, analysed_at, analysed_seq, "
         "bundle, precision, revision, accelerators, timings, analysis, evicted_at) VALUES "
         "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-        (r["seq"], r["id"], r["device_id"], r["source"], r["source_name"], r["captured_at"],
-         r["accepted_at"], r["ext"], r["size"], r["width"], r["height"], r["status"],
-         r["error"], r["analysed_at"], r["analysed_seq"], r["bundle"], r["precision"],
-         1 if analysed else 0, r["accelerators"], r["timings"], analysis, r["evicted_at"]),
-    )  # fmt: skip
+        (
+            r["seq"],
+            r["id"],
+            r["device_id"],
+            r["source"],
+            r["source_name"],
+            r["captured_at"],
+            r["accepted_at"],
+            r["ext"],
+            r["size"],
+            r["width"],
+            r["height"],
+            r["status"],
+            r["error"],
+            r["analysed_at"],
+            r["analysed_seq"],
+            r["bundle"],
+            r["precision"],
+            1 if analysed else 0,
+            r["accelerators"],
+            r["timings"],
+            analysis,
+            r["evicted_at"],
+        ),
+    )
     if not analysed:
         return
     for name in ("attention", "latent"):
@@ -137,15 +164,23 @@ def _v2_analysis(r: sqlite3.Row) -> dict[str, Any]:
     labels = json.loads(r["labels"]) if r["labels"] else []
     grid = int(r["grid"] or 0)
     out: dict[str, Any] = {
-        "caption": {"text": r["caption"] or "", "words": words, "grid": grid,
-                    "visual": json.loads(r["visual"]) if r["visual"] else [1.0] * len(words)},
+        "caption": {
+            "text": r["caption"] or "",
+            "words": words,
+            "grid": grid,
+            "visual": json.loads(r["visual"]) if r["visual"] else [1.0] * len(words),
+        },
         "segmentation": {"segments": json.loads(r["segments"]) if r["segments"] else []},
-    }  # fmt: skip
+    }
     if r["anomaly"] is not None:
         out["vae"] = {
-            "labels": [{"name": lab["name"], "score": lab["score"]} for lab in labels
-                       if lab.get("kind") == "vae"],
-            "anomaly": float(r["anomaly"]), "out_of_domain": bool(r["out_of_domain"]),
+            "labels": [
+                {"name": lab["name"], "score": lab["score"]}
+                for lab in labels
+                if lab.get("kind") == "vae"
+            ],
+            "anomaly": float(r["anomaly"]),
+            "out_of_domain": bool(r["out_of_domain"]),
             "ood_score": float(r["ood_score"] or 0.0),
-        }  # fmt: skip
+        }
     return out

@@ -114,8 +114,13 @@ def run(args: Any) -> int:
         client.loop_stop()
         if out is not sys.stdout:
             out.close()
-    log.info("%d messages: %d new, %d duplicates dropped, %d invalid", sub.received,
-             sub.new, sub.duplicates, sub.invalid)  # fmt: skip
+    log.info(
+        "%d messages: %d new, %d duplicates dropped, %d invalid",
+        sub.received,
+        sub.new,
+        sub.duplicates,
+        sub.invalid,
+    )
     if args.count is not None and sub.new < args.count:
         log.error("stopped with %d of the %d events asked for", sub.new, args.count)
         return 1
@@ -128,8 +133,12 @@ def add_arguments(p: Any) -> None:
     p.add_argument("--prefix", default="s3e", help="topic prefix (mqtt.topic_prefix)")
     p.add_argument("--out", help="append events to this JSON-lines file (default: stdout)")
     p.add_argument("--client-id", default="", help="fixed id for the persistent session")
-    p.add_argument("--session-expiry", type=int, default=86400,
-                   help="seconds the broker keeps our session and queued events")  # fmt: skip
+    p.add_argument(
+        "--session-expiry",
+        type=int,
+        default=86400,
+        help="seconds the broker keeps our session and queued events",
+    )
     p.add_argument("--username", default="")
     p.add_argument("--password", default="")
     p.add_argument("--ca", default="", help="CA certificate (PEM) for a TLS broker")

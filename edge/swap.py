@@ -71,8 +71,13 @@ class BundleSwapper:
             analysers = self._started(bundle)
             self.pool.swap(analysers)
             progress = self.pool.progress()
-            log.info("bundle swapped: %s -> %s in %.1f s; %d records to re-analyse", old,
-                     bundle.version, time.monotonic() - t0, progress["left"])  # fmt: skip
+            log.info(
+                "bundle swapped: %s -> %s in %.1f s; %d records to re-analyse",
+                old,
+                bundle.version,
+                time.monotonic() - t0,
+                progress["left"],
+            )
             return {"bundle": bundle.version, "previous": old, "reanalysis": progress}
         finally:
             self._lock.release()

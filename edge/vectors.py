@@ -73,9 +73,13 @@ class Hnsw:
 
     def __init__(self, ndim: int, metric: str, index: Any = None) -> None:
         self.index = index or _usearch().Index(
-            ndim=ndim, metric=metric, dtype="f16", connectivity=CONNECTIVITY,
-            expansion_add=EXPANSION_ADD, expansion_search=EXPANSION_SEARCH,
-        )  # fmt: skip
+            ndim=ndim,
+            metric=metric,
+            dtype="f16",
+            connectivity=CONNECTIVITY,
+            expansion_add=EXPANSION_ADD,
+            expansion_search=EXPANSION_SEARCH,
+        )
 
     @classmethod
     def load(cls, path: Path, metric: str) -> Hnsw:
@@ -122,8 +126,13 @@ class Columns:
 
     suffix = ".npz"
 
-    def __init__(self, ndim: int, metric: str = "ip", keys: np.ndarray | None = None,
-                 matrix: np.ndarray | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        ndim: int,
+        metric: str = "ip",
+        keys: np.ndarray | None = None,
+        matrix: np.ndarray | None = None,
+    ) -> None:
         self.keys = keys if keys is not None else np.zeros(0, np.uint64)
         self.n = len(self.keys)
         self.matrix = np.zeros((ndim, max(1024, 2 * self.n)), np.float32)
@@ -197,9 +206,14 @@ class VectorIndex:
     """One blob's vectors of the records one bundle analysed."""
 
     def __init__(
-        self, store: Store | None, folder: Path, blob: str, metric: str,
-        bundle: Callable[[], str] = lambda: "", kind: str = "hnsw",
-    ) -> None:  # fmt: skip
+        self,
+        store: Store | None,
+        folder: Path,
+        blob: str,
+        metric: str,
+        bundle: Callable[[], str] = lambda: "",
+        kind: str = "hnsw",
+    ) -> None:
         """`kind`: "hnsw" (metric "l2sq" or "ip") or "columns" (exact inner product of
         sparse queries); `bundle`: the version of the bundle analysing now; `store` None:
         vectors come only through `add` (benchmarks)."""
@@ -241,8 +255,12 @@ class VectorIndex:
                     if len(index) == meta["count"]:
                         self.index, self.cursor = index, int(meta["cursor"])
             except (OSError, ValueError, KeyError, RuntimeError, EOFError) as e:
-                log.warning("%s: the saved %s index is unreadable (%s); rebuilding it",
-                            self.folder, self.blob, e)  # fmt: skip
+                log.warning(
+                    "%s: the saved %s index is unreadable (%s); rebuilding it",
+                    self.folder,
+                    self.blob,
+                    e,
+                )
             if self.index is None:
                 log.info("%s index: rebuilding from the store for %s", self.blob, bundle)
 
@@ -311,8 +329,12 @@ class VectorIndex:
                 os.replace(tmp, self.path)
             elif self.path.exists():
                 self.path.unlink()
-            meta = {"bundle": self.bundle, "cursor": self.cursor, "count": count,
-                    "metric": self.metric}  # fmt: skip
+            meta = {
+                "bundle": self.bundle,
+                "cursor": self.cursor,
+                "count": count,
+                "metric": self.metric,
+            }
             tmp_meta = self.meta_path.with_suffix(".json.tmp")
             tmp_meta.write_text(json.dumps(meta))
             os.replace(tmp_meta, self.meta_path)

@@ -75,11 +75,18 @@ class Derived:
 
 def core(r: Record) -> dict[str, Any]:
     return {
-        "id": r.id, "device": r.device_id, "source": r.source, "source_name": r.source_name,
-        "captured_at": iso(r.captured_at), "accepted_at": iso(r.accepted_at),
-        "width": r.width, "height": r.height, "size": r.size,
-        "bundle": {"version": r.bundle, "precision": r.precision}, "revision": r.revision,
-    }  # fmt: skip
+        "id": r.id,
+        "device": r.device_id,
+        "source": r.source,
+        "source_name": r.source_name,
+        "captured_at": iso(r.captured_at),
+        "accepted_at": iso(r.accepted_at),
+        "width": r.width,
+        "height": r.height,
+        "size": r.size,
+        "bundle": {"version": r.bundle, "precision": r.precision},
+        "revision": r.revision,
+    }
 
 
 def summary(r: Record) -> dict[str, Any]:
@@ -87,12 +94,21 @@ def summary(r: Record) -> dict[str, Any]:
     out-of-domain image included (flagged)."""
     d = Derived.of(r)
     return {
-        **core(r), "status": r.status, "error": r.error, "caption": d.caption,
-        "words": d.words, "labels": d.labels, "segments": d.segments, "anomaly": d.anomaly,
-        "out_of_domain": d.out_of_domain, "ood_score": d.ood_score,
-        "accelerators": r.accelerators, "timings": r.timings, "outputs": r.analysis,
+        **core(r),
+        "status": r.status,
+        "error": r.error,
+        "caption": d.caption,
+        "words": d.words,
+        "labels": d.labels,
+        "segments": d.segments,
+        "anomaly": d.anomaly,
+        "out_of_domain": d.out_of_domain,
+        "ood_score": d.ood_score,
+        "accelerators": r.accelerators,
+        "timings": r.timings,
+        "outputs": r.analysis,
         "evicted": r.evicted_at is not None,
-    }  # fmt: skip
+    }
 
 
 VECTOR_BLOBS = ("profile", "latent", "regions")
@@ -111,19 +127,27 @@ def vectors(blobs: dict[str, bytes]) -> dict[str, Any]:
 
 
 def event(
-    r: Record, urls: dict[str, Any], thumbnail_b64: str | None = None,
+    r: Record,
+    urls: dict[str, Any],
+    thumbnail_b64: str | None = None,
     vecs: dict[str, Any] | None = None,
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """`<prefix>/<device>/events`: one per analysis (a re-analysis sends the next revision)."""
     d = Derived.of(r)
     out = {
-        "schema": SCHEMA_VERSION, **core(r), "caption": d.public_caption(),
-        "labels": d.public_labels(), "segments": [] if d.out_of_domain else d.segments,
-        "anomaly": d.anomaly, "out_of_domain": d.out_of_domain, "ood_score": d.ood_score,
-        "outputs": r.analysis, "accelerators": r.accelerators,
+        "schema": SCHEMA_VERSION,
+        **core(r),
+        "caption": d.public_caption(),
+        "labels": d.public_labels(),
+        "segments": [] if d.out_of_domain else d.segments,
+        "anomaly": d.anomaly,
+        "out_of_domain": d.out_of_domain,
+        "ood_score": d.ood_score,
+        "outputs": r.analysis,
+        "accelerators": r.accelerators,
         "timings_ms": {k.removesuffix("_ms"): round(v, 3) for k, v in r.timings.items()},
         "urls": urls,
-    }  # fmt: skip
+    }
     if thumbnail_b64 is not None:
         out["thumbnail_jpeg_base64"] = thumbnail_b64
     if vecs:
@@ -142,13 +166,21 @@ def alert(
     for lab in d.public_labels():
         want = label_minimums.get(lab["name"])
         if want is not None and lab["score"] >= want:
-            reasons.append({"kind": "label", "label": lab["name"], "value": lab["score"],
-                            "threshold": want})  # fmt: skip
+            reasons.append(
+                {"kind": "label", "label": lab["name"], "value": lab["score"], "threshold": want}
+            )
     if not reasons:
         return None
-    return {"schema": SCHEMA_VERSION, "id": r.id, "device": r.device_id,
-            "revision": r.revision, "captured_at": iso(r.captured_at),
-            "caption": d.public_caption(), "reasons": reasons, "urls": urls}  # fmt: skip
+    return {
+        "schema": SCHEMA_VERSION,
+        "id": r.id,
+        "device": r.device_id,
+        "revision": r.revision,
+        "captured_at": iso(r.captured_at),
+        "caption": d.public_caption(),
+        "reasons": reasons,
+        "urls": urls,
+    }
 
 
 def sidecar(
@@ -158,21 +190,32 @@ def sidecar(
     searchable without the device (rewritten at each revision)."""
     d = Derived.of(r)
     return {
-        "schema": SCHEMA_VERSION, **core(r), "original": original, "thumbnail": thumbnail,
+        "schema": SCHEMA_VERSION,
+        **core(r),
+        "original": original,
+        "thumbnail": thumbnail,
         "vectors": vecs or {},
-        "caption": d.public_caption(), "labels": d.public_labels(), "segments": d.segments,
-        "anomaly": d.anomaly, "out_of_domain": d.out_of_domain, "ood_score": d.ood_score,
+        "caption": d.public_caption(),
+        "labels": d.public_labels(),
+        "segments": d.segments,
+        "anomaly": d.anomaly,
+        "out_of_domain": d.out_of_domain,
+        "ood_score": d.ood_score,
         "outputs": r.analysis,
-    }  # fmt: skip
+    }
 
 
 def index_fields(r: Record) -> dict[str, Any]:
     """What search sees of a record; an out-of-domain image only by its label and filters."""
     d = Derived.of(r)
     return {
-        "id": r.id, "caption": d.public_caption(),
+        "id": r.id,
+        "caption": d.public_caption(),
         "labels": [lab["name"] for lab in d.public_labels()],
-        "classes": [] if d.out_of_domain else d.classes, "source": r.source,
-        "device": r.device_id, "bundle": r.bundle or "", "anomaly": float(d.anomaly or 0.0),
+        "classes": [] if d.out_of_domain else d.classes,
+        "source": r.source,
+        "device": r.device_id,
+        "bundle": r.bundle or "",
+        "anomaly": float(d.anomaly or 0.0),
         "revision": r.revision,
-    }  # fmt: skip
+    }

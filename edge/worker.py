@@ -40,9 +40,12 @@ class WorkerDiedError(RuntimeError):
 
 
 def _serve(
-    conn: Connection, bundle_root: str, doc: dict[str, Any], cfg: dict[str, Any],
+    conn: Connection,
+    bundle_root: str,
+    doc: dict[str, Any],
+    cfg: dict[str, Any],
     outputs: dict[str, str],
-) -> None:  # fmt: skip
+) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     from edge.analysis import Analyser

@@ -41,8 +41,10 @@ def write_split(images: np.ndarray, labels: np.ndarray, out: Path, seed: int) ->
         name = f"images/{i:05d}.png"
         Image.fromarray(np.clip(canvas, 0, 255).astype(np.uint8)).convert("RGB").save(out / name)
         docs.append({"id": i, "file_name": name})
-        anns += [{"id": len(anns) + k, "image_id": i, "caption": p.format(w=WORDS[y])}
-                 for k, p in enumerate(PHRASINGS)]  # fmt: skip
+        anns += [
+            {"id": len(anns) + k, "image_id": i, "caption": p.format(w=WORDS[y])}
+            for k, p in enumerate(PHRASINGS)
+        ]
     (out / "captions.json").write_text(json.dumps({"images": docs, "annotations": anns}))
 
 
@@ -74,11 +76,16 @@ def main() -> None:
     texts = [g.text.split() for g in cap.caption(test.images)]
     truth = digits.target[order[cut:]]
     right = float(np.mean([WORDS[y] in t for t, y in zip(texts, truth, strict=True)]))
-    result = {"data": "scikit-learn digits, 64x64 canvases, 3 phrasings", "train_images": cut,
-              "held_out_images": len(truth), "BLEU-4": report["BLEU-4"], "right_digit": right,
-              "chance_right_digit": 0.1, "train_seconds": round(seconds, 1),
-              "epochs": len(json.loads((models / "history_captioner.json").read_text())
-                            ["history"])}  # fmt: skip
+    result = {
+        "data": "scikit-learn digits, 64x64 canvases, 3 phrasings",
+        "train_images": cut,
+        "held_out_images": len(truth),
+        "BLEU-4": report["BLEU-4"],
+        "right_digit": right,
+        "chance_right_digit": 0.1,
+        "train_seconds": round(seconds, 1),
+        "epochs": len(json.loads((models / "history_captioner.json").read_text())["history"]),
+    }
     print(json.dumps(result, indent=1))
     if args.json:
         args.json.write_text(json.dumps(result, indent=1) + "\n")

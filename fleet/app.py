@@ -19,8 +19,9 @@ from fleet.search import FleetFilters, FleetSearch
 
 
 def create_app(cfg: FleetConfig, search: FleetSearch) -> FastAPI:
-    app = FastAPI(title="S3E fleet", version="1",
-                  description="One search over every device's images.")  # fmt: skip
+    app = FastAPI(
+        title="S3E fleet", version="1", description="One search over every device's images."
+    )
     s3 = make_client(cfg.s3)
     endpoint = urlsplit(cfg.s3.endpoint_url or f"https://{cfg.s3.bucket}.s3.amazonaws.com")
     origin = f"{endpoint.scheme}://{endpoint.netloc}"
@@ -38,8 +39,9 @@ def create_app(cfg: FleetConfig, search: FleetSearch) -> FastAPI:
         if r is None or not r.get(column):
             raise HTTPException(404, f"no {column.removesuffix('_key')} for {result_id}")
         where = {"Bucket": cfg.s3.bucket, "Key": r[column]}
-        url = s3.generate_presigned_url("get_object", Params=where,
-                                        ExpiresIn=cfg.s3.presign_expiry_s)  # fmt: skip
+        url = s3.generate_presigned_url(
+            "get_object", Params=where, ExpiresIn=cfg.s3.presign_expiry_s
+        )
         return RedirectResponse(url, status_code=307)
 
     def one(result_id: str, got: Any) -> Any:
@@ -60,28 +62,46 @@ def create_app(cfg: FleetConfig, search: FleetSearch) -> FastAPI:
 
     @app.get("/search", summary="Find images of every device: keyword, semantic or both")
     def search_route(
-        q: str = "", mode: Literal["hybrid", "keyword", "semantic"] = "hybrid",
-        fusion: Literal["rrf", "mix"] = "rrf", label: str | None = None,
-        source: str | None = None, device: str | None = None, since: str | None = None,
-        until: str | None = None, min_anomaly: float | None = None,
+        q: str = "",
+        mode: Literal["hybrid", "keyword", "semantic"] = "hybrid",
+        fusion: Literal["rrf", "mix"] = "rrf",
+        label: str | None = None,
+        source: str | None = None,
+        device: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        min_anomaly: float | None = None,
         limit: Annotated[int, Query(ge=1, le=200)] = 20,
-        offset: Annotated[int, Query(ge=0, le=10_000)] = 0, facets: bool = True,
+        offset: Annotated[int, Query(ge=0, le=10_000)] = 0,
+        facets: bool = True,
         sort: Literal["relevance", "recent"] = "relevance",
-    ) -> dict[str, Any]:  # fmt: skip
+    ) -> dict[str, Any]:
         if len(q) > 512:
             raise HTTPException(400, "q: at most 512 characters")
-        f = FleetFilters(label, source, device, when(since, "since"), when(until, "until"),
-                         min_anomaly)  # fmt: skip
+        f = FleetFilters(
+            label, source, device, when(since, "since"), when(until, "until"), min_anomaly
+        )
         res = search.search("" if sort == "recent" else q, f, mode, limit, offset, fusion)
         return {
-            "query": q, "mode": res.mode, "total": res.total, "offset": offset,
-            "results": [{**h, "thumbnail_url": f"/images/{h['id']}/thumb",
-                         "url": f"/images/{h['id']}"} for h in res.hits],
-            "facets": {"labels": res.facets.get("labels", {}),
-                       "sources": res.facets.get("source", {}),
-                       "devices": res.facets.get("device", {})} if facets else {},
-            "message": res.message, "corrected": res.corrected, "unknown": res.unknown,
-        }  # fmt: skip
+            "query": q,
+            "mode": res.mode,
+            "total": res.total,
+            "offset": offset,
+            "results": [
+                {**h, "thumbnail_url": f"/images/{h['id']}/thumb", "url": f"/images/{h['id']}"}
+                for h in res.hits
+            ],
+            "facets": {
+                "labels": res.facets.get("labels", {}),
+                "sources": res.facets.get("source", {}),
+                "devices": res.facets.get("device", {}),
+            }
+            if facets
+            else {},
+            "message": res.message,
+            "corrected": res.corrected,
+            "unknown": res.unknown,
+        }
 
     @app.get("/images/{result_id}", summary="The original, from S3")
     def original(result_id: str) -> RedirectResponse:
@@ -100,8 +120,10 @@ def create_app(cfg: FleetConfig, search: FleetSearch) -> FastAPI:
     @app.get("/images/{result_id}/similar", summary="Nearest images by VAE latent")
     def similar(result_id: str, k: Annotated[int, Query(ge=1, le=100)] = 10) -> dict[str, Any]:
         got = one(result_id, _safe(search.similar, result_id, k))
-        return {"id": result_id, "similar": [
-            {**g, "thumbnail_url": f"/images/{g['id']}/thumb"} for g in got]}  # fmt: skip
+        return {
+            "id": result_id,
+            "similar": [{**g, "thumbnail_url": f"/images/{g['id']}/thumb"} for g in got],
+        }
 
     @app.get("/records/{result_id}", summary="The device's record of one image")
     def record(result_id: str) -> dict[str, Any]:
@@ -110,10 +132,13 @@ def create_app(cfg: FleetConfig, search: FleetSearch) -> FastAPI:
     @app.get("/healthz", summary="Rows, the bundle that encodes queries")
     def healthz() -> dict[str, Any]:
         b = search.bundle
-        return {"status": "ok", "index_documents": search.archive.count(),
-                "bundle": {"name": b.name, "version": b.version, "precision": b.precision},
-                "archive": search.archive.uri,
-                "time": dt.datetime.now(dt.UTC).isoformat()}  # fmt: skip
+        return {
+            "status": "ok",
+            "index_documents": search.archive.count(),
+            "bundle": {"name": b.name, "version": b.version, "precision": b.precision},
+            "archive": search.archive.uri,
+            "time": dt.datetime.now(dt.UTC).isoformat(),
+        }
 
     return app
 

@@ -42,26 +42,28 @@ class ArchiveError(RuntimeError):
 
 def schema(profile_dim: int, latent_dim: int) -> pa.Schema:
     """The table's columns; the vector widths are the fleet bundle's (vocabulary, latent)."""
-    return pa.schema([
-        pa.field("device", pa.string(), nullable=False, metadata=PK),
-        pa.field("id", pa.string(), nullable=False, metadata=PK),
-        pa.field("revision", pa.int32()),
-        pa.field("captured_at", pa.timestamp("us")),
-        pa.field("source", pa.string()),
-        pa.field("caption", pa.string()),
-        pa.field("text", pa.string()),
-        pa.field("labels", pa.list_(pa.string())),
-        pa.field("anomaly", pa.float32()),
-        pa.field("out_of_domain", pa.bool_()),
-        pa.field("bundle", pa.string()),
-        pa.field("original_key", pa.string()),
-        pa.field("thumbnail_key", pa.string()),
-        pa.field("profile", pa.list_(pa.float32(), profile_dim)),
-        pa.field("latent", pa.list_(pa.float32(), latent_dim)),
-        pa.field("regions", pa.binary()),
-        pa.field("record", pa.string()),
-        pa.field("ingested_at", pa.timestamp("us")),
-    ])  # fmt: skip
+    return pa.schema(
+        [
+            pa.field("device", pa.string(), nullable=False, metadata=PK),
+            pa.field("id", pa.string(), nullable=False, metadata=PK),
+            pa.field("revision", pa.int32()),
+            pa.field("captured_at", pa.timestamp("us")),
+            pa.field("source", pa.string()),
+            pa.field("caption", pa.string()),
+            pa.field("text", pa.string()),
+            pa.field("labels", pa.list_(pa.string())),
+            pa.field("anomaly", pa.float32()),
+            pa.field("out_of_domain", pa.bool_()),
+            pa.field("bundle", pa.string()),
+            pa.field("original_key", pa.string()),
+            pa.field("thumbnail_key", pa.string()),
+            pa.field("profile", pa.list_(pa.float32(), profile_dim)),
+            pa.field("latent", pa.list_(pa.float32(), latent_dim)),
+            pa.field("regions", pa.binary()),
+            pa.field("record", pa.string()),
+            pa.field("ingested_at", pa.timestamp("us")),
+        ]
+    )
 
 
 def naive_utc(t: dt.datetime) -> dt.datetime:
@@ -94,17 +96,25 @@ def row(doc: dict[str, Any], bucket: str, sidecar_key: str = "") -> dict[str, An
     labels = [lab["name"] for lab in doc.get("labels", [])]
     record = {k: v for k, v in doc.items() if k not in ("vectors", "thumbnail_jpeg_base64")}
     return {
-        "device": doc["device"], "id": doc["id"], "revision": int(doc.get("revision", 1)),
+        "device": doc["device"],
+        "id": doc["id"],
+        "revision": int(doc.get("revision", 1)),
         "captured_at": naive_utc(dt.datetime.fromisoformat(doc["captured_at"])),
-        "source": doc.get("source", ""), "caption": doc.get("caption", ""),
-        "text": " ".join([doc.get("caption", ""), *labels]), "labels": labels,
-        "anomaly": doc.get("anomaly"), "out_of_domain": bool(doc.get("out_of_domain", False)),
-        "bundle": (doc.get("bundle") or {}).get("version", ""), "original_key": original,
-        "thumbnail_key": thumb, "profile": vecs.get("profile"), "latent": vecs.get("latent"),
+        "source": doc.get("source", ""),
+        "caption": doc.get("caption", ""),
+        "text": " ".join([doc.get("caption", ""), *labels]),
+        "labels": labels,
+        "anomaly": doc.get("anomaly"),
+        "out_of_domain": bool(doc.get("out_of_domain", False)),
+        "bundle": (doc.get("bundle") or {}).get("version", ""),
+        "original_key": original,
+        "thumbnail_key": thumb,
+        "profile": vecs.get("profile"),
+        "latent": vecs.get("latent"),
         "regions": base64.b64decode(vecs["regions_int8"]) if vecs.get("regions_int8") else None,
         "record": json.dumps(record, sort_keys=True),
         "ingested_at": naive_utc(dt.datetime.now(dt.UTC)),
-    }  # fmt: skip
+    }
 
 
 def storage_options(s3: S3Config) -> dict[str, str]:
@@ -185,8 +195,9 @@ class Archive:
             elif self.dims is None:
                 raise ArchiveError(f"{self.uri}: no table {self.name!r} yet (nothing ingested)")
             else:
-                self._table = self.db.create_table(self.name, schema=schema(*self.dims),
-                                                   exist_ok=True)  # fmt: skip
+                self._table = self.db.create_table(
+                    self.name, schema=schema(*self.dims), exist_ok=True
+                )
         return self._table
 
     # -- which table is the archive: a re-analysis writes a new one, then switches -----------
@@ -219,9 +230,12 @@ class Archive:
             return 0
         for attempt in range(MERGE_ATTEMPTS):
             try:
-                (self.table.merge_insert(["device", "id"])
-                 .when_matched_update_all(where="target.revision <= source.revision")
-                 .when_not_matched_insert_all().execute(batch))  # fmt: skip
+                (
+                    self.table.merge_insert(["device", "id"])
+                    .when_matched_update_all(where="target.revision <= source.revision")
+                    .when_not_matched_insert_all()
+                    .execute(batch)
+                )
                 return batch.num_rows
             except (OSError, RuntimeError, ValueError) as e:
                 if "onflict" not in str(e) and "retry" not in str(e).lower():
@@ -253,8 +267,14 @@ class Archive:
         ids = ",".join(f"'{i}'" for _, i in keys if _safe(i))
         if not ids:
             return {}
-        got = (self.table.search().where(f"id IN ({ids})").select(["device", "id", "ingested_at"])
-               .limit(None).to_arrow().to_pylist())  # fmt: skip
+        got = (
+            self.table.search()
+            .where(f"id IN ({ids})")
+            .select(["device", "id", "ingested_at"])
+            .limit(None)
+            .to_arrow()
+            .to_pylist()
+        )
         return {(g["device"], g["id"]): utc(g["ingested_at"]) for g in got}
 
 

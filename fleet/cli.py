@@ -28,9 +28,12 @@ EXIT_CONFIG, EXIT_FAILED = 2, 1
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="s3e-fleet", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog=__doc__.split("\n\n", 1)[1])  # fmt: skip
+    p = argparse.ArgumentParser(
+        prog="s3e-fleet",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 1)[1],
+    )
     sub = p.add_subparsers(dest="command", required=True)
     commands = (
         ("run", "ingest, reconciler, maintenance and search in one process"),
@@ -74,8 +77,11 @@ def _serve(cfg: FleetConfig, archive: Archive, bundle: Any) -> Any:
     from fleet.search import FleetSearch
 
     app = create_app(cfg, FleetSearch(archive, bundle))
-    return uvicorn.Server(uvicorn.Config(app, host=cfg.http.host, port=cfg.http.port,
-                                         log_level="warning", lifespan="off"))  # fmt: skip
+    return uvicorn.Server(
+        uvicorn.Config(
+            app, host=cfg.http.host, port=cfg.http.port, log_level="warning", lifespan="off"
+        )
+    )
 
 
 def run(argv: list[str] | None = None) -> int:
@@ -111,8 +117,9 @@ def _command(command: str, cfg: FleetConfig, archive: Archive, bundle: Any) -> i
 
     def reconcile_once() -> int:
         s3 = cfg.s3
-        return reconcile(Archive.current(cfg), make_client(s3), s3.bucket, s3.prefix,
-                         cfg.reconcile.days)  # fmt: skip
+        return reconcile(
+            Archive.current(cfg), make_client(s3), s3.bucket, s3.prefix, cfg.reconcile.days
+        )
 
     if command == "maintain":
         maintain(archive)
@@ -128,11 +135,15 @@ def _command(command: str, cfg: FleetConfig, archive: Archive, bundle: Any) -> i
         ingestor.start()
         threads.append(threading.Thread(target=ingestor.run, name="ingest", daemon=True))
     if command == "run":
-        for every, job, what in ((cfg.reconcile.interval_s, reconcile_once, "reconcile"),
-                                 (cfg.maintain.interval_s, lambda: maintain(archive),
-                                  "maintenance")):  # fmt: skip
-            threads.append(threading.Thread(target=_loop, args=(stop, every, job, what),
-                                            name=what, daemon=True))  # fmt: skip
+        for every, job, what in (
+            (cfg.reconcile.interval_s, reconcile_once, "reconcile"),
+            (cfg.maintain.interval_s, lambda: maintain(archive), "maintenance"),
+        ):
+            threads.append(
+                threading.Thread(
+                    target=_loop, args=(stop, every, job, what), name=what, daemon=True
+                )
+            )
     server = _serve(cfg, archive, bundle) if command in ("run", "serve") else None
     for t in threads:
         t.start()

@@ -25,21 +25,31 @@ class FleetMqttConfig(_Section):
     tls: MqttTlsConfig = MqttTlsConfig()
     topic_prefix: str = Field("s3e", pattern=r"^[^#+/][^#+]*$")
     share_group: str = Field(
-        "s3e-fleet", pattern=r"^[A-Za-z0-9_-]+$",
+        "s3e-fleet",
+        pattern=r"^[A-Za-z0-9_-]+$",
         description="workers in one group split the events ($share/<group>/...)",
-    )  # fmt: skip
-    client_id: str = Field("", description="empty = s3e-fleet-<host>-<pid>; keep one per "
-                           "worker for its session to survive a restart")  # fmt: skip
+    )
+    client_id: str = Field(
+        "",
+        description="empty = s3e-fleet-<host>-<pid>; keep one per "
+        "worker for its session to survive a restart",
+    )
     batch_events: int = Field(256, ge=1, le=100_000, description="commit after N events")
     batch_seconds: float = Field(2.0, gt=0, description="or after T seconds")
 
 
 class ArchiveConfig(_Section):
-    uri: str = Field("s3://s3e-archive/fleet", description="the LanceDB database (a folder "
-                     "or an s3:// prefix); the table `images` lives in it")  # fmt: skip
+    uri: str = Field(
+        "s3://s3e-archive/fleet",
+        description="the LanceDB database (a folder "
+        "or an s3:// prefix); the table `images` lives in it",
+    )
     table: str = Field("images", pattern=r"^[A-Za-z0-9_-]+$")
-    bundle: str = Field("chest-int8", description="the bundle whose text encoder encodes "
-                        "queries; rows analysed by it are semantically searchable")  # fmt: skip
+    bundle: str = Field(
+        "chest-int8",
+        description="the bundle whose text encoder encodes "
+        "queries; rows analysed by it are semantically searchable",
+    )
 
 
 class FleetHttpConfig(_Section):

@@ -47,13 +47,15 @@ class Ingestor:
         self.cfg, self.archive = cfg, archive
         m = cfg.mqtt
         client_id = m.client_id or f"s3e-fleet-{socket.gethostname()}-{os.getpid()}"
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
-                                  protocol=mqtt.MQTTv5, manual_ack=True)  # fmt: skip
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5, manual_ack=True
+        )
         if m.username:
             self.client.username_pw_set(m.username, m.password.get_secret_value() or None)
         if m.tls.ca:
-            self.client.tls_set(ca_certs=m.tls.ca, certfile=m.tls.cert or None,
-                                keyfile=m.tls.key or None)  # fmt: skip
+            self.client.tls_set(
+                ca_certs=m.tls.ca, certfile=m.tls.cert or None, keyfile=m.tls.key or None
+            )
         self.topic = f"$share/{m.share_group}/{m.topic_prefix}/+/events"
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = self._on_subscribe
@@ -69,14 +71,23 @@ class Ingestor:
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = SESSION_EXPIRY_S
         props.ReceiveMaximum = min(65535, 4 * self.cfg.mqtt.batch_events)
-        self.client.connect_async(self.cfg.mqtt.host, self.cfg.mqtt.port, keepalive=30,
-                                  clean_start=False, properties=props)  # fmt: skip
+        self.client.connect_async(
+            self.cfg.mqtt.host,
+            self.cfg.mqtt.port,
+            keepalive=30,
+            clean_start=False,
+            properties=props,
+        )
         self.client.loop_start()
 
     def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         if reason.is_failure:
-            log.error("MQTT broker %s:%d refused the worker: %s", self.cfg.mqtt.host,
-                      self.cfg.mqtt.port, reason)  # fmt: skip
+            log.error(
+                "MQTT broker %s:%d refused the worker: %s",
+                self.cfg.mqtt.host,
+                self.cfg.mqtt.port,
+                reason,
+            )
             return
         client.subscribe(self.topic, qos=1)
 
@@ -106,8 +117,9 @@ class Ingestor:
             try:
                 self.commit(batch)
             except Exception as e:  # the archive is down: keep the events, try again
-                log.error("archive merge failed, %d events kept for the next try: %s",
-                          len(batch), e)  # fmt: skip
+                log.error(
+                    "archive merge failed, %d events kept for the next try: %s", len(batch), e
+                )
                 self.stopping.wait(min(30.0, 2 * self.cfg.mqtt.batch_seconds))
                 continue
             with self.lock:

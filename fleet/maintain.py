@@ -18,8 +18,14 @@ from lancedb.index import FTS
 from fleet.archive import Archive
 
 log = logging.getLogger("s3e.fleet.maintain")
-SCALARS = {"device": "BITMAP", "source": "BITMAP", "bundle": "BITMAP",
-           "captured_at": "BTREE", "anomaly": "BTREE", "labels": "LABEL_LIST"}  # fmt: skip
+SCALARS = {
+    "device": "BITMAP",
+    "source": "BITMAP",
+    "bundle": "BITMAP",
+    "captured_at": "BTREE",
+    "anomaly": "BTREE",
+    "labels": "LABEL_LIST",
+}
 VECTOR_MIN_ROWS = 10_000
 """Below this, a flat scan of the latents is as fast as an index, and IVF cannot train."""
 
@@ -43,9 +49,14 @@ def ensure_indexes(archive: Archive) -> list[str]:
             made.append(name)
     n = table.count_rows()
     if "latent_idx" not in have and n >= VECTOR_MIN_ROWS:
-        table.create_index(metric="l2", vector_column_name="latent", index_type="IVF_PQ",
-                           num_partitions=max(8, int(n**0.5) // 4), num_sub_vectors=8,
-                           name="latent_idx")  # fmt: skip
+        table.create_index(
+            metric="l2",
+            vector_column_name="latent",
+            index_type="IVF_PQ",
+            num_partitions=max(8, int(n**0.5) // 4),
+            num_sub_vectors=8,
+            name="latent_idx",
+        )
         made.append("latent_idx")
     return made
 

@@ -64,15 +64,26 @@ class Analyse:
         a = self.analyser.analyse(x)
         old = json.loads(src["record"])
         rec = Record(
-            seq=0, id=src["id"], device_id=src["device"], source=old.get("source", ""),
-            source_name=old.get("source_name", ""), accepted_at=_ts(old.get("accepted_at")),
-            captured_at=_ts(old["captured_at"]), ext=src["original_key"].rsplit(".", 1)[-1],
-            size=int(old.get("size", len(data))), width=int(old.get("width", 0)),
-            height=int(old.get("height", 0)), status="analysed", error=None,
-            bundle=self.bundle.version, precision=self.bundle.precision,
-            revision=int(src["revision"]) + 1, accelerators=a.accelerators, timings=a.timings,
+            seq=0,
+            id=src["id"],
+            device_id=src["device"],
+            source=old.get("source", ""),
+            source_name=old.get("source_name", ""),
+            accepted_at=_ts(old.get("accepted_at")),
+            captured_at=_ts(old["captured_at"]),
+            ext=src["original_key"].rsplit(".", 1)[-1],
+            size=int(old.get("size", len(data))),
+            width=int(old.get("width", 0)),
+            height=int(old.get("height", 0)),
+            status="analysed",
+            error=None,
+            bundle=self.bundle.version,
+            precision=self.bundle.precision,
+            revision=int(src["revision"]) + 1,
+            accelerators=a.accelerators,
+            timings=a.timings,
             analysis=a.outputs,
-        )  # fmt: skip
+        )
         name = src["original_key"].rsplit("/", 1)[-1]
         thumb = (src["thumbnail_key"] or "").rsplit("/", 1)[-1]
         doc = views.sidecar(rec, name, thumb, views.vectors(a.blobs))
@@ -93,8 +104,14 @@ def _todo(src: Archive, dst: Archive) -> tuple[list[dict[str, Any]], int]:
     A destination row newer than its source row was written by that run; one as old or older
     is left from an earlier job into the same table (int8 -> float16 -> int8), and is deleted
     so the append does not duplicate it."""
-    held = {(r["device"], r["id"]): r["revision"] for r in dst.table.search()
-            .select(["device", "id", "revision"]).limit(None).to_arrow().to_pylist()}  # fmt: skip
+    held = {
+        (r["device"], r["id"]): r["revision"]
+        for r in dst.table.search()
+        .select(["device", "id", "revision"])
+        .limit(None)
+        .to_arrow()
+        .to_pylist()
+    }
     rows = src.table.search().select(SOURCE_COLUMNS).limit(None).to_arrow().to_pylist()
     done = {
         (r["device"], r["id"]) for r in rows if held.get((r["device"], r["id"]), -1) > r["revision"]
@@ -114,9 +131,12 @@ def _chunks(rows: list[dict[str, Any]], n: int) -> Iterator[list[dict[str, Any]]
 
 
 def reanalyze(
-    cfg: FleetConfig, bundle_ref: str, address: str | None = None, workers: int = 2,
+    cfg: FleetConfig,
+    bundle_ref: str,
+    address: str | None = None,
+    workers: int = 2,
     progress: bool = True,
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """Every image of the current table through `bundle_ref`, into a new table; then the
     switch. Returns counts and the images/second."""
     import lance_ray
@@ -129,22 +149,35 @@ def reanalyze(
         raise ValueError(f"the archive already is {name}: nothing to re-analyse into")
     dst = Archive(cfg.archive.uri, name, cfg.s3, vector_dims(bundle))
     todo, done = _todo(src, dst)
-    log.info("re-analysing %d images with %s (%d already done) into %s", len(todo),
-             bundle.version, done, name)  # fmt: skip
-    ray.init(address=address, ignore_reinit_error=True, log_to_driver=False,
-             include_dashboard=False, num_cpus=None if address else workers)  # fmt: skip
+    log.info(
+        "re-analysing %d images with %s (%d already done) into %s",
+        len(todo),
+        bundle.version,
+        done,
+        name,
+    )
+    ray.init(
+        address=address,
+        ignore_reinit_error=True,
+        log_to_driver=False,
+        include_dashboard=False,
+        num_cpus=None if address else workers,
+    )
     uri = f"{cfg.archive.uri.rstrip('/')}/{name}.lance"
     opts = storage_options(cfg.s3) if uri.startswith("s3://") else None
     t0 = time.monotonic()
     bar = tqdm(total=len(todo), desc=f"reanalyze {bundle.name}", unit="img", disable=not progress)
     for chunk in _chunks(todo, CHUNK):
         ds = ray.data.from_items(chunk).map_batches(
-            Analyse, fn_constructor_kwargs={"bundle": str(bundle.root),
-                                            "s3": cfg.s3.model_dump_json()},
-            batch_size=32, concurrency=workers, num_cpus=0.5,
-        )  # fmt: skip
-        lance_ray.write_lance(ds, uri, schema=schema(*vector_dims(bundle)), mode="append",
-                              storage_options=opts)  # fmt: skip
+            Analyse,
+            fn_constructor_kwargs={"bundle": str(bundle.root), "s3": cfg.s3.model_dump_json()},
+            batch_size=32,
+            concurrency=workers,
+            num_cpus=0.5,
+        )
+        lance_ray.write_lance(
+            ds, uri, schema=schema(*vector_dims(bundle)), mode="append", storage_options=opts
+        )
         bar.update(len(chunk))
         log.info("re-analysed %d of %d", bar.n, len(todo))
     bar.close()
@@ -152,6 +185,11 @@ def reanalyze(
     dst = Archive(cfg.archive.uri, name, cfg.s3, vector_dims(bundle))
     ensure_indexes(dst)
     Archive.switch(cfg, name)
-    return {"table": name, "images": len(todo), "skipped": done, "rows": dst.count(),
-            "seconds": round(seconds, 1),
-            "images_per_s": round(len(todo) / seconds, 2) if seconds else None}  # fmt: skip
+    return {
+        "table": name,
+        "images": len(todo),
+        "skipped": done,
+        "rows": dst.count(),
+        "seconds": round(seconds, 1),
+        "images_per_s": round(len(todo) / seconds, 2) if seconds else None,
+    }

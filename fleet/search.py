@@ -74,10 +74,18 @@ def hit(row: dict[str, Any]) -> dict[str, Any]:
     caption = row.get("caption") or ""
     captured = row["captured_at"]
     when = utc(captured).isoformat() if isinstance(captured, dt.datetime) else captured
-    return {"id": rid(row), "score": 0.0, "caption": caption, "snippet": html.escape(caption),
-            "labels": list(row.get("labels") or []), "classes": [], "source": row["source"],
-            "device": row["device"], "anomaly": float(row.get("anomaly") or 0.0),
-            "captured_at": when}  # fmt: skip
+    return {
+        "id": rid(row),
+        "score": 0.0,
+        "caption": caption,
+        "snippet": html.escape(caption),
+        "labels": list(row.get("labels") or []),
+        "classes": [],
+        "source": row["source"],
+        "device": row["device"],
+        "anomaly": float(row.get("anomaly") or 0.0),
+        "captured_at": when,
+    }
 
 
 class FleetSearch:
@@ -86,9 +94,14 @@ class FleetSearch:
         self.encoder = QueryEncoder(bundle) if "embedding" in bundle.doc.outputs else None
 
     def search(
-        self, q: str, filters: FleetFilters, mode: str = "hybrid", limit: int = 20,
-        offset: int = 0, fusion: str = "rrf",
-    ) -> Result:  # fmt: skip
+        self,
+        q: str,
+        filters: FleetFilters,
+        mode: str = "hybrid",
+        limit: int = 20,
+        offset: int = 0,
+        fusion: str = "rrf",
+    ) -> Result:
         where = filters.sql()
         depth = max(DEPTH, offset + limit)
         if mode == "keyword" or not q.strip() or self.encoder is None:
@@ -100,8 +113,13 @@ class FleetSearch:
             hits = [hit(r) | {"score": float(r.get("_score", 0.0))} for r in rows]
             counts, hits = _facets(hits), hits[offset:]
             for rank, h in enumerate(hits, start=offset + 1):
-                h["match"] = {"keyword": {"rank": rank, "score": round(h["score"], 4),
-                                          "terms": matched_terms(q, h["caption"])}}  # fmt: skip
+                h["match"] = {
+                    "keyword": {
+                        "rank": rank,
+                        "score": round(h["score"], 4),
+                        "terms": matched_terms(q, h["caption"]),
+                    }
+                }
             total = len(rows) if len(rows) < offset + limit else self.count(q, where)
             res = Result("keyword", total, hits, counts)
             if q.strip() and not rows:
@@ -120,17 +138,30 @@ class FleetSearch:
             if "semantic" in h["match"]:
                 h["match"]["semantic"]["words"] = ranked.words.get(i, {})
             hits.append(h)
-        res = Result(mode, len(order), hits, _facets([hit(by_id[i]) for i, _ in order]),
-                     ranked.parsed.corrected, ranked.parsed.unknown)  # fmt: skip
+        res = Result(
+            mode,
+            len(order),
+            hits,
+            _facets([hit(by_id[i]) for i, _ in order]),
+            ranked.parsed.corrected,
+            ranked.parsed.unknown,
+        )
         res.message = message_for(res, ranked)
         return res
 
     def keyword(
         self, q: str, where: str, limit: int, columns: list[str] | None = None
     ) -> list[dict[str, Any]]:
-        query = MatchQuery(q, "text", boost=1.0, fuzziness=1, max_expansions=50, prefix_length=0,
-                           operator=FullTextOperator.AND,
-                           document_granularity=DocumentGranularity.ROW)  # fmt: skip
+        query = MatchQuery(
+            q,
+            "text",
+            boost=1.0,
+            fuzziness=1,
+            max_expansions=50,
+            prefix_length=0,
+            operator=FullTextOperator.AND,
+            document_granularity=DocumentGranularity.ROW,
+        )
         wanted = [*(columns or COLUMNS), "_score"]
         s = self.archive.table.search(query, query_type="fts").select(wanted).limit(limit)
         return list(s.where(where, prefilter=True).to_list() if where else s.to_list())
@@ -146,8 +177,11 @@ class FleetSearch:
         s = self.archive.table.search().select(["device", "id", "captured_at"]).limit(None)
         keys = (s.where(where) if where else s).to_arrow()
         top = keys.sort_by([("captured_at", "descending")]).slice(0, limit)
-        pairs = [(d, i) for d, i in zip(top["device"].to_pylist(), top["id"].to_pylist(),
-                                         strict=True) if _safe(d) and _safe(i)]  # fmt: skip
+        pairs = [
+            (d, i)
+            for d, i in zip(top["device"].to_pylist(), top["id"].to_pylist(), strict=True)
+            if _safe(d) and _safe(i)
+        ]
         if not pairs:
             return []
         cond = " OR ".join(f"(device = '{d}' AND id = '{i}')" for d, i in pairs)
@@ -167,9 +201,14 @@ class FleetSearch:
         query = np.zeros(len(enc.vocab), np.float32)
         query[wanted] = 1.0 / len(wanted)
         cond = " AND ".join(p for p in (where, f"bundle = '{self.bundle.version}'") if p)
-        rows = (self.archive.table.search(query, vector_column_name="profile").metric("dot")
-                .where(cond, prefilter=True).select([*COLUMNS, "regions", "_distance"])
-                .limit(max(CANDIDATES, k)).to_list())  # fmt: skip
+        rows = (
+            self.archive.table.search(query, vector_column_name="profile")
+            .metric("dot")
+            .where(cond, prefilter=True)
+            .select([*COLUMNS, "regions", "_distance"])
+            .limit(max(CANDIDATES, k))
+            .to_list()
+        )
         rows = [r for r in rows if r.get("regions")]
         if not rows:
             return Ranked(parsed, [], {}), {}
@@ -190,8 +229,13 @@ class FleetSearch:
     # -- one image -------------------------------------------------------------------------------
     def row(self, result_id: str, columns: list[str]) -> dict[str, Any] | None:
         image, device = split(result_id)
-        got = (self.archive.table.search().where(f"id = '{image}' AND device = '{device}'")
-               .select(columns).limit(1).to_list())  # fmt: skip
+        got = (
+            self.archive.table.search()
+            .where(f"id = '{image}' AND device = '{device}'")
+            .select(columns)
+            .limit(1)
+            .to_list()
+        )
         return got[0] if got else None
 
     def record(self, result_id: str) -> dict[str, Any] | None:
@@ -208,12 +252,21 @@ class FleetSearch:
         r = self.row(result_id, ["latent", "bundle"])
         if r is None or r.get("latent") is None:
             return None
-        got = (self.archive.table.search(np.asarray(r["latent"], np.float32),
-                                         vector_column_name="latent").metric("l2")
-               .where(f"bundle = '{r['bundle']}'", prefilter=True)
-               .select(["device", "id"]).limit(k + 1).to_list())  # fmt: skip
-        return [{"id": rid(g), "distance": round(float(np.sqrt(max(g["_distance"], 0.0))), 5)}
-                for g in got if rid(g) != result_id][:k]  # fmt: skip
+        got = (
+            self.archive.table.search(
+                np.asarray(r["latent"], np.float32), vector_column_name="latent"
+            )
+            .metric("l2")
+            .where(f"bundle = '{r['bundle']}'", prefilter=True)
+            .select(["device", "id"])
+            .limit(k + 1)
+            .to_list()
+        )
+        return [
+            {"id": rid(g), "distance": round(float(np.sqrt(max(g["_distance"], 0.0))), 5)}
+            for g in got
+            if rid(g) != result_id
+        ][:k]
 
 
 def _facets(hits: list[dict[str, Any]]) -> dict[str, dict[str, int]]:

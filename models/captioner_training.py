@@ -56,10 +56,9 @@ class Targets:
     ) -> None:
         n = len(ds)
         self.token_region = [
-            [np.full(max_len - 1, -2 if explicit[i][k] else -1, np.int32)
-             for k in range(len(caps))]
+            [np.full(max_len - 1, -2 if explicit[i][k] else -1, np.int32) for k in range(len(caps))]
             for i, caps in enumerate(encoded)
-        ]  # fmt: skip
+        ]
         regions: list[list[np.ndarray]] = [[] for _ in range(n)]
         self.grounded_words = 0
         for i in range(n if ds.grounding is not None and ds.instances else 0):
@@ -126,21 +125,36 @@ def fit_captioner(
     cc.vocab, cc.max_len = _vocabulary(ds, train)
     cfg.captioner = cc
     cc.__post_init__()  # re-validate: a sentinel needs attention
-    explicit = [[bool(ds.instances and ds.instances[i] and ds.grounding and
-                      ds.grounding[i][k] is not None) for k in range(len(caps))]
-                for i, caps in enumerate(ds.captions)]  # fmt: skip
+    explicit = [
+        [
+            bool(
+                ds.instances and ds.instances[i] and ds.grounding and ds.grounding[i][k] is not None
+            )
+            for k in range(len(caps))
+        ]
+        for i, caps in enumerate(ds.captions)
+    ]
     ds.ground_by_name(cc.synonyms)
     vocab = Vocabulary(cc.vocab)
     encoded = [[vocab.encode(c, cc.max_len) for c in caps] for caps in ds.captions]
     targets = Targets(ds, encoded, cc.grid, cc.max_len, explicit)
     supervised = cc.grounding_weight > 0 and targets.grounded_words > 0
-    log.info("captioner[%s%s]: %d training, %d validation images; %s", cc.attention,
-             "+sentinel" if cc.sentinel else "", len(train), len(val),
-             f"attention supervised on {targets.grounded_words} grounded words" if supervised
-             else "no instance regions: attention unsupervised")  # fmt: skip
+    log.info(
+        "captioner[%s%s]: %d training, %d validation images; %s",
+        cc.attention,
+        "+sentinel" if cc.sentinel else "",
+        len(train),
+        len(val),
+        f"attention supervised on {targets.grounded_words} grounded words"
+        if supervised
+        else "no instance regions: attention unsupervised",
+    )
     cap = Captioner(cc, cfg.image)
-    loop = EpochLoop(f"captioner[{cc.attention}]", loop_config(cc, epochs, max_steps, progress),
-                     len(train) // cc.batch_size)  # fmt: skip
+    loop = EpochLoop(
+        f"captioner[{cc.attention}]",
+        loop_config(cc, epochs, max_steps, progress),
+        len(train) // cc.batch_size,
+    )
     rng = np.random.default_rng(seed)
 
     def batches(_: int) -> Iterator[Batch]:
@@ -181,12 +195,21 @@ def fit_captioner(
         save_captioner(cap, out)
         cfg.save(out)
 
-    history = loop.run(batches, train_step, [cap.encoder, cap.step], save,
-                       validate if len(val) else None)  # fmt: skip
-    save_history(out, "captioner", history, {
-        "attention": cc.attention, "sentinel": cc.sentinel, "images": len(train),
-        "validation": len(val), "grounded_words": targets.grounded_words if supervised else 0,
-    })  # fmt: skip
+    history = loop.run(
+        batches, train_step, [cap.encoder, cap.step], save, validate if len(val) else None
+    )
+    save_history(
+        out,
+        "captioner",
+        history,
+        {
+            "attention": cc.attention,
+            "sentinel": cc.sentinel,
+            "images": len(train),
+            "validation": len(val),
+            "grounded_words": targets.grounded_words if supervised else 0,
+        },
+    )
     return history
 
 

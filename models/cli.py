@@ -176,23 +176,38 @@ def run(argv: list[str] | None = None) -> int:
             if args.model == "captioner":
                 synonyms = _synonyms(args.synonyms) if args.synonyms else None
                 hist = fit_captioner(
-                    args.data, args.out, attention=args.attention, sentinel=args.sentinel,
-                    grounding_weight=args.grounding_weight, synonyms=synonyms, **common,
-                )  # fmt: skip
+                    args.data,
+                    args.out,
+                    attention=args.attention,
+                    sentinel=args.sentinel,
+                    grounding_weight=args.grounding_weight,
+                    synonyms=synonyms,
+                    **common,
+                )
             elif args.model == "segmenter":
                 hist = training.fit_segmenter(args.data, args.out, **common)
             elif args.model == "embedder":
                 from models.embedder_training import fit_embedder
 
-                hist = fit_embedder(args.data, args.out, layout_cells=args.layout_cells,
-                                    layout_hidden=args.layout_hidden, **common)  # fmt: skip
+                hist = fit_embedder(
+                    args.data,
+                    args.out,
+                    layout_cells=args.layout_cells,
+                    layout_hidden=args.layout_hidden,
+                    **common,
+                )
             elif args.model == "domain":
                 from models.domain_training import fit_domain
 
                 hist = fit_domain(args.data, args.out)
             else:
-                hist = fit_vae(args.data, args.out, train_on=args.train_on,
-                               label_fraction=args.label_fraction, **common)  # fmt: skip
+                hist = fit_vae(
+                    args.data,
+                    args.out,
+                    train_on=args.train_on,
+                    label_fraction=args.label_fraction,
+                    **common,
+                )
             log.info("trained %s: final %s; saved to %s", args.model, hist[-1], args.out)
         elif args.command == "eval":
             from models.evaluate import evaluate

@@ -30,8 +30,14 @@ import numpy as np
 DOMAIN_FILE = "domain_model.json"
 DOMAIN_MODELS = ("segmenter", "captioner_encoder")
 """The bundle's graphs, besides the VAE's, whose outputs the device feeds the model."""
-SIGNALS = ("complexity", "roughness", "log_vae_mse", "log_latent_distance",
-           "log_segmenter_entropy", "log_region_distance")  # fmt: skip
+SIGNALS = (
+    "complexity",
+    "roughness",
+    "log_vae_mse",
+    "log_latent_distance",
+    "log_segmenter_entropy",
+    "log_region_distance",
+)
 EPS = 1e-9
 
 
@@ -81,16 +87,20 @@ class DomainModel:
 
     def region_distance(self, regions: np.ndarray) -> np.ndarray:
         """Mahalanobis distance of mean region features (n, d)."""
-        return _mahalanobis(regions, np.asarray(self.region_mean),
-                            np.asarray(self.region_precision))  # fmt: skip
+        return _mahalanobis(
+            regions, np.asarray(self.region_mean), np.asarray(self.region_precision)
+        )
 
     def vectors(
-        self, pixels: np.ndarray, mse: np.ndarray, latent_distance: np.ndarray,
-        entropy: np.ndarray, regions: np.ndarray,
-    ) -> np.ndarray:  # fmt: skip
+        self,
+        pixels: np.ndarray,
+        mse: np.ndarray,
+        latent_distance: np.ndarray,
+        entropy: np.ndarray,
+        regions: np.ndarray,
+    ) -> np.ndarray:
         """Signal vectors (n, 6) from (n, 2) pixel signals and per-image model outputs."""
-        return signal_vectors(pixels, mse, latent_distance, entropy,
-                              self.region_distance(regions))  # fmt: skip
+        return signal_vectors(pixels, mse, latent_distance, entropy, self.region_distance(regions))
 
     def score(self, vectors: np.ndarray) -> np.ndarray:
         """Distance / threshold: above 1 is out of the domain."""
@@ -109,21 +119,30 @@ class DomainModel:
 
 
 def signal_vectors(
-    pixels: np.ndarray, mse: np.ndarray, latent_distance: np.ndarray, entropy: np.ndarray,
+    pixels: np.ndarray,
+    mse: np.ndarray,
+    latent_distance: np.ndarray,
+    entropy: np.ndarray,
     region_distance: np.ndarray,
-) -> np.ndarray:  # fmt: skip
+) -> np.ndarray:
     """The signals in `SIGNALS` order; distances and errors as logarithms (their spread over
     the domain is multiplicative)."""
     p = np.atleast_2d(pixels)
-    logs = [np.log(np.asarray(a, np.float64) + EPS)
-            for a in (mse, latent_distance, entropy, region_distance)]  # fmt: skip
+    logs = [
+        np.log(np.asarray(a, np.float64) + EPS)
+        for a in (mse, latent_distance, entropy, region_distance)
+    ]
     return np.column_stack([p[:, 0], p[:, 1], *logs])
 
 
 def fit_domain_model(
-    pixels: np.ndarray, mse: np.ndarray, latent_distance: np.ndarray, entropy: np.ndarray,
-    regions: np.ndarray, percentile: float = 99.5,
-) -> DomainModel:  # fmt: skip
+    pixels: np.ndarray,
+    mse: np.ndarray,
+    latent_distance: np.ndarray,
+    entropy: np.ndarray,
+    regions: np.ndarray,
+    percentile: float = 99.5,
+) -> DomainModel:
     """Fit on the training images' signals; `regions`: their mean region features (n, d)."""
     region_mean = regions.mean(axis=0)
     region_precision = _precision(regions, 1e-2)
@@ -132,7 +151,11 @@ def fit_domain_model(
     mean, precision = v.mean(axis=0), _precision(v, 1e-6)
     threshold = float(np.percentile(_mahalanobis(v, mean, precision), percentile))
     return DomainModel(
-        signals=list(SIGNALS), mean=mean.tolist(), precision=precision.tolist(),
-        region_mean=region_mean.tolist(), region_precision=region_precision.tolist(),
-        threshold=threshold, percentile=percentile,
-    )  # fmt: skip
+        signals=list(SIGNALS),
+        mean=mean.tolist(),
+        precision=precision.tolist(),
+        region_mean=region_mean.tolist(),
+        region_precision=region_precision.tolist(),
+        threshold=threshold,
+        percentile=percentile,
+    )

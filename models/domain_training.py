@@ -39,9 +39,11 @@ def domain_signals(
         regions.append(encoder(x, training=False)[0].numpy().mean(axis=1))
     return {
         "pixels": np.array([pixel_signals(x) for x in images]),
-        "mse": o.mse, "latent_distance": space.mahalanobis(o.mu),
-        "entropy": np.array(entropy), "regions": np.concatenate(regions),
-    }  # fmt: skip
+        "mse": o.mse,
+        "latent_distance": space.mahalanobis(o.mu),
+        "entropy": np.array(entropy),
+        "regions": np.concatenate(regions),
+    }
 
 
 def ood_scores(
@@ -53,8 +55,9 @@ def ood_scores(
     if model is None:
         return space.ood_score(o.mse, o.mu)
     s = domain_signals(folder, cfg, images, o, space)
-    return model.score(model.vectors(s["pixels"], s["mse"], s["latent_distance"],
-                                     s["entropy"], s["regions"]))  # fmt: skip
+    return model.score(
+        model.vectors(s["pixels"], s["mse"], s["latent_distance"], s["entropy"], s["regions"])
+    )
 
 
 def fit_domain(data: Path, out: Path, percentile: float = 99.5) -> list[dict[str, float]]:
@@ -67,13 +70,26 @@ def fit_domain(data: Path, out: Path, percentile: float = 99.5) -> list[dict[str
     ds = load_dataset(data, cfg.image.size, cfg.image.channels)
     enc, dec, space = load_vae(out, cfg)
     s = domain_signals(out, cfg, ds.images, vae_outputs(enc, dec, cfg.vae, ds.images), space)
-    model = fit_domain_model(s["pixels"], s["mse"], s["latent_distance"], s["entropy"],
-                             s["regions"], percentile)  # fmt: skip
+    model = fit_domain_model(
+        s["pixels"], s["mse"], s["latent_distance"], s["entropy"], s["regions"], percentile
+    )
     model.save(out)
-    rate = float((model.score(model.vectors(s["pixels"], s["mse"], s["latent_distance"],
-                                            s["entropy"], s["regions"])) > 1).mean())  # fmt: skip
+    rate = float(
+        (
+            model.score(
+                model.vectors(
+                    s["pixels"], s["mse"], s["latent_distance"], s["entropy"], s["regions"]
+                )
+            )
+            > 1
+        ).mean()
+    )
     hist = [{"images": float(len(ds)), "threshold": model.threshold, "flagged_rate": rate}]
     save_history(out, "domain", hist, {"percentile": percentile, "signals": model.signals})
-    log.info("domain model: %d images, %.3f of them above the %.1fth percentile", len(ds),
-             rate, percentile)  # fmt: skip
+    log.info(
+        "domain model: %d images, %.3f of them above the %.1fth percentile",
+        len(ds),
+        rate,
+        percentile,
+    )
     return hist

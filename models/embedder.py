@@ -59,8 +59,9 @@ def build_image_embedder(encoder: keras.Model, projection: keras.Model) -> keras
     return keras.Model(inp, projection(regions), name="image_embedder")
 
 
-def late_interaction(words: keras.KerasTensor, content: keras.KerasTensor,
-                     regions: keras.KerasTensor) -> keras.KerasTensor:  # fmt: skip
+def late_interaction(
+    words: keras.KerasTensor, content: keras.KerasTensor, regions: keras.KerasTensor
+) -> keras.KerasTensor:
     """(Bt, T, D) words, (Bt, T) content mask, (Bi, n, D) regions -> (Bt, Bi) scores: each
     content word's best region similarity, averaged over the content words."""
     sim = ops.einsum("atd,bnd->abtn", words, regions)

@@ -96,23 +96,30 @@ def fit_embedder(
         raise ConfigError(f"{out}: train the captioner first (its encoder is the image side)")
     ec = cfg.embedder or EmbedderConfig()
     ec = dataclasses.replace(  # a new one, so the head's widths are checked
-        ec, epochs=epochs or ec.epochs,
+        ec,
+        epochs=epochs or ec.epochs,
         layout_cells=ec.layout_cells if layout_cells is None else layout_cells,
         layout_hidden=ec.layout_hidden if layout_hidden is None else layout_hidden,
-    )  # fmt: skip
+    )
     train, val = split_indices(len(ds), ec.validation_split, seed)
     ec.vocab = vocabulary(ds, train)
     cfg.embedder = ec
     regions = _regions(out, cfg, ds)
     texts = Texts(ds, ec.vocab, ec.max_tokens)
     longest = max(len(t) for caps in texts.tokens for t in caps) + 2
-    targets = Targets(ds, [[[0] * longest] * len(c) for c in ds.captions], cfg.grid, longest,
-                      [[False] * len(c) for c in ds.captions])  # fmt: skip
+    targets = Targets(
+        ds,
+        [[[0] * longest] * len(c) for c in ds.captions],
+        cfg.grid,
+        longest,
+        [[False] * len(c) for c in ds.captions],
+    )
     text_model = build_text_encoder(ec)
     projection = build_region_projection(ec, regions.shape[2], regions.shape[1])
     log_temp = keras.Variable(np.float32(np.log(0.07)), dtype="float32", name="log_temperature")
-    loop = EpochLoop("embedder", loop_config(ec, epochs, max_steps, progress),
-                     len(train) // ec.batch_size)  # fmt: skip
+    loop = EpochLoop(
+        "embedder", loop_config(ec, epochs, max_steps, progress), len(train) // ec.batch_size
+    )
     rng = np.random.default_rng(seed)
 
     def batches(_: int) -> Iterator[Batch]:
@@ -136,25 +143,37 @@ def fit_embedder(
         projection.save_weights(Path(out) / FILES["embedder"][1])
         cfg.save(out)
 
-    history = loop.run(batches, step, [text_model, projection], save,
-                       validate if len(val) else None)  # fmt: skip
-    save_history(out, "embedder", history, {"images": len(train), "validation": len(val),
-                                           "grounded_words": targets.grounded_words})  # fmt: skip
+    history = loop.run(
+        batches, step, [text_model, projection], save, validate if len(val) else None
+    )
+    save_history(
+        out,
+        "embedder",
+        history,
+        {"images": len(train), "validation": len(val), "grounded_words": targets.grounded_words},
+    )
     return history
 
 
 def _regions(out: Path, cfg: Any, ds: Dataset) -> np.ndarray:
     """The frozen captioner encoder's regions of every image, computed once."""
     encoder = load_captioner(out, cfg).encoder
-    parts = [encoder(tf.constant(ds.images[i : i + 256]), training=False)[0].numpy()
-             for i in range(0, len(ds), 256)]  # fmt: skip
+    parts = [
+        encoder(tf.constant(ds.images[i : i + 256]), training=False)[0].numpy()
+        for i in range(0, len(ds), 256)
+    ]
     return np.concatenate(parts).astype(np.float32)
 
 
 def _batch(
-    rows: np.ndarray, ds: Dataset, texts: Texts, targets: Targets, regions: np.ndarray,
-    ec: EmbedderConfig, rng: np.random.Generator,
-) -> Batch:  # fmt: skip
+    rows: np.ndarray,
+    ds: Dataset,
+    texts: Texts,
+    targets: Targets,
+    regions: np.ndarray,
+    ec: EmbedderConfig,
+    rng: np.random.Generator,
+) -> Batch:
     """Texts (whole references or short spans), their positives among the batch's images, and
     each word's region target (-1: none)."""
     ids, content, words_of, region_of = [], [], [], []
@@ -177,21 +196,34 @@ def _batch(
         region_of.append(np.where(reg >= 0, reg, -1).astype(np.int32))
     pos = np.array([[texts.contains(j, w) for j in rows] for w in words_of], np.float32)
     np.fill_diagonal(pos, 1.0)
-    return (np.stack(ids), np.stack(content), regions[rows], pos,
-            targets.regions[rows], np.stack(region_of))  # fmt: skip
+    return (
+        np.stack(ids),
+        np.stack(content),
+        regions[rows],
+        pos,
+        targets.regions[rows],
+        np.stack(region_of),
+    )
 
 
 def _train_step(
-    text_model: keras.Model, projection: keras.Model, log_temp: keras.Variable,
-    ec: EmbedderConfig, loop: EpochLoop,
-) -> Any:  # fmt: skip
+    text_model: keras.Model,
+    projection: keras.Model,
+    log_temp: keras.Variable,
+    ec: EmbedderConfig,
+    loop: EpochLoop,
+) -> Any:
     variables = [*text_model.trainable_variables, *projection.trainable_variables, log_temp]
 
     @tf.function(reduce_retracing=True)
     def train_step(
-        ids: tf.Tensor, content: tf.Tensor, feats: tf.Tensor, pos: tf.Tensor,
-        reg_targets: tf.Tensor, region_of: tf.Tensor,
-    ) -> dict[str, tf.Tensor]:  # fmt: skip
+        ids: tf.Tensor,
+        content: tf.Tensor,
+        feats: tf.Tensor,
+        pos: tf.Tensor,
+        reg_targets: tf.Tensor,
+        region_of: tf.Tensor,
+    ) -> dict[str, tf.Tensor]:
         with tf.GradientTape() as tape:
             words = text_model(ids, training=True)
             regs = projection(feats, training=True)
@@ -205,8 +237,12 @@ def _train_step(
             ground = _grounding(sim, reg_targets, region_of)
             loss = (t2i + i2t) / 2 + ec.grounding_weight * ground
         loop.optimizer.apply(tape.gradient(loss, variables), variables)
-        return {"loss": loss, "contrastive": (t2i + i2t) / 2, "grounding": ground,
-                "temperature": tf.exp(log_temp)}  # fmt: skip
+        return {
+            "loss": loss,
+            "contrastive": (t2i + i2t) / 2,
+            "grounding": ground,
+            "temperature": tf.exp(log_temp),
+        }
 
     return train_step
 

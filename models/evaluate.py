@@ -156,8 +156,12 @@ def eval_ood(folder: Path, cfg: ModelsConfig) -> dict[str, Any]:
     images = np.stack(arrays)
     scores = ood_scores(folder, cfg, images, vae_outputs(enc, dec, cfg.vae, images), space)
     missed = [n for n, s in zip(names, scores, strict=True) if s <= 1]
-    return {"images": len(names), "flagged": int((scores > 1).sum()), "missed": missed,
-            "min_score": float(scores.min())}  # fmt: skip
+    return {
+        "images": len(names),
+        "flagged": int((scores > 1).sum()),
+        "missed": missed,
+        "min_score": float(scores.min()),
+    }
 
 
 def label_study(folders: dict[str, Path], data: Path) -> dict[str, Any]:
@@ -168,8 +172,11 @@ def label_study(folders: dict[str, Path], data: Path) -> dict[str, Any]:
         cfg = ModelsConfig.load(folder)
         ds = load_dataset(data, cfg.image.size, cfg.image.channels)
         rep = eval_vae(folder, cfg, ds)
-        out[name] = {k: rep[k] for k in ("label_macro_f1", "none_given_to_findings",
-                                         "label_f1", "anomaly_auroc") if k in rep}  # fmt: skip
+        out[name] = {
+            k: rep[k]
+            for k in ("label_macro_f1", "none_given_to_findings", "label_f1", "anomaly_auroc")
+            if k in rep
+        }
     return out
 
 
@@ -186,8 +193,11 @@ def _ablation(
     table: dict[str, Any] = {}
     for name, row in rows.items():
         src = row.get("by_objects", {}).get("2-3", row)
-        table[name] = {"attention": row["attention"], "sentinel": row["sentinel"],
-                       **{k: src[k] for k in ABLATION_KEYS if k in src}}  # fmt: skip
+        table[name] = {
+            "attention": row["attention"],
+            "sentinel": row["sentinel"],
+            **{k: src[k] for k in ABLATION_KEYS if k in src},
+        }
         ground = row.get("grounding", {})
         for cls in ("noun", "attribute"):
             got = ground.get("classes", {}).get(cls)
@@ -215,8 +225,11 @@ def check_minimums(domain: str, report: dict[str, Any]) -> dict[str, Any]:
         out.update(grounding.check(report["captioner"]["grounding"]))
     ood = report.get("vae", {}).get("out_of_domain_test")
     if ood:
-        out["vae.out_of_domain_flagged"] = {"value": ood["flagged"] / ood["images"],
-                                            "minimum": 1.0, "ok": not ood["missed"]}  # fmt: skip
+        out["vae.out_of_domain_flagged"] = {
+            "value": ood["flagged"] / ood["images"],
+            "minimum": 1.0,
+            "ok": not ood["missed"],
+        }
     table = report.get("ablation")
     if domain in ABLATION_MINIMUM and table and "none" in table:
         for name, row in table.items():

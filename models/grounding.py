@@ -32,14 +32,40 @@ WORD_CLASSES: dict[str, dict[str, frozenset[str]]] = {
         "attribute": frozenset({"small", "large", "red", "green", "blue", "yellow", "purple"}),
     },
     "chest": {
-        "noun": frozenset({"consolidation", "pneumonia", "airspace", "opacity", "nodule",
-                           "effusion", "heart", "cardiomegaly", "silhouette"}),
-        "attribute": frozenset({"left", "right", "upper", "lower", "zone", "pleural",
-                                "pulmonary", "rounded", "small", "enlarged", "cardiac",
-                                "costophrenic", "angle", "blunting"}),
+        "noun": frozenset(
+            {
+                "consolidation",
+                "pneumonia",
+                "airspace",
+                "opacity",
+                "nodule",
+                "effusion",
+                "heart",
+                "cardiomegaly",
+                "silhouette",
+            }
+        ),
+        "attribute": frozenset(
+            {
+                "left",
+                "right",
+                "upper",
+                "lower",
+                "zone",
+                "pleural",
+                "pulmonary",
+                "rounded",
+                "small",
+                "enlarged",
+                "cardiac",
+                "costophrenic",
+                "angle",
+                "blunting",
+            }
+        ),
         "anatomy": frozenset({"lungs"}),
     },
-}  # fmt: skip
+}
 """Word classes the minimums speak of: nouns that name a located thing, and the attribute
 words of their phrases (size, colour, side, zone...)."""
 MINIMUMS = {"noun.pointing": 0.90, "attribute.pointing": 0.80, "noun.mass": 0.50}
@@ -56,9 +82,11 @@ class ImageTruth:
 
 
 def image_truth(
-    coverage: Sequence[np.ndarray], captions: Sequence[str], spans: Sequence[Sequence[Span] | None],
+    coverage: Sequence[np.ndarray],
+    captions: Sequence[str],
+    spans: Sequence[Sequence[Span] | None],
     grid: int,
-) -> ImageTruth:  # fmt: skip
+) -> ImageTruth:
     """From one image's instance coverages (uint8, image size) and its references' spans."""
     regions = grid_regions(np.stack(coverage), grid) if len(coverage) else np.zeros((0, grid**2))
     named: dict[tuple[str, ...], set[int]] = defaultdict(set)
@@ -106,8 +134,13 @@ class _Tally:
 
     def report(self) -> dict[str, float]:
         n = max(self.n, 1)
-        return {"n": self.n, "pointing": self.hits / n, "mass": self.mass / n,
-                "chance": self.chance / n, "visual": self.visual / n}  # fmt: skip
+        return {
+            "n": self.n,
+            "pointing": self.hits / n,
+            "mass": self.mass / n,
+            "chance": self.chance / n,
+            "visual": self.visual / n,
+        }
 
 
 @dataclass
@@ -150,11 +183,16 @@ class GroundingScorer:
         return {
             "classes": {k: t.report() for k, t in sorted(self.classes.items())},
             "words": {k: t.report() for k, t in sorted(self.words.items())},
-            "non_visual": {"n": non_visual.n, "visual": non_visual.visual / max(non_visual.n, 1),
-                           "words": {k: {"n": t.n, "visual": t.visual / max(t.n, 1)}
-                                     for k, t in sorted(self.non_visual.items())}},
+            "non_visual": {
+                "n": non_visual.n,
+                "visual": non_visual.visual / max(non_visual.n, 1),
+                "words": {
+                    k: {"n": t.n, "visual": t.visual / max(t.n, 1)}
+                    for k, t in sorted(self.non_visual.items())
+                },
+            },
             "nouns_for_absent_things": self.named_absent,
-        }  # fmt: skip
+        }
 
 
 def check(report: dict[str, Any]) -> dict[str, dict[str, Any]]:

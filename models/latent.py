@@ -73,8 +73,9 @@ class LatentSpace:
     def label(self, probs: np.ndarray) -> list[tuple[str, float]]:
         """(name, probability) of the labels one image gets, most probable first."""
         p = np.asarray(probs, dtype=np.float64).reshape(-1)
-        out = [(n, float(v)) for n, v, t in zip(self.labels, p, self.thresholds, strict=True)
-               if v >= t]  # fmt: skip
+        out = [
+            (n, float(v)) for n, v, t in zip(self.labels, p, self.thresholds, strict=True) if v >= t
+        ]
         if not out and self.none_label:
             out = [(self.none_label, float(1.0 - p.max(initial=0.0)))]
         return sorted(out, key=lambda kv: -kv[1])
@@ -126,13 +127,19 @@ def fit_latent_space(
         log.warning("no image known to be normal: the anomaly is calibrated on all images")
         normal = np.ones(len(errors), bool)
     space = LatentSpace(
-        labels=list(labels), none_label=none_label, thresholds=[0.5] * len(labels),
+        labels=list(labels),
+        none_label=none_label,
+        thresholds=[0.5] * len(labels),
         counterfactual=counterfactual,
         error_quantiles=np.percentile(errors[normal], np.arange(101)).tolist(),
-        threshold=float(np.percentile(errors[normal], percentile)), percentile=percentile,
-        latent_mean=mean.tolist(), latent_precision=np.linalg.inv(cov).tolist(),
-        ood_mse=1.0, ood_latent=1.0, ood_percentile=ood_percentile,
-    )  # fmt: skip
+        threshold=float(np.percentile(errors[normal], percentile)),
+        percentile=percentile,
+        latent_mean=mean.tolist(),
+        latent_precision=np.linalg.inv(cov).tolist(),
+        ood_mse=1.0,
+        ood_latent=1.0,
+        ood_percentile=ood_percentile,
+    )
     space.ood_mse = float(np.percentile(mse, ood_percentile))
     space.ood_latent = float(np.percentile(space.mahalanobis(mu), ood_percentile))
     return space

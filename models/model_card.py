@@ -52,11 +52,15 @@ def _fmt(v: Any) -> str:
 
 
 def _grounding_rows(ground: dict[str, Any]) -> list[str]:
-    rows = ["| words | n | pointing game | mass in region | chance | visual (1 - sentinel) |",
-            "| --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+    rows = [
+        "| words | n | pointing game | mass in region | chance | visual (1 - sentinel) |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
     for name, row in ground.get("classes", {}).items():
-        rows.append(f"| {name} | {row['n']} | {_fmt(row['pointing'])} | {_fmt(row['mass'])} | "
-                    f"{_fmt(row['chance'])} | {_fmt(row['visual'])} |")  # fmt: skip
+        rows.append(
+            f"| {name} | {row['n']} | {_fmt(row['pointing'])} | {_fmt(row['mass'])} | "
+            f"{_fmt(row['chance'])} | {_fmt(row['visual'])} |"
+        )
     nv = ground.get("non_visual", {})
     if nv.get("n"):
         rows.append(f"| non-visual (no region) | {nv['n']} | - | - | - | {_fmt(nv['visual'])} |")
@@ -87,14 +91,22 @@ def model_card(domain: str, report: dict[str, Any], seconds: dict[str, float], r
     cap, seg, vae = report.get("captioner", {}), report.get("segmenter", {}), report.get("vae", {})
     r = recipe
     lines = [
-        f"# S3E models: `{domain}`", "", "## Data", CARD_INTRO[domain], "",
+        f"# S3E models: `{domain}`",
+        "",
+        "## Data",
+        CARD_INTRO[domain],
+        "",
         f"Training split: {r.train_n} images (seed {r.train_seed}; the VAE uses its first "
         f"{r.vae_n}, the segmenter its first {r.seg_n}, the ablation and the label study its "
         f"first {r.study_n}); held-out split: "
-        f"{r.test_n} images (seed {r.test_seed}), never used in training.", "",
-        "## Reproduce", "```", f"s3e-train reproduce --domain {domain} --out models/{domain}",
+        f"{r.test_n} images (seed {r.test_seed}), never used in training.",
+        "",
+        "## Reproduce",
         "```",
-        "On a 2-core CPU: " + ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items()) + ".", "",
+        f"s3e-train reproduce --domain {domain} --out models/{domain}",
+        "```",
+        "On a 2-core CPU: " + ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items()) + ".",
+        "",
         "## Models",
         f"- captioner: CNN encoder over a {report.get('grid', 8)}x{report.get('grid', 8)} grid of "
         "regions, LSTM decoder with Bahdanau attention and a visual sentinel (Lu et al. 2017), "
@@ -117,9 +129,12 @@ def model_card(domain: str, report: dict[str, Any], seconds: dict[str, float], r
         "- out of domain (`models/domain.py`, `s3e-train fit domain`): Mahalanobis distance of "
         "six signals (input complexity and roughness, VAE reconstruction error and latent "
         "distance, segmenter entropy, distance of the captioner encoder's mean region feature) "
-        "above its 99.5th percentile on the training images.", "",
-        "## Metrics on the held-out split", "| metric | value |", "| --- | --- |",
-    ]  # fmt: skip
+        "above its 99.5th percentile on the training images.",
+        "",
+        "## Metrics on the held-out split",
+        "| metric | value |",
+        "| --- | --- |",
+    ]
     for k in ("BLEU-1", "BLEU-4", "ROUGE-L", "CIDEr", "object_f1", "finding_accuracy"):
         if k in cap:
             lines.append(f"| captioner {k} | {_fmt(cap[k])} |")
@@ -137,40 +152,63 @@ def model_card(domain: str, report: dict[str, Any], seconds: dict[str, float], r
     if ood:
         lines.append(f"| vae out-of-domain images flagged | {ood['flagged']} of {ood['images']} |")
     if "grounding" in cap:
-        lines += ["", "## Attention grounding (shipped captioner, held-out split)",
-                  "A word's attention map points at the region of the thing it names (pointing "
-                  "game: the peak cell is in the region; mass: the share of attention there); "
-                  "chance = the region's share of the grid.", "",
-                  *_grounding_rows(cap["grounding"])]  # fmt: skip
+        lines += [
+            "",
+            "## Attention grounding (shipped captioner, held-out split)",
+            "A word's attention map points at the region of the thing it names (pointing "
+            "game: the peak cell is in the region; mass: the share of attention there); "
+            "chance = the region's share of the grid.",
+            "",
+            *_grounding_rows(cap["grounding"]),
+        ]
     emb = report.get("embedder", {})
     if emb:
-        lines += ["", "## Semantic search (text-image model, held-out split, Keras)",
-                  "Precision@10 of the split's own queries (see `models/queries.py`); chance = "
-                  "the relevant share.", "", "| queries | n | precision@10 | chance | worst |",
-                  "| --- | --- | --- | --- | --- |"]  # fmt: skip
+        lines += [
+            "",
+            "## Semantic search (text-image model, held-out split, Keras)",
+            "Precision@10 of the split's own queries (see `models/queries.py`); chance = "
+            "the relevant share.",
+            "",
+            "| queries | n | precision@10 | chance | worst |",
+            "| --- | --- | --- | --- | --- |",
+        ]
         for kind in ("words", "typos", "bound"):
             if kind in emb:
                 row = emb[kind]
                 worst = ", ".join(f"{q} {s:.2f}" for q, s in row["worst"].items())
-                lines.append(f"| {kind} | {row['queries']} | {_fmt(row['p_at_10'])} | "
-                             f"{_fmt(row['chance'])} | {worst} |")  # fmt: skip
+                lines.append(
+                    f"| {kind} | {row['queries']} | {_fmt(row['p_at_10'])} | "
+                    f"{_fmt(row['chance'])} | {worst} |"
+                )
         pt = emb.get("pointing", {})
         if pt:
-            lines.append(f"| query-noun pointing | {pt['n']} | {_fmt(pt['pointing'])} | "
-                         f"{_fmt(pt['chance'])} | |")  # fmt: skip
+            lines.append(
+                f"| query-noun pointing | {pt['n']} | {_fmt(pt['pointing'])} | "
+                f"{_fmt(pt['chance'])} | |"
+            )
     table = report.get("ablation", {})
     if table:
-        lines += ["", f"## Attention ablation ({table.get('split')} for caption scores; all "
-                  "images for grounding)", f"`shipped` is the full recipe; the others train on "
-                  f"the first {r.study_n} images.", "", *_ablation_rows(table)]  # fmt: skip
+        lines += [
+            "",
+            f"## Attention ablation ({table.get('split')} for caption scores; all "
+            "images for grounding)",
+            f"`shipped` is the full recipe; the others train on the first {r.study_n} images.",
+            "",
+            *_ablation_rows(table),
+        ]
     study = report.get("label_study", {})
     if study:
-        lines += ["", f"## VAE labels by the share of labelled images (first {r.study_n} "
-                  "training images)", "| labels from | macro-F1 | normal given to findings |",
-                  "| --- | --- | --- |"]  # fmt: skip
+        lines += [
+            "",
+            f"## VAE labels by the share of labelled images (first {r.study_n} training images)",
+            "| labels from | macro-F1 | normal given to findings |",
+            "| --- | --- | --- |",
+        ]
         for frac, row in study.items():
-            lines.append(f"| {float(frac):.0%} | {_fmt(row.get('label_macro_f1'))} | "
-                         f"{_fmt(row.get('none_given_to_findings', '-'))} |")  # fmt: skip
+            lines.append(
+                f"| {float(frac):.0%} | {_fmt(row.get('label_macro_f1'))} | "
+                f"{_fmt(row.get('none_given_to_findings', '-'))} |"
+            )
     lines += ["", "## Minimums", "| check | value | bound | ok |", "| --- | --- | --- | --- |"]
     for k, v in report.get("minimums", {}).items():
         bound = v.get("minimum", v.get("maximum", "-"))

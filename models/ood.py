@@ -18,11 +18,31 @@ from PIL import Image, ImageDraw
 from models.data.domains import DOMAINS, get_domain
 
 PHOTOS = (
-    "astronaut", "camera", "coffee", "chelsea", "coins", "moon", "page", "text", "rocket",
-    "horse", "hubble_deep_field", "immunohistochemistry", "retina", "brick", "grass", "gravel",
-    "clock", "cell", "colorwheel", "logo", "microaneurysms", "checkerboard", "binary_blobs",
+    "astronaut",
+    "camera",
+    "coffee",
+    "chelsea",
+    "coins",
+    "moon",
+    "page",
+    "text",
+    "rocket",
+    "horse",
+    "hubble_deep_field",
+    "immunohistochemistry",
+    "retina",
+    "brick",
+    "grass",
+    "gravel",
+    "clock",
+    "cell",
+    "colorwheel",
+    "logo",
+    "microaneurysms",
+    "checkerboard",
+    "binary_blobs",
     "shepp_logan_phantom",
-)  # fmt: skip
+)
 """scikit-image's data images that ship in its wheel (no download)."""
 
 
@@ -103,8 +123,11 @@ def _drawn(rng: np.random.Generator, size: int, kind: str) -> np.ndarray:
     draw = ImageDraw.Draw(im)
     for k in range({"lines": 30, "text": 8, "discs": 3}[kind]):
         if kind == "lines":
-            draw.line([tuple(ints(2, size)), tuple(ints(2, size))], fill=tuple(ints(3)),
-                      width=ints(1, 4, 1)[0])  # fmt: skip
+            draw.line(
+                [tuple(ints(2, size)), tuple(ints(2, size))],
+                fill=tuple(ints(3)),
+                width=ints(1, 4, 1)[0],
+            )
         elif kind == "text":
             draw.text((4, 4 + 15 * k), "".join(chr(c) for c in ints(18, 123, 97)), fill=(0, 0, 0))
         else:

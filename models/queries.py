@@ -69,14 +69,18 @@ class QuerySet:
     bound: dict[str, np.ndarray] = field(default_factory=dict)
 
     def all(self) -> dict[str, dict[str, np.ndarray]]:
-        return {"words": self.words, "typos": {k: v[1] for k, v in self.typos.items()},
-                "bound": self.bound}  # fmt: skip
+        return {
+            "words": self.words,
+            "typos": {k: v[1] for k, v in self.typos.items()},
+            "bound": self.bound,
+        }
 
 
 def build_queries(
-    captions: Sequence[Sequence[str]], spans: Sequence[Sequence[Sequence[Span] | None]] | None,
+    captions: Sequence[Sequence[str]],
+    spans: Sequence[Sequence[Sequence[Span] | None]] | None,
     vocab: Sequence[str],
-) -> QuerySet:  # fmt: skip
+) -> QuerySet:
     """The query set of a split from its references (and their grounding spans, for `bound`)."""
     refs = [[f" {' '.join(tokenize(c))} " for c in caps] for caps in captions]
     grams: set[tuple[str, ...]] = set()
@@ -84,8 +88,9 @@ def build_queries(
         for c in caps:
             toks = tokenize(c)
             grams.update((t,) for t in content(toks))
-            grams.update((a, b) for a, b in itertools.pairwise(toks)
-                         if a not in STOP and b not in STOP)  # fmt: skip
+            grams.update(
+                (a, b) for a, b in itertools.pairwise(toks) if a not in STOP and b not in STOP
+            )
     qs = QuerySet()
     for g in sorted(grams):
         hits = np.array([_contains(r, g) for r in refs])
@@ -121,8 +126,9 @@ class Ranker:
     """Query text -> ranking of a fixed set of images, given how to encode a query ((T, D)
     word vectors, (T,) content mask): the Keras encoder or the device's."""
 
-    def __init__(self, encode: Callable[[str], tuple[np.ndarray, np.ndarray]],
-                 images: np.ndarray) -> None:  # fmt: skip
+    def __init__(
+        self, encode: Callable[[str], tuple[np.ndarray, np.ndarray]], images: np.ndarray
+    ) -> None:
         self.encode, self.images = encode, images
 
     def rank(self, query: str, k: int = 10) -> np.ndarray:
@@ -140,9 +146,12 @@ def precision_report(rank: Any, kinds: dict[str, dict[str, np.ndarray]]) -> dict
         if not scores:
             continue
         worst = sorted(scores.items(), key=lambda kv: kv[1])[:5]
-        out[kind] = {"queries": len(scores), "p_at_10": float(np.mean(list(scores.values()))),
-                     "chance": float(np.mean([chance(r) for r in queries.values()])),
-                     "worst": {q: round(s, 3) for q, s in worst}}  # fmt: skip
+        out[kind] = {
+            "queries": len(scores),
+            "p_at_10": float(np.mean(list(scores.values()))),
+            "chance": float(np.mean([chance(r) for r in queries.values()])),
+            "worst": {q: round(s, 3) for q, s in worst},
+        }
     return out
 
 
@@ -163,8 +172,11 @@ def pointing(ranker: Ranker, ds: Any, domain: str, grid: int) -> dict[str, Any]:
             region = cells[sorted(named)].max(axis=0) > 0
             hits.append(bool(region[peak]))
             shares.append(float(region.mean()))
-    return {"n": len(hits), "pointing": float(np.mean(hits)) if hits else 0.0,
-            "chance": float(np.mean(shares)) if shares else 0.0}  # fmt: skip
+    return {
+        "n": len(hits),
+        "pointing": float(np.mean(hits)) if hits else 0.0,
+        "chance": float(np.mean(shares)) if shares else 0.0,
+    }
 
 
 def named_nouns(captions: Sequence[str], spans: Any, domain: str) -> dict[str, set[int]]:

@@ -57,10 +57,24 @@ class Recipe:
 
 
 RECIPES = {
-    "shapes": Recipe(6000, 1000, 1001, 2001, 25, 4, 20, 4000, 1500, 12, 40, 4000,
-                     layout_cells=32, layout_hidden=(192, 96)),
+    "shapes": Recipe(
+        6000,
+        1000,
+        1001,
+        2001,
+        25,
+        4,
+        20,
+        4000,
+        1500,
+        12,
+        40,
+        4000,
+        layout_cells=32,
+        layout_hidden=(192, 96),
+    ),
     "chest": Recipe(6000, 1000, 1002, 2002, 25, 4, 20, 4000, 1500, 12, 40, 4000),
-}  # fmt: skip
+}
 ABLATIONS: dict[str, dict[str, Any]] = {
     "bahdanau": {"attention": "bahdanau", "sentinel": False, "grounding_weight": 0.0},
     "bahdanau+sentinel": {"attention": "bahdanau", "sentinel": True, "grounding_weight": 0.0},
@@ -135,17 +149,42 @@ def fit_all(
 
     timed("segmenter", training.fit_segmenter, data["segmenter"], out, epochs=r.segmenter_epochs)
     timed("vae", fit_vae, data["vae"], out, epochs=r.vae_epochs, label_fraction=0.1)
-    timed("captioner", fit_captioner, data["train"], out, epochs=r.captioner_epochs,
-          **ABLATIONS["bahdanau+both"])  # fmt: skip
-    timed("embedder", fit_embedder, data["train"], out, epochs=r.embedder_epochs,
-          layout_cells=r.layout_cells, layout_hidden=list(r.layout_hidden))  # fmt: skip
+    timed(
+        "captioner",
+        fit_captioner,
+        data["train"],
+        out,
+        epochs=r.captioner_epochs,
+        **ABLATIONS["bahdanau+both"],
+    )
+    timed(
+        "embedder",
+        fit_embedder,
+        data["train"],
+        out,
+        epochs=r.embedder_epochs,
+        layout_cells=r.layout_cells,
+        layout_hidden=list(r.layout_hidden),
+    )
     timed("domain", fit_domain, data["train"], out)
     for name, settings in ABLATIONS.items():
-        timed(f"ablation/{name}", fit_captioner, data["study"], out / "ablation" / name,
-              epochs=r.study_epochs, **settings)  # fmt: skip
+        timed(
+            f"ablation/{name}",
+            fit_captioner,
+            data["study"],
+            out / "ablation" / name,
+            epochs=r.study_epochs,
+            **settings,
+        )
     for fraction in LABEL_FRACTIONS:
-        timed(f"label_study/{fraction:g}", fit_vae, data["study"], label_dir(out, fraction),
-              epochs=r.study_epochs, label_fraction=fraction)  # fmt: skip
+        timed(
+            f"label_study/{fraction:g}",
+            fit_vae,
+            data["study"],
+            label_dir(out, fraction),
+            epochs=r.study_epochs,
+            label_fraction=fraction,
+        )
     return seconds
 
 

@@ -169,8 +169,12 @@ class EpochLoop:
             if cfg.max_steps is not None and done >= cfg.max_steps:
                 break
             if validate is not None and stalled >= cfg.patience and epoch >= GRACE_EPOCHS:
-                log.info("%s: no better validation score for %d epochs; best was epoch %d",
-                         self.name, stalled, best_epoch + 1)  # fmt: skip
+                log.info(
+                    "%s: no better validation score for %d epochs; best was epoch %d",
+                    self.name,
+                    stalled,
+                    best_epoch + 1,
+                )
                 break
             if since_halving >= max(1, cfg.patience // 2) and epoch >= GRACE_EPOCHS:
                 lr, since_halving = lr / 2, 0
@@ -190,9 +194,14 @@ class EpochLoop:
     ) -> dict[str, float]:
         sums: dict[str, float] = {}
         n = 0
-        bar = tqdm(batches(epoch), total=self.steps_per_epoch, unit="batch", leave=False,
-                   desc=f"{self.name} {epoch + 1}/{self.epochs}",
-                   disable=not self.cfg.progress)  # fmt: skip
+        bar = tqdm(
+            batches(epoch),
+            total=self.steps_per_epoch,
+            unit="batch",
+            leave=False,
+            desc=f"{self.name} {epoch + 1}/{self.epochs}",
+            disable=not self.cfg.progress,
+        )
         for batch in bar:
             if done + n < self.warmup:
                 self._set_lr(lr * (0.1 + 0.9 * (done + n) / self.warmup))
@@ -226,10 +235,13 @@ def loop_config(c: Any, epochs: int | None, max_steps: int | None, progress: boo
     """The loop settings of a model's config section, with the command line's overrides:
     epochs asked for are a hard ceiling; the config's are raised for small data sets."""
     return LoopConfig(
-        epochs=epochs or c.epochs, learning_rate=c.learning_rate,
-        min_steps=0 if epochs else c.min_steps, patience=c.patience, max_steps=max_steps,
+        epochs=epochs or c.epochs,
+        learning_rate=c.learning_rate,
+        min_steps=0 if epochs else c.min_steps,
+        patience=c.patience,
+        max_steps=max_steps,
         progress=progress,
-    )  # fmt: skip
+    )
 
 
 def fit_segmenter(
@@ -255,8 +267,9 @@ def fit_segmenter(
     cfg.segmenter = sc
     model = build_segmenter(sc, cfg.image)
     train, val = split_indices(len(ds), sc.validation_split, seed)
-    loop = EpochLoop("segmenter", loop_config(sc, epochs, max_steps, progress),
-                     len(train) // sc.batch_size)  # fmt: skip
+    loop = EpochLoop(
+        "segmenter", loop_config(sc, epochs, max_steps, progress), len(train) // sc.batch_size
+    )
     rng = np.random.default_rng(seed)
     masks = ds.masks.astype(np.int32)
 

@@ -21,8 +21,10 @@ def build_vae_encoder(cfg: VAEConfig, image: ImageConfig) -> keras.Model:
     for f in cfg.filters:
         x = layers.Conv2D(f, 3, strides=2, padding="same", activation="relu")(x)
     h = layers.Dense(cfg.dense_units, activation="relu")(layers.Flatten()(x))
-    outputs = [layers.Dense(cfg.latent_dim, name="mu")(h),
-               layers.Dense(cfg.latent_dim, name="log_var")(h)]  # fmt: skip
+    outputs = [
+        layers.Dense(cfg.latent_dim, name="mu")(h),
+        layers.Dense(cfg.latent_dim, name="log_var")(h),
+    ]
     if cfg.labels:
         outputs.append(_label_head(cfg, inp))
     return keras.Model(inp, outputs, name="vae_encoder")
@@ -34,12 +36,14 @@ def _label_head(cfg: VAEConfig, x: keras.KerasTensor) -> keras.KerasTensor:
     same weights serve every position, which is what lets a few hundred labelled images teach
     them; shared with the VAE's unnormalised trunk it learned ten times slower."""
     for i, (f, stride) in enumerate(((32, 2), (64, 2), (64, 1), (64, 1))):
-        x = layers.Conv2D(f, 3, strides=stride, padding="same", use_bias=False,
-                          name=f"label_conv{i}")(x)  # fmt: skip
+        x = layers.Conv2D(
+            f, 3, strides=stride, padding="same", use_bias=False, name=f"label_conv{i}"
+        )(x)
         x = layers.BatchNormalization(momentum=0.9, name=f"label_bn{i}")(x)
         x = layers.ReLU()(x)
-    pooled = layers.Concatenate()([layers.GlobalMaxPooling2D()(x),
-                                   layers.GlobalAveragePooling2D()(x)])  # fmt: skip
+    pooled = layers.Concatenate()(
+        [layers.GlobalMaxPooling2D()(x), layers.GlobalAveragePooling2D()(x)]
+    )
     return layers.Dense(len(cfg.labels), name="label_logits")(pooled)
 
 

@@ -91,9 +91,16 @@ def vae_outputs(
             anomaly = dec([tf.constant(mu), tf.constant(off)], training=False).numpy()
         else:
             recon = anomaly = dec(tf.constant(mu), training=False).numpy()
-        for part, value in zip(parts, (mu, probs, reconstruction_error(x, anomaly,
-                                       cfg.anomaly_pool), mean_squared_error(x, recon)),
-                               strict=True):  # fmt: skip
+        for part, value in zip(
+            parts,
+            (
+                mu,
+                probs,
+                reconstruction_error(x, anomaly, cfg.anomaly_pool),
+                mean_squared_error(x, recon),
+            ),
+            strict=True,
+        ):
             part.append(value)
     return VaeOutputs(*(np.concatenate(p) for p in parts))
 
@@ -145,12 +152,18 @@ def fit_vae(
     if vc.labels:
         known[_labelled(len(ds), vc.label_fraction, seed)] = True
     lab_train, lab_val = train[known[train]], val[known[val]]
-    log.info("vae: %d training, %d validation images; labels %s%s from %d images", len(train),
-             len(val), vc.labels or "none", f" (none: {vc.none_label})" if vc.none_label else "",
-             len(lab_train))  # fmt: skip
+    log.info(
+        "vae: %d training, %d validation images; labels %s%s from %d images",
+        len(train),
+        len(val),
+        vc.labels or "none",
+        f" (none: {vc.none_label})" if vc.none_label else "",
+        len(lab_train),
+    )
     enc, dec = build_vae_encoder(vc, cfg.image), build_vae_decoder(vc, cfg.image)
-    loop = EpochLoop("vae", loop_config(vc, epochs, max_steps, progress),
-                     len(train) // vc.batch_size)  # fmt: skip
+    loop = EpochLoop(
+        "vae", loop_config(vc, epochs, max_steps, progress), len(train) // vc.batch_size
+    )
     rng = np.random.default_rng(seed)
     y_all = truth.astype(np.float32) if vc.labels else np.zeros((len(ds), 0), np.float32)
     step = _train_step(enc, dec, vc, loop, math.prod(ds.images.shape[1:]))
@@ -180,10 +193,18 @@ def fit_vae(
 
     history = loop.run(batches, step, [enc, dec], save, validate if len(val) else None)
     _calibrate(enc, dec, vc, ds, train, truth, known).save(out)
-    save_history(out, "vae", history, {
-        "images": len(train), "validation": len(val), "labelled_images": int(known.sum()),
-        "label_fraction": vc.label_fraction, "labels": vc.labels,
-    })  # fmt: skip
+    save_history(
+        out,
+        "vae",
+        history,
+        {
+            "images": len(train),
+            "validation": len(val),
+            "labelled_images": int(known.sum()),
+            "label_fraction": vc.label_fraction,
+            "labels": vc.labels,
+        },
+    )
     return history
 
 
@@ -209,8 +230,7 @@ def _label_loss(
 ) -> tf.Tensor:
     """Labelled rows against their labels, the others against confident pseudo-labels; both
     on the augmented view, summed over labels and averaged over the rows that count."""
-    bce = keras.losses.binary_crossentropy(y[..., None], logits_strong[..., None],
-                                           from_logits=True)  # fmt: skip
+    bce = keras.losses.binary_crossentropy(y[..., None], logits_strong[..., None], from_logits=True)
     supervised = tf.reduce_sum(bce, -1) * known
     plain = tf.stop_gradient(tf.sigmoid(logits_plain))
     sure = tf.cast((plain > 0.95) | (plain < 0.05), tf.float32) * (1.0 - known[:, None])
@@ -266,9 +286,16 @@ def _calibrate(
         normal = np.where(labelled, ~truth[train].any(axis=1), predicted_none)
     log.info("vae calibration on %d training images (%d normal)", len(train), normal.sum())
     return fit_latent_space(
-        vc.labels, vc.none_label, o.mu, o.errors, normal, o.mse, bool(vc.none_label),
-        vc.anomaly_percentile, vc.ood_percentile,
-    )  # fmt: skip
+        vc.labels,
+        vc.none_label,
+        o.mu,
+        o.errors,
+        normal,
+        o.mse,
+        bool(vc.none_label),
+        vc.anomaly_percentile,
+        vc.ood_percentile,
+    )
 
 
 def eval_labels(

@@ -55,11 +55,12 @@ def edge_config(tmp_path: Path) -> Callable[..., Any]:
             "device_id": "test-edge",
             "data_dir": str(tmp_path / "data"),
             "model": {"bundle": "chest-int8", "accelerator": "cpu", "threads": 1, "workers": 1},
-            "capture": {"folder": {"path": str(tmp_path / "inbox"), "settle_s": 0.1,
-                                   "poll_interval_s": 0.2}},
+            "capture": {
+                "folder": {"path": str(tmp_path / "inbox"), "settle_s": 0.1, "poll_interval_s": 0.2}
+            },
             "index": {"commit_every": 8, "commit_interval_s": 0.2},
             "http": {"port": 0},
-        }  # fmt: skip
+        }
         for key, value in overrides.items():
             section, _, field = key.partition("__")
             if field:

@@ -111,8 +111,10 @@ def hostile(seed: int = 0) -> Iterator[Hostile]:
     big_exif[0x010E] = "x" * 60000  # ImageDescription
     yield "huge-exif.jpg", encoded(base, "JPEG", exif=big_exif.tobytes()), "huge EXIF (valid)"
     yield "huge-icc.jpg", encoded(base, "JPEG", icc_profile=os.urandom(200_000)), "huge ICC"
-    frames = [Image.fromarray(rng.integers(0, 255, (64, 64), dtype=np.uint8)).convert("P")
-              for _ in range(60)]  # fmt: skip
+    frames = [
+        Image.fromarray(rng.integers(0, 255, (64, 64), dtype=np.uint8)).convert("P")
+        for _ in range(60)
+    ]
     buf = io.BytesIO()
     frames[0].save(buf, "GIF", save_all=True, append_images=frames[1:])
     yield "animated.gif", buf.getvalue(), "animated (valid)"
@@ -137,8 +139,9 @@ def hostile(seed: int = 0) -> Iterator[Hostile]:
     polyglot = samples["jpg"] + b"<script>alert(1)</script>" + b"PK\x05\x06" + bytes(18)
     yield "polyglot.jpg", polyglot, "polyglot (valid JPEG first)"
     for i in range(20):  # random bytes with a real magic number
-        magic = [b"\xff\xd8\xff\xe0", b"\x89PNG\r\n\x1a\n", b"GIF89a", b"RIFF", b"II*\x00",
-                 b"BM"][i % 6]  # fmt: skip
+        magic = [b"\xff\xd8\xff\xe0", b"\x89PNG\r\n\x1a\n", b"GIF89a", b"RIFF", b"II*\x00", b"BM"][
+            i % 6
+        ]
         yield f"magic-{i}.img", magic + rng.integers(0, 255, 500, dtype=np.uint8).tobytes(), "magic"
     long_name = "a" * 230 + ".png"
     yield long_name, b"not an image at all", "long name"
@@ -152,9 +155,13 @@ def folder_extras(inbox: Path, outside: Path) -> list[tuple[Path, str]]:
     secret.write_bytes(encoded(Image.new("RGB", (32, 32), (1, 2, 3)), "PNG"))
     secret.chmod(0o600)
     made = []
-    for name, target in (("zero.jpg", "/dev/zero"), ("random.png", "/dev/urandom"),
-                         ("secret-link.png", str(secret)), ("dangling.png", "/nonexistent/x"),
-                         ("dir-link.jpg", str(outside))):  # fmt: skip
+    for name, target in (
+        ("zero.jpg", "/dev/zero"),
+        ("random.png", "/dev/urandom"),
+        ("secret-link.png", str(secret)),
+        ("dangling.png", "/nonexistent/x"),
+        ("dir-link.jpg", str(outside)),
+    ):
         (inbox / name).symlink_to(target)
         made.append((inbox / name, "link"))
     fifo = outside / "pipe"

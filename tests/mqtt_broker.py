@@ -63,8 +63,9 @@ class Collector:
     def __init__(self, broker: Broker, *topics: str, client_id: str = "", **tls: Any) -> None:
         self.messages: list[tuple[str, bytes, bool]] = []
         self.lock = threading.Lock()
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
-                                  protocol=mqtt.MQTTv5)  # fmt: skip
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5
+        )
         if tls:
             self.client.tls_set(**tls)
         self.topics = topics
@@ -72,8 +73,9 @@ class Collector:
         self.client.on_message = self._on_message
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = 3600
-        self.client.connect_async("127.0.0.1", broker.port, 10, clean_start=not client_id,
-                                  properties=props)  # fmt: skip
+        self.client.connect_async(
+            "127.0.0.1", broker.port, 10, clean_start=not client_id, properties=props
+        )
         self.client.loop_start()
 
     def _on_message(self, _c: Any, _u: Any, msg: mqtt.MQTTMessage) -> None:
@@ -97,11 +99,34 @@ def _openssl(*args: str) -> None:
 def _signed(root: Path, stem: str, cn: str, ca: Path, ca_key: Path, ext: Path | None) -> Path:
     """A key and a certificate for `cn`, signed by the CA; the certificate's path."""
     key, csr, crt = (root / f"{stem}{s}" for s in (".key", ".csr", ".crt"))
-    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={cn}", "-keyout", str(key),
-             "-out", str(csr))  # fmt: skip
-    _openssl("x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key),
-             "-CAcreateserial", "-days", "2", "-out", str(crt),
-             *(["-extfile", str(ext)] if ext else []))  # fmt: skip
+    _openssl(
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        f"/CN={cn}",
+        "-keyout",
+        str(key),
+        "-out",
+        str(csr),
+    )
+    _openssl(
+        "x509",
+        "-req",
+        "-in",
+        str(csr),
+        "-CA",
+        str(ca),
+        "-CAkey",
+        str(ca_key),
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-out",
+        str(crt),
+        *(["-extfile", str(ext)] if ext else []),
+    )
     return crt
 
 
@@ -110,11 +135,29 @@ def make_ca(root: Path, name: str = "ca") -> dict[str, Path]:
     signed by it (openssl CLI)."""
     root.mkdir(parents=True, exist_ok=True)
     ca_key, ca = root / f"{name}.key", root / f"{name}.crt"
-    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
-             f"/CN=S3E test {name}", "-keyout", str(ca_key), "-out", str(ca))  # fmt: skip
+    _openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        f"/CN=S3E test {name}",
+        "-keyout",
+        str(ca_key),
+        "-out",
+        str(ca),
+    )
     ext = root / f"{name}.ext"
     ext.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
     server = _signed(root, f"{name}-server", "127.0.0.1", ca, ca_key, ext)
     client = _signed(root, f"{name}-client", "s3e-test-edge", ca, ca_key, None)
-    return {"ca": ca, "cert": server, "key": server.with_suffix(".key"),
-            "client_cert": client, "client_key": client.with_suffix(".key")}  # fmt: skip
+    return {
+        "ca": ca,
+        "cert": server,
+        "key": server.with_suffix(".key"),
+        "client_cert": client,
+        "client_key": client.with_suffix(".key"),
+    }

@@ -20,20 +20,43 @@ def fill_analysed(store: Store, sizes: list[int], seed: int = 0) -> list[str]:
     for i, n in enumerate(sizes):
         data = rng.bytes(n)
         rid = hashlib.sha256(data).hexdigest()
-        store.accept(rid, data, ext="jpg", width=8, height=8, thumb=b"thumb", source="test",
-                     source_name=f"{seed}-{i}.jpg", captured_at=1_790_000_000.0 + i)  # fmt: skip
-        store.save_analysis(rid, Analysis(
-            outputs={
-                "caption": {"text": "right lower zone consolidation, consistent with pneumonia",
-                            "words": ["right", "lower", "zone"], "visual": [1.0, 1.0, 1.0],
-                            "grid": 8},
-                "segmentation": {"segments": [{"class": "opacity", "fraction": 0.05}]},
-                "vae": {"labels": [{"name": "consolidation", "score": 0.97}], "anomaly": 0.8,
-                        "out_of_domain": False, "ood_score": 0.3},
-            },
-            blobs={"attention": attention_blob(rng.random((3, 8, 8))),
-                   "latent": rng.random(32).astype(np.float32).tobytes()},
-            timings={"caption_ms": 10.0},
-        ), "chest-int8@test", "int8")  # fmt: skip
+        store.accept(
+            rid,
+            data,
+            ext="jpg",
+            width=8,
+            height=8,
+            thumb=b"thumb",
+            source="test",
+            source_name=f"{seed}-{i}.jpg",
+            captured_at=1_790_000_000.0 + i,
+        )
+        store.save_analysis(
+            rid,
+            Analysis(
+                outputs={
+                    "caption": {
+                        "text": "right lower zone consolidation, consistent with pneumonia",
+                        "words": ["right", "lower", "zone"],
+                        "visual": [1.0, 1.0, 1.0],
+                        "grid": 8,
+                    },
+                    "segmentation": {"segments": [{"class": "opacity", "fraction": 0.05}]},
+                    "vae": {
+                        "labels": [{"name": "consolidation", "score": 0.97}],
+                        "anomaly": 0.8,
+                        "out_of_domain": False,
+                        "ood_score": 0.3,
+                    },
+                },
+                blobs={
+                    "attention": attention_blob(rng.random((3, 8, 8))),
+                    "latent": rng.random(32).astype(np.float32).tobytes(),
+                },
+                timings={"caption_ms": 10.0},
+            ),
+            "chest-int8@test",
+            "int8",
+        )
         ids.append(rid)
     return ids

@@ -276,8 +276,10 @@ def _send(sock: socket.socket, data: bytes, delay_s: float, chunk: int) -> None:
 
 
 def _error(mode: str) -> bytes:
-    status, code = {"500": ("500 Internal Server Error", "InternalError"),
-                    "503": ("503 Slow Down", "SlowDown")}[mode]  # fmt: skip
+    status, code = {
+        "500": ("500 Internal Server Error", "InternalError"),
+        "503": ("503 Slow Down", "SlowDown"),
+    }[mode]
     body = f"<?xml version='1.0' encoding='UTF-8'?>\n<Error><Code>{code}</Code><Message>injected"
     body += "</Message></Error>"
     head = f"HTTP/1.1 {status}\r\nContent-Type: application/xml\r\nConnection: close\r\n"
@@ -355,8 +357,14 @@ class FaultProxy:
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def fault(self, mode: str, every: int = 1, times: int | None = None, delay_s: float = 0.05,
-              chunk: int = 1024) -> None:  # fmt: skip
+    def fault(
+        self,
+        mode: str,
+        every: int = 1,
+        times: int | None = None,
+        delay_s: float = 0.05,
+        chunk: int = 1024,
+    ) -> None:
         """From now on: "none" passes all; "refuse" closes open and new connections; "down"
         closes open ones and the port (connections refused; `every`, `times` do not apply);
         "500" / "503" answer InternalError / SlowDown, not forwarding; "cut" forwards the request

@@ -20,13 +20,24 @@ def _bundle(root: Path, doc: object) -> Path:
 
 
 def well_formed(root: Path) -> dict[str, Any]:
-    entry = {"file": "m.tflite", "sha256": sha256_file(root / "m.tflite"), "bytes": 5,
-             "scheme": "float32", "inputs": [], "outputs": []}  # fmt: skip
-    return {"format_version": 2, "name": "b", "domain": "custom", "precision": "float32",
-            "created": "2026-12-01T00:00:00+00:00", "models": {"m": entry},
-            "preprocessing": {"size": 64, "channels": 1, "color_mode": "L", "scale": 1 / 255},
-            "outputs": {"segmentation": {"models": ["m"],
-                                         "settings": {"class_names": []}}}}  # fmt: skip
+    entry = {
+        "file": "m.tflite",
+        "sha256": sha256_file(root / "m.tflite"),
+        "bytes": 5,
+        "scheme": "float32",
+        "inputs": [],
+        "outputs": [],
+    }
+    return {
+        "format_version": 2,
+        "name": "b",
+        "domain": "custom",
+        "precision": "float32",
+        "created": "2026-12-01T00:00:00+00:00",
+        "models": {"m": entry},
+        "preprocessing": {"size": 64, "channels": 1, "color_mode": "L", "scale": 1 / 255},
+        "outputs": {"segmentation": {"models": ["m"], "settings": {"class_names": []}}},
+    }
 
 
 def test_a_well_formed_bundle_loads(tmp_path: Path) -> None:

@@ -46,11 +46,19 @@ def new_bucket(server: Any) -> str:
 
 def s3_section(server: Any, bucket: str, endpoint: str = "", **more: Any) -> dict[str, Any]:
     return {
-        "bucket": bucket, "endpoint_url": endpoint or server.endpoint, "region": server.region,
-        "access_key_id": server.access_key, "secret_access_key": server.secret_key,
-        "addressing_style": "path", "backoff_min_s": 0.05, "backoff_max_s": 0.5,
-        "attempts": 3, "connect_timeout_s": 2, "read_timeout_s": 10, **more,
-    }  # fmt: skip
+        "bucket": bucket,
+        "endpoint_url": endpoint or server.endpoint,
+        "region": server.region,
+        "access_key_id": server.access_key,
+        "secret_access_key": server.secret_key,
+        "addressing_style": "path",
+        "backoff_min_s": 0.05,
+        "backoff_max_s": 0.5,
+        "attempts": 3,
+        "connect_timeout_s": 2,
+        "read_timeout_s": 10,
+        **more,
+    }
 
 
 def service(store: Store, server: Any, bucket: str, endpoint: str = "", **more: Any) -> Any:
@@ -80,23 +88,30 @@ def store(tmp_path: Path) -> Any:
 
 
 def test_daemon_syncs_verified_originals_with_sidecars_and_events_name_them(
-    swift: Any, tmp_path: Path, edge_config: Any, daemon_factory: Any,
+    swift: Any,
+    tmp_path: Path,
+    edge_config: Any,
+    daemon_factory: Any,
     chest_images: dict[str, Any],
-) -> None:  # fmt: skip
+) -> None:
     bucket = new_bucket(swift)
     broker = Broker(tmp_path / "broker").start()
     try:
         sub = Collector(broker, "s3e/test-edge/events")
-        cfg = edge_config(s3=s3_section(swift, bucket), mqtt__host="127.0.0.1",
-                          mqtt__port=broker.port)  # fmt: skip
+        cfg = edge_config(
+            s3=s3_section(swift, bucket), mqtt__host="127.0.0.1", mqtt__port=broker.port
+        )
         inbox = Path(cfg.capture.folder.path)
         inbox.mkdir(parents=True)
         files = sorted(chest_images["root"].glob("*.png"))[:3]
         for p in files:
             shutil.copy(p, inbox / p.name)
         d = daemon_factory(cfg)
-        wait_until(lambda: d.store.counts().get("analysed") == 3
-                   and d.store.count_due("s3") == 0, 60, "3 records synced")  # fmt: skip
+        wait_until(
+            lambda: d.store.counts().get("analysed") == 3 and d.store.count_due("s3") == 0,
+            60,
+            "3 records synced",
+        )
         wait_until(lambda: len(sub.payloads("/events")) >= 3, 30, "3 events")
         s3 = swift.client()
         for rec in d.store.iter_analysed():
@@ -114,8 +129,11 @@ def test_daemon_syncs_verified_originals_with_sidecars_and_events_name_them(
             )
             view = views.summary(rec)
             assert doc["id"] == rec.id and doc["caption"] == view["caption"] and doc["caption"]
-            assert doc["labels"] == view["labels"] and doc["anomaly"] == pytest.approx(
-                view["anomaly"]) and doc["revision"] == rec.revision == 1  # fmt: skip
+            assert (
+                doc["labels"] == view["labels"]
+                and doc["anomaly"] == pytest.approx(view["anomaly"])
+                and doc["revision"] == rec.revision == 1
+            )
             assert doc["bundle"]["version"] == rec.bundle and doc["captured_at"].endswith("Z")
         events = sub.payloads("/events")
         assert {e["urls"]["s3"] for e in events} == {
@@ -152,8 +170,7 @@ def test_a_20_mb_original_goes_multipart_and_is_verified(
     bucket = new_bucket(swift)
     proxy = fault_proxy(swift.endpoint)
     (rid,) = fill(store, [20_000_000])
-    sync = service(store, swift, bucket, proxy.endpoint, part_size_mb=8,
-                   multipart_threshold_mb=16)  # fmt: skip
+    sync = service(store, swift, bucket, proxy.endpoint, part_size_mb=8, multipart_threshold_mb=16)
     assert sync.drain_once(60) == ""
     rec = store.get(rid)
     s3 = swift.client()
@@ -166,9 +183,11 @@ def test_a_20_mb_original_goes_multipart_and_is_verified(
 
 
 def test_server_down_then_back_syncs_everything_once(
-    swift: Any, store: Store, fault_proxy: Callable[[str], FaultProxy],
+    swift: Any,
+    store: Store,
+    fault_proxy: Callable[[str], FaultProxy],
     caplog: pytest.LogCaptureFixture,
-) -> None:  # fmt: skip
+) -> None:
     bucket = new_bucket(swift)
     proxy = fault_proxy(swift.endpoint)
     ids = fill(store, [20_000] * 20)
@@ -199,9 +218,13 @@ def test_server_down_then_back_syncs_everything_once(
     [("500", 2, 8), ("503", 3, 8), ("cut", 3, 6), ("slow", 1, None)],
 )
 def test_faults_are_retried_and_nothing_is_sent_twice(
-    swift: Any, store: Store, fault_proxy: Callable[[str], FaultProxy],
-    mode: str, every: int, times: int | None,
-) -> None:  # fmt: skip
+    swift: Any,
+    store: Store,
+    fault_proxy: Callable[[str], FaultProxy],
+    mode: str,
+    every: int,
+    times: int | None,
+) -> None:
     bucket = new_bucket(swift)
     proxy = fault_proxy(swift.endpoint)
     ids = fill(store, [30_000] * 6)
@@ -241,8 +264,9 @@ def test_kill_9_mid_multipart_then_restart_resumes_and_leaves_no_stale_upload(
         return path
 
     cmd = [sys.executable, "-m", "cloud_sync.cli", "run", "--once", "-q", "-c"]
-    slow = subprocess.Popen([*cmd, str(config(bandwidth_mb_s=4.0, concurrency=1))], cwd=ROOT,
-                            stderr=subprocess.PIPE)  # fmt: skip
+    slow = subprocess.Popen(
+        [*cmd, str(config(bandwidth_mb_s=4.0, concurrency=1))], cwd=ROOT, stderr=subprocess.PIPE
+    )
     try:
         wait_until(lambda: proxy.count("PUT", "partNumber=", 200) >= 2, 60, "two parts sent")
     finally:
@@ -251,8 +275,9 @@ def test_kill_9_mid_multipart_then_restart_resumes_and_leaves_no_stale_upload(
     s3 = swift.client()
     assert len(s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])) == 1
     sent_before = proxy.count("PUT", "partNumber=", 200)
-    done = subprocess.run([*cmd, str(config())], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120)  # fmt: skip
+    done = subprocess.run(
+        [*cmd, str(config())], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr
     assert "resuming the upload" in done.stderr
     assert 2 <= sent_before < 4
@@ -275,10 +300,20 @@ def test_wrong_credentials_one_clear_error_and_the_queue_stays(
     assert len(errors) == 1 and "refused" in errors[0] and bucket in errors[0], errors
     assert store.count_due("s3") == 5
     out = subprocess.run(
-        [sys.executable, "-m", "cloud_sync.cli", "status", "--json", "-c",
-         str(write_config(store, swift, bucket))],
-        cwd=ROOT, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "cloud_sync.cli",
+            "status",
+            "--json",
+            "-c",
+            str(write_config(store, swift, bucket)),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     st = json.loads(out.stdout)
     assert st["pending"]["records"] == 5 and "SignatureDoesNotMatch" in st["last_error"]
     assert not st["healthy"]
@@ -305,16 +340,17 @@ def write_config(store: Store, server: Any, bucket: str, **more: Any) -> Path:
 
 
 def test_conditional_put_answers_412_and_the_object_is_kept_or_mended(
-    moto_server: Any, store: Store, fault_proxy: Callable[[str], FaultProxy],
+    moto_server: Any,
+    store: Store,
+    fault_proxy: Callable[[str], FaultProxy],
     caplog: pytest.LogCaptureFixture,
-) -> None:  # fmt: skip
+) -> None:
     bucket = new_bucket(moto_server)
     proxy = fault_proxy(moto_server.endpoint)
     good, bad = fill(store, [40_000, 40_000])
     s3 = moto_server.client()
     keys = {rid: original_key("s3e", store.get(rid)) for rid in (good, bad)}
-    s3.put_object(Bucket=bucket, Key=keys[good],
-                  Body=store.original_path(good, "jpg").read_bytes())  # fmt: skip
+    s3.put_object(Bucket=bucket, Key=keys[good], Body=store.original_path(good, "jpg").read_bytes())
     s3.put_object(Bucket=bucket, Key=keys[bad], Body=b"not the original")
     before = s3.head_object(Bucket=bucket, Key=keys[good])["LastModified"]
     sync = service(store, moto_server, bucket, proxy.endpoint)
@@ -340,9 +376,12 @@ def test_every_record_refused_alike_is_a_config_error_and_the_queue_waits(
 
 
 def test_quota_deletes_only_synced_originals_and_images_redirect_to_s3(
-    swift: Any, tmp_path: Path, edge_config: Any, daemon_factory: Any,
+    swift: Any,
+    tmp_path: Path,
+    edge_config: Any,
+    daemon_factory: Any,
     fault_proxy: Callable[[str], FaultProxy],
-) -> None:  # fmt: skip
+) -> None:
     bucket = new_bucket(swift)
     proxy = fault_proxy(swift.endpoint)
     store = Store(tmp_path / "data", "test-edge")
@@ -351,8 +390,9 @@ def test_quota_deletes_only_synced_originals_and_images_redirect_to_s3(
     unsynced = fill(store, [100_000] * 4, seed=2)
     store.close()
     proxy.fault("refuse")  # the link is down: the 4 new ones cannot go
-    cfg = edge_config(s3=s3_section(swift, bucket, proxy.endpoint, local_quota_mb=0.25),
-                      device_id="test-edge")  # fmt: skip
+    cfg = edge_config(
+        s3=s3_section(swift, bucket, proxy.endpoint, local_quota_mb=0.25), device_id="test-edge"
+    )
     d = daemon_factory(cfg)
     present = {rid: d.store.original_path(rid, "jpg").exists() for rid in synced + unsynced}
     assert all(present[rid] for rid in unsynced), "an unsynced original was deleted"
@@ -390,10 +430,20 @@ def test_one_syncer_per_store_and_a_daemon_waits_for_the_lock(
         with pytest.raises(SyncLockedError, match=str(os.getpid())):
             service(store, swift, bucket).drain_once(1)
         out = subprocess.run(
-            [sys.executable, "-m", "cloud_sync.cli", "run", "--once", "-c",
-             str(write_config(store, swift, bucket))],
-            cwd=ROOT, capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "cloud_sync.cli",
+                "run",
+                "--once",
+                "-c",
+                str(write_config(store, swift, bucket)),
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert out.returncode == 3 and "is syncing" in out.stderr
         second.start()  # as a daemon starting meanwhile would: it waits, it does not fail
         assert not second.lock.held and "waiting for it to finish" in caplog.text
@@ -415,13 +465,21 @@ def test_s3e_sync_run_once_drains_with_a_progress_bar_and_status_reports(
     path = write_config(store, swift, bucket)
     run = subprocess.run(
         [sys.executable, "-m", "cloud_sync.cli", "run", "--once", "-c", str(path)],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert run.returncode == 0, run.stderr
     assert "4 records" in run.stderr and "100%" in run.stderr
     assert f"done: 4 records synced to s3://{bucket}" in run.stdout
-    st = subprocess.run([sys.executable, "-m", "cloud_sync.cli", "status", "-c", str(path)],
-                        cwd=ROOT, capture_output=True, text=True, timeout=60)  # fmt: skip
+    st = subprocess.run(
+        [sys.executable, "-m", "cloud_sync.cli", "status", "-c", str(path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert "pending      0 records" in st.stdout and "synced       4 objects" in st.stdout
 
 
@@ -444,14 +502,23 @@ def test_an_unknown_credentials_profile_is_a_config_error(swift: Any, store: Sto
     env = {**os.environ, "AWS_CONFIG_FILE": str(path.parent / "none")}
     out = subprocess.run(
         [sys.executable, "-m", "cloud_sync.cli", "run", "--once", "-c", str(path)],
-        cwd=ROOT, capture_output=True, text=True, timeout=60, env=env,
-    )  # fmt: skip
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
     assert out.returncode == 2 and "s3.profile" in out.stderr, out.stderr
 
 
 def test_s3e_sync_without_a_bucket_says_sync_is_off() -> None:
-    out = subprocess.run([sys.executable, "-m", "cloud_sync.cli", "status"], cwd=ROOT,
-                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-m", "cloud_sync.cli", "status"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 2 and "s3.bucket is empty" in out.stderr
 
 

@@ -19,8 +19,11 @@ def test_gpu_with_a_delegate_library_that_cannot_load_is_a_clear_startup_error(
     edge_config: Any,
 ):
     cfg = edge_config(model__accelerator="gpu", model__gpu_delegate="/nonexistent/libgpu.so")
-    with pytest.raises(StartupError, match=r"model.accelerator = gpu: GPU delegate "
-                       r"/nonexistent/libgpu.so cannot be loaded"):  # fmt: skip
+    with pytest.raises(
+        StartupError,
+        match=r"model.accelerator = gpu: GPU delegate "
+        r"/nonexistent/libgpu.so cannot be loaded",
+    ):
         Daemon(cfg)
 
 

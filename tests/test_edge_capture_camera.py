@@ -70,8 +70,10 @@ def test_one_frame_every_interval_by_the_video_clock(tmp_path: Path):
     assert np.allclose(np.diff(times), 2.0, atol=0.15)
     assert all(src == "camera" for _, src, _ in sink.frames)
     assert cv2.imdecode(np.frombuffer(sink.frames[0][0], np.uint8), cv2.IMREAD_COLOR).shape == (
-        48, 64, 3,
-    )  # fmt: skip
+        48,
+        64,
+        3,
+    )
 
 
 def test_scene_change_triggers_a_frame_and_a_static_scene_does_not(tmp_path: Path):
@@ -87,8 +89,9 @@ def test_a_stream_that_is_not_there_is_retried_with_back_off_until_it_appears(tm
 
     target = tmp_path / "late.avi"
     sink = Collector()
-    cfg = CameraCaptureConfig(url=str(target), interval_s=1.0, reconnect_min_s=0.2,
-                              reconnect_max_s=0.4)  # fmt: skip
+    cfg = CameraCaptureConfig(
+        url=str(target), interval_s=1.0, reconnect_min_s=0.2, reconnect_max_s=0.4
+    )
     src = CameraSource(cfg, sink, sink.reject)
     src.start()
     time.sleep(1.0)
@@ -101,8 +104,9 @@ def test_a_stream_that_is_not_there_is_retried_with_back_off_until_it_appears(tm
 
 def test_camera_frames_reach_the_index(edge_config: Any, daemon_factory: Any, tmp_path: Path):
     video = write_video(tmp_path / "v.avi", seconds=4, cut_at=2.0)
-    d = daemon_factory(edge_config(capture__camera__url=str(video),
-                                   capture__camera__interval_s=1.0))  # fmt: skip
+    d = daemon_factory(
+        edge_config(capture__camera__url=str(video), capture__camera__interval_s=1.0)
+    )
     from conftest import wait_until
 
     wait_until(lambda: d.index.num_docs == 4, 30, "4 camera frames indexed")

@@ -156,8 +156,11 @@ def test_upload_raw_and_multipart_and_the_same_image_twice_is_stored_once(
     d = daemon_factory(edge_config(capture__folder__enabled=False))
     a, b = sorted(chest_images["root"].glob("*.png"))[:2]
     with client(d) as c:
-        r1 = c.post("/images", content=a.read_bytes(),
-                    headers={"X-Filename": a.name, "Content-Type": "image/png"})  # fmt: skip
+        r1 = c.post(
+            "/images",
+            content=a.read_bytes(),
+            headers={"X-Filename": a.name, "Content-Type": "image/png"},
+        )
         assert r1.status_code == 201 and r1.json()["duplicate"] is False
         r2 = c.post("/images", files={"file": (b.name, b.read_bytes(), "image/png")})
         assert r2.status_code == 201

@@ -58,8 +58,11 @@ def test_a_full_disk_keeps_the_file_in_the_folder_until_it_can_be_stored(
     inbox = Path(d.cfg.capture.folder.path)
     img = sorted(chest_images["root"].glob("*.png"))[0]
     shutil.copy(img, inbox / img.name)
-    wait_until(lambda: any("No space left" in r.getMessage() for r in caplog.records), 10,
-               "the full-disk log line")  # fmt: skip
+    wait_until(
+        lambda: any("No space left" in r.getMessage() for r in caplog.records),
+        10,
+        "the full-disk log line",
+    )
     time.sleep(0.5)
     assert (inbox / img.name).exists() and d.store.counts() == {"due_index": 0}
     full["on"] = False
@@ -71,8 +74,9 @@ def test_a_full_disk_keeps_the_file_in_the_folder_until_it_can_be_stored(
 def test_a_writer_that_pauses_longer_than_settle_is_not_refused(
     edge_config: Any, daemon_factory: Any, chest_images: dict[str, Any]
 ):
-    d = daemon_factory(edge_config(capture__folder__settle_s=0.1,
-                                   capture__folder__poll_interval_s=3.0))  # fmt: skip
+    d = daemon_factory(
+        edge_config(capture__folder__settle_s=0.1, capture__folder__poll_interval_s=3.0)
+    )
     data = sorted(chest_images["root"].glob("*.png"))[2].read_bytes()
     path = Path(d.cfg.capture.folder.path) / "slow.png"
     with open(path, "wb") as f:

@@ -23,8 +23,14 @@ pytestmark = pytest.mark.slow
 def device_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     venv = tmp_path_factory.mktemp("device") / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet",
-           "--disable-pip-version-check"]  # fmt: skip
+    pip = [
+        str(venv / "bin" / "python"),
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+    ]
     r = subprocess.run([*pip, str(ROOT)], capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     return venv
@@ -35,20 +41,40 @@ def test_no_tensorflow_in_the_device_install(device_venv: Path):
     r = subprocess.run([py, "-c", "import tensorflow"], capture_output=True, text=True)
     assert r.returncode != 0 and "No module named 'tensorflow'" in r.stderr
     r = subprocess.run(
-        [py, "-c", "import sys, edge.daemon, edge.cli, edge.inference; "
-         "print(sorted(m for m in sys.modules if m.split('.')[0] in "
-         "('tensorflow', 'keras', 'tf_keras')))"],
-        capture_output=True, text=True, cwd=device_venv,
-    )  # fmt: skip
+        [
+            py,
+            "-c",
+            "import sys, edge.daemon, edge.cli, edge.inference; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('tensorflow', 'keras', 'tf_keras')))",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=device_venv,
+    )
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "[]"
 
 
 def test_make_runs_demo_generator_needs_no_tensorflow(device_venv: Path, tmp_path: Path):
     exe = str(device_venv / "bin" / "s3e-train")
-    r = subprocess.run([exe, "make-data", "--domain", "chest", "--n", "3", "--seed", "1",
-                        "--out", str(tmp_path / "demo")], capture_output=True, text=True,
-                       cwd=tmp_path)  # fmt: skip
+    r = subprocess.run(
+        [
+            exe,
+            "make-data",
+            "--domain",
+            "chest",
+            "--n",
+            "3",
+            "--seed",
+            "1",
+            "--out",
+            str(tmp_path / "demo"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stderr
     assert len(list((tmp_path / "demo" / "images").glob("*.png"))) == 3
 
@@ -64,8 +90,13 @@ def test_daemon_runs_and_indexes_an_image_without_tensorflow(
     exe = str(device_venv / "bin" / "s3e-edge")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     with open(tmp_path / "log.txt", "wb") as log:
-        proc = subprocess.Popen([exe, "run", "--config", str(config)], cwd=tmp_path,
-                                stdout=log, stderr=subprocess.STDOUT, env=env)  # fmt: skip
+        proc = subprocess.Popen(
+            [exe, "run", "--config", str(config)],
+            cwd=tmp_path,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
     try:
         wait_until(lambda: healthy(port), 90, "daemon up")
         wait_until(

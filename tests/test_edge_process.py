@@ -86,8 +86,12 @@ def healthy(port: int) -> bool:
 def proc_env(tmp_path: Path, chest_images: dict[str, Any]) -> dict[str, Any]:
     port = free_port()
     (tmp_path / "inbox").mkdir()
-    return {"tmp": tmp_path, "port": port, "config": write_config(tmp_path, port),
-            "images": sorted(chest_images["root"].glob("*.png"))}  # fmt: skip
+    return {
+        "tmp": tmp_path,
+        "port": port,
+        "config": write_config(tmp_path, port),
+        "images": sorted(chest_images["root"].glob("*.png")),
+    }
 
 
 def start_mid_batch(proc_env: dict[str, Any], images: list[Path]) -> subprocess.Popen[bytes]:
@@ -123,8 +127,11 @@ def test_sigterm_mid_batch_exits_0_promptly_and_a_restart_finishes_the_rest(
     assert db_count(tmp / "data", INDEXED) == analysed
     proc = start(proc_env["config"], tmp / "log.txt")
     try:
-        wait_until(lambda: db_count(tmp / "data", INDEXED) == len(images),
-                   120, "all indexed after the restart")  # fmt: skip
+        wait_until(
+            lambda: db_count(tmp / "data", INDEXED) == len(images),
+            120,
+            "all indexed after the restart",
+        )
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
@@ -143,8 +150,11 @@ def test_kill_9_mid_batch_then_restart_resumes_and_loses_nothing(proc_env: dict[
         proc.wait(10)
     port = proc_env["port"]
     assert workers, "the analysis worker process was not found"
-    wait_until(lambda: not any(Path(f"/proc/{w}").exists() for w in workers), 10,
-               "the orphaned analysis process to exit")  # fmt: skip
+    wait_until(
+        lambda: not any(Path(f"/proc/{w}").exists() for w in workers),
+        10,
+        "the orphaned analysis process to exit",
+    )
     analysed = db_count(tmp / "data", "status='analysed'")
     accepted = db_count(tmp / "data", "1=1")
     assert analysed < len(images), "the kill came too late to test anything"
@@ -168,8 +178,11 @@ def test_systemd_notify_ready_and_stopping(proc_env: dict[str, Any]):
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
         sock.bind(sock_path)
         sock.settimeout(60)
-        proc = start(proc_env["config"], tmp / "log.txt",
-                     {"NOTIFY_SOCKET": sock_path, "WATCHDOG_USEC": "400000"})  # fmt: skip
+        proc = start(
+            proc_env["config"],
+            tmp / "log.txt",
+            {"NOTIFY_SOCKET": sock_path, "WATCHDOG_USEC": "400000"},
+        )
         try:
             first = sock.recv(4096).decode()
             assert "READY=1" in first
@@ -197,15 +210,25 @@ def test_reindex_cli_refuses_while_the_daemon_holds_the_index_then_rebuilds(
     proc = start(proc_env["config"], tmp / "log.txt")
     try:
         wait_until(lambda: db_count(tmp / "data", INDEXED) == 3, 60, "indexed")
-        busy = subprocess.run([*EDGE, "reindex", "--config", str(proc_env["config"])],
-                              cwd=ROOT, capture_output=True, text=True, timeout=60)  # fmt: skip
+        busy = subprocess.run(
+            [*EDGE, "reindex", "--config", str(proc_env["config"])],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert busy.returncode == 3 and "daemon running" in busy.stderr
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
     shutil.rmtree(tmp / "data" / "index")
-    done = subprocess.run([*EDGE, "reindex", "--config", str(proc_env["config"])],
-                          cwd=ROOT, capture_output=True, text=True, timeout=60)  # fmt: skip
+    done = subprocess.run(
+        [*EDGE, "reindex", "--config", str(proc_env["config"])],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     assert "reindexed 3 records" in done.stdout
     proc = start(proc_env["config"], tmp / "log.txt")
@@ -231,16 +254,27 @@ def test_reindex_cli_refuses_while_the_daemon_holds_the_index_then_rebuilds(
 def test_config_errors_name_the_file_and_the_key(tmp_path: Path, toml: str, message: str):
     path = tmp_path / "bad.toml"
     path.write_text(toml)
-    r = subprocess.run([*EDGE, "check-config", "--config", str(path)], cwd=ROOT,
-                       capture_output=True, text=True, timeout=60)  # fmt: skip
+    r = subprocess.run(
+        [*EDGE, "check-config", "--config", str(path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 2
     assert str(path) in r.stderr and message in r.stderr
 
 
 def test_check_config_verifies_the_bundle_and_defaults_need_no_file(tmp_path: Path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    r = subprocess.run([*EDGE, "check-config", "--show"], cwd=tmp_path, capture_output=True,
-                       text=True, timeout=60, env=env)  # fmt: skip
+    r = subprocess.run(
+        [*EDGE, "check-config", "--show"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
     assert r.returncode == 0, r.stderr
     assert "bundle chest-int8 (int8) verified" in r.stdout
     assert '"path": "inbox"' in r.stdout and '"port": 8080' in r.stdout
@@ -250,13 +284,19 @@ def test_a_missing_bundle_or_a_busy_port_is_a_startup_failure(proc_env: dict[str
     tmp = proc_env["tmp"]
     cfg = write_config(tmp, proc_env["port"])
     cfg.write_text(cfg.read_text().replace("[model]\n", "[model]\nbundle = 'nope-int8'\n", 1))
-    r = subprocess.run([*EDGE, "run", "--config", str(cfg)], cwd=ROOT, capture_output=True,
-                       text=True, timeout=60)  # fmt: skip
+    r = subprocess.run(
+        [*EDGE, "run", "--config", str(cfg)], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
     assert r.returncode == 3 and "nope-int8" in r.stderr
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         s.listen()
         busy = write_config(tmp, s.getsockname()[1])
-        r = subprocess.run([*EDGE, "run", "--config", str(busy)], cwd=ROOT, capture_output=True,
-                           text=True, timeout=60)  # fmt: skip
+        r = subprocess.run(
+            [*EDGE, "run", "--config", str(busy)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
     assert r.returncode == 3 and "HTTP server did not start" in r.stderr

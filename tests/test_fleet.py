@@ -55,28 +55,52 @@ def images(chest_small: Path) -> list[Path]:
 
 def device(tmp: Path, name: str, broker: Broker, moto: Any, bucket: str) -> Daemon:
     (tmp / name / "inbox").mkdir(parents=True)
-    cfg = parse_config({
-        "device_id": name, "data_dir": str(tmp / name / "data"),
-        "model": {"bundle": "chest-int8", "accelerator": "cpu", "threads": 1, "workers": 1},
-        "capture": {"folder": {"path": str(tmp / name / "inbox"), "settle_s": 0.05,
-                               "poll_interval_s": 0.1}},
-        "index": {"commit_every": 8, "commit_interval_s": 0.2}, "http": {"port": 0},
-        "mqtt": {"host": "127.0.0.1", "port": broker.port, "reconnect_min_s": 0.1,
-                 "reconnect_max_s": 0.5},
-        "s3": s3_section(moto, bucket),
-    }, "test")  # fmt: skip
+    cfg = parse_config(
+        {
+            "device_id": name,
+            "data_dir": str(tmp / name / "data"),
+            "model": {"bundle": "chest-int8", "accelerator": "cpu", "threads": 1, "workers": 1},
+            "capture": {
+                "folder": {
+                    "path": str(tmp / name / "inbox"),
+                    "settle_s": 0.05,
+                    "poll_interval_s": 0.1,
+                }
+            },
+            "index": {"commit_every": 8, "commit_interval_s": 0.2},
+            "http": {"port": 0},
+            "mqtt": {
+                "host": "127.0.0.1",
+                "port": broker.port,
+                "reconnect_min_s": 0.1,
+                "reconnect_max_s": 0.5,
+            },
+            "s3": s3_section(moto, bucket),
+        },
+        "test",
+    )
     d = Daemon(cfg)
     d.start()
     return d
 
 
 def fleet_cfg(broker: Broker, moto: Any, bucket: str, **batch: Any) -> FleetConfig:
-    return fleet_config({
-        "mqtt": {"host": "127.0.0.1", "port": broker.port, "batch_events": 8,
-                 "batch_seconds": 0.3, "share_group": f"g{next(RUNS)}", **batch},
-        "s3": s3_section(moto, bucket), "archive": {"uri": f"s3://{bucket}/fleet"},
-        "http": {"port": 0},
-    }, "test")  # fmt: skip
+    return fleet_config(
+        {
+            "mqtt": {
+                "host": "127.0.0.1",
+                "port": broker.port,
+                "batch_events": 8,
+                "batch_seconds": 0.3,
+                "share_group": f"g{next(RUNS)}",
+                **batch,
+            },
+            "s3": s3_section(moto, bucket),
+            "archive": {"uri": f"s3://{bucket}/fleet"},
+            "http": {"port": 0},
+        },
+        "test",
+    )
 
 
 def drop(d: Daemon, files: list[Path]) -> None:
@@ -116,8 +140,13 @@ def rows(cfg: FleetConfig) -> list[dict[str, Any]]:
     except ArchiveError:
         return []  # no table yet
     t.checkout_latest()
-    return list(t.search().select(["device", "id", "revision", "bundle", "thumbnail_key"])
-                .limit(None).to_arrow().to_pylist())  # fmt: skip
+    return list(
+        t.search()
+        .select(["device", "id", "revision", "bundle", "thumbnail_key"])
+        .limit(None)
+        .to_arrow()
+        .to_pylist()
+    )
 
 
 def test_two_devices_searchable_centrally_split_between_two_workers(
@@ -153,8 +182,10 @@ def test_two_devices_searchable_centrally_split_between_two_workers(
         assert client.get(f"/records/{first}").json()["device"] in DEVICES
         assert client.get(f"/images/{first}/similar").json()["similar"]
         page = client.get("/")
-        assert page.status_code == 200 and "img-src 'self' http://127.0.0.1" in page.headers[
-            "content-security-policy"]  # fmt: skip
+        assert (
+            page.status_code == 200
+            and "img-src 'self' http://127.0.0.1" in page.headers["content-security-policy"]
+        )
     finally:
         workers.stop()
         for d in daemons:
@@ -170,8 +201,12 @@ def serve(cfg: FleetConfig, tmp: Path) -> tuple[subprocess.Popen[bytes], httpx.C
     toml = tmp / "serve.toml"
     toml.write_text(_toml(cfg) + f"[http]\nport = {port}\n")
     with open(tmp / "serve.log", "ab") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "fleet.cli", "serve", "--config", str(toml)],
-                                cwd=ROOT, stdout=out, stderr=out)  # fmt: skip
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "fleet.cli", "serve", "--config", str(toml)],
+            cwd=ROOT,
+            stdout=out,
+            stderr=out,
+        )
     client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
 
     def up() -> bool:
@@ -194,8 +229,11 @@ def test_a_broker_outage_is_mended_by_the_reconciler(
     try:
         broker.stop()
         drop(d, images[20:26])
-        wait_until(lambda: not d.store.counts().get("due_s3") and
-                   d.store.counts().get("analysed") == 6, 120, "synced to S3")  # fmt: skip
+        wait_until(
+            lambda: not d.store.counts().get("due_s3") and d.store.counts().get("analysed") == 6,
+            120,
+            "synced to S3",
+        )
         cfg_archive = Archive.current(cfg, vector_dims(load_bundle("chest-int8")))
         from cloud_sync.client import make_client
 
@@ -212,8 +250,14 @@ def test_a_worker_killed_mid_batch_loses_and_duplicates_nothing(
     tmp_path: Path, broker: Broker, moto_server: Any, images: list[Path]
 ) -> None:
     bucket = new_bucket(moto_server)
-    cfg = fleet_cfg(broker, moto_server, bucket, batch_events=1000, batch_seconds=600,
-                    client_id="fleet-kill-test")  # fmt: skip
+    cfg = fleet_cfg(
+        broker,
+        moto_server,
+        bucket,
+        batch_events=1000,
+        batch_seconds=600,
+        client_id="fleet-kill-test",
+    )
     toml = tmp_path / "fleet.toml"
     toml.write_text(_toml(cfg))
 
@@ -221,16 +265,23 @@ def test_a_worker_killed_mid_batch_loses_and_duplicates_nothing(
 
     def worker(config: Path) -> subprocess.Popen[bytes]:
         with open(log, "ab") as out:
-            return subprocess.Popen([sys.executable, "-m", "fleet.cli", "ingest", "--config",
-                                     str(config)], cwd=ROOT, stdout=out, stderr=out)  # fmt: skip
+            return subprocess.Popen(
+                [sys.executable, "-m", "fleet.cli", "ingest", "--config", str(config)],
+                cwd=ROOT,
+                stdout=out,
+                stderr=out,
+            )
 
     proc = worker(toml)
     d = device(tmp_path, "ward-d", broker, moto_server, bucket)
     try:
         wait_until(lambda: "subscribed to" in log.read_text(), 60, "the worker subscribed")
         drop(d, images[26:34])
-        wait_until(lambda: not d.store.counts().get("due_mqtt") and
-                   d.store.counts().get("analysed") == 8, 120, "8 published")  # fmt: skip
+        wait_until(
+            lambda: not d.store.counts().get("due_mqtt") and d.store.counts().get("analysed") == 8,
+            120,
+            "8 published",
+        )
         proc.send_signal(signal.SIGKILL)  # its batch (8 events, 600 s to go) is not committed
         proc.wait(10)
         assert not rows(cfg)
@@ -283,9 +334,24 @@ def reanalyze(cfg: FleetConfig, bundle: str, tmp: Path) -> str:
     """`s3e-fleet reanalyze` as an operator runs it (Ray in its own process); its log."""
     toml = tmp / "reanalyze.toml"
     toml.write_text(_toml(cfg))
-    done = subprocess.run([sys.executable, "-m", "fleet.cli", "reanalyze", "--bundle", bundle,
-                           "--workers", "1", "--config", str(toml)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fleet.cli",
+            "reanalyze",
+            "--bundle",
+            bundle,
+            "--workers",
+            "1",
+            "--config",
+            str(toml),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stderr
 
@@ -304,35 +370,60 @@ def test_config_errors_name_the_key(tmp_path: Path) -> None:
         fleet_config({"http": {"port": "eighty"}}, "fleet.toml")
     bad = tmp_path / "bad.toml"
     bad.write_text("[mqtt]\nbatch_events = 0\n")
-    r = subprocess.run([sys.executable, "-m", "fleet.cli", "check-config", "--config", str(bad)],
-                       cwd=ROOT, capture_output=True, text=True)  # fmt: skip
+    r = subprocess.run(
+        [sys.executable, "-m", "fleet.cli", "check-config", "--config", str(bad)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 2 and "mqtt.batch_events" in r.stderr
     example = ROOT / "examples" / "fleet.toml"
-    ok = subprocess.run([sys.executable, "-m", "fleet.cli", "check-config", "--config",
-                         str(example)], cwd=ROOT, capture_output=True, text=True)  # fmt: skip
+    ok = subprocess.run(
+        [sys.executable, "-m", "fleet.cli", "check-config", "--config", str(example)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert ok.returncode == 0 and "ok" in ok.stdout, ok.stderr
 
 
 def _toml(cfg: FleetConfig) -> str:
     m, s = cfg.mqtt, cfg.s3
-    return "\n".join([
-        "[mqtt]", f'host = "{m.host}"', f"port = {m.port}", f"batch_events = {m.batch_events}",
-        f"batch_seconds = {m.batch_seconds:g}", f'client_id = "{m.client_id}"',
-        f'share_group = "{m.share_group}"',
-        "[s3]", f'endpoint_url = "{s.endpoint_url}"', f'bucket = "{s.bucket}"',
-        f'access_key_id = "{s.access_key_id}"',
-        f'secret_access_key = "{s.secret_access_key.get_secret_value()}"',
-        'addressing_style = "path"', "[archive]", f'uri = "{cfg.archive.uri}"', "",
-    ])  # fmt: skip
+    return "\n".join(
+        [
+            "[mqtt]",
+            f'host = "{m.host}"',
+            f"port = {m.port}",
+            f"batch_events = {m.batch_events}",
+            f"batch_seconds = {m.batch_seconds:g}",
+            f'client_id = "{m.client_id}"',
+            f'share_group = "{m.share_group}"',
+            "[s3]",
+            f'endpoint_url = "{s.endpoint_url}"',
+            f'bucket = "{s.bucket}"',
+            f'access_key_id = "{s.access_key_id}"',
+            f'secret_access_key = "{s.secret_access_key.get_secret_value()}"',
+            'addressing_style = "path"',
+            "[archive]",
+            f'uri = "{cfg.archive.uri}"',
+            "",
+        ]
+    )
 
 
 def test_the_fleet_cli_refuses_swift_without_a_stack_trace(swift: Any, tmp_path: Path) -> None:
     bucket = new_bucket(swift)
-    cfg = FleetConfig.model_validate({"s3": s3_section(swift, bucket),
-                                      "archive": {"uri": f"s3://{bucket}/fleet"}})  # fmt: skip
+    cfg = FleetConfig.model_validate(
+        {"s3": s3_section(swift, bucket), "archive": {"uri": f"s3://{bucket}/fleet"}}
+    )
     toml = tmp_path / "fleet.toml"
     toml.write_text(_toml(cfg))
-    r = subprocess.run([sys.executable, "-m", "fleet.cli", "maintain", "--config", str(toml)],
-                       cwd=ROOT, capture_output=True, text=True, timeout=120)  # fmt: skip
+    r = subprocess.run(
+        [sys.executable, "-m", "fleet.cli", "maintain", "--config", str(toml)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 1
     assert "Traceback" not in r.stderr and "conditional PUT" in r.stderr, r.stderr

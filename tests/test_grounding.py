@@ -36,8 +36,9 @@ def test_pointing_and_mass_on_maps_with_known_answers():
     s.add(tokens, maps, np.array([0.1, 1.0, 1.0, 1.0]), truth_one_object())
     r = s.report()
     noun, attr = r["classes"]["noun"], r["classes"]["attribute"]
-    assert noun == pytest.approx({"n": 1, "pointing": 1.0, "mass": 0.97 + 0.03 / 63,
-                                  "chance": 2 / 64, "visual": 1.0})  # fmt: skip
+    assert noun == pytest.approx(
+        {"n": 1, "pointing": 1.0, "mass": 0.97 + 0.03 / 63, "chance": 2 / 64, "visual": 1.0}
+    )
     assert attr["n"] == 2 and attr["pointing"] == 0.5
     assert attr["mass"] == pytest.approx(((0.6 + 0.4 / 63) + 2 * 0.5 / 63) / 2)
     assert r["non_visual"]["n"] == 1 and r["non_visual"]["visual"] == pytest.approx(0.1)
@@ -74,8 +75,9 @@ def test_rle_round_trip_and_grid_coverage():
 
 
 def test_category_names_and_synonyms_name_instances():
-    got = spans_by_name("Two dogs and a puppy near a traffic light", ["dog", "traffic light"],
-                        {"dog": ["puppy"]})  # fmt: skip
+    got = spans_by_name(
+        "Two dogs and a puppy near a traffic light", ["dog", "traffic light"], {"dog": ["puppy"]}
+    )
     assert got == [(1, 2, "dog"), (4, 5, "dog"), (7, 9, "traffic light")]
 
 
@@ -83,11 +85,12 @@ def test_category_names_and_synonyms_name_instances():
 def test_generated_sets_carry_coco_instances_and_spans_naming_them(domain: str, tmp_path: Path):
     root = write_dataset(domain, 40, 5, tmp_path / domain)
     inst = json.loads((root / "instances.json").read_text())
-    assert {c["name"] for c in inst["categories"]} >= ({"circle", "square", "triangle"}
-                                                       if domain == "shapes" else
-                                                       {"heart", "lungs", "nodule"})  # fmt: skip
-    assert all({"bbox", "segmentation", "category_id", "area"} <= set(a) for a in
-               inst["annotations"])  # fmt: skip
+    assert {c["name"] for c in inst["categories"]} >= (
+        {"circle", "square", "triangle"} if domain == "shapes" else {"heart", "lungs", "nodule"}
+    )
+    assert all(
+        {"bbox", "segmentation", "category_id", "area"} <= set(a) for a in inst["annotations"]
+    )
     ds = load_dataset(root, 64, 3 if domain == "shapes" else 1)
     assert ds.instances is not None and ds.grounding is not None
     named = 0
@@ -111,9 +114,14 @@ def test_user_instances_without_spans_are_grounded_by_category_name(tmp_path: Pa
 
     (tmp_path / "img").mkdir()
     Image.new("RGB", (32, 32), (200, 10, 10)).save(tmp_path / "img" / "a.png")
-    (tmp_path / "captions.json").write_text(json.dumps({
-        "images": [{"id": 7, "file_name": "img/a.png"}],
-        "annotations": [{"image_id": 7, "caption": "a puppy on a mat"}]}))  # fmt: skip
+    (tmp_path / "captions.json").write_text(
+        json.dumps(
+            {
+                "images": [{"id": 7, "file_name": "img/a.png"}],
+                "annotations": [{"image_id": 7, "caption": "a puppy on a mat"}],
+            }
+        )
+    )
     (tmp_path / "instances.json").write_text(
         json.dumps(
             {

@@ -52,8 +52,11 @@ def quiet_daemon(edge_config: Any, daemon_factory: Any) -> Any:
 
 
 def rejected(d: Any) -> list[Path]:
-    return sorted(p for p in (Path(d.cfg.data_dir) / "rejected").iterdir()
-                  if not p.name.endswith(".reason.txt"))  # fmt: skip
+    return sorted(
+        p
+        for p in (Path(d.cfg.data_dir) / "rejected").iterdir()
+        if not p.name.endswith(".reason.txt")
+    )
 
 
 # 1 -- a query that crashed the process -------------------------------------------------------
@@ -113,8 +116,9 @@ def test_links_are_followed_only_into_the_allowed_folders(
     other.mkdir()
     (allowed / "a.png").write_bytes(GOOD)
     (other / "b.png").write_bytes(encoded(Image.new("RGB", (20, 20), (3, 200, 3)), "PNG"))
-    cfg = edge_config(capture__folder__follow_symlinks=True,
-                      capture__folder__symlink_roots=[str(allowed)])  # fmt: skip
+    cfg = edge_config(
+        capture__folder__follow_symlinks=True, capture__folder__symlink_roots=[str(allowed)]
+    )
     inbox = Path(cfg.capture.folder.path)
     inbox.mkdir(parents=True)
     (inbox / "a.png").symlink_to(allowed / "a.png")
@@ -161,12 +165,17 @@ def test_uploads_must_be_preflighted_and_from_the_devices_own_origin(quiet_daemo
     with client(quiet_daemon) as c:
         evil = {"Origin": "https://attacker.example"}
         files = {"file": ("a.png", GOOD, "image/png")}
-        assert c.post("/images", content=GOOD, headers={**evil, "Content-Type": "image/png"}
-                      ).status_code == 403  # fmt: skip
+        assert (
+            c.post(
+                "/images", content=GOOD, headers={**evil, "Content-Type": "image/png"}
+            ).status_code
+            == 403
+        )
         assert c.post("/images", files=files, headers=evil).status_code == 403
         for kind in ("text/plain", "application/x-www-form-urlencoded"):
-            assert c.post("/images", content=GOOD, headers={"Content-Type": kind}
-                          ).status_code == 415  # fmt: skip
+            assert (
+                c.post("/images", content=GOOD, headers={"Content-Type": kind}).status_code == 415
+            )
         assert c.post("/images", files=files).status_code == 415
         assert c.post("/images", content=GOOD).status_code == 415
         own = {"Origin": f"http://127.0.0.1:{quiet_daemon.port}", "X-S3E-Request": "1"}
@@ -213,9 +222,11 @@ def test_claimed_sizes_over_the_caps_and_other_formats_are_refused_before_decodi
 
 def test_large_decodes_are_bounded_and_shrunk_at_once():
     budget = DecodeBudget(256 << 20, 10)
-    for data, cap_mb in ((png_zeros(5000, 5000, 16), 120), (png_zeros(4000, 4000, 8, 6), 140),
-                         (encoded(Image.fromarray(np.zeros((3000, 3000), np.float32)), "TIFF"),
-                          120)):  # fmt: skip
+    for data, cap_mb in (
+        (png_zeros(5000, 5000, 16), 120),
+        (png_zeros(4000, 4000, 8, 6), 140),
+        (encoded(Image.fromarray(np.zeros((3000, 3000), np.float32)), "TIFF"), 120),
+    ):
         reset_peak_rss()
         before = peak_rss_mb()
         got = decode(data, 50_000_000, 20000, 256, budget)
@@ -235,8 +246,9 @@ def test_a_busy_decode_budget_is_a_503_for_uploads(quiet_daemon: Any):
 def test_idle_and_slow_connections_are_closed_and_healthz_still_answers(
     edge_config: Any, daemon_factory: Any
 ):
-    d = daemon_factory(edge_config(http__header_timeout_s=1.0, http__max_connections=64,
-                                   http__body_idle_s=1.0))  # fmt: skip
+    d = daemon_factory(
+        edge_config(http__header_timeout_s=1.0, http__max_connections=64, http__body_idle_s=1.0)
+    )
     socks = []
     for i in range(200):
         s = socket.create_connection(("127.0.0.1", d.port))
@@ -257,8 +269,10 @@ def test_idle_and_slow_connections_are_closed_and_healthz_still_answers(
         s.close()
     assert closed == len(socks)
     slow = socket.create_connection(("127.0.0.1", d.port))
-    slow.sendall(b"POST /images HTTP/1.1\r\nHost: localhost\r\nContent-Type: image/png\r\n"
-                 b"Content-Length: 100000\r\n\r\n" + GOOD[:10])  # fmt: skip
+    slow.sendall(
+        b"POST /images HTTP/1.1\r\nHost: localhost\r\nContent-Type: image/png\r\n"
+        b"Content-Length: 100000\r\n\r\n" + GOOD[:10]
+    )
     slow.settimeout(10)
     assert b" 408 " in slow.recv(200)
     slow.close()
@@ -275,8 +289,10 @@ def test_repeated_errors_are_rate_limited_in_the_log():
     from edge.logs import RateLimit
 
     f = RateLimit(burst=3, window_s=60)
-    recs = [logging.LogRecord("s3e", logging.ERROR, "x", 1, "cannot list %s", ("a",), None)
-            for _ in range(1000)]  # fmt: skip
+    recs = [
+        logging.LogRecord("s3e", logging.ERROR, "x", 1, "cannot list %s", ("a",), None)
+        for _ in range(1000)
+    ]
     assert sum(f.filter(r) for r in recs) == 3
 
 
@@ -352,12 +368,18 @@ def test_the_page_loads_with_a_token_and_login_sets_a_strict_httponly_cookie(
 # 16, 17, 18, 19 ----------------------------------------------------------------------------------
 def test_check_config_show_masks_every_secret(tmp_path: Path):
     cfg = tmp_path / "edge.toml"
-    cfg.write_text('[http]\ntoken = "tok-123"\n[mqtt]\nhost = "b"\nusername = "u"\n'
-                   'password = "pw-456"\n[s3]\nbucket = "s3e-test"\naccess_key_id = "k"\n'
-                   'secret_access_key = "sk-789"\n')  # fmt: skip
+    cfg.write_text(
+        '[http]\ntoken = "tok-123"\n[mqtt]\nhost = "b"\nusername = "u"\n'
+        'password = "pw-456"\n[s3]\nbucket = "s3e-test"\naccess_key_id = "k"\n'
+        'secret_access_key = "sk-789"\n'
+    )
     cfg.chmod(0o600)
-    r = subprocess.run([sys.executable, "-m", "edge.cli", "check-config", "-c", str(cfg), "--show"],
-                       capture_output=True, text=True, cwd=ROOT)  # fmt: skip
+    r = subprocess.run(
+        [sys.executable, "-m", "edge.cli", "check-config", "-c", str(cfg), "--show"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert r.returncode == 0, r.stderr
     for secret in ("tok-123", "pw-456", "sk-789"):
         assert secret not in r.stdout + r.stderr

@@ -63,9 +63,15 @@ def test_hostile_corpus_through_folder_and_upload(corpus_daemon: dict[str, Any])
 
     def upload(item: tuple[str, bytes]) -> int:
         name, data = item
-        r = httpx.post(f"http://127.0.0.1:{port}/images", content=data, timeout=60,
-                       headers={"Content-Type": "application/octet-stream",
-                                "X-Filename": name.encode("unicode_escape").decode()})  # fmt: skip
+        r = httpx.post(
+            f"http://127.0.0.1:{port}/images",
+            content=data,
+            timeout=60,
+            headers={
+                "Content-Type": "application/octet-stream",
+                "X-Filename": name.encode("unicode_escape").decode(),
+            },
+        )
         return r.status_code
 
     items = [(n, d) for n, d, _ in bad[1::2]] + good[8:]
@@ -76,8 +82,9 @@ def test_hostile_corpus_through_folder_and_upload(corpus_daemon: dict[str, Any])
     for (name, _), want, got in zip(items, expected, statuses, strict=True):
         assert got == want or (isinstance(want, tuple) and got in want), (name, got)
     wait_until(lambda: not any(inbox.iterdir()), 120, "the inbox emptied")
-    rejected = [p for p in (tmp / "data" / "rejected").iterdir()
-                if not p.name.endswith(".reason.txt")]  # fmt: skip
+    rejected = [
+        p for p in (tmp / "data" / "rejected").iterdir() if not p.name.endswith(".reason.txt")
+    ]
     assert len(rejected) == sum(refused(d) for _, d, _ in bad[::2]) + len(extras)
     for p in rejected:
         reason = p.with_name(p.name + ".reason.txt").read_text()
@@ -113,7 +120,18 @@ def _searchable(port: int) -> int:
 
 def test_the_corpus_has_every_kind_the_review_sent():
     kinds = {k for _, _, k in hostile()}
-    for k in ("truncated", "bit-flipped", "bomb header", "16-bit, decodes large", "float", "TGA",
-              "huge EXIF (valid)", "huge ICC", "animated (valid)", "long name",
-              "newline in the name", "polyglot (valid JPEG first)"):  # fmt: skip
+    for k in (
+        "truncated",
+        "bit-flipped",
+        "bomb header",
+        "16-bit, decodes large",
+        "float",
+        "TGA",
+        "huge EXIF (valid)",
+        "huge ICC",
+        "animated (valid)",
+        "long name",
+        "newline in the name",
+        "polyglot (valid JPEG first)",
+    ):
         assert k in kinds, k

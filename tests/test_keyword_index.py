@@ -29,16 +29,30 @@ CAPTIONS = [
 
 def record(seq: int, caption: str, classes: tuple[str, ...] = ("opacity",)) -> Record:
     return Record(
-        seq=seq, id=f"{seq:064x}", device_id="test", source="folder", source_name="",
-        captured_at=1_790_000_000.0 + seq, accepted_at=0.0, ext="png", size=0, width=8,
-        height=8, status="analysed", error=None, bundle="chest-int8", precision="int8",
-        revision=1, accelerators={}, timings={},
-        analysis={"caption": {"text": caption, "words": [], "visual": [], "grid": 8},
-                  "segmentation": {"segments": [{"class": c, "fraction": 0.1}
-                                                for c in classes]},
-                  "vae": {"labels": [], "anomaly": 0.5, "out_of_domain": False,
-                          "ood_score": 0.1}},
-    )  # fmt: skip
+        seq=seq,
+        id=f"{seq:064x}",
+        device_id="test",
+        source="folder",
+        source_name="",
+        captured_at=1_790_000_000.0 + seq,
+        accepted_at=0.0,
+        ext="png",
+        size=0,
+        width=8,
+        height=8,
+        status="analysed",
+        error=None,
+        bundle="chest-int8",
+        precision="int8",
+        revision=1,
+        accelerators={},
+        timings={},
+        analysis={
+            "caption": {"text": caption, "words": [], "visual": [], "grid": 8},
+            "segmentation": {"segments": [{"class": c, "fraction": 0.1} for c in classes]},
+            "vae": {"labels": [], "anomaly": 0.5, "out_of_domain": False, "ood_score": 0.1},
+        },
+    )
 
 
 @pytest.fixture
@@ -52,19 +66,37 @@ def index(tmp_path: Path) -> Iterator[SearchIndex]:
 
 def whole(index: SearchIndex, q: str) -> tantivy.Query:
     """The query with every part over every match: exact words, one edit away, the phrase."""
-    parts = [index.index.parse_query(q, DEFAULT_FIELDS, conjunction_by_default=True),
-             index.index.parse_query(q, DEFAULT_FIELDS, fuzzy_fields=FUZZY,
-                                     conjunction_by_default=True)]  # fmt: skip
+    parts = [
+        index.index.parse_query(q, DEFAULT_FIELDS, conjunction_by_default=True),
+        index.index.parse_query(q, DEFAULT_FIELDS, fuzzy_fields=FUZZY, conjunction_by_default=True),
+    ]
     if " " in q and '"' not in q and ":" not in q:
         phrase = index.index.parse_query(f'"{q}"', DEFAULT_FIELDS)
         parts.append(tantivy.Query.boost_query(phrase, PHRASE_BOOST))
     return tantivy.Query.boolean_query([(tantivy.Occur.Should, p) for p in parts])
 
 
-ADDS = ["zone", "bone", "zome", "pnemonia", "lft pleural", "opacty", "caption:zome",
-        '"pleural effusion" AND lft', "labels:opacty"]  # fmt: skip
-SAME = ["pneumonia", "left pleural", "effusion", "opacity", '"pleural effusion"',
-        "caption:nodule", "labels:opacity", "(cardiac OR nodule) AND left"]  # fmt: skip
+ADDS = [
+    "zone",
+    "bone",
+    "zome",
+    "pnemonia",
+    "lft pleural",
+    "opacty",
+    "caption:zome",
+    '"pleural effusion" AND lft',
+    "labels:opacty",
+]
+SAME = [
+    "pneumonia",
+    "left pleural",
+    "effusion",
+    "opacity",
+    '"pleural effusion"',
+    "caption:nodule",
+    "labels:opacity",
+    "(cardiac OR nodule) AND left",
+]
 
 
 @pytest.mark.parametrize("q", ADDS + SAME)
@@ -78,8 +110,9 @@ def test_the_one_edit_part_is_left_out_only_where_it_adds_nothing(
     assert index._one_edit_adds(q) == (q in ADDS), "zone and bone are one edit apart; typos are"
 
 
-@pytest.mark.parametrize("q", ["left pleural", "pleural effusion", "left lower zone",
-                               "left effusion"])  # fmt: skip
+@pytest.mark.parametrize(
+    "q", ["left pleural", "pleural effusion", "left lower zone", "left effusion"]
+)
 def test_the_phrase_re_scoring_ranks_as_the_phrase_over_every_match(
     index: SearchIndex, q: str
 ) -> None:
@@ -104,8 +137,12 @@ def test_the_phrase_re_scoring_ranks_as_the_phrase_over_every_match(
 
 def label_counts(records: list[Record], word: str) -> Counter[str]:
     """The labels of the records whose caption holds `word`, counted one by one."""
-    return Counter(lab for r in records if word in r.analysis["caption"]["text"]
-                   for lab in views.index_fields(r)["labels"])  # fmt: skip
+    return Counter(
+        lab
+        for r in records
+        if word in r.analysis["caption"]["text"]
+        for lab in views.index_fields(r)["labels"]
+    )
 
 
 @pytest.mark.parametrize("kinds", [5, facets.BITS + 6])
@@ -113,9 +150,14 @@ def test_label_counts_are_the_counts_with_more_labels_than_bits_too(
     tmp_path: Path, kinds: int
 ) -> None:
     names = [f"class{k}" for k in range(kinds)]
-    records = [record(i + 1, CAPTIONS[i % len(CAPTIONS)],
-                      tuple(names[(i + j) % kinds] for j in range(1 + i % 3)))
-               for i in range(3 * kinds)]  # fmt: skip
+    records = [
+        record(
+            i + 1,
+            CAPTIONS[i % len(CAPTIONS)],
+            tuple(names[(i + j) % kinds] for j in range(1 + i % 3)),
+        )
+        for i in range(3 * kinds)
+    ]
     index = SearchIndex(tmp_path / "index")
     index.add(records)
     index.commit()

@@ -23,9 +23,13 @@ def test_pooled_residual_ignores_pixel_noise_but_sees_a_small_blob() -> None:
 
 def test_a_label_only_ever_given_alone_is_the_none_label() -> None:
     assert label_space([["normal"], ["nodule"], ["effusion", "nodule"]]) == (
-        ["effusion", "nodule"], "normal")  # fmt: skip
+        ["effusion", "nodule"],
+        "normal",
+    )
     assert label_space([["red", "circle"], ["blue", "square"], ["blue", "circle"]]) == (
-        ["blue", "circle", "red", "square"], "")  # fmt: skip
+        ["blue", "circle", "red", "square"],
+        "",
+    )
     assert label_space([["dog"], ["cat"], ["bird"]]) == (["bird", "cat", "dog"], "")
 
 
@@ -33,8 +37,9 @@ def space(rng: np.random.Generator):
     mu = rng.normal(0, 1, (500, 4))
     errors, normal = np.arange(500.0) / 100, np.arange(500) < 200
     mse = rng.uniform(0, 1, 500)
-    return fit_latent_space(["effusion", "nodule"], "normal", mu, errors, normal, mse, True, 95,
-                            99.5)  # fmt: skip
+    return fit_latent_space(
+        ["effusion", "nodule"], "normal", mu, errors, normal, mse, True, 95, 99.5
+    )
 
 
 def test_labels_threshold_probabilities_and_fall_back_to_the_none_label() -> None:
@@ -74,8 +79,12 @@ def test_the_domain_model_flags_signals_no_training_image_has() -> None:
     m = fit_domain_model(pixels, mse, dist, ent, regions, percentile=99.5)
     inside = m.score(m.vectors(pixels, mse, dist, ent, regions))
     assert 0.003 <= (inside > 1).mean() <= 0.007
-    one = (np.array([[0.7, 0.06]]), np.array([np.exp(-5.0)]), np.array([np.exp(1.5)]),
-           np.array([np.exp(-2.5)]))  # fmt: skip
+    one = (
+        np.array([[0.7, 0.06]]),
+        np.array([np.exp(-5.0)]),
+        np.array([np.exp(1.5)]),
+        np.array([np.exp(-2.5)]),
+    )
     typical = regions[:1]  # in 8 dimensions, exactly the mean is no typical feature
     assert m.score(m.vectors(*one, typical))[0] < 0.6
     assert m.score(m.vectors(*one, np.full((1, 8), 6.0)))[0] > 1  # an odd encoder feature

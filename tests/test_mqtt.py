@@ -52,9 +52,21 @@ def mqtt_config(edge_config: Any, broker: Broker, **more: Any) -> Any:
 
 def subscriber(broker: Broker, out: Path, *args: str) -> subprocess.Popen[bytes]:
     """`s3e-edge subscribe` in a process of its own, appending to `out`."""
-    return subprocess.Popen([sys.executable, "-m", "edge.cli", "subscribe", "--broker",
-                             f"127.0.0.1:{broker.port}", "--out", str(out), *args],
-                            cwd=ROOT, stderr=subprocess.PIPE)  # fmt: skip
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "edge.cli",
+            "subscribe",
+            "--broker",
+            f"127.0.0.1:{broker.port}",
+            "--out",
+            str(out),
+            *args,
+        ],
+        cwd=ROOT,
+        stderr=subprocess.PIPE,
+    )
 
 
 def published(d: Any) -> int:
@@ -75,13 +87,21 @@ def test_events_alerts_stats_and_discovery_arrive_and_match_the_schema(
     edge_config: Any, daemon_factory: Any, broker: Broker, many_images: list[bytes]
 ):
     sub = Collector(broker, "s3e/#", "homeassistant/#")
-    cfg = mqtt_config(edge_config, broker, mqtt__homeassistant=True, mqtt__stats_interval_s=0.5,
-                      mqtt__alerts={"anomaly_above": 0.01, "labels": {"heart": 0.01}},
-                      mqtt__include_thumbnail=True)  # fmt: skip
+    cfg = mqtt_config(
+        edge_config,
+        broker,
+        mqtt__homeassistant=True,
+        mqtt__stats_interval_s=0.5,
+        mqtt__alerts={"anomaly_above": 0.01, "labels": {"heart": 0.01}},
+        mqtt__include_thumbnail=True,
+    )
     d = daemon_factory(cfg)
     ids = feed(d, many_images[:4])
-    wait_until(lambda: len(sub.payloads("/events")) == 4 and len(sub.payloads("/alerts")) == 4,
-               30, "4 events and 4 alerts")  # fmt: skip
+    wait_until(
+        lambda: len(sub.payloads("/events")) == 4 and len(sub.payloads("/alerts")) == 4,
+        30,
+        "4 events and 4 alerts",
+    )
     for e in sub.payloads("/events"):
         VALIDATOR.validate(e)
         assert e["device"] == "test-edge" and e["urls"]["s3"] is None
@@ -100,8 +120,10 @@ def test_events_alerts_stats_and_discovery_arrive_and_match_the_schema(
     wait_until(lambda: len(late.payloads("/config")) == 3, 5, "3 discovery configs")
     configs = late.payloads("/config")
     assert {c["unique_id"] for c in configs} == {
-        "s3e_test-edge_last_caption", "s3e_test-edge_anomaly", "s3e_test-edge_images_processed"
-    }  # fmt: skip
+        "s3e_test-edge_last_caption",
+        "s3e_test-edge_anomaly",
+        "s3e_test-edge_images_processed",
+    }
     assert all(c["availability_topic"] == "s3e/test-edge/status" for c in configs)
     late.close()
     assert d.store.count_due("mqtt") == 0
@@ -116,17 +138,28 @@ def test_commands_answer_on_cmd_result_and_bad_ones_never_crash_the_daemon(
     time.sleep(0.3)
     pub = Collector(broker)
     wait_until(pub.client.is_connected, 5)
-    for topic, payload in [("ping", '{"request_id": 1}'), ("bogus", "not json"),
-                           ("nope", "{}"), ("ping", "[1, 2]"), ("capture", ""),
-                           ("reindex", '{"request_id": "r"}')]:  # fmt: skip
+    for topic, payload in [
+        ("ping", '{"request_id": 1}'),
+        ("bogus", "not json"),
+        ("nope", "{}"),
+        ("ping", "[1, 2]"),
+        ("capture", ""),
+        ("reindex", '{"request_id": "r"}'),
+    ]:
         pub.client.publish(f"s3e/test-edge/cmd/{topic}", payload, qos=1)
     wait_until(lambda: len(sub.payloads("/result")) == 6, 10, "6 results")
     results = sub.payloads("/result")
     for r in results:
         defs("command_result").validate(r)
     by = [(r["command"], r["ok"]) for r in results]
-    assert by == [("ping", True), ("bogus", False), ("nope", False), ("ping", False),
-                  ("capture", False), ("reindex", True)]  # fmt: skip
+    assert by == [
+        ("ping", True),
+        ("bogus", False),
+        ("nope", False),
+        ("ping", False),
+        ("capture", False),
+        ("reindex", True),
+    ]
     assert results[0]["request_id"] == 1 and results[5]["request_id"] == "r"
     assert "not a JSON object" in results[1]["error"] and "unknown command" in results[2]["error"]
     assert "unknown command" in results[4]["error"]  # no camera runs, so no `capture`
@@ -136,12 +169,25 @@ def test_commands_answer_on_cmd_result_and_bad_ones_never_crash_the_daemon(
 
 
 def test_a_broker_outage_during_a_burst_of_500_loses_no_record(
-    edge_config: Any, daemon_factory: Any, broker: Broker, many_images: list[bytes],
+    edge_config: Any,
+    daemon_factory: Any,
+    broker: Broker,
+    many_images: list[bytes],
     tmp_path: Path,
-):  # fmt: skip
+):
     out = tmp_path / "events.jsonl"
-    sub = subscriber(broker, out, "--device", "test-edge", "--client-id", "outage-test",
-                     "--count", "500", "--timeout", "240")  # fmt: skip
+    sub = subscriber(
+        broker,
+        out,
+        "--device",
+        "test-edge",
+        "--client-id",
+        "outage-test",
+        "--count",
+        "500",
+        "--timeout",
+        "240",
+    )
     time.sleep(1.0)
     d = daemon_factory(mqtt_config(edge_config, broker, model__workers=2))
     ids = {hashlib.sha256(b).hexdigest() for b in many_images}
@@ -209,9 +255,12 @@ def test_kill_9_mid_burst_then_restart_every_record_id_arrives(
 
     def start() -> subprocess.Popen[bytes]:
         with open(tmp_path / "log.txt", "ab") as log:
-            return subprocess.Popen([sys.executable, "-m", "edge.cli", "run", "--config",
-                                     str(config)], cwd=ROOT, stdout=subprocess.DEVNULL,
-                                    stderr=log)  # fmt: skip
+            return subprocess.Popen(
+                [sys.executable, "-m", "edge.cli", "run", "--config", str(config)],
+                cwd=ROOT,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+            )
 
     proc = start()
     try:
@@ -241,14 +290,18 @@ def test_status_is_retained_online_then_offline_by_last_will_on_kill_9_and_on_cl
     from test_edge_process import free_port, write_config
 
     (tmp_path / "inbox").mkdir()
-    config = write_config(tmp_path, free_port(),
-                          mqtt=f"[mqtt]\nhost = '127.0.0.1'\nport = {broker.port}\n")  # fmt: skip
+    config = write_config(
+        tmp_path, free_port(), mqtt=f"[mqtt]\nhost = '127.0.0.1'\nport = {broker.port}\n"
+    )
     sub = Collector(broker, "s3e/proc-edge/status")
 
     def run() -> subprocess.Popen[bytes]:
-        return subprocess.Popen([sys.executable, "-m", "edge.cli", "run", "--config",
-                                 str(config)], cwd=ROOT, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)  # fmt: skip
+        return subprocess.Popen(
+            [sys.executable, "-m", "edge.cli", "run", "--config", str(config)],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
 
     proc = run()
     wait_until(lambda: sub.payloads("/status")[-1:] == ["online"], 60, "online")
@@ -267,43 +320,60 @@ def test_status_is_retained_online_then_offline_by_last_will_on_kill_9_and_on_cl
 
 
 def test_wrong_credentials_are_refused_with_one_clear_line_and_records_wait(
-    tmp_path: Path, edge_config: Any, daemon_factory: Any, many_images: list[bytes],
+    tmp_path: Path,
+    edge_config: Any,
+    daemon_factory: Any,
+    many_images: list[bytes],
     caplog: pytest.LogCaptureFixture,
-):  # fmt: skip
+):
     pw = tmp_path / "passwd"
     subprocess.run(["mosquitto_passwd", "-c", "-b", str(pw), "alice", "secret"], check=True)
     os.chmod(pw, 0o644)
     b = Broker(tmp_path / "auth", f"allow_anonymous false\npassword_file {pw}\n").start()
     try:
         caplog.set_level(logging.INFO, "s3e")
-        d = daemon_factory(mqtt_config(edge_config, b, mqtt__username="alice",
-                                       mqtt__password="wrong", mqtt__reconnect_min_s=0.2,
-                                       mqtt__reconnect_max_s=0.4))  # fmt: skip
+        d = daemon_factory(
+            mqtt_config(
+                edge_config,
+                b,
+                mqtt__username="alice",
+                mqtt__password="wrong",
+                mqtt__reconnect_min_s=0.2,
+                mqtt__reconnect_max_s=0.4,
+            )
+        )
         feed(d, many_images[:3])
         wait_until(lambda: d.store.counts().get("analysed") == 3, 30)
         time.sleep(2.0)  # several refused attempts
-        refused = [r.getMessage() for r in caplog.records if "refused the connection" in
-                   r.getMessage()]  # fmt: skip
+        refused = [
+            r.getMessage() for r in caplog.records if "refused the connection" in r.getMessage()
+        ]
         assert len(refused) == 1 and "Not authorized" in refused[0]
         assert d.store.count_due("mqtt") == 3
         d.stop()
         secret = tmp_path / "mqtt-password"  # as systemd's LoadCredential= would provide it
         secret.write_text("secret\n")
-        good = daemon_factory(mqtt_config(edge_config, b, mqtt__username="alice",
-                                          mqtt__password_file=str(secret)))  # fmt: skip
+        good = daemon_factory(
+            mqtt_config(edge_config, b, mqtt__username="alice", mqtt__password_file=str(secret))
+        )
         wait_until(lambda: all_published(good, 3), 30, "the 3 waiting records")
     finally:
         b.stop()
 
 
 def test_tls_with_a_self_signed_ca_and_a_wrong_ca_refused(
-    tmp_path: Path, edge_config: Any, daemon_factory: Any, many_images: list[bytes],
+    tmp_path: Path,
+    edge_config: Any,
+    daemon_factory: Any,
+    many_images: list[bytes],
     caplog: pytest.LogCaptureFixture,
-):  # fmt: skip
+):
     ca = make_ca(tmp_path / "pki")
     other = make_ca(tmp_path / "pki", "other")
-    b = Broker(tmp_path / "tls", f"allow_anonymous true\ncafile {ca['ca']}\n"
-               f"certfile {ca['cert']}\nkeyfile {ca['key']}\n").start()  # fmt: skip
+    b = Broker(
+        tmp_path / "tls",
+        f"allow_anonymous true\ncafile {ca['ca']}\ncertfile {ca['cert']}\nkeyfile {ca['key']}\n",
+    ).start()
     try:
         caplog.set_level(logging.INFO, "s3e")
         bad = daemon_factory(mqtt_config(edge_config, b, mqtt__tls={"ca": str(other["ca"])}))
@@ -322,9 +392,12 @@ def test_tls_with_a_self_signed_ca_and_a_wrong_ca_refused(
 
 
 def test_the_subscriber_drops_repeated_ids_and_rejects_invalid_payloads(
-    edge_config: Any, daemon_factory: Any, broker: Broker, many_images: list[bytes],
+    edge_config: Any,
+    daemon_factory: Any,
+    broker: Broker,
+    many_images: list[bytes],
     tmp_path: Path,
-):  # fmt: skip
+):
     out = tmp_path / "events.jsonl"
     sub = subscriber(broker, out, "--timeout", "12")
     time.sleep(1.0)
@@ -367,21 +440,30 @@ def test_mqtt_config_refuses_a_password_without_a_user_and_half_a_client_certifi
 
 
 def test_a_broker_that_requires_client_certificates_takes_ours_and_refuses_none(
-    tmp_path: Path, edge_config: Any, daemon_factory: Any, many_images: list[bytes],
+    tmp_path: Path,
+    edge_config: Any,
+    daemon_factory: Any,
+    many_images: list[bytes],
     caplog: pytest.LogCaptureFixture,
-):  # fmt: skip
+):
     ca = make_ca(tmp_path / "pki")
-    b = Broker(tmp_path / "mtls", f"allow_anonymous true\ncafile {ca['ca']}\n"
-               f"certfile {ca['cert']}\nkeyfile {ca['key']}\nrequire_certificate true\n"
-               ).start()  # fmt: skip
+    b = Broker(
+        tmp_path / "mtls",
+        f"allow_anonymous true\ncafile {ca['ca']}\n"
+        f"certfile {ca['cert']}\nkeyfile {ca['key']}\nrequire_certificate true\n",
+    ).start()
     try:
         caplog.set_level(logging.INFO, "s3e")
-        bare = daemon_factory(mqtt_config(edge_config, b, mqtt__tls={"ca": str(ca["ca"])},
-                                          mqtt__reconnect_min_s=0.2))  # fmt: skip
+        bare = daemon_factory(
+            mqtt_config(edge_config, b, mqtt__tls={"ca": str(ca["ca"])}, mqtt__reconnect_min_s=0.2)
+        )
         feed(bare, many_images[:2])
         wait_until(lambda: bare.store.counts().get("analysed") == 2, 30)
-        wait_until(lambda: any("client certificate required" in r.getMessage()
-                               for r in caplog.records), 20, "a refusal logged")  # fmt: skip
+        wait_until(
+            lambda: any("client certificate required" in r.getMessage() for r in caplog.records),
+            20,
+            "a refusal logged",
+        )
         assert bare.store.count_due("mqtt") == 2
         bare.stop()
         tls = {"ca": str(ca["ca"]), "cert": str(ca["client_cert"]), "key": str(ca["client_key"])}
@@ -397,8 +479,13 @@ def test_the_capture_command_takes_a_camera_frame_now(
     from test_edge_capture_camera import write_video
 
     video = write_video(tmp_path / "v.avi", seconds=30, fps=10, period=1)
-    cfg = mqtt_config(edge_config, broker, capture__camera__url=str(video),
-                      capture__camera__interval_s=0, capture__camera__loop_file=True)  # fmt: skip
+    cfg = mqtt_config(
+        edge_config,
+        broker,
+        capture__camera__url=str(video),
+        capture__camera__interval_s=0,
+        capture__camera__loop_file=True,
+    )
     d = daemon_factory(cfg)
     wait_until(lambda: d.store.counts().get("analysed") == 1, 30, "the first frame")
     time.sleep(1.0)
@@ -423,7 +510,8 @@ def test_an_unreadable_password_file_is_a_startup_error_naming_the_key(
 ):
     from edge.daemon import Daemon, StartupError
 
-    cfg = mqtt_config(edge_config, broker, mqtt__username="alice",
-                      mqtt__password_file=str(tmp_path / "missing"))  # fmt: skip
+    cfg = mqtt_config(
+        edge_config, broker, mqtt__username="alice", mqtt__password_file=str(tmp_path / "missing")
+    )
     with pytest.raises(StartupError, match=r"mqtt.password_file .*missing: No such file"):
         Daemon(cfg)

@@ -27,13 +27,19 @@ HEAT_DRAWN = """(sel) => { const c = document.querySelector(sel);
 
 def start(tmp: Path, chest_small: Path, n: int, **http: Any) -> Daemon:
     (tmp / "inbox").mkdir(parents=True)
-    cfg = parse_config({
-        "device_id": "page", "data_dir": str(tmp / "data"),
-        "model": {"bundle": "chest-int8", "accelerator": "cpu", "threads": 1, "workers": 1},
-        "capture": {"folder": {"path": str(tmp / "inbox"), "settle_s": 0.05,
-                               "poll_interval_s": 0.1}},
-        "index": {"commit_every": 8, "commit_interval_s": 0.2}, "http": {"port": 0, **http},
-    }, "test")  # fmt: skip
+    cfg = parse_config(
+        {
+            "device_id": "page",
+            "data_dir": str(tmp / "data"),
+            "model": {"bundle": "chest-int8", "accelerator": "cpu", "threads": 1, "workers": 1},
+            "capture": {
+                "folder": {"path": str(tmp / "inbox"), "settle_s": 0.05, "poll_interval_s": 0.1}
+            },
+            "index": {"commit_every": 8, "commit_interval_s": 0.2},
+            "http": {"port": 0, **http},
+        },
+        "test",
+    )
     d = Daemon(cfg)
     d.start()
     for p in sorted((chest_small / "images").iterdir())[:n]:
@@ -76,8 +82,9 @@ def url(d: Daemon, path: str = "/") -> str:
     return f"http://127.0.0.1:{d.port}{path}"
 
 
-def test_pneumonia_results_carry_the_query_words_heat_map(daemon: Daemon, page: Any,
-                                                          tmp_path: Path) -> None:  # fmt: skip
+def test_pneumonia_results_carry_the_query_words_heat_map(
+    daemon: Daemon, page: Any, tmp_path: Path
+) -> None:
     page.goto(url(daemon, "/?q=pneumonia"))
     page.wait_for_selector(".card .query-words .word")
     assert page.input_value("#q") == "pneumonia" and page.input_value("#mode") == "hybrid"
@@ -119,8 +126,10 @@ def test_the_detail_view_shows_attention_mask_and_similar_images(
     page.wait_for_function(HEAT_DRAWN, arg="#overlay")
     assert page.is_hidden("#mask")
     page.check("#show-mask")
-    page.wait_for_function("() => document.querySelector('#mask').naturalWidth > 0 && "
-                           "!document.querySelector('#mask').hidden")  # fmt: skip
+    page.wait_for_function(
+        "() => document.querySelector('#mask').naturalWidth > 0 && "
+        "!document.querySelector('#mask').hidden"
+    )
     assert page.locator("#legend li").count() >= 1
     assert page.locator("#similar img").count() >= 1
     assert page.locator("#raw").get_attribute("href").startswith("/records/")
@@ -139,11 +148,14 @@ def test_an_upload_and_an_inbox_image_appear_in_the_latest_view(
     known = set(page.eval_on_selector_all("#latest .card", "cs => cs.map(c => c.dataset.id)"))
     images = sorted((chest_small / "images").iterdir())
     page.set_input_files("#file", str(images[N]))
-    page.wait_for_function(f"() => document.querySelectorAll('#latest .card').length > "
-                           f"{len(known)}", timeout=30_000)  # fmt: skip
+    page.wait_for_function(
+        f"() => document.querySelectorAll('#latest .card').length > {len(known)}", timeout=30_000
+    )
     shutil.copy(images[N + 1], Path(daemon.cfg.capture.folder.path) / "dropped.png")
-    page.wait_for_function(f"() => document.querySelectorAll('#latest .card').length > "
-                           f"{len(known) + 1}", timeout=30_000)  # fmt: skip
+    page.wait_for_function(
+        f"() => document.querySelectorAll('#latest .card').length > {len(known) + 1}",
+        timeout=30_000,
+    )
     now = set(page.eval_on_selector_all("#latest .card", "cs => cs.map(c => c.dataset.id)"))
     assert len(now - known) == 2
     page.screenshot(path=str(tmp_path / "latest.png"))
@@ -185,8 +197,10 @@ def test_with_a_token_the_page_asks_once_and_everything_works(
         pg.fill("#token", "sekrit-token-123")
         pg.click("#login-form button")
         pg.wait_for_selector(".card img")
-        pg.wait_for_function("() => [...document.querySelectorAll('.card img')]"
-                             ".every(i => i.complete && i.naturalWidth > 0)")  # fmt: skip
+        pg.wait_for_function(
+            "() => [...document.querySelectorAll('.card img')]"
+            ".every(i => i.complete && i.naturalWidth > 0)"
+        )
         assert "sekrit" not in pg.url and "sekrit" not in pg.evaluate("() => document.cookie")
         cookie = next(c for c in context.cookies() if c["name"] == "s3e_session")
         assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"

@@ -68,9 +68,13 @@ def test_reanalysis_of_300_records_while_capturing_revises_every_sink_once(
     broker = Broker(tmp_path / "broker").start()
     try:
         sub = Collector(broker, "s3e/test-edge/events")
-        cfg = edge_config(s3=s3_section(swift, bucket), mqtt__host="127.0.0.1",
-                          mqtt__port=broker.port, reanalysis__share=1.0,
-                          model__workers=2)  # fmt: skip
+        cfg = edge_config(
+            s3=s3_section(swift, bucket),
+            mqtt__host="127.0.0.1",
+            mqtt__port=broker.port,
+            reanalysis__share=1.0,
+            model__workers=2,
+        )
         Path(cfg.capture.folder.path).mkdir(parents=True)
         d = daemon_factory(cfg)
         feed(d, images[:300])
@@ -82,8 +86,15 @@ def test_reanalysis_of_300_records_while_capturing_revises_every_sink_once(
         new = load_bundle(NEW).version
         for i, data in enumerate(images[300:]):  # capture goes on meanwhile
             (Path(cfg.capture.folder.path) / f"new-{i}.png").write_bytes(data)
-        wait_until(lambda: d.pool.progress()["left"] == 0 and settled(d)
-                   and d.store.counts()["analysed"] == 320, 300, "re-analysis done")  # fmt: skip
+        wait_until(
+            lambda: (
+                d.pool.progress()["left"] == 0
+                and settled(d)
+                and d.store.counts()["analysed"] == 320
+            ),
+            300,
+            "re-analysis done",
+        )
         recs = list(d.store.iter_analysed())
         assert {r.bundle for r in recs} == {new}
         assert collections.Counter(r.revision for r in recs) == {2: 300, 1: 20}
@@ -100,12 +111,14 @@ def test_reanalysis_of_300_records_while_capturing_revises_every_sink_once(
         from cloud_sync.keys import sidecar_key
 
         for rec in recs[::40]:
-            doc = json.loads(s3.get_object(Bucket=bucket, Key=sidecar_key("s3e", rec))["Body"]
-                             .read())  # fmt: skip
+            doc = json.loads(
+                s3.get_object(Bucket=bucket, Key=sidecar_key("s3e", rec))["Body"].read()
+            )
             assert doc["bundle"]["version"] == new and doc["revision"] == rec.revision
         assert all(d.store.has_mark(S3_ORIGINAL, r.id) for r in recs)
-        sim = httpx.get(f"http://127.0.0.1:{d.port}/images/{recs[0].id}/similar",
-                        params={"k": 50}).json()["similar"]  # fmt: skip
+        sim = httpx.get(
+            f"http://127.0.0.1:{d.port}/images/{recs[0].id}/similar", params={"k": 50}
+        ).json()["similar"]
         assert len({s["id"] for s in sim}) == 50 and recs[0].id not in {s["id"] for s in sim}
         assert d.metrics.reanalysed._value.get() == 300
     finally:
@@ -128,11 +141,13 @@ def test_bad_bundles_are_refused_and_the_running_one_stays(
     doc = json.loads((unknown / "bundle.json").read_text())
     doc["outputs"]["telepathy"] = {"models": ["segmenter"]}
     (unknown / "bundle.json").write_text(json.dumps(doc))
-    for body, why in (({"bundle": str(tampered)}, "sha256 mismatch"),
-                      ({"bundle": str(unknown)}, "not known to this device"),
-                      ({"bundle": "no-such-bundle"}, "not a bundle folder"),
-                      ({"bundle": OLD}, "is the bundle running now"),
-                      ({}, "send")):  # fmt: skip
+    for body, why in (
+        ({"bundle": str(tampered)}, "sha256 mismatch"),
+        ({"bundle": str(unknown)}, "not known to this device"),
+        ({"bundle": "no-such-bundle"}, "not a bundle folder"),
+        ({"bundle": OLD}, "is the bundle running now"),
+        ({}, "send"),
+    ):
         r = admin(d, body)
         assert r.status_code == 400 and why in r.json()["detail"], (body, r.text)
     assert d.bundle.version == running and d.health()["bundle"]["version"] == running
@@ -156,12 +171,14 @@ def test_a_swap_during_a_swap_is_a_409(edge_config: Any, daemon_factory: Any) ->
 def test_the_bundle_command_over_mqtt(tmp_path: Path, edge_config: Any, daemon_factory: Any):
     broker = Broker(tmp_path / "broker").start()
     try:
-        d = daemon_factory(edge_config(mqtt__host="127.0.0.1", mqtt__port=broker.port,
-                                       capture__folder__enabled=False))  # fmt: skip
+        d = daemon_factory(
+            edge_config(
+                mqtt__host="127.0.0.1", mqtt__port=broker.port, capture__folder__enabled=False
+            )
+        )
         sub = Collector(broker, "s3e/test-edge/cmd/result")
         wait_until(lambda: d.mqtt.link.connected.is_set() and sub.client.is_connected(), 10)
-        sub.client.publish("s3e/test-edge/cmd/bundle", '{"bundle": "nope", "request_id": 1}',
-                           qos=1)  # fmt: skip
+        sub.client.publish("s3e/test-edge/cmd/bundle", '{"bundle": "nope", "request_id": 1}', qos=1)
         sub.client.publish(
             "s3e/test-edge/cmd/bundle", json.dumps({"bundle": NEW, "request_id": 2}), qos=1
         )
@@ -188,17 +205,22 @@ def test_kill_9_mid_reanalysis_then_restart_finishes_and_analyses_nothing_twice(
 
     def run(config: Path) -> subprocess.Popen[bytes]:
         with open(log, "ab") as out:
-            return subprocess.Popen([sys.executable, "-m", "edge.cli", "run", "--config",
-                                     str(config)], cwd=ROOT, stdout=out,
-                                    stderr=subprocess.STDOUT)  # fmt: skip
+            return subprocess.Popen(
+                [sys.executable, "-m", "edge.cli", "run", "--config", str(config)],
+                cwd=ROOT,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
 
     proc = run(first)
     wait_until(lambda: db_count(tmp_path / "data", "status='analysed'") == 80, 120, "80 in")
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(30) == 0
     second = tmp_path / "second.toml"
-    second.write_text(first.read_text().replace("[model]", f'[model]\nbundle = "{NEW}"')
-                      + "\n[reanalysis]\nshare = 1.0\n")  # fmt: skip
+    second.write_text(
+        first.read_text().replace("[model]", f'[model]\nbundle = "{NEW}"')
+        + "\n[reanalysis]\nshare = 1.0\n"
+    )
     new = load_bundle(NEW).version
     proc = run(second)
     try:
@@ -223,8 +245,11 @@ def test_an_evicted_original_comes_back_from_s3_and_waits_while_s3_is_down(
 ) -> None:
     proxy = FaultProxy(swift.endpoint).start()
     bucket = new_bucket(swift)
-    cfg = edge_config(s3=s3_section(swift, bucket, proxy.endpoint, local_quota_mb=0.00001),
-                      reanalysis__share=1.0, capture__folder__enabled=False)  # fmt: skip
+    cfg = edge_config(
+        s3=s3_section(swift, bucket, proxy.endpoint, local_quota_mb=0.00001),
+        reanalysis__share=1.0,
+        capture__folder__enabled=False,
+    )
     d = daemon_factory(cfg)
     feed(d, images[:6])
     wait_until(lambda: settled(d) and d.store.local_bytes() == 0, 60, "synced and evicted")

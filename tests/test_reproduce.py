@@ -32,8 +32,16 @@ def test_reproduce_makes_data_trains_everything_and_writes_metrics_and_card(
     ):
         assert (out / name).exists(), name
     metrics = json.loads((out / "metrics.json").read_text())
-    assert {"captioner", "segmenter", "vae", "embedder", "ablation", "label_study", "minimums",
-            "train_seconds"} <= set(metrics)  # fmt: skip
+    assert {
+        "captioner",
+        "segmenter",
+        "vae",
+        "embedder",
+        "ablation",
+        "label_study",
+        "minimums",
+        "train_seconds",
+    } <= set(metrics)
     assert set(metrics["ablation"]) >= {"bahdanau", "luong+both", "none"}
     assert metrics["embedder"]["words"]["queries"] > 0  # evaluated: the weights loaded back
     embedder = json.loads((out / "config.json").read_text())["embedder"]

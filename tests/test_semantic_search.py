@@ -53,13 +53,19 @@ def served(chest_small: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
     meta by file name)."""
     tmp = tmp_path_factory.mktemp("semantic")
     (tmp / "inbox").mkdir()
-    cfg = parse_config({
-        "device_id": "sem", "data_dir": str(tmp / "data"),
-        "model": {"bundle": "chest-int8", "accelerator": "cpu", "threads": 1, "workers": 1},
-        "capture": {"folder": {"path": str(tmp / "inbox"), "settle_s": 0.05,
-                               "poll_interval_s": 0.1}},
-        "index": {"commit_every": 16, "commit_interval_s": 0.2}, "http": {"port": 0},
-    }, "test")  # fmt: skip
+    cfg = parse_config(
+        {
+            "device_id": "sem",
+            "data_dir": str(tmp / "data"),
+            "model": {"bundle": "chest-int8", "accelerator": "cpu", "threads": 1, "workers": 1},
+            "capture": {
+                "folder": {"path": str(tmp / "inbox"), "settle_s": 0.05, "poll_interval_s": 0.1}
+            },
+            "index": {"commit_every": 16, "commit_interval_s": 0.2},
+            "http": {"port": 0},
+        },
+        "test",
+    )
     d = Daemon(cfg)
     d.start()
     names = sorted(p.name for p in (chest_small / "images").iterdir())[:N]
@@ -192,9 +198,16 @@ def test_reindex_rebuilds_the_vector_indexes(served: Any) -> None:
     resets = d.index_part.worker.resets
     d.commands()["reindex"]({})
     wait_until(lambda: d.index_part.worker.resets > resets, 30, "the reset taken")
-    wait_until(lambda: d.index.num_docs == N and len(d.index_part.profile) == N
-               and len(d.index_part.latent) == N and not d.store.count_due("index"), 60,
-               "rebuilt")  # fmt: skip
+    wait_until(
+        lambda: (
+            d.index.num_docs == N
+            and len(d.index_part.profile) == N
+            and len(d.index_part.latent) == N
+            and not d.store.count_due("index")
+        ),
+        60,
+        "rebuilt",
+    )
     after = client.get(f"/images/{rid}/similar", params={"k": 5}).json()["similar"]
     # the graph is rebuilt in another order: images at the same distance may swap places
     assert [h["distance"] for h in after] == pytest.approx(
@@ -323,9 +336,12 @@ def test_after_kill_9_and_a_damaged_file_the_indexes_catch_up(
     config = write_config(tmp_path, port)
 
     def run() -> subprocess.Popen[bytes]:
-        return subprocess.Popen([sys.executable, "-m", "edge.cli", "run", "--config",
-                                 str(config)], cwd=ROOT, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)  # fmt: skip
+        return subprocess.Popen(
+            [sys.executable, "-m", "edge.cli", "run", "--config", str(config)],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
 
     def vectors() -> dict[str, Any]:
         h = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).json()
@@ -340,8 +356,11 @@ def test_after_kill_9_and_a_damaged_file_the_indexes_catch_up(
 
     proc = run()
     try:
-        wait_until(lambda: healthy(port) and vectors().get("profile", {}).get("vectors") == 24,
-                   120, "24 indexed")  # fmt: skip
+        wait_until(
+            lambda: healthy(port) and vectors().get("profile", {}).get("vectors") == 24,
+            120,
+            "24 indexed",
+        )
         before = answers()
         version = httpx.get(f"http://127.0.0.1:{port}/healthz").json()["bundle"]["version"]
     finally:
@@ -349,8 +368,9 @@ def test_after_kill_9_and_a_damaged_file_the_indexes_catch_up(
         proc.wait(10)
     (tmp_path / "data" / "vectors").mkdir(exist_ok=True)
     (tmp_path / "data" / "vectors" / "latent.usearch").write_bytes(b"not an index")
-    (tmp_path / "data" / "vectors" / "latent.json").write_text(json.dumps(
-        {"bundle": version, "cursor": 10**6, "count": 24, "metric": "l2sq"}))  # fmt: skip
+    (tmp_path / "data" / "vectors" / "latent.json").write_text(
+        json.dumps({"bundle": version, "cursor": 10**6, "count": 24, "metric": "l2sq"})
+    )
     proc = run()
     try:
         wait_until(lambda: healthy(port), 60, "up again")
@@ -374,7 +394,8 @@ def test_the_query_encoder_runs_with_tensorflow_blocked() -> None:
         "parsed, vecs, mask = QueryEncoder(load_bundle('chest-int8')).encode('pnemonia')\n"
         "print(parsed.words, vecs.shape, int(mask.sum()))\n"
     )
-    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
-                       timeout=60)  # fmt: skip
+    r = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("['pneumonia'] (12, 48) 1"), r.stdout

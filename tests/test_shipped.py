@@ -66,8 +66,13 @@ def test_eval_json_has_every_metric(report: dict) -> None:
 
 def test_shipped_models_reach_the_minimums(report: dict) -> None:
     mins = report["minimums"]
-    assert {"grounding.noun.pointing", "grounding.attribute.pointing", "vae.label_macro_f1",
-            "vae.out_of_domain_flagged", "embedder.words"} <= set(mins)  # fmt: skip
+    assert {
+        "grounding.noun.pointing",
+        "grounding.attribute.pointing",
+        "vae.label_macro_f1",
+        "vae.out_of_domain_flagged",
+        "embedder.words",
+    } <= set(mins)
     failing = {k: v for k, v in mins.items() if not v["ok"]}
     assert not failing, failing
 
@@ -89,8 +94,10 @@ def test_shipped_bundles_flag_every_non_domain_image_on_the_device(bundle: str, 
     b = load_bundle(str(ROOT / "models" / "bundles" / bundle))
     analyser = Analyser(b, ModelConfig(accelerator="cpu", threads=2))
     spec = b.doc.preprocessing.model_dump()
-    verdicts = {name: analyser.analyse(preprocess(Image.fromarray(im), spec)).outputs["vae"]
-                for name, im in ood_images(b.doc.domain)}  # fmt: skip
+    verdicts = {
+        name: analyser.analyse(preprocess(Image.fromarray(im), spec)).outputs["vae"]
+        for name, im in ood_images(b.doc.domain)
+    }
     missed = {n: v["ood_score"] for n, v in verdicts.items() if not v["out_of_domain"]}
     assert len(verdicts) >= 20 and not missed, missed
     data = write_dataset(b.doc.domain, 150, FRESH_SEED, tmp_path / "fresh")

@@ -41,13 +41,19 @@ def test_unit_is_hardened_notify_and_checks_its_config_first():
 def test_systemd_analyze_security_exposure_is_at_most_1_5():
     r = subprocess.run(
         ["systemd-analyze", "security", "--offline=yes", "--no-pager", str(UNIT)],
-        capture_output=True, text=True,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+    )
     found = re.search(r"Overall exposure level for \S+: ([0-9.]+)", r.stdout)
     assert found, r.stdout + r.stderr
     assert float(found.group(1)) <= 1.5, r.stdout
-    for line in ("SystemCallFilter=~@privileged", "SystemCallFilter=~@resources",
-                 "PrivateDevices=", "ProcSubset=", "UMask="):  # fmt: skip
+    for line in (
+        "SystemCallFilter=~@privileged",
+        "SystemCallFilter=~@resources",
+        "PrivateDevices=",
+        "ProcSubset=",
+        "UMask=",
+    ):
         assert not any(row.startswith("✗ " + line) for row in r.stdout.splitlines()), line
 
 

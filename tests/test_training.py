@@ -21,8 +21,11 @@ from models.vae_training import fit_vae
 
 def test_early_stopping_keeps_the_best_epoch_and_stops_after_patience() -> None:
     model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
-    loop = EpochLoop("t", LoopConfig(epochs=50, learning_rate=0.1, min_steps=0, patience=2,
-                                     progress=False), steps_per_epoch=1)  # fmt: skip
+    loop = EpochLoop(
+        "t",
+        LoopConfig(epochs=50, learning_rate=0.1, min_steps=0, patience=2, progress=False),
+        steps_per_epoch=1,
+    )
     scores = iter([0.1, 0.5, 0.9, 0.4, 0.3, 0.2, 0.95, 0.99])
     saved: list[list[np.ndarray]] = []
 
@@ -30,9 +33,13 @@ def test_early_stopping_keeps_the_best_epoch_and_stops_after_patience() -> None:
         model.layers[0].kernel.assign_add(tf.ones((1, 1)))  # each epoch changes the weights
         return {"loss": tf.constant(1.0)}
 
-    history = loop.run(lambda _: iter([(np.zeros(1),)]), step, [model],
-                       lambda: saved.append(model.get_weights()),
-                       lambda: {"score": next(scores)})  # fmt: skip
+    history = loop.run(
+        lambda _: iter([(np.zeros(1),)]),
+        step,
+        [model],
+        lambda: saved.append(model.get_weights()),
+        lambda: {"score": next(scores)},
+    )
     assert [h["epoch"] for h in history] == [1, 2, 3, 4, 5]  # 0.9 at 3, then 2 worse: stop
     assert [h.get("best") for h in history] == [1, 1, 1, None, None]
     assert all("val_score" in h and "lr" in h for h in history)
@@ -64,8 +71,9 @@ def user_folder(root: Path, n: int = 40, instances: bool = True) -> Path:
         inst.append({"id": i + 1, "image_id": i, "category_id": 7, "bbox": [x, y, 12, 12]})
     (root / "captions.json").write_text(json.dumps({"images": images, "annotations": anns}))
     if instances:
-        (root / "instances.json").write_text(json.dumps(
-            {"categories": [{"id": 7, "name": "square"}], "annotations": inst}))  # fmt: skip
+        (root / "instances.json").write_text(
+            json.dumps({"categories": [{"id": 7, "name": "square"}], "annotations": inst})
+        )
     return root
 
 
@@ -76,8 +84,9 @@ def test_captioner_supervision_comes_from_user_instances_and_synonyms(
 ) -> None:
     data = user_folder(tmp_path / "data", instances=instances)
     out = tmp_path / "models"
-    history = fit_captioner(data, out, epochs=2, progress=False, size=32, channels=3,
-                            synonyms={"square": ["box"]})  # fmt: skip
+    history = fit_captioner(
+        data, out, epochs=2, progress=False, size=32, channels=3, synonyms={"square": ["box"]}
+    )
     doc = json.loads((out / "history_captioner.json").read_text())
     assert doc["validation"] == 4 and doc["images"] == 36
     assert doc["grounded_words"] == (40 if instances else 0)  # "square" and "box" alike

@@ -9,7 +9,8 @@ from converter.exports.embedding import EmbeddingExport
 from converter.exports.segmentation import SegmentationExport
 from converter.exports.vae import VaeExport
 
-EXPORTS: dict[str, Export] = {e.key: e for e in (CaptionExport(), SegmentationExport(),
-                                                 EmbeddingExport(), VaeExport())}  # fmt: skip
+EXPORTS: dict[str, Export] = {
+    e.key: e for e in (CaptionExport(), SegmentationExport(), EmbeddingExport(), VaeExport())
+}
 
 __all__ = ["EXPORTS", "Export"]

@@ -41,17 +41,28 @@ class CaptionExport(Export):
         cap = load_captioner(folder, cfg)
         return [
             Graph("captioner_encoder", cap.encoder, ["regions", "keys", "h", "c"]),
-            Graph("captioner_step", cap.device_step(), ["logits", "h", "c", "alpha", "beta"],
-                  int8_as=STEP_IN_INT8),
-        ]  # fmt: skip
+            Graph(
+                "captioner_step",
+                cap.device_step(),
+                ["logits", "h", "c", "alpha", "beta"],
+                int8_as=STEP_IN_INT8,
+            ),
+        ]
 
     def settings(self, cfg: ModelsConfig) -> dict[str, Any]:
         c = cfg.captioner
         assert c is not None
         vocab = Vocabulary(c.vocab)
-        return {"attention": c.attention, "sentinel": c.sentinel, "grid": cfg.grid,
-                "max_len": c.max_len, "beam_width": c.beam_width, "start_id": vocab.start_id,
-                "end_id": vocab.end_id, "token_input": "one-hot"}  # fmt: skip
+        return {
+            "attention": c.attention,
+            "sentinel": c.sentinel,
+            "grid": cfg.grid,
+            "max_len": c.max_len,
+            "beam_width": c.beam_width,
+            "start_id": vocab.start_id,
+            "end_id": vocab.end_id,
+            "token_input": "one-hot",
+        }
 
     def assets(self, folder: Path, cfg: ModelsConfig, out: Path) -> dict[str, str]:
         assert cfg.captioner is not None
@@ -80,8 +91,10 @@ class CaptionExport(Export):
             fields, maps = output.caption(models.runners, x)
             captions.append(_Generated(fields.words, maps, np.asarray(fields.visual)))
         texts = [" ".join(c.tokens).replace(" ,", ",") for c in captions]
-        out: dict[str, Any] = {**metrics.caption_scores(ds.captions, texts),
-                               **domain_scores(bundle.doc.domain, texts, ds)}  # fmt: skip
+        out: dict[str, Any] = {
+            **metrics.caption_scores(ds.captions, texts),
+            **domain_scores(bundle.doc.domain, texts, ds),
+        }
         ground = score_captions(bundle.doc.domain, ds, captions, int(output.settings["grid"]))
         if ground is not None:
             out["grounding"] = ground["classes"]
@@ -109,9 +122,16 @@ def _step_feeds(
     out: list[Feed] = []
     for _ in range(max_len):
         onehot = eye[tokens]
-        out += [{"token_onehot": onehot[i : i + 1], "h": h[i : i + 1], "c": c[i : i + 1],
-                 "regions": regions[i : i + 1], "keys": keys[i : i + 1]}
-                for i in np.flatnonzero(alive)]  # fmt: skip
+        out += [
+            {
+                "token_onehot": onehot[i : i + 1],
+                "h": h[i : i + 1],
+                "c": c[i : i + 1],
+                "regions": regions[i : i + 1],
+                "keys": keys[i : i + 1],
+            }
+            for i in np.flatnonzero(alive)
+        ]
         args = [tf.constant(a) for a in (onehot, h, c, regions, keys)]
         logits, h, c, *_ = (t.numpy() for t in step(args, training=False))
         tokens = logits.argmax(-1)

@@ -46,8 +46,10 @@ class EmbeddingExport(Export):
     def graphs(self, folder: Path, cfg: ModelsConfig) -> list[Graph]:
         text, projection = load_embedder(folder, cfg)
         self.encoder = load_captioner(folder, cfg).encoder
-        return [Graph("region_projection", projection, ["vectors"], int8_as=REGIONS_IN_INT8),
-                Graph("text_encoder", text, ["words"])]  # fmt: skip
+        return [
+            Graph("region_projection", projection, ["vectors"], int8_as=REGIONS_IN_INT8),
+            Graph("text_encoder", text, ["words"]),
+        ]
 
     def query_models(self) -> list[str]:
         return ["text_encoder"]
@@ -57,8 +59,7 @@ class EmbeddingExport(Export):
 
     def settings(self, cfg: ModelsConfig) -> dict[str, Any]:
         assert cfg.embedder is not None
-        return {"max_tokens": cfg.embedder.max_tokens, "dim": cfg.embedder.dim,
-                "grid": cfg.grid}  # fmt: skip
+        return {"max_tokens": cfg.embedder.max_tokens, "dim": cfg.embedder.dim, "grid": cfg.grid}
 
     def assets(self, folder: Path, cfg: ModelsConfig, out: Path) -> dict[str, str]:
         """The vocabulary and each word's vector as the device's text encoder (already
@@ -72,8 +73,11 @@ class EmbeddingExport(Export):
         ids = range(len(ec.vocab))
         vectors = [runner(tokens=_ids([i], ec.max_tokens))["words"][0, 0] for i in ids]
         content = [w not in STOP and i > 1 for i, w in enumerate(ec.vocab)]
-        doc = {"vocab": ec.vocab, "content": content,
-               "vectors": np.round(np.stack(vectors), 5).tolist()}  # fmt: skip
+        doc = {
+            "vocab": ec.vocab,
+            "content": content,
+            "vectors": np.round(np.stack(vectors), 5).tolist(),
+        }
         (out / WORDS_ASSET).write_text(json.dumps(doc))
         return {"embedder_words": WORDS_ASSET}
 
@@ -85,10 +89,14 @@ class EmbeddingExport(Export):
         text = graphs["text_encoder"].model
         max_tokens, words = text.inputs[0].shape[1], text.get_layer("word").input_dim
         rng = np.random.default_rng(0)  # queries of 1-3 known words
-        tokens = [_ids(list(rng.integers(2, words, size=int(rng.integers(1, 4)))), max_tokens)
-                  for _ in range(limit)]  # fmt: skip
-        return {"region_projection": [{"regions": r[None]} for r in regions],
-                "text_encoder": [{"tokens": t} for t in tokens]}  # fmt: skip
+        tokens = [
+            _ids(list(rng.integers(2, words, size=int(rng.integers(1, 4)))), max_tokens)
+            for _ in range(limit)
+        ]
+        return {
+            "region_projection": [{"regions": r[None]} for r in regions],
+            "text_encoder": [{"tokens": t} for t in tokens],
+        }
 
     def reference(self, folder: Path, cfg: ModelsConfig, ds: Dataset) -> dict[str, Any]:
         return _flat(eval_embedder(folder, cfg, ds))

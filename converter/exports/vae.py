@@ -37,13 +37,19 @@ class VaeExport(Export):
     def graphs(self, folder: Path, cfg: ModelsConfig) -> list[Graph]:
         enc, dec, _ = load_vae(folder, cfg)
         labels = ["label_logits"] if cfg.vae and cfg.vae.labels else []
-        return [Graph("vae_encoder", enc, ["mu", "log_var", *labels]),
-                Graph("vae_decoder", dec, ["reconstruction"])]  # fmt: skip
+        return [
+            Graph("vae_encoder", enc, ["mu", "log_var", *labels]),
+            Graph("vae_decoder", dec, ["reconstruction"]),
+        ]
 
     def settings(self, cfg: ModelsConfig) -> dict[str, Any]:
         assert cfg.vae is not None
-        return {"latent_dim": cfg.vae.latent_dim, "anomaly_pool": cfg.vae.anomaly_pool,
-                "labels": list(cfg.vae.labels), "none_label": cfg.vae.none_label}  # fmt: skip
+        return {
+            "latent_dim": cfg.vae.latent_dim,
+            "anomaly_pool": cfg.vae.anomaly_pool,
+            "labels": list(cfg.vae.labels),
+            "none_label": cfg.vae.none_label,
+        }
 
     def assets(self, folder: Path, cfg: ModelsConfig, out: Path) -> dict[str, str]:
         shutil.copy(folder / LATENT_FILE, out / LATENT_FILE)
@@ -68,8 +74,7 @@ class VaeExport(Export):
             decoder = [{"z": m[None], "labels": p[None]} for m, p in zip(mu, probs, strict=True)]
         else:
             decoder = [{"z": m[None]} for m in mu]
-        return {"vae_encoder": [{"image": x[None]} for x in images[:limit]],
-                "vae_decoder": decoder}  # fmt: skip
+        return {"vae_encoder": [{"image": x[None]} for x in images[:limit]], "vae_decoder": decoder}
 
     def reference(self, folder: Path, cfg: ModelsConfig, ds: Dataset) -> dict[str, Any]:
         report = eval_vae(folder, cfg, ds)
@@ -80,8 +85,12 @@ class VaeExport(Export):
         space = output.space
         results = [output.infer(models.runners, x) for x in ds.images]
         errors = np.array([r[2] for r in results])
-        ood = np.array([output.ood(models.runners, x, r[3], r[0])
-                        for x, r in zip(ds.images, results, strict=True)])  # fmt: skip
+        ood = np.array(
+            [
+                output.ood(models.runners, x, r[3], r[0])
+                for x, r in zip(ds.images, results, strict=True)
+            ]
+        )
         out: dict[str, Any] = {"out_of_domain_rate": float((ood > 1).mean())}
         per_image = image_labels(ds)
         probs = np.stack([r[1] for r in results])

@@ -61,8 +61,12 @@ class CameraSource:
         return [] if self.ended else [self._thread]
 
     def start(self) -> None:
-        log.info("camera %s: every %ss, scene change %s", self.cfg.url, self.cfg.interval_s,
-                 self.cfg.scene_change or "off")  # fmt: skip
+        log.info(
+            "camera %s: every %ss, scene change %s",
+            self.cfg.url,
+            self.cfg.interval_s,
+            self.cfg.scene_change or "off",
+        )
         self._thread.start()
 
     def stop(self) -> None:
@@ -108,12 +112,14 @@ class CameraSource:
                     if self.cfg.loop_file:
                         continue  # play it again, at once
                     self.ended = True
-                    log.info("camera %s: end of file, %d frames taken", self.cfg.url,
-                             self.frames_taken)  # fmt: skip
+                    log.info(
+                        "camera %s: end of file, %d frames taken", self.cfg.url, self.frames_taken
+                    )
                     return
                 if not self._stop.is_set():
-                    log.warning("camera %s: stream dropped; reconnecting in %.0fs", self.cfg.url,
-                                delay)  # fmt: skip
+                    log.warning(
+                        "camera %s: stream dropped; reconnecting in %.0fs", self.cfg.url, delay
+                    )
                     if self._stop.wait(delay):
                         return
                     delay = min(delay * 2, self.cfg.reconnect_max_s)

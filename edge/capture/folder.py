@@ -203,8 +203,9 @@ class FolderSource:
             self._refuse(path, name, state, e.kind, e.reason)
             return True
         except OSError as e:
-            return self._refuse_on_second(path, name, state, "unreadable",
-                                          f"cannot read: {e.strerror or e}")  # fmt: skip
+            return self._refuse_on_second(
+                path, name, state, "unreadable", f"cannot read: {e.strerror or e}"
+            )
         try:
             fut = self.ingestor.submit(data, self.key, name)
         except IngestClosedError:
@@ -234,13 +235,16 @@ class FolderSource:
         except (IngestClosedError, DecodeBusyError, CancelledError):
             return False
         except (OSError, sqlite3.Error) as e:
-            log.error("cannot store %s now (%s); it stays in %s and will be retried",
-                      printable(name), e, self.root)  # fmt: skip
+            log.error(
+                "cannot store %s now (%s); it stays in %s and will be retried",
+                printable(name),
+                e,
+                self.root,
+            )
             return False
         except Exception as e:
             log.exception("unexpected error taking %s", printable(name))
-            return self._refuse_on_second(path, name, state, "internal",
-                                          f"{type(e).__name__}: {e}")  # fmt: skip
+            return self._refuse_on_second(path, name, state, "internal", f"{type(e).__name__}: {e}")
         self._suspect.pop(path, None)
         if self.cfg.delete_accepted:
             try:
@@ -258,8 +262,12 @@ class FolderSource:
         suspect = self._suspect.get(path)
         if suspect is None or suspect[0] != state:
             self._suspect[path] = (state, time.monotonic())
-            log.info("%s: %s; looking again in %.0fs before refusing it", printable(name), why,
-                     self.recheck_s)  # fmt: skip
+            log.info(
+                "%s: %s; looking again in %.0fs before refusing it",
+                printable(name),
+                why,
+                self.recheck_s,
+            )
             return False
         self._suspect.pop(path, None)
         self._refuse(path, name, state, kind, why)
@@ -298,29 +306,34 @@ def read_file(path: Path, max_bytes: int, link_roots: list[Path] | None) -> byte
     target = path
     if path.is_symlink():
         if link_roots is None:
-            raise ImageRejectedError("symlink", "a symbolic link (capture.folder.follow_symlinks "
-                                     "is off)")  # fmt: skip
+            raise ImageRejectedError(
+                "symlink", "a symbolic link (capture.folder.follow_symlinks is off)"
+            )
         real = Path(os.path.realpath(path))
         if not any(real.is_relative_to(r) for r in link_roots):
-            raise ImageRejectedError("symlink", f"a link to {printable(str(real))}, outside "
-                                     "capture.folder.symlink_roots")  # fmt: skip
+            raise ImageRejectedError(
+                "symlink", f"a link to {printable(str(real))}, outside capture.folder.symlink_roots"
+            )
         target = real
     fd = os.open(target, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            raise ImageRejectedError("not_a_file", "not a regular file (a device, FIFO, socket "
-                                     "or folder)")  # fmt: skip
+            raise ImageRejectedError(
+                "not_a_file", "not a regular file (a device, FIFO, socket or folder)"
+            )
         if st.st_size > max_bytes:
-            raise ImageRejectedError("too_large", f"{st.st_size} bytes is over "
-                                     f"capture.folder.max_bytes ({max_bytes})")  # fmt: skip
+            raise ImageRejectedError(
+                "too_large", f"{st.st_size} bytes is over capture.folder.max_bytes ({max_bytes})"
+            )
         chunks, total = [], 0
         while chunk := os.read(fd, min(1 << 20, max_bytes + 1 - total)):
             chunks.append(chunk)
             total += len(chunk)
             if total > max_bytes:
-                raise ImageRejectedError("too_large", f"more than capture.folder.max_bytes "
-                                         f"({max_bytes}) bytes")  # fmt: skip
+                raise ImageRejectedError(
+                    "too_large", f"more than capture.folder.max_bytes ({max_bytes}) bytes"
+                )
         return b"".join(chunks)
     finally:
         os.close(fd)

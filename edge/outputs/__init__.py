@@ -52,10 +52,20 @@ def for_bundle(bundle: Bundle) -> list[Output]:
     names it (a newer converter's bundle on an older device)."""
     unknown = sorted(set(bundle.doc.outputs) - set(OUTPUTS))
     if unknown:
-        raise BundleError(f"{bundle.root}: outputs {unknown} are not known to this device "
-                          f"(known: {sorted(OUTPUTS)})")  # fmt: skip
+        raise BundleError(
+            f"{bundle.root}: outputs {unknown} are not known to this device "
+            f"(known: {sorted(OUTPUTS)})"
+        )
     return [OUTPUTS[key](bundle) for key in OUTPUTS if key in bundle.doc.outputs]
 
 
-__all__ = ["OUTPUTS", "Label", "Output", "OutputFields", "Produced", "for_bundle", "references",
-           "register"]  # fmt: skip
+__all__ = [
+    "OUTPUTS",
+    "Label",
+    "Output",
+    "OutputFields",
+    "Produced",
+    "for_bundle",
+    "references",
+    "register",
+]

@@ -55,9 +55,16 @@ class CaptionOutput(Output):
         def step(
             tokens: np.ndarray, states: tuple[np.ndarray, ...]
         ) -> tuple[np.ndarray, tuple[np.ndarray, ...], np.ndarray]:
-            outs = [step_model(token_onehot=self.eye[t][None], h=states[0][i : i + 1],
-                               c=states[1][i : i + 1], regions=regions, keys=keys)
-                    for i, t in enumerate(tokens)]  # fmt: skip
+            outs = [
+                step_model(
+                    token_onehot=self.eye[t][None],
+                    h=states[0][i : i + 1],
+                    c=states[1][i : i + 1],
+                    regions=regions,
+                    keys=keys,
+                )
+                for i, t in enumerate(tokens)
+            ]
             logits = np.concatenate([o["logits"] for o in outs])
             new = (np.concatenate([o["h"] for o in outs]), np.concatenate([o["c"] for o in outs]))
             alpha = np.concatenate([o["alpha"] for o in outs])
@@ -74,8 +81,13 @@ class CaptionOutput(Output):
         grid = int(self.settings["grid"])
         maps = att[:, : grid * grid].reshape(len(words), grid, grid)
         visual = [round(float(1.0 - v), 4) for v in att[:, -1]]
-        fields = CaptionFields(text=detokenize(words), words=words, visual=visual, grid=grid,
-                               score=round(float(best.score), 4))  # fmt: skip
+        fields = CaptionFields(
+            text=detokenize(words),
+            words=words,
+            visual=visual,
+            grid=grid,
+            score=round(float(best.score), 4),
+        )
         return fields, maps
 
     def run(self, runners: dict[str, Runner], x: np.ndarray) -> Produced:

@@ -59,6 +59,7 @@ class EmbeddingOutput(Output):
         vectors = self.vectors(runners, x)
         prof = self.profile(vectors)
         top = [self.vocab[i] for i in np.argsort(-prof)[:5] if self.content[i]]
-        return Produced(EmbeddingFields(top_words=top),
-                        blobs={"regions": pack(vectors),
-                               "profile": prof.astype(np.float32).tobytes()})  # fmt: skip
+        return Produced(
+            EmbeddingFields(top_words=top),
+            blobs={"regions": pack(vectors), "profile": prof.astype(np.float32).tobytes()},
+        )

@@ -47,13 +47,17 @@ class SegmentationOutput(Output):
         classes = self.segment(runners, x)
         fractions = np.bincount(classes.ravel(), minlength=len(self.class_names)) / classes.size
         segments = sorted(
-            (Segment(class_=name, fraction=round(float(f), 4), color=mask_color(i))
-             for i, (name, f) in enumerate(zip(self.class_names, fractions, strict=False))
-             if name != "background" and f >= MIN_SEGMENT_FRACTION),
+            (
+                Segment(class_=name, fraction=round(float(f), 4), color=mask_color(i))
+                for i, (name, f) in enumerate(zip(self.class_names, fractions, strict=False))
+                if name != "background" and f >= MIN_SEGMENT_FRACTION
+            ),
             key=lambda s: -s.fraction,
-        )  # fmt: skip
-        return Produced(SegmentationFields(segments=segments),
-                        files={"mask": mask_png(classes, len(self.class_names))})  # fmt: skip
+        )
+        return Produced(
+            SegmentationFields(segments=segments),
+            files={"mask": mask_png(classes, len(self.class_names))},
+        )
 
     @classmethod
     def labels(cls, f: Any) -> list[Label]:

@@ -40,8 +40,11 @@ class VaeOutput(Output):
     def __init__(self, bundle: Any) -> None:
         super().__init__(bundle)
         self.space = LatentSpace(**bundle.asset("vae_latent"))
-        self.domain = (DomainModel(**bundle.asset("domain_model"))
-                       if "domain_model" in bundle.doc.assets else None)  # fmt: skip
+        self.domain = (
+            DomainModel(**bundle.asset("domain_model"))
+            if "domain_model" in bundle.doc.assets
+            else None
+        )
         self.pool = int(self.settings["anomaly_pool"])
 
     def infer(
@@ -71,8 +74,13 @@ class VaeOutput(Output):
         x1 = x[None].astype(np.float32)
         entropy = segmenter_entropy(runners["segmenter"](image=x1)["logits"][0])
         regions = runners["captioner_encoder"](image=x1)["regions"][0].mean(axis=0)
-        v = self.domain.vectors(np.array([pixel_signals(x)]), np.array([mse]), distance,
-                                np.array([entropy]), regions[None])  # fmt: skip
+        v = self.domain.vectors(
+            np.array([pixel_signals(x)]),
+            np.array([mse]),
+            distance,
+            np.array([entropy]),
+            regions[None],
+        )
         return float(self.domain.score(v)[0])
 
     def run(self, runners: dict[str, Runner], x: np.ndarray) -> Produced:
@@ -81,8 +89,9 @@ class VaeOutput(Output):
         fields = VaeFields(
             labels=[VaeLabel(name=n, score=round(p, 4)) for n, p in self.space.label(probs)],
             anomaly=round(float(self.space.anomaly(np.array([error]), probs[None])[0]), 4),
-            out_of_domain=ood > 1.0, ood_score=round(ood, 4),
-        )  # fmt: skip
+            out_of_domain=ood > 1.0,
+            ood_score=round(ood, 4),
+        )
         return Produced(fields, blobs={"latent": np.asarray(mu, np.float32).tobytes()})
 
     @classmethod

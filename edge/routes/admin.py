@@ -25,8 +25,9 @@ MEDIA = {".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml"}
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' blob: data:; "
     "style-src 'self'; script-src 'self'; connect-src 'self'; frame-ancestors 'none'",
-    "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
-}  # fmt: skip
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
 """The page runs only its own files: no inline script, nothing from elsewhere."""
 
 
@@ -40,8 +41,11 @@ def static(name: str) -> Response:
     path = STATIC.get(name)
     if path is None:
         raise HTTPException(404, "no such file")
-    return Response(path.read_bytes(), media_type=MEDIA[path.suffix],
-                    headers={**SECURITY_HEADERS, "Cache-Control": "no-cache"})  # fmt: skip
+    return Response(
+        path.read_bytes(),
+        media_type=MEDIA[path.suffix],
+        headers={**SECURITY_HEADERS, "Cache-Control": "no-cache"},
+    )
 
 
 @router.post("/login", status_code=204, summary="Trade the token for a session cookie")
@@ -54,8 +58,13 @@ async def login(request: Request, ctx: Ctx) -> Response:
     if not token or not hmac.compare_digest(given.encode(), token.encode()):
         raise HTTPException(401, "wrong token")
     response = Response(status_code=204)
-    response.set_cookie(SESSION_COOKIE, session_value(token), httponly=True,
-                        samesite="strict", secure=request.url.scheme == "https")  # fmt: skip
+    response.set_cookie(
+        SESSION_COOKIE,
+        session_value(token),
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+    )
     return response
 
 
@@ -81,9 +90,11 @@ def metrics(ctx: Ctx) -> Response:
 @router.post(
     "/admin/bundle",
     summary="Switch to another model bundle without a restart",
-    responses={400: {"description": "the bundle is refused (the reason says why)"},
-               409: {"description": "another swap is in progress"}},
-)  # fmt: skip
+    responses={
+        400: {"description": "the bundle is refused (the reason says why)"},
+        409: {"description": "another swap is in progress"},
+    },
+)
 async def swap_bundle(request: Request, ctx: Ctx) -> dict[str, Any]:
     """`{"bundle": "<shipped name or folder>"}`: verified (hashes, models loaded, a test
     inference) before anything changes; new captures then go to it, and older records are

@@ -91,8 +91,9 @@ def attention(rid: str, ctx: Ctx, word: str = "0") -> Response:
     if not 0 <= k < len(words):
         raise HTTPException(404, f"word index {k} out of range (caption has {len(words)})")
     thumb_bytes = ctx.need_store().derived_path(rid, "thumb.jpg").read_bytes()
-    return Response(attention_png(thumb_bytes, grids[k]), media_type="image/png",
-                    headers={"X-Word": words[k]})  # fmt: skip
+    return Response(
+        attention_png(thumb_bytes, grids[k]), media_type="image/png", headers={"X-Word": words[k]}
+    )
 
 
 @router.get("/records/{rid}/attention", summary="Each caption word's attention, as numbers")
@@ -108,8 +109,11 @@ def attention_json(rid: str, ctx: Ctx) -> dict[str, Any]:
     return {"grid": int(grids.shape[-1]) if len(grids) else 0, "words": out}
 
 
-@router.get("/images/{rid}/similar", summary="Nearest images in the VAE latent space",
-            response_model=dict[str, Any])  # fmt: skip
+@router.get(
+    "/images/{rid}/similar",
+    summary="Nearest images in the VAE latent space",
+    response_model=dict[str, Any],
+)
 async def similar(rid: str, ctx: Ctx, k: Annotated[int, Query(ge=1, le=100)] = 10) -> JSONResponse:
     """Approximate nearest neighbours (HNSW; recall@10 against brute force in
     `bench/search.py`) among the images the running bundle analysed."""
@@ -142,9 +146,20 @@ def _similar(
     near = [(s, d) for s, d in latent.search(vector, k + 1) if s != seq][:k]
     ids = store.ids_of([s for s, _ in near]) if near else {}
     # only JSON types: answered as is, without FastAPI's validation and encoder walk
-    return JSONResponse({"id": rid, "similar": [
-        {"id": ids[s], "distance": round(float(np.sqrt(max(d, 0.0))), 5),
-         "thumbnail_url": f"/images/{ids[s]}/thumb"} for s, d in near if s in ids]})  # fmt: skip
+    return JSONResponse(
+        {
+            "id": rid,
+            "similar": [
+                {
+                    "id": ids[s],
+                    "distance": round(float(np.sqrt(max(d, 0.0))), 5),
+                    "thumbnail_url": f"/images/{ids[s]}/thumb",
+                }
+                for s, d in near
+                if s in ids
+            ],
+        }
+    )
 
 
 def _match(ctx: ApiContext, rid: str, q: str) -> dict[str, Any]:
@@ -155,8 +170,9 @@ def _match(ctx: ApiContext, rid: str, q: str) -> dict[str, Any]:
         raise HTTPException(400, "q: give the query (1 to 512 characters)")
     got = ctx.semantic.match(rid, q)
     if got is None:
-        raise HTTPException(404, f"no semantic vectors for {rid} (not analysed by a bundle "
-                                 "with semantic search?)")  # fmt: skip
+        raise HTTPException(
+            404, f"no semantic vectors for {rid} (not analysed by a bundle with semantic search?)"
+        )
     return got
 
 
@@ -174,9 +190,9 @@ def match(rid: str, ctx: Ctx, q: str = "", word: str | None = None) -> Any:
     elif word in names:
         k = names.index(word)
     else:
-        raise HTTPException(404, f"word {printable(word, 40)!r} is not a searched word of "
-                                 f"{names}")  # fmt: skip
+        raise HTTPException(404, f"word {printable(word, 40)!r} is not a searched word of {names}")
     grid = np.asarray(got["words"][k]["map"], np.float32).reshape(got["grid"], got["grid"])
     thumb_bytes = ctx.need_store().derived_path(rid, "thumb.jpg").read_bytes()
-    return Response(attention_png(thumb_bytes, grid), media_type="image/png",
-                    headers={"X-Word": names[k]})  # fmt: skip
+    return Response(
+        attention_png(thumb_bytes, grid), media_type="image/png", headers={"X-Word": names[k]}
+    )

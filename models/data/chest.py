@@ -24,22 +24,35 @@ G = "thing"
 """Marks template text that names the finding's region (its instance)."""
 TEMPLATES: dict[str, tuple[tuple[tuple[str, str | None], ...], ...]] = {
     "consolidation": (
-        (("{side} {level} zone consolidation", G), (", consistent with", None),
-         ("pneumonia", G)),
-        (("consolidation", G), ("in the", None), ("{side} {level} zone", G),
-         (", in keeping with", None), ("pneumonia", G)),
+        (("{side} {level} zone consolidation", G), (", consistent with", None), ("pneumonia", G)),
+        (
+            ("consolidation", G),
+            ("in the", None),
+            ("{side} {level} zone", G),
+            (", in keeping with", None),
+            ("pneumonia", G),
+        ),
         (("{side} {level} zone airspace opacity", G), (", suggesting", None), ("pneumonia", G)),
     ),
     "nodule": (
         (("nodule", G), ("in the", None), ("{side} {level} zone", G)),
         (("{side} {level} zone pulmonary nodule", G),),
-        (("a", None), ("rounded nodule", G), ("projected over the", None),
-         ("{side} {level} zone", G)),
+        (
+            ("a", None),
+            ("rounded nodule", G),
+            ("projected over the", None),
+            ("{side} {level} zone", G),
+        ),
     ),
     "effusion": (
         (("{side} pleural effusion", G),),
-        (("blunting", G), ("of the", None), ("{side} costophrenic angle", G), ("from", None),
-         ("pleural effusion", G)),
+        (
+            ("blunting", G),
+            ("of the", None),
+            ("{side} costophrenic angle", G),
+            ("from", None),
+            ("pleural effusion", G),
+        ),
         (("small {side} pleural effusion", G),),
     ),
     "cardiomegaly": (
@@ -47,7 +60,7 @@ TEMPLATES: dict[str, tuple[tuple[tuple[str, str | None], ...], ...]] = {
         (("cardiomegaly", G),),
         (("the", None), ("cardiac silhouette", G), ("is", None), ("enlarged", G)),
     ),
-}  # fmt: skip
+}
 LUNGS, HEART = 0, 1
 """Instances every phantom has, first in its list; findings follow in FINDINGS order."""
 NORMAL_TEMPLATES: tuple[tuple[Part, ...], ...] = (
@@ -74,8 +87,10 @@ def grounded_captions(
         for f in ordered:
             if parts:
                 parts.append(("and", None))
-            parts += [(text.format(**f), where[f["type"]] if tag else None)
-                      for text, tag in TEMPLATES[f["type"]][k]]  # fmt: skip
+            parts += [
+                (text.format(**f), where[f["type"]] if tag else None)
+                for text, tag in TEMPLATES[f["type"]][k]
+            ]
         out.append(compose(parts))
     return out
 

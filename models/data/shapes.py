@@ -63,10 +63,16 @@ def grounded_captions(objects: list[dict[str, Any]]) -> list[tuple[str, list[Spa
     chain: list[Part] = [(names[0], 0), (f"{rels[0]} a", None), (names[1], 1)]
     p = [
         [("a", None), *chain, (f"{rels[1]} a", None), (names[2], 2)],
-        [("a", None), (names[2], 2), (f"{INVERSE[rels[1]]} a", None), (names[1], 1),
-         (f"{INVERSE[rels[0]]} a", None), (names[0], 0)],
+        [
+            ("a", None),
+            (names[2], 2),
+            (f"{INVERSE[rels[1]]} a", None),
+            (names[1], 1),
+            (f"{INVERSE[rels[0]]} a", None),
+            (names[0], 0),
+        ],
         [("there is a", None), *chain, (f"{rels[1]} a", None), (names[2], 2)],
-    ]  # fmt: skip
+    ]
     return [compose(parts) for parts in p]
 
 
@@ -141,6 +147,10 @@ def generate(rng: np.random.Generator, size: int = 64) -> Sample:
     }
     grounded = grounded_captions(objects)
     return Sample(
-        image, np.asarray(mask, dtype=np.uint8), meta, [t for t, _ in grounded], instances,
+        image,
+        np.asarray(mask, dtype=np.uint8),
+        meta,
+        [t for t, _ in grounded],
+        instances,
         [spans for _, spans in grounded],
-    )  # fmt: skip
+    )

@@ -13,8 +13,25 @@ from collections.abc import Iterable, Sequence
 PAD, START, END, UNK = "<pad>", "<start>", "<end>", "<unk>"
 SPECIALS = (PAD, START, END, UNK)
 _TOKEN_RE = re.compile(r"[a-z0-9]+|,")
-STOP = frozenset({",", "a", "an", "the", "of", "in", "is", "are", "with", "and", "there",
-                  "to", "from", "over", "on"})  # fmt: skip
+STOP = frozenset(
+    {
+        ",",
+        "a",
+        "an",
+        "the",
+        "of",
+        "in",
+        "is",
+        "are",
+        "with",
+        "and",
+        "there",
+        "to",
+        "from",
+        "over",
+        "on",
+    }
+)
 """Words that name nothing: in a query they give context to their neighbours, but no score
 of their own, and a query of only these asks nothing."""
 
