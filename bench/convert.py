@@ -32,7 +32,7 @@ import tensorflow as tf
 from converter.export import PRECISIONS, device_graphs, iter_feeds, to_tflite
 from converter.faithfulness import graph_feeds
 from converter.onnx_export import export_onnx
-from edge.runtime import ModelRunner
+from edge.analysis.runtime import ModelRunner
 from models.config import ModelsConfig
 from models.data.dataset import load_dataset, write_dataset
 

@@ -43,11 +43,11 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from edge.analysis import Analyser
-from edge.bundle import load_bundle
+from edge.analysis.analyser import Analyser
+from edge.analysis.bundle import load_bundle
 from edge.config import parse_config
 from edge.daemon import Daemon
-from edge.imaging import decode, preprocess
+from edge.ingest.imaging import decode, preprocess
 from models.data.dataset import write_dataset
 
 BUNDLES = ["chest-int8", "chest-float16", "shapes-int8", "shapes-float16"]

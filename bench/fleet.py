@@ -4,7 +4,7 @@
 
 One pool feeds every part: camera-like JPEGs of chest phantoms analysed by `chest-int8` here,
 timed: the device's own rate (part 3's reference).
-1. Ingest: N device events (`edge.mqtt`'s JSON, vectors included, each a pool analysis under a
+1. Ingest: N device events (`edge.sinks.mqtt`'s JSON, vectors included, each a pool analysis under a
    new id and device) queued QoS 1 on a real mosquitto for the persistent sessions of
    `s3e-fleet ingest` processes, then drained by them into a Lance table on moto's S3 server:
    events/s per worker, for 1 and 2 workers.
@@ -55,12 +55,13 @@ from s3_servers import Moto
 from cloud_sync import keys
 from cloud_sync.client import make_client
 from cloud_sync.config import S3Config
-from edge import events, views
-from edge.analysis import Analyser
-from edge.bundle import Bundle, load_bundle
+from edge.analysis.analyser import Analyser
+from edge.analysis.bundle import Bundle, load_bundle
 from edge.config import ModelConfig
-from edge.imaging import decode, preprocess
-from edge.records import Analysis, Record
+from edge.ingest.imaging import decode, preprocess
+from edge.sinks import events
+from edge.store import views
+from edge.store.records import Analysis, Record
 from fleet.archive import Archive, row, schema, vector_dims
 from fleet.config import load_config
 from fleet.maintain import ensure_indexes
@@ -198,7 +199,7 @@ def fleet_toml(
 def make_events(
     pool: list[Analysis], bundle: Bundle, n: int, devices: list[str], bucket: str
 ) -> list[tuple[str, bytes]]:
-    """(topic, payload) of N events with distinct (device, id), as `edge.mqtt` sends them."""
+    """(topic, payload) of N events with distinct (device, id), as `edge.sinks.mqtt` sends them."""
     out, now = [], time.time()
     for i in range(n):
         a, dev = pool[i % len(pool)], devices[i % len(devices)]

@@ -35,13 +35,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from mqtt_broker import Broker, Collector
 from records import fill_analysed
 
-from edge import events
 from edge.config import parse_config
 from edge.daemon import Daemon
 from edge.metrics import Metrics
-from edge.mqtt import MqttLink, MqttSink, wait_acked
-from edge.sinks import SinkWorker
-from edge.store import Store
+from edge.sinks import events
+from edge.sinks.mqtt import MqttLink, MqttSink, wait_acked
+from edge.sinks.worker import SinkWorker
+from edge.store.store import Store
 from models.data.dataset import write_dataset
 
 

@@ -39,7 +39,7 @@ from s3_servers import Swift
 from cloud_sync.config import S3Config
 from cloud_sync.service import SyncService
 from edge.metrics import Metrics
-from edge.store import Store
+from edge.store.store import Store
 
 
 def bucket(swift: Swift) -> str:

@@ -42,18 +42,18 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from edge.api import ApiContext, create_app
-from edge.bundle import Bundle, load_bundle
+from edge.analysis.bundle import Bundle, load_bundle
+from edge.analysis.models import BundleModels
+from edge.analysis.outputs.embedding import EmbeddingOutput, pack
+from edge.api.app import ApiContext, create_app
+from edge.api.server import HttpServer
 from edge.config import parse_config
-from edge.http_part import HttpServer
-from edge.index import Filters, SearchIndex
-from edge.inference import BundleModels
 from edge.metrics import Metrics
-from edge.outputs.embedding import EmbeddingOutput, pack
-from edge.records import Record
-from edge.semantic import QueryEncoder, SemanticSearch
-from edge.store import Store
-from edge.vectors import VectorIndex
+from edge.search.index import Filters, SearchIndex
+from edge.search.semantic import QueryEncoder, SemanticSearch
+from edge.search.vectors import VectorIndex
+from edge.store.records import Record
+from edge.store.store import Store
 
 FINDINGS = [
     "{side} {level} zone consolidation, consistent with pneumonia",

@@ -29,7 +29,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from edge.bundle import load_bundle
+from edge.analysis.bundle import load_bundle
 from edge.config import parse_config
 from edge.daemon import Daemon
 from models.data.dataset import load_dataset, write_dataset

@@ -24,8 +24,8 @@ from cloud_sync.service import SyncLockedError, SyncService, status
 from edge.config import ConfigError, EdgeConfig, load_config
 from edge.logs import setup_logging
 from edge.metrics import Metrics
-from edge.records import Record
-from edge.store import Store
+from edge.store.records import Record
+from edge.store.store import Store
 
 log = logging.getLogger("s3e.sync")
 EXIT_LEFT, EXIT_CONFIG, EXIT_LOCKED = 1, 2, 3

@@ -14,7 +14,7 @@ from cloud_sync.config import S3Config
 from cloud_sync.keys import original_key, thumbnail_key
 from cloud_sync.service import SyncService
 from edge.parts import BasePart, Context
-from edge.records import Record
+from edge.store.records import Record
 
 
 class S3Part(BasePart):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 
-from edge.store import Store
+from edge.store.store import Store
 
 log = logging.getLogger("s3e.sync")
 

@@ -21,10 +21,10 @@ from cloud_sync.sink import STATE_KEY, S3Sink
 from cloud_sync.throttle import RateLimiter
 from cloud_sync.transfer import Uploader
 from edge.metrics import Metrics
-from edge.records import Record
-from edge.sinks import SinkWorker
-from edge.store import Store
-from edge.store_schema import S3_ORIGINAL
+from edge.sinks.worker import SinkWorker
+from edge.store.records import Record
+from edge.store.schema import S3_ORIGINAL
+from edge.store.store import Store
 
 log = logging.getLogger("s3e.sync")
 LOCK_NAME = "sync.lock"

@@ -25,9 +25,9 @@ from converter.exports import EXPORTS, Export
 from converter.faithfulness import drops, tensor_errors
 from converter.gpu import check_model
 from converter.tflite_model import tensor_types
-from edge.bundle import BUNDLE_FILE, FORMAT_VERSION, BundleDoc, load_bundle, sha256_file
-from edge.inference import BundleModels
-from edge.runtime import ModelRunner
+from edge.analysis.bundle import BUNDLE_FILE, FORMAT_VERSION, BundleDoc, load_bundle, sha256_file
+from edge.analysis.models import BundleModels
+from edge.analysis.runtime import ModelRunner
 from models.config import ModelsConfig
 from models.data.dataset import Dataset, load_dataset, write_dataset
 from models.data.domains import DOMAINS

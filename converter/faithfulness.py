@@ -2,7 +2,7 @@
 
 Both sides see the same held-out images. Tensor errors compare each TFLite model with its Keras
 graph on identical inputs; task metrics run the device pipeline (the output plug-ins of
-`edge.outputs` on TFLite runners, beam search over the decoder step included) and the Keras
+`edge.analysis.outputs` on TFLite runners, beam search over the decoder step included) and the Keras
 models through the same metric code (`converter.exports`).
 """
 

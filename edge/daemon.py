@@ -21,19 +21,19 @@ import time
 from pathlib import Path
 from typing import Any
 
-from edge.analysis_pool import AnalysisPool
-from edge.bundle import load_bundle
+from edge.analysis.bundle import load_bundle
+from edge.analysis.pool import AnalysisPool
+from edge.analysis.swap import BundleSwapper, StartupError, start_analysers
+from edge.api.server import HttpPart
 from edge.capture import enabled_sources
 from edge.config import EdgeConfig
-from edge.http_part import HttpPart
-from edge.index_part import IndexPart
-from edge.ingest import Ingestor
+from edge.ingest.ingestor import Ingestor
 from edge.metrics import Metrics
-from edge.mqtt import MqttPart
 from edge.parts import Command, Context, Hooks, Part, discover
 from edge.sdnotify import notify, watchdog_interval
-from edge.store import Store
-from edge.swap import BundleSwapper, StartupError, start_analysers
+from edge.sinks.index import IndexPart
+from edge.sinks.mqtt import MqttPart
+from edge.store.store import Store
 
 log = logging.getLogger("s3e.daemon")
 HEALTH_TTL_S = 2.0

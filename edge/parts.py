@@ -21,8 +21,8 @@ from typing import Any, Protocol
 from pydantic import BaseModel
 
 from edge.metrics import Metrics
-from edge.records import Record
-from edge.store import Store
+from edge.store.records import Record
+from edge.store.store import Store
 
 log = logging.getLogger("s3e.parts")
 ENTRY_POINTS = "s3e.plugins"

@@ -12,8 +12,8 @@ from fastapi import FastAPI, HTTPException, Query, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from cloud_sync.client import make_client
-from edge.routes.admin import MEDIA, PAGE, SECURITY_HEADERS, STATIC
-from edge.routes.search import when
+from edge.api.routes.admin import MEDIA, PAGE, SECURITY_HEADERS, STATIC
+from edge.api.routes.search import when
 from fleet.config import FleetConfig
 from fleet.search import FleetFilters, FleetSearch
 

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from edge.bundle import BundleError, load_bundle
+from edge.analysis.bundle import BundleError, load_bundle
 from edge.config import ConfigError
 from edge.logs import setup_logging
 from fleet.archive import Archive, ArchiveError, check_conditional_put, vector_dims

@@ -4,7 +4,7 @@ re-indexing): the indexes search needs, created once, then compaction and index 
 Text: an inverted index on `text` (caption and labels). Scalars: a bitmap on `device`,
 `source` and `bundle`, B-trees on `captured_at` and `anomaly`, a label list on `labels`.
 Vectors: IVF_PQ on `latent` ("similar images") once the table has enough rows to train it;
-the `profile` column is scanned exactly (its queries are sparse: see `edge.vectors`).
+the `profile` column is scanned exactly (its queries are sparse: see `edge.search.vectors`).
 """
 
 from __future__ import annotations

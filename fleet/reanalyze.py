@@ -2,7 +2,7 @@
 
 The list of images comes from the table (not an S3 listing); each Ray worker holds a model
 actor that loads the bundle once (TFLite, no TensorFlow), reads originals from S3, analyses
-them exactly as a device would (`edge.analysis.Analyser`) and returns the rows of the next
+them exactly as a device would (`edge.analysis.analyser.Analyser`) and returns the rows of the next
 revision. Rows are written through lance-ray into a new table, `<table>-<bundle name>`, a
 chunk per commit; a killed job, run again, skips what that table holds. Once every image is
 there, its indexes are built and the search is switched to it (`archive.current`). The same
@@ -24,10 +24,10 @@ from tqdm import tqdm
 
 from cloud_sync.client import make_client
 from cloud_sync.config import S3Config
-from edge import views
-from edge.bundle import load_bundle
+from edge.analysis.bundle import load_bundle
 from edge.config import ModelConfig
-from edge.records import Record
+from edge.store import views
+from edge.store.records import Record
 from fleet.archive import Archive, _safe, row, schema, storage_options, vector_dims
 from fleet.config import FleetConfig
 from fleet.maintain import ensure_indexes
@@ -41,7 +41,7 @@ class Analyse:
     """A Ray actor: the bundle loaded once, S3 opened once; a batch of rows in, rows out."""
 
     def __init__(self, bundle: str, s3: str) -> None:
-        from edge.analysis import Analyser
+        from edge.analysis.analyser import Analyser
 
         self.bundle = load_bundle(bundle)
         self.analyser = Analyser(self.bundle, ModelConfig(threads=1))
@@ -57,7 +57,7 @@ class Analyse:
         return out
 
     def one(self, src: dict[str, Any]) -> dict[str, Any]:
-        from edge.imaging import decode, preprocess
+        from edge.ingest.imaging import decode, preprocess
 
         data = self.client.get_object(Bucket=self.s3.bucket, Key=src["original_key"])["Body"].read()
         x = preprocess(decode(data, 64 * 2**20).image, self.bundle.doc.preprocessing.model_dump())

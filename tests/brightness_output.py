@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from edge.outputs.base import Label, Output, OutputFields, Produced
-from edge.runtime import Runner
+from edge.analysis.outputs.base import Label, Output, OutputFields, Produced
+from edge.analysis.runtime import Runner
 
 
 class BrightnessFields(OutputFields):

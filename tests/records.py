@@ -7,9 +7,9 @@ import hashlib
 
 import numpy as np
 
-from edge.outputs.caption import attention_blob
-from edge.records import Analysis
-from edge.store import Store
+from edge.analysis.outputs.caption import attention_blob
+from edge.store.records import Analysis
+from edge.store.store import Store
 
 
 def fill_analysed(store: Store, sizes: list[int], seed: int = 0) -> list[str]:

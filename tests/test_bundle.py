@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from edge.bundle import BundleError, load_bundle, sha256_file
+from edge.analysis.bundle import BundleError, load_bundle, sha256_file
 from models.data.tokens import SPECIALS, Vocabulary
 
 

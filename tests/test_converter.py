@@ -16,7 +16,7 @@ from converter.build import ConversionError, Options, convert
 from converter.cli import run as convert_cli
 from converter.gpu import check_model, check_ops
 from converter.tflite_model import OpInfo
-from edge.bundle import BundleError, load_bundle
+from edge.analysis.bundle import BundleError, load_bundle
 from models.cli import run as train_cli
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -9,10 +9,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edge.bundle import load_bundle
+from edge.analysis.bundle import load_bundle
+from edge.analysis.models import BundleModels
+from edge.analysis.runtime import CompiledRunner, ModelRunner
 from edge.daemon import Daemon, StartupError
-from edge.inference import BundleModels
-from edge.runtime import CompiledRunner, ModelRunner
 
 
 def test_gpu_with_a_delegate_library_that_cannot_load_is_a_clear_startup_error(

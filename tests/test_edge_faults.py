@@ -18,8 +18,8 @@ import pytest
 from conftest import wait_until
 
 from edge.metrics import Metrics
-from edge.sinks import SinkWorker
-from edge.store import Record, Store
+from edge.sinks.worker import SinkWorker
+from edge.store.store import Record, Store
 
 
 def test_a_killed_analysis_process_is_replaced_and_no_image_is_lost(

@@ -18,7 +18,7 @@ import pytest
 from conftest import wait_until
 from PIL import Image
 
-from edge.imaging import ImageRejectedError, decode, preprocess
+from edge.ingest.imaging import ImageRejectedError, decode, preprocess
 
 
 def png_header_only(width: int, height: int) -> bytes:

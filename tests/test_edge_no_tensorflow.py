@@ -44,7 +44,7 @@ def test_no_tensorflow_in_the_device_install(device_venv: Path):
         [
             py,
             "-c",
-            "import sys, edge.daemon, edge.cli, edge.inference; "
+            "import sys, edge.daemon, edge.cli.main, edge.analysis.models; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in "
             "('tensorflow', 'keras', 'tf_keras')))",
         ],

@@ -25,7 +25,7 @@ from conftest import ROOT, free_port, wait_until
 from mqtt_broker import Broker
 from test_cloud_sync import new_bucket, s3_section
 
-from edge.bundle import load_bundle
+from edge.analysis.bundle import load_bundle
 from edge.config import ConfigError, parse_config
 from edge.daemon import Daemon
 from fleet.archive import Archive, ArchiveError, check_conditional_put, vector_dims

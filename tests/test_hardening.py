@@ -22,8 +22,8 @@ from conftest import ROOT, wait_until
 from hostile import encoded, jpeg_claiming, png_claiming, png_zeros
 from PIL import Image
 
-from edge.http_guard import MAX_HEAD_BYTES
-from edge.imaging import DecodeBudget, ImageRejectedError, decode
+from edge.api.guard import MAX_HEAD_BYTES
+from edge.ingest.imaging import DecodeBudget, ImageRejectedError, decode
 
 GOOD = encoded(Image.fromarray(np.full((40, 50, 3), 120, np.uint8)), "PNG")
 
@@ -389,7 +389,7 @@ def test_check_config_show_masks_every_secret(tmp_path: Path):
 def test_a_bundle_entry_outside_its_folder_is_refused(tmp_path: Path):
     import shutil
 
-    from edge.bundle import SHIPPED_DIR, BundleError, load_bundle
+    from edge.analysis.bundle import SHIPPED_DIR, BundleError, load_bundle
 
     b = tmp_path / "b"
     shutil.copytree(SHIPPED_DIR / "chest-int8", b)
@@ -409,7 +409,7 @@ def test_the_page_renders_record_fields_as_text_only():
 def test_files_left_between_write_and_commit_are_swept_at_start(
     edge_config: Any, daemon_factory: Any
 ):
-    from edge.store import Store
+    from edge.store.store import Store
 
     cfg = edge_config()
     store = Store(cfg.data_dir, cfg.device_id)

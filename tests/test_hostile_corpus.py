@@ -18,7 +18,7 @@ from hostile import folder_extras, good_images, hostile
 from test_edge_process import db_count, healthy, start, write_config
 
 from edge.config import EdgeConfig
-from edge.imaging import ImageRejectedError, decode
+from edge.ingest.imaging import ImageRejectedError, decode
 
 PEAK_RSS_MB = 600
 """The bound, with 4 uploads at a time (measured: see the README's hardening section)."""

@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 import tantivy
 
-from edge import facets, views
-from edge.index import DEFAULT_FIELDS, FUZZY, PHRASE_BOOST, Filters, SearchIndex
-from edge.records import Record
+from edge.search import facets
+from edge.search.index import DEFAULT_FIELDS, FUZZY, PHRASE_BOOST, Filters, SearchIndex
+from edge.store import views
+from edge.store.records import Record
 
 CAPTIONS = [
     "right lower zone consolidation, consistent with pneumonia",

@@ -21,7 +21,7 @@ from conftest import ROOT, wait_until
 from jsonschema import Draft202012Validator
 from mqtt_broker import Broker, Collector, make_ca
 
-from edge.events import json_schema
+from edge.sinks.events import json_schema
 
 VALIDATOR = Draft202012Validator(json_schema())
 

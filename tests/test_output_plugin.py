@@ -16,8 +16,8 @@ from mqtt_broker import Broker, Collector
 from test_cloud_sync import new_bucket, s3_section
 
 from cloud_sync.keys import sidecar_key
-from edge import outputs
-from edge.bundle import load_bundle
+from edge.analysis import outputs
+from edge.analysis.bundle import load_bundle
 
 
 def test_a_new_output_reaches_records_index_events_and_sidecar(

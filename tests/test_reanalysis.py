@@ -26,8 +26,8 @@ from s3_servers import FaultProxy
 from test_cloud_sync import new_bucket, s3_section
 from test_edge_process import db_count, healthy, write_config
 
-from edge.bundle import load_bundle
-from edge.store_schema import S3_ORIGINAL
+from edge.analysis.bundle import load_bundle
+from edge.store.schema import S3_ORIGINAL
 
 OLD, NEW = "chest-int8", "chest-float16"
 

@@ -23,13 +23,13 @@ from conftest import ROOT, free_port, wait_until
 from records import fill_analysed
 from test_edge_process import healthy, write_config
 
-from edge.bundle import load_bundle
+from edge.analysis.bundle import load_bundle
+from edge.analysis.outputs.embedding import unpack
 from edge.config import parse_config
 from edge.daemon import Daemon
-from edge.outputs.embedding import unpack
-from edge.semantic import QueryEncoder
-from edge.store import Store
-from edge.vectors import EXPANSION_ADD, EXPANSION_SEARCH, Hnsw, VectorIndex, top_k
+from edge.search.semantic import QueryEncoder
+from edge.search.vectors import EXPANSION_ADD, EXPANSION_SEARCH, Hnsw, VectorIndex, top_k
+from edge.store.store import Store
 from models.data.tokens import tokenize
 from models.semantic import word_maps
 
@@ -389,8 +389,8 @@ def test_the_query_encoder_runs_with_tensorflow_blocked() -> None:
         "        if name.split('.')[0] in ('tensorflow', 'keras'):\n"
         "            raise ImportError('blocked: ' + name)\n"
         "sys.meta_path.insert(0, Block())\n"
-        "from edge.bundle import load_bundle\n"
-        "from edge.semantic import QueryEncoder\n"
+        "from edge.analysis.bundle import load_bundle\n"
+        "from edge.search.semantic import QueryEncoder\n"
         "parsed, vecs, mask = QueryEncoder(load_bundle('chest-int8')).encode('pnemonia')\n"
         "print(parsed.words, vecs.shape, int(mask.sum()))\n"
     )

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from edge.analysis import Analyser
-from edge.bundle import load_bundle
+from edge.analysis.analyser import Analyser
+from edge.analysis.bundle import load_bundle
 from edge.config import ModelConfig
-from edge.imaging import preprocess
+from edge.ingest.imaging import preprocess
 from models.cli import run
 from models.data.dataset import load_dataset, write_dataset
 from models.ood import ood_images

@@ -1,5 +1,5 @@
-"""The model side of the output plug-ins, by key, in the order `edge.outputs` runs them.
-Adding an output: its `Export` here, its `Output` in `edge.outputs`."""
+"""The model side of the output plug-ins, by key, in the order `edge.analysis.outputs` runs them.
+Adding an output: its `Export` here, its `Output` in `edge.analysis.outputs`."""
 
 from __future__ import annotations
 

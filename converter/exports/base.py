@@ -11,15 +11,15 @@ from typing import Any, ClassVar
 import numpy as np
 
 from converter.export import Feed, Graph
-from edge.bundle import Bundle
-from edge.inference import BundleModels
+from edge.analysis.bundle import Bundle
+from edge.analysis.models import BundleModels
 from models.config import ModelsConfig
 from models.data.dataset import Dataset
 
 
 class Export(ABC):
     key: ClassVar[str]
-    """The output's key, as `edge.outputs` registers it."""
+    """The output's key, as `edge.analysis.outputs` registers it."""
     guarded: ClassVar[tuple[str, ...]] = ()
     """Metrics whose drop on the device fails a conversion (more than 1 point)."""
 
@@ -41,7 +41,7 @@ class Export(ABC):
         return []
 
     def shared_models(self, folder: Path) -> list[str]:
-        """Other outputs' graphs this output runs too (once an image: `edge.analysis`)."""
+        """Other outputs' graphs this output runs too (once an image: `edge.analysis.analyser`)."""
         return []
 
     @abstractmethod
@@ -56,4 +56,5 @@ class Export(ABC):
 
     @abstractmethod
     def device(self, bundle: Bundle, models: BundleModels, ds: Dataset) -> dict[str, Any]:
-        """The same metrics through the device pipeline (`edge.outputs` on TFLite runners)."""
+        """The same metrics through the device pipeline (`edge.analysis.outputs` on TFLite
+        runners)."""

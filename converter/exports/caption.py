@@ -11,9 +11,9 @@ import tensorflow as tf
 
 from converter.export import Feed, Graph
 from converter.exports.base import Export
-from edge.bundle import Bundle
-from edge.inference import BundleModels
-from edge.outputs.caption import CaptionOutput
+from edge.analysis.bundle import Bundle
+from edge.analysis.models import BundleModels
+from edge.analysis.outputs.caption import CaptionOutput
 from models import metrics
 from models.config import ModelsConfig
 from models.data.dataset import Dataset

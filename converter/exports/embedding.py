@@ -14,10 +14,10 @@ import numpy as np
 
 from converter.export import Feed, Graph
 from converter.exports.base import Export
-from edge.bundle import Bundle
-from edge.inference import BundleModels
-from edge.outputs.embedding import EmbeddingOutput, pack, unpack
-from edge.semantic import QueryEncoder
+from edge.analysis.bundle import Bundle
+from edge.analysis.models import BundleModels
+from edge.analysis.outputs.embedding import EmbeddingOutput, pack, unpack
+from edge.search.semantic import QueryEncoder
 from models.config import ModelsConfig
 from models.data.dataset import Dataset
 from models.data.tokens import STOP
@@ -65,7 +65,7 @@ class EmbeddingExport(Export):
         """The vocabulary and each word's vector as the device's text encoder (already
         converted into `out`) computes it, so a one-word query ranks exactly as the
         profile the analysis stores."""
-        from edge.runtime import ModelRunner
+        from edge.analysis.runtime import ModelRunner
 
         assert cfg.embedder is not None
         ec = cfg.embedder

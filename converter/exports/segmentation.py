@@ -9,9 +9,9 @@ import numpy as np
 
 from converter.export import Feed, Graph
 from converter.exports.base import Export
-from edge.bundle import Bundle
-from edge.inference import BundleModels
-from edge.outputs.segmentation import SegmentationOutput
+from edge.analysis.bundle import Bundle
+from edge.analysis.models import BundleModels
+from edge.analysis.outputs.segmentation import SegmentationOutput
 from models import metrics
 from models.config import ModelsConfig
 from models.data.dataset import Dataset

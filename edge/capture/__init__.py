@@ -1,7 +1,7 @@
 """Capture sources: plug-ins that hand image bytes to the ingestor.
 
 Each source is one small module with one class, registered in `SOURCES` under its config key
-(`[capture.<key>]`). `upload` is not a thread but a route of the HTTP endpoint (`edge.api`).
+(`[capture.<key>]`). `upload` is not a thread but a route of the HTTP endpoint (`edge.api.app`).
 A source whose optional dependency is missing (OpenCV for `camera`) fails only when enabled,
 with a message saying what to install.
 """

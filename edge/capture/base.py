@@ -10,9 +10,10 @@ from typing import Any, Protocol
 
 
 class Ingest(Protocol):
-    """`edge.ingest.Ingestor`, as a source sees it. `ingest` raises `ImageRejectedError` for
-    bad input and `OSError` when the store cannot take it now (the source keeps the image and
-    retries); `submit` runs it in the ingest pool, and its future carries the same."""
+    """`edge.ingest.ingestor.Ingestor`, as a source sees it. `ingest` raises
+    `ImageRejectedError` for bad input and `OSError` when the store cannot take it now (the
+    source keeps the image and retries); `submit` runs it in the ingest pool, and its future
+    carries the same."""
 
     def ingest(self, data: bytes, source: str, name: str = "") -> Any: ...
 

@@ -32,8 +32,8 @@ from typing import Any
 
 from edge.capture.base import Ingest, Reject, printable
 from edge.config import FolderCaptureConfig
-from edge.imaging import TEMP_SUFFIXES, DecodeBusyError, ImageRejectedError
-from edge.ingest import IngestClosedError
+from edge.ingest.imaging import TEMP_SUFFIXES, DecodeBusyError, ImageRejectedError
+from edge.ingest.ingestor import IngestClosedError
 
 MAX_IN_FLIGHT = 8
 """Files handed to the ingest pool at once, at most."""

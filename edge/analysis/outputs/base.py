@@ -1,0 +1,89 @@
+"""The one interface every output of the analysis implements.
+
+An output plug-in is one class in one file: which bundle models it runs (per image, and per
+request for a query), how it runs them on a preprocessed image (in an analysis process), the
+typed fields it adds to a record, the blobs and derived files it stores, and how those fields
+read in every view of a record (labels, searchable text, facets, anomaly, out-of-domain). The
+views (`edge.store.views`) and the store never name an output; they go through this interface.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+from edge.analysis.bundle import Bundle
+from edge.analysis.runtime import Runner
+
+
+class OutputFields(BaseModel):
+    """An output's part of a record, stored as JSON; unknown keys are kept (a newer writer)."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class Label(BaseModel):
+    name: str
+    score: float
+    kind: str
+
+
+@dataclass
+class Produced:
+    """What an output made of one image."""
+
+    fields: OutputFields
+    blobs: dict[str, bytes] = field(default_factory=dict)
+    """Binary data kept beside the record (attention maps, vectors), by name."""
+    files: dict[str, bytes] = field(default_factory=dict)
+    """Derived files by kind (e.g. "mask"), served by the API."""
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class Output(ABC):
+    """Runs in an analysis process (`run`); reads back anywhere (the class methods)."""
+
+    key: ClassVar[str]
+    Fields: ClassVar[type[OutputFields]]
+    files: ClassVar[dict[str, tuple[str, str]]] = {}
+    """Derived file kind -> (file suffix, media type)."""
+
+    def __init__(self, bundle: Bundle) -> None:
+        self.bundle = bundle
+        self.settings: dict[str, Any] = bundle.settings(self.key)
+
+    @abstractmethod
+    def run(self, runners: dict[str, Runner], x: np.ndarray) -> Produced:
+        """Analyse one preprocessed image (H, W, C float32)."""
+
+    # -- views of stored fields (no bundle needed: a record may come from an older one) ------
+    @classmethod
+    def parse(cls, raw: dict[str, Any]) -> OutputFields:
+        return cls.Fields.model_validate(raw)
+
+    @classmethod
+    def labels(cls, f: Any) -> list[Label]:
+        return []
+
+    @classmethod
+    def text(cls, f: Any) -> str:
+        """Searchable text (the caption)."""
+        return ""
+
+    @classmethod
+    def classes(cls, f: Any) -> list[str]:
+        """Facet values (segment classes present)."""
+        return []
+
+    @classmethod
+    def anomaly(cls, f: Any) -> float | None:
+        return None
+
+    @classmethod
+    def ood_score(cls, f: Any) -> float | None:
+        """Above 1: the image is out of the bundle's domain."""
+        return None

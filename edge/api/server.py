@@ -1,0 +1,103 @@
+"""HTTP as a part: uvicorn in a thread of its own (so signals stay with the daemon), serving
+the API on the daemon's store, index and hooks."""
+
+from __future__ import annotations
+
+import gc
+import logging
+import threading
+import time
+from typing import Any
+
+import uvicorn
+
+from edge.api.app import ApiContext, create_app
+from edge.api.guard import GuardedProtocol
+from edge.config import HttpConfig
+from edge.parts import BasePart
+from edge.search.semantic import SemanticSearch
+
+log = logging.getLogger("s3e.http")
+
+
+class HttpServer:
+    """uvicorn with deadlines for slow clients and caps on connections, on uvloop (libuv's
+    event loop: `/healthz` over HTTP 0.73-0.77 against 0.90-0.93 ms p50 on asyncio's, 2
+    cores)."""
+
+    def __init__(self, app: Any, cfg: HttpConfig) -> None:
+        config = uvicorn.Config(
+            app,
+            host=cfg.host,
+            port=cfg.port,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            timeout_graceful_shutdown=2,
+            timeout_keep_alive=5,
+            loop="uvloop",
+            http=GuardedProtocol.configure(cfg),
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, name="http", daemon=True)
+
+    def start(self, timeout: float = 10.0) -> int:
+        """Start serving; the bound port (useful with port 0).
+
+        What exists by now lives as long as the daemon (models, indexes, the app): frozen out
+        of the garbage collector's view, a full collection no longer walks it in the middle
+        of a request (a 55-ms pause in a 100k-record search benchmark, 8 ms after)."""
+        gc.collect()
+        gc.freeze()
+        self.thread.start()
+        deadline = time.monotonic() + timeout
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("HTTP server did not start (is the port in use?)")
+            time.sleep(0.02)
+        return int(self.server.servers[0].sockets[0].getsockname()[1])
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self.server.should_exit = True
+        if self.thread.ident is not None:
+            self.thread.join(timeout)
+
+
+class HttpPart(BasePart):
+    name = "http"
+
+    def __init__(self, daemon: Any) -> None:
+        d = daemon
+        self.cfg = d.cfg.http
+        semantic = SemanticSearch(d.store, d.index_part.profile, lambda: d.pool.bundle)
+        self.ctx = ApiContext(
+            d.cfg,
+            d.index,
+            d.metrics,
+            d.health,
+            d.store,
+            d.ingestor,
+            d.index_part.latent,
+            semantic,
+            d.hooks,
+            d.swapper.swap,
+        )
+        self.server = HttpServer(create_app(self.ctx), self.cfg)
+        self.port: int | None = None
+        self._mqtt = d.mqtt
+
+    def start(self) -> None:
+        self.port = self.server.start()
+        log.info("search on http://%s:%d/", self.cfg.host, self.port)
+        if self._mqtt is not None:
+            self._mqtt.set_base_url(f"http://{self.cfg.host}:{self.port}")
+
+    def stop(self, deadline: float) -> None:
+        self.server.stop(max(1.0, deadline - time.monotonic()))
+
+    @property
+    def threads(self) -> list[threading.Thread]:
+        return [self.server.thread]
+
+    def health(self) -> dict[str, Any]:
+        return {"port": self.port}

@@ -1,0 +1,1 @@
+"""`s3e-edge`: the command line, one module per command."""

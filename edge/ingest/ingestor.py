@@ -1,0 +1,199 @@
+"""Ingest: an image's bytes to a durable, pending record, several images side by side.
+
+Hashing, decoding, preprocessing, the thumbnail and writing the files run in a small pool of
+threads (`ingest.workers`; the heavy parts release the GIL); the store makes the files durable
+and commits the rows in groups, so one slow fsync no longer sets the pace for every image.
+"Accepted" still means durable: `ingest` (an upload's 201) and a `submit`'s future (a folder
+file's removal) complete only after the original is durable and its row committed. The
+preprocessed array is kept in a small cache so the analyser does not decode twice; after a
+restart, or for a re-analysis, it decodes the stored original again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from edge.analysis.bundle import Bundle, Preprocessing
+from edge.config import EdgeConfig
+from edge.ingest.imaging import (
+    DecodeBudget,
+    DecodeBusyError,
+    Decoded,
+    ImageRejectedError,
+    decode,
+    preprocess,
+    thumbnail_jpeg,
+)
+from edge.metrics import Metrics
+from edge.store.records import Record
+from edge.store.store import Store
+
+log = logging.getLogger("s3e.ingest")
+
+
+@dataclass
+class Ingested:
+    id: str
+    new: bool
+
+
+class IngestClosedError(RuntimeError):
+    """The daemon is stopping and takes no new images."""
+
+
+class OriginalUnavailableError(RuntimeError):
+    """A stored original is not on this device now (evicted, and S3 unreachable)."""
+
+
+class _Prepared:
+    """Preprocessed arrays of recently accepted images, bounded (arrays are small: 64x64xC)."""
+
+    def __init__(self, capacity: int = 256) -> None:
+        self._items: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+        self.capacity = capacity
+
+    def put(self, rid: str, x: np.ndarray) -> None:
+        with self._lock:
+            self._items[rid] = x
+            while len(self._items) > self.capacity:
+                self._items.popitem(last=False)
+
+    def pop(self, rid: str) -> np.ndarray | None:
+        with self._lock:
+            return self._items.pop(rid, None)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
+class Ingestor:
+    """Accept an image's bytes: validate, store durably, queue for analysis."""
+
+    def __init__(self, store: Store, bundle: Bundle, cfg: EdgeConfig, metrics: Metrics) -> None:
+        self.store, self.cfg, self.metrics = store, cfg, metrics
+        self.prepared = _Prepared()
+        self.accepted = threading.Event()
+        self.closed = False
+        lim = cfg.limits
+        self.budget = DecodeBudget(lim.decode_budget_mb << 20, lim.decode_wait_s)
+        self.pool = ThreadPoolExecutor(cfg.ingest.workers, thread_name_prefix="ingest")
+        self.fetch_original: Callable[[Record], bytes | None] | None = None
+        self.set_bundle(bundle)
+
+    def set_bundle(self, bundle: Bundle) -> None:
+        """Preprocess for this bundle from now on (a swap); cached arrays were for the old."""
+        self.spec: Preprocessing = bundle.doc.preprocessing
+        self.target = max(self.cfg.limits.thumb_size, self.spec.size)
+        self.prepared.clear()
+
+    def decode(self, data: bytes) -> Decoded:
+        """Decode within the limits and the memory budget (`DecodeBusyError` if it stays
+        full); failures are `ImageRejectedError`s."""
+        lim = self.cfg.limits
+        return decode(data, lim.max_pixels, lim.max_side, self.target, self.budget)
+
+    def _convert(self, img: Decoded, thumb_size: int) -> tuple[np.ndarray, bytes]:
+        """The model input and (if `thumb_size`) the thumbnail; failures here are refusals."""
+        try:
+            x = preprocess(img.image, self.spec.model_dump())
+            thumb = thumbnail_jpeg(img.image, thumb_size) if thumb_size else b""
+        except MemoryError:
+            raise ImageRejectedError("too_large", "not enough memory to process it") from None
+        except (ValueError, TypeError, OSError) as e:
+            raise ImageRejectedError("unsupported", f"cannot convert the image ({e})") from None
+        return x, thumb
+
+    def submit(self, data: bytes, source: str, name: str = "") -> Future[Ingested]:
+        """`ingest` in the pool; the future carries its result or its exception."""
+        if self.closed:
+            raise IngestClosedError("the daemon is stopping")
+        return self.pool.submit(self.ingest, data, source, name)
+
+    def ingest(
+        self, data: bytes, source: str, name: str = "", captured_at: float | None = None
+    ) -> Ingested:
+        """The record id (sha256 of the bytes). Raises `ImageRejectedError` for bad input,
+        `DecodeBusyError` when large images fill the decode budget, `OSError`/`sqlite3.Error`
+        when the store cannot take it now, `IngestClosedError` when stopping."""
+        if self.closed:
+            raise IngestClosedError("the daemon is stopping")
+        rid = hashlib.sha256(data).hexdigest()
+        if self.store.has(rid):
+            self.metrics.duplicates.inc()
+            log.info("duplicate %s from %s %s: already stored", rid[:12], source, name)
+            return Ingested(rid, False)
+        t0 = time.perf_counter()
+        img = self.decode(data)  # the caller counts a refusal
+        t1 = time.perf_counter()
+        x, thumb = self._convert(img, self.cfg.limits.thumb_size)
+        t2 = time.perf_counter()
+        timings = {"decode_ms": (t1 - t0) * 1e3, "preprocess_ms": (t2 - t1) * 1e3}
+        self.prepared.put(rid, x)
+        # Concurrent accepts of the same bytes are safe: INSERT OR IGNORE keeps one row, and
+        # each writer renames its own temp file onto the same content.
+        new = self.store.accept(
+            rid,
+            data,
+            ext=img.ext,
+            width=img.width,
+            height=img.height,
+            thumb=thumb,
+            source=source,
+            source_name=name,
+            captured_at=captured_at or time.time(),
+            timings=timings,
+        )
+        timings["store_ms"] = (time.perf_counter() - t2) * 1e3
+        self.metrics.observe_ms(timings)
+        if new:
+            self.metrics.accepted.labels(source).inc()
+            log.info(
+                "accepted %s from %s %s (%dx%d %s)",
+                rid[:12],
+                source,
+                name,
+                img.width,
+                img.height,
+                img.format,
+            )
+            self.accepted.set()
+        else:
+            self.metrics.duplicates.inc()
+        return Ingested(rid, new)
+
+    def load(self, rid: str, ext: str) -> np.ndarray:
+        """The preprocessed array: from the cache, or decoded again from the stored original,
+        fetched back from S3 when the local quota evicted it (`OriginalUnavailableError`
+        when it cannot be now)."""
+        x = self.prepared.pop(rid)
+        if x is not None:
+            return x
+        path = self.store.original_path(rid, ext)
+        if path.exists():
+            data = path.read_bytes()
+        else:
+            rec = self.store.get(rid)
+            got = self.fetch_original(rec) if rec is not None and self.fetch_original else None
+            if got is None:
+                raise OriginalUnavailableError(f"the original of {rid[:12]} is not here now")
+            data = got
+        while True:  # analysis waits out the decode budget (each try waits); an upload cannot
+            try:
+                return self._convert(self.decode(data), 0)[0]  # the thumbnail exists already
+            except DecodeBusyError:
+                continue
+
+    def close(self) -> None:
+        self.closed = True
+        self.pool.shutdown(wait=True, cancel_futures=True)
