@@ -29,12 +29,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from core.tokens import tokenize
 from edge.analysis.bundle import load_bundle
 from edge.config import parse_config
 from edge.daemon import Daemon
 from models.data.dataset import load_dataset, write_dataset
 from models.data.instances import grid_regions
-from models.data.tokens import tokenize
 from models.queries import QuerySet, build_queries, chance, named_nouns, precision_at
 
 HELD_OUT_SEED = {"shapes": 2001, "chest": 2002}

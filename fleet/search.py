@@ -19,12 +19,12 @@ from typing import Any
 import numpy as np
 from lancedb.query import DocumentGranularity, FullTextOperator, MatchQuery
 
+from core.semantic import scored
 from edge.analysis.bundle import Bundle
 from edge.analysis.outputs.embedding import unpack
 from edge.search.hybrid import DEPTH, Result, fuse, matched_terms, message_for
 from edge.search.semantic import CANDIDATES, RELATIVE_FLOOR, QueryEncoder, Ranked, match
 from fleet.archive import Archive, _safe, naive_utc, utc
-from models.semantic import scored
 
 COLUMNS = ["device", "id", "caption", "labels", "source", "captured_at", "anomaly", "bundle"]
 MAX_TOTAL = 10_000

@@ -14,9 +14,9 @@ import numpy as np
 import tensorflow as tf
 from keras import layers, ops
 
+from core.decoding import beam_search, log_softmax
+from core.tokens import Vocabulary, detokenize
 from models.config import CaptionerConfig, ImageConfig, grid_size
-from models.data.tokens import Vocabulary, detokenize
-from models.decoding import beam_search, log_softmax
 
 
 class BahdanauAttention(layers.Layer):

@@ -17,12 +17,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from core.tokens import Vocabulary, tokenize
 from models import metrics
 from models.captioner import Captioner
 from models.config import CaptionerConfig, ConfigError, grid_size
 from models.data.dataset import Dataset
 from models.data.instances import grid_regions
-from models.data.tokens import Vocabulary, tokenize
 from models.grounding import score_captions
 from models.store import save_captioner
 from models.training import (

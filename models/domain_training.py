@@ -1,4 +1,4 @@
-"""`s3e-train fit domain`: the out-of-domain model (`models.domain`) of a models folder whose
+"""`s3e-train fit domain`: the out-of-domain model (`core.domain`) of a models folder whose
 segmenter, VAE and captioner are trained, fitted on the training images' signals.
 
 It trains nothing: it runs the three models over the images and keeps where their signals
@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from core.domain import DomainModel, fit_domain_model, pixel_signals, segmenter_entropy
+from core.latent import LatentSpace
 from models.config import ConfigError, ModelsConfig
 from models.data.dataset import load_dataset
-from models.domain import DomainModel, fit_domain_model, pixel_signals, segmenter_entropy
-from models.latent import LatentSpace
 from models.store import has_model, load_captioner, load_segmenter, load_vae
 from models.training import save_history
 from models.vae_training import VaeOutputs, vae_outputs

@@ -22,14 +22,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from core.semantic import content_mask, token_ids
+from core.tokens import STOP, tokenize
 from models.captioner_training import Targets
 from models.config import ConfigError, EmbedderConfig
 from models.data.dataset import Dataset
-from models.data.tokens import STOP, tokenize
 from models.embedder import build_region_projection, build_text_encoder
 from models.queries import Ranker, build_queries, precision_report
 from models.search_eval import keras_encoder
-from models.semantic import content_mask, token_ids
 from models.store import FILES, load_captioner
 from models.training import (
     Batch,

@@ -22,9 +22,9 @@ from typing import Any
 
 import numpy as np
 
+from core.tokens import tokenize
 from models.data.instances import grid_regions
 from models.data.sample import Span
-from models.data.tokens import tokenize
 
 WORD_CLASSES: dict[str, dict[str, frozenset[str]]] = {
     "shapes": {

@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
+from core.tokens import detokenize, tokenize
 from models.data.chest import FINDINGS
 from models.data.shapes import COLOURS, SHAPES, SIZES
-from models.data.tokens import detokenize, tokenize
 
 _OBJECT_RE = re.compile(rf"\b({'|'.join(SIZES)}) ({'|'.join(COLOURS)}) ({'|'.join(SHAPES)})\b")
 _SIDE, _LEVEL = r"(left|right)", r"(upper|lower)"

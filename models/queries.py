@@ -21,11 +21,11 @@ from typing import Any
 
 import numpy as np
 
+from core.semantic import late_interaction, within_one_edit, word_maps
+from core.tokens import STOP, tokenize
 from models.data.instances import grid_regions
 from models.data.sample import Span
-from models.data.tokens import STOP, tokenize
 from models.grounding import word_class
-from models.semantic import late_interaction, within_one_edit, word_maps
 
 MIN_SHARE, MAX_SHARE = 0.03, 0.80
 BOUND_MIN_RELEVANT = 10

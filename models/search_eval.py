@@ -15,10 +15,10 @@ from typing import Any
 import keras
 import numpy as np
 
+from core.semantic import content_mask, parse_query, token_ids
 from models.config import ModelsConfig
 from models.data.dataset import Dataset
 from models.queries import QuerySet, Ranker, build_queries, pointing, precision_report
-from models.semantic import content_mask, parse_query, token_ids
 from models.store import load_captioner, load_embedder
 
 MINIMUMS = {"words": 0.95, "typos": 0.90, "bound": 0.90, "pointing": 0.85}

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import keras
 
+from core.latent import LatentSpace
 from models.captioner import Captioner
 from models.config import ConfigError, ModelsConfig
-from models.latent import LatentSpace
 from models.segmenter import build_segmenter
 from models.vae import build_vae_decoder, build_vae_encoder
 

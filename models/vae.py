@@ -3,7 +3,7 @@ al. 2014, M2: a label head q(y|x) beside q(z|x), a decoder p(x|z, y)), an anomal
 latent for "similar images".
 
 The latent-space side (label thresholds, anomaly and out-of-domain calibration) is numpy-only
-and lives in `models.latent`, so the device uses it without TensorFlow.
+and lives in `core.latent`, so the device uses it without TensorFlow.
 """
 
 from __future__ import annotations

@@ -24,14 +24,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from models.config import ConfigError, VAEConfig
-from models.data.dataset import Dataset
-from models.latent import (
+from core.latent import (
     fit_latent_space,
     mean_squared_error,
     reconstruction_error,
     sigmoid,
 )
+from models.config import ConfigError, VAEConfig
+from models.data.dataset import Dataset
 from models.store import FILES
 from models.training import (
     Batch,

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
+from core.tokens import SPECIALS, Vocabulary
 from edge.analysis.bundle import BundleError, load_bundle, sha256_file
-from models.data.tokens import SPECIALS, Vocabulary
 
 
 def _bundle(root: Path, doc: object) -> Path:

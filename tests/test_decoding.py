@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
-from models.decoding import beam_search, log_softmax
+from core.decoding import beam_search, log_softmax
 
 START, END = 1, 2
 

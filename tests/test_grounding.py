@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from core.tokens import tokenize
 from models.data.dataset import load_dataset, write_dataset
 from models.data.instances import grid_regions, rle_decode, rle_encode, spans_by_name
 from models.data.sample import Span
-from models.data.tokens import tokenize
 from models.grounding import GroundingScorer, ImageTruth, assign, check, image_truth
 
 

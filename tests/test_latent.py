@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from models.domain import fit_domain_model, pixel_signals, segmenter_entropy
-from models.latent import fit_latent_space, reconstruction_error
+from core.domain import fit_domain_model, pixel_signals, segmenter_entropy
+from core.latent import fit_latent_space, reconstruction_error
 from models.vae_training import label_space
 
 

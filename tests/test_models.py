@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from core.tokens import SPECIALS, Vocabulary
 from models.captioner import Captioner
 from models.cli import run
 from models.config import (
@@ -20,7 +21,6 @@ from models.config import (
     SegmenterConfig,
     VAEConfig,
 )
-from models.data.tokens import SPECIALS, Vocabulary
 from models.segmenter import area_fractions, build_segmenter
 from models.vae import build_vae_decoder, build_vae_encoder
 

@@ -23,6 +23,8 @@ from conftest import ROOT, free_port, wait_until
 from records import fill_analysed
 from test_edge_process import healthy, write_config
 
+from core.semantic import word_maps
+from core.tokens import tokenize
 from edge.analysis.bundle import load_bundle
 from edge.analysis.outputs.embedding import unpack
 from edge.config import parse_config
@@ -30,8 +32,6 @@ from edge.daemon import Daemon
 from edge.search.semantic import QueryEncoder
 from edge.search.vectors import EXPANSION_ADD, EXPANSION_SEARCH, Hnsw, VectorIndex, top_k
 from edge.store.store import Store
-from models.data.tokens import tokenize
-from models.semantic import word_maps
 
 N = 48
 FINDING_QUERIES = {

@@ -13,8 +13,8 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
+from core.latent import LatentSpace
 from models.captioner_training import fit_captioner
-from models.latent import LatentSpace
 from models.training import EpochLoop, LoopConfig, split_indices
 from models.vae_training import fit_vae
 

@@ -11,13 +11,13 @@ import tensorflow as tf
 
 from converter.export import Feed, Graph
 from converter.exports.base import Export
+from core.tokens import END, SPECIALS, START, Vocabulary
 from edge.analysis.bundle import Bundle
 from edge.analysis.models import BundleModels
 from edge.analysis.outputs.caption import CaptionOutput
 from models import metrics
 from models.config import ModelsConfig
 from models.data.dataset import Dataset
-from models.data.tokens import END, SPECIALS, START, Vocabulary
 from models.evaluate import domain_scores, eval_captioner
 from models.grounding import score_captions
 from models.store import has_model, load_captioner

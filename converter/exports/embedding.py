@@ -14,13 +14,13 @@ import numpy as np
 
 from converter.export import Feed, Graph
 from converter.exports.base import Export
+from core.tokens import STOP
 from edge.analysis.bundle import Bundle
 from edge.analysis.models import BundleModels
 from edge.analysis.outputs.embedding import EmbeddingOutput, pack, unpack
 from edge.search.semantic import QueryEncoder
 from models.config import ModelsConfig
 from models.data.dataset import Dataset
-from models.data.tokens import STOP
 from models.queries import Ranker, build_queries, pointing, precision_report
 from models.search_eval import eval_embedder
 from models.store import has_model, load_captioner, load_embedder

@@ -12,15 +12,15 @@ import tensorflow as tf
 
 from converter.export import Feed, Graph
 from converter.exports.base import Export
+from core.domain import DOMAIN_FILE, DOMAIN_MODELS
+from core.latent import LATENT_FILE
 from edge.analysis.bundle import Bundle
 from edge.analysis.models import BundleModels
 from edge.analysis.outputs.vae import VaeOutput
 from models import metrics
 from models.config import ModelsConfig
 from models.data.dataset import Dataset
-from models.domain import DOMAIN_FILE, DOMAIN_MODELS
 from models.evaluate import eval_vae
-from models.latent import LATENT_FILE
 from models.store import has_model, load_vae
 from models.vae_training import eval_labels, image_labels
 

@@ -10,10 +10,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from core.semantic import within_one_edit
+from core.tokens import tokenize
 from edge.search.index import BESIDE, Filters, SearchIndex
 from edge.search.semantic import Ranked, SemanticSearch
-from models.data.tokens import tokenize
-from models.semantic import within_one_edit
 
 MODES = ("hybrid", "keyword", "semantic")
 FUSIONS = ("rrf", "mix")

@@ -23,10 +23,10 @@ from typing import Any, cast
 
 import tantivy
 
+from core.semantic import within_one_edit
 from edge.search.facets import Facets
 from edge.store import views
 from edge.store.records import Record
-from models.semantic import within_one_edit
 
 log = logging.getLogger("s3e.index")
 SCHEMA_VERSION = 5

@@ -18,13 +18,13 @@ from typing import Any
 
 import numpy as np
 
+from core.semantic import ParsedQuery, content_mask, parse_query, scored, token_ids
+from core.semantic import word_maps as similarity_maps
 from edge.analysis.bundle import Bundle
 from edge.analysis.outputs.embedding import unpack
 from edge.analysis.runtime import CpuAccelerator, Runner
 from edge.search.vectors import VectorIndex
 from edge.store.store import Store
-from models.semantic import ParsedQuery, content_mask, parse_query, scored, token_ids
-from models.semantic import word_maps as similarity_maps
 
 CANDIDATES = 100
 """Images the profile index hands to the re-ranking (more when a page lies deeper)."""

@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
+from core.tokens import tokenize
 from models.data.sample import Instance, Span
-from models.data.tokens import tokenize
 
 INSTANCES_FILE = "instances.json"
 

@@ -7,7 +7,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from models.data.tokens import tokenize
+from core.tokens import tokenize
 
 
 class Instance(NamedTuple):

@@ -7,10 +7,10 @@ from typing import Any
 
 import numpy as np
 
+from core.decoding import beam_search, log_softmax
+from core.tokens import Vocabulary, detokenize
 from edge.analysis.outputs.base import Output, OutputFields, Produced
 from edge.analysis.runtime import Runner
-from models.data.tokens import Vocabulary, detokenize
-from models.decoding import beam_search, log_softmax
 
 
 class CaptionFields(OutputFields):

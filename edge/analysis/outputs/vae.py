@@ -2,8 +2,8 @@
 out-of-domain verdict, and the latent that "similar images" compares.
 
 The calibration (label thresholds, anomaly and out-of-domain percentiles) is the bundle's
-`vae_latent` asset, fitted on the training images (`models.latent`). A bundle with a
-`domain_model` asset (`models.domain`) decides out-of-domain by it instead, from the VAE's,
+`vae_latent` asset, fitted on the training images (`core.latent`). A bundle with a
+`domain_model` asset (`core.domain`) decides out-of-domain by it instead, from the VAE's,
 the segmenter's and the captioner encoder's outputs on the image.
 """
 
@@ -13,10 +13,10 @@ from typing import Any
 
 import numpy as np
 
+from core.domain import DomainModel, pixel_signals, segmenter_entropy
+from core.latent import LatentSpace, mean_squared_error, reconstruction_error, sigmoid
 from edge.analysis.outputs.base import Label, Output, OutputFields, Produced
 from edge.analysis.runtime import Runner
-from models.domain import DomainModel, pixel_signals, segmenter_entropy
-from models.latent import LatentSpace, mean_squared_error, reconstruction_error, sigmoid
 
 
 class VaeLabel(OutputFields):

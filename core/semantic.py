@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.data.tokens import STOP, tokenize
+from core.tokens import STOP, tokenize
 
 UNK_ID = 1
 """Token id of an unknown word (0 pads)."""

@@ -11,7 +11,7 @@ weights (and in every bundle), so evaluation and the device read the same number
   image the label head finds a finding in is not a normal one even where the decoder draws the
   finding well enough to leave little residual (chest: the residual alone ranks findings
   above normal images with AUROC 0.91, with the label head 1.00);
-- out of domain, for a models folder without a domain model (`models.domain`, which decides
+- out of domain, for a models folder without a domain model (`core.domain`, which decides
   when there is one): the larger of two ratios to their `ood_percentile` on training images,
   the mean squared reconstruction error and the Mahalanobis distance of the latent mean. An image
   the VAE cannot draw, or whose code lies where no training image's does, is not of the domain.
