@@ -151,7 +151,7 @@ def end_to_end(
 
     feeder = threading.Thread(target=feed)
     feeder.start()
-    while d.store.count_due("index") or d.index.num_docs < len(images):
+    while d.store.count_due("index") or d.indexes.keyword.num_docs < len(images):
         time.sleep(0.005)  # two cheap reads; polling the whole store would cost the daemon
     wall = time.perf_counter() - t0
     feeder.join()

@@ -59,14 +59,15 @@ from edge.analysis.analyser import Analyser
 from edge.analysis.bundle import Bundle, load_bundle
 from edge.config import ModelConfig
 from edge.ingest.imaging import decode, preprocess
-from edge.sinks import events
+from edge.search.engine import Filters, SearchRequest
+from edge.sinks.mqtt import events
 from edge.store import views
 from edge.store.records import Analysis, Record
 from fleet.archive import Archive, row, schema, vector_dims
 from fleet.config import load_config
 from fleet.maintain import ensure_indexes
 from fleet.reconcile import reconcile
-from fleet.search import FleetFilters, FleetSearch
+from fleet.search import FleetSearch
 
 ROOT = Path(__file__).resolve().parent.parent
 log = logging.getLogger("bench.fleet")
@@ -404,13 +405,13 @@ def time_mode(
     """`n` searches (top 20 with facets and total, as `/search` asks), every other one
     filtered by a device; one warm-up first (index files opened once). `answered`: the share
     that found anything."""
-    search.search(queries[0], FleetFilters(), mode)
+    search.search(SearchRequest(queries[0], mode=mode))
     ms: tuple[list[float], list[float]] = ([], [])
     answered = 0
     for i in range(n):
-        f = FleetFilters(device=devices[i % len(devices)]) if i % 2 else FleetFilters()
+        f = Filters(device=devices[i % len(devices)]) if i % 2 else Filters()
         t0 = time.perf_counter()
-        answered += bool(search.search(queries[i % len(queries)], f, mode).hits)
+        answered += bool(search.search(SearchRequest(queries[i % len(queries)], f, mode)).hits)
         ms[i % 2].append((time.perf_counter() - t0) * 1e3)
     return {
         **percentiles(ms[0] + ms[1]),

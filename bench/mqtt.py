@@ -38,8 +38,9 @@ from records import fill_analysed
 from edge.config import parse_config
 from edge.daemon import Daemon
 from edge.metrics import Metrics
-from edge.sinks import events
-from edge.sinks.mqtt import MqttLink, MqttSink, wait_acked
+from edge.sinks.mqtt import events
+from edge.sinks.mqtt.link import MqttLink, wait_acked
+from edge.sinks.mqtt.sink import MqttSink
 from edge.sinks.worker import SinkWorker
 from edge.store.store import Store
 from models.data.dataset import write_dataset
@@ -55,10 +56,10 @@ def outbox_rate(broker: Broker, tmp: Path, n: int) -> dict[str, float]:
     )
     store = Store(cfg.data_dir, "bench")
     fill_analysed(store, [64] * n)
-    link = MqttLink(cfg.mqtt, "bench", {})
+    link = MqttLink(cfg.mqtt, "bench", dict)
     link.start()
     link.connected.wait(10)
-    sink = MqttSink(link, store, cfg)
+    sink = MqttSink(link, store, cfg.mqtt, lambda: "http://127.0.0.1:8080", [])
     worker = SinkWorker(
         store, sink, batch=16 * cfg.mqtt.max_inflight, interval=1.0, metrics=Metrics()
     )
@@ -113,7 +114,7 @@ def latency(broker: Broker, tmp: Path, images: list[bytes], rate: float, seconds
     sub.client.on_message = on_message
     d = Daemon(cfg)
     d.start()
-    d.mqtt.link.connected.wait(10)
+    d.part("mqtt").link.connected.wait(10)
     n = int(rate * seconds)
     accepted: dict[str, float] = {}
 

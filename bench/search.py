@@ -45,12 +45,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from edge.analysis.bundle import Bundle, load_bundle
 from edge.analysis.models import BundleModels
 from edge.analysis.outputs.embedding import EmbeddingOutput, pack
-from edge.api.app import ApiContext, create_app
+from edge.api.app import create_app
+from edge.api.context import ApiContext
 from edge.api.server import HttpServer
 from edge.config import parse_config
 from edge.metrics import Metrics
-from edge.search.index import Filters, SearchIndex
-from edge.search.semantic import QueryEncoder, SemanticSearch
+from edge.parts import Hooks
+from edge.search.device import DeviceBackend
+from edge.search.engine import Filters, SearchEngine
+from edge.search.index import SearchIndex
+from edge.search.semantic import Encoders, QueryEncoder
 from edge.search.vectors import VectorIndex
 from edge.store.records import Record
 from edge.store.store import Store
@@ -202,12 +206,14 @@ def tantivy_query(index: SearchIndex) -> Callable[[str, str | None, float | None
 
 
 def serve(
-    index: SearchIndex, store: Store, latent: VectorIndex, semantic: SemanticSearch
+    index: SearchIndex, store: Store, latent: VectorIndex, profile: VectorIndex, bundle: Bundle
 ) -> tuple[HttpServer, int]:
     """The daemon's HTTP server (guard, protocol, heap settling) on these parts."""
     cfg = parse_config({"http": {"port": 0}})
-    app = create_app(ApiContext(cfg, index, Metrics(), dict, store, None, latent, semantic))
-    server = HttpServer(app, cfg.http)
+    encoders = Encoders(lambda: bundle)
+    engine = SearchEngine(DeviceBackend(index, profile, store), encoders)
+    ctx = ApiContext(cfg, store, engine, encoders, latent, Metrics(), dict, Hooks())
+    server = HttpServer(create_app(ctx), cfg.http)
     return server, server.start()
 
 
@@ -448,10 +454,9 @@ def run_size(n: int, tmp: Path, repeats: int) -> dict[str, Any]:
     latent, profile = built["latent_hnsw"], built["profile_columns"]
     del built  # the profile's HNSW index (recall only) is no part of the daemon's memory
     out["vectors"] = vec
-    semantic = SemanticSearch(store, profile, lambda: pool[0])
     out["query_encoding"] = encoding(pool[0], repeats)
     out["keyword_parts"] = keyword_parts(index, repeats)
-    server, port = serve(index, store, latent, semantic)
+    server, port = serve(index, store, latent, profile, pool[0])
     out["http_healthz"] = over_http(port, [("/healthz", {})], repeats * 10)  # the floor
     sem: list[tuple[str, str | None, float | None]] = [(q, None, None) for q in SEMANTIC_QUERIES]
     sem.append(("pneumonia", "opacity", None))

@@ -66,9 +66,9 @@ def ingest(d: Daemon, images: Path, inbox: Path, n: int) -> dict[str, int]:
     for name in names:
         shutil.copy(images / name, inbox / name)
     deadline = time.monotonic() + 60 + 2 * n
-    while d.index.num_docs < n or d.store.count_due("index"):
+    while d.indexes.keyword.num_docs < n or d.store.count_due("index"):
         if time.monotonic() > deadline:
-            raise SystemExit(f"only {d.index.num_docs} of {n} images indexed in time")
+            raise SystemExit(f"only {d.indexes.keyword.num_docs} of {n} images indexed in time")
         time.sleep(0.5)
     position = {name: i for i, name in enumerate(names)}
     return {r.id: position[r.source_name] for r in d.store.iter_analysed()}

@@ -20,6 +20,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from cloud_sync.config import S3Config
 from cloud_sync.service import SyncLockedError, SyncService, status
 from edge.config import ConfigError, EdgeConfig, load_config
 from edge.logs import setup_logging
@@ -38,7 +39,7 @@ def _when(ts: float | None) -> str:
 
 
 def cmd_status(cfg: EdgeConfig, store: Store, args: argparse.Namespace) -> int:
-    s = status(cfg.plugin("s3"), store)
+    s = status(cfg.section("s3", S3Config), store)
     if args.json:
         print(json.dumps(s, indent=2))
         return 0
@@ -62,7 +63,7 @@ def cmd_status(cfg: EdgeConfig, store: Store, args: argparse.Namespace) -> int:
 
 def cmd_run(cfg: EdgeConfig, store: Store, args: argparse.Namespace) -> int:
     try:
-        service = SyncService(cfg.plugin("s3"), store, Metrics())
+        service = SyncService(cfg.section("s3", S3Config), store, Metrics())
     except ValueError as e:
         print(f"config error: {e}", file=sys.stderr)
         return EXIT_CONFIG
@@ -84,7 +85,7 @@ def cmd_run(cfg: EdgeConfig, store: Store, args: argparse.Namespace) -> int:
         if left:
             print(left, file=sys.stderr)
             return EXIT_LEFT
-        print(f"done: {n} records synced to s3://{cfg.plugin('s3').bucket}")
+        print(f"done: {n} records synced to s3://{cfg.section('s3', S3Config).bucket}")
         return 0
     stop = threading.Event()
 
@@ -147,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"config error:\n{e}", file=sys.stderr)
         return EXIT_CONFIG
-    if not cfg.plugin("s3").enabled:
+    if not cfg.section("s3", S3Config).enabled:
         print(
             f"{args.config or 'the default config'}: s3.bucket is empty, cloud sync is off",
             file=sys.stderr,

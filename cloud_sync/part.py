@@ -1,4 +1,4 @@
-"""Cloud sync as a plug-in of the daemon: found through the `s3e.plugins` entry point, its
+"""Cloud sync as a sink plug-in of the daemon: found through the `s3e.sinks` entry point, its
 `[s3]` section validated by `S3Config`, built into a part when `s3.bucket` is set. The daemon
 never names it: it registers the `s3` sink, adds `urls.s3` to events, redirects requests for
 evicted originals to presigned URLs, and fetches them back for a re-analysis.
@@ -13,7 +13,9 @@ from typing import Any
 from cloud_sync.config import S3Config
 from cloud_sync.keys import original_key, thumbnail_key
 from cloud_sync.service import SyncService
-from edge.parts import BasePart, Context
+from edge.config import EdgeConfig
+from edge.parts import BasePart
+from edge.sinks.plugin import Context
 from edge.store.records import Record
 
 
@@ -59,11 +61,11 @@ class S3Plugin:
     key = "s3"
     Config = S3Config
 
-    def enabled(self, cfg: S3Config) -> bool:
-        return cfg.enabled
+    def enabled(self, cfg: EdgeConfig) -> bool:
+        return cfg.section(self.key, S3Config).enabled
 
-    def build(self, cfg: S3Config, ctx: Context) -> S3Part:
-        return S3Part(cfg, ctx)
+    def build(self, cfg: EdgeConfig, ctx: Context) -> S3Part:
+        return S3Part(cfg.section(self.key, S3Config), ctx)
 
 
 plugin = S3Plugin()

@@ -3,8 +3,8 @@
 `s3e-edge run` with no file works on a fresh machine from any working directory: the shipped
 chest int8 bundle, `./inbox` watched, data in `./var/s3e`, search on 127.0.0.1:8080. Relative
 paths are taken from the working directory. A typo or a wrong type is an error that names the
-file and the dotted key, never a silent default. A plug-in's section (`[s3]` for cloud sync)
-is validated by the plug-in's own model (`edge.parts`) and kept in `plugins`.
+file and the dotted key, never a silent default. A sink plug-in's section (`[s3]` for cloud
+sync) is validated by the plug-in's own model and kept in `plugins`.
 """
 
 from __future__ import annotations
@@ -12,8 +12,9 @@ from __future__ import annotations
 import logging
 import stat
 import tomllib
+from importlib import metadata
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -26,6 +27,10 @@ from pydantic import (
 )
 
 log = logging.getLogger("s3e.config")
+SINK_ENTRY_POINTS = "s3e.sinks"
+S = TypeVar("S", bound=BaseModel)
+_sections: dict[str, type[BaseModel]] = {}
+"""Sections of sink plug-ins registered at run time (`edge.sinks.registry.register`)."""
 
 
 class ConfigError(ValueError):
@@ -263,16 +268,17 @@ class EdgeConfig(_Section):
     mqtt: MqttConfig = MqttConfig()
     ingest: IngestConfig = IngestConfig()
     reanalysis: ReanalysisConfig = ReanalysisConfig()
-    plugins: dict[str, Any] = Field(default_factory=dict)
-    """Each plug-in's validated section, by key (e.g. "s3")."""
+    plugins: dict[str, BaseModel] = Field(default_factory=dict)
+    """Each sink plug-in's validated section, by key (e.g. "s3")."""
 
-    def plugin(self, key: str) -> Any:
+    def section(self, key: str, model: type[S]) -> S:
         """A plug-in's section: as given, or its defaults."""
-        if key not in self.plugins:
-            from edge.parts import discover
-
-            self.plugins[key] = discover()[key].Config()
-        return self.plugins[key]
+        got = self.plugins.get(key)
+        if got is None:
+            got = self.plugins[key] = model()
+        if not isinstance(got, model):
+            raise TypeError(f"[{key}] is a {type(got).__name__}, not a {model.__name__}")
+        return got
 
     @field_validator("data_dir")
     @classmethod
@@ -282,7 +288,7 @@ class EdgeConfig(_Section):
         return v
 
 
-def _describe(e: ValidationError, source: str, prefix: str = "") -> str:
+def describe_errors(e: ValidationError, source: str, prefix: str = "") -> str:
     lines = []
     for err in e.errors():
         key = ".".join(str(p) for p in (prefix, *err["loc"]) if p != "") or "(top level)"
@@ -291,23 +297,38 @@ def _describe(e: ValidationError, source: str, prefix: str = "") -> str:
     return "\n".join(lines)
 
 
+def register_section(key: str, model: type[BaseModel]) -> None:
+    _sections[key] = model
+
+
+def plugin_sections() -> dict[str, type[BaseModel]]:
+    """The sections of the installed sink plug-ins (entry points) and of those registered;
+    a plug-in that fails to load is skipped here (the sink registry logs why)."""
+    found: dict[str, type[BaseModel]] = {}
+    for ep in metadata.entry_points(group=SINK_ENTRY_POINTS):
+        try:
+            plugin = ep.load()
+        except Exception:  # logged by edge.sinks.registry, which loads it again
+            continue
+        found[plugin.key] = plugin.Config
+    return {**found, **_sections}
+
+
 def parse_config(data: dict[str, object], source: str = "<config>") -> EdgeConfig:
     """The core sections by `EdgeConfig`, each plug-in's by its own model."""
-    from edge.parts import discover
-
-    plugins = discover()
-    core = {k: v for k, v in data.items() if k not in plugins}
+    sections = plugin_sections()
+    core = {k: v for k, v in data.items() if k not in sections}
     errors = []
     try:
         cfg = EdgeConfig.model_validate(core)
     except ValidationError as e:
-        errors.append(_describe(e, source))
+        errors.append(describe_errors(e, source))
         cfg = EdgeConfig()
-    for key, plugin in plugins.items():
+    for key, model in sections.items():
         try:
-            cfg.plugins[key] = plugin.Config.model_validate(data.get(key, {}))
+            cfg.plugins[key] = model.model_validate(data.get(key, {}))
         except ValidationError as e:
-            errors.append(_describe(e, source, prefix=key))
+            errors.append(describe_errors(e, source, prefix=key))
     if errors:
         raise ConfigError("\n".join(errors))
     return cfg

@@ -1,10 +1,11 @@
 """The daemon: a list of parts built from the config, started in order and stopped in reverse
 against one deadline (`shutdown_timeout_s`), on SIGTERM or SIGINT.
 
-Parts, in start order: the search index and its sink, the analysis pool, MQTT (when
-`mqtt.host` is set), the plug-ins (`s3e.plugins` entry points: cloud sync when `s3.bucket` is
-set), HTTP, and the capture sources last, so nothing comes in before everything that takes it
-runs. `/healthz`, the watchdog and the MQTT `stats` are built from the list; the parts'
+Parts, in start order: the sinks (`edge.sinks.registry`: the search index always, MQTT when
+`mqtt.host` is set, cloud sync when `s3.bucket` is set, any other installed), the analysis
+pool, HTTP, and the capture sources last, so nothing comes in before everything that takes it
+runs; on stop, capture ends first and the sinks last, so they deliver what the analysis
+finished. `/healthz`, the watchdog and the MQTT `stats` are built from the list; the parts'
 commands (`ping`, `reindex`, `bundle`, a camera's `capture`) are served over MQTT and the
 admin API alike. Whatever was accepted but not analysed or delivered stays in the store.
 """
@@ -21,18 +22,24 @@ import time
 from pathlib import Path
 from typing import Any
 
-from edge.analysis.bundle import load_bundle
+from edge.analysis.bundle import Bundle, load_bundle
 from edge.analysis.pool import AnalysisPool
 from edge.analysis.swap import BundleSwapper, StartupError, start_analysers
+from edge.api.context import ApiContext
 from edge.api.server import HttpPart
-from edge.capture import enabled_sources
+from edge.capture import CaptureSource, enabled_sources
+from edge.capture.folder import reject_file
 from edge.config import EdgeConfig
 from edge.ingest.ingestor import Ingestor
 from edge.metrics import Metrics
-from edge.parts import Command, Context, Hooks, Part, discover
+from edge.parts import Command, Hooks, Part
 from edge.sdnotify import notify, watchdog_interval
-from edge.sinks.index import IndexPart
-from edge.sinks.mqtt import MqttPart
+from edge.search.device import DeviceBackend
+from edge.search.engine import SearchEngine
+from edge.search.indexes import Indexes
+from edge.search.semantic import Encoders
+from edge.sinks.plugin import Context
+from edge.sinks.registry import sink_plugins
 from edge.store.store import Store
 
 log = logging.getLogger("s3e.daemon")
@@ -40,6 +47,8 @@ HEALTH_TTL_S = 2.0
 
 
 class Daemon:
+    """Also the `Services` its parts are built with (`edge.sinks.plugin`)."""
+
     def __init__(self, cfg: EdgeConfig) -> None:
         self.cfg = cfg
         self.started_at = time.time()
@@ -53,7 +62,6 @@ class Daemon:
         self.store = Store(cfg.data_dir, cfg.device_id)
         self.metrics = Metrics()
         self.hooks = Hooks()
-        self.ctx = Context(cfg, self.store, self.metrics, self.hooks)
         self.parts: list[Part] = []
         self._running: list[Part] = []
         try:
@@ -64,15 +72,14 @@ class Daemon:
             self.store.close()
             raise
 
-    def _build(self, bundle: Any) -> None:
-        cfg, ctx = self.cfg, self.ctx
-        self.index_part = IndexPart(ctx, lambda: self.pool.version)
-        self.index = self.index_part.index
-        self.parts.append(self.index_part)
+    def _build(self, bundle: Bundle) -> None:
+        cfg = self.cfg
         analysers = start_analysers(bundle, cfg.model)
         if analysers[0].fallback_reason:
             log.warning("GPU not used, running on the CPU: %s", analysers[0].fallback_reason)
-        self.ingestor = Ingestor(self.store, bundle, cfg, self.metrics)
+        self.ingestor = Ingestor(
+            self.store, bundle.doc.preprocessing, cfg, self.metrics, self.hooks
+        )
         self.pool = AnalysisPool(
             self.store,
             self.ingestor,
@@ -82,32 +89,26 @@ class Daemon:
             cfg.reanalysis.share,
             on_caught_up=self._caught_up,
         )
-        self.parts.append(self.pool)
         self.swapper = BundleSwapper(self.pool, cfg.model)
-        if cfg.mqtt.host:
-            try:
-                self.mqtt: MqttPart | None = MqttPart(ctx)
-            except RuntimeError as e:
-                raise StartupError(str(e)) from None
-            self.parts.append(self.mqtt)
-        else:
-            self.mqtt = None
-            log.info("MQTT publishing off (mqtt.host is empty)")
-        for key, plugin in discover().items():
-            section = cfg.plugin(key)
-            if not plugin.enabled(section):
-                log.info("%s off (not configured)", key)
+        self.indexes = Indexes(
+            self.store, Path(cfg.data_dir), cfg.index.heap_mb, lambda: self.pool.version
+        )
+        ctx = Context(cfg, self.store, self.metrics, self.hooks, self.indexes, self)
+        for plugin in sink_plugins():
+            if not plugin.enabled(cfg):
+                log.info("%s off (not configured)", plugin.key)
                 continue
             try:
-                self.parts.append(plugin.build(section, ctx))
+                self.parts.append(plugin.build(cfg, ctx))
             except (ValueError, RuntimeError) as e:
-                raise StartupError(f"{key}: {e}") from None
-        self.ingestor.fetch_original = self.hooks.fetch_original
+                raise StartupError(f"{plugin.key}: {e}") from None
+        self.parts.append(self.pool)
         self.http: HttpPart | None = None
         if cfg.http.enabled:
-            self.http = HttpPart(self)
+            self.http = HttpPart(cfg.http, self._api_context())
             self.parts.append(self.http)
-        self.sources = [SourcePart(s) for s in enabled_sources(cfg, self.ingestor, self._reject)]
+        sources = enabled_sources(cfg, self.ingestor, self._reject)
+        self.sources = [SourcePart(s) for s in sources]
         self.parts += self.sources
         self.metrics.gauge(
             "s3e_queue_analysis", "Images accepted, not yet analysed", self.store.count_pending
@@ -118,10 +119,34 @@ class Daemon:
             lambda: self.pool.progress()["left"],
         )
 
+    def _api_context(self) -> ApiContext:
+        encoders = Encoders(lambda: self.pool.bundle)
+        backend = DeviceBackend(self.indexes.keyword, self.indexes.profile, self.store)
+        return ApiContext(
+            cfg=self.cfg,
+            store=self.store,
+            search=SearchEngine(backend, encoders),
+            encoders=encoders,
+            latent=self.indexes.latent,
+            metrics=self.metrics,
+            health=self.health,
+            hooks=self.hooks,
+            ingestor=self.ingestor,
+            swap=self.swapper.swap,
+        )
+
     @property
-    def bundle(self) -> Any:
+    def bundle(self) -> Bundle:
         """The bundle analysing new images now."""
         return self.pool.bundle
+
+    def base_url(self) -> str:
+        """How clients reach the HTTP API (`http.host` and the bound port)."""
+        http = self.cfg.http
+        return self.http.url if self.http is not None else f"http://{http.host}:{http.port}"
+
+    def part(self, name: str) -> Part | None:
+        return next((p for p in self.parts if p.name == name), None)
 
     @property
     def port(self) -> int | None:
@@ -136,8 +161,6 @@ class Daemon:
             hook()
 
     def _reject(self, path: Path, kind: str, reason: str) -> None:
-        from edge.capture.folder import reject_file
-
         reject_file(Path(self.cfg.data_dir), path, kind, reason)
         self.metrics.errors.labels(kind).inc()
 
@@ -202,8 +225,8 @@ class Daemon:
             },
             "reanalysis": analysis["reanalysis"],
             "records": self.store.counts(),
-            "index_documents": self.index.num_docs,
-            "mqtt": self.mqtt.health() if self.mqtt else None,
+            "index_documents": self.indexes.keyword.num_docs,
+            "mqtt": mqtt.health() if (mqtt := self.part("mqtt")) else None,
             "parts": {p.name: p.health() for p in self.parts if p.name not in ("analysis",)},
             "capture": [s.source.key for s in self.sources]
             + (["upload"] if self.cfg.capture.upload.enabled else []),
@@ -249,8 +272,6 @@ class Daemon:
                 counts.get("pending", 0),
                 counts.get("due_index", 0),
             )
-        if self.mqtt is not None:
-            self.mqtt.serve(self.commands(), self.stats)
         for part in self.parts:
             try:
                 part.start()
@@ -309,7 +330,7 @@ class Daemon:
 class SourcePart:
     """A capture source as a part: its heartbeat says whether it is stuck."""
 
-    def __init__(self, source: Any) -> None:
+    def __init__(self, source: CaptureSource) -> None:
         self.source = source
         self.name = f"capture-{source.key}"
 
@@ -334,8 +355,7 @@ class SourcePart:
         }
 
     def commands(self) -> dict[str, Command]:
-        trigger = getattr(self.source, "commands", None)
-        return trigger() if trigger else {}
+        return self.source.commands()
 
 
 def _both(a: Command, b: Command) -> Command:

@@ -5,17 +5,18 @@ several replicas can serve one table."""
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-from fastapi import FastAPI, HTTPException, Query, Response
-from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi import Depends, FastAPI, HTTPException, Query
+from fastapi.responses import JSONResponse, RedirectResponse
 
 from cloud_sync.client import make_client
-from edge.api.routes.admin import MEDIA, PAGE, SECURITY_HEADERS, STATIC
-from edge.api.routes.search import when
+from edge.api.page import page_router
+from edge.search.engine import SearchRequest
+from edge.search.http import answer, search_request
 from fleet.config import FleetConfig
-from fleet.search import FleetFilters, FleetSearch
+from fleet.search import FleetSearch
 
 
 def create_app(cfg: FleetConfig, search: FleetSearch) -> FastAPI:
@@ -24,12 +25,7 @@ def create_app(cfg: FleetConfig, search: FleetSearch) -> FastAPI:
     )
     s3 = make_client(cfg.s3)
     endpoint = urlsplit(cfg.s3.endpoint_url or f"https://{cfg.s3.bucket}.s3.amazonaws.com")
-    origin = f"{endpoint.scheme}://{endpoint.netloc}"
-    csp = SECURITY_HEADERS["Content-Security-Policy"]  # images come from S3, redirected
-    headers = {
-        **SECURITY_HEADERS,
-        "Content-Security-Policy": csp.replace("img-src 'self'", f"img-src 'self' {origin}"),
-    }
+    app.include_router(page_router(image_origin=f"{endpoint.scheme}://{endpoint.netloc}"))
 
     def presigned(result_id: str, column: str) -> RedirectResponse:
         try:
@@ -49,59 +45,9 @@ def create_app(cfg: FleetConfig, search: FleetSearch) -> FastAPI:
             raise HTTPException(404, f"no image {result_id} (or none of its vectors here)")
         return got
 
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    def page() -> HTMLResponse:
-        return HTMLResponse(PAGE.read_text(), headers=headers)
-
-    @app.get("/static/{name}", include_in_schema=False)
-    def static(name: str) -> Response:
-        if name not in STATIC:
-            raise HTTPException(404, "no such file")
-        path = STATIC[name]
-        return Response(path.read_bytes(), media_type=MEDIA[path.suffix], headers=headers)
-
     @app.get("/search", summary="Find images of every device: keyword, semantic or both")
-    def search_route(
-        q: str = "",
-        mode: Literal["hybrid", "keyword", "semantic"] = "hybrid",
-        fusion: Literal["rrf", "mix"] = "rrf",
-        label: str | None = None,
-        source: str | None = None,
-        device: str | None = None,
-        since: str | None = None,
-        until: str | None = None,
-        min_anomaly: float | None = None,
-        limit: Annotated[int, Query(ge=1, le=200)] = 20,
-        offset: Annotated[int, Query(ge=0, le=10_000)] = 0,
-        facets: bool = True,
-        sort: Literal["relevance", "recent"] = "relevance",
-    ) -> dict[str, Any]:
-        if len(q) > 512:
-            raise HTTPException(400, "q: at most 512 characters")
-        f = FleetFilters(
-            label, source, device, when(since, "since"), when(until, "until"), min_anomaly
-        )
-        res = search.search("" if sort == "recent" else q, f, mode, limit, offset, fusion)
-        return {
-            "query": q,
-            "mode": res.mode,
-            "total": res.total,
-            "offset": offset,
-            "results": [
-                {**h, "thumbnail_url": f"/images/{h['id']}/thumb", "url": f"/images/{h['id']}"}
-                for h in res.hits
-            ],
-            "facets": {
-                "labels": res.facets.get("labels", {}),
-                "sources": res.facets.get("source", {}),
-                "devices": res.facets.get("device", {}),
-            }
-            if facets
-            else {},
-            "message": res.message,
-            "corrected": res.corrected,
-            "unknown": res.unknown,
-        }
+    def search_route(req: Annotated[SearchRequest, Depends(search_request)]) -> JSONResponse:
+        return JSONResponse(answer(req, search.search(req)))
 
     @app.get("/images/{result_id}", summary="The original, from S3")
     def original(result_id: str) -> RedirectResponse:

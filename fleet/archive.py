@@ -264,7 +264,7 @@ class Archive:
 
     def ingested(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], dt.datetime]:
         """When the table last took each (device, id) asked for that it holds."""
-        ids = ",".join(f"'{i}'" for _, i in keys if _safe(i))
+        ids = ",".join(f"'{i}'" for _, i in keys if plain_value(i))
         if not ids:
             return {}
         got = (
@@ -305,7 +305,7 @@ def _read_pointer(cfg: Any) -> str | None:
     return str(json.loads(body)["table"])
 
 
-def _safe(value: str) -> bool:
+def plain_value(value: str) -> bool:
     """An id fit to quote in a filter (hex sha256 digests, device names)."""
     return value.replace("-", "").replace("_", "").replace(".", "").isalnum()
 

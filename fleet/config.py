@@ -10,7 +10,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from cloud_sync.config import S3Config
-from edge.config import ConfigError, MqttTlsConfig, _describe, read_toml
+from edge.config import ConfigError, MqttTlsConfig, describe_errors, read_toml
 
 
 class _Section(BaseModel):
@@ -80,7 +80,7 @@ def parse_config(data: dict[str, object], source: str = "<config>") -> FleetConf
     try:
         return FleetConfig.model_validate(data)
     except ValidationError as e:
-        raise ConfigError(_describe(e, source)) from None
+        raise ConfigError(describe_errors(e, source)) from None
 
 
 def load_config(path: Path | str | None) -> FleetConfig:

@@ -28,7 +28,7 @@ from edge.analysis.bundle import load_bundle
 from edge.config import ModelConfig
 from edge.store import views
 from edge.store.records import Record
-from fleet.archive import Archive, _safe, row, schema, storage_options, vector_dims
+from fleet.archive import Archive, plain_value, row, schema, storage_options, vector_dims
 from fleet.config import FleetConfig
 from fleet.maintain import ensure_indexes
 
@@ -116,7 +116,7 @@ def _todo(src: Archive, dst: Archive) -> tuple[list[dict[str, Any]], int]:
     done = {
         (r["device"], r["id"]) for r in rows if held.get((r["device"], r["id"]), -1) > r["revision"]
     }
-    stale = [k for k in held if k not in done and _safe(k[0]) and _safe(k[1])]
+    stale = [k for k in held if k not in done and plain_value(k[0]) and plain_value(k[1])]
     for at in range(0, len(stale), 500):
         dst.table.delete(
             " OR ".join(f"(device = '{d}' AND id = '{i}')" for d, i in stale[at : at + 500])

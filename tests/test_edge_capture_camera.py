@@ -109,6 +109,6 @@ def test_camera_frames_reach_the_index(edge_config: Any, daemon_factory: Any, tm
     )
     from conftest import wait_until
 
-    wait_until(lambda: d.index.num_docs == 4, 30, "4 camera frames indexed")
+    wait_until(lambda: d.indexes.keyword.num_docs == 4, 30, "4 camera frames indexed")
     rec = next(d.store.iter_analysed())
     assert rec.source == "camera" and rec.ext == "jpg" and rec.analysis["caption"]["text"]

@@ -25,7 +25,7 @@ def client(d: Any, token: str = "") -> httpx.Client:
 
 
 def indexed(d: Any, n: int) -> bool:
-    return d.index.num_docs >= n and d.store.counts().get("due_index", 1) == 0
+    return d.indexes.keyword.num_docs >= n and d.store.counts().get("due_index", 1) == 0
 
 
 def with_finding(chest_images: dict[str, Any], kind: str, n: int) -> list[Path]:
@@ -235,7 +235,7 @@ def test_reindex_rebuilds_the_same_search_results(busy_daemon: Any):
         wait_until(lambda: times_indexed() == 24 and indexed(d, 12), 30, "every record again")
         after = c.get("/search", params={"limit": 100}).json()
     assert {r["id"] for r in before["results"]} == {r["id"] for r in after["results"]}
-    assert d.index.num_docs == 12
+    assert d.indexes.keyword.num_docs == 12
 
 
 def test_restart_keeps_everything_and_analyses_nothing_twice(
@@ -246,7 +246,7 @@ def test_restart_keeps_everything_and_analyses_nothing_twice(
     d = daemon_factory(cfg)
     time.sleep(5 * cfg.index.commit_interval_s)  # time enough to redo anything it thought due
     assert d.store.counts() == {"analysed": 12, "due_index": 0}  # only the sinks it runs
-    assert d.index.num_docs == 12
+    assert d.indexes.keyword.num_docs == 12
     text = d.metrics.render().decode()
     assert "s3e_images_processed_total 0.0" in text and "s3e_records_indexed_total 0.0" in text
 

@@ -32,7 +32,7 @@ def test_a_killed_analysis_process_is_replaced_and_no_image_is_lost(
     inbox = Path(d.cfg.capture.folder.path)
     for p in sorted(chest_images["root"].glob("*.png"))[:6]:
         shutil.copy(p, inbox / p.name)
-    wait_until(lambda: d.index.num_docs == 6, 60, "6 images indexed")
+    wait_until(lambda: d.indexes.keyword.num_docs == 6, 60, "6 images indexed")
     assert worker._proc.pid != first
     assert d.store.counts().get("failed", 0) == 0
     assert 's3e_errors_total{kind="analysis_crash"} 1.0' in d.metrics.render().decode()
@@ -66,7 +66,7 @@ def test_a_full_disk_keeps_the_file_in_the_folder_until_it_can_be_stored(
     time.sleep(0.5)
     assert (inbox / img.name).exists() and d.store.counts() == {"due_index": 0}
     full["on"] = False
-    wait_until(lambda: d.index.num_docs == 1, 20, "indexed once the disk has room")
+    wait_until(lambda: d.indexes.keyword.num_docs == 1, 20, "indexed once the disk has room")
     assert not (inbox / img.name).exists()
     assert not list((Path(d.cfg.data_dir) / "rejected").iterdir())
 
@@ -84,7 +84,7 @@ def test_a_writer_that_pauses_longer_than_settle_is_not_refused(
         f.flush()
         time.sleep(1.0)  # settled, taken, looks truncated: looked at again later
         f.write(data[len(data) // 2 :])
-    wait_until(lambda: d.index.num_docs == 1, 20, "the completed file indexed")
+    wait_until(lambda: d.indexes.keyword.num_docs == 1, 20, "the completed file indexed")
     assert not list((Path(d.cfg.data_dir) / "rejected").iterdir())
 
 
@@ -112,8 +112,8 @@ def test_one_record_a_sink_cannot_take_does_not_hold_up_the_rest(
     d = daemon_factory(edge_config(capture__folder__enabled=False))
     for p in sorted(chest_images["root"].glob("*.png"))[:5]:
         d.ingestor.ingest(p.read_bytes(), "test", p.name)
-    wait_until(lambda: d.index.num_docs == 5, 30, "5 indexed")
-    d.index_part.worker.stop(5.0)  # else the daemon's own index sink takes them back first
+    wait_until(lambda: d.indexes.keyword.num_docs == 5, 30, "5 indexed")
+    d.part("index").worker.stop(5.0)  # else the daemon's own index sink takes them back first
     d.store.reset_sink("index")
     ids = [r.id for r in d.store.due("index", 10)]
     sink = FlakySink({ids[1]})

@@ -117,7 +117,7 @@ def test_every_kind_of_bad_file_is_moved_to_rejected_and_the_daemon_goes_on(
     wait_until(lambda: len(list(rejected.glob("*.reason.txt"))) == 5, 20, "5 rejections")
     good = sorted(chest_images["root"].glob("*.png"))[1]
     shutil.copy(good, inbox / good.name)
-    wait_until(lambda: d.index.num_docs == 1, 20, "the good image indexed")
+    wait_until(lambda: d.indexes.keyword.num_docs == 1, 20, "the good image indexed")
 
     kinds = {}
     for reason in rejected.glob("*.reason.txt"):
@@ -155,6 +155,6 @@ def test_temp_files_are_ignored_and_a_file_is_taken_only_once_written(
         f.flush()
         time.sleep(0.5)
         f.write(data[len(data) // 2 :])
-    wait_until(lambda: d.index.num_docs == 1, 20, "the whole file indexed")
+    wait_until(lambda: d.indexes.keyword.num_docs == 1, 20, "the whole file indexed")
     assert (inbox / "upload.png.part").exists() and (inbox / ".hidden.png").exists()
     assert not list((Path(cfg.data_dir) / "rejected").iterdir())

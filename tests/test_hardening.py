@@ -318,7 +318,7 @@ def test_odd_words_and_unrunnable_queries_are_4xx_not_500(edge_config: Any, daem
     Path(cfg.capture.folder.path).mkdir(parents=True)
     (Path(cfg.capture.folder.path) / "a.png").write_bytes(GOOD)
     d = daemon_factory(cfg)
-    wait_until(lambda: d.index.num_docs == 1, 30, "indexed")
+    wait_until(lambda: d.indexes.keyword.num_docs == 1, 30, "indexed")
     rid = next(d.store.iter_analysed()).id
     with client(d) as c:
         for word in ("²", "9" * 5000, "-1", "\uff11"):

@@ -12,7 +12,8 @@ import pytest
 import tantivy
 
 from edge.search import facets
-from edge.search.index import DEFAULT_FIELDS, FUZZY, PHRASE_BOOST, Filters, SearchIndex
+from edge.search.engine import Filters
+from edge.search.index import DEFAULT_FIELDS, FUZZY, PHRASE_BOOST, SearchIndex
 from edge.store import views
 from edge.store.records import Record
 
@@ -106,9 +107,10 @@ def test_the_one_edit_part_is_left_out_only_where_it_adds_nothing(
 ) -> None:
     searcher = index.index.searcher()
     expected = searcher.search(whole(index, q), 100).count
-    total, hits, _ = index.search(q, Filters(), 100, fuzzy=True, facets=False)
+    res = index.search(q, Filters(), 100, fuzzy=True, facets=False)
+    total, hits = res.total, res.hits
     assert expected > 0 and total == expected == len(hits)
-    assert index._one_edit_adds(q) == (q in ADDS), "zone and bone are one edit apart; typos are"
+    assert index.one_edit_adds(q) == (q in ADDS), "zone and bone are one edit apart; typos are"
 
 
 @pytest.mark.parametrize(
@@ -122,7 +124,8 @@ def test_the_phrase_re_scoring_ranks_as_the_phrase_over_every_match(
     seqs = searcher.fast_field_values("seq", [a for _, a in hits])
     expected = {k: float(s) for (s, _), k in zip(hits, seqs, strict=True)}
     together = {k for k in expected if q in CAPTIONS[(k - 1) % len(CAPTIONS)]}
-    total, page, _ = index.search(q, Filters(), 100, fuzzy=True, facets=False)
+    res = index.search(q, Filters(), 100, fuzzy=True, facets=False)
+    total, page = res.total, res.hits
     assert total == len(expected) and {int(h.id, 16) for h in page} == expected.keys()
     first = {int(h.id, 16) for h in page[: len(together)]}
     assert first == together, "side by side as typed ranks first"
@@ -164,7 +167,7 @@ def test_label_counts_are_the_counts_with_more_labels_than_bits_too(
     index.commit()
     searcher = index.snapshot()
     for word in ("zone", "effusion", "lungs"):
-        counts = index.search(word, Filters(), 5, facets=True)[2]
+        counts = index.search(word, Filters(), 5, facets=True).facets
         assert counts["labels"] == dict(label_counts(records, word)), word
         matching = sum(word in r.analysis["caption"]["text"] for r in records)
         assert counts["source"] == {"folder": matching}
@@ -177,5 +180,7 @@ def test_label_counts_are_the_counts_with_more_labels_than_bits_too(
     index.close()
     again = SearchIndex(tmp_path / "index")  # the bits' labels were saved with the commit
     assert again.facets.bits["labels"].values == index.facets.bits["labels"].values
-    assert again.search("zone", Filters(), 5)[2]["labels"] == dict(label_counts(records, "zone"))
+    assert again.search("zone", Filters(), 5).facets["labels"] == dict(
+        label_counts(records, "zone")
+    )
     again.close()

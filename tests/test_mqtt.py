@@ -21,7 +21,7 @@ from conftest import ROOT, wait_until
 from jsonschema import Draft202012Validator
 from mqtt_broker import Broker, Collector, make_ca
 
-from edge.sinks.events import json_schema
+from edge.sinks.mqtt.events import json_schema
 
 VALIDATOR = Draft202012Validator(json_schema())
 
@@ -133,7 +133,7 @@ def test_commands_answer_on_cmd_result_and_bad_ones_never_crash_the_daemon(
     edge_config: Any, daemon_factory: Any, broker: Broker
 ):
     d = daemon_factory(mqtt_config(edge_config, broker))
-    wait_until(d.mqtt.link.connected.is_set, 10, "connected")
+    wait_until(d.part("mqtt").link.connected.is_set, 10, "connected")
     sub = Collector(broker, "s3e/test-edge/cmd/result")
     time.sleep(0.3)
     pub = Collector(broker)
@@ -163,7 +163,7 @@ def test_commands_answer_on_cmd_result_and_bad_ones_never_crash_the_daemon(
     assert results[0]["request_id"] == 1 and results[5]["request_id"] == "r"
     assert "not a JSON object" in results[1]["error"] and "unknown command" in results[2]["error"]
     assert "unknown command" in results[4]["error"]  # no camera runs, so no `capture`
-    assert d.health()["status"] == "ok" and d.mqtt.link.connected.is_set()
+    assert d.health()["status"] == "ok" and d.part("mqtt").link.connected.is_set()
     sub.close()
     pub.close()
 
@@ -226,7 +226,7 @@ def test_a_broker_that_stops_acknowledging_gets_nothing_marked_and_paho_queues_s
         assert published(d) == frozen < 300
         # one round (an event, and an alert for an image with a finding), plus status and stats
         bound = 2 * 16 * d.cfg.mqtt.max_inflight + 10
-        assert len(d.mqtt.link.client._out_messages) <= bound
+        assert len(d.part("mqtt").link.client._out_messages) <= bound
     finally:
         os.kill(broker.proc.pid, signal.SIGCONT)
     wait_until(lambda: all_published(d, 300), 90, "all 300 acknowledged")
@@ -405,7 +405,7 @@ def test_the_subscriber_drops_repeated_ids_and_rejects_invalid_payloads(
     ids = feed(d, many_images[:3])
     wait_until(lambda: all_published(d, 3), 30)
     d.store.reset_sink("mqtt")  # everything again: what at-least-once may do
-    d.mqtt.worker.wake.set()
+    d.part("mqtt").worker.wake.set()
     wait_until(lambda: all_published(d, 3), 30)
     raw = Collector(broker)
     wait_until(raw.client.is_connected, 5)

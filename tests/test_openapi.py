@@ -19,7 +19,7 @@ def test_docs_openapi_json_matches_the_served_schema():
 
 
 def test_docs_mqtt_schema_matches_the_code():
-    from edge.sinks.events import json_schema
+    from edge.sinks.mqtt.events import json_schema
 
     committed = json.loads((ROOT / "docs" / "mqtt.schema.json").read_text())
     assert committed == json.loads(json.dumps(json_schema())), (

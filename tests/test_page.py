@@ -44,7 +44,9 @@ def start(tmp: Path, chest_small: Path, n: int, **http: Any) -> Daemon:
     d.start()
     for p in sorted((chest_small / "images").iterdir())[:n]:
         shutil.copy(p, tmp / "inbox" / p.name)
-    wait_until(lambda: d.index.num_docs == n and not d.store.count_due("index"), 120, "indexed")
+    wait_until(
+        lambda: d.indexes.keyword.num_docs == n and not d.store.count_due("index"), 120, "indexed"
+    )
     return d
 
 

@@ -99,7 +99,7 @@ def test_reanalysis_of_300_records_while_capturing_revises_every_sink_once(
         assert {r.bundle for r in recs} == {new}
         assert collections.Counter(r.revision for r in recs) == {2: 300, 1: 20}
         hits = httpx.get(f"http://127.0.0.1:{d.port}/search", params={"limit": 200}).json()
-        assert hits["total"] == 320 and d.index.num_docs == 320
+        assert hits["total"] == 320 and d.indexes.keyword.num_docs == 320
         wait_until(lambda: len(sub.payloads("/events")) >= 620, 60, "620 events")
         events = sub.payloads("/events")
         per = collections.Counter((e["id"], e["revision"]) for e in events)
@@ -177,7 +177,7 @@ def test_the_bundle_command_over_mqtt(tmp_path: Path, edge_config: Any, daemon_f
             )
         )
         sub = Collector(broker, "s3e/test-edge/cmd/result")
-        wait_until(lambda: d.mqtt.link.connected.is_set() and sub.client.is_connected(), 10)
+        wait_until(lambda: d.part("mqtt").link.connected.is_set() and sub.client.is_connected(), 10)
         sub.client.publish("s3e/test-edge/cmd/bundle", '{"bundle": "nope", "request_id": 1}', qos=1)
         sub.client.publish(
             "s3e/test-edge/cmd/bundle", json.dumps({"bundle": NEW, "request_id": 2}), qos=1
@@ -270,9 +270,11 @@ def test_a_changed_index_schema_rebuilds_the_index_at_start(
     cfg = edge_config(capture__folder__enabled=False)
     d = daemon_factory(cfg)
     feed(d, images[:12])
-    wait_until(lambda: settled(d) and d.index.num_docs == 12, 60, "12 indexed")
+    wait_until(lambda: settled(d) and d.indexes.keyword.num_docs == 12, 60, "12 indexed")
     d.stop()
     (Path(cfg.data_dir) / "index" / "schema.json").write_text('{"version": 1}')
     d = daemon_factory(cfg)
-    assert d.index.rebuilt
-    wait_until(lambda: d.index.num_docs == 12 and settled(d), 60, "rebuilt from the store")
+    assert d.indexes.keyword.rebuilt
+    wait_until(
+        lambda: d.indexes.keyword.num_docs == 12 and settled(d), 60, "rebuilt from the store"
+    )

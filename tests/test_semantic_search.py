@@ -71,7 +71,9 @@ def served(chest_small: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
     names = sorted(p.name for p in (chest_small / "images").iterdir())[:N]
     for name in names:
         shutil.copy(chest_small / "images" / name, tmp / "inbox" / name)
-    wait_until(lambda: d.index.num_docs == N and not d.store.count_due("index"), 120, "indexed")
+    wait_until(
+        lambda: d.indexes.keyword.num_docs == N and not d.store.count_due("index"), 120, "indexed"
+    )
     meta = {
         Path(k).name: v
         for k, v in json.loads((chest_small / "meta.json").read_text())["images"].items()
@@ -195,14 +197,14 @@ def test_reindex_rebuilds_the_vector_indexes(served: Any) -> None:
     rid = next(iter(name_of))
     before = client.get(f"/images/{rid}/similar", params={"k": 5}).json()["similar"]
     ranked = [h["id"] for h in search(client, "pneumonia", "semantic")["results"]]
-    resets = d.index_part.worker.resets
+    resets = d.part("index").worker.resets
     d.commands()["reindex"]({})
-    wait_until(lambda: d.index_part.worker.resets > resets, 30, "the reset taken")
+    wait_until(lambda: d.part("index").worker.resets > resets, 30, "the reset taken")
     wait_until(
         lambda: (
-            d.index.num_docs == N
-            and len(d.index_part.profile) == N
-            and len(d.index_part.latent) == N
+            d.indexes.keyword.num_docs == N
+            and len(d.indexes.profile) == N
+            and len(d.indexes.latent) == N
             and not d.store.count_due("index")
         ),
         60,
@@ -224,10 +226,10 @@ def test_similar_waits_on_a_busy_lock_without_stalling_other_requests(
     commit syncing or the index saving holds one): waiting there would stall every request."""
     d, client, name_of, _ = served
     rid = next(iter(name_of))
-    assert d.index_part.latent.current(), "indexed: nothing for a refresh to read"
+    assert d.indexes.latent.current(), "indexed: nothing for a refresh to read"
     url = f"http://127.0.0.1:{d.port}/images/{rid}/similar"
     free = httpx.get(url, params={"k": 5}).json()
-    holder = d.store if busy == "store" else d.index_part.latent
+    holder = d.store if busy == "store" else d.indexes.latent
     taken, release = threading.Event(), threading.Event()
 
     def hold() -> None:

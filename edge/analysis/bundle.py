@@ -19,6 +19,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from edge.ingest.imaging import Preprocessing
+
 BUNDLE_FILE = "bundle.json"
 FORMAT_VERSION = 2
 SHIPPED_DIR = Path(__file__).resolve().parents[2] / "models" / "bundles"
@@ -61,16 +63,6 @@ class ModelEntry(FileEntry):
     @property
     def output_names(self) -> list[str]:
         return [t.name for t in self.outputs]
-
-
-class Preprocessing(_Doc):
-    size: int
-    channels: Literal[1, 3]
-    color_mode: Literal["L", "RGB"]
-    resize: Literal["bilinear", "nearest"] = "bilinear"
-    scale: float
-    layout: Literal["NHWC"] = "NHWC"
-    dtype: Literal["float32"] = "float32"
 
 
 class OutputSpec(_Doc):

@@ -359,7 +359,7 @@ class AnalysisPool(BasePart):
             old, self.analysers = self.analysers, list(analysers)
             self.bundle, self.version = analysers[0].bundle, analysers[0].bundle.version
             self.store.note_bundle(self.version, self.bundle.name, self.bundle.doc.created)
-            self.ingestor.set_bundle(self.bundle)
+            self.ingestor.set_preprocessing(self.bundle.doc.preprocessing)
             self._unavailable.clear()
             self._begin_reanalysis()
             self._paused.clear()

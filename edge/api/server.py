@@ -1,5 +1,5 @@
 """HTTP as a part: uvicorn in a thread of its own (so signals stay with the daemon), serving
-the API on the daemon's store, index and hooks."""
+the API on the context the daemon built."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ from typing import Any
 
 import uvicorn
 
-from edge.api.app import ApiContext, create_app
+from edge.api.app import create_app
+from edge.api.context import ApiContext
 from edge.api.guard import GuardedProtocol
 from edge.config import HttpConfig
 from edge.parts import BasePart
-from edge.search.semantic import SemanticSearch
 
 log = logging.getLogger("s3e.http")
 
@@ -66,31 +66,20 @@ class HttpServer:
 class HttpPart(BasePart):
     name = "http"
 
-    def __init__(self, daemon: Any) -> None:
-        d = daemon
-        self.cfg = d.cfg.http
-        semantic = SemanticSearch(d.store, d.index_part.profile, lambda: d.pool.bundle)
-        self.ctx = ApiContext(
-            d.cfg,
-            d.index,
-            d.metrics,
-            d.health,
-            d.store,
-            d.ingestor,
-            d.index_part.latent,
-            semantic,
-            d.hooks,
-            d.swapper.swap,
-        )
-        self.server = HttpServer(create_app(self.ctx), self.cfg)
+    def __init__(self, cfg: HttpConfig, ctx: ApiContext) -> None:
+        self.cfg = cfg
+        self.server = HttpServer(create_app(ctx), cfg)
         self.port: int | None = None
-        self._mqtt = d.mqtt
+
+    @property
+    def url(self) -> str:
+        """Where clients reach the API: the bound port once started, the configured one
+        before."""
+        return f"http://{self.cfg.host}:{self.port if self.port is not None else self.cfg.port}"
 
     def start(self) -> None:
         self.port = self.server.start()
-        log.info("search on http://%s:%d/", self.cfg.host, self.port)
-        if self._mqtt is not None:
-            self._mqtt.set_base_url(f"http://{self.cfg.host}:{self.port}")
+        log.info("search on %s/", self.url)
 
     def stop(self, deadline: float) -> None:
         self.server.stop(max(1.0, deadline - time.monotonic()))

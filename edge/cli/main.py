@@ -15,7 +15,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from edge.config import ConfigError, EdgeConfig, load_config
+from edge.config import ConfigError, EdgeConfig, HttpConfig, load_config
 from edge.logs import setup_logging
 from edge.search.index import IndexBusyError, SearchIndex
 
@@ -135,7 +135,7 @@ def cmd_reanalyze(cfg: EdgeConfig, args: argparse.Namespace) -> int:
         print(f"cannot start the analysis: {e}", file=sys.stderr)
         store.close()
         return EXIT_STARTUP
-    ingestor = Ingestor(store, bundle, cfg, Metrics())
+    ingestor = Ingestor(store, bundle.doc.preprocessing, cfg, Metrics())
     pool = AnalysisPool(store, ingestor, analysers, Metrics(), lambda: None, 1.0, older)
     total = store.count_stale(bundle.version, older) + store.count_pending()
     pool.start()
@@ -162,7 +162,7 @@ def cmd_openapi(cfg: EdgeConfig, args: argparse.Namespace) -> int:
 
 
 def cmd_mqtt_schema(cfg: EdgeConfig, args: argparse.Namespace) -> int:
-    from edge.sinks.events import json_schema
+    from edge.sinks.mqtt.events import json_schema
 
     print(json.dumps(json_schema(), indent=1, sort_keys=True))
     return 0
@@ -170,15 +170,9 @@ def cmd_mqtt_schema(cfg: EdgeConfig, args: argparse.Namespace) -> int:
 
 def openapi_schema() -> dict[str, object]:
     """The HTTP API's schema, built without models or data (for docs/openapi.json)."""
-    import tempfile
+    from edge.api.app import build_app
 
-    from edge.api.app import ApiContext, create_app
-    from edge.metrics import Metrics
-
-    with tempfile.TemporaryDirectory() as tmp:
-        index = SearchIndex(Path(tmp), writable=False)
-        app = create_app(ApiContext(EdgeConfig(), index, Metrics(), dict))
-        return dict(app.openapi())
+    return dict(build_app(HttpConfig()).openapi())
 
 
 COMMANDS = {

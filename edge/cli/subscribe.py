@@ -24,7 +24,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from edge.sinks.events import json_schema
+from edge.sinks.mqtt.events import json_schema
 
 log = logging.getLogger("s3e.subscribe")
 

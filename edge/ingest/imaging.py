@@ -16,10 +16,11 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+from pydantic import BaseModel, ConfigDict
 
 EXTENSIONS = {
     "JPEG": "jpg",
@@ -52,6 +53,19 @@ _UPRIGHT = {
     7: [Image.Transpose.TRANSVERSE],
     8: [Image.Transpose.ROTATE_90],
 }
+
+
+class Preprocessing(BaseModel):
+    """How a bundle wants its images: a square of `size`, in `color_mode`, times `scale`."""
+
+    model_config = ConfigDict(extra="forbid")
+    size: int
+    channels: Literal[1, 3]
+    color_mode: Literal["L", "RGB"]
+    resize: Literal["bilinear", "nearest"] = "bilinear"
+    scale: float
+    layout: Literal["NHWC"] = "NHWC"
+    dtype: Literal["float32"] = "float32"
 
 
 def media_type(ext: str) -> str:

@@ -16,25 +16,24 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 
-from edge.analysis.bundle import Bundle, Preprocessing
 from edge.config import EdgeConfig
 from edge.ingest.imaging import (
     DecodeBudget,
     DecodeBusyError,
     Decoded,
     ImageRejectedError,
+    Preprocessing,
     decode,
     preprocess,
     thumbnail_jpeg,
 )
 from edge.metrics import Metrics
-from edge.store.records import Record
+from edge.parts import Hooks
 from edge.store.store import Store
 
 log = logging.getLogger("s3e.ingest")
@@ -80,20 +79,30 @@ class _Prepared:
 class Ingestor:
     """Accept an image's bytes: validate, store durably, queue for analysis."""
 
-    def __init__(self, store: Store, bundle: Bundle, cfg: EdgeConfig, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        store: Store,
+        spec: Preprocessing,
+        cfg: EdgeConfig,
+        metrics: Metrics,
+        hooks: Hooks | None = None,
+    ) -> None:
+        """`spec`: how the running bundle wants its images; `hooks.fetch_original`: how to get
+        an evicted original back (cloud sync)."""
         self.store, self.cfg, self.metrics = store, cfg, metrics
+        self.hooks = hooks or Hooks()
         self.prepared = _Prepared()
         self.accepted = threading.Event()
         self.closed = False
         lim = cfg.limits
         self.budget = DecodeBudget(lim.decode_budget_mb << 20, lim.decode_wait_s)
         self.pool = ThreadPoolExecutor(cfg.ingest.workers, thread_name_prefix="ingest")
-        self.fetch_original: Callable[[Record], bytes | None] | None = None
-        self.set_bundle(bundle)
+        self.set_preprocessing(spec)
 
-    def set_bundle(self, bundle: Bundle) -> None:
-        """Preprocess for this bundle from now on (a swap); cached arrays were for the old."""
-        self.spec: Preprocessing = bundle.doc.preprocessing
+    def set_preprocessing(self, spec: Preprocessing) -> None:
+        """Preprocess for another bundle from now on (a swap); cached arrays were for the
+        old."""
+        self.spec = spec
         self.target = max(self.cfg.limits.thumb_size, self.spec.size)
         self.prepared.clear()
 
@@ -184,7 +193,8 @@ class Ingestor:
             data = path.read_bytes()
         else:
             rec = self.store.get(rid)
-            got = self.fetch_original(rec) if rec is not None and self.fetch_original else None
+            fetch = self.hooks.fetch_original
+            got = fetch(rec) if rec is not None and fetch is not None else None
             if got is None:
                 raise OriginalUnavailableError(f"the original of {rid[:12]} is not here now")
             data = got

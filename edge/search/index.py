@@ -13,53 +13,35 @@ import datetime as dt
 import html
 import json
 import logging
-import re
 import shutil
 import threading
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import tantivy
 
 from core.semantic import within_one_edit
+from edge.search.engine import BESIDE, Filters, Hit, KeywordPage, QuerySyntaxError
 from edge.search.facets import Facets
+from edge.search.query import check_query, field_terms, phrased
 from edge.store import views
 from edge.store.records import Record
 
 log = logging.getLogger("s3e.index")
 SCHEMA_VERSION = 5
-"""Of the documents below (3 added the record's seq, a fast field: a ranking to fuse reads its
-keys without fetching stored documents; 4 the labels as a bit set, `edge.search.facets`; 5 the
-source as one too). A
-different number in the index folder's `schema.json` (or an index tantivy cannot open with
-this schema) means: empty it, and rebuild from the store."""
+"""The documents' schema below. A different number in the index folder's `schema.json` (or an
+index tantivy cannot open with this schema) means: empty it, and rebuild from the store."""
 SCHEMA_FILE = "schema.json"
 
 DEFAULT_FIELDS = ["caption", "labels"]
 FUZZY = {"caption": (False, 1, True), "labels": (False, 1, True)}
 """Typo tolerance: (prefix, distance, a swap of neighbours counts one) per field."""
-PLAIN_WORDS = re.compile(r"[a-z0-9 ]+", re.IGNORECASE)
 PHRASE_BOOST = 2.0
 RESCORE_WINDOW = 200
 """Plain words found side by side as typed rank above the same words apart: their phrase
 (its BM25 score times PHRASE_BOOST added) re-scores the best RESCORE_WINDOW matches of the
-words, as a second phase. Over every match, the phrase cost 2-4x the words alone at 1M
-records ("left pleural": 19 against 6.7 ms)."""
-FUZZY_TERM = re.compile(r'FuzzyTermQuery \{ term: Term\(field=(\d+), type=Str, "([^"\\]*)"\)')
-"""A one-edit term in a parsed query's Debug form (tantivy-py lists a query's terms no
-other way)."""
-FIELD_ID = re.compile(r"field=(\d+)")
-MAX_QUERY_CHARS = 512
-MAX_QUERY_DEPTH = 16
-MAX_QUERY_TERMS = 64
-"""Bounds checked before any parser sees a query: tantivy's parsers recurse, and a deeply
-nested query can crash the process (3000 "(" segfault the lenient parser)."""
-BESIDE = ThreadPoolExecutor(2, thread_name_prefix="search-beside")
-"""Runs one part of a search beside another: tantivy (and numpy) let go of the GIL, so on two
-cores the label counts over every match cost only what they take beyond the page's own
-search, and a hybrid search's keyword side runs beside its semantic side."""
+words, as a second phase, since over every match the phrase costs several times the words
+alone."""
 # Tantivy dates are nanoseconds in an i64: clamp filters into what it can represent.
 EARLIEST = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 LATEST = dt.datetime(2262, 1, 1, tzinfo=dt.UTC)
@@ -69,38 +51,13 @@ class IndexBusyError(RuntimeError):
     """Another process (a running daemon) holds the index writer."""
 
 
-class QuerySyntaxError(ValueError):
-    """A user query Tantivy cannot parse; the message says where."""
+class Match(NamedTuple):
+    """A document a query matched: its record's seq, its score, and where it lies in the
+    searcher it came from (valid for that searcher only)."""
 
-
-def check_query(q: str) -> None:
-    """Refuse a query over the bounds, or with unbalanced parentheses or quotes, saying
-    where; what passes goes to tantivy's strict parser."""
-    if len(q) > MAX_QUERY_CHARS:
-        raise QuerySyntaxError(f"query of {len(q)} characters; at most {MAX_QUERY_CHARS}")
-    depth, quoted, opened = 0, False, []
-    for i, ch in enumerate(q):
-        if ch == '"':
-            quoted = not quoted
-        elif quoted:
-            continue
-        elif ch == "(":
-            depth += 1
-            opened.append(i)
-            if depth > MAX_QUERY_DEPTH:
-                raise QuerySyntaxError(f"parentheses nested deeper than {MAX_QUERY_DEPTH}")
-        elif ch == ")":
-            if not opened:
-                raise QuerySyntaxError(f"unmatched ')' at position {i}")
-            depth -= 1
-            opened.pop()
-    if quoted:
-        raise QuerySyntaxError(f"unclosed '\"' at position {q.rindex(chr(34))}")
-    if opened:
-        raise QuerySyntaxError(f"unclosed '(' at position {opened[-1]}: expected ')'")
-    terms = len(q.replace("(", " ").replace(")", " ").split())
-    if terms > MAX_QUERY_TERMS:
-        raise QuerySyntaxError(f"query of {terms} terms; at most {MAX_QUERY_TERMS}")
+    seq: int
+    score: float
+    address: Any
 
 
 def build_schema() -> tantivy.Schema:
@@ -144,31 +101,6 @@ def document(r: Record, facets: Facets) -> tantivy.Document:
     return doc
 
 
-@dataclass
-class Filters:
-    """The structured filters of `/search`, each optional."""
-
-    label: str | None = None
-    source: str | None = None
-    since: dt.datetime | None = None
-    until: dt.datetime | None = None
-    min_anomaly: float | None = None
-
-
-@dataclass
-class Hit:
-    id: str
-    score: float
-    caption: str
-    snippet: str
-    labels: list[str]
-    classes: list[str]
-    source: str
-    device: str
-    captured_at: str
-    anomaly: float
-
-
 class SearchIndex:
     """The index folder, its single writer, and searches over the last commit."""
 
@@ -180,9 +112,6 @@ class SearchIndex:
         """The folder held another schema and was emptied: every record must be indexed."""
         self.index = self._open(writable)
         self.facets = Facets(path)
-        self._field_names = {
-            int(FIELD_ID.findall(repr(self.index.parse_query(f"{f}:x")))[0]): f for f in FUZZY
-        }
         self._writer: Any = None
         self._lock = threading.Lock()
         if writable:
@@ -271,24 +200,38 @@ class SearchIndex:
 
     def parse(self, q: str, fuzzy: bool = False) -> tantivy.Query:
         """The query, all its words required; `fuzzy`: each word also matches the indexed
-        words one edit away (at a constant score, so exact words still rank first: without
-        that part, the exact matches come in the same order)."""
+        words one edit away (at a constant score, so exact words still rank first), where
+        that can match anything the exact words do not."""
         if not q.strip():
             return tantivy.Query.all_query()
         check_query(q)
         try:
             exact = self.index.parse_query(q, DEFAULT_FIELDS, conjunction_by_default=True)
-            if not fuzzy:
+            if not fuzzy or not self.one_edit_adds(q):
                 return exact
-            fuzzy_words = self.index.parse_query(
+            one_edit = self.index.parse_query(
                 q, DEFAULT_FIELDS, fuzzy_fields=FUZZY, conjunction_by_default=True
             )
-            if not self._adds(fuzzy_words):
-                return exact
         except ValueError as e:
             raise QuerySyntaxError(str(e)) from None
-        either = [(tantivy.Occur.Should, p) for p in (exact, fuzzy_words)]
+        either = [(tantivy.Occur.Should, p) for p in (exact, one_edit)]
         return tantivy.Query.boolean_query(either)
+
+    def one_edit_adds(self, q: str) -> bool:
+        """Whether the one-edit part of `q` can match a document its exact words do not: an
+        indexed term one edit from one of its terms, other than that term. Most queries are
+        spelled right and have none; the part then only adds a constant to every exact match,
+        at 2-3x the cost."""
+        searcher = self.index.searcher()
+        for name, terms in field_terms(q).items():
+            known = [t for t, _ in searcher.terms_with_prefix(name, "")]
+            for term in terms:
+                if any(
+                    t != term and abs(len(t) - len(term)) <= 1 and within_one_edit(term, t)
+                    for t in known
+                ):
+                    return True
+        return False
 
     def _phrase(self, q: str) -> tantivy.Query | None:
         """The phrase of two or more plain words, to re-score with; None for other queries."""
@@ -296,19 +239,19 @@ class SearchIndex:
 
     def _best(
         self, searcher: Any, base: tantivy.Query, q: str, n: int, count: bool
-    ) -> tuple[int, list[tuple[float, Any, int]], set[int]]:
-        """(matches, the best `n` (score, address, seq) of `base`, the seqs among the first
-        RESCORE_WINDOW that hold the phrase of `q`), the phrase re-scoring that window (the
-        rest keep their order, so pages deeper than the window follow on from it)."""
+    ) -> tuple[int, list[Match], set[int]]:
+        """(matches, the best `n` of `base`, the seqs among the first RESCORE_WINDOW that hold
+        the phrase of `q`), the phrase re-scoring that window (the rest keep their order, so
+        pages deeper than the window follow on from it)."""
         result = searcher.search(base, max(n, RESCORE_WINDOW), count=count)
         total = int(getattr(result, "count", 0) or 0)
         seqs = _seqs_of(searcher, [a for _, a in result.hits])
-        hits = [(float(s), a, k) for (s, a), k in zip(result.hits, seqs, strict=True)]
+        hits = [Match(k, float(s), a) for (s, a), k in zip(result.hits, seqs, strict=True)]
         phrase = self._phrase(q)
         if phrase is None or not hits:
             return total, hits[:n], set()
         window = hits[:RESCORE_WINDOW]
-        among = tantivy.Query.const_score_query(self._seqs([k for _, _, k in window]), 0.0)
+        among = tantivy.Query.const_score_query(self._seqs([m.seq for m in window]), 0.0)
         inside = tantivy.Query.boolean_query(
             [(tantivy.Occur.Must, phrase), (tantivy.Occur.Must, among)]
         )
@@ -320,60 +263,24 @@ class SearchIndex:
                 strict=True,
             )
         )
-        window = sorted(((s + bonus.get(k, 0.0), a, k) for s, a, k in window), key=lambda h: -h[0])
+        window = [m._replace(score=m.score + bonus.get(m.seq, 0.0)) for m in window]
+        window.sort(key=lambda m: -m.score)
         return total, (window + hits[RESCORE_WINDOW:])[:n], set(bonus)
-
-    def _one_edit_adds(self, q: str) -> bool:
-        """Whether the one-edit part of `q` can match a document its exact words do not."""
-        try:
-            return self._adds(
-                self.index.parse_query(
-                    q, DEFAULT_FIELDS, fuzzy_fields=FUZZY, conjunction_by_default=True
-                )
-            )
-        except ValueError as e:
-            raise QuerySyntaxError(str(e)) from None
-
-    def _adds(self, fuzzy: tantivy.Query) -> bool:
-        """Whether `fuzzy` can match a document its exact terms do not: an indexed term one
-        edit from one of its terms, other than that term. Most queries are spelled right
-        and have none; the part then only adds a constant to every exact match, at 2-3x the
-        cost (the keyword path at 1M records: 16 ms p50 with it, 7 without)."""
-        form = repr(fuzzy)
-        terms = FUZZY_TERM.findall(form)
-        if len(terms) != form.count("FuzzyTermQuery"):
-            return True  # a term this cannot read: keep the part
-        searcher, known = self.index.searcher(), {}
-        for field, text in set(terms):
-            name = self._field_names.get(int(field))
-            if name is None:
-                return True
-            if name not in known:
-                known[name] = [t for t, _ in searcher.terms_with_prefix(name, "")]
-            if any(
-                t != text and abs(len(t) - len(text)) <= 1 and within_one_edit(text, t)
-                for t in known[name]
-            ):
-                return True
-        return False
 
     def query(self, q: str, f: Filters, fuzzy: bool = False) -> tantivy.Query:
         return self._filtered(self.parse(q, fuzzy), f)
 
     def _filtered(self, base: tantivy.Query, f: Filters) -> tantivy.Query:
         parts = [base]
-        if f.label:
-            parts.append(tantivy.Query.term_query(self.schema, "labels", f.label))
-        if f.source:
-            parts.append(tantivy.Query.term_query(self.schema, "source", f.source))
+        for name, value in (("labels", f.label), ("source", f.source), ("device", f.device)):
+            if value:
+                parts.append(tantivy.Query.term_query(self.schema, name, value))
         if f.since or f.until:
+            since = min(max(f.since or EARLIEST, EARLIEST), LATEST)
+            until = min(max(f.until or LATEST, EARLIEST), LATEST)
             parts.append(
                 tantivy.Query.range_query(
-                    self.schema,
-                    "captured",
-                    tantivy.FieldType.Date,
-                    min(max(f.since or EARLIEST, EARLIEST), LATEST),
-                    min(max(f.until or LATEST, EARLIEST), LATEST),
+                    self.schema, "captured", tantivy.FieldType.Date, since, until
                 )
             )
         if f.min_anomaly is not None:
@@ -395,9 +302,10 @@ class SearchIndex:
         fuzzy: bool = False,
         facets: bool = True,
         recent: bool = False,
-    ) -> tuple[int, list[Hit], dict[str, dict[str, int]]]:
-        """(total matches, one page of hits, label and source counts over every match: {}
-        unless `facets`, as counting them visits every match); `recent`: newest first."""
+    ) -> KeywordPage:
+        """One page of hits, every match counted, and the label and source counts over every
+        match ({} unless `facets`, as counting them visits every match); `recent`: newest
+        first."""
         query = self.query(q, filters, fuzzy)
         searcher = self.index.searcher()
         counts = BESIDE.submit(self.facets.counts, searcher, query) if facets else None
@@ -405,62 +313,53 @@ class SearchIndex:
             # past 10 windows deep, the page is read in the words' order, which the re-scored
             # order follows on from; only the window itself is reordered
             if recent or not phrased(q) or offset + limit > 10 * RESCORE_WINDOW:
+                order = "captured" if recent else None
                 result = searcher.search(
-                    query,
-                    limit,
-                    count=True,
-                    offset=offset,
-                    order_by_field="captured" if recent else None,
+                    query, limit, count=True, offset=offset, order_by_field=order
                 )
                 total, page = int(getattr(result, "count", 0) or 0), result.hits
             else:
                 total, best, _ = self._best(searcher, query, q, offset + limit, count=True)
-                page = [(s, a) for s, a, _ in best[offset:]]
+                page = [(m.score, m.address) for m in best[offset:]]
         except ValueError as e:  # a query that parses but cannot run, e.g. "caption:*"
             raise QuerySyntaxError(str(e)) from None
         snippets = self._snippets(searcher, query)
         hits = [self._hit(searcher.doc(a), 0.0 if recent else float(s), snippets) for s, a in page]
-        return total, hits, counts.result() if counts is not None else {}
+        return KeywordPage(total, hits, counts.result() if counts is not None else {})
 
-    # Fusing rankings works on record seqs, read from the fast field: fetching a stored
-    # document costs ~16 us, and a hybrid search used to fetch 200 just to learn their ids.
-    # What a fused ranking then needs of its documents (counts, the page's hits) is read at
-    # their addresses, which hold for the searcher they came from: one a request.
+    # A fused ranking works on record seqs, read from the fast field (fetching a stored
+    # document costs ~16 us); what it then needs of its documents (counts, the page's hits)
+    # is read at their addresses, which hold for the searcher they came from: one a request.
     def snapshot(self) -> Any:
         """A searcher of the last commit, for the several steps of one request."""
         return self.index.searcher()
 
-    def ranked(
-        self, searcher: Any, q: str, filters: Filters, limit: int
-    ) -> list[tuple[int, float, Any]]:
-        """(seq, BM25 score, address) of the best `limit` matches (typo tolerant): a ranking
-        to fuse, without the cost of whole hits. The exact words go first: the one-edit part
-        adds the same constant to every exact match, so when they fill `limit` the order is
-        the same, and the one-edit part (2-4x the cost) is skipped (the scores then lack the
-        constant).
+    def ranked(self, searcher: Any, q: str, filters: Filters, limit: int) -> list[Match]:
+        """The best `limit` matches (typo tolerant): a ranking to fuse, without the cost of
+        whole hits. The exact words go first: the one-edit part adds the same constant to
+        every exact match, so when they fill `limit` the order is the same, and the one-edit
+        part is skipped (the scores then lack the constant).
 
         Where some captions hold the query's words side by side, only those are ranked: one
         that holds them apart ("a circle above a square below a triangle" for "circle
         below") is weak evidence, and the semantic side it is fused with ranks such images
-        better (shapes words in hybrid mode 0.952 -> 0.965, chest bound attributes 0.974 ->
-        0.983, `bench/search_quality.py`)."""
+        better (`bench/search_quality.py`)."""
         try:
             exact = self.query(q, filters)
             _, hits, together = self._best(searcher, exact, q, limit, count=False)
-            if len(hits) < limit and self._one_edit_adds(q):
-                _, hits, together = self._best(
-                    searcher, self.query(q, filters, fuzzy=True), q, limit, count=False
-                )
+            if len(hits) < limit and self.one_edit_adds(q):
+                fuzzy = self.query(q, filters, fuzzy=True)
+                _, hits, together = self._best(searcher, fuzzy, q, limit, count=False)
         except ValueError as e:
             raise QuerySyntaxError(str(e)) from None
-        return [(k, s, a) for s, a, k in hits if not together or k in together]
+        return [m for m in hits if not together or m.seq in together]
 
     def passing(self, searcher: Any, seqs: list[int], filters: Filters) -> dict[int, Any]:
         """The address of each of `seqs` that is indexed and passes `filters`."""
         if not seqs:
             return {}
-        result = searcher.search(self._filtered(self._seqs(seqs), filters), len(seqs), count=False)
-        addresses = [a for _, a in result.hits]
+        query = self._filtered(self._seqs(seqs), filters)
+        addresses = [a for _, a in searcher.search(query, len(seqs), count=False).hits]
         return dict(zip(_seqs_of(searcher, addresses), addresses, strict=True))
 
     def documents(self, searcher: Any, at: dict[int, Any], words: str = "") -> dict[int, Hit]:
@@ -483,9 +382,8 @@ class SearchIndex:
         return counts if counts is not None else self.facets.counts(searcher, self._seqs(list(at)))
 
     def _seqs(self, seqs: list[int]) -> tantivy.Query:
-        """Any of `seqs`: a union of term queries (a term-set query on this u64 field took
-        1.5 ms for 100 seqs at 100k documents, the union 0.2 ms; an aggregation over 200,
-        2.8 against 0.6 ms)."""
+        """Any of `seqs`: a union of term queries (several times faster here than a term-set
+        query on this u64 field)."""
         terms = [tantivy.Query.term_query(self.schema, "seq", s) for s in seqs]
         return tantivy.Query.boolean_query([(tantivy.Occur.Should, t) for t in terms])
 
@@ -509,12 +407,6 @@ class SearchIndex:
             captured_at=d["captured"][0].isoformat(),
             anomaly=float(d["anomaly"][0]),
         )
-
-
-def phrased(q: str) -> bool:
-    """Two or more plain words: their phrase re-scores the best matches."""
-    words = q.strip()
-    return bool(PLAIN_WORDS.fullmatch(words)) and " " in words
 
 
 def _seqs_of(searcher: Any, addresses: list[Any]) -> list[int]:

@@ -1,20 +1,21 @@
-"""Semantic search on the device: a query in the user's words against every image's regions.
+"""The semantic side of search: a query in the user's words against every image's regions,
+the same on the device and in the fleet.
 
 The query: its words corrected to the vocabulary the text encoder learned (one edit away at
 most), unknown words dropped and named, then encoded by the bundle's text encoder (TFLite, in
-this process, one interpreter behind a lock). The ranking: the profile index (`edge.search.vectors`)
-gives the images whose regions best answer the query's words each on its own, and the full
-late interaction of the encoded query (each word in its context, so "red circle" is one red
-circle) re-ranks them from their stored region vectors. Each word's similarity over an
-image's regions is its map: where on the image the word matched.
+this process, one interpreter behind a lock). The ranking: a backend's word-profile index
+gives the images whose regions best answer the query's words each on its own (`profile`),
+and the full late interaction of the encoded query (each word in its context, so "red circle"
+is one red circle) re-ranks them from their region vectors (`rerank`). Each word's
+similarity over an image's regions is its map: where on the image the word matched (`match`).
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -23,8 +24,6 @@ from core.semantic import word_maps as similarity_maps
 from edge.analysis.bundle import Bundle
 from edge.analysis.outputs.embedding import unpack
 from edge.analysis.runtime import CpuAccelerator, Runner
-from edge.search.vectors import VectorIndex
-from edge.store.store import Store
 
 CANDIDATES = 100
 """Images the profile index hands to the re-ranking (more when a page lies deeper)."""
@@ -34,6 +33,13 @@ similarity to any query, and a list of all of them would bury the answer."""
 MAP_TEMPERATURE = 0.1
 """A word's similarities over the regions become its map by a softmax at this temperature
 (the one the embedder's grounding was trained with)."""
+
+
+class Scored(NamedTuple):
+    """A place in a ranking: a backend's key (a record's seq, a fleet result id) and score."""
+
+    key: Hashable
+    score: float
 
 
 class QueryEncoder:
@@ -58,27 +64,34 @@ class QueryEncoder:
             vectors = self.runner(tokens=ids)["words"][0]
         return parsed, vectors, content_mask(parsed.words, self.max_tokens)
 
+    def profile(self, parsed: ParsedQuery) -> np.ndarray:
+        """The query as a word profile: equal weights on its content words, for the profile
+        index's first stage."""
+        wanted = sorted({self.index[w] for w in parsed.content})
+        query = np.zeros(len(self.vocab), np.float32)
+        query[wanted] = 1.0 / len(wanted)
+        return query
+
 
 @dataclass
 class Ranked:
-    """A semantic ranking: (key, score) best first, and per key each content word's score
-    (keys: record seqs on the device, result ids in the fleet)."""
+    """A semantic ranking, best first, and per key each content word's score."""
 
     parsed: ParsedQuery
-    hits: list[tuple[Any, float]]
-    words: dict[Any, dict[str, float]]
+    hits: list[Scored]
+    words: dict[Hashable, dict[str, float]]
 
 
-class SemanticSearch:
-    """Ranking and maps over the store, for whichever bundle runs now."""
+class Encoders:
+    """The query encoder of whichever bundle runs now, built once per bundle."""
 
-    def __init__(self, store: Store, profile: VectorIndex, bundle: Callable[[], Bundle]) -> None:
-        self.store, self.profile, self.bundle = store, profile, bundle
+    def __init__(self, bundle: Callable[[], Bundle]) -> None:
+        self.bundle = bundle
         self._encoders: dict[str, QueryEncoder] = {}
         self._lock = threading.Lock()
 
-    def encoder(self) -> QueryEncoder | None:
-        """The running bundle's query encoder; None when it has no semantic search."""
+    def __call__(self) -> QueryEncoder | None:
+        """None when the running bundle has no semantic search."""
         bundle = self.bundle()
         if "embedding" not in bundle.doc.outputs:
             return None
@@ -87,45 +100,34 @@ class SemanticSearch:
                 self._encoders = {bundle.version: QueryEncoder(bundle)}
             return self._encoders[bundle.version]
 
-    def rank(self, text: str, k: int) -> Ranked | None:
-        """The k best images for `text` (fewer if the index holds fewer); None without a
-        semantic model."""
-        enc = self.encoder()
-        if enc is None:
-            return None
-        parsed, vectors, mask = enc.encode(text)
-        if not mask.any():
-            return Ranked(parsed, [], {})
-        wanted = sorted({enc.index[w] for w in parsed.content})
-        query = np.zeros(len(enc.vocab), np.float32)
-        query[wanted] = 1.0 / len(wanted)
-        self.profile.refresh()
-        seqs = [s for s, _ in self.profile.search(query, max(CANDIDATES, k))]
-        blobs = self.store.blobs(seqs, "regions") if seqs else {}
-        dim, rows = vectors.shape[-1], enc.grid * enc.grid + 1
-        seqs = [s for s in seqs if len(blobs.get(s, b"")) == rows * dim]  # this bundle's shape
-        if not seqs:
-            return Ranked(parsed, [], {})
-        images = unpack(b"".join(blobs[s] for s in seqs), dim).reshape(len(seqs), rows, dim)
-        scores, best = scored(vectors, mask, images)
-        order = np.argsort(-scores, kind="stable")[:k]
-        order = order[scores[order] >= RELATIVE_FLOOR * scores[order[0]]]
-        content = np.flatnonzero(mask)
-        names = [parsed.words[i] for i in content]
-        keys = [seqs[i] for i in order]
-        words = np.round(best[order][:, content].astype(np.float64), 4).tolist()
-        return Ranked(
-            parsed,
-            list(zip(keys, scores[order].tolist(), strict=True)),
-            {k: dict(zip(names, w, strict=True)) for k, w in zip(keys, words, strict=True)},
-        )
 
-    def match(self, rid: str, text: str) -> dict[str, Any] | None:
-        """Each content word of `text`: its map over the image's grid and its score; None
-        when the image has no semantic vectors (not analysed, or by a bundle without them)."""
-        enc = self.encoder()
-        blob = self.store.blob(rid, "regions")
-        return match(enc, text, blob) if enc is not None and blob is not None else None
+def rerank(
+    enc: QueryEncoder,
+    encoded: tuple[ParsedQuery, np.ndarray, np.ndarray],
+    keys: list[Hashable],
+    regions: dict[Hashable, bytes],
+    k: int,
+) -> Ranked:
+    """The k best of `keys` by the late interaction of the encoded query with each one's
+    region vectors; keys without vectors of this bundle's shape drop out."""
+    parsed, vectors, mask = encoded
+    dim, rows = vectors.shape[-1], enc.grid * enc.grid + 1
+    keys = [key for key in keys if len(regions.get(key, b"")) == rows * dim]
+    if not keys:
+        return Ranked(parsed, [], {})
+    images = unpack(b"".join(regions[key] for key in keys), dim).reshape(len(keys), rows, dim)
+    scores, best = scored(vectors, mask, images)
+    order = np.argsort(-scores, kind="stable")[:k]
+    order = order[scores[order] >= RELATIVE_FLOOR * scores[order[0]]]
+    content = np.flatnonzero(mask)
+    names = [parsed.words[i] for i in content]
+    ranked = [keys[i] for i in order]
+    words = np.round(best[order][:, content].astype(np.float64), 4).tolist()
+    return Ranked(
+        parsed,
+        [Scored(key, score) for key, score in zip(ranked, scores[order].tolist(), strict=True)],
+        {key: dict(zip(names, w, strict=True)) for key, w in zip(ranked, words, strict=True)},
+    )
 
 
 def match(enc: QueryEncoder, text: str, regions: bytes) -> dict[str, Any] | None:

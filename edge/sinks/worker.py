@@ -1,5 +1,5 @@
-"""Sinks: consumers of analysed records that read them from the store (the index, MQTT, S3).
-They never call each other.
+"""A sink's worker: feeds one sink (the index, MQTT, S3) the records it owes, from the store.
+Sinks never call each other.
 
 A sink registers its name with the store, which then keeps a `due` row for every record it
 owes, at the record's revision (a re-analysis makes a record due again everywhere). A
@@ -17,8 +17,6 @@ from collections.abc import Callable
 from typing import Protocol
 
 from edge.metrics import Metrics
-from edge.search.index import SearchIndex
-from edge.search.vectors import VectorIndex
 from edge.store.records import Record
 from edge.store.store import Store
 
@@ -43,34 +41,6 @@ class Sink(Protocol):
     def deliver(self, records: list[Record]) -> list[str]: ...
 
     def reset(self) -> None: ...
-
-
-class IndexSink:
-    """Makes records searchable: add, commit, and only then report them done."""
-
-    name = "index"
-
-    def __init__(
-        self, index: SearchIndex, metrics: Metrics, vectors: list[VectorIndex] | None = None
-    ) -> None:
-        self.index, self.metrics, self.vectors = index, metrics, vectors or []
-
-    def deliver(self, records: list[Record]) -> list[str]:
-        """Commit the documents, then bring the vector indexes up to the store."""
-        t0 = time.perf_counter()
-        self.index.add(records)
-        self.index.commit()
-        for v in self.vectors:
-            v.refresh()
-            v.save()
-        self.metrics.stage.labels("index_commit").observe(time.perf_counter() - t0)
-        self.metrics.indexed.inc(len(records))
-        return [r.id for r in records]
-
-    def reset(self) -> None:
-        self.index.clear()
-        for v in self.vectors:
-            v.reset()
 
 
 class SinkWorker:

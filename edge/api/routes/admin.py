@@ -1,51 +1,20 @@
-"""The page, the session (`/login`, `/logout`), health, metrics and the admin routes."""
+"""The session (`/login`, `/logout`), health, metrics and the admin routes."""
 
 from __future__ import annotations
 
 import hmac
-from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
-from fastapi.responses import HTMLResponse
 from starlette.concurrency import run_in_threadpool
 
 from edge.analysis.pool import SwapInProgressError
 from edge.analysis.swap import BundleRefusedError
-from edge.api.app import ApiContext, context
+from edge.api.context import ApiContext, context
 from edge.api.guard import SESSION_COOKIE, authorized, session_value
 
 router = APIRouter()
-PAGE = Path(__file__).resolve().parent.parent / "static" / "index.html"
 Ctx = Annotated[ApiContext, Depends(context)]
-
-
-STATIC = {p.name: p for p in PAGE.parent.iterdir() if p.suffix in (".js", ".css", ".svg")}
-MEDIA = {".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml"}
-SECURITY_HEADERS = {
-    "Content-Security-Policy": "default-src 'self'; img-src 'self' blob: data:; "
-    "style-src 'self'; script-src 'self'; connect-src 'self'; frame-ancestors 'none'",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-}
-"""The page runs only its own files: no inline script, nothing from elsewhere."""
-
-
-@router.get("/", response_class=HTMLResponse, include_in_schema=False)
-def page() -> HTMLResponse:
-    return HTMLResponse(PAGE.read_text(), headers=SECURITY_HEADERS)
-
-
-@router.get("/static/{name}", include_in_schema=False)
-def static(name: str) -> Response:
-    path = STATIC.get(name)
-    if path is None:
-        raise HTTPException(404, "no such file")
-    return Response(
-        path.read_bytes(),
-        media_type=MEDIA[path.suffix],
-        headers={**SECURITY_HEADERS, "Cache-Control": "no-cache"},
-    )
 
 
 @router.post("/login", status_code=204, summary="Trade the token for a session cookie")

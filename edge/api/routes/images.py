@@ -14,9 +14,10 @@ from starlette.concurrency import run_in_threadpool
 
 from edge.analysis.outputs import OUTPUTS
 from edge.analysis.outputs.caption import attention_maps
-from edge.api.app import ApiContext, context
+from edge.api.context import ApiContext, context
 from edge.capture.base import printable
 from edge.ingest.imaging import attention_png, media_type
+from edge.search import semantic
 from edge.search.vectors import VectorIndex
 from edge.store import views
 from edge.store.store import Store
@@ -40,7 +41,7 @@ def record(rid: str, ctx: Ctx) -> dict[str, Any]:
 )
 def original(rid: str, ctx: Ctx) -> FileResponse | RedirectResponse:
     rec = ctx.record(rid)
-    path = ctx.need_store().original_path(rid, rec.ext)
+    path = ctx.store.original_path(rid, rec.ext)
     if path.exists():
         return FileResponse(path, media_type=media_type(rec.ext))
     url = ctx.hooks.original_url(rec) if ctx.hooks.original_url is not None else None
@@ -51,7 +52,7 @@ def original(rid: str, ctx: Ctx) -> FileResponse | RedirectResponse:
 
 def _derived(ctx: ApiContext, rid: str, suffix: str, media: str) -> FileResponse:
     ctx.record(rid)
-    path = ctx.need_store().derived_path(rid, suffix)
+    path = ctx.store.derived_path(rid, suffix)
     if not path.exists():
         raise HTTPException(404, f"no {suffix} for {rid} yet (not analysed?)")
     return FileResponse(path, media_type=media)
@@ -70,7 +71,7 @@ def mask(rid: str, ctx: Ctx) -> FileResponse:
 def _caption_attention(ctx: ApiContext, rid: str) -> tuple[list[str], np.ndarray, list[float]]:
     rec = ctx.record(rid)
     cap = rec.output("caption")
-    blob = ctx.need_store().blob(rid, "attention")
+    blob = ctx.store.blob(rid, "attention")
     if cap is None or blob is None:
         raise HTTPException(404, f"no caption attention for {rid} (not analysed?)")
     words = list(cap["words"])
@@ -90,7 +91,7 @@ def attention(rid: str, ctx: Ctx, word: str = "0") -> Response:
         )
     if not 0 <= k < len(words):
         raise HTTPException(404, f"word index {k} out of range (caption has {len(words)})")
-    thumb_bytes = ctx.need_store().derived_path(rid, "thumb.jpg").read_bytes()
+    thumb_bytes = ctx.store.derived_path(rid, "thumb.jpg").read_bytes()
     return Response(
         attention_png(thumb_bytes, grids[k]), media_type="image/png", headers={"X-Word": words[k]}
     )
@@ -117,13 +118,10 @@ def attention_json(rid: str, ctx: Ctx) -> dict[str, Any]:
 async def similar(rid: str, ctx: Ctx, k: Annotated[int, Query(ge=1, le=100)] = 10) -> JSONResponse:
     """Approximate nearest neighbours (HNSW; recall@10 against brute force in
     `bench/search.py`) among the images the running bundle analysed."""
-    store, latent = ctx.need_store(), ctx.latent
-    if latent is None:
-        raise HTTPException(503, "no latent index in this app")
+    store, latent = ctx.store, ctx.latent
     # Answered here, on the event loop, when what it reads is free and current, without the
-    # hop to the thread pool (server CPU a request: 4.9 -> 4.7 ms at 100k records, medians of
-    # 4 runs; 9.3 -> 6.6 ms at 1M, one run). Otherwise in the pool, where waiting on a
-    # commit, the index's save (0.3 s at 1M) or a catch-up stalls no other request.
+    # hop to the thread pool. Otherwise in the pool, where waiting on a commit, the index's
+    # save or a catch-up stalls no other request.
     with contextlib.ExitStack() as held:
         if all(held.enter_context(h) for h in (store.held_if_free(), latent.held_if_free())) and (
             latent.current()
@@ -164,11 +162,10 @@ def _similar(
 
 def _match(ctx: ApiContext, rid: str, q: str) -> dict[str, Any]:
     ctx.record(rid)
-    if ctx.semantic is None:
-        raise HTTPException(503, "no semantic search in this app")
     if not q.strip() or len(q) > 512:
         raise HTTPException(400, "q: give the query (1 to 512 characters)")
-    got = ctx.semantic.match(rid, q)
+    enc, blob = ctx.encoders(), ctx.store.blob(rid, "regions")
+    got = semantic.match(enc, q, blob) if enc is not None and blob is not None else None
     if got is None:
         raise HTTPException(
             404, f"no semantic vectors for {rid} (not analysed by a bundle with semantic search?)"
@@ -192,7 +189,7 @@ def match(rid: str, ctx: Ctx, q: str = "", word: str | None = None) -> Any:
     else:
         raise HTTPException(404, f"word {printable(word, 40)!r} is not a searched word of {names}")
     grid = np.asarray(got["words"][k]["map"], np.float32).reshape(got["grid"], got["grid"])
-    thumb_bytes = ctx.need_store().derived_path(rid, "thumb.jpg").read_bytes()
+    thumb_bytes = ctx.store.derived_path(rid, "thumb.jpg").read_bytes()
     return Response(
         attention_png(thumb_bytes, grid), media_type="image/png", headers={"X-Word": names[k]}
     )

@@ -18,7 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
-from edge.api.app import ApiContext, context
+from edge.api.context import ApiContext, context
 from edge.capture.base import printable
 from edge.config import HttpConfig
 from edge.ingest.imaging import DecodeBusyError, ImageRejectedError

@@ -1,10 +1,4 @@
-"""MQTT publishing (paho-mqtt 2): a connection that keeps itself up, and the `published` sink.
-
-paho keeps unacknowledged QoS 1 messages only in memory, so durability comes from the store:
-the sink publishes due records in capture order, waits for their PUBACKs (at most
-`max_inflight` at a time), and reports only the acknowledged ones, which are then marked
-`published_at`. A broker outage, a cut network or a kill -9 leaves the rest due, and they are
-sent again: at least once, duplicates carrying the same id.
+"""The MQTT connection (paho-mqtt 2), kept up by itself.
 
 A supervisor thread connects, lets paho's network thread run the connection until it drops,
 waits with exponential back-off and jitter, and connects again. Each new kind of failure
@@ -29,13 +23,9 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
-from edge.config import EdgeConfig, MqttConfig
-from edge.parts import BasePart, Command, Context
-from edge.sinks import events
-from edge.sinks.worker import SinkWorker
-from edge.store import views
-from edge.store.records import Record
-from edge.store.store import Store
+from edge.config import MqttConfig
+from edge.parts import Command
+from edge.sinks.mqtt import events
 
 log = logging.getLogger("s3e.mqtt")
 
@@ -50,7 +40,10 @@ class MqttLink:
     """A connection that lasted this long resets the back-off; a shorter one does not, so a
     broker that accepts and drops at once is not hammered."""
 
-    def __init__(self, cfg: MqttConfig, device_id: str, commands: dict[str, Command]) -> None:
+    def __init__(
+        self, cfg: MqttConfig, device_id: str, commands: Callable[[], dict[str, Command]]
+    ) -> None:
+        """`commands`: what `cmd/<name>` runs, asked at each command."""
         self.cfg, self.device_id, self.commands = cfg, device_id, commands
         self.topics = events.Topics(cfg.topic_prefix, device_id)
         self.client_id = cfg.client_id or f"s3e-{device_id}"
@@ -241,9 +234,10 @@ class MqttLink:
             request = None
         if request is not None:
             result["request_id"] = request.get("request_id")
-            handler = self.commands.get(name)
+            table = self.commands()
+            handler = table.get(name)
             if handler is None:
-                known = ", ".join(sorted(self.commands))
+                known = ", ".join(sorted(table))
                 result.update(ok=False, error=f"unknown command {name!r} (known: {known})")
             else:
                 try:
@@ -282,163 +276,3 @@ def wait_acked(link: MqttLink, infos: list[mqtt.MQTTMessageInfo], deadline: floa
                 return acked
             link.acked.wait(min(left, 0.5))
     return acked
-
-
-class MqttSink:
-    """The `published` sink: each record's event (and alert), acknowledged or not done.
-
-    A record already published on this connection and still awaiting its PUBACK is waited on,
-    not published again; the map is cleared at each connect, when paho's own queue is dropped
-    and the store's due records are the only truth."""
-
-    name = "mqtt"
-
-    def __init__(
-        self, link: MqttLink, store: Store, cfg: EdgeConfig, extra_urls: list[Any]
-    ) -> None:
-        """`extra_urls`: callables giving more URLs of a record (cloud sync's S3 key)."""
-        self.link, self.store, self.mqtt, self.extra_urls = link, store, cfg.mqtt, extra_urls
-        self.base_url = cfg.mqtt.base_url.rstrip("/") or f"http://{cfg.http.host}:{cfg.http.port}"
-        self._inflight: dict[tuple[str, int], list[mqtt.MQTTMessageInfo]] = {}
-        link.on_connected.append(self._inflight.clear)
-
-    def deliver(self, records: list[Record]) -> list[str]:
-        """Publish the batch (paho keeps at most `max_inflight` awaiting PUBACK and holds the
-        rest of this batch in memory), then report the records acknowledged, in order."""
-        if not self.link.connected.is_set():
-            return []
-        per_record = [self._inflight.get((r.id, r.revision)) or self._publish(r) for r in records]
-        flat = [info for infos in per_record for info in infos]
-        acked = wait_acked(self.link, flat, time.monotonic() + self.mqtt.publish_timeout_s)
-        done, n = [], 0
-        for r, infos in zip(records, per_record, strict=True):
-            n += len(infos)
-            if n > acked:
-                break
-            done.append(r.id)
-            self._inflight.pop((r.id, r.revision), None)
-        for info in flat[acked:]:
-            if info.mid in self.link.refused:
-                log.error(
-                    "MQTT broker refused an event on %s: %s (check the broker's ACL)",
-                    self.link.topics.events,
-                    self.link.refused[info.mid],
-                )
-                break
-        return done
-
-    def _publish(self, r: Record) -> list[mqtt.MQTTMessageInfo]:
-        urls = events.urls(self.base_url, r.id)
-        for more in self.extra_urls:
-            urls.update(more(r))
-        thumb = None
-        if self.mqtt.include_thumbnail:
-            path = self.store.derived_path(r.id, "thumb.jpg")
-            if path.exists():
-                thumb = events.small_jpeg(path.read_bytes(), self.mqtt.thumbnail_max_bytes)
-        vecs = views.vectors(self.store.blobs_of(r.id, views.VECTOR_BLOBS))
-        payload = views.event(r, urls, thumb, vecs)
-        infos = [
-            self.link.client.publish(
-                self.link.topics.events, json.dumps(payload), qos=self.mqtt.qos
-            )
-        ]
-        alerts = self.mqtt.alerts
-        alert = views.alert(r, alerts.anomaly_above, alerts.labels, urls)
-        if alert is not None:
-            infos.append(
-                self.link.client.publish(
-                    self.link.topics.alerts, json.dumps(alert), qos=self.mqtt.qos
-                )
-            )
-        self._inflight[(r.id, r.revision)] = infos
-        return infos
-
-    def reset(self) -> None:
-        """Nothing to forget at the broker: every record is simply published again."""
-        self._inflight.clear()
-
-    def publish_stats(self, stats: dict[str, Any]) -> None:
-        if self.link.connected.is_set():
-            payload = {"schema": events.SCHEMA_VERSION, "device": self.link.device_id, **stats}
-            self.link.client.publish(
-                self.link.topics.stats, json.dumps(payload), qos=1, retain=True
-            )
-
-
-class MqttPart(BasePart):
-    """The link, the `mqtt` sink's worker and the retained stats, started and stopped as one.
-    Built by the daemon only when `mqtt.host` is set. The daemon hands it every part's
-    commands (`cmd/<name>`) and its stats before it starts."""
-
-    name = "mqtt"
-
-    def __init__(self, ctx: Context) -> None:
-        cfg, store, metrics = ctx.cfg, ctx.store, ctx.metrics
-        self.link = MqttLink(cfg.mqtt, cfg.device_id, {})
-        self.sink = MqttSink(self.link, store, cfg, ctx.hooks.event_urls)
-        # Wake at every new record: an event's latency matters more than batching. Take up to
-        # 16 x max_inflight per round: each round ends waiting for its last PUBACK, and fewer
-        # rounds took the outbox from 1.2k to about 3.6k events/s (bench/mqtt.py).
-        self.worker = SinkWorker(
-            store,
-            self.sink,
-            batch=16 * cfg.mqtt.max_inflight,
-            interval=1.0,
-            metrics=metrics,
-            wake_after=1,
-        )
-        self.link.on_connected.append(self.worker.wake.set)
-        ctx.hooks.on_analysed.append(self.worker.notify)
-        metrics.gauge(
-            "s3e_queue_publish",
-            "Analysed records not yet acknowledged by the broker",
-            lambda: store.count_due("mqtt"),
-        )
-        self.interval = cfg.mqtt.stats_interval_s
-        self._stats: Callable[[], dict[str, Any]] = dict
-        self._stop = threading.Event()
-        self._stats_thread = threading.Thread(
-            target=self._stats_loop, name="mqtt-stats", daemon=True
-        )
-
-    @property
-    def threads(self) -> list[threading.Thread]:
-        return [self.link.thread, self.worker.thread, self._stats_thread]
-
-    def start(self) -> None:
-        self.link.start()
-        self.worker.start()
-        self._stats_thread.start()
-
-    def serve(self, commands: dict[str, Command], stats: Callable[[], dict[str, Any]]) -> None:
-        """What `cmd/<name>` runs, and what `stats` says."""
-        self.link.commands.update(commands)
-        self._stats = stats
-
-    def stop(self, deadline: float) -> None:
-        """Publish what is due one last time (bounded), then say `offline` and disconnect."""
-        self.worker.stop(max(1.0, deadline - time.monotonic()))
-        self._stop.set()
-        if self._stats_thread.ident is not None:
-            self._stats_thread.join(2.0)
-        self.link.stop(max(1.0, deadline - time.monotonic()))
-
-    def health(self) -> dict[str, Any]:
-        return {"broker": self.link.where, "connected": self.link.connected.is_set()}
-
-    def set_base_url(self, url: str) -> None:
-        """Where subscribers reach this device's HTTP endpoint (known once it is bound)."""
-        if not self.sink.mqtt.base_url:
-            self.sink.base_url = url
-
-    def _stats_loop(self) -> None:
-        seen, last = -1, 0.0
-        while not self._stop.wait(1.0):
-            fresh = self.link.connects != seen
-            if self.link.connected.is_set() and (fresh or time.monotonic() - last >= self.interval):
-                try:
-                    self.sink.publish_stats(self._stats())
-                except Exception:  # stats are best effort; the thread lives on
-                    log.exception("cannot publish stats")
-                seen, last = self.link.connects, time.monotonic()

@@ -1,0 +1,53 @@
+"""What every route reads: one typed context, built by the daemon before the HTTP server
+starts, and the dependency that hands it to a route."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import HTTPException, Request
+
+from edge.config import EdgeConfig
+from edge.ingest.ingestor import Ingestor
+from edge.metrics import Metrics
+from edge.parts import Hooks
+from edge.search.engine import SearchEngine
+from edge.search.semantic import Encoders
+from edge.search.vectors import VectorIndex
+from edge.store.records import Record
+from edge.store.store import Store
+
+
+@dataclass(frozen=True)
+class ApiContext:
+    """The daemon's parts as the routes see them; `ingestor` and `swap` are None in an app
+    that only searches (benchmarks), whose upload and admin routes answer 503."""
+
+    cfg: EdgeConfig
+    store: Store
+    search: SearchEngine
+    encoders: Encoders
+    """The running bundle's query encoder, for one image's word maps."""
+    latent: VectorIndex
+    """The VAE latents' nearest-neighbour index ("similar images")."""
+    metrics: Metrics
+    health: Callable[[], dict[str, Any]]
+    hooks: Hooks
+    ingestor: Ingestor | None = None
+    swap: Callable[[str], dict[str, Any]] | None = None
+    """Switch the running bundle (`edge.analysis.swap.BundleSwapper.swap`)."""
+
+    def record(self, rid: str) -> Record:
+        rec = self.store.get(rid)
+        if rec is None:
+            raise HTTPException(404, f"no image with id {rid}")
+        return rec
+
+
+async def context(request: Request) -> ApiContext:
+    """The dependency every route takes: a coroutine, as FastAPI runs a plain function's
+    dependency in its thread pool, a hop before the route's own."""
+    ctx: ApiContext = request.app.state.ctx
+    return ctx
