@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 
-from edge.store import views
+from edge.analysis import views
 from edge.store.records import Record
 
 
@@ -41,7 +41,7 @@ def device_prefix(prefix: str, device_id: str) -> str:
 def sidecar(
     rec: Record, key: str, thumbnail: str = "", blobs: dict[str, bytes] | None = None
 ) -> bytes:
-    """The record as JSON (`edge.store.views.sidecar`, with its vectors), beside its original:
+    """The record as JSON (`edge.analysis.views.sidecar`, with its vectors), beside its original:
     written again at each revision. Deterministic for a given record revision, so resending
     it changes nothing."""
     name = key.rsplit("/", 1)[-1]

@@ -23,12 +23,12 @@ from cloud_sync.config import S3Config
 from cloud_sync.keys import device_prefix, original_key, sidecar, sidecar_key, thumbnail_key
 from cloud_sync.retention import enforce_quota
 from cloud_sync.transfer import Blob, Uploader
+from edge.analysis.views import VECTOR_BLOBS
 from edge.ingest.imaging import media_type
 from edge.sinks.worker import RecordsRefusedError
 from edge.store.records import Record
 from edge.store.schema import S3_ORIGINAL
 from edge.store.store import Store
-from edge.store.views import VECTOR_BLOBS
 
 log = logging.getLogger("s3e.sync")
 STATE_KEY = "sync"

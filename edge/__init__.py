@@ -1,1 +1,2 @@
-"""S3E on-device daemon (issue 4): capture, TFLite inference, store, index, search."""
+"""`s3e-edge`, the on-device daemon: capture -> ingest -> store -> analysis -> sinks (the
+search index, MQTT, S3) -> search -> HTTP API, one package a stage."""

@@ -28,6 +28,7 @@ from pydantic import (
 
 log = logging.getLogger("s3e.config")
 SINK_ENTRY_POINTS = "s3e.sinks"
+CAPTURE_ENTRY_POINTS = "s3e.capture"
 S = TypeVar("S", bound=BaseModel)
 _sections: dict[str, type[BaseModel]] = {}
 """Sections of sink plug-ins registered at run time (`edge.sinks.registry.register`)."""
@@ -272,10 +273,12 @@ class EdgeConfig(_Section):
     """Each sink plug-in's validated section, by key (e.g. "s3")."""
 
     def section(self, key: str, model: type[S]) -> S:
-        """A plug-in's section: as given, or its defaults."""
-        got = self.plugins.get(key)
-        if got is None:
-            got = self.plugins[key] = model()
+        """A section by its dotted key: a core one (`mqtt`, `capture.folder`), or a plug-in's
+        as given or its defaults."""
+        node: object = self
+        for name in key.split("."):
+            node = getattr(node, name, None) if isinstance(node, BaseModel) else None
+        got = node if node is not None else self.plugins.setdefault(key, model())
         if not isinstance(got, model):
             raise TypeError(f"[{key}] is a {type(got).__name__}, not a {model.__name__}")
         return got
@@ -298,26 +301,32 @@ def describe_errors(e: ValidationError, source: str, prefix: str = "") -> str:
 
 
 def register_section(key: str, model: type[BaseModel]) -> None:
+    """A plug-in's section, validated from now on: `key` is dotted (`s3`, `capture.ticker`)."""
     _sections[key] = model
 
 
+def unregister_section(key: str) -> None:
+    _sections.pop(key, None)
+
+
 def plugin_sections() -> dict[str, type[BaseModel]]:
-    """The sections of the installed sink plug-ins (entry points) and of those registered;
-    a plug-in that fails to load is skipped here (the sink registry logs why)."""
+    """The sections of installed plug-ins (sinks and capture sources, by entry point) and of
+    those registered; a plug-in that fails to load is skipped here (its registry logs why)."""
     found: dict[str, type[BaseModel]] = {}
-    for ep in metadata.entry_points(group=SINK_ENTRY_POINTS):
-        try:
-            plugin = ep.load()
-        except Exception:  # logged by edge.sinks.registry, which loads it again
-            continue
-        found[plugin.key] = plugin.Config
+    for group, prefix in ((SINK_ENTRY_POINTS, ""), (CAPTURE_ENTRY_POINTS, "capture.")):
+        for ep in metadata.entry_points(group=group):
+            try:
+                plugin = ep.load()
+            except Exception:  # logged by the plug-in's registry, which loads it again
+                continue
+            found[prefix + plugin.key] = plugin.Config
     return {**found, **_sections}
 
 
-def parse_config(data: dict[str, object], source: str = "<config>") -> EdgeConfig:
+def parse_config(data: dict[str, Any], source: str = "<config>") -> EdgeConfig:
     """The core sections by `EdgeConfig`, each plug-in's by its own model."""
     sections = plugin_sections()
-    core = {k: v for k, v in data.items() if k not in sections}
+    core, given = _split(data, sections)
     errors = []
     try:
         cfg = EdgeConfig.model_validate(core)
@@ -326,12 +335,29 @@ def parse_config(data: dict[str, object], source: str = "<config>") -> EdgeConfi
         cfg = EdgeConfig()
     for key, model in sections.items():
         try:
-            cfg.plugins[key] = model.model_validate(data.get(key, {}))
+            cfg.plugins[key] = model.model_validate(given.get(key, {}))
         except ValidationError as e:
             errors.append(describe_errors(e, source, prefix=key))
     if errors:
         raise ConfigError("\n".join(errors))
     return cfg
+
+
+def _split(
+    data: dict[str, Any], sections: dict[str, type[BaseModel]]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the core tables, each plug-in section's table by dotted key)."""
+    core = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
+    given = {}
+    for key in sections:
+        *parents, last = key.split(".")
+        node: dict[str, Any] = core
+        for name in parents:
+            child = node.get(name)
+            node = child if isinstance(child, dict) else {}
+        if last in node:
+            given[key] = node.pop(last)
+    return core, given
 
 
 def read_toml(p: Path) -> dict[str, Any]:

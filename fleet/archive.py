@@ -7,7 +7,7 @@ original and its thumbnail, the vectors the device computed (the word profile an
 vectors of semantic search, the VAE latent), and the whole document as JSON. Writes are
 `merge_insert` on the key keeping the higher revision, so redelivered and reconciled events
 change nothing. The key fields carry Lance's primary-key metadata: without it, concurrent
-merges of the same ids duplicated rows (`../shared/NOTES.md`).
+merges of the same ids duplicate rows.
 
 Lance commits need conditional PUT (`If-None-Match: *`); `check_conditional_put` finds a store
 without it (OpenStack Swift answers 501) before anything is written, and says so.
@@ -69,7 +69,7 @@ def schema(profile_dim: int, latent_dim: int) -> pa.Schema:
 def naive_utc(t: dt.datetime) -> dt.datetime:
     """Times are stored as UTC without a zone: converting a zoned Arrow timestamp to Python
     runs std::regex inside pyarrow, which crashes in a process whose C++ locale another
-    native library has changed (seen beside the device daemon)."""
+    native library has changed (as the device daemon's libraries do)."""
     return t.astimezone(dt.UTC).replace(tzinfo=None) if t.tzinfo else t
 
 

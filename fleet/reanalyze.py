@@ -24,9 +24,9 @@ from tqdm import tqdm
 
 from cloud_sync.client import make_client
 from cloud_sync.config import S3Config
+from edge.analysis import views
 from edge.analysis.bundle import load_bundle
 from edge.config import ModelConfig
-from edge.store import views
 from edge.store.records import Record
 from fleet.archive import Archive, plain_value, row, schema, storage_options, vector_dims
 from fleet.config import FleetConfig

@@ -29,9 +29,9 @@ from cloud_sync.config import S3Config
 from cloud_sync.keys import original_key, sidecar_key, thumbnail_key
 from cloud_sync.retention import enforce_quota
 from cloud_sync.service import SyncLockedError, SyncService, status
+from edge.analysis import views
 from edge.config import ConfigError, load_config, parse_config
 from edge.metrics import Metrics
-from edge.store import views
 from edge.store.schema import S3_ORIGINAL
 from edge.store.store import Store
 

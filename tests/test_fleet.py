@@ -1,4 +1,4 @@
-"""The fleet (issue 16) on real parts on 127.0.0.1: mosquitto, moto's S3 server (conditional
+"""The fleet on real parts on 127.0.0.1: mosquitto, moto's S3 server (conditional
 PUT) and two real `s3e-edge` daemons with their own device ids syncing to one bucket; the
 archive is a LanceDB table in that bucket. Images dropped on each device become searchable
 centrally with the right device; a broker outage is mended by the reconciler; a worker killed

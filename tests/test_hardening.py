@@ -1,4 +1,4 @@
-"""One regression test per row of the security and robustness review (issue 15): each sends
+"""One regression test per row of the security and robustness review: each sends
 what the review sent and checks what must happen instead."""
 
 from __future__ import annotations

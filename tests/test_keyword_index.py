@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import tantivy
 
+from edge.analysis import views
 from edge.search import facets
 from edge.search.engine import Filters
 from edge.search.index import DEFAULT_FIELDS, FUZZY, PHRASE_BOOST, SearchIndex
-from edge.store import views
 from edge.store.records import Record
 
 CAPTIONS = [

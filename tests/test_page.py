@@ -1,4 +1,4 @@
-"""The search page (issue 14) in a real browser: Playwright drives Debian's Chromium against a
+"""The search page in a real browser: Playwright drives Debian's Chromium against a
 real daemon (shipped chest bundle, generated phantoms) on 127.0.0.1. Screenshots of the main
 states go to the test's output folder."""
 

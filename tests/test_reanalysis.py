@@ -1,4 +1,4 @@
-"""Versioned analyses (issue 12): a bundle swap on a running daemon re-analyses the older
+"""Versioned analyses: a bundle swap on a running daemon re-analyses the older
 records in the background while capture goes on, and every sink takes the new revision once:
 the index replaces documents, MQTT publishes revised events, the S3 sidecars are rewritten
 (originals are not sent again), neighbours are replaced. Bad bundles are refused; a kill -9

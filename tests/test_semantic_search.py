@@ -1,4 +1,4 @@
-"""Semantic search (issue 13) through the daemon's HTTP API, on the shipped chest bundle and
+"""Semantic search through the daemon's HTTP API, on the shipped chest bundle and
 generated phantoms whose findings are known: the three modes, typos, unknown words, filters
 in every mode, each query word's map against the model, and the vector indexes rebuilt by
 `reindex`, after a kill -9 and from a damaged file. The query side runs without TensorFlow."""

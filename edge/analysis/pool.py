@@ -16,7 +16,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
@@ -56,8 +56,16 @@ class SwapInProgressError(RuntimeError):
     """Another bundle swap has not finished."""
 
 
-Item = tuple[int, str, str, bool]
-"""(seq, id, ext, is a re-analysis)."""
+class Item(NamedTuple):
+    """An image to analyse."""
+
+    seq: int
+    id: str
+    ext: str
+    again: bool
+    """A re-analysis of a record an older bundle analysed."""
+
+
 Flight = deque[tuple[Item, np.ndarray]]
 """Images sent to one analysis process, oldest first, with their model inputs."""
 AHEAD = 2
@@ -145,7 +153,7 @@ class AnalysisPool(BasePart):
                 self.ingestor.accepted.clear()
                 continue
             for seq, rid, ext in fresh:
-                if self._put((seq, rid, ext, False)):
+                if self._put(Item(seq, rid, ext, False)):
                     last_fresh = seq
             for seq, rid, ext in stale[:1]:  # one at a time: fresh images may come meanwhile
                 last_stale = seq
@@ -154,7 +162,7 @@ class AnalysisPool(BasePart):
                 while self._reanalysing >= self.reanalysers * AHEAD and not self._stop.is_set():
                     with self._idle:
                         self._idle.wait(0.2)
-                self._put((seq, rid, ext, True))
+                self._put(Item(seq, rid, ext, True))
 
     def _stale(self, after: int) -> list[tuple[int, str, str]]:
         return self.store.stale(self.version, limit=8, after_seq=after, older_than=self.older_than)
@@ -164,8 +172,8 @@ class AnalysisPool(BasePart):
             try:
                 self._queue.put(item, timeout=0.5)
                 with self._idle:
-                    self._in_flight.add(item[1])
-                    self._reanalysing += item[3]
+                    self._in_flight.add(item.id)
+                    self._reanalysing += item.again
                 return True
             except queue.Full:
                 continue
@@ -212,8 +220,8 @@ class AnalysisPool(BasePart):
     def _done(self, item: Item) -> None:
         with self._idle:
             self._busy -= 1
-            self._in_flight.discard(item[1])
-            self._reanalysing -= item[3]
+            self._in_flight.discard(item.id)
+            self._reanalysing -= item.again
             self._idle.notify_all()
             caught_up = not self._busy and self._queue.empty()
         if caught_up:
@@ -222,15 +230,15 @@ class AnalysisPool(BasePart):
     def _load(self, item: Item) -> np.ndarray | None:
         """The image's model input, or None (the item is then done) when it cannot be had."""
         try:
-            return self.ingestor.load(item[1], item[2])
+            return self.ingestor.load(item.id, item.ext)
         except OriginalUnavailableError as e:
-            self._unavailable[item[1]] = time.monotonic() + RETRY_UNAVAILABLE_S
-            log.warning("re-analysis of %s waits: %s", item[1][:12], e)
+            self._unavailable[item.id] = time.monotonic() + RETRY_UNAVAILABLE_S
+            log.warning("re-analysis of %s waits: %s", item.id[:12], e)
             self._done(item)
         except (ImageRejectedError, OSError) as e:
             self._finish(item, self._fail, item, e, self.analysers[0].bundle)
         except Exception:
-            self._finish(item, log.exception, "cannot load %s", item[1][:12])
+            self._finish(item, log.exception, "cannot load %s", item.id[:12])
         return None
 
     def _receive(self, analyser: AnalyserLike, flight: Flight) -> None:
@@ -256,7 +264,7 @@ class AnalysisPool(BasePart):
             item, x = flight.popleft()
             log.error(
                 "analysis of %s: the analysis process died%s",
-                item[1][:12],
+                item.id[:12],
                 " (attempt 1 of 2)" if head else "; analysing it again",
             )
             self._finish(item, self._analyse, analyser, item, x, 1 if head else 2)
@@ -268,20 +276,20 @@ class AnalysisPool(BasePart):
             work(*args)
         except Exception:  # the thread must live on; the row stays as it was
             self.metrics.errors.labels("internal").inc()
-            log.exception("analysis worker error on %s", item[1][:12])
+            log.exception("analysis worker error on %s", item.id[:12])
         finally:
             self._done(item)
 
     def _fail(self, item: Item, e: Exception, bundle: Bundle) -> None:
         self.metrics.errors.labels("analysis").inc()
-        log.error("analysis of %s failed: %s", item[1][:12], e)
-        self.store.mark_failed(item[1], str(e), bundle.version)
+        log.error("analysis of %s failed: %s", item.id[:12], e)
+        self.store.mark_failed(item.id, str(e), bundle.version)
 
     def _analyse(self, analyser: AnalyserLike, item: Item, x: np.ndarray, tries: int) -> None:
         """Analyse one image alone and save it. A crash of the analysis process is retried
         with a fresh one while `tries` last; the last crash, or an error the models raise,
         marks the image failed (with this bundle)."""
-        rid, bundle = item[1], analyser.bundle
+        rid, bundle = item.id, analyser.bundle
         for attempt in range(1, tries + 1):
             try:
                 analysis = analyser.analyse(x)
@@ -375,8 +383,8 @@ class AnalysisPool(BasePart):
                 item = self._queue.get_nowait()
             except queue.Empty:
                 return
-            self._in_flight.discard(item[1])
-            self._reanalysing -= item[3]
+            self._in_flight.discard(item.id)
+            self._reanalysing -= item.again
 
     @property
     def swapping(self) -> bool:

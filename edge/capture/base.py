@@ -8,6 +8,8 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, Protocol
 
+from pydantic import BaseModel
+
 
 class Ingest(Protocol):
     """`edge.ingest.ingestor.Ingestor`, as a source sees it. `ingest` raises
@@ -32,8 +34,7 @@ def printable(name: str, limit: int = 200) -> str:
 
 
 class CaptureSource(Protocol):
-    """Built with (its config section, submit, reject); `enabled(section)` says whether the
-    config turns it on."""
+    """A running source, built by its `SourceType`."""
 
     key: str
 
@@ -54,3 +55,18 @@ class CaptureSource(Protocol):
     def commands(self) -> dict[str, Callable[[dict[str, Any]], dict[str, Any]]]:
         """What it offers over MQTT and the admin API (a camera: `capture`)."""
         ...
+
+
+class SourceType(Protocol):
+    """A source's class: its key (`[capture.<key>]`), its section's model, whether a section
+    turns it on, and how it is built from (its section, the ingestor, reject)."""
+
+    @property
+    def key(self) -> str: ...
+
+    @property
+    def Config(self) -> type[BaseModel]: ...  # noqa: N802 (the section's model, a class)
+
+    def enabled(self, cfg: Any) -> bool: ...
+
+    def __call__(self, cfg: Any, ingestor: Ingest, reject: Reject) -> CaptureSource: ...

@@ -35,6 +35,7 @@ def _cv2() -> Any:
 
 class CameraSource:
     key = "camera"
+    Config = CameraCaptureConfig
 
     def __init__(self, cfg: CameraCaptureConfig, ingestor: Ingest, reject: Reject) -> None:
         self.cfg, self.ingestor = cfg, ingestor

@@ -52,6 +52,7 @@ def is_candidate(path: Path) -> bool:
 
 class FolderSource:
     key = "folder"
+    Config = FolderCaptureConfig
 
     def __init__(self, cfg: FolderCaptureConfig, ingestor: Ingest, reject: Reject) -> None:
         self.cfg, self.ingestor, self.reject = cfg, ingestor, reject

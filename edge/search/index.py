@@ -21,10 +21,10 @@ from typing import Any, NamedTuple, cast
 import tantivy
 
 from core.semantic import within_one_edit
+from edge.analysis import views
 from edge.search.engine import BESIDE, Filters, Hit, KeywordPage, QuerySyntaxError
 from edge.search.facets import Facets
 from edge.search.query import check_query, field_terms, phrased
-from edge.store import views
 from edge.store.records import Record
 
 log = logging.getLogger("s3e.index")
@@ -82,7 +82,7 @@ def utc(ts: float) -> dt.datetime:
 
 
 def document(r: Record, facets: Facets) -> tantivy.Document:
-    """What search sees of a record (`edge.store.views.index_fields`)."""
+    """What search sees of a record (`edge.analysis.views.index_fields`)."""
     f = views.index_fields(r)
     doc = tantivy.Document(
         id=f["id"],

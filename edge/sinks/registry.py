@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from importlib import metadata
 
-from edge import config
+from edge.config import register_section, unregister_section
 from edge.sinks import index
 from edge.sinks.mqtt import sink as mqtt
 from edge.sinks.plugin import SinkPlugin
@@ -21,7 +21,12 @@ _registered: dict[str, SinkPlugin] = {}
 def register(plugin: SinkPlugin) -> None:
     """Add a sink (its section is then validated as part of the config)."""
     _registered[plugin.key] = plugin
-    config.register_section(plugin.key, plugin.Config)
+    register_section(plugin.key, plugin.Config)
+
+
+def unregister(key: str) -> None:
+    _registered.pop(key, None)
+    unregister_section(key)
 
 
 def sink_plugins() -> list[SinkPlugin]:

@@ -15,9 +15,7 @@ migrations: `edge.store.schema`.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
-import os
 import queue
 import sqlite3
 import threading
@@ -27,6 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from edge.store.files import Files
 from edge.store.records import Analysis, Record
 from edge.store.schema import S3_ORIGINAL, create
 
@@ -56,25 +55,13 @@ class _Job:
         self.error: BaseException | None = None
 
 
-def _load_syncfs() -> Callable[[int], int] | None:
-    try:
-        return ctypes.CDLL(None, use_errno=True).syncfs  # type: ignore[no-any-return]
-    except (OSError, AttributeError):
-        return None  # not Linux: each file and folder is fsynced instead
-
-
-_SYNCFS = _load_syncfs()
-
-
 class Store:
     """Originals, derived files (thumbnail, masks) and the SQLite records of one device."""
 
     def __init__(self, data_dir: Path, device_id: str) -> None:
         self.root = Path(data_dir)
         self.device_id = device_id
-        for sub in ("originals", "derived", "rejected", "tmp"):
-            (self.root / sub).mkdir(parents=True, exist_ok=True)
-        self._clean_tmp()
+        self.files = Files(self.root)
         self.db_path = self.root / "records.sqlite3"
         self._db = sqlite3.connect(self.db_path, check_same_thread=False, isolation_level=None)
         self._db.row_factory = sqlite3.Row
@@ -93,13 +80,6 @@ class Store:
             self._closed = True
             self._db.close()
 
-    def _clean_tmp(self) -> None:
-        """Remove temp files of writers that died (a kill -9 mid-write); names end in the pid."""
-        for f in (self.root / "tmp").iterdir():
-            pid = f.name.rsplit(".", 2)[-2] if f.name.count(".") >= 2 else ""
-            if not pid.isdigit() or not _alive(int(pid)):
-                f.unlink(missing_ok=True)
-
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
@@ -114,40 +94,16 @@ class Store:
 
     # -- files -------------------------------------------------------------------------------
     def original_path(self, rid: str, ext: str) -> Path:
-        return self.root / "originals" / rid[:2] / f"{rid}.{ext}"
+        return self.files.original_path(rid, ext)
 
     def derived_path(self, rid: str, suffix: str) -> Path:
         """A derived file: "thumb.jpg", or an output's file (e.g. "mask.png")."""
-        return self.root / "derived" / rid[:2] / f"{rid}.{suffix}"
+        return self.files.derived_path(rid, suffix)
 
     def write_atomic(self, path: Path, data: bytes) -> None:
-        """Temp file in the same file system, then rename: no reader sees half a file. Not
-        durable yet: the caller hands `path` to a group commit (`_commit`), which makes it
-        durable before the rows that name it."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.root / "tmp" / f"{path.name}.{os.getpid()}.{threading.get_ident()}"
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-
-    def _sync_files(self, files: list[Path]) -> None:
-        """Make `files` (and their renames) durable: one syncfs for all of them."""
-        if _SYNCFS is not None:
-            fd = os.open(self.root, os.O_RDONLY)
-            try:
-                if _SYNCFS(fd) != 0:
-                    err = ctypes.get_errno()
-                    raise OSError(err, f"syncfs of {self.root}: {os.strerror(err)}")
-            finally:
-                os.close(fd)
-            return
-        for path in files:
-            fd = os.open(path, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        for folder in {p.parent for p in files} | {p.parent.parent for p in files}:
-            _fsync_dir(folder)
+        """No reader sees half a file; durable only once a group commit (`_commit`) has made
+        it so, before the rows that name it."""
+        self.files.write_atomic(path, data)
 
     def sweep_orphans(self) -> int:
         """Delete originals and derived files that no record names: a kill between writing an
@@ -246,7 +202,7 @@ class Store:
                 except queue.Empty:
                     break
             try:
-                self._sync_files([f for job in group for f in job.files])
+                self.files.sync([f for job in group for f in job.files])
                 with self._tx() as db:
                     for job in group:  # a job that fails fails alone
                         db.execute("SAVEPOINT job")
@@ -609,24 +565,6 @@ def held_if_free(lock: threading.RLock) -> Iterator[bool]:
 
 def _prefixed(alias: str) -> str:
     return ", ".join(f"{alias}.{c.strip()}" for c in _COLUMNS.split(","))
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _record(r: sqlite3.Row) -> Record:

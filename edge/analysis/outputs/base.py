@@ -4,7 +4,7 @@ An output plug-in is one class in one file: which bundle models it runs (per ima
 request for a query), how it runs them on a preprocessed image (in an analysis process), the
 typed fields it adds to a record, the blobs and derived files it stores, and how those fields
 read in every view of a record (labels, searchable text, facets, anomaly, out-of-domain). The
-views (`edge.store.views`) and the store never name an output; they go through this interface.
+views (`edge.analysis.views`) and the store never name an output; they go through this interface.
 """
 
 from __future__ import annotations

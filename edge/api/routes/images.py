@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Response
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
 from starlette.concurrency import run_in_threadpool
 
+from edge.analysis import views
 from edge.analysis.outputs import OUTPUTS
 from edge.analysis.outputs.caption import attention_maps
 from edge.api.context import ApiContext, context
@@ -19,7 +20,6 @@ from edge.capture.base import printable
 from edge.ingest.imaging import attention_png, media_type
 from edge.search import semantic
 from edge.search.vectors import VectorIndex
-from edge.store import views
 from edge.store.store import Store
 
 router = APIRouter()

@@ -1,5 +1,5 @@
 """The MQTT contract: topics and the payloads' JSON Schema (`docs/mqtt.schema.json`); the
-payloads themselves are rendered by `edge.store.views`.
+payloads themselves are rendered by `edge.analysis.views`.
 
 Every payload carries `schema` (its version), the record `id` (the sha256 of the original) and
 its `revision`, so a subscriber drops the duplicates at-least-once delivery allows, `(device,
@@ -14,8 +14,8 @@ from typing import Any
 
 from PIL import Image
 
+from edge.analysis.views import SCHEMA_VERSION
 from edge.config import MqttConfig
-from edge.store.views import SCHEMA_VERSION
 
 
 class Topics:

@@ -18,13 +18,13 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
+from edge.analysis import views
 from edge.config import EdgeConfig, MqttConfig
 from edge.parts import BasePart
 from edge.sinks.mqtt import events
 from edge.sinks.mqtt.link import MqttLink, wait_acked
 from edge.sinks.plugin import Context
 from edge.sinks.worker import SinkWorker
-from edge.store import views
 from edge.store.records import Record
 from edge.store.store import Store
 
