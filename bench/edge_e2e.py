@@ -13,7 +13,7 @@ analysis worker with 2 interpreter threads, 1 with 1, and 2 workers with 1 threa
 the re-analysis rate: the same records analysed again with the other bundle of the domain,
 through a bundle swap.
 
-The speed of a shared 2-core machine drifts by a fifth within a minute, so the ratio is not
+The speed of a shared 2-core machine drifts within a minute, so the ratio is not
 one daemon run over one models-alone run minutes apart: `--rounds` times, the models alone run
 right before and right after a daemon run (2 workers x 1 thread), and the reported ratio is
 the median over rounds of the daemon's rate over the mean of its two neighbours. For context,

@@ -55,13 +55,13 @@ from s3_servers import Moto
 from cloud_sync import keys
 from cloud_sync.client import make_client
 from cloud_sync.config import S3Config
+from edge.analysis import views
 from edge.analysis.analyser import Analyser
 from edge.analysis.bundle import Bundle, load_bundle
 from edge.config import ModelConfig
 from edge.ingest.imaging import decode, preprocess
 from edge.search.engine import Filters, SearchRequest
 from edge.sinks.mqtt import events
-from edge.store import views
 from edge.store.records import Analysis, Record
 from fleet.archive import Archive, row, schema, vector_dims
 from fleet.config import load_config

@@ -1,12 +1,9 @@
 """Times HTTP requests from a process of its own, as a browser or another program would ask.
 
 A client in the server's own process competes with it for the interpreter lock: its request
-building and JSON parsing then count as the server's latency (at 100k records on 2 cores,
-hybrid `/search` p99 with the client inside against outside: 13.6 against 11.9 ms in one run,
-21.8 against 13.5 in the next). For the same reason it is the standard library's
-`http.client` on one kept-alive connection, not httpx: httpx's own work a request counted
-too (against one server at 1M records, alternating clients: `/healthz` p50 0.71-0.81 against
-0.95-1.22 ms, `/similar` p50 2.2-3.9 against 3.4-4.6 ms).
+building and JSON parsing then count as the server's latency, and by an amount that varies
+from run to run. For the same reason it is the standard library's `http.client` on one
+kept-alive connection, not httpx: httpx's own work a request would count too.
 
     python bench/http_client.py < spec.json
 

@@ -1,1 +1,1 @@
-"""S3E cloud sync (issue 6): originals to S3, durable and idempotent."""
+"""S3E cloud sync: a device's originals and their sidecars to S3, durable and idempotent."""

@@ -1,7 +1,7 @@
 """The local quota on originals: over it, delete the oldest originals already confirmed in S3.
 
-Only the original goes. The record, thumbnail and mask stay, so search and the heat-maps work
-as before, and `/images/{id}` redirects to a presigned S3 URL. An original not yet synced is
+Only the original goes. The record, thumbnail and mask stay, so search and the heat-maps still
+work, and `/images/{id}` redirects to a presigned S3 URL. An original not yet synced is
 never deleted, whatever the quota says: the quota yields, and says so.
 """
 

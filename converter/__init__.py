@@ -1,1 +1,1 @@
-"""S3E model converter (issue 3): TFLite quantization, GPU-delegate check, ONNX, bundles."""
+"""S3E model converter: trained models to verified device bundles (TFLite, GPU check, ONNX)."""

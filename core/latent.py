@@ -9,8 +9,8 @@ weights (and in every bundle), so evaluation and the device read the same number
   finding (labels input zero), so a finding the decoder is told is absent shows as residual;
   and there it is at least the strongest finding's probability over its threshold, since an
   image the label head finds a finding in is not a normal one even where the decoder draws the
-  finding well enough to leave little residual (chest: the residual alone ranks findings
-  above normal images with AUROC 0.91, with the label head 1.00);
+  finding well enough to leave little residual (chest: the residual alone ranks some findings
+  below normal images; the label head separates them);
 - out of domain, for a models folder without a domain model (`core.domain`, which decides
   when there is one): the larger of two ratios to their `ood_percentile` on training images,
   the mean squared reconstruction error and the Mahalanobis distance of the latent mean. An image

@@ -4,7 +4,7 @@ regions, validation after each epoch, the best epoch kept.
 Attention supervision (Liu et al., "Attention Correctness in Neural Image Captioning", AAAI
 2017): a caption word that names an instance (a span of the data's `grounding`, or a category
 name from `instances.json`) should attend to that instance's cells. Without instances the
-captioner trains as before, unsupervised.
+captioner trains unsupervised.
 """
 
 from __future__ import annotations
@@ -226,9 +226,10 @@ def _validate(
     of grounded words on up to VALIDATION_IMAGES images. The score to maximise is BLEU-4, times
     (1 + the pointing rate) where attention is `supervised`, minus a hundredth of the loss (a
     tie-break once captions are right). The product, not a sum: pointing is measured on the
-    few located words an untrained decoder emits, and a sum chose such an epoch (BLEU-4 0.19,
-    pointing 0.98) over every later one. Unsupervised attention is chosen on its captions, as
-    on data without regions: pointing is what supervision adds, not a target of its own."""
+    few located words an untrained decoder emits, so an early epoch with poor captions can
+    point almost perfectly, and a sum would prefer it to every later one. Unsupervised
+    attention is chosen on its captions, as on data without regions: pointing is what
+    supervision adds, not a target of its own."""
     ce, n = 0.0, 0
     for i in range(0, len(val), 256):
         rows = val[i : i + 256]

@@ -19,7 +19,8 @@ log = logging.getLogger("s3e-train")
 
 class _Help(argparse.ArgumentDefaultsHelpFormatter):
     """Says a flag's default where it has one. A flag without one (None) leaves the choice to
-    the models folder's config, and its help says what that is: "(default: None)" misled."""
+    the models folder's config, and its help says what that is: "(default: None)" would
+    mislead."""
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
         return action.help if action.default is None else super()._get_help_string(action)

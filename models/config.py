@@ -47,8 +47,8 @@ class CaptionerConfig:
     """Weight of the doubly stochastic attention penalty (Show, Attend and Tell, eq. 14)."""
     sentinel: bool = False
     """A visual sentinel (adaptive attention): words may say they do not look at the image.
-    `s3e-train fit` turns it on for new captioners with attention; off here so configs written
-    before it existed load as they were trained."""
+    `s3e-train fit` turns it on for new captioners with attention; off here so a config that
+    does not name it rebuilds the captioner its weights belong to."""
     grounding_weight: float = 1.0
     """Weight of attention supervision from instance regions, where the data has them."""
     synonyms: dict[str, list[str]] = field(default_factory=dict)

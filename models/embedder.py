@@ -36,9 +36,9 @@ def build_region_projection(cfg: EmbedderConfig, features: int, regions: int) ->
     place ("single", "above", "right of") match it, while a region vector only knows its
     own neighbourhood. Its head's size is the config's (`layout_cells`, `layout_hidden`): the
     shapes model needs two wide layers, since a relation is a conjunction over cells (a
-    square, and something in a column to its left); with one of 96 it ranked "single" and
-    "square right" at precision@10 0.3 and 0.5. On chest the wider head did worse (0.95
-    against 0.995: "no", "normal"), so the default stays one layer."""
+    square, and something in a column to its left); with one of 96 it ranks "single" and
+    "square right" poorly. On chest the wider head does worse (on "no" and "normal"), so the
+    default stays one layer."""
     inp = keras.Input((regions, features), name="regions")
     x = layers.Dense(cfg.dim * 2, activation="relu", name="region_hidden")(inp)
     x = layers.Dense(cfg.dim, name="region_project")(x)

@@ -210,7 +210,8 @@ def _ablation(
 
 
 def check_minimums(domain: str, report: dict[str, Any]) -> dict[str, Any]:
-    """The issues' minimums for `domain` against the report: value, bound, ok."""
+    """The required minimums (and maximums) for `domain` against the report: value, bound,
+    ok."""
     out: dict[str, Any] = {}
     for bounds, kind in ((MINIMUMS, "minimum"), (MAXIMUMS, "maximum")):
         for key, bound in bounds.get(domain, {}).items():

@@ -126,7 +126,7 @@ def model_card(domain: str, report: dict[str, Any], seconds: dict[str, float], r
         "/ its 95th percentile on normal training images, and at least the strongest finding's "
         "probability / its threshold (the residual alone ranks findings above normal images "
         "with AUROC about 0.91).",
-        "- out of domain (`models/domain.py`, `s3e-train fit domain`): Mahalanobis distance of "
+        "- out of domain (`core/domain.py`, `s3e-train fit domain`): Mahalanobis distance of "
         "six signals (input complexity and roughness, VAE reconstruction error and latent "
         "distance, segmenter entropy, distance of the captioner encoder's mean region feature) "
         "above its 99.5th percentile on the training images.",

@@ -1,8 +1,8 @@
 """Images that are not of a domain, to measure out-of-domain abstention: the photographs and
 textures scikit-image ships, generated textures and noise, and the other domain's images; and
-a second set, `unseen`, made after the domain model's signals were chosen looking at the
-first, so that one check is on strangers nobody tuned against (crops and rotated negatives of
-the photographs, smooth noise, scribbles, text, discs on noise, gratings).
+a second set, `unseen`, that the domain model's signals are not chosen against, so that one
+check is on strangers nobody tuned against (crops and rotated negatives of the photographs,
+smooth noise, scribbles, text, discs on noise, gratings).
 
 Each is an upright uint8 array (grey or RGB) at its own size; the caller resizes it the way
 the device does.

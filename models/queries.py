@@ -1,7 +1,7 @@
 """The search queries a held-out split asks, with their right answers, and the vocabulary's
 typo correction: the model's evaluation and the daemon's (over HTTP) ask the very same ones.
 
-Kinds of query (the semantic-search issue's minimums):
+Kinds of query (each with a minimum in `models.search_eval`):
 - `words`: every content word and two-word phrase of the references found in 3-80% of the
   images; relevant = the word or phrase is in one of the image's references;
 - `typos`: one deterministic one-edit slip of each single word that the vocabulary corrects

@@ -22,7 +22,7 @@ from models.queries import QuerySet, Ranker, build_queries, pointing, precision_
 from models.store import load_captioner, load_embedder
 
 MINIMUMS = {"words": 0.95, "typos": 0.90, "bound": 0.90, "pointing": 0.85}
-"""The semantic-search issue's minimums (precision@10 per kind; query-noun pointing)."""
+"""What semantic search must reach (precision@10 per kind; query-noun pointing)."""
 
 
 def image_vectors(folder: Path, cfg: ModelsConfig, images: np.ndarray) -> np.ndarray:

@@ -80,7 +80,8 @@ def split_indices(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.nd
 
 
 GRACE_EPOCHS = 3
-"""Early epochs' validation scores swing; the rate is not halved nor the fit stopped before."""
+"""Early epochs' validation scores swing; neither halving the rate nor stopping happens within
+the first GRACE_EPOCHS epochs."""
 
 
 def jitter(x: tf.Tensor, mirror: bool) -> tf.Tensor:

@@ -34,7 +34,7 @@ def _label_head(cfg: VAEConfig, x: keras.KerasTensor) -> keras.KerasTensor:
     """q(y|x), M2's classifier, a network of its own: labels say what is present, not where,
     so convolutions (with batch norm) end in the strongest and the mean response anywhere. The
     same weights serve every position, which is what lets a few hundred labelled images teach
-    them; shared with the VAE's unnormalised trunk it learned ten times slower."""
+    them; a trunk shared with the VAE's unnormalised encoder learns them far more slowly."""
     for i, (f, stride) in enumerate(((32, 2), (64, 2), (64, 1), (64, 1))):
         x = layers.Conv2D(
             f, 3, strides=stride, padding="same", use_bias=False, name=f"label_conv{i}"

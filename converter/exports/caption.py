@@ -24,10 +24,10 @@ from models.store import has_model, load_captioner
 
 STEP_IN_INT8 = "float16"
 """How an int8 bundle stores the recurrent decoder step. Full int8 activations compound their
-error over a caption's words (mean |logit error| 0.07 vs 0.011 on the chest step); int16
-activations were faithful but ran on reference kernels, about 7x slower than float16 on the CPU
-(0.23 against 0.03 ms a step, the step's `int8` rows in `bench/results/convert-*.json`);
-float16 weights run on XNNPACK's float kernels, and the step is 0.8 MB as shipped."""
+error over a caption's words; int16 activations are faithful but run on reference kernels,
+several times slower than float16 on the CPU (`bench/convert.py` measures each precision);
+float16 weights run on XNNPACK's float kernels, and the step is small enough that float16
+costs little in size."""
 
 
 class CaptionExport(Export):

@@ -28,9 +28,9 @@ from models.store import has_model, load_captioner, load_embedder
 WORDS_ASSET = "embedder_words.json"
 REGIONS_IN_INT8 = "float16"
 """How an int8 bundle stores the region projection. With int8 activations the shapes
-projection's whole-image head (2048 -> 192 -> 96 -> 48) lost precision@10 of words through
-the daemon, 0.956 -> 0.906 on 400 held-out images (`bench/search_quality.py`); float16 kept
-0.956, and the projection is 0.9 MB. The captioner encoder it reads from stays int8."""
+projection's whole-image head (2048 -> 192 -> 96 -> 48) loses precision@10 of words through
+the daemon (`bench/search_quality.py` measures it); float16 keeps it, and the projection is
+small. The captioner encoder it reads from stays int8."""
 
 
 class EmbeddingExport(Export):
