@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +11,6 @@ from typing import Any
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="session")
@@ -28,21 +25,6 @@ def chest_small(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from models.data.dataset import write_dataset
 
     return write_dataset("chest", 96, 7, tmp_path_factory.mktemp("data") / "chest")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_until(predicate: Callable[[], object], timeout: float = 30.0, what: str = "") -> None:
-    """Poll until `predicate()` is truthy; fail with `what` after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what or predicate}")
-        time.sleep(0.05)
 
 
 @pytest.fixture
@@ -103,4 +85,4 @@ def chest_images(chest_small: Path) -> dict[str, Any]:
 
 
 # The S3 servers' fixtures (Swift, moto, the fault proxy), for every test module.
-from s3_servers import fault_proxy, moto_server, swift  # noqa: E402, F401
+from support.s3_servers import fault_proxy, moto_server, swift  # noqa: E402, F401

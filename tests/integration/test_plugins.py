@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import wait_until
+from support.common import wait_until
 from support.tally_sink import TallyPart
 from support.tally_sink import plugin as tally
 from support.ticker_source import TickerSource

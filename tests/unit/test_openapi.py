@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import ROOT
+from support.common import ROOT
 
 from edge.cli.main import openapi_schema
 

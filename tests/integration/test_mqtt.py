@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ROOT, wait_until
 from jsonschema import Draft202012Validator
-from mqtt_broker import Broker, Collector, make_ca
+from support.common import ROOT, wait_until
+from support.mqtt_broker import Broker, Collector, make_ca
 
 from edge.sinks.mqtt.events import json_schema
 

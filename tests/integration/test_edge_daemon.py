@@ -14,8 +14,8 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from conftest import wait_until
 from PIL import Image
+from support.common import wait_until
 
 
 def client(d: Any, token: str = "") -> httpx.Client:

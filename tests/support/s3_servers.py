@@ -18,6 +18,7 @@ import subprocess
 import threading
 import time
 import urllib.request
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -520,3 +521,26 @@ def fault_proxy() -> Iterator[Callable[[str], FaultProxy]]:
     yield make
     for proxy in proxies:
         proxy.stop()
+
+
+def new_bucket(server: Any) -> str:
+    name = f"t-{uuid.uuid4().hex[:12]}"
+    server.client().create_bucket(Bucket=name)
+    return name
+
+
+def s3_section(server: Any, bucket: str, endpoint: str = "", **more: Any) -> dict[str, Any]:
+    return {
+        "bucket": bucket,
+        "endpoint_url": endpoint or server.endpoint,
+        "region": server.region,
+        "access_key_id": server.access_key,
+        "secret_access_key": server.secret_key,
+        "addressing_style": "path",
+        "backoff_min_s": 0.05,
+        "backoff_max_s": 0.5,
+        "attempts": 3,
+        "connect_timeout_s": 2,
+        "read_timeout_s": 10,
+        **more,
+    }

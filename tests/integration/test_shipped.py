@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
+from support.common import ROOT
 
 from edge.analysis.analyser import Analyser
 from edge.analysis.bundle import load_bundle
@@ -17,7 +18,6 @@ from models.data.dataset import load_dataset, write_dataset
 from models.ood import ood_images
 from models.reproduce import RECIPES
 
-ROOT = Path(__file__).resolve().parent.parent
 FRESH_SEED = 31337
 CAPTION_METRICS = {"BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "ROUGE-L", "CIDEr"}
 

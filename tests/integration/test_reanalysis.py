@@ -19,12 +19,11 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import ROOT, free_port, wait_until
-from mqtt_broker import Broker, Collector
 from PIL import Image
-from s3_servers import FaultProxy
-from test_cloud_sync import new_bucket, s3_section
-from test_edge_process import db_count, healthy, write_config
+from support.common import ROOT, free_port, wait_until
+from support.mqtt_broker import Broker, Collector
+from support.processes import db_count, healthy, write_config
+from support.s3_servers import FaultProxy, new_bucket, s3_section
 
 from edge.analysis.bundle import load_bundle
 from edge.store.schema import S3_ORIGINAL

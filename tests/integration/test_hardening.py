@@ -18,9 +18,9 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from conftest import ROOT, wait_until
-from hostile import encoded, jpeg_claiming, png_claiming, png_zeros
 from PIL import Image
+from support.common import ROOT, wait_until
+from support.hostile import encoded, jpeg_claiming, png_claiming, png_zeros
 
 from edge.api.guard import MAX_HEAD_BYTES
 from edge.ingest.imaging import DecodeBudget, ImageRejectedError, decode

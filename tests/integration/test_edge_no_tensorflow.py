@@ -13,8 +13,8 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import ROOT, wait_until
-from test_edge_process import free_port, healthy, write_config
+from support.common import ROOT, free_port, wait_until
+from support.processes import healthy, write_config
 
 pytestmark = pytest.mark.slow
 

@@ -10,10 +10,10 @@ from typing import Any
 
 import httpx
 import pytest
-from brightness_output import BrightnessOutput
-from conftest import wait_until
-from mqtt_broker import Broker, Collector
-from test_cloud_sync import new_bucket, s3_section
+from support.brightness_output import BrightnessOutput
+from support.common import wait_until
+from support.mqtt_broker import Broker, Collector
+from support.s3_servers import new_bucket, s3_section
 
 from cloud_sync.keys import sidecar_key
 from edge.analysis import outputs

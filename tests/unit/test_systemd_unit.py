@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from support.common import ROOT
 
 UNIT = ROOT / "systemd" / "s3e-edge.service"
 

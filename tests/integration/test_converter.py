@@ -19,8 +19,6 @@ from converter.tflite_model import OpInfo
 from edge.analysis.bundle import BundleError, load_bundle
 from models.cli import run as train_cli
 
-ROOT = Path(__file__).resolve().parent.parent
-
 
 @pytest.fixture(scope="module")
 def tiny_models(chest_small: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -15,10 +15,11 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
-from conftest import free_port
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+
+from support.common import free_port
 
 
 class Broker:

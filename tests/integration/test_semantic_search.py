@@ -19,9 +19,9 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from conftest import ROOT, free_port, wait_until
-from records import fill_analysed
-from test_edge_process import healthy, write_config
+from support.common import ROOT, free_port, wait_until
+from support.processes import healthy, write_config
+from support.records import fill_analysed
 
 from core.semantic import word_maps
 from core.tokens import tokenize

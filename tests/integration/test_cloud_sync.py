@@ -13,17 +13,16 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from conftest import ROOT, wait_until
-from mqtt_broker import Broker, Collector
-from records import fill_analysed as fill
-from s3_servers import FaultProxy
+from support.common import ROOT, wait_until
+from support.mqtt_broker import Broker, Collector
+from support.records import fill_analysed as fill
+from support.s3_servers import FaultProxy, new_bucket, s3_section
 
 from cloud_sync.config import S3Config
 from cloud_sync.keys import original_key, sidecar_key, thumbnail_key
@@ -36,29 +35,6 @@ from edge.store.schema import S3_ORIGINAL
 from edge.store.store import Store
 
 DEVICE = "sync-edge"
-
-
-def new_bucket(server: Any) -> str:
-    name = f"t-{uuid.uuid4().hex[:12]}"
-    server.client().create_bucket(Bucket=name)
-    return name
-
-
-def s3_section(server: Any, bucket: str, endpoint: str = "", **more: Any) -> dict[str, Any]:
-    return {
-        "bucket": bucket,
-        "endpoint_url": endpoint or server.endpoint,
-        "region": server.region,
-        "access_key_id": server.access_key,
-        "secret_access_key": server.secret_key,
-        "addressing_style": "path",
-        "backoff_min_s": 0.05,
-        "backoff_max_s": 0.5,
-        "attempts": 3,
-        "connect_timeout_s": 2,
-        "read_timeout_s": 10,
-        **more,
-    }
 
 
 def service(store: Store, server: Any, bucket: str, endpoint: str = "", **more: Any) -> Any:

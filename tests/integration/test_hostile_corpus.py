@@ -13,9 +13,9 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import wait_until
-from hostile import folder_extras, good_images, hostile
-from test_edge_process import db_count, healthy, start, write_config
+from support.common import wait_until
+from support.hostile import folder_extras, good_images, hostile
+from support.processes import db_count, healthy, start, write_config
 
 from edge.config import EdgeConfig
 from edge.ingest.imaging import ImageRejectedError, decode

@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import wait_until
 from PIL import Image
+from support.common import wait_until
 
 from edge.ingest.imaging import ImageRejectedError, decode, preprocess
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import wait_until
+from support.common import wait_until
 
 from edge.config import parse_config
 from edge.daemon import Daemon

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import wait_until
+from support.common import wait_until
 
 from edge.metrics import Metrics
 from edge.sinks.worker import SinkWorker

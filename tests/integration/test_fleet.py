@@ -21,9 +21,9 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import ROOT, free_port, wait_until
-from mqtt_broker import Broker
-from test_cloud_sync import new_bucket, s3_section
+from support.common import ROOT, free_port, wait_until
+from support.mqtt_broker import Broker
+from support.s3_servers import new_bucket, s3_section
 
 from edge.analysis.bundle import load_bundle
 from edge.config import ConfigError, parse_config
