@@ -7,7 +7,7 @@ DEVICE := $(VENV)/.device-stamp
 FULL := $(VENV)/.full-stamp
 DEMO := var/demo
 
-.PHONY: install run test lint format models system-deps clean
+.PHONY: install run test test-fast lint format models system-deps clean
 
 # The device side alone (no TensorFlow): what `make run` needs.
 $(DEVICE): pyproject.toml
@@ -46,9 +46,15 @@ format: $(FULL)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-# pytest exits 5 when it collects no test: that is a failure here, said plainly.
+# Everything: lint, types, the unit tier and the integration tier (real servers, daemons,
+# Chromium, a few training steps). pytest exits 5 when it collects no test: a failure here.
 test: system-deps lint
-	@$(BIN)/python -m pytest; rc=$$?; \
+	@$(BIN)/python -m pytest tests; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; fi; exit $$rc
+
+# The edit-test loop: the unit tier only (no services, no daemon, no training).
+test-fast: $(FULL)
+	@$(BIN)/python -m pytest tests/unit; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; fi; exit $$rc
 
 # Retrain the shipped models from scratch (see the model cards for the time per domain).
