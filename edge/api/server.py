@@ -22,8 +22,7 @@ log = logging.getLogger("s3e.http")
 
 class HttpServer:
     """uvicorn with deadlines for slow clients and caps on connections, on uvloop (libuv's
-    event loop: `/healthz` over HTTP 0.73-0.77 against 0.90-0.93 ms p50 on asyncio's, 2
-    cores)."""
+    event loop, quicker per request than asyncio's)."""
 
     def __init__(self, app: Any, cfg: HttpConfig) -> None:
         config = uvicorn.Config(
@@ -45,8 +44,8 @@ class HttpServer:
         """Start serving; the bound port (useful with port 0).
 
         What exists by now lives as long as the daemon (models, indexes, the app): frozen out
-        of the garbage collector's view, a full collection no longer walks it in the middle
-        of a request (a 55-ms pause in a 100k-record search benchmark, 8 ms after)."""
+        of the garbage collector's view, so a full collection does not walk it in the middle
+        of a request (a pause of tens of milliseconds at 100k records)."""
         gc.collect()
         gc.freeze()
         self.thread.start()

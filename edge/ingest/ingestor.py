@@ -2,8 +2,8 @@
 
 Hashing, decoding, preprocessing, the thumbnail and writing the files run in a small pool of
 threads (`ingest.workers`; the heavy parts release the GIL); the store makes the files durable
-and commits the rows in groups, so one slow fsync no longer sets the pace for every image.
-"Accepted" still means durable: `ingest` (an upload's 201) and a `submit`'s future (a folder
+and commits the rows in groups, so one slow fsync does not set the pace for every image.
+"Accepted" means durable: `ingest` (an upload's 201) and a `submit`'s future (a folder
 file's removal) complete only after the original is durable and its row committed. The
 preprocessed array is kept in a small cache so the analyser does not decode twice; after a
 restart, or for a re-analysis, it decodes the stored original again.

@@ -2,10 +2,11 @@
 ("similar images": an HNSW index, usearch) and the semantic profile (the first stage of
 semantic ranking: an exact scan of one column per query word).
 
-Why two kinds: HNSW finds a latent's neighbours with recall@10 0.99 (1M records, the last
-`bench/search.py` run), but a query's profile (1 on each query word, 0 elsewhere) lies far
-from every image's profile, and HNSW's graph walk then finds 6-50% of the true top 10 even
-searching 2048 wide; summing a few columns of a float32 matrix is exact, and fast enough.
+Why two kinds: HNSW finds a latent's neighbours with a recall@10 near 0.99 (`bench/search.py`
+measures it at 1M records), but a query's profile (1 on each query word, 0 elsewhere) lies
+far from every image's profile, and HNSW's graph walk then misses most of the true top 10
+even searching very wide; summing a few columns of a float32 matrix is exact, and fast
+enough.
 
 An index is derived data, like the Tantivy index beside it: it follows the store by a cursor
 (the store's `analysed_seq`), so a record analysed again replaces its vector, and after a
@@ -38,16 +39,10 @@ saved cursor says where to catch up from."""
 CONNECTIVITY = 32
 EXPANSION_ADD = 256
 EXPANSION_SEARCH = 160
-"""HNSW graph degree and breadths. On 32-d Gaussian latents (the hardest case: no structure)
-at 1M, recall@10 against brute force with degree 16 was 0.87 at search breadth 128 and
-needed 512 for 0.98. With degree 32, a graph built at breadth 128 reaches 0.971 / 0.979 /
-0.985 / 0.990 searching at 128 / 160 / 192 / 256, one built at 256 0.985 / 0.988 / 0.992 /
-0.995 (300 queries). Building at 256 takes ~1.4x as long (`bench/search.py`'s 1M build: 635
-against 441 s on 2 cores); an add of one vector, as the daemon makes them, takes 1.8 ms p50
-at 1M. Searching at 160: recall@10 0.989 over 500 queries at 1M (128: 0.985, 192: 0.991;
-a block of 50 queries ranged 0.974-1.0), and `/similar` over HTTP at 1M, one server
-switching breadths between rounds: 1.8 ms of CPU a request against 2.3 at 192, p99 3.1-3.4
-against 3.7-4.5 ms."""
+"""HNSW graph degree and breadths, chosen on 32-d Gaussian latents (the hardest case: no
+structure) at 1M records: degree 16 needs a very wide search for a recall@10 of 0.98, degree
+32 built at breadth 256 reaches it searching at 160, and a wider search costs CPU for little
+more recall. `bench/search.py` measures recall and time at 1M."""
 
 
 class Backend(Protocol):
@@ -84,7 +79,7 @@ class Hnsw:
     @classmethod
     def load(cls, path: Path, metric: str) -> Hnsw:
         """The saved graph; one of another degree is rebuilt. The breadths are not saved with
-        it (a restored index searched at usearch's default, 64, until this was set)."""
+        it (a restored index would search at usearch's default, 64)."""
         index = _usearch().Index.restore(str(path))
         if index is None:
             raise ValueError(f"{path}: not a usearch index")
@@ -118,11 +113,10 @@ class Hnsw:
 class Columns:
     """Exact inner product for sparse queries of equal weights (a profile query: 1/k on each
     of k words): vectors as float32 columns, one row per dimension, so a query reads k rows
-    and sums them, scaling only the top k (at 1M records, `bench/search.py`'s semantic
-    queries scan in 1.2 ms p50, against 2.5 when each row was multiplied by its weight first;
-    a one-word query reads its row in place). Distance = 1 - product. float32, not
-    float16: numpy converts float16 at ~1.8 ms a row of 1M, which was most of a search (48
-    words: 192 bytes an image)."""
+    and sums them, scaling only the top k rather than every row by its weight (a one-word
+    query reads its row in place). Distance = 1 - product. float32, not float16: numpy's
+    float16 conversion of a row would cost most of a search (48 words: 192 bytes an
+    image)."""
 
     suffix = ".npz"
 
@@ -185,7 +179,7 @@ class Columns:
 
 def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     """Indices of the k largest scores, largest first. The k-th largest of a sample bounds
-    the candidates first: at 1M scores, 0.6 ms against 3.1 for a partition of them all.
+    the candidates first, several times faster than a partition of them all.
     Exact: every score at or over the bound is a candidate, and when k are, the k largest
     are among them."""
     n = len(scores)
