@@ -1,5 +1,5 @@
 """What the docs say is what the code does: the schemas in docs/ (HTTP, MQTT), and the
-config examples in the README."""
+config examples in the README and docs/."""
 
 from __future__ import annotations
 
@@ -27,13 +27,18 @@ def test_docs_mqtt_schema_matches_the_code():
     )
 
 
-def test_every_toml_example_in_the_readme_is_a_valid_config():
+def test_every_toml_example_in_the_docs_is_a_valid_config():
     import re
     import tomllib
 
     from edge.config import parse_config
 
-    blocks = re.findall(r"```toml\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    blocks = [
+        (page.name, block)
+        for page in pages
+        for block in re.findall(r"```toml\n(.*?)```", page.read_text(), re.S)
+    ]
     assert len(blocks) >= 2
-    for block in blocks:
-        parse_config(tomllib.loads(block), "README.md")
+    for name, block in blocks:
+        parse_config(tomllib.loads(block), name)
