@@ -9,31 +9,12 @@ from typing import Any
 
 import numpy as np
 import pytest
+from support.common import wait_until
 
 from edge.config import CameraCaptureConfig
 
 cv2 = pytest.importorskip("cv2", reason="the camera source needs OpenCV (test extra)")
-
-
-def write_video(
-    path: Path, seconds: int, fps: int = 10, cut_at: float | None = None, period: int = 5
-) -> Path:
-    """An MJPG AVI: a grey frame flickering by a few levels (with `period`), that cuts to a
-    noise pattern at `cut_at`."""
-    out = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (64, 48))
-    assert out.isOpened()
-    rng = np.random.default_rng(0)
-    pattern = rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)
-    for i in range(seconds * fps):
-        t = i / fps
-        frame = np.full((48, 64, 3), 60 + i % period, np.uint8)
-        frame[0, 0] = i % 256  # every frame its own bytes
-        if cut_at is not None and t >= cut_at:
-            frame = pattern.copy()
-            frame[0, 0] = i % 256
-        out.write(frame)
-    out.release()
-    return path
+from support.media import write_video  # noqa: E402
 
 
 class Collector:
@@ -107,8 +88,6 @@ def test_camera_frames_reach_the_index(edge_config: Any, daemon_factory: Any, tm
     d = daemon_factory(
         edge_config(capture__camera__url=str(video), capture__camera__interval_s=1.0)
     )
-    from conftest import wait_until
-
     wait_until(lambda: d.indexes.keyword.num_docs == 4, 30, "4 camera frames indexed")
     rec = next(d.store.iter_analysed())
     assert rec.source == "camera" and rec.ext == "jpg" and rec.analysis["caption"]["text"]

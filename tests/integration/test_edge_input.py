@@ -1,83 +1,18 @@
 """Bad input: each kind gets one clear log line, a count in /metrics, the file moved to
-`rejected/` with its reason, and the daemon goes on. Plus decoding details (EXIF, 16-bit)."""
+`rejected/` with its reason, and the daemon goes on; a file is taken only once written."""
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 import shutil
-import struct
 import time
-import zlib
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
-from PIL import Image
+from support.bad_images import jpeg_bytes, png_header_only
 from support.common import wait_until
-
-from edge.ingest.imaging import ImageRejectedError, decode, preprocess
-
-
-def png_header_only(width: int, height: int) -> bytes:
-    """A PNG that claims width x height pixels but carries almost no data: a decompression bomb
-    as a decoder first sees it, made without allocating the pixels."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(data))
-            + kind
-            + data
-            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-        )
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    idat = zlib.compress(b"\x00" * 1024)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
-
-
-def jpeg_bytes(size: tuple[int, int] = (80, 40), **save: Any) -> bytes:
-    buf = io.BytesIO()
-    rng = np.random.default_rng(0)
-    Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).save(
-        buf, "JPEG", **save
-    )
-    return buf.getvalue()
-
-
-@pytest.mark.parametrize(
-    ("data", "kind"),
-    [
-        (b"", "empty"),
-        (jpeg_bytes()[:300], "corrupt"),
-        (png_header_only(20000, 20000), "too_large"),
-        (b"hello, I am a text file\n" * 10, "not_an_image"),
-    ],
-    ids=["zero-byte", "truncated-jpeg", "decompression-bomb", "text-as-jpg"],
-)
-def test_decode_refuses_bad_input_with_its_kind(data: bytes, kind: str):
-    with pytest.raises(ImageRejectedError) as e:
-        decode(data, max_pixels=64_000_000)
-    assert e.value.kind == kind and e.value.reason
-
-
-def test_exif_orientation_is_honoured():
-    exif = Image.Exif()
-    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
-    got = decode(jpeg_bytes((80, 40), exif=exif.tobytes()), 10**8)
-    assert (got.width, got.height) == (40, 80)
-
-
-def test_sixteen_bit_greyscale_is_scaled_not_clipped():
-    x = (np.linspace(0, 65535, 64 * 64).reshape(64, 64)).astype(np.uint16)
-    buf = io.BytesIO()
-    Image.fromarray(x).save(buf, "PNG")
-    got = decode(buf.getvalue(), 10**8)
-    arr = preprocess(got.image, {"size": 64, "color_mode": "L", "scale": 1 / 255})
-    assert arr.shape == (64, 64, 1)
-    assert arr.min() == 0.0 and arr.max() > 0.99 and 0.4 < arr.mean() < 0.6
 
 
 def test_every_kind_of_bad_file_is_moved_to_rejected_and_the_daemon_goes_on(

@@ -33,7 +33,7 @@ def vm_hwm_mb(pid: int) -> float:
 
 @pytest.fixture
 def corpus_daemon(tmp_path: Path) -> Any:
-    from conftest import free_port
+    from support.common import free_port
 
     port = free_port()
     (tmp_path / "inbox").mkdir()

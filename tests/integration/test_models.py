@@ -124,9 +124,9 @@ def test_fit_cli_trains_saves_weights_config_and_falling_history(
 
 
 def test_user_coco_folder_goes_through_fit_and_eval_unchanged(tmp_path: Path) -> None:
-    from test_dataset import _user_folder
+    from support.media import user_folder
 
-    data = _user_folder(tmp_path / "user", n=8)
+    data = user_folder(tmp_path / "user", n=8)
     out = tmp_path / "models"
     assert run(["fit", "captioner", "--data", str(data), "--out", str(out), "--epochs", "2"]) == 0
     cfg = ModelsConfig.load(out)
@@ -142,9 +142,9 @@ def test_user_coco_folder_goes_through_fit_and_eval_unchanged(tmp_path: Path) ->
 def test_fit_segmenter_without_masks_is_a_clear_error(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from test_dataset import _user_folder
+    from support.media import user_folder
 
-    data = _user_folder(tmp_path / "user", n=3)
+    data = user_folder(tmp_path / "user", n=3)
     assert run(["fit", "segmenter", "--data", str(data), "--out", str(tmp_path / "m")]) == 1
     assert "no masks/ folder" in caplog.text
 

@@ -240,7 +240,8 @@ PUBLISHED = "status='analysed' AND seq NOT IN (SELECT seq FROM due WHERE sink='m
 def test_kill_9_mid_burst_then_restart_every_record_id_arrives(
     broker: Broker, many_images: list[bytes], tmp_path: Path
 ):
-    from test_edge_process import db_count, free_port, healthy, write_config
+    from support.common import free_port
+    from support.processes import db_count, healthy, write_config
 
     inbox = tmp_path / "inbox"
     inbox.mkdir()
@@ -287,7 +288,8 @@ def test_kill_9_mid_burst_then_restart_every_record_id_arrives(
 def test_status_is_retained_online_then_offline_by_last_will_on_kill_9_and_on_clean_stop(
     broker: Broker, tmp_path: Path
 ):
-    from test_edge_process import free_port, write_config
+    from support.common import free_port
+    from support.processes import write_config
 
     (tmp_path / "inbox").mkdir()
     config = write_config(
@@ -476,7 +478,7 @@ def test_a_broker_that_requires_client_certificates_takes_ours_and_refuses_none(
 def test_the_capture_command_takes_a_camera_frame_now(
     edge_config: Any, daemon_factory: Any, broker: Broker, tmp_path: Path
 ):
-    from test_edge_capture_camera import write_video
+    from support.media import write_video
 
     video = write_video(tmp_path / "v.avi", seconds=30, fps=10, period=1)
     cfg = mqtt_config(

@@ -8,29 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from support.media import user_folder
 
 from models.data.dataset import DatasetFormatError, load_dataset
 
 
-def _user_folder(root: Path, n: int = 6) -> Path:
-    (root / "photos" / "2024").mkdir(parents=True)
-    images, anns = [], []
-    rng = np.random.default_rng(0)
-    for i in range(n):
-        name = f"photos/2024/img_{i}.jpg"
-        Image.fromarray(rng.integers(0, 255, (40 + i, 50, 3), dtype=np.uint8)).save(root / name)
-        images.append({"id": 100 + i, "file_name": name})
-        anns += [
-            {"id": 2 * i, "image_id": 100 + i, "caption": f"A dog runs number {i}."},
-            {"id": 2 * i + 1, "image_id": 100 + i, "caption": "a dog on grass"},
-        ]
-    (root / "captions.json").write_text(json.dumps({"images": images, "annotations": anns}))
-    return root
-
-
 def test_user_coco_folder_loads_resized_with_its_captions(tmp_path: Path) -> None:
-    ds = load_dataset(_user_folder(tmp_path), 32, 3)
+    ds = load_dataset(user_folder(tmp_path), 32, 3)
     assert ds.images.shape == (6, 32, 32, 3)
     assert ds.images.dtype == np.float32 and ds.images.min() >= 0 and ds.images.max() <= 1
     assert ds.captions[2] == ["A dog runs number 2.", "a dog on grass"]
@@ -40,7 +24,7 @@ def test_user_coco_folder_loads_resized_with_its_captions(tmp_path: Path) -> Non
 def test_corrupt_and_missing_images_are_named_skipped_and_counted(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    root = _user_folder(tmp_path)
+    root = user_folder(tmp_path)
     (root / "photos/2024/img_1.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
     (root / "photos/2024/img_4.jpg").unlink()
     with caplog.at_level(logging.WARNING):

@@ -173,3 +173,18 @@ def test_no_issue_numbers_in_code_or_tests() -> None:
         if re.search(r"\bissues? \d+\b", p.read_text(), re.I)
     ]
     assert not cited, cited
+
+
+def test_no_test_module_imports_another_or_conftest() -> None:
+    tests = ROOT / "tests"
+    names = {p.stem for p in tests.rglob("test_*.py")} | {"conftest"}
+    crossed = []
+    for path in tests.rglob("*.py"):
+        for n in ast.walk(ast.parse(path.read_text())):
+            if isinstance(n, ast.ImportFrom) and (n.module or "").split(".")[0] in names:
+                crossed.append(f"{path.relative_to(tests)}: {n.module}")
+            if isinstance(n, ast.Import):
+                crossed += [
+                    f"{path.relative_to(tests)}: {a.name}" for a in n.names if a.name in names
+                ]
+    assert not crossed, crossed
