@@ -32,8 +32,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from mqtt_broker import Broker, Collector
-from records import fill_analysed
+from support.mqtt_broker import Broker, Collector
+from support.records import fill_analysed
 
 from edge.config import parse_config
 from edge.daemon import Daemon

@@ -33,8 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from boto3.s3.transfer import TransferConfig
-from records import fill_analysed
-from s3_servers import Swift
+from support.records import fill_analysed
+from support.s3_servers import Swift
 
 from cloud_sync.config import S3Config
 from cloud_sync.service import SyncService
