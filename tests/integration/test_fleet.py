@@ -173,6 +173,11 @@ def test_two_devices_searchable_centrally_split_between_two_workers(
         assert all("pneumonia" in h["caption"] or "semantic" in h["match"] for h in body["results"])
         only_b = client.get("/search", params={"q": "heart", "device": "ward-b"}).json()
         assert only_b["results"] and {h["device"] for h in only_b["results"]} == {"ward-b"}
+        recent = client.get("/search", params={"q": "pneumonia", "sort": "recent"}).json()
+        times = [h["captured_at"] for h in recent["results"]]
+        assert recent["mode"] == "keyword" and times == sorted(times, reverse=True)
+        assert recent["results"] and all("pneumonia" in h["caption"] for h in recent["results"])
+        assert recent["total"] < 20, "the query still filters when sorted by date"
         first = body["results"][0]["id"]
         thumb = client.get(f"/images/{first}/thumb", follow_redirects=False)
         assert thumb.status_code == 307
