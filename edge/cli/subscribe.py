@@ -27,6 +27,11 @@ from paho.mqtt.properties import Properties
 from edge.sinks.mqtt.events import json_schema
 
 log = logging.getLogger("s3e.subscribe")
+HELP = "print or save the events of one or every device (validated, deduplicated)"
+DESCRIPTION = (
+    "The reference MQTT subscriber: validates each event against the JSON Schema, drops "
+    "repeated ids, keeps a persistent session."
+)
 
 
 class Subscriber:

@@ -7,7 +7,7 @@ import json
 
 from support.common import ROOT
 
-from edge.cli.main import openapi_schema
+from edge.cli.schemas import openapi_schema
 
 
 def test_docs_openapi_json_matches_the_served_schema():
