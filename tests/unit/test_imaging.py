@@ -1,0 +1,46 @@
+"""Decoding: each kind of bad input refused with its kind and a reason, EXIF orientation
+honoured, 16-bit greyscale scaled rather than clipped."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+from support.bad_images import jpeg_bytes, png_header_only
+
+from edge.ingest.imaging import ImageRejectedError, decode, preprocess
+
+
+@pytest.mark.parametrize(
+    ("data", "kind"),
+    [
+        (b"", "empty"),
+        (jpeg_bytes()[:300], "corrupt"),
+        (png_header_only(20000, 20000), "too_large"),
+        (b"hello, I am a text file\n" * 10, "not_an_image"),
+    ],
+    ids=["zero-byte", "truncated-jpeg", "decompression-bomb", "text-as-jpg"],
+)
+def test_decode_refuses_bad_input_with_its_kind(data: bytes, kind: str) -> None:
+    with pytest.raises(ImageRejectedError) as e:
+        decode(data, max_pixels=64_000_000)
+    assert e.value.kind == kind and e.value.reason
+
+
+def test_exif_orientation_is_honoured() -> None:
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    got = decode(jpeg_bytes((80, 40), exif=exif.tobytes()), 10**8)
+    assert (got.width, got.height) == (40, 80)
+
+
+def test_sixteen_bit_greyscale_is_scaled_not_clipped() -> None:
+    x = (np.linspace(0, 65535, 64 * 64).reshape(64, 64)).astype(np.uint16)
+    buf = io.BytesIO()
+    Image.fromarray(x).save(buf, "PNG")
+    got = decode(buf.getvalue(), 10**8)
+    arr = preprocess(got.image, {"size": 64, "color_mode": "L", "scale": 1 / 255})
+    assert arr.shape == (64, 64, 1)
+    assert arr.min() == 0.0 and arr.max() > 0.99 and 0.4 < arr.mean() < 0.6
