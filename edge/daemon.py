@@ -19,6 +19,7 @@ import shutil
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -49,8 +50,11 @@ HEALTH_TTL_S = 2.0
 class Daemon:
     """Also the `Services` its parts are built with (`edge.sinks.plugin`)."""
 
-    def __init__(self, cfg: EdgeConfig) -> None:
+    def __init__(self, cfg: EdgeConfig, clock: Callable[[], float] = time.monotonic) -> None:
+        """`clock`: what the health document's age is measured with (monotonic seconds); a
+        test moves one by hand to see the cache expire."""
         self.cfg = cfg
+        self._clock = clock
         self.started_at = time.time()
         self.stopping = threading.Event()
         self._health_lock = threading.Lock()
@@ -202,9 +206,9 @@ class Daemon:
         store takes its lock, and a client looping on /healthz must not slow ingest."""
         with self._health_lock:
             at, doc = self._health
-            if doc is None or time.monotonic() - at > HEALTH_TTL_S or self.stopping.is_set():
+            if doc is None or self._clock() - at > HEALTH_TTL_S or self.stopping.is_set():
                 doc = self._compute_health()
-                self._health = (time.monotonic(), doc)
+                self._health = (self._clock(), doc)
             return doc
 
     def _compute_health(self) -> dict[str, Any]:

@@ -54,5 +54,15 @@ class Metrics:
                     counts[s.labels["stage"]] = s.value
         return {k: round(v / counts[k] * 1e3, 3) for k, v in sums.items() if counts.get(k)}
 
+    def value(self, name: str, labels: dict[str, str] | None = None) -> float:
+        """One sample's value, by the name it is exported under (`s3e_records_indexed_total`,
+        `s3e_errors_total` with `{"kind": "store"}`): what /metrics shows, read without
+        parsing the text. Raises KeyError for a sample the registry does not have (a misspelt
+        name, or a label set never counted), so a wrong name cannot pass for a zero."""
+        got = self.registry.get_sample_value(name, labels or {})
+        if got is None:
+            raise KeyError(f"no sample {name} {labels or {}} in this registry")
+        return got
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

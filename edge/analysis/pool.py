@@ -108,11 +108,20 @@ class AnalysisPool(BasePart):
         self._swap_lock = threading.Lock()
         self._progress_cache: tuple[float, dict[str, Any]] = (0.0, {})
         self._threads: list[threading.Thread] = []
+        self._polls = 0
         self._begin_reanalysis()
 
     @property
     def threads(self) -> list[threading.Thread]:
         return self._threads
+
+    @property
+    def polls(self) -> int:
+        """Reads of the store for images to analyse (fresh, or stale for a re-analysis) so
+        far. Two more reads mean the store was read after any given moment, so an image
+        pending then has been handed to the analysers, and none analysed means none was
+        pending."""
+        return self._polls
 
     def start(self) -> None:
         self._threads = [threading.Thread(target=self._dispatch, name="dispatch", daemon=True)]
@@ -147,6 +156,7 @@ class AnalysisPool(BasePart):
                 log.error("cannot read the images to analyse: %s; retrying in 1s", e)
                 self._stop.wait(1.0)
                 continue
+            self._polls += 1
             if not fresh and not stale:
                 last_stale = 0  # from the start again: skipped records may be ready now
                 self.ingestor.accepted.wait(0.5)

@@ -110,6 +110,11 @@ class AnalyserProcess:
             raise RuntimeError(msg[1])
         _, self.placement, self.fallback_reason, self.runtime = msg
 
+    @property
+    def pid(self) -> int | None:
+        """The analysis process's id; a crash replaces the process, and so the id."""
+        return self._proc.pid
+
     def analyse(self, x: np.ndarray) -> Analysis:
         self.send(x)
         return self.receive()

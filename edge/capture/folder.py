@@ -74,6 +74,7 @@ class FolderSource:
         self.mode = "poll"
         self.beat = time.monotonic()
         """When the scanning loop last came round: a stuck thread stops beating."""
+        self._scans = 0
         self.stall_after_s = max(60.0, 10 * cfg.poll_interval_s)
 
     @staticmethod
@@ -83,6 +84,19 @@ class FolderSource:
     @property
     def threads(self) -> list[threading.Thread]:
         return [self._thread]
+
+    @property
+    def scans(self) -> int:
+        """Scans of the folder done so far. Two more mean a whole scan began after any given
+        moment: every file there then has been looked at, and a file whose ingest had ended
+        has been dealt with (removed, refused, or kept to try again)."""
+        return self._scans
+
+    @property
+    def awaiting_second_look(self) -> tuple[Path, ...]:
+        """Files that failed once (truncated, unreadable) and are looked at again after
+        `recheck_s` before being refused: a writer may have paused longer than `settle_s`."""
+        return tuple(sorted(tuple(self._suspect)))
 
     def commands(self) -> dict[str, Any]:
         return {}
@@ -133,6 +147,7 @@ class FolderSource:
         while not self._stop.is_set():
             self.beat = time.monotonic()
             soonest = self.scan()
+            self._scans += 1
             # Events wake us; the settle timer and the poll interval bound the wait.
             wait = self.cfg.poll_interval_s if soonest is None else min(soonest, 0.2)
             self._wake.wait(wait)

@@ -69,6 +69,7 @@ class SinkWorker:
         self._reset = threading.Event()
         self.resets = 0
         """Resets done (a reindex): what a caller waits on to know its request was taken."""
+        self._rounds = 0
         self._waiting = 0
         self._flush = False
         self._drained_at = 0.0
@@ -82,6 +83,14 @@ class SinkWorker:
 
     def start(self) -> None:
         self.thread.start()
+
+    @property
+    def rounds(self) -> int:
+        """Rounds done so far, each draining what is due until nothing is left or the sink
+        takes nothing (it is down). Two more rounds mean a whole round began after any given
+        moment: a record due then and still due was offered and not taken, and one not
+        delivered was not due."""
+        return self._rounds
 
     @property
     def set_aside(self) -> int:
@@ -201,6 +210,7 @@ class SinkWorker:
                 self.metrics.errors.labels("internal").inc()
                 log.exception("sink %s worker error", self.sink.name)
             self._drained_at = time.monotonic()
+            self._rounds += 1
             if stopping:
                 return
             self.wake.wait(self.interval)

@@ -3,7 +3,7 @@ and reopening with back-off when the stream is not there."""
 
 from __future__ import annotations
 
-import time
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -65,9 +65,15 @@ def test_scene_change_triggers_a_frame_and_a_static_scene_does_not(tmp_path: Pat
     assert abs(times[1] - 3.0) < 0.2
 
 
-def test_a_stream_that_is_not_there_is_retried_with_back_off_until_it_appears(tmp_path: Path):
+def test_a_stream_that_is_not_there_is_retried_with_back_off_until_it_appears(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+):
     from edge.capture.camera import CameraSource
 
+    def refused() -> int:
+        return sum("cannot be opened" in r.getMessage() for r in caplog.records)
+
+    caplog.set_level(logging.WARNING, "s3e.capture.camera")
     target = tmp_path / "late.avi"
     sink = Collector()
     cfg = CameraCaptureConfig(
@@ -75,7 +81,7 @@ def test_a_stream_that_is_not_there_is_retried_with_back_off_until_it_appears(tm
     )
     src = CameraSource(cfg, sink, sink.reject)
     src.start()
-    time.sleep(1.0)
+    wait_until(lambda: refused() >= 3, 20, "several attempts to open it")
     assert sink.frames == [] and not src.finished.is_set()
     write_video(tmp_path / "tmp.avi", seconds=3).rename(target)
     assert src.finished.wait(20)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import io
 import shutil
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -226,7 +225,7 @@ def test_reindex_rebuilds_the_same_search_results(busy_daemon: Any):
     d = busy_daemon
 
     def times_indexed() -> float:
-        return d.metrics.indexed._value.get()
+        return d.metrics.value("s3e_records_indexed_total")
 
     assert times_indexed() == 12
     with client(d) as c:
@@ -244,7 +243,14 @@ def test_restart_keeps_everything_and_analyses_nothing_twice(
     cfg = busy_daemon.cfg
     busy_daemon.stop()
     d = daemon_factory(cfg)
-    time.sleep(5 * cfg.index.commit_interval_s)  # time enough to redo anything it thought due
+    # time enough to redo anything it thought due: the analysis has read the store for
+    # images to analyse, and the index's worker has drained what is due, after the start
+    polls, rounds = d.pool.polls, d.part("index").worker.rounds
+    wait_until(
+        lambda: d.pool.polls >= polls + 2 and d.part("index").worker.rounds >= rounds + 2,
+        30,
+        "the analysis and the index come round",
+    )
     assert d.store.counts() == {"analysed": 12, "due_index": 0}  # only the sinks it runs
     assert d.indexes.keyword.num_docs == 12
     text = d.metrics.render().decode()

@@ -10,7 +10,6 @@ import errno
 import os
 import shutil
 import signal
-import time
 from pathlib import Path
 from typing import Any
 
@@ -27,13 +26,13 @@ def test_a_killed_analysis_process_is_replaced_and_no_image_is_lost(
 ):
     d = daemon_factory(edge_config())
     worker = d.pool.analysers[0]
-    first = worker._proc.pid
+    first = worker.pid
     os.kill(first, signal.SIGKILL)
     inbox = Path(d.cfg.capture.folder.path)
     for p in sorted(chest_images["root"].glob("*.png"))[:6]:
         shutil.copy(p, inbox / p.name)
     wait_until(lambda: d.indexes.keyword.num_docs == 6, 60, "6 images indexed")
-    assert worker._proc.pid != first
+    assert worker.pid != first
     assert d.store.counts().get("failed", 0) == 0
     assert 's3e_errors_total{kind="analysis_crash"} 1.0' in d.metrics.render().decode()
 
@@ -63,7 +62,9 @@ def test_a_full_disk_keeps_the_file_in_the_folder_until_it_can_be_stored(
         10,
         "the full-disk log line",
     )
-    time.sleep(0.5)
+    folder = d.sources[0].source
+    scans = folder.scans
+    wait_until(lambda: folder.scans >= scans + 2, 10, "a whole scan of the folder since")
     assert (inbox / img.name).exists() and d.store.counts() == {"due_index": 0}
     full["on"] = False
     wait_until(lambda: d.indexes.keyword.num_docs == 1, 20, "indexed once the disk has room")
@@ -77,12 +78,14 @@ def test_a_writer_that_pauses_longer_than_settle_is_not_refused(
     d = daemon_factory(
         edge_config(capture__folder__settle_s=0.1, capture__folder__poll_interval_s=3.0)
     )
+    folder = d.sources[0].source
     data = sorted(chest_images["root"].glob("*.png"))[2].read_bytes()
     path = Path(d.cfg.capture.folder.path) / "slow.png"
     with open(path, "wb") as f:
         f.write(data[: len(data) // 2])
         f.flush()
-        time.sleep(1.0)  # settled, taken, looks truncated: looked at again later
+        # the writer pauses until the half file has settled, been taken and looked truncated
+        wait_until(lambda: path in folder.awaiting_second_look, 20, "a second look due")
         f.write(data[len(data) // 2 :])
     wait_until(lambda: d.indexes.keyword.num_docs == 1, 20, "the completed file indexed")
     assert not list((Path(d.cfg.data_dir) / "rejected").iterdir())

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image
+from support.clock import FakeClock
 from support.common import ROOT, wait_until
 from support.hostile import encoded, jpeg_claiming, png_claiming, png_zeros
 
@@ -49,6 +51,30 @@ def quiet_daemon(edge_config: Any, daemon_factory: Any) -> Any:
     cfg = edge_config()
     Path(cfg.capture.folder.path).mkdir(parents=True)
     return daemon_factory(cfg)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def clocked_daemon_factory(clock: FakeClock) -> Iterator[Callable[[Any], Any]]:
+    """Like `daemon_factory`, for daemons whose health cache ages by `clock` alone."""
+    from edge.daemon import Daemon
+
+    started: list[Daemon] = []
+
+    def start(cfg: Any) -> Daemon:
+        d = Daemon(cfg, clock=clock)
+        started.append(d)
+        d.start()
+        return d
+
+    yield start
+    for d in started:
+        if not d.stopping.is_set():
+            d.stop()
 
 
 def rejected(d: Any) -> list[Path]:
@@ -132,16 +158,23 @@ def test_links_are_followed_only_into_the_allowed_folders(
 
 
 def test_a_stuck_capture_source_is_reported_and_withholds_the_watchdog(
-    quiet_daemon: Any, monkeypatch: pytest.MonkeyPatch
+    edge_config: Any,
+    clocked_daemon_factory: Any,
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
 ):
-    d = quiet_daemon
+    from edge.daemon import HEALTH_TTL_S
+
+    cfg = edge_config()
+    Path(cfg.capture.folder.path).mkdir(parents=True)
+    d = clocked_daemon_factory(cfg)
     source = d.sources[0].source
     source.stall_after_s = 0.5
     release = threading.Event()
     monkeypatch.setattr("edge.capture.folder.read_file", lambda *a: release.wait(30) and b"")
     (Path(d.cfg.capture.folder.path) / "x.png").write_bytes(GOOD)
     wait_until(lambda: "capture-folder (stalled)" in d.dead_threads(), 10, "a stall seen")
-    time.sleep(2.1)  # the health document is cached for 2 s
+    clock.advance(HEALTH_TTL_S + 0.1)  # the health document is cached for 2 s
     assert d.health()["status"] == "degraded"
     release.set()
 
@@ -154,7 +187,8 @@ def test_a_truncated_tiff_gets_a_second_look_before_it_is_refused(quiet_daemon: 
         "TIFF",
     )
     (inbox / "scan.tif").write_bytes(tiff[:3000])
-    wait_until(lambda: "scan.tif" in str(d.sources[0].source._suspect), 10, "a suspect")
+    folder = d.sources[0].source
+    wait_until(lambda: inbox / "scan.tif" in folder.awaiting_second_look, 10, "a suspect")
     (inbox / "scan.tif").write_bytes(tiff)  # the writer finished after all
     wait_until(lambda: d.store.counts().get("analysed", 0) == 1, 30, "the tiff taken")
     assert not rejected(d)
@@ -258,13 +292,17 @@ def test_idle_and_slow_connections_are_closed_and_healthz_still_answers(
     t0 = time.monotonic()
     r = httpx.get(f"http://127.0.0.1:{d.port}/healthz", timeout=10)
     assert r.status_code == 200 and time.monotonic() - t0 < 5
-    time.sleep(1.5)
+    # wait on each connection until the server closes it (idle, or half a request, for
+    # longer than header_timeout_s); one still open at the deadline is not closed
+    deadline = time.monotonic() + 30
     closed = 0
     for s in socks:
-        s.settimeout(2)
+        s.settimeout(max(0.01, deadline - time.monotonic()))
         try:
             closed += s.recv(1) == b""
-        except OSError:
+        except TimeoutError:
+            pass
+        except OSError:  # reset by the server: closed too
             closed += 1
         s.close()
     assert closed == len(socks)
@@ -298,9 +336,10 @@ def test_repeated_errors_are_rate_limited_in_the_log():
 
 # 9 -- /healthz --------------------------------------------------------------------------------
 def test_healthz_is_cached_and_without_the_token_says_only_its_status(
-    edge_config: Any, daemon_factory: Any, monkeypatch: pytest.MonkeyPatch
+    edge_config: Any, clocked_daemon_factory: Any, monkeypatch: pytest.MonkeyPatch
 ):
-    d = daemon_factory(edge_config(http__token="s3cret"))
+    # the clock stands still: however slowly the 51 requests go, the cache has not expired
+    d = clocked_daemon_factory(edge_config(http__token="s3cret"))
     calls = []
     real = d.store.counts
     monkeypatch.setattr(d.store, "counts", lambda: calls.append(1) or real())
@@ -402,7 +441,7 @@ def test_a_bundle_entry_outside_its_folder_is_refused(tmp_path: Path):
 
 
 def test_the_page_renders_record_fields_as_text_only():
-    page = (ROOT / "edge" / "static" / "index.html").read_text()
+    page = (ROOT / "edge" / "api" / "static" / "index.html").read_text()
     assert "innerHTML" not in page and "outerHTML" not in page and "insertAdjacentHTML" not in page
 
 

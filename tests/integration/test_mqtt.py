@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ import pytest
 from jsonschema import Draft202012Validator
 from support.common import ROOT, wait_until
 from support.mqtt_broker import Broker, Collector, make_ca
+from support.mqtt_subscriptions import LOG_SUBSCRIPTIONS, subscriptions
 
 from edge.sinks.mqtt.events import json_schema
 
@@ -33,7 +33,8 @@ def defs(name: str) -> Draft202012Validator:
 
 @pytest.fixture
 def broker(tmp_path: Path) -> Any:
-    b = Broker(tmp_path / "broker").start()
+    """A broker that logs each subscription, so a test can wait for its subscriber."""
+    b = Broker(tmp_path / "broker", "allow_anonymous true\n" + LOG_SUBSCRIPTIONS).start()
     yield b
     b.stop()
 
@@ -75,6 +76,16 @@ def published(d: Any) -> int:
 
 def all_published(d: Any, n: int) -> bool:
     return d.store.counts().get("analysed") == n and d.store.count_due("mqtt") == 0
+
+
+def wait_subscribed(broker: Broker, topic: str, client_id: str | None = None) -> None:
+    wait_until(lambda: subscriptions(broker, topic, client_id), 30, f"a subscription to {topic}")
+
+
+def wait_rounds(worker: Any, n: int, what: str) -> None:
+    """Until the sink's worker has come round `n` more times."""
+    start = worker.rounds
+    wait_until(lambda: worker.rounds >= start + n, 60, what)
 
 
 def feed(d: Any, images: list[bytes]) -> set[str]:
@@ -134,8 +145,9 @@ def test_commands_answer_on_cmd_result_and_bad_ones_never_crash_the_daemon(
 ):
     d = daemon_factory(mqtt_config(edge_config, broker))
     wait_until(d.part("mqtt").link.connected.is_set, 10, "connected")
+    wait_subscribed(broker, "s3e/test-edge/cmd/#", "s3e-test-edge")  # the daemon's commands
     sub = Collector(broker, "s3e/test-edge/cmd/result")
-    time.sleep(0.3)
+    wait_subscribed(broker, "s3e/test-edge/cmd/result")
     pub = Collector(broker)
     wait_until(pub.client.is_connected, 5)
     for topic, payload in [
@@ -188,7 +200,7 @@ def test_a_broker_outage_during_a_burst_of_500_loses_no_record(
         "--timeout",
         "240",
     )
-    time.sleep(1.0)
+    wait_subscribed(broker, "s3e/test-edge/events", "outage-test")
     d = daemon_factory(mqtt_config(edge_config, broker, model__workers=2))
     ids = {hashlib.sha256(b).hexdigest() for b in many_images}
     feeder = threading.Thread(target=feed, args=(d, many_images))
@@ -196,7 +208,9 @@ def test_a_broker_outage_during_a_burst_of_500_loses_no_record(
     wait_until(lambda: published(d) >= 50, 60, "50 published")
     broker.stop()
     down_at = published(d)
-    time.sleep(3)
+    link = d.part("mqtt").link
+    tried = link.attempts
+    wait_until(lambda: link.attempts >= tried + 2, 30, "reconnections tried while it is away")
     broker.start()
     feeder.join()
     _, err = sub.communicate(timeout=240)
@@ -219,14 +233,20 @@ def test_a_broker_that_stops_acknowledging_gets_nothing_marked_and_paho_queues_s
     wait_until(lambda: published(d) >= 30, 60, "30 published")
     assert broker.proc is not None
     os.kill(broker.proc.pid, signal.SIGSTOP)
+    mqtt = d.part("mqtt")
     try:
-        time.sleep(1.0)  # acknowledgements already on the wire arrive
+        # acknowledgements already on the wire arrive: the round under way ends, and a whole
+        # round after it waits out its PUBACKs
+        wait_rounds(mqtt.worker, 2, "a publish round begun after the stop")
         frozen = published(d)
-        time.sleep(3.0)  # several publish rounds time out meanwhile
+        wait_rounds(mqtt.worker, 3, "several publish rounds timing out")
         assert published(d) == frozen < 300
         # one round (an event, and an alert for an image with a finding), plus status and stats
         bound = 2 * 16 * d.cfg.mqtt.max_inflight + 10
-        assert len(d.part("mqtt").link.client._out_messages) <= bound
+        # paho holds no event or alert the sink does not count as awaiting its PUBACK (a
+        # PUBACK removes it from paho's queue first, a connect empties both), so this bounds
+        # paho's queue but for the few status and stats messages the bound allows for
+        assert mqtt.sink.awaiting_ack <= bound
     finally:
         os.kill(broker.proc.pid, signal.SIGCONT)
     wait_until(lambda: all_published(d, 300), 90, "all 300 acknowledged")
@@ -346,7 +366,9 @@ def test_wrong_credentials_are_refused_with_one_clear_line_and_records_wait(
         )
         feed(d, many_images[:3])
         wait_until(lambda: d.store.counts().get("analysed") == 3, 30)
-        time.sleep(2.0)  # several refused attempts
+        link = d.part("mqtt").link
+        # several refused attempts: the fourth begins once three have been answered
+        wait_until(lambda: link.attempts >= 4, 30, "several refused attempts")
         refused = [
             r.getMessage() for r in caplog.records if "refused the connection" in r.getMessage()
         ]
@@ -384,7 +406,7 @@ def test_tls_with_a_self_signed_ca_and_a_wrong_ca_refused(
         line = next(r.getMessage() for r in caplog.records if "TLS failed" in r.getMessage())
         assert "CERTIFICATE_VERIFY_FAILED" in line
         wait_until(lambda: bad.store.counts().get("analysed") == 2, 30)
-        time.sleep(1.0)
+        wait_rounds(bad.part("mqtt").worker, 2, "the 2 records offered for publishing")
         assert bad.store.count_due("mqtt") == 2
         bad.stop()
         good = daemon_factory(mqtt_config(edge_config, b, mqtt__tls={"ca": str(ca["ca"])}))
@@ -402,7 +424,7 @@ def test_the_subscriber_drops_repeated_ids_and_rejects_invalid_payloads(
 ):
     out = tmp_path / "events.jsonl"
     sub = subscriber(broker, out, "--timeout", "12")
-    time.sleep(1.0)
+    wait_subscribed(broker, "s3e/+/events")
     d = daemon_factory(mqtt_config(edge_config, broker))
     ids = feed(d, many_images[:3])
     wait_until(lambda: all_published(d, 3), 30)
@@ -475,8 +497,27 @@ def test_a_broker_that_requires_client_certificates_takes_ours_and_refuses_none(
         b.stop()
 
 
+class CountingOpens:
+    """A camera's OpenCV (its `cv2`), counting the videos it opens: each reopening of a looped
+    file is a whole pass through it."""
+
+    def __init__(self, cv2: Any) -> None:
+        self.cv2, self.opened = cv2, 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.cv2, name)
+
+    def VideoCapture(self, *args: Any) -> Any:  # noqa: N802 (OpenCV's name)
+        self.opened += 1
+        return self.cv2.VideoCapture(*args)
+
+
 def test_the_capture_command_takes_a_camera_frame_now(
-    edge_config: Any, daemon_factory: Any, broker: Broker, tmp_path: Path
+    edge_config: Any,
+    daemon_factory: Any,
+    broker: Broker,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ):
     from support.media import write_video
 
@@ -490,12 +531,17 @@ def test_the_capture_command_takes_a_camera_frame_now(
     )
     d = daemon_factory(cfg)
     wait_until(lambda: d.store.counts().get("analysed") == 1, 30, "the first frame")
-    time.sleep(1.0)
-    assert d.store.counts().get("analysed") == 1  # no timer, no scene change: nothing more
-    sub = Collector(broker, "s3e/test-edge/cmd/result")
-    wait_until(sub.client.is_connected, 5)
-    time.sleep(0.3)
     camera = next(s.source for s in d.sources if s.source.key == "camera")
+    opens = CountingOpens(camera.cv2)
+    monkeypatch.setattr(camera, "cv2", opens)
+    # a whole pass through the file since: opened once, played to its end, opened again
+    wait_until(lambda: opens.opened >= 2, 30, "the looped file played through again")
+    # no timer, no scene change: nothing more (a frame is counted once it is stored)
+    assert camera.frames_taken == 1
+    assert d.store.counts().get("analysed") == 1
+    sub = Collector(broker, "s3e/test-edge/cmd/result")
+    wait_subscribed(broker, "s3e/test-edge/cmd/result")
+    wait_subscribed(broker, "s3e/test-edge/cmd/#", "s3e-test-edge")  # the daemon's commands
     taken = camera.frames_taken
     sub.client.publish("s3e/test-edge/cmd/capture", '{"request_id": "now"}', qos=1)
     # counted at the camera: the looped file replays its frames, and one identical to the

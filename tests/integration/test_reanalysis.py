@@ -119,7 +119,7 @@ def test_reanalysis_of_300_records_while_capturing_revises_every_sink_once(
             f"http://127.0.0.1:{d.port}/images/{recs[0].id}/similar", params={"k": 50}
         ).json()["similar"]
         assert len({s["id"] for s in sim}) == 50 and recs[0].id not in {s["id"] for s in sim}
-        assert d.metrics.reanalysed._value.get() == 300
+        assert d.metrics.value("s3e_images_reanalysed_total") == 300
     finally:
         sub.close()
         broker.stop()

@@ -50,6 +50,7 @@ class MqttLink:
         self.on_connected: list[Callable[[], None]] = []
         """Called (in paho's thread) after each successful connect, before paho re-sends."""
         self.connects = 0
+        self._attempts = 0
         v5 = cfg.protocol == "5"
         self.client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
@@ -86,6 +87,13 @@ class MqttLink:
         self._answered = False
         """Whether the broker sent a CONNACK on the current connection."""
         self.thread = threading.Thread(target=self._run, name="mqtt", daemon=True)
+
+    @property
+    def attempts(self) -> int:
+        """Connections tried so far, whether the broker took them or not (`connects` counts
+        those it took): it moves on at each retry, so refusals can be told from a link that
+        stopped trying."""
+        return self._attempts
 
     @property
     def where(self) -> str:
@@ -131,6 +139,7 @@ class MqttLink:
                 self._down.clear()
                 if self.client.max_inflight_messages != self._inflight:
                     self.client.max_inflight_messages_set(self._inflight)
+                self._attempts += 1
                 self.client.connect(self.cfg.host, self.cfg.port, self.cfg.keepalive_s)
                 up_at = time.monotonic()
                 self._answered = False

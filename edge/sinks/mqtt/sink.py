@@ -56,6 +56,17 @@ class MqttSink:
         self._inflight: dict[tuple[str, int], list[mqtt.MQTTMessageInfo]] = {}
         link.on_connected.append(self._inflight.clear)
 
+    @property
+    def awaiting_ack(self) -> int:
+        """Events and alerts published on this connection for records not yet acknowledged.
+        paho holds no event or alert that is not counted here: a PUBACK takes a message out of
+        paho's queue before its record leaves this count, and a connect empties both (a
+        `reset` empties only this one), so this bounds paho's queue but for status, stats and
+        command results. A round publishes only the records of its batch not in flight
+        already, so while records become due in capture order this stays within one batch,
+        at most two messages a record."""
+        return sum(len(infos) for infos in list(self._inflight.values()))
+
     def deliver(self, records: list[Record]) -> list[str]:
         """Publish the batch (paho keeps at most `max_inflight` awaiting PUBACK and holds the
         rest of this batch in memory), then report the records acknowledged, in order."""
