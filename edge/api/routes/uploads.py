@@ -49,6 +49,10 @@ async def _file_part(request: Request, body: bytes, limit: int, name: str) -> tu
         await form.close()
 
 
+CLOSE = {"Connection": "close"}
+"""On an answer given before the request's body is read: the rest of the body may still be on
+its way, and must not be read as the next request on a kept-alive connection."""
+
 SIMPLE_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data", "text/plain")
 """Body types a browser sends cross-site without asking first (CORS "simple" requests)."""
 
@@ -66,6 +70,7 @@ def require_preflighted(request: Request) -> None:
         f"send the image with Content-Type image/* or application/octet-stream, or add the "
         f"header X-S3E-Request: 1 (got {kind or 'no Content-Type'}); a form post from "
         "another site's page must not be able to upload",
+        CLOSE,
     )
 
 
@@ -82,21 +87,21 @@ async def read_body(request: Request, limit: int, cfg: HttpConfig) -> bytes:
         except StopAsyncIteration:
             return buf.getvalue()
         except TimeoutError:
-            raise HTTPException(408, "the request body arrived too slowly") from None
+            raise HTTPException(408, "the request body arrived too slowly", CLOSE) from None
         buf.write(chunk)
         if buf.tell() > limit:  # room for multipart headers and boundaries
-            raise HTTPException(413, f"body is over the {limit} byte limit")
+            raise HTTPException(413, f"body is over the {limit} byte limit", CLOSE)
 
 
 @router.post("/images", status_code=201, summary="Upload an image (raw body or multipart)")
 async def upload(request: Request, ctx: Ctx) -> JSONResponse:
     if ctx.ingestor is None or not ctx.cfg.capture.upload.enabled:
-        raise HTTPException(404, "uploads are off (capture.upload.enabled = false)")
+        raise HTTPException(404, "uploads are off (capture.upload.enabled = false)", CLOSE)
     require_preflighted(request)
     limit = ctx.cfg.capture.upload.max_bytes
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit + 64 * 1024:
-        raise HTTPException(413, f"body of {declared} bytes is over the {limit} byte limit")
+        raise HTTPException(413, f"body of {declared} bytes is over the {limit} byte limit", CLOSE)
     name = printable(unquote(request.headers.get("x-filename", "")))  # URL-encoded: any name
     data = await read_body(request, limit + 64 * 1024, ctx.cfg.http)
     if request.headers.get("content-type", "").startswith("multipart/form-data"):
