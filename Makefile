@@ -47,9 +47,12 @@ format: $(FULL)
 	$(BIN)/ruff check --fix .
 
 # Everything: lint, types, the unit tier and the integration tier (real servers, daemons,
-# Chromium, a few training steps). pytest exits 5 when it collects no test: a failure here.
+# Chromium, a few training steps), in TEST_WORKERS processes, a test file each at a time: the
+# integration tier mostly waits on servers and daemons, so two workers overlap it with the
+# training tests on 2 cores. pytest exits 5 when it collects no test: a failure here.
+TEST_WORKERS ?= 2
 test: system-deps lint
-	@$(BIN)/python -m pytest tests; rc=$$?; \
+	@$(BIN)/python -m pytest tests -n $(TEST_WORKERS) --dist loadfile; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; fi; exit $$rc
 
 # The edit-test loop: the unit tier only (no services, no daemon, no training).

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import keras
 import numpy as np
@@ -43,16 +44,35 @@ def _opts(models: Path, precision: str, out: Path, data: Path, **kw: object) -> 
     )  # type: ignore[arg-type]
 
 
+@pytest.fixture(scope="module")
+def float32_bundle(
+    tiny_models: Path, chest_small: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, dict[str, Any]]:
+    """One float32 conversion with its ONNX models, shared by the tests that read it (each
+    works on a copy when it changes files)."""
+    out = tmp_path_factory.mktemp("float32") / "b"
+    doc = convert(_opts(tiny_models, "float32", out, chest_small, accept_drop=True, onnx=True))
+    return out, doc
+
+
 @pytest.mark.parametrize(
     ("precision", "quantized_type"),
     [("float32", None), ("float16", "FLOAT16"), ("dynamic", "INT8"), ("int8", "INT8")],
 )
 def test_every_precision_converts_and_describes_itself(
-    tiny_models: Path, chest_small: Path, tmp_path: Path, precision: str, quantized_type: str | None
+    tiny_models: Path,
+    chest_small: Path,
+    tmp_path: Path,
+    float32_bundle: tuple[Path, dict[str, Any]],
+    precision: str,
+    quantized_type: str | None,
 ) -> None:
-    out = tmp_path / f"b-{precision}"
-    # the tiny models are barely trained: their task metrics are noise, so drops are accepted
-    doc = convert(_opts(tiny_models, precision, out, chest_small, accept_drop=True))
+    if precision == "float32":
+        out, doc = float32_bundle
+    else:
+        out = tmp_path / f"b-{precision}"
+        # the tiny models are barely trained: their task metrics are noise, so drops are accepted
+        doc = convert(_opts(tiny_models, precision, out, chest_small, accept_drop=True))
     assert set(doc["models"]) == {
         "captioner_encoder",
         "captioner_step",
@@ -91,10 +111,11 @@ def test_every_precision_converts_and_describes_itself(
 
 
 def test_onnx_export_is_checked_and_matches_keras(
-    tiny_models: Path, chest_small: Path, tmp_path: Path
+    float32_bundle: tuple[Path, dict[str, Any]], tmp_path: Path
 ) -> None:
     out = tmp_path / "b"
-    doc = convert(_opts(tiny_models, "float32", out, chest_small, onnx=True))
+    shutil.copytree(float32_bundle[0], out)
+    doc = float32_bundle[1]
     for name, m in doc["models"].items():
         assert m["onnx"]["opset"] >= 17 and m["onnx"]["checker"] == "ok"
         assert m["onnx"]["max_abs_error_vs_keras"] < 1e-4, name
@@ -142,10 +163,10 @@ def test_shipped_float16_bundles_are_fully_delegable(name: str) -> None:
 
 
 def test_a_tampered_bundle_file_is_refused_by_name(
-    tiny_models: Path, chest_small: Path, tmp_path: Path
+    float32_bundle: tuple[Path, dict[str, Any]], tmp_path: Path
 ) -> None:
     out = tmp_path / "b"
-    convert(_opts(tiny_models, "float32", out, chest_small))
+    shutil.copytree(float32_bundle[0], out)
     victim = out / "segmenter.tflite"
     original = victim.read_bytes()
     data = bytearray(original)

@@ -18,6 +18,13 @@ def test_reproduce_makes_data_trains_everything_and_writes_metrics_and_card(
         48, 24, 11, 12, 1, 1, 1, 48, 32, 1, 1, 48, layout_cells=8, layout_hidden=(24, 12)
     )
     monkeypatch.setitem(reproduce.RECIPES, "chest", tiny)
+    # the shipped captioner's variant, two levers apart and the baseline: every kind of
+    # variant the ablation trains, at a third of its captioners
+    ablations = {
+        k: reproduce.ABLATIONS[k] for k in ("bahdanau", "bahdanau+both", "luong+both", "none")
+    }
+    monkeypatch.setattr(reproduce, "ABLATIONS", ablations)
+    monkeypatch.setattr(reproduce, "LABEL_FRACTIONS", (0.1, 1.0))
     out = tmp_path / "models" / "chest"
     args = ["reproduce", "--domain", "chest", "--out", str(out), "--work", str(tmp_path / "data")]
     assert run(args) == 0
