@@ -2,9 +2,11 @@
 the S3 sidecar and the search index's fields.
 
 Each is the record's core fields plus what its outputs' plug-ins (`edge.analysis.outputs`) say
-of their fields: labels, searchable text, facet classes, anomaly, out-of-domain. An image out of its
-bundle's domain is withheld from search, facets and labels: its caption is not indexed or sent,
-and its one label is `out_of_domain` (the record itself keeps everything, for inspection).
+of their fields: labels, searchable text, facet classes, anomaly, out-of-domain. An image out
+of its bundle's domain is withheld from search, facets and labels, and what leaves the device
+of it (events, sidecars, and so the fleet) is its verdict alone: no caption, labels, segments,
+outputs beyond the verdict's fields, nor the vectors semantic search reads. Its record on the
+device keeps everything, flagged, for inspection.
 """
 
 from __future__ import annotations
@@ -71,6 +73,23 @@ class Derived:
 
     def public_caption(self) -> str:
         return "" if self.out_of_domain else self.caption
+
+    def public_segments(self) -> list[dict[str, Any]]:
+        return [] if self.out_of_domain else self.segments
+
+    def public_outputs(self) -> dict[str, dict[str, Any]]:
+        """Each output's fields, or only its verdict's for an out-of-domain image (an output
+        this device does not know says nothing then)."""
+        if not self.out_of_domain:
+            return self.outputs
+        known = {k: OUTPUTS[k] for k in self.outputs if k in OUTPUTS}
+        return {k: plugin.withheld(self.outputs[k]) for k, plugin in known.items()}
+
+    def public_vectors(self, vecs: dict[str, Any] | None) -> dict[str, Any]:
+        """The vectors for search off the device: an out-of-domain image keeps its latent
+        ("similar images") but not what semantic search reads of its content."""
+        vecs = vecs or {}
+        return {k: v for k, v in vecs.items() if k == "latent"} if self.out_of_domain else vecs
 
 
 def core(r: Record) -> dict[str, Any]:
@@ -139,19 +158,19 @@ def event(
         **core(r),
         "caption": d.public_caption(),
         "labels": d.public_labels(),
-        "segments": [] if d.out_of_domain else d.segments,
+        "segments": d.public_segments(),
         "anomaly": d.anomaly,
         "out_of_domain": d.out_of_domain,
         "ood_score": d.ood_score,
-        "outputs": r.analysis,
+        "outputs": d.public_outputs(),
         "accelerators": r.accelerators,
         "timings_ms": {k.removesuffix("_ms"): round(v, 3) for k, v in r.timings.items()},
         "urls": urls,
     }
     if thumbnail_b64 is not None:
         out["thumbnail_jpeg_base64"] = thumbnail_b64
-    if vecs:
-        out["vectors"] = vecs
+    if public := d.public_vectors(vecs):
+        out["vectors"] = public
     return out
 
 
@@ -194,14 +213,14 @@ def sidecar(
         **core(r),
         "original": original,
         "thumbnail": thumbnail,
-        "vectors": vecs or {},
+        "vectors": d.public_vectors(vecs),
         "caption": d.public_caption(),
         "labels": d.public_labels(),
-        "segments": d.segments,
+        "segments": d.public_segments(),
         "anomaly": d.anomaly,
         "out_of_domain": d.out_of_domain,
         "ood_score": d.ood_score,
-        "outputs": r.analysis,
+        "outputs": d.public_outputs(),
     }
 
 

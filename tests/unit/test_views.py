@@ -184,13 +184,15 @@ def test_vectors_are_numbers_and_the_regions_base64() -> None:
     assert got == {"profile": [0.25, 0.5], "regions_int8": "AX8="}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="event and sidecar carry `outputs` (the raw analysis) for every record, so an "
-    "out-of-domain image's caption and labels go out in them though withheld at the top level",
-)
 @pytest.mark.parametrize("view", ["event", "sidecar"])
 def test_an_out_of_domain_caption_goes_out_nowhere_in_the_event_or_sidecar(view: str) -> None:
-    doc = views.event(OUT, URLS) if view == "event" else views.sidecar(OUT, "x.png")
+    vecs = {"latent": [0.1, 0.2], "profile": [0.3], "regions_int8": "AAAA"}
+    doc = (
+        views.event(OUT, URLS, None, vecs)
+        if view == "event"
+        else views.sidecar(OUT, "x.png", "", vecs)
+    )
     text = json.dumps(doc)
     assert CAPTION not in text and "consolidation" not in text
+    assert doc["segments"] == [] and doc["outputs"]["vae"]["out_of_domain"] is True
+    assert set(doc["vectors"]) == {"latent"}, "what semantic search reads stays on the device"

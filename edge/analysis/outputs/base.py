@@ -87,3 +87,12 @@ class Output(ABC):
     def ood_score(cls, f: Any) -> float | None:
         """Above 1: the image is out of the bundle's domain."""
         return None
+
+    VERDICT: tuple[str, ...] = ()
+    """The fields that may leave the device for an image out of the bundle's domain (the
+    verdict, not what the models made of the image): nothing, unless an output says so."""
+
+    @classmethod
+    def withheld(cls, raw: dict[str, Any]) -> dict[str, Any]:
+        """The fields as an out-of-domain image's events and sidecars carry them."""
+        return {k: v for k, v in raw.items() if k in cls.VERDICT}

@@ -36,6 +36,7 @@ class VaeFields(OutputFields):
 class VaeOutput(Output):
     key = "vae"
     Fields = VaeFields
+    VERDICT = ("anomaly", "out_of_domain", "ood_score")
 
     def __init__(self, bundle: Any) -> None:
         super().__init__(bundle)

@@ -158,8 +158,9 @@ def json_schema() -> dict[str, Any]:
                     },
                     "outputs": {
                         "type": "object",
-                        "description": "each output plug-in's "
-                        "fields, by key (caption, segmentation, vae, ...)",
+                        "description": "each output plug-in's fields, by key (caption, "
+                        "segmentation, vae, ...); an out-of-domain image's carry only the "
+                        "verdict (vae: anomaly, out_of_domain, ood_score)",
                         "additionalProperties": {"type": "object"},
                     },
                     "device": {"type": "string"},
