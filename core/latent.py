@@ -7,10 +7,12 @@ weights (and in every bundle), so evaluation and the device read the same number
 - anomaly: reconstruction error / its `anomaly_percentile` on normal training images. In a
   domain with a none label it is the counterfactual error: the image decoded as if it had no
   finding (labels input zero), so a finding the decoder is told is absent shows as residual;
-  and there it is at least the strongest finding's probability over its threshold, since an
-  image the label head finds a finding in is not a normal one even where the decoder draws the
+  and an image the label head gives a finding gets that finding's probability over its
+  threshold (at least 1) added, since it is not a normal one even where the decoder draws the
   finding well enough to leave little residual (chest: the residual alone ranks some findings
-  below normal images; the label head separates them);
+  below normal images; the label head separates them). Added, not the larger of the two: the
+  label head's probabilities saturate, and a score that stopped at their ceiling would read
+  the same for every image with a finding, while the residual still tells them apart;
 - out of domain, for a models folder without a domain model (`core.domain`, which decides
   when there is one): the larger of two ratios to their `ood_percentile` on training images,
   the mean squared reconstruction error and the Mahalanobis distance of the latent mean. An image
@@ -82,12 +84,14 @@ class LatentSpace:
 
     def anomaly(self, errors: np.ndarray, probs: np.ndarray | None = None) -> np.ndarray:
         """Error / threshold: above 1 means less typical than `percentile`% of the normal
-        training images. With a none label and the label `probs` (n, labels), at least the
-        largest probability / threshold: above 1 when a finding is given."""
+        training images. With a none label and the label `probs` (n, labels), an image given a
+        finding (its probability at or over its threshold) adds the largest probability /
+        threshold: above 1 whenever a finding is given, and still ordered by the residual."""
         score = np.asarray(errors, dtype=np.float64) / self.threshold
         if self.counterfactual and probs is not None and self.labels:
             p = np.atleast_2d(np.asarray(probs, dtype=np.float64)) / np.asarray(self.thresholds)
-            score = np.maximum(score, p.max(axis=1))
+            given = p.max(axis=1)
+            score = np.where(given >= 1.0, score + given, score)
         return score
 
     def mahalanobis(self, mu: np.ndarray) -> np.ndarray:

@@ -123,9 +123,9 @@ def model_card(domain: str, report: dict[str, Any], seconds: dict[str, float], r
         "- vae: convolutional VAE with a label head q(y|x) and a decoder p(x|z, y) (Kingma et al. "
         "2014, M2), trained on all images with labels from 10% of them (pseudo-labels for the "
         "rest); anomaly = reconstruction error of the image decoded as if it had no finding, "
-        "/ its 95th percentile on normal training images, and at least the strongest finding's "
-        "probability / its threshold (the residual alone ranks findings above normal images "
-        "with AUROC about 0.91).",
+        "/ its 95th percentile on normal training images, plus the strongest finding's "
+        "probability / its threshold when the label head gives one (so every image with a "
+        "finding reads above 1, ordered by its residual).",
         "- out of domain (`core/domain.py`, `s3e-train fit domain`): Mahalanobis distance of "
         "six signals (input complexity and roughness, VAE reconstruction error and latent "
         "distance, segmenter entropy, distance of the captioner encoder's mean region feature) "

@@ -64,10 +64,18 @@ def test_a_finding_the_label_head_gives_makes_an_image_anomalous_whatever_its_re
     s = space(np.random.default_rng(3))
     low = np.array([0.2 * s.threshold, 0.2 * s.threshold])
     got = s.anomaly(low, np.array([[0.9, 0.1], [0.05, 0.05]]))
-    assert got[0] == 0.9 / 0.5 and abs(got[1] - 0.2) < 1e-9  # the finding; the residual
-    assert s.anomaly(np.array([3 * s.threshold]), np.array([[0.9, 0.1]]))[0] == 3.0
+    assert abs(got[0] - (0.2 + 0.9 / 0.5)) < 1e-9 and abs(got[1] - 0.2) < 1e-9
+    assert abs(s.anomaly(np.array([3 * s.threshold]), np.array([[0.9, 0.1]]))[0] - 4.8) < 1e-9
     s.counterfactual = False  # a domain without a none label: labels are not findings
     assert abs(s.anomaly(low, np.array([[0.9, 0.1], [0.1, 0.2]]))[0] - 0.2) < 1e-9
+
+
+def test_images_with_a_saturated_finding_still_read_apart_by_their_residual() -> None:
+    s = space(np.random.default_rng(3))
+    errors = np.array([0.3, 0.9, 1.6]) * s.threshold
+    got = s.anomaly(errors, np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]]))
+    assert np.all(got > 1) and len(set(np.round(got, 6))) == 3
+    assert list(np.argsort(got)) == [0, 1, 2], "the residual orders them"
 
 
 def test_the_domain_model_flags_signals_no_training_image_has() -> None:
