@@ -160,9 +160,52 @@ class HttpConfig(_Section):
         64, ge=4, description="requests in progress at most; more get a 503"
     )
     body_idle_s: float = Field(
-        15.0, gt=0, description="an upload body that stalls this long is dropped (408)"
+        15.0, gt=0, description="a request body that stalls this long is dropped (408)"
     )
-    body_timeout_s: float = Field(120.0, gt=0, description="an upload body must arrive by then")
+    body_timeout_s: float = Field(
+        120.0, gt=0, description="a request body (upload or JSON) must arrive by then"
+    )
+    token_file: str = Field(
+        "",
+        description="read the token from this file instead (e.g. a systemd credential in "
+        "$CREDENTIALS_DIRECTORY), so the config file holds no secret",
+    )
+    max_json_bytes: int = Field(
+        64 * 1024,
+        ge=1024,
+        le=16 * 1024 * 1024,
+        description="a JSON request body (/login, /admin/bundle) over this gets a 413",
+    )
+    session_max_age_s: float = Field(
+        12 * 3600.0,
+        ge=1,
+        le=30 * 86400,
+        description="a /login session ends this long after it began (cookie Max-Age and "
+        "server-side expiry)",
+    )
+    max_sessions: int = Field(
+        256, ge=1, le=100_000, description="sessions kept at most; beyond it the oldest ends"
+    )
+    cookie_secure: Literal["auto", "always", "never"] = Field(
+        "auto",
+        description="the session cookie's Secure flag: auto = when the request came over "
+        "https; always = behind a TLS proxy",
+    )
+    login_attempts: int = Field(
+        5, ge=1, le=1000, description="wrong tokens a client may send before it must wait"
+    )
+    login_backoff_max_s: float = Field(
+        300.0,
+        ge=1,
+        le=86400,
+        description="the longest wait after wrong tokens (it doubles from 1 s up to this)",
+    )
+
+    @model_validator(mode="after")
+    def _one_token(self) -> HttpConfig:
+        if self.token.get_secret_value() and self.token_file:
+            raise ValueError("give http.token or http.token_file, not both")
+        return self
 
 
 class MqttTlsConfig(_Section):

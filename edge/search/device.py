@@ -13,6 +13,7 @@ from typing import Any, cast
 
 import numpy as np
 
+from edge.analysis.outputs.base import OUT_OF_DOMAIN
 from edge.search.engine import Counts, Filters, Hit, KeywordPage, SearchRequest
 from edge.search.index import SearchIndex
 from edge.search.semantic import Scored
@@ -56,7 +57,9 @@ class DeviceView:
         return {k: v for k, v in got.items()}
 
     def passing(self, keys: list[Hashable], filters: Filters) -> set[Hashable]:
-        got = self.backend.index.passing(self.searcher, _seqs(keys), filters)
+        """An image out of its bundle's domain is no answer to a query's meaning: what the
+        models made of it is not of their domain, however close its vectors lie."""
+        got = self.backend.index.passing(self.searcher, _seqs(keys), filters, OUT_OF_DOMAIN)
         self.at.update(got)
         return set(got)
 

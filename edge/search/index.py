@@ -354,11 +354,19 @@ class SearchIndex:
             raise QuerySyntaxError(str(e)) from None
         return [m for m in hits if not together or m.seq in together]
 
-    def passing(self, searcher: Any, seqs: list[int], filters: Filters) -> dict[int, Any]:
-        """The address of each of `seqs` that is indexed and passes `filters`."""
+    def passing(
+        self, searcher: Any, seqs: list[int], filters: Filters, without_label: str = ""
+    ) -> dict[int, Any]:
+        """The address of each of `seqs` that is indexed, passes `filters` and does not carry
+        `without_label`."""
         if not seqs:
             return {}
         query = self._filtered(self._seqs(seqs), filters)
+        if without_label:
+            unwanted = tantivy.Query.term_query(self.schema, "labels", without_label)
+            query = tantivy.Query.boolean_query(
+                [(tantivy.Occur.Must, query), (tantivy.Occur.MustNot, unwanted)]
+            )
         addresses = [a for _, a in searcher.search(query, len(seqs), count=False).hits]
         return dict(zip(_seqs_of(searcher, addresses), addresses, strict=True))
 

@@ -60,6 +60,7 @@ class Made:
     anomaly: float
     captured_at: float
     labels: tuple[str, ...]
+    out_of_domain: bool = False
 
 
 @dataclass
@@ -106,8 +107,15 @@ def topic_regions(
 
 
 def analysis(
-    bundle: Bundle, topic: str, regions: np.ndarray, anomaly: float, rng: np.random.Generator
+    bundle: Bundle,
+    topic: str,
+    regions: np.ndarray,
+    anomaly: float,
+    rng: np.random.Generator,
+    out_of_domain: bool = False,
 ) -> Analysis:
+    """A record about `topic`; `out_of_domain`: the same, flagged as out of the bundle's
+    domain (its vectors as close to the topic as any record's)."""
     caption, label = TOPICS[topic]
     vectors = unpack(pack(regions), regions.shape[-1])
     profile = EmbeddingOutput(bundle).profile(vectors)
@@ -120,8 +128,8 @@ def analysis(
             "vae": {
                 "labels": [{"name": label, "score": 0.9}],
                 "anomaly": anomaly,
-                "out_of_domain": False,
-                "ood_score": 0.2,
+                "out_of_domain": out_of_domain,
+                "ood_score": 2.5 if out_of_domain else 0.2,
             },
         },
         blobs={
@@ -134,9 +142,12 @@ def analysis(
     )
 
 
-def build_corpus(folder: Path, bundle: Bundle | None = None, seed: int = 0) -> Corpus:
+def build_corpus(
+    folder: Path, bundle: Bundle | None = None, seed: int = 0, strangers: int = 0
+) -> Corpus:
     """PER_TOPIC analysed records a topic, made searchable by the index sink, under
-    `folder`; the store and the indexes stay open (`Corpus.close`)."""
+    `folder`; the store and the indexes stay open (`Corpus.close`). `strangers`: that many
+    more records per topic flagged out of domain, their vectors the closest to the topic."""
     bundle = bundle or load_bundle("chest-int8")
     encoders = Encoders(lambda: bundle)
     encoder = encoders()
@@ -146,13 +157,15 @@ def build_corpus(folder: Path, bundle: Bundle | None = None, seed: int = 0) -> C
     store = Store(folder, DEVICE)
     store.register_sink("index")
     made = []
-    for place in range(PER_TOPIC):
+    for place in range(PER_TOPIC + strangers):
+        stranger = place >= PER_TOPIC
         for t, topic in enumerate(TOPICS):
             _, words, _ = encoder.encode(topic)
-            regions = topic_regions(words[0], rows, rng, spread=0.1 * (place + 1))
+            spread = 0.01 if stranger else 0.1 * (place + 1)
+            regions = topic_regions(words[0], rows, rng, spread=spread)
             data = f"{seed}:{topic}:{place}".encode()
             rid = hashlib.sha256(data).hexdigest()
-            source, anomaly = SOURCES[place % 2], ANOMALIES[place]
+            source, anomaly = SOURCES[place % 2], ANOMALIES[place % len(ANOMALIES)]
             when = captured_at(t, place)
             store.accept(
                 rid,
@@ -165,13 +178,12 @@ def build_corpus(folder: Path, bundle: Bundle | None = None, seed: int = 0) -> C
                 source_name=f"{topic}-{place}.png",
                 captured_at=when,
             )
-            store.save_analysis(
-                rid, analysis(bundle, topic, regions, anomaly, rng), bundle.version, "int8"
-            )
+            found = analysis(bundle, topic, regions, anomaly, rng, out_of_domain=stranger)
+            store.save_analysis(rid, found, bundle.version, "int8")
             labels = ("opacity", TOPICS[topic][1], *(("anomalous",) if anomaly > 1 else ()))
             seq = store.seq_of(rid)
             assert seq is not None
-            made.append(Made(rid, seq, topic, place, source, anomaly, when, labels))
+            made.append(Made(rid, seq, topic, place, source, anomaly, when, labels, stranger))
     indexes = Indexes(store, folder, 16, lambda: bundle.version)
     indexes.open()
     for thread in threading.enumerate():  # the catch-up readers: the sink's refresh reads all

@@ -26,6 +26,10 @@ class OutputFields(BaseModel):
     model_config = ConfigDict(extra="allow")
 
 
+OUT_OF_DOMAIN = "out_of_domain"
+"""The label of an image out of the bundle's domain: the one thing search may show of it."""
+
+
 class Label(BaseModel):
     name: str
     score: float

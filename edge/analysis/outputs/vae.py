@@ -15,7 +15,7 @@ import numpy as np
 
 from core.domain import DomainModel, pixel_signals, segmenter_entropy
 from core.latent import LatentSpace, mean_squared_error, reconstruction_error, sigmoid
-from edge.analysis.outputs.base import Label, Output, OutputFields, Produced
+from edge.analysis.outputs.base import OUT_OF_DOMAIN, Label, Output, OutputFields, Produced
 from edge.analysis.runtime import Runner
 
 
@@ -101,7 +101,7 @@ class VaeOutput(Output):
         if f.anomaly > 1.0:
             out.append(Label(name="anomalous", score=f.anomaly, kind="anomaly"))
         if f.out_of_domain:
-            out.append(Label(name="out_of_domain", score=f.ood_score, kind="ood"))
+            out.append(Label(name=OUT_OF_DOMAIN, score=f.ood_score, kind="ood"))
         return out
 
     @classmethod
