@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from core.english import inflected, is_english
 from core.tokens import STOP, tokenize
 
 UNK_ID = 1
@@ -41,12 +42,21 @@ def within_one_edit(a: str, b: str) -> bool:
 def correct(word: str, vocab: Sequence[str]) -> str | None:
     """The vocabulary word a query word means: itself, or the first (the vocabulary is in
     order of frequency) within one edit; None: nothing near. Words under 3 letters are taken
-    as they are or not at all."""
+    as they are or not at all, and an ordinary English word is corrected only to another
+    form of itself (a plural, a past tense)."""
     if word in vocab:
         return word
     if len(word) < 3:
         return None
-    return next((v for v in vocab if v[:1].isalnum() and within_one_edit(word, v)), None)
+    english = is_english(word)
+    return next(
+        (
+            v
+            for v in vocab
+            if v[:1].isalnum() and within_one_edit(word, v) and (not english or inflected(word, v))
+        ),
+        None,
+    )
 
 
 @dataclass(frozen=True)

@@ -20,11 +20,12 @@ from typing import Any, NamedTuple, cast
 
 import tantivy
 
+from core.english import is_english
 from core.semantic import within_one_edit
 from edge.analysis import views
 from edge.search.engine import BESIDE, Filters, Hit, KeywordPage, QuerySyntaxError
 from edge.search.facets import Facets
-from edge.search.query import check_query, field_terms, phrased
+from edge.search.query import OPERATORS, check_query, field_terms, phrased, plain, query_words
 from edge.store.records import Record
 
 log = logging.getLogger("s3e.index")
@@ -199,39 +200,65 @@ class SearchIndex:
         return total
 
     def parse(self, q: str, fuzzy: bool = False) -> tantivy.Query:
-        """The query, all its words required; `fuzzy`: each word also matches the indexed
-        words one edit away (at a constant score, so exact words still rank first), where
-        that can match anything the exact words do not."""
+        """The query, all its words required; `fuzzy`: a word that may be misspelt
+        (`typos`) also matches the indexed words one edit away, at a constant score, so exact
+        words still rank first."""
         if not q.strip():
             return tantivy.Query.all_query()
         check_query(q)
         try:
             exact = self.index.parse_query(q, DEFAULT_FIELDS, conjunction_by_default=True)
-            if not fuzzy or not self.one_edit_adds(q):
+            typos = self.typos(q) if fuzzy else []
+            if not typos:
                 return exact
-            one_edit = self.index.parse_query(
-                q, DEFAULT_FIELDS, fuzzy_fields=FUZZY, conjunction_by_default=True
-            )
+            one_edit = self._one_edit(q, typos)
         except ValueError as e:
             raise QuerySyntaxError(str(e)) from None
         either = [(tantivy.Occur.Should, p) for p in (exact, one_edit)]
         return tantivy.Query.boolean_query(either)
 
-    def one_edit_adds(self, q: str) -> bool:
-        """Whether the one-edit part of `q` can match a document its exact words do not: an
-        indexed term one edit from one of its terms, other than that term. Most queries are
-        spelled right and have none; the part then only adds a constant to every exact match,
-        at 2-3x the cost."""
+    def typos(self, q: str) -> list[str]:
+        """The words of `q` that may be misspelt: an indexed term lies one edit from one of
+        their terms, and they are neither an ordinary English word ("flower" is no "lower")
+        nor a term the index holds as typed. Most queries are spelled right and have none;
+        the one-edit part would then only add a constant to every exact match, or worse,
+        other words' matches."""
         searcher = self.index.searcher()
-        for name, terms in field_terms(q).items():
-            known = [t for t, _ in searcher.terms_with_prefix(name, "")]
-            for term in terms:
-                if any(
-                    t != term and abs(len(t) - len(term)) <= 1 and within_one_edit(term, t)
-                    for t in known
-                ):
-                    return True
-        return False
+        known = {name: {t for t, _ in searcher.terms_with_prefix(name, "")} for name in FUZZY}
+        out = []
+        for word in query_words(q):
+            if is_english(word.lower()):
+                continue
+            terms = field_terms(word)
+            if any(t in known[name] for name, ts in terms.items() for t in ts):
+                continue
+            if any(
+                t != term and abs(len(t) - len(term)) <= 1 and within_one_edit(term, t)
+                for name, ts in terms.items()
+                for term in ts
+                for t in known[name]
+            ):
+                out.append(word)
+        return out
+
+    def one_edit_adds(self, q: str) -> bool:
+        """Whether the one-edit part of `q` can match a document its exact words do not."""
+        return bool(self.typos(q))
+
+    def _one_edit(self, q: str, typos: list[str]) -> tantivy.Query:
+        """The query with its `typos` one edit away too. Plain words are parsed one by one, so
+        a word that is no typo stays exact; a query with syntax goes to the parser whole, every
+        word one edit away."""
+        words = q.split()
+        if not plain(q) or any(w in OPERATORS for w in words):
+            return self.index.parse_query(
+                q, DEFAULT_FIELDS, fuzzy_fields=FUZZY, conjunction_by_default=True
+            )
+        parts = [
+            self.index.parse_query(w, DEFAULT_FIELDS, fuzzy_fields=FUZZY if w in typos else {})
+            for w in words
+        ]
+        return tantivy.Query.boolean_query([(tantivy.Occur.Must, p) for p in parts])
 
     def _phrase(self, q: str) -> tantivy.Query | None:
         """The phrase of two or more plain words, to re-score with; None for other queries."""

@@ -71,9 +71,14 @@ def phrased(q: str) -> bool:
     return plain(q) and " " in q.strip()
 
 
+def query_words(q: str) -> list[str]:
+    """The words of a query: every word but the operators and field names."""
+    return [w for w in WORD.findall(FIELD.sub(" ", q)) if w not in OPERATORS]
+
+
 def field_terms(q: str) -> dict[str, set[str]]:
     """The terms a query's words can become in each searched field: stemmed in the caption,
     as typed in the labels (a raw field). A superset for a query with syntax: every word
     but the operators and field names, in both fields."""
-    words = [w for w in WORD.findall(FIELD.sub(" ", q)) if w not in OPERATORS]
+    words = query_words(q)
     return {"caption": {t for w in words for t in EN_STEM.analyze(w)}, "labels": set(words)}

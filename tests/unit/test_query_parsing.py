@@ -141,7 +141,7 @@ def test_a_word_two_edits_away_is_unknown_and_named() -> None:
 def test_a_short_word_is_taken_as_it_is_or_not_at_all() -> None:
     assert correct("ab", ["abc", "ab"]) == "ab"
     assert correct("ab", ["abc"]) is None
-    assert correct("hart", VOCAB) == "heart"
+    assert correct("haert", VOCAB) == "heart"
 
 
 def test_stop_words_are_kept_for_context_but_are_not_content() -> None:
@@ -156,5 +156,17 @@ def test_a_query_of_only_stop_words_has_no_content() -> None:
 
 
 def test_the_first_vocabulary_word_within_one_edit_wins() -> None:
-    assert correct("nodes", ["<pad>", "notes", "nodes2", "codes"]) == "notes"
+    assert correct("zorbs", ["<pad>", "zorbx", "zorbs2", "zorbz"]) == "zorbx"
     assert correct("zone", ["<pad>", ",", "zone"]) == "zone"
+
+
+@pytest.mark.parametrize("word", ["flower", "hart", "nodes", "bone"])
+def test_an_ordinary_english_word_is_never_replaced_by_another(word: str) -> None:
+    vocab = ["<pad>", "lower", "heart", "notes", "codes", "zone"]
+    assert correct(word, vocab) is None
+    assert parse_query(f"{word} lower", vocab).unknown == [word]
+
+
+@pytest.mark.parametrize(("word", "meant"), [("effusions", "effusion"), ("lung", "lungs")])
+def test_an_english_word_is_taken_for_another_form_of_itself(word: str, meant: str) -> None:
+    assert correct(word, ["<pad>", "effusion", "lungs"]) == meant
