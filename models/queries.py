@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from core.semantic import late_interaction, within_one_edit, word_maps
+from core.semantic import correct, late_interaction, within_one_edit, word_maps
 from core.tokens import STOP, tokenize
 from models.data.instances import grid_regions
 from models.data.sample import Span
@@ -45,6 +45,7 @@ def typo(word: str, vocab: Sequence[str]) -> str | None:
             slip != word
             and slip not in vocab
             and [v for v in vocab if within_one_edit(slip, v)] == [word]
+            and correct(slip, vocab) == word  # not a word of its own ("lower" -> "lover")
         ):
             return slip
     return None
