@@ -60,6 +60,7 @@ class S3Part(BasePart):
 class S3Plugin:
     key = "s3"
     Config = S3Config
+    turned_on_by = "s3.bucket"
 
     def enabled(self, cfg: EdgeConfig) -> bool:
         return cfg.section(self.key, S3Config).enabled

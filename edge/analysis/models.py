@@ -10,11 +10,13 @@ from collections.abc import Iterable
 
 from edge.analysis.bundle import Bundle
 from edge.analysis.runtime import (
+    NO_GPU,
     Accelerator,
     AcceleratorError,
     CpuAccelerator,
     Runner,
     gpu_accelerator,
+    gpu_devices,
     interpreter_module,
 )
 
@@ -41,7 +43,9 @@ class BundleModels:
         cpu = CpuAccelerator(threads, runtime)
         gpu: Accelerator | None = None
         self.fallback_reason = ""
-        if accelerator in ("gpu", "auto"):
+        if accelerator == "auto" and not gpu_delegate and not gpu_devices():
+            self.fallback_reason = NO_GPU  # nothing to probe: "auto" is the CPU, quietly
+        elif accelerator in ("gpu", "auto"):
             try:
                 gpu = gpu_accelerator(gpu_delegate, threads, runtime)
             except AcceleratorError as e:

@@ -189,6 +189,18 @@ class LiteRtGpuAccelerator:
         raise AcceleratorError(f"LiteRT GPU accelerator cannot run {path.name}: {why}")
 
 
+NO_GPU = "no GPU on this machine"
+GPU_DEVICE_GLOBS = ("/dev/dri/renderD*", "/dev/nvidia[0-9]*", "/dev/kgsl-3d0", "/dev/mali*")
+"""Device nodes a GPU driver makes (DRM render nodes, NVIDIA, Qualcomm Adreno, Arm Mali)."""
+
+
+def gpu_devices() -> list[str]:
+    """The GPU device nodes this machine has: where there are none, LiteRT's GPU backend is
+    not probed at all (a probe of a machine without a GPU prints pages of native errors, and
+    its accelerator registry logs again at every exit)."""
+    return sorted(str(p) for pattern in GPU_DEVICE_GLOBS for p in Path("/").glob(pattern[1:]))
+
+
 def gpu_accelerator(delegate_library: str, threads: int, runtime: str | None) -> Accelerator:
     """The GPU plug-in the config asks for: a named delegate library, else LiteRT's own."""
     if delegate_library:

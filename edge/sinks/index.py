@@ -112,6 +112,7 @@ class IndexPart(BasePart):
 class IndexPlugin:
     key = "index"
     Config = IndexConfig
+    turned_on_by = "nothing: it is always on"
 
     def enabled(self, cfg: EdgeConfig) -> bool:
         return True

@@ -60,6 +60,11 @@ class SinkPlugin(Protocol):
     def Config(self) -> type[BaseModel]:  # noqa: N802 (the section's model, a class)
         ...
 
+    @property
+    def turned_on_by(self) -> str:
+        """What turns it on, said when it is off (e.g. "mqtt.host")."""
+        ...
+
     def enabled(self, cfg: EdgeConfig) -> bool: ...
 
     def build(self, cfg: EdgeConfig, ctx: Context) -> Part:

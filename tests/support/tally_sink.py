@@ -62,6 +62,7 @@ class TallyPart(BasePart):
 class TallyPlugin:
     key = "tally"
     Config = TallyConfig
+    turned_on_by = "tally.enabled"
 
     def enabled(self, cfg: EdgeConfig) -> bool:
         return cfg.section(self.key, TallyConfig).enabled

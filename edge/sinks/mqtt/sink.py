@@ -203,6 +203,7 @@ class MqttPart(BasePart):
 class MqttPlugin:
     key = "mqtt"
     Config = MqttConfig
+    turned_on_by = "mqtt.host"
 
     def enabled(self, cfg: EdgeConfig) -> bool:
         return bool(cfg.mqtt.host)
