@@ -9,18 +9,21 @@ DEMO := var/demo
 
 .PHONY: install run test test-fast lint format models system-deps clean
 
-# The device side alone (no TensorFlow): what `make run` needs.
+# The device side alone (no TensorFlow): what `make run` needs. PYTHONWARNINGS=ignore keeps
+# setuptools' notes on editable installs (meant for setuptools' users) off a first run's screen.
+PIP := PYTHONWARNINGS=ignore $(BIN)/pip install --quiet --disable-pip-version-check
 $(DEVICE): pyproject.toml
-	@[ -d $(VENV) ] || echo "first start: creating $(VENV) and installing the device dependencies (about 1 minute)"
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e .
-	touch $@
+	@[ -d $(VENV) ] || echo "first start: creating $(VENV) and installing the device side (about a minute)"
+	@$(PYTHON) -m venv $(VENV)
+	@$(PIP) --upgrade pip
+	@$(PIP) -e .
+	@touch $@
 
 # Training, conversion and the test tools on top (TensorFlow included).
 $(FULL): pyproject.toml $(DEVICE)
-	$(BIN)/pip install --quiet -e '.[train,test,fleet]'
-	touch $@
+	@echo "installing training, conversion and the test tools (TensorFlow included: a few minutes)"
+	@$(PIP) -e '.[train,test,fleet]'
+	@touch $@
 
 install: $(FULL)
 
@@ -32,7 +35,7 @@ run: $(DEVICE)
 	  $(BIN)/s3e-train make-data --domain chest --n 24 --seed 4242 --out $(DEMO)/chest >/dev/null && \
 	  mkdir -p inbox && cp $(DEMO)/chest/images/*.png inbox/ && \
 	  echo "24 synthetic chest phantoms copied into ./inbox"; fi
-	$(BIN)/s3e-edge run
+	@$(BIN)/s3e-edge run $(ARGS)
 
 system-deps:
 	@scripts/system-deps.sh

@@ -236,3 +236,35 @@ def test_a_missing_bundle_or_a_busy_port_is_a_startup_failure(proc_env: dict[str
             timeout=60,
         )
     assert r.returncode == 3 and "HTTP server did not start" in r.stderr
+
+
+def test_flags_override_the_defaults_without_a_config_file(
+    tmp_path: Path, chest_images: dict[str, Any]
+) -> None:
+    port, data, inbox = free_port(), tmp_path / "elsewhere", tmp_path / "drop"
+    inbox.mkdir()
+    shutil.copy(sorted(chest_images["root"].glob("*.png"))[0], inbox / "one.png")
+    flags = [
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--data-dir",
+        str(data),
+        "--inbox",
+        str(inbox),
+    ]
+    proc = subprocess.Popen(
+        [*EDGE, "run", *flags], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)}
+    )
+    try:
+        wait_until(lambda: healthy(port), 60, "serving on the --port given")
+        wait_until(lambda: db_count(data, "status='analysed'") == 1, 60, "the --inbox image")
+        assert not (tmp_path / "var").exists() and not (tmp_path / "inbox").exists()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    r = subprocess.run(
+        [*EDGE, "run", "--port", "70000"], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert r.returncode == 2 and "--port" in r.stderr and "http.port" in r.stderr
