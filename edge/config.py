@@ -282,6 +282,15 @@ class MqttConfig(_Section):
         return self
 
 
+class DicomConfig(_Section):
+    keep_identity: bool = Field(
+        False,
+        description="keep a DICOM file as received, the patient's identity in it (and so in its "
+        "S3 copy); false: kept de-identified (PS3.15 Basic Profile), and an image with "
+        "burned-in annotation refused",
+    )
+
+
 class IngestConfig(_Section):
     workers: int = Field(
         3, ge=1, le=32, description="threads that hash, decode and store images side by side"
@@ -311,6 +320,7 @@ class EdgeConfig(_Section):
     http: HttpConfig = HttpConfig()
     mqtt: MqttConfig = MqttConfig()
     ingest: IngestConfig = IngestConfig()
+    dicom: DicomConfig = DicomConfig()
     reanalysis: ReanalysisConfig = ReanalysisConfig()
     plugins: dict[str, BaseModel] = Field(default_factory=dict)
     """Each sink plug-in's validated section, by key (e.g. "s3")."""

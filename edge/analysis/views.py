@@ -92,6 +92,16 @@ class Derived:
         return {k: v for k, v in vecs.items() if k == "latent"} if self.out_of_domain else vecs
 
 
+DICOM_PUBLIC = ("modality", "body_part", "view_position", "manufacturer")
+"""A DICOM's attributes that leave the device (its study date, as the Basic Profile has it,
+does not)."""
+
+
+def dicom(r: Record, public: bool = True) -> dict[str, str]:
+    found = r.meta.get("dicom") or {}
+    return {k: v for k, v in found.items() if not public or k in DICOM_PUBLIC}
+
+
 def core(r: Record) -> dict[str, Any]:
     return {
         "id": r.id,
@@ -105,6 +115,7 @@ def core(r: Record) -> dict[str, Any]:
         "size": r.size,
         "bundle": {"version": r.bundle, "precision": r.precision},
         "revision": r.revision,
+        **({"dicom": dicom(r)} if r.meta.get("dicom") is not None else {}),
     }
 
 
@@ -127,6 +138,7 @@ def summary(r: Record) -> dict[str, Any]:
         "timings": r.timings,
         "outputs": r.analysis,
         "evicted": r.evicted_at is not None,
+        **({"dicom": dicom(r, public=False)} if r.meta.get("dicom") is not None else {}),
     }
 
 
@@ -237,4 +249,5 @@ def index_fields(r: Record) -> dict[str, Any]:
         "bundle": r.bundle or "",
         "anomaly": float(d.anomaly or 0.0),
         "revision": r.revision,
+        **{k: v.upper() for k, v in dicom(r, public=False).items() if k != "study_date"},
     }

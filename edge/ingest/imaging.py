@@ -15,12 +15,15 @@ import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel, ConfigDict
+
+from edge.ingest import dicom
+from edge.ingest.dicom import is_dicom
 
 EXTENSIONS = {
     "JPEG": "jpg",
@@ -30,6 +33,7 @@ EXTENSIONS = {
     "BMP": "bmp",
     "TIFF": "tif",
     "WEBP": "webp",
+    "DICOM": "dcm",
 }
 """The formats accepted, and the extension an original is stored under. Pillow is asked for
 these only (`formats=`): anything else is refused before a decoder for it is even tried."""
@@ -42,6 +46,7 @@ MEDIA_TYPES = {
     "bmp": "image/bmp",
     "tif": "image/tiff",
     "webp": "image/webp",
+    "dcm": "application/dicom",
 }
 # EXIF orientation -> the transpose that turns the pixels upright.
 _UPRIGHT = {
@@ -128,14 +133,19 @@ def pixel_bytes(im: Image.Image) -> int:
 
 @dataclass
 class Decoded:
-    """An upright RGB or L image, shrunk to what analysis and thumbnails need, and what was
-    learnt decoding it (`width` and `height` are the original's, upright)."""
+    """An upright RGB or L image (F, 0 to 255, for a radiograph's 12 to 16 bits), shrunk to
+    what analysis and thumbnails need, and what was learnt decoding it (`width` and `height`
+    are the original's, upright)."""
 
     image: Image.Image
     format: str
     ext: str
     width: int
     height: int
+    kept: bytes | None = None
+    """The file to keep instead of the one received (a de-identified DICOM)."""
+    attributes: dict[str, str] = field(default_factory=dict)
+    """What the file says a user may filter on (a DICOM's modality, body part...)."""
 
 
 def decode(
@@ -144,13 +154,18 @@ def decode(
     max_side: int = 20000,
     target: int = 1024,
     budget: DecodeBudget | None = None,
+    keep_identity: bool = False,
 ) -> Decoded:
     """Decode fully (so truncation is caught now), refusing oversize images before any pixel
     is read, keeping memory near what `target` (the largest side anything needs) requires:
     JPEG decodes at a reduced scale (`draft`), other formats are shrunk right after decoding,
-    and the image is turned upright by its EXIF orientation."""
+    and the image is turned upright by its EXIF orientation. A DICOM file is recognised before
+    any other format (its preamble may be a TIFF header) and read as `edge.ingest.dicom` says;
+    `keep_identity`: keep it as received rather than de-identified."""
     if not data:
         raise ImageRejectedError("empty", "zero-byte file")
+    if is_dicom(data):
+        return decode_dicom(data, max_pixels, max_side, target, budget, keep_identity)
     fmt = "image"
     try:
         with warnings.catch_warnings():
@@ -182,6 +197,30 @@ def decode(
     if orientation in (5, 6, 7, 8):
         w, h = h, w
     return Decoded(_to_8bit(im), fmt, EXTENSIONS[fmt], w, h)
+
+
+def decode_dicom(
+    data: bytes,
+    max_pixels: int,
+    max_side: int,
+    target: int,
+    budget: DecodeBudget | None,
+    keep_identity: bool,
+) -> Decoded:
+    try:
+        head = dicom.header(data)
+        _check_size(head.columns, head.rows, max_pixels, max_side)
+        with budget.reserve(head.pixel_bytes) if budget else contextlib.nullcontext():
+            got = dicom.read(data, keep_identity)
+    except dicom.DicomRefusedError as e:
+        raise ImageRejectedError(e.kind, e.reason) from None
+    if got.pixels.ndim == 2:
+        im = Image.fromarray((got.pixels * 255.0).astype(np.float32))
+    else:
+        im = Image.fromarray((got.pixels * 255.0 + 0.5).astype(np.uint8))
+    return Decoded(
+        _shrink(im, target), "DICOM", "dcm", head.columns, head.rows, got.kept, got.attributes
+    )
 
 
 def _to_8bit(im: Image.Image) -> Image.Image:
@@ -230,13 +269,23 @@ def preprocess(image: Image.Image, spec: dict[str, Any]) -> np.ndarray:
     resample = {"bilinear": Image.Resampling.BILINEAR, "nearest": Image.Resampling.NEAREST}[
         spec.get("resize", "bilinear")
     ]
-    im = image.convert(spec["color_mode"]).resize((size, size), resample)
+    if image.mode == "F" and spec["color_mode"] == "L":  # a radiograph's bits, kept till now
+        im = image.resize((size, size), resample)
+    else:
+        im = _eight_bit(image).convert(spec["color_mode"]).resize((size, size), resample)
     x = np.asarray(im, dtype=np.float32) * float(spec["scale"])
     return x[..., None] if x.ndim == 2 else x
 
 
+def _eight_bit(image: Image.Image) -> Image.Image:
+    """An F image (0 to 255) as L; any other as it is."""
+    if image.mode != "F":
+        return image
+    return Image.fromarray(np.clip(np.asarray(image) + 0.5, 0, 255).astype(np.uint8))
+
+
 def thumbnail_jpeg(image: Image.Image, size: int) -> bytes:
-    im = image.convert("RGB")
+    im = _eight_bit(image).convert("RGB")
     im.thumbnail((size, size), Image.Resampling.BILINEAR)
     buf = io.BytesIO()
     im.save(buf, "JPEG", quality=80)

@@ -110,7 +110,14 @@ class Ingestor:
         """Decode within the limits and the memory budget (`DecodeBusyError` if it stays
         full); failures are `ImageRejectedError`s."""
         lim = self.cfg.limits
-        return decode(data, lim.max_pixels, lim.max_side, self.target, self.budget)
+        return decode(
+            data,
+            lim.max_pixels,
+            lim.max_side,
+            self.target,
+            self.budget,
+            self.cfg.dicom.keep_identity,
+        )
 
     def _convert(self, img: Decoded, thumb_size: int) -> tuple[np.ndarray, bytes]:
         """The model input and (if `thumb_size`) the thumbnail; failures here are refusals."""
@@ -153,7 +160,7 @@ class Ingestor:
         # each writer renames its own temp file onto the same content.
         new = self.store.accept(
             rid,
-            data,
+            img.kept if img.kept is not None else data,
             ext=img.ext,
             width=img.width,
             height=img.height,
@@ -162,6 +169,7 @@ class Ingestor:
             source_name=name,
             captured_at=captured_at or time.time(),
             timings=timings,
+            meta={"dicom": img.attributes} if img.format == "DICOM" else None,
         )
         timings["store_ms"] = (time.perf_counter() - t2) * 1e3
         self.metrics.observe_ms(timings)

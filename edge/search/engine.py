@@ -56,6 +56,13 @@ class Filters:
     since: dt.datetime | None = None
     until: dt.datetime | None = None
     min_anomaly: float | None = None
+    modality: str | None = None
+    body_part: str | None = None
+    view_position: str | None = None
+    """A DICOM's attributes (any case: they are compared upper-cased)."""
+
+
+DICOM_FILTERS = ("modality", "body_part", "view_position")
 
 
 @dataclass(frozen=True)

@@ -47,6 +47,9 @@ async def search_request(
     source: str | None = None,
     device: Annotated[str | None, Query(description="only this device's images")] = None,
     min_anomaly: float | None = None,
+    modality: Annotated[str | None, Query(description="a DICOM's modality (CR, DX...)")] = None,
+    body_part: Annotated[str | None, Query(description="a DICOM's body part (CHEST...)")] = None,
+    view_position: Annotated[str | None, Query(description="a DICOM's view (PA, AP...)")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 20,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> SearchRequest:
@@ -55,7 +58,15 @@ async def search_request(
     if len(q) > MAX_QUERY_CHARS:
         raise HTTPException(400, f"q: at most {MAX_QUERY_CHARS} characters")
     filters = Filters(
-        label, source, device, when(since, "since"), when(until, "until"), min_anomaly
+        label,
+        source,
+        device,
+        when(since, "since"),
+        when(until, "until"),
+        min_anomaly,
+        modality,
+        body_part,
+        view_position,
     )
     return SearchRequest(q, filters, mode, fusion, limit, offset, facets, sort == "recent")
 

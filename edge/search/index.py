@@ -23,13 +23,20 @@ import tantivy
 from core.english import is_english
 from core.semantic import within_one_edit
 from edge.analysis import views
-from edge.search.engine import BESIDE, Filters, Hit, KeywordPage, QuerySyntaxError
+from edge.search.engine import (
+    BESIDE,
+    DICOM_FILTERS,
+    Filters,
+    Hit,
+    KeywordPage,
+    QuerySyntaxError,
+)
 from edge.search.facets import Facets
 from edge.search.query import OPERATORS, check_query, field_terms, phrased, plain, query_words
 from edge.store.records import Record
 
 log = logging.getLogger("s3e.index")
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 """The documents' schema below. A different number in the index folder's `schema.json` (or an
 index tantivy cannot open with this schema) means: empty it, and rebuild from the store."""
 SCHEMA_FILE = "schema.json"
@@ -73,6 +80,8 @@ def build_schema() -> tantivy.Schema:
     sb.add_text_field("source", stored=True, fast=True, tokenizer_name="raw")
     sb.add_text_field("device", stored=True, fast=True, tokenizer_name="raw")
     sb.add_text_field("bundle", stored=True, tokenizer_name="raw")
+    for name in DICOM_FILTERS:
+        sb.add_text_field(name, stored=False, tokenizer_name="raw")
     sb.add_date_field("captured", stored=True, indexed=True, fast=True)
     sb.add_float_field("anomaly", stored=True, indexed=True, fast=True)
     return sb.build()
@@ -95,6 +104,9 @@ def document(r: Record, facets: Facets) -> tantivy.Document:
         bundle=f["bundle"],
         anomaly=f["anomaly"],
     )
+    for name in DICOM_FILTERS:
+        if f.get(name):
+            doc.add_text(name, f[name])
     doc.add_date("captured", utc(r.captured_at))
     doc.add_unsigned("seq", r.seq)
     for name, bits in facets.encode({"labels": f["labels"], "source": [f["source"]]}).items():
@@ -299,7 +311,9 @@ class SearchIndex:
 
     def _filtered(self, base: tantivy.Query, f: Filters) -> tantivy.Query:
         parts = [base]
-        for name, value in (("labels", f.label), ("source", f.source), ("device", f.device)):
+        values = (("labels", f.label), ("source", f.source), ("device", f.device))
+        dicom = ((name, getattr(f, name)) for name in DICOM_FILTERS)
+        for name, value in (*values, *((n, v.upper()) for n, v in dicom if v)):
             if value:
                 parts.append(tantivy.Query.term_query(self.schema, name, value))
         if f.since or f.until:

@@ -52,6 +52,8 @@ class Record:
     analysis: dict[str, dict[str, Any]]
     evicted_at: float | None = None
     """When the original was deleted locally (synced, then over the quota)."""
+    meta: dict[str, Any] = field(default_factory=dict)
+    """What the file itself said: `dicom`, a DICOM's attributes a user filters on."""
 
     def output(self, key: str) -> dict[str, Any] | None:
         return self.analysis.get(key)

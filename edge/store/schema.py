@@ -39,7 +39,8 @@ CREATE TABLE IF NOT EXISTS records (
     accelerators TEXT,
     timings TEXT,
     analysis TEXT,
-    evicted_at REAL
+    evicted_at REAL,
+    meta TEXT
 );
 CREATE TABLE IF NOT EXISTS blobs (
     seq INTEGER NOT NULL, name TEXT NOT NULL, data BLOB NOT NULL, PRIMARY KEY (seq, name)
@@ -75,6 +76,9 @@ def create(db: sqlite3.Connection) -> None:
     have = {r[1] for r in db.execute("PRAGMA table_info(records)")}
     if have and "analysis" not in have:
         _migrate_v2(db, have)
+        have = {r[1] for r in db.execute("PRAGMA table_info(records)")}
+    if have and "meta" not in have:  # a store from before files' own attributes were kept
+        db.execute("ALTER TABLE records ADD COLUMN meta TEXT")
     db.executescript(TABLES)
     db.executescript(INDEXES)
 

@@ -32,7 +32,7 @@ from edge.store.schema import S3_ORIGINAL, create
 _COLUMNS = (
     "seq, id, device_id, source, source_name, captured_at, accepted_at, ext, size, width, "
     "height, status, error, bundle, precision, revision, accelerators, timings, analysis, "
-    "evicted_at"
+    "evicted_at, meta"
 )
 _STALE = (
     "status!='pending' AND (bundle IS NULL OR bundle!=?) AND NOT EXISTS (SELECT 1 FROM marks "
@@ -149,10 +149,12 @@ class Store:
         source_name: str,
         captured_at: float,
         timings: dict[str, float] | None = None,
+        meta: dict[str, Any] | None = None,
     ) -> bool:
         """Store an original durably and queue it for analysis; False if already known. The
         caller's thread writes the files; the next group commit makes them durable and
-        commits the row, and this returns once it has."""
+        commits the row, and this returns once it has. `meta`: what the file itself said (a
+        DICOM's attributes)."""
         files = [self.original_path(rid, ext), self.derived_path(rid, "thumb.jpg")]
         self.write_atomic(files[0], data)
         self.write_atomic(files[1], thumb)
@@ -168,10 +170,12 @@ class Store:
             width,
             height,
             json.dumps(timings or {}),
+            json.dumps(meta) if meta else None,
         )
         insert = (
             "INSERT OR IGNORE INTO records (id, device_id, source, source_name, captured_at, "
-            "accepted_at, ext, size, width, height, timings) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
+            "accepted_at, ext, size, width, height, timings, meta) VALUES "
+            "(?,?,?,?,?,?,?,?,?,?,?,?)"
         )
         return bool(self._commit(lambda db: db.execute(insert, row).rowcount == 1, files))
 
@@ -592,4 +596,5 @@ def _record(r: sqlite3.Row) -> Record:
         timings=js("timings", {}),
         analysis=js("analysis", {}),
         evicted_at=r["evicted_at"],
+        meta=js("meta", {}),
     )
