@@ -6,10 +6,11 @@ device, who is authenticated, and connections that never finish a request.
   `http.allowed_hosts` are answered.
 - **Origin**: a state-changing request (POST...) carrying an `Origin` other than the device's
   own or `http.allowed_origins` is refused, so a page the user visits cannot upload.
-- **Token**: with `http.token` set, data routes want `Authorization: Bearer <token>` or the
-  session cookie `POST /login` sets (HttpOnly, SameSite=Strict: a browser page needs no token in
-  URLs and no script ever sees it). The page, its assets and `/login` load without it, and
-  `/healthz` says only its status.
+- **Token**: with `http.token` (or `http.token_file`) set, data routes want
+  `Authorization: Bearer <token>` or the session cookie `POST /login` sets (`edge.api.auth`,
+  `edge.api.session`). The page, its assets, `/login`, `/logout` and `/session` load without
+  it, and `/healthz` says only its status. A client that sent too many wrong tokens gets a 429
+  with `Retry-After` on the routes that want one (`edge.api.throttle`).
 - **Load**: at most `http.limit_concurrency` requests in progress (more get a 503; /healthz
   always answers), counted here rather than by uvicorn, which counts idle connections too.
 - **Slow clients and big heads**: uvicorn's HTTP protocols have no deadline for a request's
@@ -22,8 +23,6 @@ device, who is authenticated, and connections that never finish a request.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import ipaddress
 from typing import Any
 
@@ -32,10 +31,10 @@ from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from edge.api.auth import Auth, Verdict, remember, too_many_wrong
 from edge.config import HttpConfig
 
-SESSION_COOKIE = "s3e_session"
-OPEN_PATHS = ("/", "/login", "/logout", "/favicon.ico")
+OPEN_PATHS = ("/", "/login", "/logout", "/session", "/favicon.ico", "/healthz")
 OPEN_PREFIXES = ("/static/",)
 LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1", "[::1]"}
 UNSAFE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
@@ -47,22 +46,6 @@ TOO_LARGE = (
     b"charset=utf-8\r\ncontent-length: %d\r\nconnection: close\r\n\r\n%s"
     % (len(_TOO_LARGE_BODY), _TOO_LARGE_BODY)
 )
-
-
-def session_value(token: str) -> str:
-    """The cookie's value: derived from the token, so the cookie is useless once it changes."""
-    return hmac.new(token.encode(), b"s3e-session-v1", hashlib.sha256).hexdigest()
-
-
-def authorized(request: Request, token: str) -> bool:
-    """True without a token configured, or with the right bearer header or session cookie."""
-    if not token:
-        return True
-    given = request.headers.get("authorization", "")
-    if hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
-        return True
-    cookie = request.cookies.get(SESSION_COOKIE, "")
-    return hmac.compare_digest(cookie.encode(), session_value(token).encode())
 
 
 def _host_name(host_header: str) -> str:
@@ -77,9 +60,11 @@ class Guard:
     Starlette's `BaseHTTPMiddleware`, which runs the rest of the app in a task of its own at a
     cost on every request."""
 
-    def __init__(self, app: ASGIApp, cfg: HttpConfig) -> None:
+    def __init__(self, app: ASGIApp, cfg: HttpConfig, auth: Auth | None = None) -> None:
+        """`auth`: the token, sessions and throttle shared with the app's session routes
+        (`edge.api.session.session_router`); one of its own from `cfg` when not given."""
         self.app = app
-        self.token = cfg.token.get_secret_value()
+        self.auth = auth if auth is not None else Auth(cfg)
         self.hosts = LOOPBACK_NAMES | {h.lower() for h in cfg.allowed_hosts}
         bound = cfg.host.strip("[]").lower()
         if bound and not _unspecified(bound):
@@ -101,7 +86,7 @@ class Guard:
         return origin in own or origin in self.origins
 
     def needs_token(self, path: str) -> bool:
-        return not (path in OPEN_PATHS or path.startswith(OPEN_PREFIXES) or path == "/healthz")
+        return not (path in OPEN_PATHS or path.startswith(OPEN_PREFIXES))
 
     def refusal(self, request: Request) -> Response | None:
         """The answer to a request that may not reach the routes; None for one that may."""
@@ -114,12 +99,10 @@ class Guard:
                 {"detail": "cross-origin request refused (http.allowed_origins)"}, status_code=403
             )
         path = request.scope["path"]  # not `request.url`: building it cost ~2% of a request
-        if self.needs_token(path) and not authorized(request, self.token):
-            return JSONResponse(
-                {"detail": "missing or wrong bearer token"},
-                status_code=401,
-                headers={"WWW-Authenticate": "Bearer"},
-            )
+        check = self.auth.check(request)
+        remember(request, check)
+        if self.needs_token(path) and not check.may_read:
+            return _unauthorized(check.verdict, check.retry_after_s)
         if self.in_flight >= self.limit and path != "/healthz":
             return JSONResponse(
                 {"detail": "too many requests in progress; try again shortly"},
@@ -141,6 +124,17 @@ class Guard:
             await self.app(scope, receive, send)
         finally:
             self.in_flight -= 1
+
+
+def _unauthorized(verdict: Verdict, wait_s: float) -> Response:
+    if verdict is Verdict.THROTTLED:
+        detail, headers = too_many_wrong(wait_s)
+        return JSONResponse({"detail": detail}, status_code=429, headers=headers)
+    return JSONResponse(
+        {"detail": "missing or wrong bearer token"},
+        status_code=401,
+        headers={"WWW-Authenticate": "Bearer"},
+    )
 
 
 def _unspecified(host: str) -> bool:

@@ -11,7 +11,9 @@ from typing import Any
 
 import uvicorn
 
+from edge.analysis.swap import StartupError
 from edge.api.app import create_app
+from edge.api.auth import Auth, TokenFileError, exposure_warning
 from edge.api.context import ApiContext
 from edge.api.guard import GuardedProtocol
 from edge.config import HttpConfig
@@ -66,8 +68,14 @@ class HttpPart(BasePart):
     name = "http"
 
     def __init__(self, cfg: HttpConfig, ctx: ApiContext) -> None:
+        """Reads the token (`http.token_file`) now: a file that cannot be read stops the
+        start with the key named."""
         self.cfg = cfg
-        self.server = HttpServer(create_app(ctx), cfg)
+        try:
+            self.auth = Auth(cfg)
+        except TokenFileError as e:
+            raise StartupError(str(e)) from None
+        self.server = HttpServer(create_app(ctx, self.auth), cfg)
         self.port: int | None = None
 
     @property
@@ -79,6 +87,9 @@ class HttpPart(BasePart):
     def start(self) -> None:
         self.port = self.server.start()
         log.info("search on %s/", self.url)
+        warning = exposure_warning(self.cfg, self.auth.token_required)
+        if warning:
+            log.warning("%s", warning)
 
     def stop(self, deadline: float) -> None:
         self.server.stop(max(1.0, deadline - time.monotonic()))

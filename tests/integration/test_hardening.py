@@ -458,3 +458,63 @@ def test_files_left_between_write_and_commit_are_swept_at_start(
     store.close()
     d = daemon_factory(cfg)
     assert not orphan.exists() and not d.store.derived_path("ab" + "0" * 62, "thumb.jpg").exists()
+
+
+# request bodies, API docs, image answers ---------------------------------------------------------
+def test_json_bodies_over_the_limit_are_refused_before_they_are_read(quiet_daemon: Any):
+    """An unauthenticated client cannot make the daemon hold a body of any size: a JSON body
+    over `http.max_json_bytes` is a 413 that closes the connection, whether its size is
+    declared or it arrives chunked; JSON nested past Python's stack is a 400, not a 500."""
+    big = b'{"token": "' + b"a" * 200_000 + b'"}'
+
+    def chunked() -> Iterator[bytes]:
+        for i in range(0, len(big), 4096):
+            yield big[i : i + 4096]
+
+    with client(quiet_daemon) as c:
+        for path in ("/login", "/admin/bundle"):
+            declared = c.post(path, content=big, headers={"Content-Type": "application/json"})
+            assert declared.status_code == 413, path
+            assert "http.max_json_bytes" in declared.json()["detail"]
+            streamed = c.post(path, content=chunked())
+            assert streamed.status_code == 413 and streamed.headers["connection"] == "close"
+            deep = c.post(path, content=b"[" * 60_000)
+            assert deep.status_code == 400, path
+        assert c.post("/admin/bundle", json={"bundle": 7}).status_code == 400
+        assert c.get("/healthz").json()["status"] == "ok"
+
+
+def test_api_docs_are_off_and_the_schema_stays_behind_the_token(
+    edge_config: Any, daemon_factory: Any
+):
+    """FastAPI's /docs and /redoc load Swagger UI and ReDoc from a CDN, on the device's origin:
+    they are not served; the schema is docs/openapi.json, and /openapi.json wants the token."""
+    d = daemon_factory(edge_config(http__token="s3cret"))
+    with client(d) as anon, client(d, Authorization="Bearer s3cret") as ok:
+        for path in ("/docs", "/redoc", "/docs/oauth2-redirect"):
+            assert ok.get(path).status_code == 404, path
+        assert anon.get("/openapi.json").status_code == 401
+        assert "/session" in ok.get("/openapi.json").json()["paths"]
+
+
+def test_every_image_answer_is_nosniff_and_private(quiet_daemon: Any, chest_images: dict[str, Any]):
+    """A browser never guesses an image answer's type from its bytes, and no shared cache
+    keeps a copy: the original, thumbnail, mask, attention and match PNGs alike."""
+    d = quiet_daemon
+    phantom = next(iter(sorted(chest_images["root"].glob("*.png"))))
+    (Path(d.cfg.capture.folder.path) / "a.png").write_bytes(phantom.read_bytes())
+    wait_until(lambda: d.indexes.keyword.num_docs == 1, 30, "indexed")
+    rid = next(d.store.iter_analysed()).id
+    paths = [
+        f"/images/{rid}",
+        f"/images/{rid}/thumb",
+        f"/images/{rid}/mask",
+        f"/images/{rid}/attention?word=0",
+        f"/images/{rid}/match?q=heart&word=0",
+    ]
+    with client(d) as c:
+        for path in paths:
+            r = c.get(path)
+            assert r.status_code == 200 and r.headers["content-type"].startswith("image/"), path
+            assert r.headers["x-content-type-options"] == "nosniff", path
+            assert r.headers["cache-control"] == "private", path

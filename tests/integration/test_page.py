@@ -185,14 +185,23 @@ def test_a_hostile_file_name_shows_as_text(daemon: Daemon, page: Any, chest_smal
 def test_with_a_token_the_page_asks_once_and_everything_works(
     browser: Any, chest_small: Path, tmp_path: Path
 ) -> None:
+    """With a token set, a page load makes no request that fails (Chromium logs a failed
+    request as a console error): the page asks `/session` first, then for the token; once
+    signed in, a reload goes straight to the results. The only failing request is the wrong
+    token typed on purpose."""
     d = start(tmp_path, chest_small, 4, token="sekrit-token-123")
     try:
         context = browser.new_context()
         pg = context.new_page()
         errors: list[str] = []
+        failed_requests: list[str] = []
         pg.on("pageerror", lambda e: errors.append(str(e)))
+        pg.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        pg.on("response", lambda r: failed_requests.append(r.url) if r.status >= 400 else None)
         pg.goto(url(d, "/?q=heart"))
         pg.wait_for_selector("#login[open]")
+        pg.wait_for_load_state("networkidle")
+        assert errors == [] and failed_requests == []
         pg.fill("#token", "wrong")
         pg.click("#login-form button")
         pg.wait_for_selector("#login-error:has-text('refused')")
@@ -206,11 +215,16 @@ def test_with_a_token_the_page_asks_once_and_everything_works(
         assert "sekrit" not in pg.url and "sekrit" not in pg.evaluate("() => document.cookie")
         cookie = next(c for c in context.cookies() if c["name"] == "s3e_session")
         assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+        assert failed_requests == [url(d, "/login")]  # the wrong token, and nothing else
+        wait_until(lambda: len(errors) == 1, 10, "the wrong token's console line")
+        errors.clear()
+        failed_requests.clear()
         pg.reload()
         pg.wait_for_selector(".card img")
+        pg.wait_for_load_state("networkidle")
         assert not pg.is_visible("#login")
+        assert errors == [] and failed_requests == []
         context.close()
-        assert errors == []
     finally:
         d.stop()
 

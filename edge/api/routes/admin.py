@@ -1,8 +1,7 @@
-"""The session (`/login`, `/logout`), health, metrics and the admin routes."""
+"""Health, metrics and the admin routes (the session routes are `edge.api.session`)."""
 
 from __future__ import annotations
 
-import hmac
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
@@ -10,45 +9,19 @@ from starlette.concurrency import run_in_threadpool
 
 from edge.analysis.pool import SwapInProgressError
 from edge.analysis.swap import BundleRefusedError
+from edge.api.auth import may_read
+from edge.api.bodies import json_field, read_json
 from edge.api.context import ApiContext, context
-from edge.api.guard import SESSION_COOKIE, authorized, session_value
 
 router = APIRouter()
 Ctx = Annotated[ApiContext, Depends(context)]
-
-
-@router.post("/login", status_code=204, summary="Trade the token for a session cookie")
-async def login(request: Request, ctx: Ctx) -> Response:
-    token = ctx.cfg.http.token.get_secret_value()
-    try:
-        given = str((await request.json()).get("token", ""))
-    except (ValueError, AttributeError):
-        raise HTTPException(400, 'send {"token": "..."} as JSON') from None
-    if not token or not hmac.compare_digest(given.encode(), token.encode()):
-        raise HTTPException(401, "wrong token")
-    response = Response(status_code=204)
-    response.set_cookie(
-        SESSION_COOKIE,
-        session_value(token),
-        httponly=True,
-        samesite="strict",
-        secure=request.url.scheme == "https",
-    )
-    return response
-
-
-@router.post("/logout", status_code=204, summary="Forget the session cookie")
-def logout() -> Response:
-    response = Response(status_code=204)
-    response.delete_cookie(SESSION_COOKIE, httponly=True, samesite="strict")
-    return response
+BUNDLE_EXAMPLE = '{"bundle": "<shipped name or folder>"}'
 
 
 @router.get("/healthz", summary="Liveness; details (placement, queues) need the token if set")
 def healthz(request: Request, ctx: Ctx) -> dict[str, Any]:
     health = ctx.health()
-    token = ctx.cfg.http.token.get_secret_value()
-    return health if authorized(request, token) else {"status": health["status"]}
+    return health if may_read(request) else {"status": health["status"]}
 
 
 @router.get("/metrics", summary="Prometheus text format")
@@ -62,6 +35,7 @@ def metrics(ctx: Ctx) -> Response:
     responses={
         400: {"description": "the bundle is refused (the reason says why)"},
         409: {"description": "another swap is in progress"},
+        413: {"description": "body over http.max_json_bytes"},
     },
 )
 async def swap_bundle(request: Request, ctx: Ctx) -> dict[str, Any]:
@@ -70,12 +44,9 @@ async def swap_bundle(request: Request, ctx: Ctx) -> dict[str, Any]:
     re-analysed in the background (progress in /healthz)."""
     if ctx.swap is None:
         raise HTTPException(503, "no analysis in this app")
-    try:
-        ref = (await request.json()).get("bundle")
-    except (ValueError, AttributeError):
-        ref = None
-    if not isinstance(ref, str) or not ref:
-        raise HTTPException(400, 'send {"bundle": "<shipped name or folder>"} as JSON')
+    ref = json_field(
+        await read_json(request, ctx.cfg.http, BUNDLE_EXAMPLE), "bundle", BUNDLE_EXAMPLE
+    )
     try:
         return await run_in_threadpool(ctx.swap, ref)
     except SwapInProgressError as e:

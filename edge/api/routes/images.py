@@ -26,6 +26,10 @@ router = APIRouter()
 Ctx = Annotated[ApiContext, Depends(context)]
 FILES = {kind: spec for cls in OUTPUTS.values() for kind, spec in cls.files.items()}
 """Derived file kind -> (suffix, media type), from the output plug-ins (e.g. "mask")."""
+FILE_HEADERS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "private"}
+"""On every image answer: the browser takes the declared type, never a guess from the bytes
+(an upload is only ever shown as the image it was decoded as), and no shared cache keeps a
+copy of what the token guards."""
 
 
 @router.get("/records/{rid}", summary="The whole record of one image")
@@ -43,7 +47,7 @@ def original(rid: str, ctx: Ctx) -> FileResponse | RedirectResponse:
     rec = ctx.record(rid)
     path = ctx.store.original_path(rid, rec.ext)
     if path.exists():
-        return FileResponse(path, media_type=media_type(rec.ext))
+        return FileResponse(path, media_type=media_type(rec.ext), headers=FILE_HEADERS)
     url = ctx.hooks.original_url(rec) if ctx.hooks.original_url is not None else None
     if url is None:
         raise HTTPException(410, f"the original of {rid} is no longer on this device")
@@ -55,7 +59,7 @@ def _derived(ctx: ApiContext, rid: str, suffix: str, media: str) -> FileResponse
     path = ctx.store.derived_path(rid, suffix)
     if not path.exists():
         raise HTTPException(404, f"no {suffix} for {rid} yet (not analysed?)")
-    return FileResponse(path, media_type=media)
+    return FileResponse(path, media_type=media, headers=FILE_HEADERS)
 
 
 @router.get("/images/{rid}/thumb", summary="A JPEG thumbnail")
@@ -93,7 +97,9 @@ def attention(rid: str, ctx: Ctx, word: str = "0") -> Response:
         raise HTTPException(404, f"word index {k} out of range (caption has {len(words)})")
     thumb_bytes = ctx.store.derived_path(rid, "thumb.jpg").read_bytes()
     return Response(
-        attention_png(thumb_bytes, grids[k]), media_type="image/png", headers={"X-Word": words[k]}
+        attention_png(thumb_bytes, grids[k]),
+        media_type="image/png",
+        headers={**FILE_HEADERS, "X-Word": words[k]},
     )
 
 
@@ -191,5 +197,7 @@ def match(rid: str, ctx: Ctx, q: str = "", word: str | None = None) -> Any:
     grid = np.asarray(got["words"][k]["map"], np.float32).reshape(got["grid"], got["grid"])
     thumb_bytes = ctx.store.derived_path(rid, "thumb.jpg").read_bytes()
     return Response(
-        attention_png(thumb_bytes, grid), media_type="image/png", headers={"X-Word": names[k]}
+        attention_png(thumb_bytes, grid),
+        media_type="image/png",
+        headers={**FILE_HEADERS, "X-Word": names[k]},
     )

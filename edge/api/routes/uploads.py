@@ -3,11 +3,8 @@ browser would have had to ask first (so no other site's page can upload)."""
 
 from __future__ import annotations
 
-import asyncio
-import io
 import logging
 import sqlite3
-import time
 from collections.abc import AsyncGenerator
 from typing import Annotated
 from urllib.parse import unquote
@@ -18,15 +15,16 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
+from edge.api.bodies import CLOSE, read_body
 from edge.api.context import ApiContext, context
 from edge.capture.base import printable
-from edge.config import HttpConfig
 from edge.ingest.imaging import DecodeBusyError, ImageRejectedError
 from edge.ingest.ingestor import IngestClosedError
 
 log = logging.getLogger("s3e.http")
 router = APIRouter()
 Ctx = Annotated[ApiContext, Depends(context)]
+UPLOAD_KEY = "capture.upload.max_bytes"
 
 
 async def _file_part(request: Request, body: bytes, limit: int, name: str) -> tuple[bytes, str]:
@@ -49,10 +47,6 @@ async def _file_part(request: Request, body: bytes, limit: int, name: str) -> tu
         await form.close()
 
 
-CLOSE = {"Connection": "close"}
-"""On an answer given before the request's body is read: the rest of the body may still be on
-its way, and must not be read as the next request on a kept-alive connection."""
-
 SIMPLE_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data", "text/plain")
 """Body types a browser sends cross-site without asking first (CORS "simple" requests)."""
 
@@ -74,40 +68,19 @@ def require_preflighted(request: Request) -> None:
     )
 
 
-async def read_body(request: Request, limit: int, cfg: HttpConfig) -> bytes:
-    """The body, counted as it arrives (chunked or not): over `limit` is a 413, a body that
-    stalls for `body_idle_s` or takes longer than `body_timeout_s` a 408."""
-    buf = io.BytesIO()
-    deadline = time.monotonic() + cfg.body_timeout_s
-    chunks = request.stream().__aiter__()
-    while True:
-        wait = min(cfg.body_idle_s, deadline - time.monotonic())
-        try:
-            chunk = await asyncio.wait_for(chunks.__anext__(), max(wait, 0.001))
-        except StopAsyncIteration:
-            return buf.getvalue()
-        except TimeoutError:
-            raise HTTPException(408, "the request body arrived too slowly", CLOSE) from None
-        buf.write(chunk)
-        if buf.tell() > limit:  # room for multipart headers and boundaries
-            raise HTTPException(413, f"body is over the {limit} byte limit", CLOSE)
-
-
 @router.post("/images", status_code=201, summary="Upload an image (raw body or multipart)")
 async def upload(request: Request, ctx: Ctx) -> JSONResponse:
     if ctx.ingestor is None or not ctx.cfg.capture.upload.enabled:
         raise HTTPException(404, "uploads are off (capture.upload.enabled = false)", CLOSE)
     require_preflighted(request)
     limit = ctx.cfg.capture.upload.max_bytes
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit + 64 * 1024:
-        raise HTTPException(413, f"body of {declared} bytes is over the {limit} byte limit", CLOSE)
     name = printable(unquote(request.headers.get("x-filename", "")))  # URL-encoded: any name
-    data = await read_body(request, limit + 64 * 1024, ctx.cfg.http)
+    # room for multipart headers and boundaries
+    data = await read_body(request, limit + 64 * 1024, ctx.cfg.http, UPLOAD_KEY)
     if request.headers.get("content-type", "").startswith("multipart/form-data"):
         data, name = await _file_part(request, data, limit, name)
     if len(data) > limit:
-        raise HTTPException(413, f"file is over the {limit} byte limit")
+        raise HTTPException(413, f"file is over the {limit} byte limit ({UPLOAD_KEY})")
     try:
         got = await run_in_threadpool(ctx.ingestor.ingest, data, "upload", name)
     except ImageRejectedError as e:

@@ -20,12 +20,24 @@ function el(tag, props = {}, ...children) {
 // -- the API, with the token asked for once ---------------------------------------------------
 let loggingIn = null;
 
+function signIn() {
+  loggingIn = loggingIn || login().finally(() => { loggingIn = null; });
+  return loggingIn;
+}
+
+// Asked first, and never a 401: a page load with a live session (or no token configured)
+// makes no request that fails; without one, the token is asked for before anything else.
+async function ensureSession() {
+  const r = await fetch("/session", { credentials: "same-origin" });
+  if (!r.ok) return;
+  const s = await r.json();
+  if (s.token_required && !s.signed_in) await signIn();
+}
+
 async function api(path, options = {}) {
   const response = await fetch(path, { credentials: "same-origin", ...options });
-  if (response.status === 401) {
-    loggingIn = loggingIn || login();
-    await loggingIn;
-    loggingIn = null;
+  if (response.status === 401) {  // the session ended while the page was open
+    await signIn();
     return api(path, options);
   }
   return response;
@@ -43,8 +55,12 @@ function login() {
       });
       if (r.ok) {
         $("token").value = "";
+        $("login-error").textContent = "";
         dialog.close();
         resolve();
+      } else if (r.status === 429) {
+        const wait = r.headers.get("Retry-After") || "a few";
+        $("login-error").textContent = `Too many wrong tokens: try again in ${wait} s.`;
       } else {
         $("login-error").textContent = "That token was refused.";
       }
@@ -353,7 +369,7 @@ function upload(file) {
   xhr.onload = () => {
     let body = {};
     try { body = JSON.parse(xhr.responseText); } catch { /* not JSON */ }
-    if (xhr.status === 401) { login().then(() => { row.remove(); upload(file); }); return; }
+    if (xhr.status === 401) { signIn().then(() => { row.remove(); upload(file); }); return; }
     if (xhr.status >= 400) { row.append(el("span", { class: "error", text: ` refused: ${body.detail || xhr.status}` })); return; }
     row.append(el("span", { text: body.duplicate ? " already here" : " stored; analysing…" }));
     setTimeout(() => row.remove(), 6000);
@@ -403,6 +419,8 @@ document.addEventListener("keydown", (e) => {
   if (e.key === "/" && document.activeElement.tagName !== "INPUT") { e.preventDefault(); $("q").focus(); }
 });
 
-render();
-status();
-setInterval(status, 5000);
+ensureSession().then(() => {
+  render();
+  status();
+  setInterval(status, 5000);
+});
