@@ -433,8 +433,8 @@ def load_config(path: Path | str | None) -> EdgeConfig:
     if _has_secret(cfg) and p.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
         log.warning(
             "%s holds a secret (a token, password or key) and others can read it: "
-            "chmod 600 %s, or use the AWS_* environment, a credentials file or "
-            "mqtt.password_file",
+            "chmod 600 %s, or use the AWS_* environment, a credentials file, "
+            "http.token_file or mqtt.password_file",
             p,
             p,
         )

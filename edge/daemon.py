@@ -25,6 +25,7 @@ from typing import Any
 
 from edge.analysis.bundle import Bundle, load_bundle
 from edge.analysis.pool import AnalysisPool
+from edge.analysis.runtime import NO_GPU
 from edge.analysis.swap import BundleSwapper, StartupError, start_analysers
 from edge.api.context import ApiContext
 from edge.api.server import HttpPart
@@ -79,8 +80,9 @@ class Daemon:
     def _build(self, bundle: Bundle) -> None:
         cfg = self.cfg
         analysers = start_analysers(bundle, cfg.model)
-        if analysers[0].fallback_reason:
-            log.warning("GPU not used, running on the CPU: %s", analysers[0].fallback_reason)
+        reason = analysers[0].fallback_reason
+        if reason and reason != NO_GPU:  # without a GPU, the CPU is what "auto" means
+            log.warning("GPU not used, running on the CPU: %s", reason)
         self.ingestor = Ingestor(
             self.store, bundle.doc.preprocessing, cfg, self.metrics, self.hooks
         )
@@ -100,7 +102,7 @@ class Daemon:
         ctx = Context(cfg, self.store, self.metrics, self.hooks, self.indexes, self)
         for plugin in sink_plugins():
             if not plugin.enabled(cfg):
-                log.info("%s off (not configured)", plugin.key)
+                log.info("%s off (%s is not set)", plugin.key, plugin.turned_on_by)
                 continue
             try:
                 self.parts.append(plugin.build(cfg, ctx))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import socket
 import threading
 import time
 from typing import Any
@@ -48,6 +49,7 @@ class HttpServer:
         What exists by now lives as long as the daemon (models, indexes, the app): frozen out
         of the garbage collector's view, so a full collection does not walk it in the middle
         of a request (a pause of tens of milliseconds at 100k records)."""
+        self._check_port()
         gc.collect()
         gc.freeze()
         self.thread.start()
@@ -57,6 +59,23 @@ class HttpServer:
                 raise RuntimeError("HTTP server did not start (is the port in use?)")
             time.sleep(0.02)
         return int(self.server.servers[0].sockets[0].getsockname()[1])
+
+    def _check_port(self) -> None:
+        """A port another program holds is said plainly, naming the setting and the flag
+        (uvicorn would only log the bind error and stop its thread)."""
+        config = self.server.config
+        if not config.port:
+            return
+        family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((config.host, config.port))
+            except OSError as e:
+                raise RuntimeError(
+                    f"cannot listen on {config.host}:{config.port} ({e.strerror}): another "
+                    "program holds it; set http.port (or --port) to a free one, or 0 for any"
+                ) from None
 
     def stop(self, timeout: float = 5.0) -> None:
         self.server.should_exit = True
