@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import HTTPException, Request
+from fastapi import Depends, HTTPException, Request
+from starlette.concurrency import run_in_threadpool
 
 from edge.config import EdgeConfig
 from edge.ingest.ingestor import Ingestor
@@ -17,7 +18,7 @@ from edge.search.engine import SearchEngine
 from edge.search.semantic import Encoders
 from edge.search.vectors import VectorIndex
 from edge.store.records import Record
-from edge.store.store import Store
+from edge.store.store import AmbiguousIdError, Store
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,30 @@ class ApiContext:
         if rec is None:
             raise HTTPException(404, f"no image with id {rid}")
         return rec
+
+
+async def full_id(rid: str, request: Request) -> str:
+    """The image id of the path: the id itself, or the one a prefix of 8 or more hex
+    characters names (the logs print 12); a prefix several ids begin with is a 409 naming
+    them. An unknown id passes on: the route answers its own 404."""
+    if len(rid) == 64:
+        return rid
+    ctx: ApiContext = request.app.state.ctx
+    try:
+        return await run_in_threadpool(ctx.store.resolve, rid)
+    except AmbiguousIdError as e:
+        shown = ", ".join(m[:16] for m in e.matches[:5])
+        raise HTTPException(
+            409,
+            f"{rid} begins {'more than 5' if len(e.matches) > 5 else len(e.matches)} "
+            f"image ids ({shown}...): give more of it",
+        ) from None
+    except KeyError:
+        return rid
+
+
+Rid = Annotated[str, Depends(full_id)]
+"""A route's image id, prefixes resolved."""
 
 
 async def context(request: Request) -> ApiContext:

@@ -55,6 +55,17 @@ class _Job:
         self.error: BaseException | None = None
 
 
+HEX = frozenset("0123456789abcdef")
+
+
+class AmbiguousIdError(KeyError):
+    """A prefix that more than one id begins with."""
+
+    def __init__(self, prefix: str, matches: list[str]) -> None:
+        super().__init__(prefix)
+        self.prefix, self.matches = prefix, matches
+
+
 class Store:
     """Originals, derived files (thumbnail, masks) and the SQLite records of one device."""
 
@@ -483,6 +494,23 @@ class Store:
                     f"SELECT seq, id FROM records WHERE seq IN ({','.join('?' * len(seqs))})", seqs
                 ).fetchall()
             )
+
+    def resolve(self, ref: str) -> str:
+        """The id `ref` names: itself, or the one id it begins when it is 8 to 63 hex
+        characters (what the logs print). KeyError: no such image; AmbiguousIdError: more than
+        one begins with it."""
+        if len(ref) == 64 or not (8 <= len(ref) < 64 and all(c in HEX for c in ref)):
+            return ref
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id FROM records WHERE id >= ? AND id < ? ORDER BY id LIMIT 6",
+                (ref, ref + "g"),
+            ).fetchall()
+        if not rows:
+            raise KeyError(ref)
+        if len(rows) > 1:
+            raise AmbiguousIdError(ref, [r[0] for r in rows])
+        return str(rows[0][0])
 
     def seq_of(self, rid: str) -> int | None:
         with self._lock:

@@ -288,3 +288,27 @@ def test_json_logs_are_one_object_per_line(capsys: pytest.CaptureFixture[str]):
     obj = json.loads(line)
     assert obj["msg"] == "accepted abc from folder" and obj["level"] == "info"
     assert obj["logger"] == "s3e.test" and obj["ts"].endswith("Z")
+
+
+def test_the_id_prefix_the_logs_print_works_in_the_api(busy_daemon: Any) -> None:
+    d = busy_daemon
+    rid = next(d.store.iter_analysed()).id
+    twins = ("abcdef01" + "0" * 56, "abcdef01" + "1" * 56)
+    for i, twin in enumerate(twins):
+        d.store.accept(
+            twin,
+            b"t%d" % i,
+            ext="png",
+            width=1,
+            height=1,
+            thumb=b"",
+            source="test",
+            source_name="",
+            captured_at=0.0,
+        )
+    with client(d) as c:
+        assert c.get(f"/records/{rid[:12]}").json()["id"] == rid
+        assert c.get(f"/images/{rid[:8]}/thumb").content == c.get(f"/images/{rid}/thumb").content
+        ambiguous = c.get("/records/abcdef01")
+        assert ambiguous.status_code == 409 and "give more of it" in ambiguous.json()["detail"]
+        assert c.get("/records/abcdef010").json()["id"] == twins[0]

@@ -15,7 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from edge.analysis import views
 from edge.analysis.outputs import OUTPUTS
 from edge.analysis.outputs.caption import attention_maps
-from edge.api.context import ApiContext, context
+from edge.api.context import ApiContext, Rid, context
 from edge.capture.base import printable
 from edge.ingest.imaging import attention_png, media_type
 from edge.search import semantic
@@ -33,7 +33,7 @@ copy of what the token guards."""
 
 
 @router.get("/records/{rid}", summary="The whole record of one image")
-def record(rid: str, ctx: Ctx) -> dict[str, Any]:
+def record(rid: Rid, ctx: Ctx) -> dict[str, Any]:
     return views.summary(ctx.record(rid))
 
 
@@ -43,7 +43,7 @@ def record(rid: str, ctx: Ctx) -> dict[str, Any]:
     response_model=None,
     responses={307: {"description": "the original is in S3 only: a presigned URL"}},
 )
-def original(rid: str, ctx: Ctx) -> FileResponse | RedirectResponse:
+def original(rid: Rid, ctx: Ctx) -> FileResponse | RedirectResponse:
     rec = ctx.record(rid)
     path = ctx.store.original_path(rid, rec.ext)
     if path.exists():
@@ -63,12 +63,12 @@ def _derived(ctx: ApiContext, rid: str, suffix: str, media: str) -> FileResponse
 
 
 @router.get("/images/{rid}/thumb", summary="A JPEG thumbnail")
-def thumb(rid: str, ctx: Ctx) -> FileResponse:
+def thumb(rid: Rid, ctx: Ctx) -> FileResponse:
     return _derived(ctx, rid, "thumb.jpg", "image/jpeg")
 
 
 @router.get("/images/{rid}/mask", summary="The segmentation mask (palette PNG, class ids)")
-def mask(rid: str, ctx: Ctx) -> FileResponse:
+def mask(rid: Rid, ctx: Ctx) -> FileResponse:
     return _derived(ctx, rid, *FILES["mask"])
 
 
@@ -83,7 +83,7 @@ def _caption_attention(ctx: ApiContext, rid: str) -> tuple[list[str], np.ndarray
 
 
 @router.get("/images/{rid}/attention", summary="Where the captioner looked for one word")
-def attention(rid: str, ctx: Ctx, word: str = "0") -> Response:
+def attention(rid: Rid, ctx: Ctx, word: str = "0") -> Response:
     words, grids, _ = _caption_attention(ctx, rid)
     if word.isascii() and word.isdigit() and len(word) <= 4:
         k = int(word)
@@ -104,7 +104,7 @@ def attention(rid: str, ctx: Ctx, word: str = "0") -> Response:
 
 
 @router.get("/records/{rid}/attention", summary="Each caption word's attention, as numbers")
-def attention_json(rid: str, ctx: Ctx) -> dict[str, Any]:
+def attention_json(rid: Rid, ctx: Ctx) -> dict[str, Any]:
     """`map`: G*G weights, row-major, top row first, summing to 1 over the regions;
     `visual`: how much the word relied on the image (1 - the sentinel's share)."""
     words, grids, visual = _caption_attention(ctx, rid)
@@ -121,7 +121,7 @@ def attention_json(rid: str, ctx: Ctx) -> dict[str, Any]:
     summary="Nearest images in the VAE latent space",
     response_model=dict[str, Any],
 )
-async def similar(rid: str, ctx: Ctx, k: Annotated[int, Query(ge=1, le=100)] = 10) -> JSONResponse:
+async def similar(rid: Rid, ctx: Ctx, k: Annotated[int, Query(ge=1, le=100)] = 10) -> JSONResponse:
     """Approximate nearest neighbours (HNSW; recall@10 against brute force in
     `bench/search.py`) among the images the running bundle analysed."""
     store, latent = ctx.store, ctx.latent
@@ -180,7 +180,7 @@ def _match(ctx: ApiContext, rid: str, q: str) -> dict[str, Any]:
 
 
 @router.get("/images/{rid}/match", summary="Where each query word matched on the image")
-def match(rid: str, ctx: Ctx, q: str = "", word: str | None = None) -> Any:
+def match(rid: Rid, ctx: Ctx, q: str = "", word: str | None = None) -> Any:
     """`words[k].map`: G*G weights, row-major, top row first, summing to 1 (a softmax of the
     word's similarity over the regions); `score`: the word's best similarity. With `word`
     (an index, or the word itself): that word's map as a PNG over the thumbnail."""
