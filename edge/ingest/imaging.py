@@ -284,6 +284,15 @@ def _eight_bit(image: Image.Image) -> Image.Image:
     return Image.fromarray(np.clip(np.asarray(image) + 0.5, 0, 255).astype(np.uint8))
 
 
+def display_png(image: Image.Image, size: int) -> bytes:
+    """The image as a browser shows it (a DICOM's rendition), at most `size` on a side."""
+    im = _eight_bit(image)
+    im.thumbnail((size, size), Image.Resampling.BILINEAR)
+    buf = io.BytesIO()
+    im.save(buf, "PNG")
+    return buf.getvalue()
+
+
 def thumbnail_jpeg(image: Image.Image, size: int) -> bytes:
     im = _eight_bit(image).convert("RGB")
     im.thumbnail((size, size), Image.Resampling.BILINEAR)

@@ -239,3 +239,78 @@ def test_readable_at_phone_width(daemon: Daemon, browser: Any, tmp_path: Path) -
     assert pg.evaluate("() => document.activeElement.id") == "q"
     pg.screenshot(path=str(tmp_path / "phone.png"))
     context.close()
+
+
+def _upload(page: Any, name: str, data: bytes, media: str) -> str:
+    rid: str = page.evaluate(
+        """async ([name, bytes, media]) => { const r = await fetch('/images', { method: 'POST',
+             headers: {'Content-Type': media, 'X-S3E-Request': '1', 'X-Filename': name},
+             body: new Uint8Array(bytes) }); return (await r.json()).id; }""",
+        [name, list(data), media],
+    )
+    return rid
+
+
+def _analysed(daemon: Daemon, rid: str) -> bool:
+    rec = daemon.store.get(rid)
+    return rec is not None and rec.status == "analysed" and not daemon.store.count_due("index")
+
+
+def test_a_photo_is_said_to_be_beyond_the_models(daemon: Daemon, page: Any, tmp_path: Path) -> None:
+    import io
+
+    from PIL import Image
+
+    skimage_data = pytest.importorskip("skimage.data")
+    buf = io.BytesIO()
+    Image.fromarray(skimage_data.chelsea()).save(buf, "JPEG")
+    page.goto(url(daemon, "/"))
+    rid = _upload(page, "chelsea.jpg", buf.getvalue(), "image/jpeg")
+    wait_until(lambda: _analysed(daemon, rid), 60, "the photo analysed")
+    page.goto(url(daemon, f"/?image={rid}"))
+    page.wait_for_selector("#ood:not([hidden])")
+    text = page.inner_text("#ood")
+    assert "do not cover this image" in text and "chest" in text
+    page.screenshot(path=str(tmp_path / "out-of-domain.png"))
+
+
+def test_a_dicom_shows_as_an_image_with_its_attributes_and_filters(
+    daemon: Daemon, page: Any, chest_small: Path, tmp_path: Path
+) -> None:
+    import io
+
+    import numpy as np
+    from PIL import Image
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    pixels = np.asarray(Image.open(sorted((chest_small / "images").iterdir())[N + 3]).convert("L"))
+    meta = FileMetaDataset()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = (
+        meta.MediaStorageSOPClassUID,
+        meta.MediaStorageSOPInstanceUID,
+    )
+    ds.Modality, ds.BodyPartExamined, ds.ViewPosition = "DX", "CHEST", "PA"
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.PixelData = (pixels.astype(np.uint16) * 16).tobytes()
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    page.goto(url(daemon, "/"))
+    rid = _upload(page, "chest.dcm", out.getvalue(), "application/dicom")
+    wait_until(lambda: _analysed(daemon, rid), 60, "the DICOM analysed")
+    page.goto(url(daemon, f"/?image={rid}"))
+    page.wait_for_function("() => document.querySelector('#original').naturalWidth > 0")
+    facts = page.inner_text("#facts")
+    assert "DICOM modality" in facts and "DX" in facts and "CHEST" in facts
+    page.screenshot(path=str(tmp_path / "dicom.png"))
+    page.goto(url(daemon, "/?modality=dx"))
+    page.wait_for_selector("#results .card")
+    ids = page.eval_on_selector_all("#results .card", "cs => cs.map(c => c.dataset.id)")
+    assert ids == [rid] and page.input_value("#modality") == "dx"

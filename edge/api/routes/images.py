@@ -5,10 +5,11 @@ and similar images."""
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
-from fastapi import APIRouter, Depends, HTTPException, Query, Response
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -17,7 +18,13 @@ from edge.analysis.outputs import OUTPUTS
 from edge.analysis.outputs.caption import attention_maps
 from edge.api.context import ApiContext, Rid, context
 from edge.capture.base import printable
-from edge.ingest.imaging import attention_png, media_type
+from edge.ingest.imaging import (
+    ImageRejectedError,
+    attention_png,
+    decode,
+    display_png,
+    media_type,
+)
 from edge.search import semantic
 from edge.search.vectors import VectorIndex
 from edge.store.store import Store
@@ -27,6 +34,9 @@ Ctx = Annotated[ApiContext, Depends(context)]
 FILES = {kind: spec for cls in OUTPUTS.values() for kind, spec in cls.files.items()}
 """Derived file kind -> (suffix, media type), from the output plug-ins (e.g. "mask")."""
 FILE_HEADERS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "private"}
+DICOM = "application/dicom"
+VIEW_SIDE = 2048
+"""A DICOM's rendition for the browser is at most this wide."""
 """On every image answer: the browser takes the declared type, never a guess from the bytes
 (an upload is only ever shown as the image it was decoded as), and no shared cache keeps a
 copy of what the token guards."""
@@ -39,19 +49,39 @@ def record(rid: Rid, ctx: Ctx) -> dict[str, Any]:
 
 @router.get(
     "/images/{rid}",
-    summary="The original image (a redirect to S3 once it is kept there alone)",
+    summary="The original image (a redirect to S3 once it is kept there alone); a DICOM as a "
+    "PNG a browser shows, unless asked for with Accept: application/dicom",
     response_model=None,
     responses={307: {"description": "the original is in S3 only: a presigned URL"}},
 )
-def original(rid: Rid, ctx: Ctx) -> FileResponse | RedirectResponse:
+def original(rid: Rid, ctx: Ctx, request: Request) -> FileResponse | RedirectResponse:
     rec = ctx.record(rid)
     path = ctx.store.original_path(rid, rec.ext)
+    if path.exists() and rec.ext == "dcm" and DICOM not in request.headers.get("accept", ""):
+        view = _dicom_view(ctx, rec.id, path)
+        return FileResponse(view, media_type="image/png", headers=FILE_HEADERS)
     if path.exists():
         return FileResponse(path, media_type=media_type(rec.ext), headers=FILE_HEADERS)
     url = ctx.hooks.original_url(rec) if ctx.hooks.original_url is not None else None
     if url is None:
         raise HTTPException(410, f"the original of {rid} is no longer on this device")
     return RedirectResponse(url, status_code=307)
+
+
+def _dicom_view(ctx: ApiContext, rid: str, path: Path) -> Path:
+    """A DICOM as a viewer shows it, at most VIEW_SIDE wide, made at the first asking and kept
+    beside the thumbnail."""
+    view = ctx.store.derived_path(rid, "view.png")
+    if not view.exists():
+        lim = ctx.cfg.limits
+        try:
+            img = decode(path.read_bytes(), lim.max_pixels, lim.max_side, VIEW_SIDE // 2)
+        except ImageRejectedError as e:
+            raise HTTPException(
+                500, f"the stored original of {rid} no longer decodes: {e}"
+            ) from None
+        ctx.store.write_atomic(view, display_png(img.image, VIEW_SIDE))
+    return view
 
 
 def _derived(ctx: ApiContext, rid: str, suffix: str, media: str) -> FileResponse:

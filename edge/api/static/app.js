@@ -71,7 +71,8 @@ function login() {
 }
 
 // -- the state lives in the URL ---------------------------------------------------------------
-const FIELDS = ["q", "mode", "label", "source", "since", "until", "min_anomaly", "offset", "view", "image"];
+const DICOM = ["modality", "body_part", "view_position"];
+const FIELDS = ["q", "mode", "label", "source", "since", "until", "min_anomaly", ...DICOM, "offset", "view", "image"];
 
 function state() {
   const p = new URLSearchParams(location.search);
@@ -177,10 +178,10 @@ async function showMatch(id, query, img, canvas, words) {
 // -- search ----------------------------------------------------------------------------------
 async function search() {
   const s = state();
-  for (const k of ["q", "since", "until", "min_anomaly"]) $(k).value = s[k];
+  for (const k of ["q", "since", "until", "min_anomaly", ...DICOM]) $(k).value = s[k];
   $("mode").value = s.mode || "hybrid";
   const params = new URLSearchParams({ q: s.q, mode: s.mode || "hybrid", limit: PAGE, offset: s.offset || 0 });
-  for (const k of ["label", "source", "min_anomaly"]) if (s[k]) params.set(k, s[k]);
+  for (const k of ["label", "source", "min_anomaly", ...DICOM]) if (s[k]) params.set(k, s[k]);
   if (s.since) params.set("since", s.since);
   if (s.until) params.set("until", `${s.until}T23:59:59`);
   const r = await api(`/search?${params}`);
@@ -232,7 +233,8 @@ function pager(total, offset) {
 
 $("search").addEventListener("submit", (e) => {
   e.preventDefault();
-  go({ q: $("q").value.trim(), mode: $("mode").value, since: $("since").value, until: $("until").value, min_anomaly: $("min_anomaly").value, offset: "", view: "" });
+  const dicom = Object.fromEntries(DICOM.map((k) => [k, $(k).value.trim()]));
+  go({ q: $("q").value.trim(), mode: $("mode").value, since: $("since").value, until: $("until").value, min_anomaly: $("min_anomaly").value, ...dicom, offset: "", view: "" });
 });
 
 // -- the detail view -------------------------------------------------------------------------
@@ -248,6 +250,7 @@ async function detail(id) {
   $("mask").hidden = !$("show-mask").checked;
   $("raw").href = `/records/${encodeURIComponent(id)}`;
   $("ood").hidden = !rec.out_of_domain;
+  $("ood-domain").textContent = (rec.bundle.version || "").split("@")[0].split("-")[0] || "its own";
   $("legend").replaceChildren(...rec.segments.map((s) => {
     const swatch = el("span", { class: "swatch" });
     swatch.style.backgroundColor = /^#[0-9a-f]{6}$/.test(s.color || "") ? s.color : "#888";
@@ -257,6 +260,7 @@ async function detail(id) {
   const facts = [["file", rec.source_name || "—"], ["source", rec.source], ["captured", when(rec.captured_at)],
     ["size", `${rec.width}×${rec.height}, ${rec.size} bytes`], ["bundle", `${rec.bundle.version} (${rec.bundle.precision})`],
     ["anomaly", rec.anomaly == null ? "—" : rec.anomaly.toFixed(2)],
+    ...Object.entries(rec.dicom || {}).map(([k, v]) => [`DICOM ${k.replace("_", " ")}`, v]),
     ["timings", Object.entries(rec.timings || {}).map(([k, v]) => `${k} ${Number(v).toFixed(1)}`).join(", ")],
     ["ran on", Object.entries(rec.accelerators || {}).map(([k, v]) => `${k}: ${v}`).join(", ")]];
   $("facts").replaceChildren(...facts.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: v })]));
