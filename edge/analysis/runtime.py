@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import importlib
+import logging
 import os
 import sys
 import tempfile
@@ -22,6 +23,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+log = logging.getLogger("s3e.runtime")
 RUNTIMES = {
     "ai_edge_litert": "ai_edge_litert.interpreter",
     "tflite_runtime": "tflite_runtime.interpreter",
@@ -71,6 +73,11 @@ class ModelRunner:
         self.interpreter = cls(
             model_path=str(path), num_threads=threads, experimental_delegates=delegates or None
         )
+        with native_stderr() as printed:  # the runtime's "INFO: Created ... delegate" line
+            self.interpreter.allocate_tensors()
+        for line in printed:
+            if line.strip() and not line.startswith("INFO: "):
+                log.warning("%s: %s", path.name, line.strip())
         self._runner: Runner = self.interpreter.get_signature_runner()
         self._names = {f"output_{i}": n for i, n in enumerate(output_names)}
 
