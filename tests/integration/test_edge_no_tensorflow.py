@@ -33,6 +33,7 @@ def device_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     ]
     r = subprocess.run([*pip, str(ROOT)], capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
+    assert "BuildBackendWarning" not in r.stderr, "the package's metadata draws setuptools' notes"
     return venv
 
 

@@ -4,6 +4,7 @@ the config errors and the other commands."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -16,6 +17,8 @@ import httpx
 import pytest
 from support.common import ROOT, free_port, wait_until
 from support.processes import EDGE, INDEXED, children, db_count, healthy, start, write_config
+
+from edge.analysis.runtime import gpu_devices
 
 
 @pytest.fixture
@@ -268,3 +271,42 @@ def test_flags_override_the_defaults_without_a_config_file(
         [*EDGE, "run", "--port", "70000"], cwd=tmp_path, capture_output=True, text=True, timeout=60
     )
     assert r.returncode == 2 and "--port" in r.stderr and "http.port" in r.stderr
+
+
+def test_a_first_run_prints_only_the_daemons_own_lines(tmp_path: Path) -> None:
+    """On a machine without a GPU: no GPU warning, nothing a native library prints (LiteRT's
+    accelerator registry, TFLite's delegate line), no warning at all; each line is the daemon's
+    log format."""
+    port = free_port()
+    log = tmp_path / "out.txt"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [*EDGE, "run", "--port", str(port)],
+            cwd=tmp_path,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+    try:
+        wait_until(lambda: healthy(port), 60, "serving")
+        (tmp_path / "inbox" / "one.png").write_bytes(_tiny_png())
+        wait_until(lambda: db_count(tmp_path / "var" / "s3e", "status!='pending'") == 1, 60, "one")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    lines = [ln for ln in log.read_text().splitlines() if ln.strip()]
+    stray = [ln for ln in lines if not re.match(r"^\d\d:\d\d:\d\d (INFO|WARNING|ERROR) ", ln)]
+    assert lines and not stray, stray
+    if not gpu_devices():
+        assert not [ln for ln in lines if " WARNING " in ln], lines
+
+
+def _tiny_png() -> bytes:
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray((np.arange(64 * 64) % 251).astype(np.uint8).reshape(64, 64)).save(buf, "PNG")
+    return buf.getvalue()
