@@ -8,6 +8,8 @@ tell a corrected record from one it already has.
 
 from __future__ import annotations
 
+import json
+import sqlite3
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,3 +59,47 @@ class Record:
 
     def output(self, key: str) -> dict[str, Any] | None:
         return self.analysis.get(key)
+
+
+COLUMNS = (
+    "seq, id, device_id, source, source_name, captured_at, accepted_at, ext, size, width, "
+    "height, status, error, bundle, precision, revision, accelerators, timings, analysis, "
+    "evicted_at, meta"
+)
+"""The records table's columns, in the order a `Record` is read from."""
+
+
+def prefixed(alias: str) -> str:
+    """The record columns, each as `alias.column`, for a join."""
+    return ", ".join(f"{alias}.{c.strip()}" for c in COLUMNS.split(","))
+
+
+def from_row(r: sqlite3.Row) -> Record:
+    """A record as read from its row (JSON columns decoded)."""
+
+    def js(key: str, empty: Any) -> Any:
+        return json.loads(r[key]) if r[key] else empty
+
+    return Record(
+        seq=r["seq"],
+        id=r["id"],
+        device_id=r["device_id"],
+        source=r["source"],
+        source_name=r["source_name"],
+        captured_at=r["captured_at"],
+        accepted_at=r["accepted_at"],
+        ext=r["ext"],
+        size=r["size"],
+        width=r["width"],
+        height=r["height"],
+        status=r["status"],
+        error=r["error"],
+        bundle=r["bundle"],
+        precision=r["precision"],
+        revision=r["revision"],
+        accelerators=js("accelerators", {}),
+        timings=js("timings", {}),
+        analysis=js("analysis", {}),
+        evicted_at=r["evicted_at"],
+        meta=js("meta", {}),
+    )

@@ -26,14 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from edge.store.files import Files
-from edge.store.records import Analysis, Record
+from edge.store.records import COLUMNS, Analysis, Record, from_row, prefixed
 from edge.store.schema import S3_ORIGINAL, create
 
-_COLUMNS = (
-    "seq, id, device_id, source, source_name, captured_at, accepted_at, ext, size, width, "
-    "height, status, error, bundle, precision, revision, accelerators, timings, analysis, "
-    "evicted_at, meta"
-)
 _STALE = (
     "status!='pending' AND (bundle IS NULL OR bundle!=?) AND NOT EXISTS (SELECT 1 FROM marks "
     "WHERE marks.name=? AND marks.seq=records.seq) AND (? IS NULL OR bundle IN (SELECT version "
@@ -345,12 +340,12 @@ class Store:
         first; it waits the few milliseconds until the earlier one is done)."""
         with self._lock:
             rows = self._db.execute(
-                f"SELECT {_prefixed('r')} FROM due d JOIN records r ON r.seq=d.seq "
+                f"SELECT {prefixed('r')} FROM due d JOIN records r ON r.seq=d.seq "
                 "WHERE d.sink=? AND r.status='analysed' AND d.seq < COALESCE((SELECT MIN(seq) "
                 "FROM records WHERE status='pending'), 1 << 62) ORDER BY d.seq LIMIT ?",
                 (sink, limit),
             ).fetchall()
-        return [_record(r) for r in rows]
+        return [from_row(r) for r in rows]
 
     def mark_done(self, sink: str, done: list[tuple[int, int]]) -> None:
         """(seq, revision) delivered; a newer revision saved meanwhile stays due."""
@@ -445,8 +440,8 @@ class Store:
     # -- reads -------------------------------------------------------------------------------
     def get(self, rid: str) -> Record | None:
         with self._lock:
-            row = self._db.execute(f"SELECT {_COLUMNS} FROM records WHERE id=?", (rid,)).fetchone()
-        return _record(row) if row else None
+            row = self._db.execute(f"SELECT {COLUMNS} FROM records WHERE id=?", (rid,)).fetchone()
+        return from_row(row) if row else None
 
     def blob(self, rid: str, name: str) -> bytes | None:
         with self._lock:
@@ -571,14 +566,14 @@ class Store:
         while True:
             with self._lock:
                 rows = self._db.execute(
-                    f"SELECT {_COLUMNS} FROM records WHERE status='analysed' AND seq>? "
+                    f"SELECT {COLUMNS} FROM records WHERE status='analysed' AND seq>? "
                     "ORDER BY seq LIMIT ?",
                     (last, batch),
                 ).fetchall()
             if not rows:
                 return
             for r in rows:
-                yield _record(r)
+                yield from_row(r)
             last = rows[-1]["seq"]
 
 
@@ -593,36 +588,3 @@ def held_if_free(lock: threading.RLock) -> Iterator[bool]:
     finally:
         if got:
             lock.release()
-
-
-def _prefixed(alias: str) -> str:
-    return ", ".join(f"{alias}.{c.strip()}" for c in _COLUMNS.split(","))
-
-
-def _record(r: sqlite3.Row) -> Record:
-    def js(key: str, empty: Any) -> Any:
-        return json.loads(r[key]) if r[key] else empty
-
-    return Record(
-        seq=r["seq"],
-        id=r["id"],
-        device_id=r["device_id"],
-        source=r["source"],
-        source_name=r["source_name"],
-        captured_at=r["captured_at"],
-        accepted_at=r["accepted_at"],
-        ext=r["ext"],
-        size=r["size"],
-        width=r["width"],
-        height=r["height"],
-        status=r["status"],
-        error=r["error"],
-        bundle=r["bundle"],
-        precision=r["precision"],
-        revision=r["revision"],
-        accelerators=js("accelerators", {}),
-        timings=js("timings", {}),
-        analysis=js("analysis", {}),
-        evicted_at=r["evicted_at"],
-        meta=js("meta", {}),
-    )
