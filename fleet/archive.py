@@ -3,7 +3,8 @@
 A row is one image of one device, keyed by `(device, id)` (the id is the sha256 of the
 original, so the same picture on two devices is two rows), holding what the device's event or
 sidecar says (caption, labels, anomaly, out-of-domain, bundle, revision), the S3 keys of the
-original and its thumbnail, the vectors the device computed (the word profile and int8 region
+original and its thumbnail (rebuilt from device, capture day and id: never a payload's; see
+`fleet.trust`), the vectors the device computed (the word profile and int8 region
 vectors of semantic search, the VAE latent), and the whole document as JSON. Writes are
 `merge_insert` on the key keeping the higher revision, so redelivered and reconciled events
 change nothing. The key fields carry Lance's primary-key metadata: without it, concurrent
@@ -23,17 +24,36 @@ import time
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import lancedb
 import pyarrow as pa
+from lancedb.expr import col
 
 from cloud_sync.client import make_client
 from cloud_sync.config import S3Config
+from fleet.trust import (
+    INVALID,
+    WRONG_DEVICE,
+    RefusedError,
+    device_name_ok,
+    extension,
+    image_id_ok,
+    object_keys,
+)
 
 log = logging.getLogger("s3e.fleet")
 PK = {"lance-schema:unenforced-primary-key": "true"}
 MERGE_ATTEMPTS = 8
+HELD_CHUNK = 1000
+"""Ids per `held()` query."""
+
+
+class Held(NamedTuple):
+    """What the table holds of one (device, id)."""
+
+    revision: int
+    ingested_at: dt.datetime
 
 
 class ArchiveError(RuntimeError):
@@ -77,44 +97,92 @@ def utc(t: dt.datetime) -> dt.datetime:
     return t.replace(tzinfo=dt.UTC) if t.tzinfo is None else t
 
 
-def _key_of(url: str | None, bucket: str) -> str:
-    prefix = f"s3://{bucket}/"
-    return url[len(prefix) :] if url and url.startswith(prefix) else ""
-
-
-def row(doc: dict[str, Any], bucket: str, sidecar_key: str = "") -> dict[str, Any]:
-    """A table row from a device's MQTT event, or from its S3 sidecar (`sidecar_key` given:
-    the original and thumbnail lie beside it)."""
-    vecs = doc.get("vectors") or {}
-    if sidecar_key:
-        folder = sidecar_key.rsplit("/", 1)[0]
-        original = f"{folder}/{doc['original']}" if doc.get("original") else ""
-        thumb = f"{folder}/{doc['thumbnail']}" if doc.get("thumbnail") else ""
-    else:
-        urls = doc.get("urls") or {}
-        original, thumb = _key_of(urls.get("s3"), bucket), _key_of(urls.get("s3_thumbnail"), bucket)
-    labels = [lab["name"] for lab in doc.get("labels", [])]
+def row(
+    doc: Any, device: str, prefix: str, original: object = "", thumbnail: bool = False
+) -> dict[str, Any]:
+    """A table row from a device's MQTT event or S3 sidecar, for `device`: the one its topic or
+    its S3 key names, never the payload's (a payload naming another is refused). The original
+    and thumbnail keys are rebuilt under the devices' `prefix` from device, capture day and id
+    (`fleet.trust.object_keys`): `original` (the event's `urls.s3`, the sidecar's `original`)
+    lends only its extension, and only one a device gives; `thumbnail` says whether the device
+    synced one. Every field is checked for its type, so that no payload can make a batch
+    unwritable. Raises `RefusedError`."""
+    if not isinstance(doc, dict):
+        raise RefusedError(INVALID, f"not a JSON object: {str(doc)[:60]!r}")
+    if not device_name_ok(device):
+        raise RefusedError(INVALID, f"not a device name: {device[:80]!r}")
+    if doc.get("device") != device:
+        raise RefusedError(WRONG_DEVICE, f"{device} sent {str(doc.get('device'))[:80]!r}")
+    image = doc.get("id")
+    if not image_id_ok(image):
+        raise RefusedError(INVALID, f"{device}: not a sha256 id: {str(image)[:80]!r}")
+    try:
+        captured = dt.datetime.fromisoformat(_text(doc["captured_at"]))
+        revision = doc.get("revision", 1)
+        if not isinstance(revision, int) or isinstance(revision, bool) or revision < 1:
+            raise ValueError(f"revision {str(revision)[:20]!r}")
+        vecs = doc.get("vectors") or {}
+        labels = [_text(lab["name"]) for lab in doc.get("labels") or []]
+        caption = _text(doc.get("caption") or "")
+        regions = vecs.get("regions_int8")
+        out = {
+            "device": device,
+            "id": image,
+            "revision": revision,
+            "captured_at": naive_utc(captured),
+            "source": _text(doc.get("source") or ""),
+            "caption": caption,
+            "text": " ".join([caption, *labels]),
+            "labels": labels,
+            "anomaly": _number(doc.get("anomaly")),
+            "out_of_domain": doc.get("out_of_domain") is True,
+            "bundle": _text((doc.get("bundle") or {}).get("version") or ""),
+            "original_key": "",
+            "thumbnail_key": "",
+            "profile": _numbers(vecs.get("profile")),
+            "latent": _numbers(vecs.get("latent")),
+            "regions": base64.b64decode(_text(regions), validate=True) if regions else None,
+        }
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as e:
+        why = f"{image}:{device}: {type(e).__name__} {str(e)[:80]!r}"
+        raise RefusedError(INVALID, why) from None
+    out["original_key"], out["thumbnail_key"] = object_keys(
+        prefix, device, captured, image, extension(original), thumbnail
+    )
     record = {k: v for k, v in doc.items() if k not in ("vectors", "thumbnail_jpeg_base64")}
-    return {
-        "device": doc["device"],
-        "id": doc["id"],
-        "revision": int(doc.get("revision", 1)),
-        "captured_at": naive_utc(dt.datetime.fromisoformat(doc["captured_at"])),
-        "source": doc.get("source", ""),
-        "caption": doc.get("caption", ""),
-        "text": " ".join([doc.get("caption", ""), *labels]),
-        "labels": labels,
-        "anomaly": doc.get("anomaly"),
-        "out_of_domain": bool(doc.get("out_of_domain", False)),
-        "bundle": (doc.get("bundle") or {}).get("version", ""),
-        "original_key": original,
-        "thumbnail_key": thumb,
-        "profile": vecs.get("profile"),
-        "latent": vecs.get("latent"),
-        "regions": base64.b64decode(vecs["regions_int8"]) if vecs.get("regions_int8") else None,
-        "record": json.dumps(record, sort_keys=True),
-        "ingested_at": naive_utc(dt.datetime.now(dt.UTC)),
-    }
+    out["record"] = json.dumps(record, sort_keys=True)
+    out["ingested_at"] = naive_utc(dt.datetime.now(dt.UTC))  # the keys in the schema's order
+    return out
+
+
+def _text(value: object) -> str:
+    """A string Arrow can write (no lone surrogates)."""
+    if not isinstance(value, str):
+        raise TypeError(f"{type(value).__name__} where text belongs")
+    value.encode()
+    return value
+
+
+def _number(value: object) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{type(value).__name__} where a number belongs")
+    return float(value)
+
+
+def _numbers(value: object) -> list[float] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        raise TypeError(f"{type(value).__name__} where a vector belongs")
+    out = []
+    for v in value:
+        n = _number(v)
+        if n is None:
+            raise TypeError("null in a vector")
+        out.append(n)
+    return out
 
 
 def storage_options(s3: S3Config) -> dict[str, str]:
@@ -221,11 +289,14 @@ class Archive:
             tmp.replace(where)
         log.info("the archive is now table %s", table)
 
-    def merge(self, rows: Iterable[dict[str, Any]]) -> int:
+    def merge(self, rows: Iterable[dict[str, Any]] | pa.Table) -> int:
         """Insert new (device, id) rows, replace those of a lower or the same revision (the
         same content again, newly stamped: the reconciler then knows it has it); retried on
-        a concurrent commit. Returns the rows offered."""
-        batch = self.to_arrow(rows)
+        a concurrent commit. At most one row per (device, id) (`fleet.trust.admit`). A missing
+        or broken vector (an out-of-domain image has no word profile) is stored as null: LanceDB
+        otherwise refuses the whole batch, and the events behind it would wait for ever.
+        Returns the rows offered."""
+        batch = rows if isinstance(rows, pa.Table) else self.to_arrow(rows)
         if not batch.num_rows:
             return 0
         for attempt in range(MERGE_ATTEMPTS):
@@ -234,7 +305,7 @@ class Archive:
                     self.table.merge_insert(["device", "id"])
                     .when_matched_update_all(where="target.revision <= source.revision")
                     .when_not_matched_insert_all()
-                    .execute(batch)
+                    .execute(batch, on_bad_vectors="null")
                 )
                 return batch.num_rows
             except (OSError, RuntimeError, ValueError) as e:
@@ -259,23 +330,51 @@ class Archive:
             fixed.append(r)
         return pa.Table.from_pylist(fixed, schema=s)
 
+    def writable(self, rows: list[dict[str, Any]]) -> tuple[pa.Table, list[dict[str, Any]]]:
+        """The rows as the table's schema, and the rows Arrow cannot write (found one by one
+        when the whole fails): one such row must not hold back the others for ever."""
+        try:
+            return self.to_arrow(rows), []
+        except (pa.ArrowException, ValueError, TypeError, OverflowError):
+            good, bad = [], []
+            for r in rows:
+                try:
+                    self.to_arrow([r])
+                    good.append(r)
+                except (pa.ArrowException, ValueError, TypeError, OverflowError):
+                    bad.append(r)
+            return self.to_arrow(good), bad
+
     def count(self) -> int:
         return int(self.table.count_rows())
 
+    def held(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], Held]:
+        """The revision and last ingestion of each (device, id) asked for that the table
+        holds, as of the latest commit of any writer. The ids go in a typed filter
+        (`lancedb.expr`), never into query text."""
+        wanted = {(d, i) for d, i in keys if device_name_ok(d) and image_id_ok(i)}
+        ids = sorted({i for _, i in wanted})
+        out = {}
+        if ids:
+            self.table.checkout_latest()
+        for at in range(0, len(ids), HELD_CHUNK):
+            got = (
+                self.table.search()
+                .where(col("id").isin(ids[at : at + HELD_CHUNK]))
+                .select(["device", "id", "revision", "ingested_at"])
+                .limit(None)
+                .to_arrow()
+                .to_pylist()
+            )
+            for g in got:
+                key = (g["device"], g["id"])
+                if key in wanted:
+                    out[key] = Held(int(g["revision"] or 1), utc(g["ingested_at"]))
+        return out
+
     def ingested(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], dt.datetime]:
         """When the table last took each (device, id) asked for that it holds."""
-        ids = ",".join(f"'{i}'" for _, i in keys if plain_value(i))
-        if not ids:
-            return {}
-        got = (
-            self.table.search()
-            .where(f"id IN ({ids})")
-            .select(["device", "id", "ingested_at"])
-            .limit(None)
-            .to_arrow()
-            .to_pylist()
-        )
-        return {(g["device"], g["id"]): utc(g["ingested_at"]) for g in got}
+        return {k: h.ingested_at for k, h in self.held(keys).items()}
 
 
 POINTER = "_current.json"
@@ -303,11 +402,6 @@ def _read_pointer(cfg: Any) -> str | None:
             return None
         raise
     return str(json.loads(body)["table"])
-
-
-def plain_value(value: str) -> bool:
-    """An id fit to quote in a filter (hex sha256 digests, device names)."""
-    return value.replace("-", "").replace("_", "").replace(".", "").isalnum()
 
 
 def vector_dims(bundle: Any) -> tuple[int, int]:

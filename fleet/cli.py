@@ -4,6 +4,8 @@ s3e-fleet run --config fleet.toml          ingest, reconciler, maintenance and s
 s3e-fleet ingest|serve|maintain|reconcile --config fleet.toml
 s3e-fleet reanalyze --bundle chest-float16 --config fleet.toml [--address ray://head:10001]
 s3e-fleet check-config --config fleet.toml
+s3e-fleet device add NAME --password-file mosquitto.passwd --acl-file mosquitto.acl
+s3e-fleet device fleet --password-file mosquitto.passwd --acl-file mosquitto.acl
 """
 
 from __future__ import annotations
@@ -51,7 +53,44 @@ def _parser() -> argparse.ArgumentParser:
             s.add_argument("--bundle", required=True, help="shipped bundle name or folder")
             s.add_argument("--address", help="a Ray cluster (ray://host:10001); default: local")
             s.add_argument("--workers", type=int, default=2, help="model actors")
+    _device_parser(sub)
     return p
+
+
+def _device_parser(sub: Any) -> None:
+    """`device add NAME` and `device fleet`: broker users, so a device's topics are its own."""
+    what = "broker users whose topics are their own (mosquitto password and ACL files)"
+    dev = sub.add_parser("device", help=what, description=what)
+    actions = dev.add_subparsers(dest="action", required=True)
+    add = actions.add_parser(
+        "add",
+        help="a device's user (its device_id): it writes and reads only under its own name",
+        description="a device's broker user, named as its device_id, with a new password",
+    )
+    add.add_argument("name", help="the device's device_id")
+    add.add_argument(
+        "--homeassistant",
+        nargs="?",
+        const="homeassistant",
+        default="",
+        metavar="PREFIX",
+        help="also let devices write their Home Assistant discovery configs under PREFIX "
+        "(the device's mqtt.homeassistant_prefix; default homeassistant)",
+    )
+    fleet = actions.add_parser(
+        "fleet",
+        help="the fleet's own user (mqtt.username): reads every device's events",
+        description="the fleet's broker user, named by mqtt.username, with a new password",
+    )
+    for s in (add, fleet):
+        s.add_argument("--config", "-c", type=Path, help="the fleet's TOML file")
+        s.add_argument("--password-file", type=Path, required=True, help="mosquitto's")
+        s.add_argument("--acl-file", type=Path, required=True, help="mosquitto's")
+        s.add_argument(
+            "--secret-file",
+            type=Path,
+            help="write the password to this file (owner only) instead of printing it",
+        )
 
 
 def open_archive(cfg: FleetConfig) -> tuple[Archive, Any]:
@@ -95,6 +134,8 @@ def run(argv: list[str] | None = None) -> int:
     if args.command == "check-config":
         print(f"{args.config or '(defaults)'}: ok")
         return 0
+    if args.command == "device":
+        return _device(args, cfg)
     try:
         if args.command == "reanalyze":
             from fleet.reanalyze import reanalyze
@@ -109,16 +150,52 @@ def run(argv: list[str] | None = None) -> int:
         return EXIT_FAILED
 
 
+def _device(args: argparse.Namespace, cfg: FleetConfig) -> int:
+    """A broker user and its ACL lines; the password printed, or written to --secret-file."""
+    from fleet import broker
+
+    prefix, fleet_user = cfg.mqtt.topic_prefix, cfg.mqtt.username or "s3e-fleet"
+    files = (args.password_file, args.acl_file)
+    try:
+        if args.action == "add":
+            password = broker.add_device(
+                args.name, *files, prefix, fleet_user, args.homeassistant, args.secret_file
+            )
+            user = args.name
+        else:
+            password = broker.add_fleet(fleet_user, *files, prefix, args.secret_file)
+            user = fleet_user
+    except (ValueError, RuntimeError, OSError) as e:
+        log.error("%s", e)
+        return EXIT_FAILED
+    if args.secret_file is None:
+        print(password)
+    log.info(
+        "broker user %s written to %s and %s; reload mosquitto (SIGHUP) to apply",
+        user,
+        *files,
+    )
+    return 0
+
+
 def _command(command: str, cfg: FleetConfig, archive: Archive, bundle: Any) -> int:
     from cloud_sync.client import make_client
     from fleet.ingest import Ingestor
     from fleet.maintain import maintain
     from fleet.reconcile import reconcile
+    from fleet.trust import Refusals
+
+    refusals = Refusals(logging.getLogger("s3e.fleet.reconcile"))  # bursts span passes
 
     def reconcile_once() -> int:
         s3 = cfg.s3
         return reconcile(
-            Archive.current(cfg), make_client(s3), s3.bucket, s3.prefix, cfg.reconcile.days
+            Archive.current(cfg),
+            make_client(s3),
+            s3.bucket,
+            s3.prefix,
+            cfg.reconcile.days,
+            refusals,
         )
 
     if command == "maintain":

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
+from lancedb.expr import col, lit
 from tqdm import tqdm
 
 from cloud_sync.client import make_client
@@ -28,7 +29,7 @@ from edge.analysis import views
 from edge.analysis.bundle import load_bundle
 from edge.config import ModelConfig
 from edge.store.records import Record
-from fleet.archive import Archive, plain_value, row, schema, storage_options, vector_dims
+from fleet.archive import Archive, row, schema, storage_options, vector_dims
 from fleet.config import FleetConfig
 from fleet.maintain import ensure_indexes
 
@@ -87,7 +88,7 @@ class Analyse:
         name = src["original_key"].rsplit("/", 1)[-1]
         thumb = (src["thumbnail_key"] or "").rsplit("/", 1)[-1]
         doc = views.sidecar(rec, name, thumb, views.vectors(a.blobs))
-        out = row(doc, self.s3.bucket, sidecar_key=src["original_key"])
+        out = row(doc, src["device"], self.s3.prefix)
         out["original_key"], out["thumbnail_key"] = src["original_key"], src["thumbnail_key"]
         return out
 
@@ -116,11 +117,13 @@ def _todo(src: Archive, dst: Archive) -> tuple[list[dict[str, Any]], int]:
     done = {
         (r["device"], r["id"]) for r in rows if held.get((r["device"], r["id"]), -1) > r["revision"]
     }
-    stale = [k for k in held if k not in done and plain_value(k[0]) and plain_value(k[1])]
-    for at in range(0, len(stale), 500):
-        dst.table.delete(
-            " OR ".join(f"(device = '{d}' AND id = '{i}')" for d, i in stale[at : at + 500])
-        )
+    stale: dict[str, list[str]] = {}
+    for device, image in held:
+        if (device, image) not in done:
+            stale.setdefault(device, []).append(image)
+    for device, images in stale.items():  # typed filters: no value enters query text
+        for at in range(0, len(images), 500):
+            dst.table.delete((col("device") == lit(device)) & col("id").isin(images[at : at + 500]))
     todo = [r for r in rows if (r["device"], r["id"]) not in done and r["original_key"]]
     return todo, len(done)
 

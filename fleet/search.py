@@ -6,17 +6,29 @@ semantic: the fleet bundle's text encoder; the first stage reads the query words
 the rows' word profiles (an exact scan, as on the device), prefiltered, and the best are
 re-ranked by late interaction from their int8 region vectors. Only the columns a result needs
 are read. A result's id is `<sha256>:<device>`.
+
+Filters are LanceDB's typed expressions (`lancedb.expr`): a user's or a payload's value is a
+literal, never query text. Where text cannot be avoided (`array_has` over labels has no typed
+form in lancedb 0.40, and `count_rows` takes text), the values are checked first (see
+`where`), and `lit` quotes them. An S3 key is handed out by `FleetSearch.row` only while it
+has the form of its row's own original or thumbnail (`fleet.trust.object_key_ok`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import html
 import json
+import logging
+import math
+import operator
+import re
 from collections.abc import Hashable
 from typing import Any
 
 import numpy as np
+from lancedb.expr import Expr, col, lit
 from lancedb.query import DocumentGranularity, FullTextOperator, MatchQuery
 
 from edge.analysis.bundle import Bundle
@@ -31,7 +43,10 @@ from edge.search.engine import (
     SearchRequest,
 )
 from edge.search.semantic import QueryEncoder, Scored
-from fleet.archive import Archive, naive_utc, plain_value, utc
+from fleet.archive import Archive, naive_utc, utc
+from fleet.trust import FOREIGN_KEY, Refusals, device_name_ok, image_id_ok, object_key_ok
+
+log = logging.getLogger("s3e.fleet.search")
 
 COLUMNS = ["device", "id", "caption", "labels", "source", "captured_at", "anomaly", "bundle"]
 MAX_TOTAL = 10_000
@@ -39,21 +54,61 @@ MAX_TOTAL = 10_000
 count)."""
 
 
-def where(f: Filters) -> str:
-    """A filter LanceDB runs before ranking; values that are not plain names match none."""
-    parts = []
-    for column, value in (("source", f.source), ("device", f.device)):
+TEXT = re.compile(r"^[^\\\x00-\x1f\x7f]{1,256}$")
+"""A source filter: any text but backslashes and control characters. Lance's SQL parser reads
+no backslash escapes, while an expression's rendering as text (`Expr.to_sql`, which
+`count_rows` and a label filter need) assumes it does: a backslash before a quote would end
+the literal there."""
+LABEL = re.compile(r"^[\w .:/+()'-]{1,128}$")
+"""A label filter: words, spaces and a little punctuation; it goes into `array_has` as text."""
+NOTHING = "false"
+"""The filter of a value no row can have."""
+
+Filter = Expr | str | None
+
+
+def where(f: Filters) -> Filter:
+    """The filter LanceDB runs before ranking, as a typed expression; with a label, as text
+    (`array_has` has no typed form), the label checked against `LABEL` and quoted by `lit`.
+    A value that fails its check (a device name, `TEXT`, `LABEL`, a finite number) matches
+    nothing."""
+    parts: list[Expr] = []
+    for column, value, ok in (
+        ("source", f.source, TEXT.fullmatch),
+        ("device", f.device, device_name_ok),
+    ):
         if value is not None:
-            parts.append(f"{column} = '{value}'" if plain_value(value) else "false")
-    if f.label is not None:
-        parts.append(f"array_has(labels, '{f.label}')" if plain_value(f.label) else "false")
+            if not ok(value):
+                return NOTHING
+            parts.append(col(column) == lit(value))
     if f.since:
-        parts.append(f"captured_at >= timestamp '{naive_utc(f.since).isoformat()}'")
+        parts.append(col("captured_at") >= lit(naive_utc(f.since)))
     if f.until:
-        parts.append(f"captured_at <= timestamp '{naive_utc(f.until).isoformat()}'")
+        parts.append(col("captured_at") <= lit(naive_utc(f.until)))
     if f.min_anomaly is not None:
-        parts.append(f"anomaly >= {float(f.min_anomaly)!r}")
-    return " AND ".join(parts)
+        if not math.isfinite(f.min_anomaly):
+            return NOTHING
+        parts.append(col("anomaly") >= lit(float(f.min_anomaly)))
+    typed = functools.reduce(operator.and_, parts) if parts else None
+    if f.label is None:
+        return typed
+    if not LABEL.fullmatch(f.label):
+        return NOTHING
+    return both(typed, f"array_has(labels, {lit(f.label).to_sql()})")
+
+
+def both(a: Filter, b: Filter) -> Filter:
+    """`a AND b`: an expression while both are, else text (their values checked by `where`)."""
+    if a is None or b is None:
+        return b if a is None else a
+    if isinstance(a, Expr) and isinstance(b, Expr):
+        return a & b
+    return f"({text(a)}) AND ({text(b)})"
+
+
+def text(f: Filter) -> str | None:
+    """A filter as query text, for `count_rows` (it takes no expression)."""
+    return f.to_sql() if isinstance(f, Expr) else f
 
 
 def rid(row: dict[str, Any]) -> str:
@@ -63,7 +118,7 @@ def rid(row: dict[str, Any]) -> str:
 def split(result_id: str) -> tuple[str, str]:
     """(id, device) of a result id, or ValueError."""
     image, _, device = result_id.partition(":")
-    if not (image and device and plain_value(image) and plain_value(device)):
+    if not (image_id_ok(image) and device_name_ok(device)):
         raise ValueError(f"not a result id: {result_id[:80]!r}")
     return image, device
 
@@ -116,7 +171,7 @@ class LanceBackend:
         return LanceView(self)
 
     def keyword(
-        self, q: str, cond: str, limit: int, columns: list[str] | None = None
+        self, q: str, cond: Filter, limit: int, columns: list[str] | None = None
     ) -> list[dict[str, Any]]:
         query = MatchQuery(
             q,
@@ -130,14 +185,16 @@ class LanceBackend:
         )
         wanted = [*(columns or COLUMNS), "_score"]
         s = self.archive.table.search(query, query_type="fts").select(wanted).limit(limit)
-        return list(s.where(cond, prefilter=True).to_list() if cond else s.to_list())
+        return list(s.where(cond, prefilter=True).to_list() if cond is not None else s.to_list())
 
-    def count(self, q: str, cond: str) -> int:
+    def count(self, q: str, cond: Filter) -> int:
         if not q.strip():
-            return self.archive.count() if not cond else self.archive.table.count_rows(cond)
+            return (
+                self.archive.count() if cond is None else self.archive.table.count_rows(text(cond))
+            )
         return len(self.keyword(q, cond, MAX_TOTAL, ["id"]))
 
-    def recent(self, q: str, cond: str, limit: int) -> list[dict[str, Any]]:
+    def recent(self, q: str, cond: Filter, limit: int) -> list[dict[str, Any]]:
         """Newest first among the matches of `q` (every row when empty): the times and keys
         of every match (narrow columns), then the columns of only the page's rows."""
         keys_of = ["device", "id", "captured_at"]
@@ -147,15 +204,15 @@ class LanceBackend:
             pairs = [(r["device"], r["id"]) for r in rows[:limit]]
         else:
             s = self.archive.table.search().select(keys_of).limit(None)
-            keys = (s.where(cond) if cond else s).to_arrow()
+            keys = (s.where(cond) if cond is not None else s).to_arrow()
             top = keys.sort_by([("captured_at", "descending")]).slice(0, limit)
             pairs = list(zip(top["device"].to_pylist(), top["id"].to_pylist(), strict=True))
-        pairs = [(d, i) for d, i in pairs if plain_value(d) and plain_value(i)]
         if not pairs:
             return []
-        either = " OR ".join(f"(device = '{d}' AND id = '{i}')" for d, i in pairs)
-        got = self.archive.table.search().where(either).select(COLUMNS).limit(None).to_list()
+        ids = col("id").isin(sorted({i for _, i in pairs}))
+        got = self.archive.table.search().where(ids).select(COLUMNS).limit(None).to_list()
         order = {p: n for n, p in enumerate(pairs)}
+        got = [r for r in got if (r["device"], r["id"]) in order]
         return sorted(got, key=lambda r: order[(r["device"], r["id"])])
 
 
@@ -173,8 +230,7 @@ class LanceView:
 
     def candidates(self, profile: np.ndarray, k: int, filters: Filters) -> list[Hashable]:
         """Rows of the fleet bundle only (others' vectors are of another space), prefiltered."""
-        bundle = f"bundle = '{self.backend.bundle.version}'"
-        cond = " AND ".join(p for p in (where(filters), bundle) if p)
+        cond = both(where(filters), col("bundle") == lit(self.backend.bundle.version))
         rows = (
             self.backend.archive.table.search(profile, vector_column_name="profile")
             .metric("dot")
@@ -207,20 +263,32 @@ class FleetSearch:
         self.archive, self.bundle = archive, bundle
         self.encoder = QueryEncoder(bundle) if "embedding" in bundle.doc.outputs else None
         self.engine = SearchEngine(LanceBackend(archive, bundle), lambda: self.encoder)
+        self.refusals = Refusals(log)
 
     def search(self, req: SearchRequest) -> Result:
         return self.engine.search(req)
 
     def row(self, result_id: str, columns: list[str]) -> dict[str, Any] | None:
+        """One image's columns; an original or thumbnail key without the form of this
+        image's own (under the devices' prefix, its device, a date, its id, an extension a
+        device gives) comes back empty, so it is never presigned."""
         image, device = split(result_id)
         got = (
             self.archive.table.search()
-            .where(f"id = '{image}' AND device = '{device}'")
+            .where((col("id") == lit(image)) & (col("device") == lit(device)))
             .select(columns)
             .limit(1)
             .to_list()
         )
-        return got[0] if got else None
+        if not got:
+            return None
+        r: dict[str, Any] = got[0]
+        for column in ("original_key", "thumbnail_key"):
+            key, thumb = r.get(column), column == "thumbnail_key"
+            if key and not object_key_ok(key, self.archive.s3.prefix, device, image, thumb):
+                self.refusals.refuse(FOREIGN_KEY, f"{result_id} {column} {str(key)[:120]!r}")
+                r[column] = ""
+        return r
 
     def record(self, result_id: str) -> dict[str, Any] | None:
         r = self.row(result_id, ["record"])
@@ -241,7 +309,7 @@ class FleetSearch:
                 np.asarray(r["latent"], np.float32), vector_column_name="latent"
             )
             .metric("l2")
-            .where(f"bundle = '{r['bundle']}'", prefilter=True)
+            .where(col("bundle") == lit(str(r.get("bundle") or "")), prefilter=True)
             .select(["device", "id"])
             .limit(k + 1)
             .to_list()

@@ -212,15 +212,20 @@ def decode_dicom(
         _check_size(head.columns, head.rows, max_pixels, max_side)
         with budget.reserve(head.pixel_bytes) if budget else contextlib.nullcontext():
             got = dicom.read(data, keep_identity)
+            im = _shrink(_dicom_image(got.pixels), target)
     except dicom.DicomRefusedError as e:
         raise ImageRejectedError(e.kind, e.reason) from None
-    if got.pixels.ndim == 2:
-        im = Image.fromarray((got.pixels * 255.0).astype(np.float32))
-    else:
-        im = Image.fromarray((got.pixels * 255.0 + 0.5).astype(np.uint8))
-    return Decoded(
-        _shrink(im, target), "DICOM", "dcm", head.columns, head.rows, got.kept, got.attributes
-    )
+    return Decoded(im, "DICOM", "dcm", head.columns, head.rows, got.kept, got.attributes)
+
+
+def _dicom_image(pixels: np.ndarray) -> Image.Image:
+    """F (0 to 255) for greyscale, RGB for colour, from [0, 1] floats scaled in place (they
+    are ours, and tens of millions of them)."""
+    pixels *= 255.0
+    if pixels.ndim == 2:
+        return Image.fromarray(pixels)
+    pixels += 0.5
+    return Image.fromarray(pixels.astype(np.uint8))
 
 
 def _to_8bit(im: Image.Image) -> Image.Image:

@@ -8,37 +8,39 @@ clear message."""
 
 from __future__ import annotations
 
-import itertools
-import os
-import shutil
 import signal
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from support.common import ROOT, free_port, wait_until
+from support.common import ROOT, wait_until
+from support.fleet_parts import (
+    Workers,
+    device,
+    drop,
+    fleet_cfg,
+    fleet_toml,
+    rows,
+    serve,
+    synced,
+)
 from support.mqtt_broker import Broker
 from support.s3_servers import new_bucket, s3_section
 
+from cloud_sync.keys import original_key, thumbnail_key
 from edge.analysis.bundle import load_bundle
-from edge.config import ConfigError, parse_config
-from edge.daemon import Daemon
+from edge.config import ConfigError
 from fleet.archive import Archive, ArchiveError, check_conditional_put, vector_dims
 from fleet.config import FleetConfig
 from fleet.config import parse_config as fleet_config
-from fleet.ingest import Ingestor
 from fleet.reconcile import reconcile
 
 pytest.importorskip("lancedb")
 DEVICES = ("ward-a", "ward-b")
-RUNS = itertools.count()
-"""Each test has its own share group: a persistent session an earlier test's worker left in
-a group keeps its share of the group's messages until it comes back (the reconciler's case)."""
 
 
 @pytest.fixture(scope="module")
@@ -51,102 +53,6 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
 @pytest.fixture(scope="module")
 def images(chest_small: Path) -> list[Path]:
     return sorted((chest_small / "images").iterdir())
-
-
-def device(tmp: Path, name: str, broker: Broker, moto: Any, bucket: str) -> Daemon:
-    (tmp / name / "inbox").mkdir(parents=True)
-    cfg = parse_config(
-        {
-            "device_id": name,
-            "data_dir": str(tmp / name / "data"),
-            "model": {"bundle": "chest-int8", "accelerator": "cpu", "threads": 1, "workers": 1},
-            "capture": {
-                "folder": {
-                    "path": str(tmp / name / "inbox"),
-                    "settle_s": 0.05,
-                    "poll_interval_s": 0.1,
-                }
-            },
-            "index": {"commit_every": 8, "commit_interval_s": 0.2},
-            "http": {"port": 0},
-            "mqtt": {
-                "host": "127.0.0.1",
-                "port": broker.port,
-                "reconnect_min_s": 0.1,
-                "reconnect_max_s": 0.5,
-            },
-            "s3": s3_section(moto, bucket),
-        },
-        "test",
-    )
-    d = Daemon(cfg)
-    d.start()
-    return d
-
-
-def fleet_cfg(broker: Broker, moto: Any, bucket: str, **batch: Any) -> FleetConfig:
-    return fleet_config(
-        {
-            "mqtt": {
-                "host": "127.0.0.1",
-                "port": broker.port,
-                "batch_events": 8,
-                "batch_seconds": 0.3,
-                "share_group": f"g{next(RUNS)}",
-                **batch,
-            },
-            "s3": s3_section(moto, bucket),
-            "archive": {"uri": f"s3://{bucket}/fleet"},
-            "http": {"port": 0},
-        },
-        "test",
-    )
-
-
-def drop(d: Daemon, files: list[Path]) -> None:
-    for p in files:
-        shutil.copy(p, Path(d.cfg.capture.folder.path) / p.name)
-
-
-def synced(d: Daemon) -> bool:
-    c = d.store.counts()
-    return not c.get("pending") and not c.get("due_s3") and not c.get("due_mqtt")
-
-
-class Workers:
-    """Ingest workers in this process, each in its own thread."""
-
-    def __init__(self, cfg: FleetConfig, n: int) -> None:
-        bundle = load_bundle(cfg.archive.bundle)
-        self.list = []
-        for k in range(n):
-            c = cfg.model_copy(deep=True)
-            c.mqtt.client_id = f"fleet-test-{k}-{os.getpid()}-{c.mqtt.share_group}"
-            ing = Ingestor(c, Archive.current(c, vector_dims(bundle)))
-            ing.start()
-            threading.Thread(target=ing.run, daemon=True).start()
-            self.list.append(ing)
-        for ing in self.list:
-            ing.connected.wait(10)
-
-    def stop(self) -> None:
-        for ing in self.list:
-            ing.stop()
-
-
-def rows(cfg: FleetConfig) -> list[dict[str, Any]]:
-    try:
-        t = Archive.current(cfg).table
-    except ArchiveError:
-        return []  # no table yet
-    t.checkout_latest()
-    return list(
-        t.search()
-        .select(["device", "id", "revision", "bundle", "thumbnail_key"])
-        .limit(None)
-        .to_arrow()
-        .to_pylist()
-    )
 
 
 def test_two_devices_searchable_centrally_split_between_two_workers(
@@ -164,6 +70,12 @@ def test_two_devices_searchable_centrally_split_between_two_workers(
         got = rows(cfg)
         assert {(r["device"], r["id"]) for r in got} == {
             (d.cfg.device_id, r.id) for d in daemons for r in d.store.iter_analysed()
+        }
+        prefix = cfg.s3.prefix  # the keys the fleet rebuilds are those the devices wrote
+        assert {(r["original_key"], r["thumbnail_key"]) for r in got} == {
+            (original_key(prefix, r), thumbnail_key(prefix, r))
+            for d in daemons
+            for r in d.store.iter_analysed()
         }
         assert all(w.stats.events > 0 for w in workers.list), [w.stats for w in workers.list]
         wait_until(lambda: all(synced(d) for d in daemons), 60, "synced")
@@ -198,31 +110,6 @@ def test_two_devices_searchable_centrally_split_between_two_workers(
         if "server" in locals():
             server.send_signal(signal.SIGTERM)
             server.wait(20)
-
-
-def serve(cfg: FleetConfig, tmp: Path) -> tuple[subprocess.Popen[bytes], httpx.Client]:
-    """`s3e-fleet serve` as an operator runs it, in its own process, and a client for it."""
-    port = free_port()
-    toml = tmp / "serve.toml"
-    toml.write_text(_toml(cfg) + f"[http]\nport = {port}\n")
-    with open(tmp / "serve.log", "ab") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "fleet.cli", "serve", "--config", str(toml)],
-            cwd=ROOT,
-            stdout=out,
-            stderr=out,
-        )
-    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
-
-    def up() -> bool:
-        assert proc.poll() is None, (tmp / "serve.log").read_text()[-2000:]
-        try:
-            return client.get("/healthz").status_code == 200
-        except httpx.TransportError:
-            return False
-
-    wait_until(up, 60, "the fleet search answering")
-    return proc, client
 
 
 def test_a_broker_outage_is_mended_by_the_reconciler(
@@ -264,7 +151,7 @@ def test_a_worker_killed_mid_batch_loses_and_duplicates_nothing(
         client_id="fleet-kill-test",
     )
     toml = tmp_path / "fleet.toml"
-    toml.write_text(_toml(cfg))
+    toml.write_text(fleet_toml(cfg))
 
     log = tmp_path / "worker.log"
 
@@ -291,7 +178,7 @@ def test_a_worker_killed_mid_batch_loses_and_duplicates_nothing(
         proc.wait(10)
         assert not rows(cfg)
         short = tmp_path / "short.toml"
-        short.write_text(_toml(cfg).replace("batch_seconds = 600", "batch_seconds = 0.2"))
+        short.write_text(fleet_toml(cfg).replace("batch_seconds = 600", "batch_seconds = 0.2"))
         proc = worker(short)
         wait_until(lambda: len(rows(cfg)) == 8, 60, "8 rows after the restart")
         drop(d, images[34:36])
@@ -338,7 +225,7 @@ def test_a_revised_event_replaces_its_row_and_a_ray_reanalysis_revises_every_row
 def reanalyze(cfg: FleetConfig, bundle: str, tmp: Path) -> str:
     """`s3e-fleet reanalyze` as an operator runs it (Ray in its own process); its log."""
     toml = tmp / "reanalyze.toml"
-    toml.write_text(_toml(cfg))
+    toml.write_text(fleet_toml(cfg))
     done = subprocess.run(
         [
             sys.executable,
@@ -392,37 +279,13 @@ def test_config_errors_name_the_key(tmp_path: Path) -> None:
     assert ok.returncode == 0 and "ok" in ok.stdout, ok.stderr
 
 
-def _toml(cfg: FleetConfig) -> str:
-    m, s = cfg.mqtt, cfg.s3
-    return "\n".join(
-        [
-            "[mqtt]",
-            f'host = "{m.host}"',
-            f"port = {m.port}",
-            f"batch_events = {m.batch_events}",
-            f"batch_seconds = {m.batch_seconds:g}",
-            f'client_id = "{m.client_id}"',
-            f'share_group = "{m.share_group}"',
-            "[s3]",
-            f'endpoint_url = "{s.endpoint_url}"',
-            f'bucket = "{s.bucket}"',
-            f'access_key_id = "{s.access_key_id}"',
-            f'secret_access_key = "{s.secret_access_key.get_secret_value()}"',
-            'addressing_style = "path"',
-            "[archive]",
-            f'uri = "{cfg.archive.uri}"',
-            "",
-        ]
-    )
-
-
 def test_the_fleet_cli_refuses_swift_without_a_stack_trace(swift: Any, tmp_path: Path) -> None:
     bucket = new_bucket(swift)
     cfg = FleetConfig.model_validate(
         {"s3": s3_section(swift, bucket), "archive": {"uri": f"s3://{bucket}/fleet"}}
     )
     toml = tmp_path / "fleet.toml"
-    toml.write_text(_toml(cfg))
+    toml.write_text(fleet_toml(cfg))
     r = subprocess.run(
         [sys.executable, "-m", "fleet.cli", "maintain", "--config", str(toml)],
         cwd=ROOT,

@@ -23,7 +23,23 @@ from support.common import free_port
 
 
 class Broker:
-    def __init__(self, root: Path, extra: str = "") -> None:
+    """`extra`: config lines instead of `allow_anonymous true`; `password_file` and `acl_file`:
+    logins only (`allow_anonymous false`), each user held to the ACL. `max_queued_messages`:
+    0 (no limit) by default, but mosquitto 2.0.11 with no limit drops a client's connection
+    right after refusing it a QoS 1 publish, so a broker with an ACL is given a limit."""
+
+    def __init__(
+        self,
+        root: Path,
+        extra: str = "",
+        password_file: Path | None = None,
+        acl_file: Path | None = None,
+        max_queued_messages: int = 0,
+    ) -> None:
+        if password_file is not None:
+            extra += f"allow_anonymous false\npassword_file {password_file}\n"
+        if acl_file is not None:
+            extra += f"acl_file {acl_file}\n"
         if shutil.which("mosquitto") is None:
             pytest.fail("mosquitto is not installed: apt-get install mosquitto mosquitto-clients")
         self.root, self.port = root, free_port()
@@ -33,7 +49,7 @@ class Broker:
             f"listener {self.port} 127.0.0.1\n"
             f"persistence true\npersistence_location {root}/\n"
             # the default (1000) silently drops QoS 1 messages to a slow subscriber
-            "max_queued_messages 0\n"
+            f"max_queued_messages {max_queued_messages}\n"
             f"user {getpass.getuser()}\n" + (extra or "allow_anonymous true\n")
         )
         self.proc: subprocess.Popen[bytes] | None = None
