@@ -32,6 +32,7 @@ from lancedb.expr import col
 
 from cloud_sync.client import make_client
 from cloud_sync.config import S3Config
+from edge.search.engine import DICOM_FILTERS
 from fleet.trust import (
     INVALID,
     WRONG_DEVICE,
@@ -82,6 +83,7 @@ def schema(profile_dim: int, latent_dim: int) -> pa.Schema:
             pa.field("regions", pa.binary()),
             pa.field("record", pa.string()),
             pa.field("ingested_at", pa.timestamp("us")),
+            *(pa.field(name, pa.string()) for name in DICOM_FILTERS),
         ]
     )
 
@@ -152,7 +154,20 @@ def row(
     record = {k: v for k, v in doc.items() if k not in ("vectors", "thumbnail_jpeg_base64")}
     out["record"] = json.dumps(record, sort_keys=True)
     out["ingested_at"] = naive_utc(dt.datetime.now(dt.UTC))  # the keys in the schema's order
+    out.update(_dicom(doc.get("dicom"), f"{image}:{device}"))
     return out
+
+
+def _dicom(attrs: object, who: str) -> dict[str, str | None]:
+    """The DICOM attributes the fleet filters on, upper-cased as the device compares them."""
+    if attrs is None:
+        attrs = {}
+    if not isinstance(attrs, dict):
+        raise RefusedError(INVALID, f"{who}: dicom is a {type(attrs).__name__}")
+    try:
+        return {k: _text(attrs[k]).upper() if attrs.get(k) else None for k in DICOM_FILTERS}
+    except (TypeError, ValueError) as e:
+        raise RefusedError(INVALID, f"{who}: dicom: {type(e).__name__} {str(e)[:80]!r}") from None
 
 
 def _text(value: object) -> str:
@@ -258,6 +273,7 @@ class Archive:
         if self._table is None:
             if self.name in self.db.table_names():
                 self._table = self.db.open_table(self.name)
+                self._add_missing_columns()
                 s = self._table.schema
                 self.dims = (s.field("profile").type.list_size, s.field("latent").type.list_size)
             elif self.dims is None:
@@ -267,6 +283,20 @@ class Archive:
                     self.name, schema=schema(*self.dims), exist_ok=True
                 )
         return self._table
+
+    def _add_missing_columns(self) -> None:
+        """Columns of the schema that a table made before them lacks, added (null in its old
+        rows); a writer beside this one that adds them first wins, and its table is read."""
+        have = set(self._table.schema.names)
+        missing = [f for f in schema(1, 1) if f.name not in have]
+        if not missing:
+            return
+        try:
+            self._table.add_columns(missing)
+            log.info("archive %s: added columns %s", self.name, [f.name for f in missing])
+        except Exception as e:  # a concurrent commit: the other writer added them
+            log.info("archive %s: columns not added here (%s); reading again", self.name, e)
+            self._table = self.db.open_table(self.name)
 
     # -- which table is the archive: a re-analysis writes a new one, then switches -----------
     @classmethod

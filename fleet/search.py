@@ -24,7 +24,7 @@ import logging
 import math
 import operator
 import re
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from typing import Any
 
 import numpy as np
@@ -34,6 +34,7 @@ from lancedb.query import DocumentGranularity, FullTextOperator, MatchQuery
 from edge.analysis.bundle import Bundle
 from edge.search import semantic
 from edge.search.engine import (
+    DICOM_FILTERS,
     Counts,
     Filters,
     Hit,
@@ -71,16 +72,22 @@ def where(f: Filters) -> Filter:
     """The filter LanceDB runs before ranking, as a typed expression; with a label, as text
     (`array_has` has no typed form), the label checked against `LABEL` and quoted by `lit`.
     A value that fails its check (a device name, `TEXT`, `LABEL`, a finite number) matches
-    nothing."""
-    parts: list[Expr] = []
-    for column, value, ok in (
+    nothing, and so does a study date: it never leaves its device. DICOM attributes are
+    compared upper-cased, as the device compares them."""
+    if f.study_since or f.study_until:
+        return NOTHING  # no image's study date leaves its device
+    checks: list[tuple[str, str | None, Callable[[str], object]]] = [
         ("source", f.source, TEXT.fullmatch),
         ("device", f.device, device_name_ok),
-    ):
+        *((n, getattr(f, n), TEXT.fullmatch) for n in DICOM_FILTERS),
+    ]
+    parts: list[Expr] = []
+    for column, value, ok in checks:
         if value is not None:
             if not ok(value):
                 return NOTHING
-            parts.append(col(column) == lit(value))
+            upper = column in DICOM_FILTERS  # stored upper-cased, as the device compares them
+            parts.append(col(column) == lit(value.upper() if upper else value))
     if f.since:
         parts.append(col("captured_at") >= lit(naive_utc(f.since)))
     if f.until:

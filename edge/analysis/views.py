@@ -250,4 +250,16 @@ def index_fields(r: Record) -> dict[str, Any]:
         "anomaly": float(d.anomaly or 0.0),
         "revision": r.revision,
         **{k: v.upper() for k, v in dicom(r, public=False).items() if k != "study_date"},
+        "study_date": study_day(dicom(r, public=False).get("study_date", "")),
     }
+
+
+def study_day(value: str) -> dt.datetime | None:
+    """A DICOM date (`YYYYMMDD`, or ISO as some writers give it) as 00:00 UTC that day, or
+    None for an empty or malformed one (a filter on it then never matches the image)."""
+    try:
+        return dt.datetime.strptime(value.strip().replace("-", "")[:8], "%Y%m%d").replace(
+            tzinfo=dt.UTC
+        )
+    except ValueError:
+        return None

@@ -59,10 +59,15 @@ class Filters:
     modality: str | None = None
     body_part: str | None = None
     view_position: str | None = None
+    manufacturer: str | None = None
     """A DICOM's attributes (any case: they are compared upper-cased)."""
+    study_since: dt.datetime | None = None
+    study_until: dt.datetime | None = None
+    """A DICOM's study date (a day, at 00:00 UTC), both ends included."""
 
 
-DICOM_FILTERS = ("modality", "body_part", "view_position")
+DICOM_FILTERS = ("modality", "body_part", "view_position", "manufacturer")
+"""The DICOM attributes filtered on by exact value."""
 
 
 @dataclass(frozen=True)

@@ -50,6 +50,11 @@ async def search_request(
     modality: Annotated[str | None, Query(description="a DICOM's modality (CR, DX...)")] = None,
     body_part: Annotated[str | None, Query(description="a DICOM's body part (CHEST...)")] = None,
     view_position: Annotated[str | None, Query(description="a DICOM's view (PA, AP...)")] = None,
+    manufacturer: Annotated[str | None, Query(description="a DICOM's manufacturer")] = None,
+    study_since: Annotated[
+        str | None, Query(description="a DICOM's study date, from (YYYY-MM-DD or YYYYMMDD)")
+    ] = None,
+    study_until: Annotated[str | None, Query(description="a DICOM's study date, to")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 20,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> SearchRequest:
@@ -67,6 +72,9 @@ async def search_request(
         modality,
         body_part,
         view_position,
+        manufacturer,
+        when(study_since, "study_since"),
+        when(study_until, "study_until"),
     )
     return SearchRequest(q, filters, mode, fusion, limit, offset, facets, sort == "recent")
 

@@ -36,7 +36,7 @@ from edge.search.query import OPERATORS, check_query, field_terms, phrased, plai
 from edge.store.records import Record
 
 log = logging.getLogger("s3e.index")
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 """The documents' schema below. A different number in the index folder's `schema.json` (or an
 index tantivy cannot open with this schema) means: empty it, and rebuild from the store."""
 SCHEMA_FILE = "schema.json"
@@ -83,6 +83,7 @@ def build_schema() -> tantivy.Schema:
     for name in DICOM_FILTERS:
         sb.add_text_field(name, stored=False, tokenizer_name="raw")
     sb.add_date_field("captured", stored=True, indexed=True, fast=True)
+    sb.add_date_field("study_date", stored=False, indexed=True, fast=True)
     sb.add_float_field("anomaly", stored=True, indexed=True, fast=True)
     return sb.build()
 
@@ -108,6 +109,8 @@ def document(r: Record, facets: Facets) -> tantivy.Document:
         if f.get(name):
             doc.add_text(name, f[name])
     doc.add_date("captured", utc(r.captured_at))
+    if f["study_date"] is not None:
+        doc.add_date("study_date", f["study_date"])
     doc.add_unsigned("seq", r.seq)
     for name, bits in facets.encode({"labels": f["labels"], "source": [f["source"]]}).items():
         doc.add_unsigned(name, bits)
@@ -316,14 +319,12 @@ class SearchIndex:
         for name, value in (*values, *((n, v.upper()) for n, v in dicom if v)):
             if value:
                 parts.append(tantivy.Query.term_query(self.schema, name, value))
-        if f.since or f.until:
-            since = min(max(f.since or EARLIEST, EARLIEST), LATEST)
-            until = min(max(f.until or LATEST, EARLIEST), LATEST)
-            parts.append(
-                tantivy.Query.range_query(
-                    self.schema, "captured", tantivy.FieldType.Date, since, until
-                )
-            )
+        for field, since, until in (
+            ("captured", f.since, f.until),
+            ("study_date", f.study_since, f.study_until),
+        ):
+            if since or until:
+                parts.append(self._dates(field, since, until))
         if f.min_anomaly is not None:
             parts.append(
                 tantivy.Query.range_query(
@@ -333,6 +334,14 @@ class SearchIndex:
         if len(parts) == 1:
             return parts[0]
         return tantivy.Query.boolean_query([(tantivy.Occur.Must, p) for p in parts])
+
+    def _dates(
+        self, field: str, since: dt.datetime | None, until: dt.datetime | None
+    ) -> tantivy.Query:
+        """`field` from `since` to `until`, both included, clamped to what Tantivy holds."""
+        low = min(max(since or EARLIEST, EARLIEST), LATEST)
+        high = min(max(until or LATEST, EARLIEST), LATEST)
+        return tantivy.Query.range_query(self.schema, field, tantivy.FieldType.Date, low, high)
 
     def search(
         self,

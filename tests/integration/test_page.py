@@ -296,6 +296,7 @@ def test_a_dicom_shows_as_an_image_with_its_attributes_and_filters(
         meta.MediaStorageSOPInstanceUID,
     )
     ds.Modality, ds.BodyPartExamined, ds.ViewPosition = "DX", "CHEST", "PA"
+    ds.Manufacturer, ds.StudyDate = "Acme Medical", "20230517"
     ds.Rows, ds.Columns = pixels.shape
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
@@ -314,3 +315,12 @@ def test_a_dicom_shows_as_an_image_with_its_attributes_and_filters(
     page.wait_for_selector("#results .card")
     ids = page.eval_on_selector_all("#results .card", "cs => cs.map(c => c.dataset.id)")
     assert ids == [rid] and page.input_value("#modality") == "dx"
+    page.goto(
+        url(daemon, "/?manufacturer=acme+medical&study_since=2023-05-01&study_until=2023-05-17")
+    )
+    page.wait_for_selector("#results .card")
+    ids = page.eval_on_selector_all("#results .card", "cs => cs.map(c => c.dataset.id)")
+    assert ids == [rid] and page.input_value("#study_since") == "2023-05-01"
+    for other in ("study_since=2023-05-18", "study_until=20230516", "manufacturer=acme"):
+        got = page.request.get(url(daemon, f"/search?mode=keyword&{other}")).json()["results"]
+        assert rid not in [r["id"] for r in got], other

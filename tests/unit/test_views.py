@@ -4,6 +4,7 @@ sidecar and the search index's fields, for an image in its bundle's domain and o
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from dataclasses import replace
 from typing import Any
@@ -130,7 +131,17 @@ def test_the_index_fields_of_an_in_domain_record() -> None:
         "bundle": "chest-int8@abc",
         "anomaly": 1.4,
         "revision": 2,
+        "study_date": None,
     }
+
+
+def test_a_dicoms_attributes_are_indexed_upper_cased_its_study_date_as_a_day() -> None:
+    attrs = {"modality": "dx", "manufacturer": "Acme", "study_date": "20230517"}
+    f = views.index_fields(replace(IN, meta={"dicom": attrs}))
+    assert (f["modality"], f["manufacturer"]) == ("DX", "ACME")
+    assert f["study_date"] == dt.datetime(2023, 5, 17, tzinfo=dt.UTC)
+    assert views.study_day("2023-05-17") == f["study_date"]
+    assert views.study_day("") is None and views.study_day("2023-13-45") is None
 
 
 def test_an_out_of_domain_image_is_searchable_only_by_its_label_and_filters() -> None:

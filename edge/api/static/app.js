@@ -71,7 +71,7 @@ function login() {
 }
 
 // -- the state lives in the URL ---------------------------------------------------------------
-const DICOM = ["modality", "body_part", "view_position"];
+const DICOM = ["modality", "body_part", "view_position", "manufacturer", "study_since", "study_until"];
 const FIELDS = ["q", "mode", "label", "source", "since", "until", "min_anomaly", ...DICOM, "offset", "view", "image"];
 
 function state() {
