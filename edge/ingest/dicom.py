@@ -23,6 +23,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import logging
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -268,6 +270,7 @@ def _refusing(what: str) -> Iterator[None]:
     """Whatever pydicom or a decoder raises on a hostile or broken file, as one refusal naming
     what failed: pydicom converts an element when it is first read, so any access to a
     dataset read from the file happens inside this."""
+    _quiet_pydicom()
     try:
         yield
     except DicomRefusedError:
@@ -277,7 +280,28 @@ def _refusing(what: str) -> Iterator[None]:
     except RecursionError:
         raise DicomRefusedError("corrupt", f"cannot {what}: sequences nested too deep") from None
     except Exception as e:  # pydicom's own errors (BytesLengthException...) included
-        raise DicomRefusedError("corrupt", f"cannot {what} ({type(e).__name__}: {e})") from None
+        why = _withheld(str(e))
+        raise DicomRefusedError("corrupt", f"cannot {what} ({type(e).__name__}: {why})") from None
+
+
+_QUOTED = re.compile(r"b?'(?:[^'\\]|\\.)*'" + r'|b?"(?:[^"\\]|\\.)*"')
+
+
+def _withheld(message: str) -> str:
+    """`message` without the values it quotes (a VR's two letters kept): pydicom quotes the
+    value at fault (a patient's name read as numbers), and a refusal's reason is logged."""
+    return _QUOTED.sub(lambda m: m[0] if len(m[0].lstrip("b")) <= 4 else "<withheld>", message)
+
+
+def _quiet_pydicom() -> None:
+    """pydicom checks each value it converts against its VR and warns of one that fails,
+    quoting it (a UID with a leading zero): that would put the patient's identity in the log.
+    The check is not needed here: a value that cannot be read refuses the file."""
+    from pydicom import config
+
+    config.settings.reading_validation_mode = config.IGNORE
+    # each decoder that fails logs a traceback at ERROR; the refusal says why, once
+    logging.getLogger("pydicom.pixels.decoders.base").setLevel(logging.CRITICAL)
 
 
 @dataclass(frozen=True)
@@ -303,15 +327,20 @@ def header(data: bytes) -> Header:
 
     with _refusing("read the DICOM header"):
         ds = dcmread(io.BytesIO(data), stop_before_pixels=True)
+        _whole(ds.file_meta)
+        _whole(ds)
         syntax = str(getattr(ds.file_meta, "TransferSyntaxUID", "") or "")
         rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
         frames = int(str(ds.get("NumberOfFrames", 1) or 1))
         photometric = str(ds.get("PhotometricInterpretation", "") or "")
         bits = int(ds.get("BitsAllocated", 0) or 0)
         samples = int(ds.get("SamplesPerPixel", 1) or 1)
-        sop = str(ds.get("SOPClassUID", "") or "")
+        sop = str(ds.get("SOPClassUID", "") or ds.file_meta.get("MediaStorageSOPClassUID", ""))
     if not rows or not cols or not bits:
-        kind = _uid_name(sop) or "no SOP class"
+        kind = _uid_name(sop)
+        if not kind or "Image Storage" in kind:  # an image's class: the file was cut short
+            why = f"({kind or 'no SOP class'}) with no Rows, Columns or Bits Allocated"
+            raise DicomRefusedError("corrupt", f"a DICOM file {why}: truncated?")
         raise DicomRefusedError("not_an_image", f"a DICOM object with no image ({kind})")
     if frames != 1:
         raise DicomRefusedError("multi_frame", f"a multi-frame DICOM ({frames} frames)")
@@ -326,6 +355,25 @@ def header(data: bytes) -> Header:
     if bits > 16:
         raise DicomRefusedError("unsupported", f"{bits} bits a sample (at most 16 are read)")
     return Header(rows, cols, samples, bits)
+
+
+def _whole(ds: Any) -> None:
+    """Refuse a file that ends inside an element (cut short, or a length past its end), which
+    pydicom reads as what there is; in the items of its sequences too."""
+    from pydicom.datadict import keyword_for_tag
+    from pydicom.dataelem import RawDataElement
+
+    for tag in list(ds.keys()):
+        elem = ds.get_item(tag)
+        if isinstance(elem, RawDataElement):
+            got = len(elem.value or b"")
+            if elem.value is not None and elem.length != 0xFFFFFFFF and got < elem.length:
+                name = keyword_for_tag(elem.tag) or str(elem.tag)
+                why = f"its length says {elem.length} bytes, {got} are there (cut short?)"
+                raise DicomRefusedError("corrupt", f"the file ends inside {name}: {why}")
+        elif elem is not None and elem.VR == "SQ":
+            for item in elem.value:
+                _whole(item)
 
 
 def _uid_name(uid: str) -> str:
@@ -345,12 +393,12 @@ def read(data: bytes, keep_identity: bool) -> DicomImage:
 
     with _refusing("decode the DICOM pixels"):
         ds = dcmread(io.BytesIO(data))
+        _whole(ds[0x7FE00010:0x7FE00011])  # the pixel data, read now
         try:
             pixels = _display(ds)
-        except (RuntimeError, NotImplementedError) as e:  # no decoder takes these samples
+        except (RuntimeError, NotImplementedError) as e:  # no decoder took the pixels
             syntax = DECODABLE.get(str(ds.file_meta.TransferSyntaxUID), "its transfer syntax")
-            why = [ln.strip() for ln in str(e).splitlines()[1:] if ln.strip()] or [str(e)]
-            raise DicomRefusedError("unsupported", f"{syntax}: {why[0]}") from None
+            raise _undecoded(syntax, e) from None
         attributes = {ours: _printable(ds.get(keyword, "")) for ours, keyword in ATTRIBUTES.items()}
         burned_in = str(ds.get("BurnedInAnnotation", "") or "").upper() == "YES"
     attributes = {k: v for k, v in attributes.items() if v}
@@ -365,6 +413,17 @@ def read(data: bytes, keep_identity: bool) -> DicomImage:
     with _refusing("de-identify the DICOM file"):
         kept = deidentify(ds)
     return DicomImage(pixels, attributes, kept)
+
+
+def _undecoded(syntax: str, e: Exception) -> DicomRefusedError:
+    """Each decoder pydicom tried says why it failed, a line each: all saying they do not
+    support the samples (12-bit JPEG Extended) is `unsupported`, one failing on the data not."""
+    tried = str(e).startswith("Unable to decode as exceptions were raised by all")
+    why = [ln.strip() for ln in str(e).splitlines()[1:] if ln.strip()] or [str(e)]
+    broken = [w for w in why if tried and "support" not in w]
+    if broken:
+        return DicomRefusedError("corrupt", f"{syntax}: cannot decode the pixels ({broken[0]})")
+    return DicomRefusedError("unsupported", f"{syntax}: {why[0]}")
 
 
 def _display(ds: Any) -> np.ndarray:

@@ -1,20 +1,25 @@
 """A corpus of 300+ hostile inputs, sent through the watched folder and the upload route of one
 daemon (a separate process, as a user runs it), with good images mixed in: the daemon stays up,
 every hostile input is refused with a reason or taken as the real image it is, every good image
-becomes searchable, nothing answers 5xx, and the daemon's peak memory stays bounded."""
+becomes searchable, nothing answers 5xx, and the daemon's peak memory stays bounded. Hostile
+DICOM files go both ways, each refused with the kind of refusal it must get, and no refusal
+quotes the patient's identity they carry."""
 
 from __future__ import annotations
 
 import concurrent.futures as cf
 import hashlib
+import io
 import re
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from PIL import Image
 from support.common import wait_until
-from support.hostile import folder_extras, good_images, hostile
+from support.dicom_files import IDENTITY
+from support.hostile import folder_extras, good_images, hostile, hostile_dicom
 from support.processes import db_count, healthy, start, write_config
 
 from edge.config import EdgeConfig
@@ -53,17 +58,19 @@ def test_hostile_corpus_through_folder_and_upload(corpus_daemon: dict[str, Any])
     outside.mkdir()
     bad = list(hostile())
     good = list(good_images(16))
+    dicom = list(hostile_dicom())
     assert len(bad) >= 300
     extras = folder_extras(inbox, outside)
     for i, (name, data, _) in enumerate(bad[::2]):  # half by the folder
         (inbox / f"{i:03d}-{name}").write_bytes(data)
+    for name, data, _, _ in dicom:  # every DICOM both ways
+        (inbox / f"dicom-{name}").write_bytes(data)
     for name, data in good[:8]:
         (inbox / name).write_bytes(data)
-    statuses: list[int] = []
 
-    def upload(item: tuple[str, bytes]) -> int:
+    def upload(item: tuple[str, bytes]) -> httpx.Response:
         name, data = item
-        r = httpx.post(
+        return httpx.post(
             f"http://127.0.0.1:{port}/images",
             content=data,
             timeout=60,
@@ -72,12 +79,14 @@ def test_hostile_corpus_through_folder_and_upload(corpus_daemon: dict[str, Any])
                 "X-Filename": name.encode("unicode_escape").decode(),
             },
         )
-        return r.status_code
 
     items = [(n, d) for n, d, _ in bad[1::2]] + good[8:]
     with cf.ThreadPoolExecutor(4) as pool:
-        statuses = list(pool.map(upload, items))
+        answers = list(pool.map(upload, items + [(n, d) for n, d, _, _ in dicom]))
+    statuses = [a.status_code for a in answers[: len(items)]]
     assert not [s for s in statuses if s >= 500], statuses
+    for (name, _, _, kind), got in zip(dicom, answers[len(items) :], strict=True):
+        assert got.status_code == 400 and got.json()["detail"].startswith(f"{kind}: "), name
     expected = [400 if refused(d) else (200, 201) for _, d in items]
     for (name, _), want, got in zip(items, expected, statuses, strict=True):
         assert got == want or (isinstance(want, tuple) and got in want), (name, got)
@@ -85,10 +94,17 @@ def test_hostile_corpus_through_folder_and_upload(corpus_daemon: dict[str, Any])
     rejected = [
         p for p in (tmp / "data" / "rejected").iterdir() if not p.name.endswith(".reason.txt")
     ]
-    assert len(rejected) == sum(refused(d) for _, d, _ in bad[::2]) + len(extras)
+    assert len(rejected) == sum(refused(d) for _, d, _ in bad[::2]) + len(extras) + len(dicom)
+    kinds = {}
     for p in rejected:
         reason = p.with_name(p.name + ".reason.txt").read_text()
         assert re.search(r"^kind: \w+$", reason, re.M) and "reason: " in reason
+        assert not quoted_identity(reason), reason
+        name, kind = (
+            re.findall(rf"^{k}: (?:.*/)?(.*)$", reason, re.M)[0] for k in ("file", "kind")
+        )
+        kinds[name] = kind
+    assert {n: kinds[f"dicom-{n}"] for n, _, _, _ in dicom} == {n: k for n, _, _, k in dicom}
     assert proc.poll() is None and healthy(port)
     wait_until(lambda: db_count(tmp / "data", "status='pending'") == 0, 120, "analysis done")
     for name, data in good:
@@ -99,9 +115,17 @@ def test_hostile_corpus_through_folder_and_upload(corpus_daemon: dict[str, Any])
     log = (tmp / "log.txt").read_text()
     assert not re.search(r"^ERROR forged", log, re.M)
     assert "Traceback" not in log
+    assert not quoted_identity(log)
     peak = vm_hwm_mb(proc.pid)
-    print(f"daemon peak RSS: {peak:.0f} MB over {len(bad) + len(extras)} hostile inputs")
+    total = len(bad) + len(extras) + 2 * len(dicom)
+    print(f"daemon peak RSS: {peak:.0f} MB over {total} hostile inputs")
     assert peak < PEAK_RSS_MB
+
+
+def quoted_identity(text: str) -> list[str]:
+    """The patient's identity strings (a name's parts too) found in `text`, in any case."""
+    name = IDENTITY["PatientName"].replace("^", " ").split()
+    return [v for v in (*IDENTITY.values(), *name[:2]) if v.lower() in text.lower()]
 
 
 def refused(data: bytes) -> bool:
@@ -135,3 +159,19 @@ def test_the_corpus_has_every_kind_the_review_sent():
         "polyglot (valid JPEG first)",
     ):
         assert k in kinds, k
+
+
+def test_the_dicom_cases_are_what_they_say():
+    cases = {name: (data, kind) for name, data, _, kind in hostile_dicom()}
+    assert {k for _, k in cases.values()} == {
+        "corrupt",
+        "too_large",
+        "multi_frame",
+        "not_an_image",
+        "unsupported",
+        "identifying",
+    }
+    polyglot = cases["tiff-preamble-broken.dcm"][0]
+    tiff = Image.open(io.BytesIO(polyglot))
+    tiff.load()  # a whole image to a TIFF reader: it must not be taken as one
+    assert tiff.format == "TIFF" and tiff.size == (64, 64)

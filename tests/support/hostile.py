@@ -1,6 +1,7 @@
 """A generator of hostile inputs: files a device may be handed by a careless or malicious
 sender. Each is (name, bytes, kind of trouble); `folder_extras` adds what only a file system
-can hold (links, FIFOs, huge sparse files). Deterministic for a seed."""
+can hold (links, FIFOs, huge sparse files); `hostile_dicom` DICOM files, each with the kind of
+refusal it must get. Deterministic for a seed."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ import numpy as np
 from PIL import Image
 
 Hostile = tuple[str, bytes, str]
+HostileDicom = tuple[str, bytes, str, str]
+"""(name, bytes, kind of trouble, the kind of refusal it must get)."""
 
 
 def _chunk(kind: bytes, data: bytes) -> bytes:
@@ -174,3 +177,79 @@ def folder_extras(inbox: Path, outside: Path) -> list[tuple[Path, str]]:
         f.truncate(1 << 30)  # 1 GiB, sparse
     made.append((inbox / "huge.png", "1 GiB file"))
     return made
+
+
+def _dicom_lie(data: bytes, tag: bytes, length: bytes) -> bytes:
+    """`data` with the length of the element whose tag and VR are `tag` replaced by `length`."""
+    i = data.index(tag) + len(tag)
+    if tag[4:6] in (b"OB", b"OW", b"SQ", b"UN"):  # a 32-bit length after two reserved bytes
+        i += 2
+    return data[:i] + length + data[i + len(length) :]
+
+
+def _dicom_nested(data: bytes, depth: int) -> bytes:
+    """`data` with `depth` sequences of undefined length nested one in the other's item, put
+    before the patient's name (Referenced Series Sequence, which the profile keeps)."""
+    sequence = b"\x08\x00\x15\x11SQ\x00\x00\xff\xff\xff\xff"
+    item = b"\xfe\xff\x00\xe0\xff\xff\xff\xff"
+    ends = b"\xfe\xff\x0d\xe0" + bytes(4) + b"\xfe\xff\xdd\xe0" + bytes(4)
+    i = data.index(b"\x10\x00\x10\x00PN")
+    return data[:i] + (sequence + item) * depth + ends * depth + data[i:]
+
+
+def hostile_dicom() -> Iterator[HostileDicom]:
+    """DICOM files cut short, lying, oversized, nested without end, or not what this device
+    reads. Each carries the patient's identity (`dicom_files.IDENTITY`), which no refusal
+    may quote."""
+    from pydicom.data import get_testdata_file
+    from pydicom.dataset import Dataset
+    from pydicom.uid import MPEG2MPML, BasicTextSRStorage
+
+    from support import dicom_files as df
+
+    stored = df.chest_phantom(64, bits=12)
+    plain = df.write(stored, bits_stored=12)
+    pixels = df.pixel_offset(plain)
+    yield "cut-in-pixels.dcm", plain[: pixels + 2000], "truncated in its pixel data", "corrupt"
+    yield "cut-in-header.dcm", plain[: pixels // 2], "truncated in its header", "corrupt"
+    yield "cut-in-meta.dcm", plain[:150], "truncated in its file meta information", "corrupt"
+    yield "magic-only.dcm", bytes(128) + b"DICM" + bytes(64), "DICM and nothing", "corrupt"
+    lie = _dicom_lie(plain, b"\x08\x00\x70\x00LO", b"\xf0\xff")
+    yield "length-past-end.dcm", lie, "an element's length far past the end", "corrupt"
+    lie = _dicom_lie(plain, b"\xe0\x7f\x10\x00OW", b"\xf0\xff\xff\x7f")
+    yield "pixel-length-past-end.dcm", lie, "pixel data said to be 2 GB", "corrupt"
+    polyglot = df.tiff_preamble(plain)
+    broken = _dicom_lie(polyglot, b"\x08\x00\x70\x00LO", b"\xf0\xff")
+    yield "tiff-preamble-broken.dcm", broken, "a valid TIFF, a broken DICOM", "corrupt"
+    yield "nested-5000.dcm", _dicom_nested(plain, 5000), "sequences 5000 deep", "corrupt"
+    as_numbers = plain.replace(b"\x10\x00\x10\x00PN", b"\x10\x00\x10\x00FD")
+    yield "name-as-numbers.dcm", as_numbers, "the patient's name read as numbers", "corrupt"
+    for rows, cols, kind in ((65535, 65535, "too_large"), (7000, 7000, "corrupt")):
+        ds = df.image(np.zeros((4, 4), np.uint16), bits_stored=12)
+        ds.Rows, ds.Columns = rows, cols  # the pixel data stays 32 bytes
+        yield f"claims-{rows}x{cols}.dcm", df._save(ds, b""), "huge rows x columns", kind
+    yield "multi-frame.dcm", df.multi_frame(3), "multi-frame", "multi_frame"
+    report = Dataset()
+    report.file_meta = df.image(np.zeros((4, 4), np.uint8)).file_meta
+    report.SOPClassUID, report.SOPInstanceUID = BasicTextSRStorage, df.UIDS["SOPInstanceUID"]
+    report.Modality = "SR"
+    for keyword, value in df.IDENTITY.items():
+        setattr(report, keyword, value)
+    yield "report.dcm", df._save(report, b""), "a structured report: no pixels", "not_an_image"
+    plan = Path(get_testdata_file("rtplan.dcm") or "").read_bytes()
+    yield "rt-plan.dcm", plan, "an RT plan: no pixels", "not_an_image"
+    yield "mpeg2.dcm", df.declaring(MPEG2MPML), "a video transfer syntax", "unsupported"
+    for syntax in (df.RLELossless, df.JPEGLSLossless):  # the compressed stream garbled
+        packed = df.write(stored, syntax, bits_stored=12)
+        garbled = packed[:-600] + b"\xff\x00" * 150 + packed[-300:]
+        yield f"garbled-{syntax.keyword}.dcm", garbled, "a garbled compressed stream", "corrupt"
+    twelve = df.write(stored, df.JPEGExtended12Bit, bits_stored=12)
+    yield "jpeg-extended-12.dcm", twelve, "12-bit JPEG Extended", "unsupported"
+    palette = df.write(stored.astype(np.uint8), photometric="PALETTE COLOR")
+    yield "palette.dcm", palette, "palette colour", "unsupported"
+    yield (
+        "burned-in.dcm",
+        df.write(stored, bits_stored=12, BurnedInAnnotation="YES"),
+        "burned-in annotation, identity not kept",
+        "identifying",
+    )
