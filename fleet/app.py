@@ -1,6 +1,13 @@
 """`s3e-fleet serve`: the device's `/search` API and page over the archive. Stateless (every
 answer comes from the table, thumbnails and originals from S3 through presigned URLs), so
-several replicas can serve one table."""
+several replicas can serve one table (sessions are each replica's own: a client signed in on
+one is asked again by another).
+
+The fleet answers for every device's images, so it stands behind the device's own guard
+(`edge.api.guard`, `edge.api.auth`, `edge.api.session`) on the same `[http]` keys: the Host
+and Origin checks, the token or a session, the throttle on wrong tokens, the limits on
+connections, requests and bodies. FastAPI's `/docs` and `/redoc` are off (they load their
+scripts from a CDN) and `/openapi.json` wants the token, as on the device."""
 
 from __future__ import annotations
 
@@ -8,24 +15,42 @@ import datetime as dt
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-from fastapi import Depends, FastAPI, HTTPException, Query
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, RedirectResponse
 
 from cloud_sync.client import make_client
+from edge.api.auth import Auth, may_read
+from edge.api.guard import Guard
 from edge.api.page import page_router
+from edge.api.session import session_router
 from edge.search.engine import SearchRequest
 from edge.search.http import answer, search_request
 from fleet.config import FleetConfig
 from fleet.search import FleetSearch
 
+LINK_HEADERS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "private"}
+"""On a redirect to an original or thumbnail, as on the device's image answers: the link is as
+private as the image (no shared cache keeps it), and no browser guesses a type."""
 
-def create_app(cfg: FleetConfig, search: FleetSearch) -> FastAPI:
+
+def create_app(cfg: FleetConfig, search: FleetSearch, auth: Auth | None = None) -> FastAPI:
+    """The routes behind the guard. `auth`: the token in force, sessions and throttle; built
+    from `cfg.http` when not given (which reads `http.token_file`, raising `TokenFileError`)."""
+    auth = auth if auth is not None else Auth(cfg.http)
     app = FastAPI(
-        title="S3E fleet", version="1", description="One search over every device's images."
+        title="S3E fleet",
+        version="1",
+        description="One search over every device's images.",
+        docs_url=None,
+        redoc_url=None,
+        # as on the device: FastAPI's OpenTelemetry bridge costs a look-up on every request
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
+    app.add_middleware(Guard, cfg=cfg.http, auth=auth)
     s3 = make_client(cfg.s3)
     endpoint = urlsplit(cfg.s3.endpoint_url or f"https://{cfg.s3.bucket}.s3.amazonaws.com")
     app.include_router(page_router(image_origin=f"{endpoint.scheme}://{endpoint.netloc}"))
+    app.include_router(session_router(auth))
 
     def presigned(result_id: str, column: str) -> RedirectResponse:
         try:
@@ -38,7 +63,7 @@ def create_app(cfg: FleetConfig, search: FleetSearch) -> FastAPI:
         url = s3.generate_presigned_url(
             "get_object", Params=where, ExpiresIn=cfg.s3.presign_expiry_s
         )
-        return RedirectResponse(url, status_code=307)
+        return RedirectResponse(url, status_code=307, headers=LINK_HEADERS)
 
     def one(result_id: str, got: Any) -> Any:
         if got is None:
@@ -75,8 +100,10 @@ def create_app(cfg: FleetConfig, search: FleetSearch) -> FastAPI:
     def record(result_id: str) -> dict[str, Any]:
         return dict(one(result_id, _safe(search.record, result_id)))
 
-    @app.get("/healthz", summary="Rows, the bundle that encodes queries")
-    def healthz() -> dict[str, Any]:
+    @app.get("/healthz", summary="Liveness; rows and the query bundle need the token if set")
+    def healthz(request: Request) -> dict[str, Any]:
+        if not may_read(request):
+            return {"status": "ok"}
         b = search.bundle
         return {
             "status": "ok",

@@ -17,13 +17,17 @@ import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edge.analysis.bundle import BundleError, load_bundle
 from edge.config import ConfigError
 from edge.logs import setup_logging
 from fleet.archive import Archive, ArchiveError, check_conditional_put, vector_dims
 from fleet.config import FleetConfig, load_config
+
+if TYPE_CHECKING:
+    from edge.api.auth import Auth
+    from edge.api.server import HttpServer
 
 log = logging.getLogger("s3e.fleet")
 EXIT_CONFIG, EXIT_FAILED = 2, 1
@@ -109,18 +113,22 @@ def _loop(stop: threading.Event, every: float, job: Callable[[], Any], what: str
         stop.wait(every)
 
 
-def _serve(cfg: FleetConfig, archive: Archive, bundle: Any) -> Any:
-    import uvicorn
-
+def _serve(cfg: FleetConfig, archive: Archive, bundle: Any, auth: Auth) -> HttpServer:
+    """The search app behind the device's guard (`auth`: its token, sessions and throttle),
+    started on the device's HTTP server (deadlines and caps on connections); a port another
+    program holds is a `RuntimeError` naming it."""
+    from edge.api.auth import exposure_warning
+    from edge.api.server import HttpServer
     from fleet.app import create_app
     from fleet.search import FleetSearch
 
-    app = create_app(cfg, FleetSearch(archive, bundle))
-    return uvicorn.Server(
-        uvicorn.Config(
-            app, host=cfg.http.host, port=cfg.http.port, log_level="warning", lifespan="off"
-        )
-    )
+    server = HttpServer(create_app(cfg, FleetSearch(archive, bundle), auth), cfg.http)
+    port = server.start()
+    log.info("fleet search on http://%s:%d/", cfg.http.host, port)
+    warning = exposure_warning(cfg.http, auth.token_required)
+    if warning:
+        log.warning("%s", warning)
+    return server
 
 
 def run(argv: list[str] | None = None) -> int:
@@ -143,11 +151,26 @@ def run(argv: list[str] | None = None) -> int:
             check_conditional_put(cfg.s3, cfg.archive.uri)
             log.info("done: %s", reanalyze(cfg, args.bundle, args.address, args.workers))
             return 0
+        auth = _auth(cfg) if args.command in ("run", "serve") else None
         archive, bundle = open_archive(cfg)
-        return _command(args.command, cfg, archive, bundle)
+        return _command(args.command, cfg, archive, bundle, auth)
     except (ArchiveError, BundleError) as e:
         log.error("%s", e)
         return EXIT_FAILED
+    except ConfigError as e:
+        log.error("%s", e)
+        return EXIT_CONFIG
+
+
+def _auth(cfg: FleetConfig) -> Auth:
+    """The guard's token (read from `http.token_file` now, before the archive opens: a file
+    that cannot be read stops the start at once, naming the key), sessions and throttle."""
+    from edge.api.auth import Auth, TokenFileError
+
+    try:
+        return Auth(cfg.http)
+    except TokenFileError as e:
+        raise ConfigError(str(e)) from None
 
 
 def _device(args: argparse.Namespace, cfg: FleetConfig) -> int:
@@ -178,7 +201,10 @@ def _device(args: argparse.Namespace, cfg: FleetConfig) -> int:
     return 0
 
 
-def _command(command: str, cfg: FleetConfig, archive: Archive, bundle: Any) -> int:
+def _command(
+    command: str, cfg: FleetConfig, archive: Archive, bundle: Any, auth: Auth | None
+) -> int:
+    """`auth`: the HTTP guard's token and sessions, for the commands that serve; else None."""
     from cloud_sync.client import make_client
     from fleet.ingest import Ingestor
     from fleet.maintain import maintain
@@ -205,6 +231,15 @@ def _command(command: str, cfg: FleetConfig, archive: Archive, bundle: Any) -> i
         log.info("merged %d sidecars", reconcile_once())
         return 0
     stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+    signal.signal(signal.SIGINT, lambda signum, frame: stop.set())
+    server: HttpServer | None = None
+    if auth is not None:
+        try:
+            server = _serve(cfg, archive, bundle, auth)
+        except RuntimeError as e:  # the port is taken
+            log.error("%s", e)
+            return EXIT_FAILED
     threads: list[threading.Thread] = []
     ingestor = None
     if command in ("run", "ingest"):
@@ -221,27 +256,22 @@ def _command(command: str, cfg: FleetConfig, archive: Archive, bundle: Any) -> i
                     target=_loop, args=(stop, every, job, what), name=what, daemon=True
                 )
             )
-    server = _serve(cfg, archive, bundle) if command in ("run", "serve") else None
     for t in threads:
         t.start()
-
-    def shutdown(signum: int, frame: Any) -> None:
-        stop.set()
-        if ingestor is not None:
-            ingestor.stop()
-        if server is not None:
-            server.should_exit = True
-
-    signal.signal(signal.SIGTERM, shutdown)
-    signal.signal(signal.SIGINT, shutdown)
-    if server is not None:
-        log.info("fleet search on http://%s:%d/", cfg.http.host, cfg.http.port)
-        server.run()
-    else:
-        stop.wait()
+    code = 0
+    while not stop.wait(1.0):
+        if server is not None and not server.thread.is_alive():
+            log.error("the HTTP server stopped on its own")
+            code = EXIT_FAILED
+            break
+    stop.set()  # the loops too, when the server stopped
+    if ingestor is not None:
+        ingestor.stop()
     for t in threads:
         t.join(10)
-    return 0
+    if server is not None:
+        server.stop()
+    return code
 
 
 def main() -> None:

@@ -7,10 +7,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from cloud_sync.config import S3Config
-from edge.config import ConfigError, MqttTlsConfig, describe_errors, read_toml
+from edge.config import ConfigError, HttpConfig, MqttTlsConfig, describe_errors, read_toml
 
 
 class _Section(BaseModel):
@@ -52,9 +52,21 @@ class ArchiveConfig(_Section):
     )
 
 
-class FleetHttpConfig(_Section):
-    host: str = "127.0.0.1"
+class FleetHttpConfig(HttpConfig):
+    """The device's `[http]` keys, checked by the same rules (token or token_file, sessions,
+    hosts, origins, limits), so one guard serves both; only the port differs, so a fleet and
+    a device can share a machine."""
+
     port: int = Field(8090, ge=0, le=65535)
+
+    @model_validator(mode="after")
+    def _always_on(self) -> FleetHttpConfig:
+        if not self.enabled:
+            raise ValueError(
+                "http.enabled = false does not apply: `s3e-fleet serve` always listens "
+                "(run `ingest` alone for no HTTP)"
+            )
+        return self
 
 
 class ReconcileConfig(_Section):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import itertools
+import json
 import os
 import shutil
 import subprocess
@@ -164,11 +165,13 @@ def synced(d: Daemon) -> bool:
     return not c.get("pending") and not c.get("due_s3") and not c.get("due_mqtt")
 
 
-def serve(cfg: FleetConfig, tmp: Path) -> tuple[subprocess.Popen[bytes], httpx.Client]:
-    """`s3e-fleet serve` as an operator runs it, in its own process, and a client for it."""
+def serve(cfg: FleetConfig, tmp: Path, **http: Any) -> tuple[subprocess.Popen[bytes], httpx.Client]:
+    """`s3e-fleet serve` as an operator runs it, in its own process, and a client for it;
+    `http`: more of its `[http]` keys (a token, hosts, limits)."""
     port = free_port()
     toml = tmp / "serve.toml"
-    toml.write_text(fleet_toml(cfg) + f"[http]\nport = {port}\n")
+    keys = "".join(f"{k} = {json.dumps(v)}\n" for k, v in http.items())
+    toml.write_text(fleet_toml(cfg) + f"[http]\nport = {port}\n{keys}")
     with open(tmp / "serve.log", "ab") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "fleet.cli", "serve", "--config", str(toml)],
