@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 import struct
 import threading
 import time
@@ -196,7 +197,7 @@ def decode(
         im = im.transpose(op)
     if orientation in (5, 6, 7, 8):
         w, h = h, w
-    return Decoded(_to_8bit(im), fmt, EXTENSIONS[fmt], w, h)
+    return Decoded(_displayable(im), fmt, EXTENSIONS[fmt], w, h)
 
 
 def decode_dicom(
@@ -228,14 +229,19 @@ def _dicom_image(pixels: np.ndarray) -> Image.Image:
     return Image.fromarray(pixels.astype(np.uint8))
 
 
-def _to_8bit(im: Image.Image) -> Image.Image:
-    """RGB or L. 16-bit and float greyscale (radiographs often are) is scaled, not clipped."""
+def _displayable(im: Image.Image) -> Image.Image:
+    """RGB or L, or F (0 to 255) for greyscale of more than 8 bits: a 16-bit radiograph keeps
+    its bits until the model's preprocessing, as a DICOM's do. Integer samples are scaled by
+    the bit depth their values reach (12 bits stored in 16, as radiographs often are, read as
+    12: 4095 is white), float ones by their maximum."""
     if im.mode in ("RGB", "L"):
         return im
     if im.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
         x = np.asarray(im, dtype=np.float32)
-        top = 65535.0 if im.mode.startswith("I;16") else max(float(x.max()), 1.0)
-        return Image.fromarray((x / top * 255).clip(0, 255).astype(np.uint8), mode="L")
+        peak = max(float(x.max()), 1.0)
+        top = peak if im.mode == "F" else float(2 ** max(8, math.ceil(math.log2(peak + 1))) - 1)
+        x *= 255.0 / top
+        return Image.fromarray(np.clip(x, 0.0, 255.0, out=x))
     return im.convert("RGB")
 
 

@@ -94,9 +94,13 @@ def first_file() -> bytes:
     return df.part10(ds, preamble=f"{FIRST['PatientName']} {FIRST['PatientID']}".encode())
 
 
-def second_file() -> bytes:
+def second_file(burned_in: bool = False) -> bytes:
+    """With `burned_in`, its pixels say they carry annotation: taken only when identity is
+    kept, and then shown to a browser like any other."""
     data = df.write(df.chest_phantom(64, seed=5, bits=12), bits_stored=12, identity=False)
     ds = dcmread(io.BytesIO(data))
+    if burned_in:
+        ds.BurnedInAnnotation = "YES"
     for keyword, value in {**SECOND, "StudyDate": df.IDENTITY["StudyDate"]}.items():
         setattr(ds, keyword, value)
     return df.part10(ds)
@@ -184,7 +188,7 @@ def toml(section: str, values: dict[str, Any]) -> str:
 def run_daemon(tmp: Path, broker: Broker, moto: Any, keep_identity: bool) -> Run:
     """Both files through one daemon, until each is indexed, published and synced; its
     traces gathered while it runs and once it has stopped."""
-    files = {"first.dcm": first_file(), "second.dcm": second_file()}
+    files = {"first.dcm": first_file(), "second.dcm": second_file(burned_in=keep_identity)}
     port, bucket = free_port(), new_bucket(moto)
     (tmp / "inbox").mkdir()
     config = write_config(
@@ -298,7 +302,9 @@ def test_kept_identity_is_in_the_kept_originals_and_nowhere_else(
     run = run_daemon(tmp_path, broker, moto_server, keep_identity=True)
     secrets = identity(on_device=True)
     synced = {w: d for w, d in run.originals().items() if w.startswith("s3 ")}
-    assert sorted(synced.values()) == sorted([first_file(), second_file()])  # as received
+    assert sorted(synced.values()) == sorted(
+        [first_file(), second_file(burned_in=True)]
+    )  # as received
     everywhere = set().union(*(found(d, secrets) for d in synced.values()))
     assert everywhere == set(secrets)  # so the search finds each string as a file holds it
     assert run.leaks(secrets, allowed=lambda w: is_original(w) or in_store(w)) == []

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 from support.bad_images import jpeg_bytes, png_header_only
 
-from edge.ingest.imaging import ImageRejectedError, decode, preprocess
+from edge.ingest.imaging import ImageRejectedError, decode, preprocess, thumbnail_jpeg
 
 
 @pytest.mark.parametrize(
@@ -44,3 +44,17 @@ def test_sixteen_bit_greyscale_is_scaled_not_clipped() -> None:
     arr = preprocess(got.image, {"size": 64, "color_mode": "L", "scale": 1 / 255})
     assert arr.shape == (64, 64, 1)
     assert arr.min() == 0.0 and arr.max() > 0.99 and 0.4 < arr.mean() < 0.6
+    assert got.image.mode == "F", "its bits are kept until preprocessing"
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "TIFF"])
+def test_twelve_bits_stored_in_sixteen_read_as_twelve(fmt: str) -> None:
+    """A radiograph's 12-bit samples in a 16-bit file: 4095 is white, not 1/16 grey."""
+    x = (np.linspace(0, 4095, 64 * 64).reshape(64, 64)).astype(np.uint16)
+    buf = io.BytesIO()
+    Image.fromarray(x).save(buf, fmt)
+    got = decode(buf.getvalue(), 10**8)
+    arr = preprocess(got.image, {"size": 64, "color_mode": "L", "scale": 1 / 255})
+    assert arr.max() > 0.99 and 0.4 < arr.mean() < 0.6
+    np.testing.assert_allclose(arr[..., 0], x / 4095, atol=0.01)
+    assert Image.open(io.BytesIO(thumbnail_jpeg(got.image, 32))).mode == "RGB"

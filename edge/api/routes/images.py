@@ -70,12 +70,16 @@ def original(rid: Rid, ctx: Ctx, request: Request) -> FileResponse | RedirectRes
 
 def _dicom_view(ctx: ApiContext, rid: str, path: Path) -> Path:
     """A DICOM as a viewer shows it, at most VIEW_SIDE wide, made at the first asking and kept
-    beside the thumbnail."""
+    beside the thumbnail. The stored file is the one accepted (de-identified unless identity
+    is kept), so it is read as it is: de-identifying it again would refuse a burned-in image
+    a site keeps identity for."""
     view = ctx.store.derived_path(rid, "view.png")
     if not view.exists():
         lim = ctx.cfg.limits
         try:
-            img = decode(path.read_bytes(), lim.max_pixels, lim.max_side, VIEW_SIDE // 2)
+            img = decode(
+                path.read_bytes(), lim.max_pixels, lim.max_side, VIEW_SIDE // 2, keep_identity=True
+            )
         except ImageRejectedError as e:
             raise HTTPException(
                 500, f"the stored original of {rid} no longer decodes: {e}"

@@ -14,7 +14,7 @@ from typing import Any
 
 from PIL import Image
 
-from edge.analysis.views import SCHEMA_VERSION
+from edge.analysis.views import DICOM_PUBLIC, SCHEMA_VERSION
 from edge.config import MqttConfig
 
 
@@ -193,6 +193,14 @@ def json_schema() -> dict[str, Any]:
                         "description": "above 1: out of domain",
                     },
                     "bundle": {"type": "object", "required": ["version", "precision"]},
+                    "dicom": {
+                        "type": "object",
+                        "description": "a DICOM's attributes that leave the device (present "
+                        "only for a DICOM; each only when the file has it); never the "
+                        "patient's identity nor the study date",
+                        "properties": {k: {"type": "string"} for k in DICOM_PUBLIC},
+                        "additionalProperties": False,
+                    },
                     "accelerators": {"type": "object", "additionalProperties": {"type": "string"}},
                     "timings_ms": {"type": "object", "additionalProperties": {"type": "number"}},
                     "urls": _URLS,
