@@ -19,10 +19,9 @@ from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, RedirectResponse
 
 from cloud_sync.client import make_client
+from edge.api.app import guarded_app
 from edge.api.auth import Auth, may_read
-from edge.api.guard import Guard
 from edge.api.page import page_router
-from edge.api.session import session_router
 from edge.search.engine import SearchRequest
 from edge.search.http import answer, search_request
 from fleet.config import FleetConfig
@@ -37,20 +36,10 @@ def create_app(cfg: FleetConfig, search: FleetSearch, auth: Auth | None = None) 
     """The routes behind the guard. `auth`: the token in force, sessions and throttle; built
     from `cfg.http` when not given (which reads `http.token_file`, raising `TokenFileError`)."""
     auth = auth if auth is not None else Auth(cfg.http)
-    app = FastAPI(
-        title="S3E fleet",
-        version="1",
-        description="One search over every device's images.",
-        docs_url=None,
-        redoc_url=None,
-        # as on the device: FastAPI's OpenTelemetry bridge costs a look-up on every request
-        telemetry={"tracing": False, "metrics": False, "logs": False},
-    )
-    app.add_middleware(Guard, cfg=cfg.http, auth=auth)
+    app = guarded_app(cfg.http, auth, "S3E fleet", "1", "One search over every device's images.")
     s3 = make_client(cfg.s3)
     endpoint = urlsplit(cfg.s3.endpoint_url or f"https://{cfg.s3.bucket}.s3.amazonaws.com")
     app.include_router(page_router(image_origin=f"{endpoint.scheme}://{endpoint.netloc}"))
-    app.include_router(session_router(auth))
 
     def presigned(result_id: str, column: str) -> RedirectResponse:
         try:

@@ -122,10 +122,12 @@ def _serve(cfg: FleetConfig, archive: Archive, bundle: Any, auth: Auth) -> HttpS
     from fleet.app import create_app
     from fleet.search import FleetSearch
 
-    server = HttpServer(create_app(cfg, FleetSearch(archive, bundle), auth), cfg.http)
+    server = HttpServer(create_app(cfg, FleetSearch(archive, bundle), auth), cfg.http, port_flag="")
     port = server.start()
     log.info("fleet search on http://%s:%d/", cfg.http.host, port)
-    warning = exposure_warning(cfg.http, auth.token_required)
+    warning = exposure_warning(
+        cfg.http, auth.token_required, "search every device's images and open their originals"
+    )
     if warning:
         log.warning("%s", warning)
     return server

@@ -23,16 +23,13 @@ from edge.api.session import session_router
 from edge.config import HttpConfig
 
 
-def build_app(cfg: HttpConfig, auth: Auth | None = None) -> FastAPI:
-    """The routes behind the guard, with no context yet (enough for the OpenAPI schema).
-
-    `auth`: the token in force, sessions and throttle; built from `cfg` when not given (which
-    reads `http.token_file`, raising `TokenFileError`)."""
-    auth = auth if auth is not None else Auth(cfg)
+def guarded_app(cfg: HttpConfig, auth: Auth, title: str, version: str, about: str) -> FastAPI:
+    """A FastAPI app behind the guard, with the session routes and no `/docs`: the device's
+    and the fleet's alike."""
     app = FastAPI(
-        title="S3E edge",
-        version="2",
-        description="Local search over the images this device has analysed.",
+        title=title,
+        version=version,
+        description=about,
         docs_url=None,
         redoc_url=None,
         # The daemon reports through its own /metrics and logs; FastAPI's OpenTelemetry
@@ -40,11 +37,22 @@ def build_app(cfg: HttpConfig, auth: Auth | None = None) -> FastAPI:
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.add_middleware(Guard, cfg=cfg, auth=auth)
-    app.include_router(page_router())
     app.include_router(session_router(auth))
+    app.state.auth = auth
+    return app
+
+
+def build_app(cfg: HttpConfig, auth: Auth | None = None) -> FastAPI:
+    """The routes behind the guard, with no context yet (enough for the OpenAPI schema).
+
+    `auth`: the token in force, sessions and throttle; built from `cfg` when not given (which
+    reads `http.token_file`, raising `TokenFileError`)."""
+    auth = auth if auth is not None else Auth(cfg)
+    about = "Local search over the images this device has analysed."
+    app = guarded_app(cfg, auth, "S3E edge", "2", about)
+    app.include_router(page_router())
     for module in (admin, search, images, uploads):
         app.include_router(module.router)
-    app.state.auth = auth
     return app
 
 

@@ -95,14 +95,17 @@ def beyond_loopback(host: str) -> bool:
         return True
 
 
-def exposure_warning(cfg: HttpConfig, token_required: bool) -> str | None:
-    """The line to log when the server listens on a network with no token."""
+def exposure_warning(
+    cfg: HttpConfig, token_required: bool, reach: str = "search, upload and switch bundles"
+) -> str | None:
+    """The line to log when the server listens on a network with no token; `reach` says what
+    anyone who reaches the port can then do."""
     if token_required or not beyond_loopback(cfg.host):
         return None
     return (
         f"http.host = {cfg.host!r} listens beyond loopback and http.token is empty: whoever "
-        "reaches the port can search, upload and switch bundles; set http.token (or "
-        "http.token_file), or keep http.host on 127.0.0.1"
+        f"reaches the port can {reach}; set http.token (or http.token_file), or keep "
+        "http.host on 127.0.0.1"
     )
 
 

@@ -27,7 +27,10 @@ class HttpServer:
     """uvicorn with deadlines for slow clients and caps on connections, on uvloop (libuv's
     event loop, quicker per request than asyncio's)."""
 
-    def __init__(self, app: Any, cfg: HttpConfig) -> None:
+    def __init__(self, app: Any, cfg: HttpConfig, port_flag: str = "--port") -> None:
+        """`port_flag`: the command line's flag for the port, named when it is taken ("" for
+        none)."""
+        self.port_flag = port_flag
         config = uvicorn.Config(
             app,
             host=cfg.host,
@@ -72,9 +75,10 @@ class HttpServer:
             try:
                 probe.bind((config.host, config.port))
             except OSError as e:
+                flag = f" (or {self.port_flag})" if self.port_flag else ""
                 raise RuntimeError(
                     f"cannot listen on {config.host}:{config.port} ({e.strerror}): another "
-                    "program holds it; set http.port (or --port) to a free one, or 0 for any"
+                    f"program holds it; set http.port{flag} to a free one, or 0 for any"
                 ) from None
 
     def stop(self, timeout: float = 5.0) -> None:
