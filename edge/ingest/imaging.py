@@ -237,7 +237,7 @@ def _displayable(im: Image.Image) -> Image.Image:
     if im.mode in ("RGB", "L"):
         return im
     if im.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
-        x = np.asarray(im, dtype=np.float32)
+        x = np.array(im, dtype=np.float32)  # a copy: scaled in place below
         peak = max(float(x.max()), 1.0)
         top = peak if im.mode == "F" else float(2 ** max(8, math.ceil(math.log2(peak + 1))) - 1)
         x *= 255.0 / top
