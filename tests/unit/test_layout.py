@@ -188,3 +188,12 @@ def test_no_test_module_imports_another_or_conftest() -> None:
                     f"{path.relative_to(tests)}: {a.name}" for a in n.names if a.name in names
                 ]
     assert not crossed, crossed
+
+
+def test_test_modules_have_names_unique_across_tiers() -> None:
+    """pytest imports a test module by its file name (no `__init__.py` in the tiers): two
+    tiers holding one name fail to collect, on whichever worker meets the second."""
+    seen: dict[str, list[str]] = {}
+    for path in (ROOT / "tests").rglob("test_*.py"):
+        seen.setdefault(path.name, []).append(str(path.relative_to(ROOT)))
+    assert not {name: where for name, where in seen.items() if len(where) > 1}
