@@ -8,20 +8,15 @@ reason before any pixel is decoded. The pixels then go through what the file say
 does: the modality LUT (rescale slope and intercept), the VOI LUT or window, MONOCHROME1
 inverted, and stay floating point (12 to 16 bits of them) until the model's preprocessing.
 
-The file kept is de-identified unless the config keeps identity, as the standard's Basic
-Application Level Confidentiality Profile (PS3.15 Annex E, Table E.1-1) says, wherever an
-attribute is (in the dataset or in an item of a sequence, at any depth): its attributes are
-removed, emptied or given a dummy value, its UIDs replaced by ones derived from them (the same
-file gives the same result), private attributes, curves and overlays go, the preamble and the
-file meta information are the de-identifier's, and the file says it was de-identified. An image
-whose pixels carry burned-in annotation is refused unless identity is kept: no attribute edit
-can clean its pixels.
+The file kept is de-identified unless the config keeps identity (`edge.ingest.deidentify`:
+the standard's Basic Application Level Confidentiality Profile). An image whose pixels carry
+burned-in annotation is refused unless identity is kept: no attribute edit can clean its
+pixels.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import logging
 import re
@@ -30,6 +25,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from edge.ingest.deidentify import deidentify
 
 DICM_OFFSET = 128
 MAX_ATTRIBUTE_CHARS = 64
@@ -66,180 +63,6 @@ JPEG_2000_COLOUR = ("YBR_RCT", "YBR_ICT")
 JPEG_2000 = ("1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91")
 OWN_RANGE_SAMPLE = 1 << 20
 """Pixels looked at, at most, for an image's own range (a regular grid of them)."""
-
-
-def _keywords(text: str) -> tuple[str, ...]:
-    return tuple(text.split())
-
-
-REMOVED = _keywords(
-    """
-    AcquisitionComments AcquisitionContextSequence AcquisitionDate AcquisitionDateTime
-    AcquisitionDeviceProcessingDescription AcquisitionProtocolDescription AcquisitionTime
-    ActualHumanPerformersSequence AdditionalPatientHistory AddressTrial AdmissionID
-    AdmittingDate AdmittingDiagnosesCodeSequence AdmittingDiagnosesDescription AdmittingTime
-    AffectedSOPInstanceUID Allergies Arbitrary AuthorObserverSequence BarcodeValue
-    BeamDescription BolusDescription BranchOfService CameraOwnerName CassetteID
-    ClinicalTrialProtocolEthicsCommitteeApprovalNumber ClinicalTrialSeriesDescription
-    ClinicalTrialSeriesID ClinicalTrialTimePointDescription
-    CommentsOnThePerformedProcedureStep CompensatorDescription
-    ConfidentialityConstraintOnPatientDataDescription
-    ConsultingPhysicianIdentificationSequence ContainerComponentID ContainerDescription
-    ContentCreatorIdentificationCodeSequence ContentSequence ContributionDescription
-    CountryOfResidence CurrentObserverTrial CurrentPatientLocation CurveDate CurveTime
-    CustodialOrganizationSequence DataSetTrailingPadding DecompositionDescription
-    DerivationDescription DetectorID DeviceDescription DeviceSerialNumber
-    DeviceSettingDescription DigitalSignaturesSequence DischargeDiagnosisDescription
-    DistributionAddress DistributionName DoseReferenceDescription EndAcquisitionDateTime
-    EntityDescription EntityName EquipmentFrameOfReferenceDescription EthnicGroup
-    ExpectedCompletionDateTime FirstTreatmentDate FixationDeviceDescription
-    FlowIdentifierSequence FractionGroupDescription FrameComments GPSAltitude GPSAltitudeRef
-    GPSAreaInformation GPSDOP GPSDateStamp GPSDestBearing GPSDestBearingRef GPSDestDistance
-    GPSDestDistanceRef GPSDestLatitude GPSDestLatitudeRef GPSDestLongitude
-    GPSDestLongitudeRef GPSDifferential GPSImgDirection GPSImgDirectionRef GPSLatitude
-    GPSLatitudeRef GPSLongitude GPSLongitudeRef GPSMapDatum GPSMeasureMode
-    GPSProcessingMethod GPSSatellites GPSSpeed GPSSpeedRef GPSStatus GPSTimeStamp GPSTrack
-    GPSTrackRef GPSVersionID GantryID GeneratorID GraphicAnnotationSequence
-    HumanPerformerName HumanPerformerOrganization IconImageSequence IdentifyingComments
-    ImageComments ImagePresentationComments ImagingServiceRequestComments Impressions
-    InstanceCoercionDateTime InstanceCreationDate InstanceCreationTime InstanceOriginStatus
-    InstitutionAddress InstitutionCodeSequence InstitutionName InstitutionalDepartmentName
-    InstitutionalDepartmentTypeCodeSequence InsurancePlanIdentification IntendedPhaseEndDate
-    IntendedPhaseStartDate IntendedRecipientsOfResultsIdentificationSequence
-    InterpretationApproverSequence InterpretationAuthor InterpretationDiagnosisDescription
-    InterpretationIDIssuer InterpretationRecorder InterpretationText
-    InterpretationTranscriber IssuerOfAdmissionID IssuerOfAdmissionIDSequence
-    IssuerOfPatientID IssuerOfServiceEpisodeID IssuerOfServiceEpisodeIDSequence LabelText
-    LastMenstrualDate LensMake LensModel LensSerialNumber LensSpecification
-    LongDeviceDescription MAC MakerNote MedicalAlerts MedicalRecordLocator MilitaryRank
-    ModifiedAttributesSequence ModifiedImageDescription ModifyingDeviceID
-    MostRecentTreatmentDate MultienergyAcquisitionDescription NameOfPhysiciansReadingStudy
-    NamesOfIntendedRecipientsOfResults ObservationDateTrial ObservationTimeTrial Occupation
-    OperatorIdentificationSequence OperatorsName OrderCallbackPhoneNumber
-    OrderCallbackTelecomInformation OrderEnteredBy OrderEntererLocation
-    OriginalAttributesSequence OtherPatientIDs OtherPatientIDsSequence OtherPatientNames
-    OverlayDate OverlayTime ParticipantSequence PatientAddress PatientAge PatientBirthName
-    PatientBirthTime PatientComments PatientInstitutionResidence
-    PatientInsurancePlanCodeSequence PatientMotherBirthName
-    PatientPrimaryLanguageCodeSequence PatientPrimaryLanguageModifierCodeSequence
-    PatientReligiousPreference PatientSexNeutered PatientSize PatientState
-    PatientTelecomInformation PatientTelephoneNumbers PatientTransportArrangements
-    PatientWeight PerformedLocation PerformedProcedureStepDescription
-    PerformedProcedureStepEndDate PerformedProcedureStepEndDateTime
-    PerformedProcedureStepEndTime PerformedProcedureStepID PerformedProcedureStepStartDate
-    PerformedProcedureStepStartDateTime PerformedProcedureStepStartTime
-    PerformedStationAETitle PerformedStationGeographicLocationCodeSequence
-    PerformedStationName PerformedStationNameCodeSequence
-    PerformingPhysicianIdentificationSequence PerformingPhysicianName PersonAddress
-    PersonIdentificationCodeSequence PersonTelecomInformation PersonTelephoneNumbers
-    PhysicianApprovingInterpretation PhysiciansOfRecord
-    PhysiciansOfRecordIdentificationSequence PhysiciansReadingStudyIdentificationSequence
-    PlateID PreMedication PregnancyStatus PrescriptionDescription
-    PriorTreatmentDoseDescription ProcedureStepCancellationDateTime ProtocolName RTPlanDate
-    RTPlanDescription RTPlanName RTPlanTime RTTreatmentApproachLabel
-    ReasonForOmissionDescription ReasonForRequestedProcedureCodeSequence ReasonForStudy
-    ReasonForTheImagingServiceRequest ReasonForTheRequestedProcedure ReasonForVisit
-    ReasonForVisitCodeSequence ReferencedDigitalSignatureSequence ReferencedImageSequence
-    ReferencedPatientAliasSequence ReferencedPatientPhotoSequence ReferencedPatientSequence
-    ReferencedPerformedProcedureStepSequence ReferencedSOPInstanceMACSequence
-    ReferencedStudySequence ReferringPhysicianAddress
-    ReferringPhysicianIdentificationSequence ReferringPhysicianTelephoneNumbers
-    RegionOfResidence RequestAttributesSequence RequestedContrastAgent
-    RequestedProcedureComments RequestedProcedureDescription RequestedProcedureID
-    RequestedProcedureLocation RequestingPhysician RequestingService
-    RespiratoryMotionCompensationTechniqueDescription ResponsibleOrganization
-    ResponsiblePerson ResultsComments ResultsDistributionListSequence ResultsIDIssuer
-    ReviewerName ScheduledHumanPerformersSequence ScheduledPatientInstitutionResidence
-    ScheduledPerformingPhysicianIdentificationSequence ScheduledPerformingPhysicianName
-    ScheduledProcedureStepDescription ScheduledProcedureStepEndDate
-    ScheduledProcedureStepEndTime ScheduledProcedureStepExpirationDateTime
-    ScheduledProcedureStepLocation ScheduledProcedureStepModificationDateTime
-    ScheduledProcedureStepStartDate ScheduledProcedureStepStartDateTime
-    ScheduledProcedureStepStartTime ScheduledStationAETitle
-    ScheduledStationGeographicLocationCodeSequence ScheduledStationName
-    ScheduledStationNameCodeSequence ScheduledStudyLocation ScheduledStudyLocationAETitle
-    SeriesDate SeriesDescription SeriesTime ServiceEpisodeDescription ServiceEpisodeID
-    SetupTechniqueDescription ShieldingDeviceDescription SlideIdentifier SmokingStatus
-    SourceImageSequence SourceManufacturer SourceSerialNumber SpecialNeeds
-    SpecimenAccessionNumber SpecimenDetailedDescription SpecimenShortDescription
-    StartAcquisitionDateTime StationName StudyComments StudyDescription StudyIDIssuer
-    TelephoneNumberTrial TextComments TextString TimezoneOffsetFromUTC TopicAuthor
-    TopicKeywords TopicSubject TopicTitle TreatmentDate TreatmentMachineName TreatmentTime
-    UDISequence UniqueDeviceIdentifier VerbalSourceIdentifierCodeSequenceTrial
-    VerbalSourceTrial VerifyingObserverSequence VisitComments XRayDetectorLabel
-"""
-)
-"""Removed: PS3.15 Table E.1-1 (its 2020 edition), action X; also X/Z, X/D, X/Z/D and X/Z/U*
-("X unless Z or D is needed for the object to stay valid": removed here, the stricter choice),
-the sequences it gives a dummy value (D), and InstanceCreationDate and -Time."""
-
-EMPTIED = _keywords(
-    """
-    AccessionNumber ClinicalTrialCoordinatingCenterName ClinicalTrialProtocolName
-    ClinicalTrialSiteID ClinicalTrialSiteName ClinicalTrialTimePointID
-    ConceptualVolumeCombinationDescription ConceptualVolumeDescription
-    ConsultingPhysicianName ContentCreatorName ContentDate ContentTime ContrastBolusAgent
-    DeviceAlternateIdentifier FillerOrderNumberImagingServiceRequest FractionationNotes
-    IssuerOfTheContainerIdentifierSequence IssuerOfTheSpecimenIdentifierSequence
-    ManufacturerDeviceIdentifier PatientBirthDate PatientID PatientName PatientSex
-    PlacerOrderNumberImagingServiceRequest PrescriptionNotes PrescriptionNotesSequence
-    RTAccessoryDeviceSlotID RTAccessoryHolderSlotID RTPhysicianIntentNarrative
-    RadiationGenerationModeDescription ReasonForSuperseding ReferringPhysicianName
-    SpecimenPreparationSequence StudyDate StudyID StudyTime TreatmentTechniqueNotes
-    VerifyingObserverIdentificationCodeSequence
-"""
-)
-"""Kept but emptied (action Z, Z/D: the attribute may be required, its value is not)."""
-
-DUMMIED = _keywords(
-    """
-    ClinicalTrialProtocolEthicsCommitteeName ClinicalTrialProtocolID
-    ClinicalTrialSponsorName ClinicalTrialSubjectID ClinicalTrialSubjectReadingID
-    ContainerIdentifier DeviceLabel EntityLabel EntityLongLabel FlowIdentifier
-    FrameOriginTimestamp ImpedanceMeasurementDateTime InterlockDateTime InterlockDescription
-    InterlockOriginDescription OverrideDateTime PersonName RTPlanLabel RTPrescriptionLabel
-    RTToleranceSetLabel RadiationDoseIdentificationLabel RadiationDoseInVivoMeasurementLabel
-    RadiationGenerationModeLabel RecordedRTControlPointDateTime SourceEndDateTime
-    SourceIdentifier SourceStartDateTime SpecimenIdentifier TreatmentPositionGroupLabel
-    TreatmentSite TreatmentToleranceViolationDateTime TreatmentToleranceViolationDescription
-    UserContentLabel UserContentLongLabel VerifyingObserverName VerifyingOrganization
-    XRayDetectorID XRaySourceID
-"""
-)
-"""Given a dummy value (action D, not a sequence): `DUMMY` by the attribute's VR."""
-
-REPLACED_UIDS = _keywords(
-    """
-    ConcatenationUID ConceptualVolumeUID ConstituentConceptualVolumeUID DeviceUID
-    DigitalSignatureUID DimensionOrganizationUID DoseReferenceUID DosimetricObjectiveUID
-    FailedSOPInstanceUIDList FiducialUID FrameOfReferenceUID InstanceCreatorUID
-    IrradiationEventUID LargePaletteColorLookupTableUID ManufacturerDeviceClassUID
-    MediaStorageSOPInstanceUID MultiplexGroupUID ObservationSubjectUIDTrial ObservationUID
-    PaletteColorLookupTableUID PatientSetupUID PresentationDisplayCollectionUID
-    PresentationSequenceCollectionUID RTTreatmentPhaseUID ReferencedConceptualVolumeUID
-    ReferencedDoseReferenceUID ReferencedDosimetricObjectiveUID ReferencedFiducialsUID
-    ReferencedFrameOfReferenceUID
-    ReferencedGeneralPurposeScheduledProcedureStepTransactionUID
-    ReferencedObservationUIDTrial ReferencedSOPInstanceUID ReferencedSOPInstanceUIDInFile
-    RelatedFrameOfReferenceUID RequestedSOPInstanceUID SOPInstanceUID SeriesInstanceUID
-    SourceConceptualVolumeUID SpecimenUID StorageMediaFileSetUID StudyInstanceUID
-    SynchronizationFrameOfReferenceUID TargetUID TemplateExtensionCreatorUID
-    TemplateExtensionOrganizationUID TrackingUID TransactionUID TreatmentPositionGroupUID
-    TreatmentSessionUID UID
-"""
-)
-"""Replaced by a UID derived from the original (action U), wherever they are."""
-DUMMY = {
-    "DA": "19000101",
-    "DT": "19000101000000",
-    "TM": "000000",
-    "PN": "ANONYMOUS",
-    "OB": b"\x00\x00",
-}
-"""A dummy value by VR; any other text VR gets `DUMMY_TEXT`."""
-DUMMY_TEXT = "ANONYMIZED"
-UID_ROOT = "2.25."
-"""UIDs from a 128-bit number (PS3.5 B.2): no organisation root needed."""
 
 
 class DicomRefusedError(ValueError):
@@ -443,9 +266,9 @@ def _display(ds: Any) -> np.ndarray:
         return np.clip(out, 0.0, 1.0, out=out)
     values = _modality(arr, ds)
     del arr
-    center, width = ds.get("WindowCenter"), ds.get("WindowWidth")
-    if center not in (None, "") and width not in (None, ""):
-        out = window(values, _first(center), _first(width), ds)
+    given = _window_of(ds)
+    if given is not None:
+        out = window(values, *given, ds)
     elif ds.get("VOILUTSequence"):
         out = _voi_lut(values, ds)
     else:
@@ -520,81 +343,21 @@ def _voi_lut(values: np.ndarray, ds: Any) -> np.ndarray:
     return values
 
 
-def _first(value: Any) -> float:
-    """A multi-valued window's first center or width."""
+def _window_of(ds: Any) -> tuple[float, float] | None:
+    """The first window's center and width, or None where the file gives none a viewer could
+    use (absent, empty, not a number, a width under 1): the VOI LUT or the image's own range
+    then shows it, as a viewer would, rather than the image being refused."""
     from pydicom.multival import MultiValue
 
-    return float(value[0] if isinstance(value, MultiValue) else value)
+    try:
+        given = [ds.get("WindowCenter"), ds.get("WindowWidth")]
+        center, width = (float(v[0] if isinstance(v, MultiValue) else v) for v in given)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return (center, width) if np.isfinite(center) and np.isfinite(width) and width >= 1 else None
 
 
 def _printable(value: Any) -> str:
     text = str(value or "").strip()
     text = "".join(c for c in text if c.isprintable())
     return text[:MAX_ATTRIBUTE_CHARS]
-
-
-_ACTIONS: dict[str, str] = {
-    **dict.fromkeys(REMOVED, "X"),
-    **dict.fromkeys(EMPTIED, "Z"),
-    **dict.fromkeys(DUMMIED, "D"),
-    **dict.fromkeys(REPLACED_UIDS, "U"),
-}
-
-
-def deidentify(ds: Any) -> bytes:
-    """The dataset without the patient's identity (the Basic Profile, everywhere in it), as
-    the bytes of a Part 10 file whose preamble and file meta information are ours."""
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.sequence import Sequence
-    from pydicom.uid import UID
-
-    _clean(ds)
-    old = ds.file_meta
-    sop_class = ds.get("SOPClassUID") or old.get("MediaStorageSOPClassUID", "")
-    sop = ds.get("SOPInstanceUID") or derived_uid(str(old.get("MediaStorageSOPInstanceUID", "")))
-    meta = FileMetaDataset()
-    meta.TransferSyntaxUID = old.TransferSyntaxUID
-    meta.MediaStorageSOPClassUID = UID(str(sop_class))
-    meta.MediaStorageSOPInstanceUID = UID(str(sop))
-    meta.SourceApplicationEntityTitle = "S3E"
-    ds.file_meta = meta
-    ds.preamble = bytes(DICM_OFFSET)
-    ds.PatientIdentityRemoved = "YES"
-    ds.DeidentificationMethod = "S3E: DICOM PS3.15 Basic Application Confidentiality Profile"
-    code = Dataset()
-    code.CodeValue, code.CodingSchemeDesignator = "113100", "DCM"
-    code.CodeMeaning = "Basic Application Confidentiality Profile"
-    ds.DeidentificationMethodCodeSequence = Sequence([code])
-    out = io.BytesIO()
-    ds.save_as(out, enforce_file_format=True)
-    return out.getvalue()
-
-
-def _clean(ds: Any) -> None:
-    """The profile's actions on one dataset and, through its sequences, on every item in it.
-    Private attributes, curves (50xx) and overlays (60xx) go whole."""
-    for elem in list(ds):
-        tag = elem.tag
-        if tag.is_private or 0x5000 <= tag.group <= 0x50FF or 0x6000 <= tag.group <= 0x60FF:
-            del ds[tag]
-            continue
-        action = _ACTIONS.get(elem.keyword)
-        if action == "X":
-            del ds[tag]
-        elif action == "Z":
-            elem.value = [] if elem.VR == "SQ" else ""
-        elif action == "D":
-            elem.value = DUMMY.get(elem.VR, DUMMY_TEXT)
-        elif action == "U" and elem.value:
-            values = elem.value if elem.VM > 1 else [elem.value]
-            new = [derived_uid(str(v)) for v in values]
-            elem.value = new if elem.VM > 1 else new[0]
-        elif elem.VR == "SQ":
-            for item in elem.value:
-                _clean(item)
-
-
-def derived_uid(uid: str) -> str:
-    """A new UID that is the same for the same original: `2.25.` and 128 bits of its hash."""
-    digest = hashlib.sha256(f"s3e-deid:{uid}".encode()).digest()[:16]
-    return UID_ROOT + str(int.from_bytes(digest, "big"))

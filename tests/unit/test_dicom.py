@@ -27,7 +27,7 @@ from pydicom.uid import MPEG2MPML, UID, RTPlanStorage
 from support import dicom_files as df
 from support.dicom_files import IDENTITY, OVERLAY_LABEL, PRIVATE_VALUE, UIDS
 
-from edge.ingest import dicom
+from edge.ingest import deidentify, dicom
 from edge.ingest.imaging import ImageRejectedError, decode
 
 LIMIT = 50_000_000
@@ -164,6 +164,20 @@ def test_an_empty_window_is_no_window():
     stored = np.full((100, 64), 300, np.uint16)
     stored[50:] = 3800
     data = df.write(stored, bits_stored=12, WindowCenter=None, WindowWidth=None)
+    np.testing.assert_allclose(shown(data), (stored - 300.0) / 3500.0, atol=1e-5)
+
+
+@pytest.mark.parametrize("fault", ["not a number", "zero width"])
+def test_a_window_no_viewer_could_use_is_no_window(fault: str):
+    """A center that is not a number (written over the value's bytes) or a width under 1: the
+    own range, as a viewer would show it, not a refusal."""
+    stored = np.full((100, 64), 300, np.uint16)
+    stored[50:] = 3800
+    width = 0 if fault == "zero width" else 1500
+    data = df.write(stored, bits_stored=12, WindowCenter=1234.5, WindowWidth=width)
+    if fault == "not a number":
+        assert data.count(b"1234.5") == 1
+        data = data.replace(b"1234.5", b"AUTO  ")
     np.testing.assert_allclose(shown(data), (stored - 300.0) / 3500.0, atol=1e-5)
 
 
@@ -560,7 +574,7 @@ def test_curves_are_removed():
 
 def test_every_attribute_the_profile_lists_is_a_dicom_keyword():
     """A misspelt keyword would be silently skipped (`keyword in ds` is then False)."""
-    for keyword in (*dicom.REMOVED, *dicom.EMPTIED, *dicom.REPLACED_UIDS):
+    for keyword in (*deidentify.REMOVED, *deidentify.EMPTIED, *deidentify.REPLACED_UIDS):
         assert tag_for_keyword(keyword) is not None, keyword
     for keyword in getattr(dicom, "DUMMIED", ()):
         assert tag_for_keyword(keyword) is not None, keyword
