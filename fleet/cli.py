@@ -88,8 +88,18 @@ def _device_parser(sub: Any) -> None:
     )
     for s in (add, fleet):
         s.add_argument("--config", "-c", type=Path, help="the fleet's TOML file")
-        s.add_argument("--password-file", type=Path, required=True, help="mosquitto's")
-        s.add_argument("--acl-file", type=Path, required=True, help="mosquitto's")
+        s.add_argument(
+            "--password-file",
+            type=Path,
+            required=True,
+            help="mosquitto's password_file (made if missing, by mosquitto_passwd)",
+        )
+        s.add_argument(
+            "--acl-file",
+            type=Path,
+            required=True,
+            help="mosquitto's acl_file (made if missing; gets the lines it lacks)",
+        )
         s.add_argument(
             "--secret-file",
             type=Path,
