@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 from support.common import wait_until
+from support.records import accept_pending
 
 
 def client(d: Any, token: str = "") -> httpx.Client:
@@ -294,18 +295,7 @@ def test_the_id_prefix_the_logs_print_works_in_the_api(busy_daemon: Any) -> None
     d = busy_daemon
     rid = next(d.store.iter_analysed()).id
     twins = ("abcdef01" + "0" * 56, "abcdef01" + "1" * 56)
-    for i, twin in enumerate(twins):
-        d.store.accept(
-            twin,
-            b"t%d" % i,
-            ext="png",
-            width=1,
-            height=1,
-            thumb=b"",
-            source="test",
-            source_name="",
-            captured_at=0.0,
-        )
+    accept_pending(d.store, twins)
     with client(d) as c:
         assert c.get(f"/records/{rid[:12]}").json()["id"] == rid
         assert c.get(f"/images/{rid[:8]}/thumb").content == c.get(f"/images/{rid}/thumb").content

@@ -256,6 +256,16 @@ def _analysed(daemon: Daemon, rid: str) -> bool:
     return rec is not None and rec.status == "analysed" and not daemon.store.count_due("index")
 
 
+def _upload_and_open(daemon: Daemon, page: Any, name: str, data: bytes, media: str) -> str:
+    """Upload from the page, wait until the image is analysed and indexed, open its detail
+    view; its id."""
+    page.goto(url(daemon, "/"))
+    rid = _upload(page, name, data, media)
+    wait_until(lambda: _analysed(daemon, rid), 60, f"{name} analysed")
+    page.goto(url(daemon, f"/?image={rid}"))
+    return rid
+
+
 def test_a_photo_is_said_to_be_beyond_the_models(daemon: Daemon, page: Any, tmp_path: Path) -> None:
     import io
 
@@ -264,10 +274,7 @@ def test_a_photo_is_said_to_be_beyond_the_models(daemon: Daemon, page: Any, tmp_
     skimage_data = pytest.importorskip("skimage.data")
     buf = io.BytesIO()
     Image.fromarray(skimage_data.chelsea()).save(buf, "JPEG")
-    page.goto(url(daemon, "/"))
-    rid = _upload(page, "chelsea.jpg", buf.getvalue(), "image/jpeg")
-    wait_until(lambda: _analysed(daemon, rid), 60, "the photo analysed")
-    page.goto(url(daemon, f"/?image={rid}"))
+    _upload_and_open(daemon, page, "chelsea.jpg", buf.getvalue(), "image/jpeg")
     page.wait_for_selector("#ood:not([hidden])")
     text = page.inner_text("#ood")
     assert "do not cover this image" in text and "chest" in text
@@ -277,36 +284,19 @@ def test_a_photo_is_said_to_be_beyond_the_models(daemon: Daemon, page: Any, tmp_
 def test_a_dicom_shows_as_an_image_with_its_attributes_and_filters(
     daemon: Daemon, page: Any, chest_small: Path, tmp_path: Path
 ) -> None:
-    import io
-
     import numpy as np
     from PIL import Image
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+    from support import dicom_files as df
 
     pixels = np.asarray(Image.open(sorted((chest_small / "images").iterdir())[N + 3]).convert("L"))
-    meta = FileMetaDataset()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = (
-        meta.MediaStorageSOPClassUID,
-        meta.MediaStorageSOPInstanceUID,
+    data = df.write(
+        pixels.astype(np.uint16) * 16,
+        bits_stored=12,
+        identity=False,
+        Manufacturer="Acme Medical",
+        StudyDate="20230517",
     )
-    ds.Modality, ds.BodyPartExamined, ds.ViewPosition = "DX", "CHEST", "PA"
-    ds.Manufacturer, ds.StudyDate = "Acme Medical", "20230517"
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    ds.PixelData = (pixels.astype(np.uint16) * 16).tobytes()
-    out = io.BytesIO()
-    ds.save_as(out, enforce_file_format=True)
-    page.goto(url(daemon, "/"))
-    rid = _upload(page, "chest.dcm", out.getvalue(), "application/dicom")
-    wait_until(lambda: _analysed(daemon, rid), 60, "the DICOM analysed")
-    page.goto(url(daemon, f"/?image={rid}"))
+    rid = _upload_and_open(daemon, page, "chest.dcm", data, "application/dicom")
     page.wait_for_function("() => document.querySelector('#original').naturalWidth > 0")
     facts = page.inner_text("#facts")
     assert "DICOM modality" in facts and "DX" in facts and "CHEST" in facts

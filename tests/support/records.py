@@ -60,3 +60,20 @@ def fill_analysed(store: Store, sizes: list[int], seed: int = 0) -> list[str]:
         )
         ids.append(rid)
     return ids
+
+
+def accept_pending(store: Store, ids: tuple[str, ...]) -> None:
+    """Pending records of the given ids (any hex text), each with a tiny placeholder original:
+    for what names images, not what is in them."""
+    for i, rid in enumerate(ids):
+        store.accept(
+            rid,
+            b"pending-%d" % i,
+            ext="png",
+            width=1,
+            height=1,
+            thumb=b"",
+            source="test",
+            source_name="",
+            captured_at=0.0,
+        )

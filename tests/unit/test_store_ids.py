@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from support.records import accept_pending
 
 from edge.store.store import AmbiguousIdError, Store
 
@@ -15,18 +16,7 @@ TWINS = ("abcdef01" + "0" * 56, "abcdef01" + "1" * 56)
 @pytest.fixture
 def store(tmp_path: Path) -> Store:
     s = Store(tmp_path, "test")
-    for i, rid in enumerate(TWINS):
-        s.accept(
-            rid,
-            b"x%d" % i,
-            ext="png",
-            width=1,
-            height=1,
-            thumb=b"",
-            source="test",
-            source_name="",
-            captured_at=0.0,
-        )
+    accept_pending(s, TWINS)
     return s
 
 
