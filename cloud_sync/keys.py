@@ -12,11 +12,18 @@ import json
 from edge.analysis import views
 from edge.store.records import Record
 
+THUMBNAIL_SUFFIX = ".thumb.jpg"
+
 
 def base_key(prefix: str, rec: Record) -> str:
     """The key without its extension: the original adds `.<ext>`, the sidecar `.json`."""
-    day = dt.datetime.fromtimestamp(rec.captured_at, tz=dt.UTC).strftime("%Y/%m/%d")
-    return "/".join(p for p in (prefix, rec.device_id, day, rec.id) if p)
+    return image_base_key(prefix, rec.device_id, rec.captured_at, rec.id)
+
+
+def image_base_key(prefix: str, device: str, captured_at: float, image: str) -> str:
+    """`base_key` from its parts (the fleet rebuilds a device's keys from an event's)."""
+    day = dt.datetime.fromtimestamp(captured_at, tz=dt.UTC).strftime("%Y/%m/%d")
+    return "/".join(p for p in (prefix, device, day, image) if p)
 
 
 def original_key(prefix: str, rec: Record) -> str:
@@ -29,7 +36,7 @@ def sidecar_key(prefix: str, rec: Record) -> str:
 
 def thumbnail_key(prefix: str, rec: Record) -> str:
     """The thumbnail beside the original: a fleet's page shows results without originals."""
-    return f"{base_key(prefix, rec)}.thumb.jpg"
+    return f"{base_key(prefix, rec)}{THUMBNAIL_SUFFIX}"
 
 
 def device_prefix(prefix: str, device_id: str) -> str:

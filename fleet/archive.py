@@ -402,10 +402,6 @@ class Archive:
                     out[key] = Held(int(g["revision"] or 1), utc(g["ingested_at"]))
         return out
 
-    def ingested(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], dt.datetime]:
-        """When the table last took each (device, id) asked for that it holds."""
-        return {k: h.ingested_at for k, h in self.held(keys).items()}
-
 
 POINTER = "_current.json"
 

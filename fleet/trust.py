@@ -4,7 +4,7 @@ A payload is the device's word about its image (caption, labels, vectors, revisi
 about who the device is nor where anything lies. The device is the one the MQTT topic names
 (the broker's ACL lets a device publish under its own name only: `fleet.broker`) or, for a
 sidecar, the one its S3 key names. The S3 keys of a row are rebuilt from that device, the
-capture day and the id, exactly as the device builds them (`cloud_sync.keys`), and presigned
+capture day and the id, with the device's own `cloud_sync.keys`, and presigned
 only while they still have that form. A revision counts analyses, so one far above what the
 archive holds is refused rather than allowed to pin a row.
 
@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeGuard
 
+from cloud_sync.keys import THUMBNAIL_SUFFIX, image_base_key
 from edge.ingest.imaging import MEDIA_TYPES
 
 DEVICE_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -30,7 +31,6 @@ IMAGE_ID = re.compile(r"^[0-9a-f]{64}$")
 """The sha256 of the original, in hex, as the device names it."""
 EXTENSIONS = frozenset(MEDIA_TYPES)
 """The extensions a device gives the originals it accepts."""
-THUMBNAIL_SUFFIX = ".thumb.jpg"
 
 REVISION_STEP = 8
 """How far above the archive's revision of an image an event or sidecar may go. A revision
@@ -99,19 +99,13 @@ def extension(name: object) -> str:
     return ext if dot and stem and ext in EXTENSIONS else ""
 
 
-def base_key(prefix: str, device: str, captured: dt.datetime, image: str) -> str:
-    """`<prefix>/<device>/<yyyy>/<mm>/<dd>/<sha256>`, the UTC capture day, as
-    `cloud_sync.keys.base_key` writes it on the device."""
-    when = captured.astimezone(dt.UTC) if captured.tzinfo else captured
-    return "/".join(p for p in (prefix, device, when.strftime("%Y/%m/%d"), image) if p)
-
-
 def object_keys(
     prefix: str, device: str, captured: dt.datetime, image: str, ext: str, thumbnail: bool
 ) -> tuple[str, str]:
     """(original key, thumbnail key) of an image; "" for one the device did not sync or an
     extension it never gives."""
-    base = base_key(prefix, device, captured, image)
+    when = captured if captured.tzinfo else captured.replace(tzinfo=dt.UTC)
+    base = image_base_key(prefix, device, when.timestamp(), image)
     return (
         f"{base}.{ext}" if ext in EXTENSIONS else "",
         f"{base}{THUMBNAIL_SUFFIX}" if thumbnail else "",

@@ -239,6 +239,7 @@ def sidecar(
 def index_fields(r: Record) -> dict[str, Any]:
     """What search sees of a record; an out-of-domain image only by its label and filters."""
     d = Derived.of(r)
+    attrs = dicom(r, public=False)
     return {
         "id": r.id,
         "caption": d.public_caption(),
@@ -249,8 +250,8 @@ def index_fields(r: Record) -> dict[str, Any]:
         "bundle": r.bundle or "",
         "anomaly": float(d.anomaly or 0.0),
         "revision": r.revision,
-        **{k: v.upper() for k, v in dicom(r, public=False).items() if k != "study_date"},
-        "study_date": study_day(dicom(r, public=False).get("study_date", "")),
+        **{k: v.upper() for k, v in attrs.items() if k != "study_date"},
+        "study_date": study_day(attrs.get("study_date", "")),
     }
 
 

@@ -136,8 +136,17 @@ class Auth:
         self._binding = hmac.new(token.encode(), b"s3e-session-binding", hashlib.sha256).hexdigest()
         self.sessions.revoke_all()
 
-    def token_matches(self, given: str) -> bool:
-        return bool(self._token) and hmac.compare_digest(given.encode(), self._token.encode())
+    def try_token(self, client: str, given: str) -> Check:
+        """A token a client offers: while the client must wait, refused without being
+        compared; else signed in, or wrong and counted against the client."""
+        wait = self.throttle.wait(client)
+        if wait > 0:
+            return Check(Verdict.THROTTLED, retry_after_s=wait)
+        if self._token and hmac.compare_digest(given.encode(), self._token.encode()):
+            self.throttle.succeeded(client)
+            return Check(Verdict.SIGNED_IN)
+        self.throttle.failed(client)
+        return Check(Verdict.WRONG)
 
     def check(self, request: Request) -> Check:
         """The request's verdict; a wrong bearer token counts against its client."""
@@ -145,15 +154,8 @@ class Auth:
             return Check(Verdict.OPEN)
         header = request.headers.get("authorization")
         if header is not None:
-            client = client_key(request.scope)
-            wait = self.throttle.wait(client)
-            if wait > 0:
-                return Check(Verdict.THROTTLED, retry_after_s=wait)
-            if hmac.compare_digest(header.encode(), f"Bearer {self._token}".encode()):
-                self.throttle.succeeded(client)
-                return Check(Verdict.SIGNED_IN)
-            self.throttle.failed(client)
-            return Check(Verdict.WRONG)
+            given = header[len("Bearer ") :] if header.startswith("Bearer ") else ""
+            return self.try_token(client_key(request.scope), given)
         left = self.sessions.left(request.cookies.get(SESSION_COOKIE, ""), self._binding)
         if left is not None:
             return Check(Verdict.SIGNED_IN, session_left_s=left)

@@ -52,14 +52,11 @@ def session_router(auth: Auth) -> APIRouter:
         if not auth.token_required:
             raise HTTPException(400, "no token is configured (http.token): nothing to sign in to")
         # From here to the verdict nothing awaits: concurrent guesses are counted one by one.
-        client = client_key(request.scope)
-        wait = auth.throttle.wait(client)
-        if wait > 0:
-            raise HTTPException(429, *too_many_wrong(wait))
-        if not auth.token_matches(given):
-            auth.throttle.failed(client)
+        verdict = auth.try_token(client_key(request.scope), given)
+        if verdict.verdict is Verdict.THROTTLED:
+            raise HTTPException(429, *too_many_wrong(verdict.retry_after_s))
+        if verdict.verdict is Verdict.WRONG:
             raise HTTPException(401, "wrong token")
-        auth.throttle.succeeded(client)
         response = Response(status_code=204)
         auth.start_session(request, response)
         return response

@@ -17,6 +17,7 @@ pixels.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import logging
 import re
@@ -116,10 +117,12 @@ def _withheld(message: str) -> str:
     return _QUOTED.sub(lambda m: m[0] if len(m[0].lstrip("b")) <= 4 else "<withheld>", message)
 
 
+@functools.cache
 def _quiet_pydicom() -> None:
-    """pydicom checks each value it converts against its VR and warns of one that fails,
-    quoting it (a UID with a leading zero): that would put the patient's identity in the log.
-    The check is not needed here: a value that cannot be read refuses the file."""
+    """Once, before pydicom first reads a file. pydicom checks each value it converts against
+    its VR and warns of one that fails, quoting it (a UID with a leading zero): that would put
+    the patient's identity in the log. The check is not needed here: a value that cannot be
+    read refuses the file."""
     from pydicom import config
 
     config.settings.reading_validation_mode = config.IGNORE

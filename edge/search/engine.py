@@ -21,6 +21,7 @@ import numpy as np
 
 from core.semantic import within_one_edit
 from core.tokens import tokenize
+from edge.analysis.views import DICOM_PUBLIC
 from edge.search.semantic import CANDIDATES, QueryEncoder, Ranked, Scored, rerank
 
 Mode = Literal["hybrid", "keyword", "semantic"]
@@ -66,8 +67,9 @@ class Filters:
     """A DICOM's study date (a day, at 00:00 UTC), both ends included."""
 
 
-DICOM_FILTERS = ("modality", "body_part", "view_position", "manufacturer")
-"""The DICOM attributes filtered on by exact value."""
+DICOM_FILTERS = DICOM_PUBLIC
+"""The DICOM attributes filtered on by exact value: those that leave the device, so the fleet
+filters on them too."""
 
 
 @dataclass(frozen=True)

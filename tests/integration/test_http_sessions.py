@@ -128,6 +128,7 @@ def test_a_session_expires_on_the_server(edge_config: Any, daemon_factory: Any):
         r = c.post("/login", json={"token": "s3cret"})
         assert "max-age=1" in r.headers["set-cookie"].lower()
         sid = session_cookie(r)
+    assert as_session(d, sid) == 200, "the session works until it expires"
     wait_until(lambda: as_session(d, sid) == 401, 15, "the session to expire")
 
 

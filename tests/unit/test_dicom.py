@@ -220,6 +220,7 @@ SAMPLES = {
 LOSSLESS = [
     (UID(syntax), bits)
     for syntax in (*df.NATIVE, *df.LOSSLESS)
+    if syntax != df.ExplicitVRLittleEndian  # the reference itself
     for bits in (8, 12, 16)
     if not (syntax == df.JPEG2000Lossless and bits == 12)  # Pillow writes 8 or 16 bits
 ]
