@@ -64,9 +64,14 @@ def db_count(data: Path, where: str) -> int:
 
 
 def children(pid: int) -> list[int]:
+    """The child processes of every thread of `pid`; a thread that ends while they are read
+    has none."""
     out = []
     for task in Path(f"/proc/{pid}/task").iterdir():
-        out += [int(c) for c in (task / "children").read_text().split()]
+        try:
+            out += [int(c) for c in (task / "children").read_text().split()]
+        except FileNotFoundError:
+            continue
     return out
 
 
