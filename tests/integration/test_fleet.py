@@ -27,6 +27,7 @@ from support.fleet_parts import (
     rows,
     serve,
     synced,
+    wait_rows,
 )
 from support.mqtt_broker import Broker
 from support.s3_servers import new_bucket, s3_section
@@ -66,7 +67,7 @@ def test_two_devices_searchable_centrally_split_between_two_workers(
     try:
         drop(daemons[0], images[:10])
         drop(daemons[1], images[10:20])
-        wait_until(lambda: len(rows(cfg)) == 20, 120, "20 rows")
+        wait_rows(cfg, 20, 120, workers=workers, daemons=daemons)
         got = rows(cfg)
         assert {(r["device"], r["id"]) for r in got} == {
             (d.cfg.device_id, r.id) for d in daemons for r in d.store.iter_analysed()
@@ -180,9 +181,9 @@ def test_a_worker_killed_mid_batch_loses_and_duplicates_nothing(
         short = tmp_path / "short.toml"
         short.write_text(fleet_toml(cfg).replace("batch_seconds = 600", "batch_seconds = 0.2"))
         proc = worker(short)
-        wait_until(lambda: len(rows(cfg)) == 8, 60, "8 rows after the restart")
+        wait_rows(cfg, 8, 60, daemons=[d])
         drop(d, images[34:36])
-        wait_until(lambda: len(rows(cfg)) == 10, 60, "10 rows")
+        wait_rows(cfg, 10, 60, daemons=[d])
         got = rows(cfg)
         assert len({(r["device"], r["id"]) for r in got}) == len(got) == 10
     finally:
@@ -200,10 +201,11 @@ def test_a_revised_event_replaces_its_row_and_a_ray_reanalysis_revises_every_row
     d = device(tmp_path, "ward-e", broker, moto_server, bucket)
     try:
         drop(d, images[36:42])
-        wait_until(lambda: len(rows(cfg)) == 6 and synced(d), 120, "6 rows")
+        wait_rows(cfg, 6, 120, workers=workers, daemons=[d])
+        wait_until(lambda: synced(d), 60, "synced")
         d.swapper.swap("chest-float16")
         float16 = load_bundle("chest-float16").version
-        wait_until(lambda: {r["revision"] for r in rows(cfg)} == {2}, 120, "revision 2")
+        wait_until(lambda: {r["revision"] for r in rows(cfg)} == {2}, 120, "revision 2", every=0.5)
         assert len(rows(cfg)) == 6 and {r["bundle"] for r in rows(cfg)} == {float16}
         wait_until(lambda: synced(d), 60, "synced")
     finally:

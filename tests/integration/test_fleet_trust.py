@@ -24,7 +24,17 @@ from typing import Any
 import pytest
 from lancedb.expr import col, lit
 from support.common import ROOT, wait_until
-from support.fleet_parts import Workers, device, drop, event, fleet_cfg, rows, serve, sha
+from support.fleet_parts import (
+    Workers,
+    device,
+    drop,
+    event,
+    fleet_cfg,
+    rows,
+    serve,
+    sha,
+    wait_rows,
+)
 from support.mqtt_broker import Broker
 from support.mqtt_clients import Login
 from support.s3_servers import new_bucket
@@ -181,7 +191,7 @@ def test_a_forged_event_leaves_the_archive_unchanged(
     try:
         v = event("victim-02", sha("the victim's image"), bucket)
         assert victim.publish("s3e/victim-02/events", v) == "Success"
-        wait_until(lambda: len(rows(cfg)) == 1, 60, "the victim's row")
+        wait_rows(cfg, 1, 60)
         before = rows(cfg, ALL)
         own_key = before[0]["original_key"]
         assert own_key == v["urls"]["s3"].removeprefix(f"s3://{bucket}/")
@@ -211,7 +221,7 @@ def test_a_forged_event_leaves_the_archive_unchanged(
 
         # within reach: a row of its own, the keys rebuilt under its own name
         assert audit.publish("s3e/audit-01/events", {**mine, "revision": 1}) == "Success"
-        wait_until(lambda: len(rows(cfg)) == 2, 60, "audit-01's own row")
+        wait_rows(cfg, 2, 60)
         got = look(f"{v['id']}:audit-01", ["original_key", "thumbnail_key"])
         assert got == {
             "original_key": "",  # .txt: no extension a device gives
@@ -220,7 +230,9 @@ def test_a_forged_event_leaves_the_archive_unchanged(
         theirs = {**mine, "revision": 2, "urls": {"s3": f"s3://{bucket}/{own_key}"}}
         # the victim's own original named: the key is still audit-01's own
         assert audit.publish("s3e/audit-01/events", theirs) == "Success"
-        wait_until(lambda: {r["revision"] for r in rows(cfg)} == {1, 2}, 60, "revision 2")
+        wait_until(
+            lambda: {r["revision"] for r in rows(cfg)} == {1, 2}, 60, "revision 2", every=0.5
+        )
         got = look(f"{v['id']}:audit-01", ["original_key"])
         assert got == {"original_key": own_key.replace("victim-02", "audit-01")}
         assert [r for r in rows(cfg, ALL) if r["device"] == "victim-02"] == before
@@ -303,7 +315,7 @@ def test_filter_values_never_become_query_text(secured: Secured, moto_server: An
     try:
         for doc in made.values():
             assert ward_f.publish("s3e/ward-f/events", doc) == "Success"
-        wait_until(lambda: len(rows(cfg)) == 4, 60, "4 rows")
+        wait_rows(cfg, 4, 60)
     finally:
         workers.stop()
         ward_f.close()

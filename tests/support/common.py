@@ -18,10 +18,17 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_until(predicate: Callable[[], object], timeout: float = 30.0, what: str = "") -> None:
-    """Poll until `predicate()` is truthy; fail with `what` after `timeout` seconds."""
+def wait_until(
+    predicate: Callable[[], object],
+    timeout: float = 30.0,
+    what: str | Callable[[], str] = "",
+    every: float = 0.05,
+) -> None:
+    """Poll `predicate()` every `every` seconds until it is truthy; fail after `timeout`
+    seconds with `what` (called then, when it is a function: the state that was waited on)."""
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what or predicate}")
-        time.sleep(0.05)
+            said = what() if callable(what) else what
+            pytest.fail(f"timed out after {timeout}s waiting for {said or predicate}")
+        time.sleep(every)

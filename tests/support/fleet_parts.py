@@ -13,6 +13,8 @@ import shutil
 import subprocess
 import sys
 import threading
+from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -100,8 +102,8 @@ class Workers:
             ing.start()
             threading.Thread(target=ing.run, daemon=True).start()
             self.list.append(ing)
-        for ing in self.list:
-            ing.connected.wait(10)
+        for k, ing in enumerate(self.list):
+            assert ing.connected.wait(60), f"worker {k} not subscribed to {ing.topic} in 60 s"
 
     def stop(self) -> None:
         for ing in self.list:
@@ -119,6 +121,31 @@ def rows(cfg: FleetConfig, columns: list[str] | None = None) -> list[dict[str, A
         return []  # no table yet
     t.checkout_latest()
     return list(t.search().select(columns or COLUMNS).limit(None).to_arrow().to_pylist())
+
+
+def wait_rows(
+    cfg: FleetConfig,
+    n: int,
+    timeout: float,
+    *,
+    workers: Workers | None = None,
+    daemons: Sequence[Daemon] = (),
+) -> None:
+    """Wait until the archive holds `n` rows, reading it twice a second (each read lists and
+    opens the table on the S3 server the devices and workers are using). A timeout says what
+    the archive, the workers and the devices hold."""
+
+    def state() -> str:
+        got = rows(cfg)
+        twice = sum(c > 1 for c in Counter((r["device"], r["id"]) for r in got).values())
+        said = [f"{n} rows; the archive holds {len(got)}, {twice} (device, id) more than once"]
+        said += [f"worker {k}: {w.stats}" for k, w in enumerate(workers.list if workers else [])]
+        for d in daemons:
+            left = sorted(p.name for p in Path(d.cfg.capture.folder.path).rglob("*"))
+            said.append(f"{d.cfg.device_id}: {d.store.counts()}, in its inbox {left}")
+        return "; ".join(said)
+
+    wait_until(lambda: len(rows(cfg)) == n, timeout, state, every=0.5)
 
 
 def device(tmp: Path, name: str, broker: Broker, moto: Any, bucket: str, **mqtt: Any) -> Daemon:
@@ -156,8 +183,12 @@ def device(tmp: Path, name: str, broker: Broker, moto: Any, bucket: str, **mqtt:
 
 
 def drop(d: Daemon, files: list[Path]) -> None:
+    """Each file into the device's inbox as a careful writer puts it there: written under a
+    `.part` name, then renamed (a test machine's load never shows the device half a file)."""
+    inbox = Path(d.cfg.capture.folder.path)
     for p in files:
-        shutil.copy(p, Path(d.cfg.capture.folder.path) / p.name)
+        shutil.copy(p, inbox / f"{p.name}.part")
+        (inbox / f"{p.name}.part").rename(inbox / p.name)
 
 
 def synced(d: Daemon) -> bool:
