@@ -4,6 +4,7 @@ what the review sent and checks what must happen instead."""
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import os
@@ -20,6 +21,7 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image
+from support import dicom_files
 from support.clock import FakeClock
 from support.common import ROOT, wait_until
 from support.hostile import encoded, jpeg_claiming, png_claiming, png_zeros
@@ -274,6 +276,23 @@ def test_a_busy_decode_budget_is_a_503_for_uploads(quiet_daemon: Any):
     with d.ingestor.budget.reserve(d.ingestor.budget.max_bytes), client(d) as c:
         r = c.post("/images", content=GOOD, headers={"Content-Type": "image/png"})
     assert r.status_code == 503 and r.headers["retry-after"]
+
+
+def test_a_dicoms_first_view_waits_for_the_decode_budget_too(quiet_daemon: Any):
+    """The PNG a browser gets of a stored DICOM is decoded at its first asking, under the
+    same budget as the ingest: while the budget is full it is a 503, then it is served."""
+    d = quiet_daemon
+    d.ingestor.budget.wait_s = 0.2
+    with client(d) as c:
+        dcm = dicom_files.write(dicom_files.chest_phantom(256), identity=False)
+        rid = c.post("/images", content=dcm, headers={"Content-Type": "application/dicom"})
+        rid = rid.json()["id"]
+        with d.ingestor.budget.reserve(d.ingestor.budget.max_bytes):
+            busy = c.get(f"/images/{rid}")
+        assert busy.status_code == 503 and busy.headers["retry-after"], busy.text
+        view = c.get(f"/images/{rid}")
+    assert view.status_code == 200 and view.headers["content-type"] == "image/png"
+    assert Image.open(io.BytesIO(view.content)).size == (256, 256)
 
 
 # 8 -- slow and idle clients ---------------------------------------------------------------------

@@ -19,6 +19,7 @@ from edge.analysis.outputs.caption import attention_maps
 from edge.api.context import ApiContext, Rid, context
 from edge.capture.base import printable
 from edge.ingest.imaging import (
+    DecodeBusyError,
     ImageRejectedError,
     attention_png,
     decode,
@@ -72,18 +73,27 @@ def _dicom_view(ctx: ApiContext, rid: str, path: Path) -> Path:
     """A DICOM as a viewer shows it, at most VIEW_SIDE wide, made at the first asking and kept
     beside the thumbnail. The stored file is the one accepted (de-identified unless identity
     is kept), so it is read as it is: de-identifying it again would refuse a burned-in image
-    a site keeps identity for."""
+    a site keeps identity for. Decoding it shares the ingest's memory budget: first views
+    asked for at once wait their turn as uploads do (a 503 when the budget stays full)."""
     view = ctx.store.derived_path(rid, "view.png")
     if not view.exists():
         lim = ctx.cfg.limits
+        budget = ctx.ingestor.budget if ctx.ingestor is not None else None
         try:
             img = decode(
-                path.read_bytes(), lim.max_pixels, lim.max_side, VIEW_SIDE // 2, keep_identity=True
+                path.read_bytes(),
+                lim.max_pixels,
+                lim.max_side,
+                VIEW_SIDE // 2,
+                budget,
+                keep_identity=True,
             )
         except ImageRejectedError as e:
             raise HTTPException(
                 500, f"the stored original of {rid} no longer decodes: {e}"
             ) from None
+        except DecodeBusyError as e:
+            raise HTTPException(503, f"{e}; try again shortly", {"Retry-After": "2"}) from None
         ctx.store.write_atomic(view, display_png(img.image, VIEW_SIDE))
     return view
 
