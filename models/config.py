@@ -165,6 +165,26 @@ class EmbedderConfig:
 
 
 @dataclass
+class ClassifierConfig:
+    """A pretrained ImageNet classifier whose classes read as the words people search by."""
+
+    backbone: str = "mobilenet_v2"
+    """An asset of `s3e-train assets` holding its weights (`models.pretrained`)."""
+    words_file: str = "words.json"
+    """Beside config.json: each class's WordNet name, and each word's classes."""
+    top_labels: int = 6
+    """At most this many words label an image."""
+    min_score: float = 0.3
+    """A word labels an image when its classes hold at least this much probability."""
+    map_classes: int = 10
+    """The most probable classes whose activation maps make the labels' heat-maps."""
+
+    def __post_init__(self) -> None:
+        if not 0 < self.min_score < 1:
+            raise ConfigError(f"classifier.min_score must be in (0, 1), got {self.min_score}")
+
+
+@dataclass
 class ModelsConfig:
     domain: str = "custom"
     image: ImageConfig = field(default_factory=ImageConfig)
@@ -172,6 +192,7 @@ class ModelsConfig:
     segmenter: SegmenterConfig | None = None
     vae: VAEConfig | None = None
     embedder: EmbedderConfig | None = None
+    classifier: ClassifierConfig | None = None
 
     @property
     def grid(self) -> int:

@@ -5,12 +5,20 @@ from __future__ import annotations
 
 from converter.exports.base import Export
 from converter.exports.caption import CaptionExport
+from converter.exports.classify import ClassifyExport
 from converter.exports.embedding import EmbeddingExport
 from converter.exports.segmentation import SegmentationExport
 from converter.exports.vae import VaeExport
 
 EXPORTS: dict[str, Export] = {
-    e.key: e for e in (CaptionExport(), SegmentationExport(), EmbeddingExport(), VaeExport())
+    e.key: e
+    for e in (
+        CaptionExport(),
+        SegmentationExport(),
+        EmbeddingExport(),
+        ClassifyExport(),
+        VaeExport(),
+    )
 }
 
 __all__ = ["EXPORTS", "Export"]

@@ -12,6 +12,8 @@ import json
 import logging
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -105,12 +107,7 @@ def write_dataset(domain: str, n: int, seed: int, out: Path, size: int = 64) -> 
     leaves a folder that looks complete.
     """
     gen = get_domain(domain)
-    out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        raise FileExistsError(f"{out} exists and is not empty; choose a new --out folder")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with new_folder(out) as tmp:
         (tmp / "images").mkdir()
         (tmp / MASKS_DIR).mkdir()
         rng = np.random.default_rng(seed)
@@ -147,13 +144,27 @@ def write_dataset(domain: str, n: int, seed: int, out: Path, size: int = 64) -> 
         (tmp / META_FILE).write_text(
             json.dumps({"synthetic": notice, **info, "images": metas}, indent=1)
         )
+    return Path(out)
+
+
+@contextmanager
+def new_folder(out: Path) -> Iterator[Path]:
+    """A temporary sibling of the new folder `out` to write into, renamed to `out` when the
+    block ends (removed if it fails): an interrupted run never leaves a folder that looks
+    complete."""
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise FileExistsError(f"{out} exists and is not empty; choose a new --out folder")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        yield tmp
         if out.exists():
             out.rmdir()
         tmp.rename(out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return out
 
 
 def _require(obj: Any, key: str, where: str, path: Path) -> Any:

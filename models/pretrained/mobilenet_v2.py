@@ -112,7 +112,7 @@ def build(size: int = 224, top: bool = True) -> tuple[keras.Model, dict[str, str
     the last feature map (size/32 per side, 1280 channels); and the torch name of each weighted
     layer."""
     b = _Builder()
-    inp = keras.Input((size, size, 3), name="rgb")
+    inp = keras.Input((size, size, 3), name="image")
     x = layers.Normalization(mean=MEAN, variance=[s * s for s in STD], name="imagenet_norm")(inp)
     x = b.conv_bn_relu(x, "features.0", 32, 3, 2)
     i = 1
@@ -129,8 +129,26 @@ def build(size: int = 224, top: bool = True) -> tuple[keras.Model, dict[str, str
 
 def load(weights: Path, size: int = 224, top: bool = True) -> keras.Model:
     """The model with torchvision's weights from `weights` (the `.pth` file)."""
-    model, names = build(size, top)
+    return _loaded(load_state_dict(weights), size, top)
+
+
+def classifier(weights: Path, size: int = 224) -> keras.Model:
+    """The classifier as a device runs it, one pass giving three outputs: `logits` (1000),
+    `cams` (each class's activation map: the linear layer applied at every cell of the last
+    feature map, so the logits are the maps' means) and `features` (the pooled 1280)."""
     state = load_state_dict(weights)
+    base = _loaded(state, size, top=False)
+    w, b = state["classifier.1.weight"], state["classifier.1.bias"]
+    maps = layers.Conv2D(len(b), 1, name="cams")
+    cams = maps(base.output)
+    maps.set_weights([w.T[None, None], b])
+    logits = layers.GlobalAveragePooling2D(name="logits")(cams)
+    features = layers.GlobalAveragePooling2D(name="features")(base.output)
+    return keras.Model(base.input, [logits, cams, features], name="classifier")
+
+
+def _loaded(state: dict[str, np.ndarray], size: int, top: bool) -> keras.Model:
+    model, names = build(size, top)
     for layer in model.layers:
         if layer.name in names:
             layer.set_weights(_weights(layer, state, names[layer.name]))

@@ -17,12 +17,14 @@ from importlib import metadata
 from edge.analysis.bundle import Bundle, BundleError
 from edge.analysis.outputs.base import Label, Output, OutputFields, Produced
 from edge.analysis.outputs.caption import CaptionOutput
+from edge.analysis.outputs.classify import ClassifyOutput
 from edge.analysis.outputs.embedding import EmbeddingOutput
 from edge.analysis.outputs.segmentation import SegmentationOutput
 from edge.analysis.outputs.vae import VaeOutput
 
 OUTPUTS: dict[str, type[Output]] = {
-    cls.key: cls for cls in (CaptionOutput, SegmentationOutput, EmbeddingOutput, VaeOutput)
+    cls.key: cls
+    for cls in (CaptionOutput, SegmentationOutput, EmbeddingOutput, ClassifyOutput, VaeOutput)
 }
 
 

@@ -14,7 +14,7 @@ from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
 from starlette.concurrency import run_in_threadpool
 
 from edge.analysis import views
-from edge.analysis.outputs import OUTPUTS
+from edge.analysis.outputs import OUTPUTS, classify
 from edge.analysis.outputs.caption import attention_maps
 from edge.api.context import ApiContext, Rid, context
 from edge.capture.base import printable
@@ -211,14 +211,19 @@ def _similar(
 
 
 def _match(ctx: ApiContext, rid: str, q: str) -> dict[str, Any]:
-    ctx.record(rid)
+    rec = ctx.record(rid)
     if not q.strip() or len(q) > 512:
         raise HTTPException(400, "q: give the query (1 to 512 characters)")
     enc, blob = ctx.encoders(), ctx.store.blob(rid, "regions")
     got = semantic.match(enc, q, blob) if enc is not None and blob is not None else None
+    labelled, maps = rec.output(classify.ClassifyOutput.key), ctx.store.blob(rid, "label_maps")
+    if got is None and labelled is not None and maps is not None:
+        got = classify.match(classify.ClassifyFields.model_validate(labelled), maps, q)
     if got is None:
         raise HTTPException(
-            404, f"no semantic vectors for {rid} (not analysed by a bundle with semantic search?)"
+            404,
+            f"no semantic vectors or label maps for {rid} (not analysed by a bundle with "
+            "semantic search or a classifier?)",
         )
     return got
 
@@ -226,7 +231,8 @@ def _match(ctx: ApiContext, rid: str, q: str) -> dict[str, Any]:
 @router.get("/images/{rid}/match", summary="Where each query word matched on the image")
 def match(rid: Rid, ctx: Ctx, q: str = "", word: str | None = None) -> Any:
     """`words[k].map`: G*G weights, row-major, top row first, summing to 1 (a softmax of the
-    word's similarity over the regions); `score`: the word's best similarity. With `word`
+    word's similarity over the regions; for a classifier's label, its classes' activation
+    map); `score`: the word's best similarity (the label's score). With `word`
     (an index, or the word itself): that word's map as a PNG over the thumbnail."""
     got = _match(ctx, rid, q)
     if word is None:

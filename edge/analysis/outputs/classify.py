@@ -1,0 +1,187 @@
+"""`classify`: a pretrained ImageNet classifier read as the words people search by.
+
+One pass of the classifier gives the 1000 classes' logits, each class's activation map over
+the last feature map (CAM) and the pooled features. A word (from the bundle's `words` asset:
+WordNet's names of each class and of its useful ancestors, so a tabby is also "cat" and
+"animal") scores the probability its classes hold together; the words holding at least
+`min_score` label the image, best first. Each label gets a heat-map: its classes' activation
+maps among the `map_classes` most probable, weighted by their probability, kept as uint8 in
+the `label_maps` blob (what `/images/{id}/match` shows for a query word that labels the
+image). The pooled features, unit length, are the `latent` blob: "similar images" are those
+whose backbone features are nearest.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel
+
+from edge.analysis.outputs.base import Label, Output, OutputFields, Produced
+from edge.analysis.runtime import Runner
+
+
+class WordScore(BaseModel):
+    word: str
+    score: float
+    also: list[str] = []
+    """Other words naming the same classes (coffee for espresso): searchable, not shown."""
+
+
+class ClassScore(BaseModel):
+    index: int
+    name: str
+    p: float
+
+
+class ClassifyFields(OutputFields):
+    labels: list[WordScore]
+    """The words that label the image, best first."""
+    classes: list[ClassScore]
+    """The most probable ImageNet classes (what the words come from)."""
+    grid: int
+    """Cells per side of each label's heat-map in the `label_maps` blob."""
+
+
+class Vocabulary:
+    """Words -> ImageNet classes, as the `words` asset lists them. Words naming the same
+    classes are one label (bobsled, bobsleigh, bob), said by its class's name where it names
+    one class, else by its shortest word; the labels' scores are computed all at once."""
+
+    def __init__(self, doc: dict[str, Any]) -> None:
+        self.names: list[str] = [c["name"] for c in doc["classes"]]
+        groups: dict[tuple[int, ...], list[str]] = {}
+        for word, members in sorted(doc["words"].items()):
+            groups.setdefault(tuple(sorted(set(members))), []).append(word)
+        self.labels: list[str] = [self._say(k, ws) for k, ws in groups.items()]
+        self.synonyms = {
+            say: [w for w in ws if w != say]
+            for say, ws in zip(self.labels, groups.values(), strict=True)
+        }
+        members = [np.asarray(k, np.int64) for k in groups]
+        self.index = np.concatenate(members)
+        self.starts = np.cumsum([0, *(len(m) for m in members[:-1])])
+        self.classes = dict(zip(self.labels, members, strict=True))
+
+    def _say(self, members: tuple[int, ...], words: list[str]) -> str:
+        own = self.names[members[0]].lower() if len(members) == 1 else ""
+        return own if own in words else min(words, key=lambda w: (len(w), w))
+
+    def scores(self, p: np.ndarray) -> np.ndarray:
+        """Each label's probability: the sum of its classes' (`p`: the 1000 softmax)."""
+        return np.add.reduceat(p[self.index], self.starts)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = np.exp(logits - logits.max())
+    return z / z.sum()
+
+
+def label_words(vocab: Vocabulary, p: np.ndarray, top: int, min_score: float) -> list[WordScore]:
+    """The labels whose classes hold at least `min_score`, best first, at most `top`; ties
+    go to the narrower label (fewer classes: "tabby cat" before "animal" when both hold
+    all)."""
+    s = vocab.scores(p)
+    order = sorted(
+        np.flatnonzero(s >= min_score),
+        key=lambda i: (-round(float(s[i]), 3), len(vocab.classes[vocab.labels[i]])),
+    )
+    return [
+        WordScore(word=w, score=round(float(s[i]), 4), also=vocab.synonyms[w])
+        for i in order[:top]
+        for w in [vocab.labels[i]]
+    ]
+
+
+def label_maps(
+    vocab: Vocabulary, labels: list[WordScore], p: np.ndarray, cams: np.ndarray, n: int
+) -> np.ndarray:
+    """(labels, G, G) uint8: each label's classes' activation maps among the `n` most
+    probable classes, weighted by their probability, stretched from 0 (its least active cell)
+    to 255 (its most): where the label is, against the rest of the image."""
+    best = np.argsort(-p)[:n]
+    out = np.zeros((len(labels), *cams.shape[:2]), np.uint8)
+    for k, label in enumerate(labels):
+        mine = best[np.isin(best, vocab.classes[label.word])]
+        m = np.tensordot(cams[..., mine], p[mine], axes=([2], [0]))
+        m = m - m.min()
+        if m.max() > 0:
+            out[k] = np.rint(255 * m / m.max()).astype(np.uint8)
+    return out
+
+
+def _names(w: WordScore) -> set[str]:
+    """What names a label: its words and each word in them ("cat" of "egyptian cat")."""
+    said = [w.word, *w.also]
+    return {*said, *(part for name in said for part in name.split())}
+
+
+def match(f: ClassifyFields, blob: bytes, q: str) -> dict[str, Any]:
+    """`/images/{id}/match` of an image the classifier labelled: a query word naming one of
+    its labels (`_names`) gets that label's heat-map (summing to 1) and score; the other
+    words are `unknown` to this image."""
+    maps = np.frombuffer(blob, np.uint8).reshape(-1, f.grid * f.grid).astype(np.float64)
+    words, unknown = [], []
+    for token in re.findall(r"[\w'-]+", q.lower()):
+        k = next((k for k, w in enumerate(f.labels) if token in _names(w)), -1)
+        if not 0 <= k < len(maps) or not maps[k].sum():
+            unknown.append(token)
+            continue
+        m = maps[k] / maps[k].sum()
+        words.append(
+            {"word": token, "map": [round(float(x), 5) for x in m], "score": f.labels[k].score}
+        )
+    return {"grid": f.grid, "words": words, "unknown": unknown, "corrected": {}}
+
+
+class ClassifyOutput(Output):
+    key = "classify"
+    Fields = ClassifyFields
+
+    def __init__(self, bundle: Any) -> None:
+        super().__init__(bundle)
+        self.vocab = Vocabulary(bundle.asset("words"))
+        self.top = int(self.settings.get("top_labels", 6))
+        self.min_score = float(self.settings.get("min_score", 0.3))
+        self.map_classes = int(self.settings.get("map_classes", 10))
+
+    def classify(self, runners: dict[str, Runner], x: np.ndarray) -> dict[str, np.ndarray]:
+        """The classifier's logits (1000), class maps (G, G, 1000) and features (1280)."""
+        out = runners["classifier"](image=x[None].astype(np.float32))
+        return {k: v[0] for k, v in out.items()}
+
+    def run(self, runners: dict[str, Runner], x: np.ndarray) -> Produced:
+        got = self.classify(runners, x)
+        p = softmax(got["logits"].astype(np.float64))
+        labels = label_words(self.vocab, p, self.top, self.min_score)
+        maps = label_maps(self.vocab, labels, p, got["cams"], self.map_classes)
+        feats = got["features"].astype(np.float32)
+        best = np.argsort(-p)[:5]
+        classes = [
+            ClassScore(index=int(i), name=self.vocab.names[i], p=round(float(p[i]), 4))
+            for i in best
+        ]
+        return Produced(
+            ClassifyFields(labels=labels, classes=classes, grid=int(got["cams"].shape[0])),
+            blobs={
+                "label_maps": maps.tobytes(),
+                "latent": (feats / max(float(np.linalg.norm(feats)), 1e-6)).tobytes(),
+            },
+        )
+
+    @classmethod
+    def labels(cls, f: Any) -> list[Label]:
+        return [Label(name=w.word, score=w.score, kind="class") for w in f.labels]
+
+    @classmethod
+    def text(cls, f: Any) -> str:
+        """The labels, then their other words in brackets: "drink, espresso (coffee)"."""
+        also = sorted({a for w in f.labels for a in w.also} - {w.word for w in f.labels})
+        said = ", ".join(w.word for w in f.labels)
+        return f"{said} ({', '.join(also)})" if also else said
+
+    @classmethod
+    def classes(cls, f: Any) -> list[str]:
+        return [w.word for w in f.labels]

@@ -1,0 +1,1 @@
+"""The photos domain: everyday photographs, labelled with the ImageNet-1k classes."""

@@ -1,0 +1,88 @@
+"""The photos bundle through a real daemon: real photographs (scikit-image's, fetched from
+the registry by `s3e-train assets`) dropped into its folder are labelled in everyday words
+(Chelsea is a cat, a pet, an animal; the cup holds espresso, which is coffee), found by
+those words and by no other photo, shown with the word's heat-map, and the nearest by their
+backbone features are similar images."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import shutil
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+from support.common import wait_until
+
+from models.data.dataset import load_dataset
+from models.photos.data import write_photo_set
+from models.pretrained.assets import fetch
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("assets")
+
+
+@pytest.fixture(scope="module")
+def photos(cache: Path) -> dict[str, Path]:
+    return fetch("skimage_photos", cache)
+
+
+def ids(photos: dict[str, Path]) -> dict[str, str]:
+    return {name: hashlib.sha256(p.read_bytes()).hexdigest() for name, p in photos.items()}
+
+
+def test_real_photos_are_labelled_found_and_mapped_by_everyday_words(
+    edge_config: Any, daemon_factory: Any, photos: dict[str, Path], tmp_path: Path
+) -> None:
+    d = daemon_factory(edge_config(model__bundle="photos-int8"))
+    inbox = Path(d.cfg.capture.folder.path)
+    for name, path in photos.items():
+        shutil.copy(path, inbox / f"{name}.part")
+        (inbox / f"{name}.part").rename(inbox / name)
+    wait_until(
+        lambda: d.indexes.keyword.num_docs >= 4 and d.store.counts().get("due_index", 1) == 0,
+        60,
+        "4 photos indexed",
+    )
+    rid = ids(photos)
+    with httpx.Client(base_url=f"http://127.0.0.1:{d.port}", timeout=30) as c:
+        found = {
+            q: [h["id"] for h in c.get("/search", params={"q": q}).json()["results"]]
+            for q in ("cat", "pet", "animal", "coffee", "espresso")
+        }
+        assert found["cat"] == found["pet"] == found["animal"] == [rid["chelsea.png"]]
+        assert found["coffee"] == found["espresso"] == [rid["coffee.png"]]
+        cat = c.get(f"/records/{rid['chelsea.png']}").json()
+        assert cat["bundle"]["version"].startswith("photos-int8@")
+        labels = [w["word"] for w in cat["outputs"]["classify"]["labels"]]
+        assert "cat" in labels and "animal" in labels and "egyptian cat" in labels
+
+        got = c.get(f"/images/{rid['chelsea.png']}/match", params={"q": "cat dog"}).json()
+        assert got["grid"] == 7 and got["unknown"] == ["dog"]
+        heat = np.array(got["words"][0]["map"]).reshape(7, 7)
+        assert abs(heat.sum() - 1) < 1e-3 and heat.max() > 2 * heat.min()  # it looks somewhere
+        png = c.get(f"/images/{rid['chelsea.png']}/match", params={"q": "cat", "word": "cat"})
+        assert png.headers["content-type"] == "image/png" and png.headers["x-word"] == "cat"
+        assert Image.open(io.BytesIO(png.content)).size[0] > 0
+
+        near = c.get(f"/images/{rid['chelsea.png']}/similar").json()["similar"]
+        assert {h["id"] for h in near} == set(rid.values()) - {rid["chelsea.png"]}
+
+
+def test_the_conversion_sets_are_captioned_crops_the_converter_reads(
+    photos: dict[str, Path], cache: Path, tmp_path: Path
+) -> None:
+    a = load_dataset(write_photo_set(tmp_path / "a", 8, 5, 224, cache), 224, 3)
+    b = load_dataset(write_photo_set(tmp_path / "b", 8, 5, 224, cache), 224, 3)
+    c = load_dataset(write_photo_set(tmp_path / "c", 8, 6, 224, cache), 224, 3)
+    assert a.images.shape == (8, 224, 224, 3) and np.array_equal(a.images, b.images)
+    assert not np.array_equal(a.images, c.images), "another seed, other crops"
+    assert a.captions[0] == ["a tabby cat"] and a.captions[4] == a.captions[0]
+    with pytest.raises(FileExistsError):
+        write_photo_set(tmp_path / "a", 8, 5, 224, cache)
