@@ -431,7 +431,13 @@ def _read_pointer(cfg: Any) -> str | None:
 
 
 def vector_dims(bundle: Any) -> tuple[int, int]:
-    """(profile width, latent width) of a bundle: its vocabulary and its VAE's latent."""
-    vocab = len(bundle.asset("embedder_words")["vocab"]) if "embedding" in bundle.doc.outputs else 1
-    latent = int(bundle.settings("vae").get("latent_dim", 1)) if "vae" in bundle.doc.outputs else 1
-    return vocab, latent
+    """(profile width, latent width) of a bundle: its vocabulary, and its VAE's latent or its
+    classifier's pooled features (the vector "similar images" compares)."""
+    outputs = bundle.doc.outputs
+    vocab = len(bundle.asset("embedder_words")["vocab"]) if "embedding" in outputs else 1
+    if "vae" in outputs:
+        return vocab, int(bundle.settings("vae").get("latent_dim", 1))
+    if "classify" in outputs:
+        outs = bundle.doc.models["classifier"].outputs
+        return vocab, next(int(t.shape[-1]) for t in outs if t.name == "features")
+    return vocab, 1

@@ -18,6 +18,8 @@ import pytest
 from PIL import Image
 from support.common import wait_until
 
+from edge.analysis.bundle import load_bundle
+from fleet.archive import vector_dims
 from models.data.dataset import load_dataset
 from models.photos.data import write_photo_set
 from models.pretrained.assets import fetch
@@ -86,3 +88,8 @@ def test_the_conversion_sets_are_captioned_crops_the_converter_reads(
     assert a.captions[0] == ["a tabby cat"] and a.captions[4] == a.captions[0]
     with pytest.raises(FileExistsError):
         write_photo_set(tmp_path / "a", 8, 5, 224, cache)
+
+
+def test_the_fleet_keeps_the_photos_features_at_their_width() -> None:
+    assert vector_dims(load_bundle("photos-int8")) == (1, 1280)
+    assert vector_dims(load_bundle("chest-int8"))[1] == 32  # the VAE's latent, as before
