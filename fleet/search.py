@@ -143,7 +143,7 @@ def hit(row: dict[str, Any], score: float = 0.0) -> Hit:
         classes=[],
         source=row["source"],
         device=row["device"],
-        anomaly=float(row.get("anomaly") or 0.0),
+        anomaly=None if row.get("anomaly") is None else float(row["anomaly"]),
         captured_at=when,
     )
 

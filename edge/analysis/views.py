@@ -248,7 +248,7 @@ def index_fields(r: Record) -> dict[str, Any]:
         "source": r.source,
         "device": r.device_id,
         "bundle": r.bundle or "",
-        "anomaly": float(d.anomaly or 0.0),
+        "anomaly": d.anomaly,
         "revision": r.revision,
         **{k: v.upper() for k, v in attrs.items() if k != "study_date"},
         "study_date": study_day(attrs.get("study_date", "")),

@@ -100,7 +100,8 @@ class Hit:
     source: str
     device: str
     captured_at: str
-    anomaly: float
+    anomaly: float | None
+    """None for an image whose bundle scores no anomaly."""
     match: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 

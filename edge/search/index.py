@@ -103,8 +103,9 @@ def document(r: Record, facets: Facets) -> tantivy.Document:
         source=f["source"],
         device=f["device"],
         bundle=f["bundle"],
-        anomaly=f["anomaly"],
     )
+    if f["anomaly"] is not None:  # a bundle without an anomaly model gives none
+        doc.add_float("anomaly", f["anomaly"])
     for name in DICOM_FILTERS:
         if f.get(name):
             doc.add_text(name, f[name])
@@ -463,7 +464,7 @@ class SearchIndex:
             source=d["source"][0],
             device=d["device"][0],
             captured_at=d["captured"][0].isoformat(),
-            anomaly=float(d["anomaly"][0]),
+            anomaly=float(d["anomaly"][0]) if d.get("anomaly") else None,
         )
 
 

@@ -60,6 +60,9 @@ def test_real_photos_are_labelled_found_and_mapped_by_everyday_words(
         }
         assert found["cat"] == found["pet"] == found["animal"] == [rid["chelsea.png"]]
         assert found["coffee"] == found["espresso"] == [rid["coffee.png"]]
+        hit = c.get("/search", params={"q": "cat"}).json()["results"][0]
+        assert hit["anomaly"] is None, "the classifier scores no anomaly: none is shown"
+        assert not c.get("/search", params={"q": "cat", "min_anomaly": 0}).json()["results"]
         cat = c.get(f"/records/{rid['chelsea.png']}").json()
         assert cat["bundle"]["version"].startswith("photos-int8@")
         labels = [w["word"] for w in cat["outputs"]["classify"]["labels"]]

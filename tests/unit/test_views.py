@@ -153,7 +153,7 @@ def test_an_out_of_domain_image_is_searchable_only_by_its_label_and_filters() ->
 def test_a_record_without_analysis_is_indexed_empty() -> None:
     bare = replace(IN, analysis={}, status="failed", error="boom", bundle=None)
     f = views.index_fields(bare)
-    assert (f["caption"], f["labels"], f["anomaly"], f["bundle"]) == ("", [], 0.0, "")
+    assert (f["caption"], f["labels"], f["anomaly"], f["bundle"]) == ("", [], None, "")
     assert views.summary(bare)["error"] == "boom"
 
 

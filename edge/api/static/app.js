@@ -134,7 +134,8 @@ function card(hit, query) {
   const thumb = el("div", { class: "thumb" }, img, canvas);
   const words = el("div", { class: "query-words" });
   const labels = el("ul", { class: "chips" }, ...hit.labels.map((l) => el("li", { text: l })));
-  const meta = el("p", { class: "meta", text: `${when(hit.captured_at)} · ${hit.source} · anomaly ${hit.anomaly.toFixed(2)}` });
+  const anomaly = hit.anomaly == null ? "" : ` · anomaly ${hit.anomaly.toFixed(2)}`;
+  const meta = el("p", { class: "meta", text: `${when(hit.captured_at)} · ${hit.source}${anomaly}` });
   const why = el("p", { class: "why", text: query ? explain(hit) : "" });
   const open = el("a", { href: `/?${new URLSearchParams({ ...compact(state()), image: hit.id })}`, class: "open", "aria-label": `Open: ${hit.caption}` }, thumb);
   open.addEventListener("click", (e) => { e.preventDefault(); go({ image: hit.id }); });
