@@ -2,16 +2,16 @@
 
     python bench/edge_e2e.py --json bench/results/edge-e2e.json
 
-For each bundle: N generated images of the bundle's domain, upscaled to camera-like JPEGs
-(--size, default 512x512), go through a real in-process daemon (ingest: sha256, decode,
-preprocess, thumbnail, fsynced store with group commit; analysis on TFLite; Tantivy index with
-batched commits), handed to the ingest pool as the folder source does (at most 8 in flight).
-Reported: images/second from the first image accepted to the last one searchable, the mean of
-each stage, and the daemon's rate over the models-alone rate (the same Analyser, called in a
-loop on preprocessed arrays, in one process, with 2 interpreter threads). Configurations: 1
-analysis worker with 2 interpreter threads, 1 with 1, and 2 workers with 1 thread each. Then
-the re-analysis rate: the same records analysed again with the other bundle of the domain,
-through a bundle swap.
+For each bundle: N generated images of the bundle's domain (for photos, crops of real
+photographs), as camera-like JPEGs (--size, default 512x512), go through a real in-process
+daemon (ingest: sha256, decode, preprocess, thumbnail, fsynced store with group commit;
+analysis on TFLite; Tantivy index with batched commits), handed to the ingest pool as the
+folder source does (at most 8 in flight). Reported: images/second from the first image accepted
+to the last one searchable, the mean of each stage, and the daemon's rate over the models-alone
+rate (the same Analyser, called in a loop on preprocessed arrays, in one process, with 2
+interpreter threads). Configurations: 1 analysis worker with 2 interpreter threads, 1 with 1,
+and 2 workers with 1 thread each. Then the re-analysis rate: the same records analysed again
+with the other bundle of the domain, through a bundle swap.
 
 The speed of a shared 2-core machine drifts within a minute, so the ratio is not
 one daemon run over one models-alone run minutes apart: `--rounds` times, the models alone run
@@ -49,6 +49,7 @@ from edge.config import parse_config
 from edge.daemon import Daemon
 from edge.ingest.imaging import decode, preprocess
 from models.data.dataset import write_dataset
+from models.photos.data import write_photo_set
 
 BUNDLES = ["chest-int8", "chest-float16", "shapes-int8", "shapes-float16"]
 OTHER = {
@@ -61,7 +62,12 @@ OTHER = {
 
 
 def camera_jpegs(domain: str, n: int, size: int, tmp: Path) -> list[bytes]:
-    root = write_dataset(domain, n, 5151, tmp / domain)
+    """`n` JPEGs of the domain: generated scenes, or for photos crops of the registry's
+    photographs (`models.photos.data`)."""
+    if domain == "photos":
+        root = write_photo_set(tmp / domain, n, 5151, size)
+    else:
+        root = write_dataset(domain, n, 5151, tmp / domain)
     out = []
     for p in sorted((root / "images").glob("*.png"))[:n]:
         buf = io.BytesIO()
