@@ -82,11 +82,54 @@ ASSETS = {
                 "skimage/data/astronaut.png": (
                     "88431cd9653ccd539741b555fb0a46b61558b301d4110412b5bc28b5e3ea6cb5"
                 ),
+                "skimage/data/motorcycle_left.png": (
+                    "db18e9c4157617403c3537a6ba355dfeafe9a7eabb6b9b94cb33f6525dd49179"
+                ),
             },
             "Real photographs from scikit-image's sample data (the checksums are those of "
             "skimage/data/_registry.py): Chelsea the cat (Stefan van der Walt) and a cup of "
             "coffee (Rachel Michetti), CC0; a Falcon 9 on its pad (SpaceX) and Eileen Collins "
-            "(NASA), public domain.",
+            "(NASA), public domain; a motorcycle (the Middlebury 2014 stereo data set, as "
+            "scikit-image redistributes it).",
+        ),
+        Asset(
+            "sklearn_photos",
+            "scikit-learn==1.9.1",
+            {
+                "sklearn/datasets/images/china.jpg": (
+                    "8378025ad2519d649d02e32bd98990db4ab572357d9f09841c2fbfbb4fefad29"
+                ),
+                "sklearn/datasets/images/flower.jpg": (
+                    "a77f6ec41e353afdf8bdff2ea981b2955535d8d83294f8cfa49cf4e423dd5638"
+                ),
+            },
+            "Two photographs from scikit-learn's sample images: a temple in China and a flower "
+            "(Flickr: danielbuechele, vultilion), CC BY 2.0 as its images/README.txt says.",
+        ),
+        Asset(
+            "matplotlib_photos",
+            "matplotlib==3.11.2",
+            {
+                "matplotlib/mpl-data/sample_data/grace_hopper.jpg": (
+                    "a8ca6d734765703b09728ab47fe59f473d93ae3967fc24c7c0288c3c7adb7130"
+                ),
+            },
+            "Grace Hopper's portrait from matplotlib's sample data (a US Navy photograph, "
+            "public domain).",
+        ),
+        Asset(
+            "imgaug_photos",
+            "imgaug==0.4.0",
+            {
+                "imgaug/quokka.jpg": (
+                    "bf1059d0f925e7d0c712cadf07a04ba4cfc98957d7be65d3a7d8ae0c464cd76e"
+                ),
+                "imgaug/quokka_annotations.json": (
+                    "ac105c75c464fb5174d9a3f109a6440f8a3fdc6b52dfde4b7610c4ddc47471e1"
+                ),
+            },
+            "imgaug's quokka photograph with its hand-marked box, keypoints and outline "
+            "(imgaug, MIT; the package does not say where the photograph comes from).",
         ),
         Asset(
             "imagenet_classes",

@@ -47,10 +47,11 @@ def test_real_photos_are_labelled_found_and_mapped_by_everyday_words(
     for name, path in photos.items():
         shutil.copy(path, inbox / f"{name}.part")
         (inbox / f"{name}.part").rename(inbox / name)
+    n = len(photos)
     wait_until(
-        lambda: d.indexes.keyword.num_docs >= 4 and d.store.counts().get("due_index", 1) == 0,
+        lambda: d.indexes.keyword.num_docs >= n and d.store.counts().get("due_index", 1) == 0,
         60,
-        "4 photos indexed",
+        f"{n} photos indexed",
     )
     rid = ids(photos)
     with httpx.Client(base_url=f"http://127.0.0.1:{d.port}", timeout=30) as c:
