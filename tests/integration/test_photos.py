@@ -1,8 +1,8 @@
-"""The photos bundle through a real daemon: real photographs (scikit-image's, fetched from
-the registry by `s3e-train assets`) dropped into its folder are labelled in everyday words
+"""The photos bundle through a real daemon: real photographs (scikit-image's, fetched from the
+registry by `s3e-train assets`) dropped into its folder are labelled in everyday words
 (Chelsea is a cat, a pet, an animal; the cup holds espresso, which is coffee), found by
-those words and by no other photo, shown with the word's heat-map, and the nearest by their
-backbone features are similar images."""
+those words (or one typo away) and by no other photo, shown with the word's heat-map, and
+the nearest by their backbone features are similar images."""
 
 from __future__ import annotations
 
@@ -57,10 +57,11 @@ def test_real_photos_are_labelled_found_and_mapped_by_everyday_words(
     with httpx.Client(base_url=f"http://127.0.0.1:{d.port}", timeout=30) as c:
         found = {
             q: [h["id"] for h in c.get("/search", params={"q": q}).json()["results"]]
-            for q in ("cat", "pet", "animal", "coffee", "espresso")
+            for q in ("cat", "pet", "animal", "coffee", "espresso", "kat", "coffe")
         }
         assert found["cat"] == found["pet"] == found["animal"] == [rid["chelsea.png"]]
         assert found["coffee"] == found["espresso"] == [rid["coffee.png"]]
+        assert found["kat"] == found["cat"] and found["coffe"] == found["coffee"]  # one typo
         hit = c.get("/search", params={"q": "cat"}).json()["results"][0]
         assert hit["anomaly"] is None, "the classifier scores no anomaly: none is shown"
         assert not c.get("/search", params={"q": "cat", "min_anomaly": 0}).json()["results"]
