@@ -79,7 +79,9 @@ def main() -> None:
         made = out.run(models.runners, preprocess(im, bundle.doc.preprocessing.model_dump()))
         top = made.fields.labels[:3]
         right = any(set(words) & names(w) for w in top)
-        holding = sum(any(set(words) & {lab, *out.vocab.synonyms[lab]}) for lab in out.vocab.labels)
+        holding = sum(
+            bool(set(words) & {lab, *out.vocab.synonyms[lab]}) for lab in out.vocab.labels
+        )
         chance = 1 - np.prod([(labels_n - holding - i) / (labels_n - i) for i in range(3)])
         row = {
             "photo": f"{asset}/{name}",

@@ -439,5 +439,5 @@ def vector_dims(bundle: Any) -> tuple[int, int]:
         return vocab, int(bundle.settings("vae").get("latent_dim", 1))
     if "classify" in outputs:
         outs = bundle.doc.models["classifier"].outputs
-        return vocab, next(int(t.shape[-1]) for t in outs if t.name == "features")
+        return vocab, next((int(t.shape[-1]) for t in outs if t.name == "features"), 1)
     return vocab, 1

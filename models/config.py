@@ -182,6 +182,9 @@ class ClassifierConfig:
     def __post_init__(self) -> None:
         if not 0 < self.min_score < 1:
             raise ConfigError(f"classifier.min_score must be in (0, 1), got {self.min_score}")
+        for key in ("top_labels", "map_classes"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"classifier.{key} must be at least 1, got {getattr(self, key)}")
 
 
 @dataclass

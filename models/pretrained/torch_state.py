@@ -35,6 +35,21 @@ DTYPES = {
 }
 
 
+DAMAGED = (
+    pickle.UnpicklingError,
+    EOFError,
+    struct.error,
+    KeyError,
+    IndexError,
+    AttributeError,
+    ValueError,
+    TypeError,
+    OverflowError,
+    MemoryError,
+)
+"""What reading a damaged or hostile file raises before this module can say why."""
+
+
 class TorchFileError(ValueError):
     """Not a state dict this reader can take, with why."""
 
@@ -104,11 +119,15 @@ def load_state_dict(path: Path) -> dict[str, np.ndarray]:
             state = _load_legacy(raw, storages)
         if not isinstance(state, dict):
             raise TorchFileError(f"{path}: holds a {type(state).__name__}, not a state dict")
-        return {str(name): make() for name, make in state.items()}
-    except (pickle.UnpicklingError, EOFError, struct.error, KeyError, ValueError, TypeError) as e:
+        tensors = {str(name): make() for name, make in state.items()}
+    except (*DAMAGED, zipfile.BadZipFile) as e:
         if isinstance(e, TorchFileError):
             raise
         raise TorchFileError(f"{path}: damaged or cut short ({type(e).__name__}: {e})") from None
+    odd = [name for name, t in tensors.items() if not isinstance(t, np.ndarray)]
+    if odd:
+        raise TorchFileError(f"{path}: {', '.join(odd[:5])} are not tensors")
+    return tensors
 
 
 def _load_legacy(raw: bytes, storages: dict[str, _Storage]) -> Any:

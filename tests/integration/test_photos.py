@@ -26,8 +26,8 @@ from models.pretrained.assets import fetch
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("assets")
+def cache(asset_cache: Path) -> Path:
+    return asset_cache
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,9 @@ names (or a word of it) on an image."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
+from edge.analysis.bundle import BundleError
 from edge.analysis.outputs.classify import (
     ClassifyFields,
     ClassifyOutput,
@@ -18,6 +20,7 @@ from edge.analysis.outputs.classify import (
     match,
     softmax,
 )
+from models.config import ClassifierConfig, ConfigError
 
 DOC = {
     "classes": [
@@ -101,3 +104,19 @@ def test_a_query_word_gets_the_map_of_the_label_it_names() -> None:
     assert got["words"][0]["map"] == [0.75, 0.0, 0.0, 0.25] and got["words"][0]["score"] == 0.6
     assert got["words"][1]["map"] == got["words"][0]["map"]  # a synonym: the same label
     assert got["unknown"] == ["dog", "animal"]  # no label; a label without a map
+    assert match(f, blob[:-1], "cat") is None, "a blob of another shape is no map"
+
+
+@pytest.mark.parametrize(
+    "words", [{}, {"cat": []}, {"cat": [0, 9]}], ids=["no words", "no class", "no such class"]
+)
+def test_a_words_file_naming_no_class_is_refused_by_name(words: dict[str, list[int]]) -> None:
+    with pytest.raises(BundleError, match="words: "):
+        Vocabulary({"classes": DOC["classes"], "words": words})
+
+
+def test_label_counts_below_one_are_refused_in_the_config() -> None:
+    with pytest.raises(ConfigError, match=r"classifier\.top_labels"):
+        ClassifierConfig(top_labels=0)
+    with pytest.raises(ConfigError, match=r"classifier\.map_classes"):
+        ClassifierConfig(map_classes=0)

@@ -4,6 +4,7 @@ file that asks the unpickler for anything but tensors is refused before it runs.
 
 from __future__ import annotations
 
+import collections
 import io
 import os
 import pickle
@@ -63,3 +64,12 @@ def test_a_file_cut_short_says_so(tmp_path: Path) -> None:
     (tmp_path / "cut.pth").write_bytes(raw[: len(raw) - 7])
     with pytest.raises(TorchFileError, match="damaged or cut short"):
         load_state_dict(tmp_path / "cut.pth")
+
+
+def test_values_that_are_not_tensors_are_refused(tmp_path: Path) -> None:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("archive/data.pkl", pickle.dumps({"w": collections.OrderedDict}))
+    (tmp_path / "odd.pth").write_bytes(buf.getvalue())
+    with pytest.raises(TorchFileError, match="w are not tensors"):
+        load_state_dict(tmp_path / "odd.pth")

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel
 
+from edge.analysis.bundle import BundleError
 from edge.analysis.outputs.base import Label, Output, OutputFields, Produced
 from edge.analysis.runtime import Runner
 
@@ -54,7 +55,11 @@ class Vocabulary:
         self.names: list[str] = [c["name"] for c in doc["classes"]]
         groups: dict[tuple[int, ...], list[str]] = {}
         for word, members in sorted(doc["words"].items()):
-            groups.setdefault(tuple(sorted(set(members))), []).append(word)
+            if not members or not all(0 <= int(i) < len(self.names) for i in members):
+                raise BundleError(f"words: {word!r} names no class, or one that is not there")
+            groups.setdefault(tuple(sorted({int(i) for i in members})), []).append(word)
+        if not groups:
+            raise BundleError("words: no word names a class")
         self.labels: list[str] = [self._say(k, ws) for k, ws in groups.items()]
         self.synonyms = {
             say: [w for w in ws if w != say]
@@ -90,7 +95,7 @@ def label_words(vocab: Vocabulary, p: np.ndarray, top: int, min_score: float) ->
     )
     return [
         WordScore(word=w, score=round(float(s[i]), 4), also=vocab.synonyms[w])
-        for i in order[:top]
+        for i in order[: max(top, 0)]
         for w in [vocab.labels[i]]
     ]
 
@@ -118,15 +123,17 @@ def _names(w: WordScore) -> set[str]:
     return {*said, *(part for name in said for part in name.split())}
 
 
-def match(f: ClassifyFields, blob: bytes, q: str) -> dict[str, Any]:
+def match(f: ClassifyFields, blob: bytes, q: str) -> dict[str, Any] | None:
     """`/images/{id}/match` of an image the classifier labelled: a query word naming one of
     its labels (`_names`) gets that label's heat-map (summing to 1) and score; the other
-    words are `unknown` to this image."""
+    words are `unknown` to this image. None when the blob is not one map per label."""
+    if f.grid < 1 or len(blob) != len(f.labels) * f.grid * f.grid:
+        return None
     maps = np.frombuffer(blob, np.uint8).reshape(-1, f.grid * f.grid).astype(np.float64)
     words, unknown = [], []
     for token in re.findall(r"[\w'-]+", q.lower()):
         k = next((k for k, w in enumerate(f.labels) if token in _names(w)), -1)
-        if not 0 <= k < len(maps) or not maps[k].sum():
+        if k < 0 or not maps[k].sum():
             unknown.append(token)
             continue
         m = maps[k] / maps[k].sum()
@@ -177,7 +184,7 @@ class ClassifyOutput(Output):
 
     @classmethod
     def text(cls, f: Any) -> str:
-        """The labels, then their other words in brackets: "drink, espresso (coffee)"."""
+        """The labels, then their other words in brackets: "espresso, drink (coffee)"."""
         also = sorted({a for w in f.labels for a in w.also} - {w.word for w in f.labels})
         said = ", ".join(w.word for w in f.labels)
         return f"{said} ({', '.join(also)})" if also else said

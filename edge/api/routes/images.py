@@ -216,8 +216,9 @@ def _match(ctx: ApiContext, rid: str, q: str) -> dict[str, Any]:
         raise HTTPException(400, "q: give the query (1 to 512 characters)")
     enc, blob = ctx.encoders(), ctx.store.blob(rid, "regions")
     got = semantic.match(enc, q, blob) if enc is not None and blob is not None else None
-    labelled, maps = rec.output(classify.ClassifyOutput.key), ctx.store.blob(rid, "label_maps")
-    if got is None and labelled is not None and maps is not None:
+    labelled = rec.output(classify.ClassifyOutput.key)
+    maps = ctx.store.blob(rid, "label_maps") if got is None and labelled is not None else None
+    if labelled is not None and maps is not None:
         got = classify.match(classify.ClassifyFields.model_validate(labelled), maps, q)
     if got is None:
         raise HTTPException(
