@@ -1,5 +1,5 @@
-"""`s3e-edge run`: the daemon, until SIGTERM or SIGINT. `--host`, `--port`, `--data-dir` and
-`--inbox` override the config file (or the defaults) without one."""
+"""`s3e-edge run`: the daemon, until SIGTERM or SIGINT. `--host`, `--port`, `--data-dir`,
+`--inbox` and `--bundle` override the config file (or the defaults) without one."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from edge.analysis.swap import StartupError
 from edge.cli.command import EXIT_CONFIG, EXIT_STARTUP, Command
-from edge.config import EdgeConfig, FolderCaptureConfig, HttpConfig
+from edge.config import EdgeConfig, FolderCaptureConfig, HttpConfig, ModelConfig
 from edge.daemon import Daemon
 from edge.search.index import IndexBusyError
 
@@ -23,6 +23,7 @@ FLAGS = {
     "port": "http.port",
     "data_dir": "data_dir",
     "inbox": "capture.folder.path",
+    "bundle": "model.bundle",
 }
 """Each flag and the config key it overrides."""
 
@@ -33,6 +34,11 @@ def arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--port", type=int, help="the port to serve on; 0: any free one (http.port)")
     g.add_argument("--data-dir", type=Path, help="records, originals and indexes (data_dir)")
     g.add_argument("--inbox", type=Path, help="the folder watched for images (capture.folder.path)")
+    g.add_argument(
+        "--bundle",
+        help="the model bundle: a shipped one (chest-int8, photos-int8, ...) or a bundle folder "
+        "(model.bundle)",
+    )
 
 
 def overridden(cfg: EdgeConfig, args: argparse.Namespace) -> EdgeConfig:
@@ -43,9 +49,11 @@ def overridden(cfg: EdgeConfig, args: argparse.Namespace) -> EdgeConfig:
         return cfg
     http: dict[str, Any] = {k: given[k] for k in ("host", "port") if k in given}
     folder = {"path": given["inbox"]} if "inbox" in given else {}
+    model = {"bundle": given["bundle"]} if "bundle" in given else {}
     try:
         update: dict[str, Any] = {
             "http": _section(HttpConfig, cfg.http, http),
+            "model": _section(ModelConfig, cfg.model, model),
             "capture": cfg.capture.model_copy(
                 update={"folder": _section(FolderCaptureConfig, cfg.capture.folder, folder)}
             ),

@@ -256,6 +256,8 @@ def test_flags_override_the_defaults_without_a_config_file(
         str(data),
         "--inbox",
         str(inbox),
+        "--bundle",
+        "photos-int8",
     ]
     proc = subprocess.Popen(
         [*EDGE, "run", *flags], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)}
@@ -263,6 +265,7 @@ def test_flags_override_the_defaults_without_a_config_file(
     try:
         wait_until(lambda: healthy(port), 60, "serving on the --port given")
         wait_until(lambda: db_count(data, "status='analysed'") == 1, 60, "the --inbox image")
+        assert db_count(data, "bundle LIKE 'photos-int8%'") == 1, "analysed by the --bundle"
         assert not (tmp_path / "var").exists() and not (tmp_path / "inbox").exists()
     finally:
         proc.send_signal(signal.SIGTERM)
