@@ -215,16 +215,17 @@ class SearchIndex:
                 total += p.stat().st_size
         return total
 
-    def parse(self, q: str, fuzzy: bool = False) -> tantivy.Query:
+    def parse(self, q: str, fuzzy: bool = False, typos: list[str] | None = None) -> tantivy.Query:
         """The query, all its words required; `fuzzy`: a word that may be misspelt
         (`typos`) also matches the indexed words one edit away, at a constant score, so exact
-        words still rank first."""
+        words still rank first; `typos`: those words, when the caller has found them."""
         if not q.strip():
             return tantivy.Query.all_query()
         check_query(q)
         try:
             exact = self.index.parse_query(q, DEFAULT_FIELDS, conjunction_by_default=True)
-            typos = self.typos(q) if fuzzy else []
+            if typos is None:
+                typos = self.typos(q) if fuzzy else []
             if not typos:
                 return exact
             one_edit = self._one_edit(q, typos)
@@ -256,10 +257,6 @@ class SearchIndex:
             ):
                 out.append(word)
         return out
-
-    def one_edit_adds(self, q: str) -> bool:
-        """Whether the one-edit part of `q` can match a document its exact words do not."""
-        return bool(self.typos(q))
 
     def _one_edit(self, q: str, typos: list[str]) -> tantivy.Query:
         """The query with its `typos` one edit away too. Plain words are parsed one by one, so
@@ -310,8 +307,10 @@ class SearchIndex:
         window.sort(key=lambda m: -m.score)
         return total, (window + hits[RESCORE_WINDOW:])[:n], set(bonus)
 
-    def query(self, q: str, f: Filters, fuzzy: bool = False) -> tantivy.Query:
-        return self._filtered(self.parse(q, fuzzy), f)
+    def query(
+        self, q: str, f: Filters, fuzzy: bool = False, typos: list[str] | None = None
+    ) -> tantivy.Query:
+        return self._filtered(self.parse(q, fuzzy, typos), f)
 
     def _filtered(self, base: tantivy.Query, f: Filters) -> tantivy.Query:
         parts = [base]
@@ -398,8 +397,9 @@ class SearchIndex:
         try:
             exact = self.query(q, filters)
             _, hits, together = self._best(searcher, exact, q, limit, count=False)
-            if len(hits) < limit and self.one_edit_adds(q):
-                fuzzy = self.query(q, filters, fuzzy=True)
+            typos = self.typos(q) if len(hits) < limit else []
+            if typos:  # the one-edit part can match documents the exact words do not
+                fuzzy = self.query(q, filters, typos=typos)
                 _, hits, together = self._best(searcher, fuzzy, q, limit, count=False)
         except ValueError as e:
             raise QuerySyntaxError(str(e)) from None

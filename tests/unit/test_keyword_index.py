@@ -109,7 +109,7 @@ def test_the_one_edit_part_is_left_out_only_where_it_adds_nothing(
     res = index.search(q, Filters(), 100, fuzzy=True, facets=False)
     total, hits = res.total, res.hits
     assert expected > 0 and total == expected == len(hits)
-    assert index.one_edit_adds(q) == (q in ADDS), "typos are one edit from indexed words"
+    assert bool(index.typos(q)) == (q in ADDS), "typos are one edit from indexed words"
 
 
 @pytest.mark.parametrize(("q", "not_meant"), [("zone", "bone"), ("bone", "zone")])
@@ -118,7 +118,7 @@ def test_an_english_word_is_never_taken_for_its_neighbour(
 ) -> None:
     res = index.search(q, Filters(), 100, fuzzy=True, facets=False)
     assert res.hits and all(q in h.caption and not_meant not in h.caption for h in res.hits)
-    assert not index.one_edit_adds(q), "one edit apart, but both are words"
+    assert not index.typos(q), "one edit apart, but both are words"
 
 
 @pytest.mark.parametrize(
