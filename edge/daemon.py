@@ -39,6 +39,7 @@ from edge.sdnotify import notify, watchdog_interval
 from edge.search.device import DeviceBackend
 from edge.search.engine import SearchEngine
 from edge.search.indexes import Indexes
+from edge.search.related import RelatedTables
 from edge.search.semantic import Encoders
 from edge.sinks.plugin import Context
 from edge.sinks.registry import sink_plugins
@@ -131,7 +132,7 @@ class Daemon:
         return ApiContext(
             cfg=self.cfg,
             store=self.store,
-            search=SearchEngine(backend, encoders),
+            search=SearchEngine(backend, encoders, RelatedTables(lambda: self.pool.bundle)),
             encoders=encoders,
             latent=self.indexes.latent,
             metrics=self.metrics,

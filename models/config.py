@@ -172,6 +172,9 @@ class ClassifierConfig:
     """An asset of `s3e-train assets` holding its weights (`models.pretrained`)."""
     words_file: str = "words.json"
     """Beside config.json: each class's WordNet name, and each word's classes."""
+    related_file: str = "related.json"
+    """Beside config.json: words that are no label -> the labels that answer them
+    (`models.photos.related`); a folder without it searches by the labels' words alone."""
     top_labels: int = 6
     """At most this many words label an image."""
     min_score: float = 0.3

@@ -1,5 +1,6 @@
 """The pretrained classifier: one graph (logits, class maps, features) built from the
-backbone's registry weights, and the words asset; guarded metric: how often a word of an
+backbone's registry weights, and the words assets (the labels' words; the words related to
+them, where the models folder has them); guarded metric: how often a word of an
 image's captions is among its first three labels.
 
 An int8 bundle keeps the classifier's weights in int8 and its activations in float (dynamic
@@ -29,6 +30,7 @@ from models.pretrained.assets import fetch
 
 OUTPUTS = ["logits", "cams", "features"]
 WORDS = "words.json"
+RELATED = "related.json"
 
 
 def _config(cfg: ModelsConfig) -> ClassifierConfig:
@@ -75,8 +77,12 @@ class ClassifyExport(Export):
         }
 
     def assets(self, folder: Path, cfg: ModelsConfig, out: Path) -> dict[str, str]:
-        shutil.copy(folder / _config(cfg).words_file, out / WORDS)
-        return {"words": WORDS}
+        c = _config(cfg)
+        shutil.copy(folder / c.words_file, out / WORDS)
+        if not (folder / c.related_file).is_file():
+            return {"words": WORDS}
+        shutil.copy(folder / c.related_file, out / RELATED)
+        return {"words": WORDS, "related": RELATED}
 
     def feeds(
         self, graphs: dict[str, Graph], images: np.ndarray, max_len: int, limit: int

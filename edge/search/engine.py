@@ -14,14 +14,15 @@ import datetime as dt
 import re
 from collections.abc import Callable, Hashable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol
 
 import numpy as np
 
 from core.semantic import within_one_edit
-from core.tokens import tokenize
+from core.tokens import STOP, tokenize
 from edge.analysis.views import DICOM_PUBLIC
+from edge.search.related import Expansion, RelatedWords
 from edge.search.semantic import CANDIDATES, QueryEncoder, Ranked, Scored, rerank
 
 Mode = Literal["hybrid", "keyword", "semantic"]
@@ -37,6 +38,7 @@ MIX_KEYWORD = 0.5
 DEPTH = 100
 """Each side of a hybrid search ranks this many (or the page's end, if deeper)."""
 NO_MATCH = "no caption or label holds these words (nor any word one edit away)"
+SOME_WORDS = "no image holds every word: these hold some of them"
 _SYNTAX = re.compile(r'[:"()+\-*^~\[\]{}]|\b(AND|OR|NOT|TO)\b')
 BESIDE = ThreadPoolExecutor(2, thread_name_prefix="search-beside")
 """Runs one side of a search beside the other: Tantivy and numpy let go of the GIL, so on
@@ -124,6 +126,8 @@ class Result:
     corrected: dict[str, str] = field(default_factory=dict)
     unknown: list[str] = field(default_factory=list)
     message: str = ""
+    related: dict[str, list[str]] = field(default_factory=dict)
+    """Query words searched through the labels related to them -> those labels."""
 
 
 class View(Protocol):
@@ -168,10 +172,23 @@ class Backend(Protocol):
 
 class SearchEngine:
     """`/search` over one backend; `encoder` is the running bundle's query encoder (None
-    without a semantic model: every query is then a keyword search)."""
+    without a semantic model: every query is then a keyword search); `related` its words
+    related to its labels (None where it has none: the keyword side then searches the words
+    as typed)."""
 
-    def __init__(self, backend: Backend, encoder: Callable[[], QueryEncoder | None]) -> None:
-        self.backend, self.encoder = backend, encoder
+    def __init__(
+        self,
+        backend: Backend,
+        encoder: Callable[[], QueryEncoder | None],
+        related: Callable[[], RelatedWords | None] = lambda: None,
+    ) -> None:
+        self.backend, self.encoder, self.related = backend, encoder, related
+
+    def _expanded(self, q: str) -> Expansion | None:
+        """`q` through its words' related labels; None for a query with syntax (searched as
+        the user wrote it) or where there are none."""
+        table = None if _SYNTAX.search(q) else self.related()
+        return table.expand(q) if table is not None else None
 
     def search(self, req: SearchRequest) -> Result:
         q = req.q
@@ -181,8 +198,11 @@ class SearchEngine:
             return self._keyword(req)
         view = self.backend.view()
         depth = max(DEPTH, req.offset + req.limit)
+        expansion = self._expanded(q)
         keyword = (
-            BESIDE.submit(view.keyword_ranking, q, req.filters, depth)
+            BESIDE.submit(
+                view.keyword_ranking, expansion.query if expansion else q, req.filters, depth
+            )
             if req.mode == "hybrid"
             else None
         )
@@ -206,18 +226,29 @@ class SearchEngine:
                 hits.append(hit)
         parsed = ranked.parsed
         res = Result(req.mode, len(order), hits, counts, parsed.corrected, parsed.unknown)
+        if expansion is not None:
+            res.related = expansion.related
         res.message = message_for(res, ranked)
         return res
 
     def _keyword(self, req: SearchRequest) -> Result:
-        page = self.backend.keyword_page(req)
+        """A keyword search, through the query words' related labels where the bundle has
+        them; a plain query of several words that no image holds all of is searched again
+        with any of them enough."""
+        expansion = self._expanded(req.q)
+        words = expansion.words if expansion else [w for w in tokenize(req.q) if w not in STOP]
+        page = self.backend.keyword_page(replace(req, q=expansion.query) if expansion else req)
+        some = not page.total and len(words) > 1 and not _SYNTAX.search(req.q)
+        if some:
+            page = self.backend.keyword_page(replace(req, q=" OR ".join(words)))
         for rank_, h in enumerate(page.hits, start=req.offset + 1):
             terms = matched_terms(req.q, h.caption)
             h.match = {"keyword": {"rank": rank_, "score": h.score, "terms": terms}}
         mode = "semantic" if req.mode == "semantic" else "keyword"
         res = Result(mode, page.total, page.hits, page.facets)
-        if req.q.strip() and not page.total:
-            res.message = NO_MATCH
+        if expansion is not None:
+            res.corrected, res.related = expansion.corrected, expansion.related
+        res.message = keyword_message(res, req.q, some)
         return res
 
 
@@ -255,14 +286,33 @@ def fuse(
     return order, why
 
 
-def message_for(res: Result, ranked: Ranked) -> str:
-    """What the user should know: unknown words, corrections, why nothing matched."""
-    if not ranked.parsed.content and not ranked.parsed.unknown:
-        return "nothing to search for: the query has only common words (a, the, of...)"
+def searched_as(res: Result) -> list[str]:
+    """What the user should know of the words read as others, or through related labels."""
     parts = []
     if res.corrected:
         fixes = ", ".join(f"{v!r} (you typed {k!r})" for k, v in res.corrected.items())
         parts.append("searched for " + fixes)
+    if res.related:
+        also = "; ".join(f"{w!r} as {', '.join(labs)}" for w, labs in res.related.items())
+        parts.append("also searched " + also)
+    return parts
+
+
+def keyword_message(res: Result, q: str, some: bool) -> str:
+    """A keyword search's message: how words were read, and why nothing or not all matched."""
+    parts = searched_as(res)
+    if q.strip() and not res.total:
+        parts.append(NO_MATCH)
+    elif some:
+        parts.append(SOME_WORDS)
+    return "; ".join(parts)
+
+
+def message_for(res: Result, ranked: Ranked) -> str:
+    """What the user should know: unknown words, corrections, why nothing matched."""
+    if not ranked.parsed.content and not ranked.parsed.unknown:
+        return "nothing to search for: the query has only common words (a, the, of...)"
+    parts = searched_as(res)
     if res.unknown:
         names = ", ".join(repr(w) for w in res.unknown)
         if not ranked.parsed.content and not res.total:

@@ -99,4 +99,5 @@ def answer(req: SearchRequest, res: Result) -> dict[str, Any]:
         "message": res.message,
         "corrected": res.corrected,
         "unknown": res.unknown,
+        "related": res.related,
     }

@@ -2,9 +2,10 @@
 
 Nothing is trained: the classifier is torchvision's ImageNet MobileNetV2 (the `mobilenet_v2`
 asset), and its classes are read as words through WordNet (`models.photos.words`). The folder
-gets `config.json` and `words.json`; the work folder gets crops of the registry photographs
-to calibrate and check the int8 conversion (`models.photos.data`). `s3e-convert` then makes
-the bundle, fetching the backbone's weights itself:
+gets `config.json`, `words.json` and `related.json` (`models.photos.related`); the work
+folder gets crops of the registry photographs to calibrate and check the int8 conversion
+(`models.photos.data`). `s3e-convert` then makes the bundle, fetching the backbone's weights
+itself:
 
     s3e-train photos --out models/photos --work var/data
     s3e-convert --models models/photos --precision int8 --out models/bundles/photos-int8 \\
@@ -18,7 +19,7 @@ import shutil
 from pathlib import Path
 
 from models.config import ClassifierConfig, ImageConfig, ModelsConfig
-from models.photos import words
+from models.photos import related, words
 from models.photos.data import write_photo_set
 
 log = logging.getLogger(__name__)
@@ -37,9 +38,17 @@ def make(out: Path, work: Path, cache: Path | None = None) -> ModelsConfig:
     classes = words.build(cache)
     out.mkdir(parents=True, exist_ok=True)
     words.write(classes, out / cfg.classifier.words_file)
+    table = related.build_from_assets(words.to_json(classes), cache)
+    related.write(table, out / cfg.classifier.related_file)
     cfg.save(out)
     for folder, n, seed in (CALIBRATION, HELD_OUT):
         shutil.rmtree(work / folder, ignore_errors=True)
         write_photo_set(work / folder, n, seed, SIZE, cache)
-    log.info("photos: %d classes' words in %s; crops in %s", len(classes), out, work)
+    log.info(
+        "photos: %d classes' words and %d related words in %s; crops in %s",
+        len(classes),
+        len(table),
+        out,
+        work,
+    )
     return cfg

@@ -179,6 +179,21 @@ def read_synsets(data_noun: Path) -> dict[str, Synset]:
         return {s.wnid: s for s in synsets}
 
 
+def read_senses(index_noun: Path) -> dict[str, list[str]]:
+    """Each lowercase word (spaces for WordNet's underscores) -> its synsets' wnids, commonest
+    sense first: an `index.noun` line is `lemma pos synset_cnt p_cnt [ptr_symbol]... sense_cnt
+    tagsense_cnt synset_offset...`."""
+    out: dict[str, list[str]] = {}
+    with index_noun.open(encoding="utf-8") as f:
+        for line in f:
+            if not line.strip() or line.startswith(" "):
+                continue
+            fields = line.split()
+            count = int(fields[2])
+            out[fields[0].replace("_", " ")] = ["n" + off for off in fields[-count:]]
+    return out
+
+
 def read_classes(synsets_txt: Path, lemmas_txt: Path) -> list[tuple[str, tuple[str, ...]]]:
     """The classes in index order as (wnid, lemmas): one wnid a line in `synsets_txt`, and
     `wnid<TAB>lemma, lemma...` lines (for many more wnids) in `lemmas_txt`."""

@@ -1,8 +1,9 @@
 """The photos bundle through a real daemon: real photographs (scikit-image's, fetched from the
 registry by `s3e-train assets`) dropped into its folder are labelled in everyday words
 (Chelsea is a cat, a pet, an animal; the cup holds espresso, which is coffee), found by
-those words (or one typo away) and by no other photo, shown with the word's heat-map, and
-the nearest by their backbone features are similar images."""
+those words (or one typo away, or a word related to them: "kitten") and by no other photo,
+shown with the word's heat-map, and the nearest by their backbone features are similar
+images."""
 
 from __future__ import annotations
 
@@ -77,6 +78,16 @@ def test_real_photos_are_labelled_found_and_mapped_by_everyday_words(
         png = c.get(f"/images/{rid['chelsea.png']}/match", params={"q": "cat", "word": "cat"})
         assert png.headers["content-type"] == "image/png" and png.headers["x-word"] == "cat"
         assert Image.open(io.BytesIO(png.content)).size[0] > 0
+
+        kitten = c.get("/search", params={"q": "kitten"}).json()  # no label: related to cat
+        assert [h["id"] for h in kitten["results"]] == found["cat"]
+        assert kitten["related"] == {"kitten": ["cat"]} and "as cat" in kitten["message"]
+        mug = c.get("/search", params={"q": "mug"}).json()  # WordNet: a coffee mug is a mug
+        assert mug["related"] == {"mug": ["coffee mug"]}
+        some = c.get("/search", params={"q": "cat zeppelin"}).json()
+        assert [h["id"] for h in some["results"]] == found["cat"] and "some of" in some["message"]
+        via = c.get(f"/images/{rid['chelsea.png']}/match", params={"q": "kitten"}).json()
+        assert via["words"][0]["via"] == "cat" and via["words"][0]["map"] == got["words"][0]["map"]
 
         near = c.get(f"/images/{rid['chelsea.png']}/similar").json()["similar"]
         assert {h["id"] for h in near} == set(rid.values()) - {rid["chelsea.png"]}

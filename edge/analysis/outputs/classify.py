@@ -14,6 +14,7 @@ whose backbone features are nearest.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -123,24 +124,36 @@ def _names(w: WordScore) -> set[str]:
     return {*said, *(part for name in said for part in name.split())}
 
 
-def match(f: ClassifyFields, blob: bytes, q: str) -> dict[str, Any] | None:
+def match(
+    f: ClassifyFields,
+    blob: bytes,
+    q: str,
+    related: Callable[[str], list[str]] = lambda _: [],
+) -> dict[str, Any] | None:
     """`/images/{id}/match` of an image the classifier labelled: a query word naming one of
-    its labels (`_names`) gets that label's heat-map (summing to 1) and score; the other
-    words are `unknown` to this image. None when the blob is not one map per label."""
+    its labels (`_names`), or related to one (`related`: a word's related labels, as search
+    reads them), gets that label's heat-map (summing to 1) and score; the other words are
+    `unknown` to this image. None when the blob is not one map per label."""
     if f.grid < 1 or len(blob) != len(f.labels) * f.grid * f.grid:
         return None
     maps = np.frombuffer(blob, np.uint8).reshape(-1, f.grid * f.grid).astype(np.float64)
     words, unknown = [], []
     for token in re.findall(r"[\w'-]+", q.lower()):
-        k = next((k for k, w in enumerate(f.labels) if token in _names(w)), -1)
+        k = _label_of(f, token) if token else -1
+        via = next((lab for lab in related(token) if _label_of(f, lab) >= 0), "") if k < 0 else ""
+        k = _label_of(f, via) if via else k
         if k < 0 or not maps[k].sum():
             unknown.append(token)
             continue
         m = maps[k] / maps[k].sum()
-        words.append(
-            {"word": token, "map": [round(float(x), 5) for x in m], "score": f.labels[k].score}
-        )
+        found = {"word": token, "map": [round(float(x), 5) for x in m], "score": f.labels[k].score}
+        words.append({**found, "via": via} if via else found)
     return {"grid": f.grid, "words": words, "unknown": unknown, "corrected": {}}
+
+
+def _label_of(f: ClassifyFields, word: str) -> int:
+    """The index of the first label `word` names, or -1."""
+    return next((k for k, w in enumerate(f.labels) if word in _names(w)), -1)
 
 
 class ClassifyOutput(Output):

@@ -219,7 +219,9 @@ def _match(ctx: ApiContext, rid: str, q: str) -> dict[str, Any]:
     labelled = rec.output(classify.ClassifyOutput.key)
     maps = ctx.store.blob(rid, "label_maps") if got is None and labelled is not None else None
     if labelled is not None and maps is not None:
-        got = classify.match(classify.ClassifyFields.model_validate(labelled), maps, q)
+        table = ctx.search.related()
+        related = (lambda w: [lab for lab, _ in table.lookup(w)[1]]) if table else (lambda _: [])
+        got = classify.match(classify.ClassifyFields.model_validate(labelled), maps, q, related)
     if got is None:
         raise HTTPException(
             404,
