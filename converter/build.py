@@ -20,7 +20,7 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from converter.export import PRECISIONS, Feed, Graph, iter_feeds, to_tflite
+from converter.export import PRECISIONS, Feed, Graph, Published, iter_feeds, to_tflite
 from converter.exports import EXPORTS, Export
 from converter.faithfulness import drops, tensor_errors
 from converter.gpu import check_model
@@ -76,31 +76,30 @@ def _split(
     return load_dataset(given, cfg.image.size, cfg.image.channels, limit=n)
 
 
+def _tensor(d: dict[str, Any], name: str) -> dict[str, Any]:
+    """A tensor of a TFLite model as the bundle describes it."""
+    q = d.get("quantization_parameters", {})
+    return {
+        "name": name,
+        "tflite_name": str(d["name"]),
+        "shape": [int(s) for s in d["shape"]],
+        "dtype": np.dtype(d["dtype"]).name,
+        "quantization": {
+            "scale": np.asarray(q.get("scales", [])).tolist(),
+            "zero_point": np.asarray(q.get("zero_points", [])).tolist(),
+        },
+    }
+
+
 def _io(runner: ModelRunner, graph: Graph) -> dict[str, list[dict[str, Any]]]:
     sig = runner.interpreter.get_signature_runner()
-
-    def describe(details: dict[str, Any], names: dict[str, str]) -> list[dict[str, Any]]:
-        out = []
-        for key, d in details.items():
-            q = d.get("quantization_parameters", {})
-            scales = np.asarray(q.get("scales", []))
-            zeros = np.asarray(q.get("zero_points", []))
-            out.append(
-                {
-                    "name": names.get(key, key),
-                    "tflite_name": key,
-                    "shape": [int(s) for s in d["shape"]],
-                    "dtype": np.dtype(d["dtype"]).name,
-                    "quantization": {"scale": scales.tolist(), "zero_point": zeros.tolist()},
-                }
-            )
-        return out
-
-    outputs = describe(
-        sig.get_output_details(), {f"output_{i}": n for i, n in enumerate(graph.outputs)}
-    )
+    names = {f"output_{i}": n for i, n in enumerate(graph.outputs)}
+    outputs = [
+        {**_tensor(d, names.get(key, key)), "tflite_name": key}
+        for key, d in sig.get_output_details().items()
+    ]
+    inputs = [{**_tensor(d, key), "tflite_name": key} for key, d in sig.get_input_details().items()]
     order = {n: i for i, n in enumerate(graph.outputs)}
-    inputs = describe(sig.get_input_details(), {})
     order_in = {n: i for i, n in enumerate(graph.inputs)}
     return {
         "inputs": sorted(inputs, key=lambda d: order_in[d["name"]]),
@@ -182,6 +181,9 @@ def _build(
         models[graph.name] = _model(
             opts, graph, tmp, calib_feeds[graph.name], eval_feeds[graph.name]
         )
+    published = {e.key: e.published(folder, cfg) for e in exports}
+    for pub in (p for ps in published.values() for p in ps):
+        models[pub.name] = published_entry(pub, tmp, opts.threads)
     assets: dict[str, Any] = {}
     owned: dict[str, list[str]] = {}
     for e in exports:
@@ -218,6 +220,7 @@ def _build(
                 "models": [
                     *e.shared_models(folder),
                     *(n for n in graphs[e.key] if n not in e.query_models()),
+                    *(p.name for p in published[e.key]),
                 ],
                 "query_models": e.query_models(),
                 "assets": owned[e.key],
@@ -269,6 +272,32 @@ def _model(
             **export_onnx(graph, onnx_path, held_out[:10]),
         }
     return entry
+
+
+def published_entry(pub: Published, tmp: Path, threads: int) -> dict[str, Any]:
+    """The bundle entry of a published model, copied as it is."""
+    log.info("%s: published TFLite model, copied as it is", pub.name)
+    path = tmp / f"{pub.name}.tflite"
+    shutil.copy(pub.path, path)
+    data = path.read_bytes()
+    interpreter = ModelRunner(path, pub.outputs, threads).interpreter
+    outputs = interpreter.get_output_details()
+    if len(outputs) != len(pub.outputs):
+        raise ConversionError(
+            f"{pub.path}: {len(outputs)} outputs, but the export names {len(pub.outputs)}"
+        )
+    return {
+        "file": path.name,
+        "sha256": sha256_file(path),
+        "bytes": path.stat().st_size,
+        "float_io": True,
+        "scheme": "published (as its maker ships it)",
+        "tensor_types": tensor_types(data),
+        "inputs": [_tensor(d, d["name"]) for d in interpreter.get_input_details()],
+        "outputs": [_tensor(d, n) for d, n in zip(outputs, pub.outputs, strict=True)],
+        "gpu": check_model(data).to_dict(),
+        "error_vs_keras": {},
+    }
 
 
 def _faithfulness(

@@ -83,8 +83,9 @@ def run(argv: list[str] | None = None) -> int:
         return EXIT_FAILED
     for name, m in doc["models"].items():
         errs = ", ".join(f"{k} {v['max_abs']:.1e}" for k, v in m["error_vs_keras"].items())
+        said = f"max|err| {errs}" if errs else m["scheme"]
         gpu = "GPU-ready" if m["gpu"]["delegable"] else f"{len(m['gpu']['fallback'])} op(s) on CPU"
-        log.info("%-18s %8.1f KB  %s  max|err| %s", name, m["bytes"] / 1024, gpu, errs)
+        log.info("%-18s %8.1f KB  %s  %s", name, m["bytes"] / 1024, gpu, said)
     log.info(
         "faithfulness (points lost vs float32): %s", json.dumps(doc["faithfulness"]["drop_points"])
     )

@@ -11,6 +11,7 @@ import logging
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -45,6 +46,17 @@ class Graph:
         out = self.model(args if len(args) > 1 else args[0], training=False)
         out = out if isinstance(out, (list, tuple)) else [out]
         return {name: t.numpy() for name, t in zip(self.outputs, out, strict=True)}
+
+
+@dataclass
+class Published:
+    """A TFLite model its maker publishes (MediaPipe's face detector): the bundle carries the
+    file as it is, at every precision; there is no Keras model to convert or compare with."""
+
+    name: str
+    path: Path
+    outputs: list[str]
+    """The names of its outputs, in the model's order."""
 
 
 def iter_feeds(feeds: list[Feed]) -> Callable[[], Iterator[Feed]]:

@@ -191,6 +191,22 @@ class ClassifierConfig:
 
 
 @dataclass
+class FacesConfig:
+    """A published face detector: an image with a face is labelled "person"."""
+
+    detector: str = "mediapipe_faces"
+    """An asset of `s3e-train assets` holding the detector (`edge.analysis.outputs.faces`)."""
+    min_score: float = 0.7
+    """A face counts from this detection score. MediaPipe's default, 0.5, also finds faces
+    in close-ups of flowers, coins and a bee; 0.7 is chosen on the photo set's development
+    split (`bench/photo_set.py`): 3 of its 4 people kept, none of those 4 false faces."""
+
+    def __post_init__(self) -> None:
+        if not 0 < self.min_score < 1:
+            raise ConfigError(f"faces.min_score must be in (0, 1), got {self.min_score}")
+
+
+@dataclass
 class ModelsConfig:
     domain: str = "custom"
     image: ImageConfig = field(default_factory=ImageConfig)
@@ -199,6 +215,7 @@ class ModelsConfig:
     vae: VAEConfig | None = None
     embedder: EmbedderConfig | None = None
     classifier: ClassifierConfig | None = None
+    faces: FacesConfig | None = None
 
     @property
     def grid(self) -> int:

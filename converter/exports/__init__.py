@@ -7,6 +7,7 @@ from converter.exports.base import Export
 from converter.exports.caption import CaptionExport
 from converter.exports.classify import ClassifyExport
 from converter.exports.embedding import EmbeddingExport
+from converter.exports.faces import FacesExport
 from converter.exports.segmentation import SegmentationExport
 from converter.exports.vae import VaeExport
 
@@ -16,6 +17,7 @@ EXPORTS: dict[str, Export] = {
         CaptionExport(),
         SegmentationExport(),
         EmbeddingExport(),
+        FacesExport(),
         ClassifyExport(),
         VaeExport(),
     )

@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from converter.export import Feed, Graph
+from converter.export import Feed, Graph, Published
 from edge.analysis.bundle import Bundle
 from edge.analysis.models import BundleModels
 from models.config import ModelsConfig
@@ -31,6 +31,10 @@ class Export(ABC):
 
     @abstractmethod
     def settings(self, cfg: ModelsConfig) -> dict[str, Any]: ...
+
+    def published(self, folder: Path, cfg: ModelsConfig) -> list[Published]:
+        """TFLite models the bundle carries as their makers publish them."""
+        return []
 
     def assets(self, folder: Path, cfg: ModelsConfig, out: Path) -> dict[str, str]:
         """Asset name -> file written into `out`."""

@@ -78,12 +78,24 @@ class ModelRunner:
         for line in printed:
             if line.strip() and not line.startswith("INFO: "):
                 log.warning("%s: %s", path.name, line.strip())
-        self._runner: Runner = self.interpreter.get_signature_runner()
+        signed = bool(self.interpreter.get_signature_list())
+        self._runner: Runner = self.interpreter.get_signature_runner() if signed else self._unsigned
         self._names = {f"output_{i}": n for i, n in enumerate(output_names)}
 
     def __call__(self, **inputs: np.ndarray) -> dict[str, np.ndarray]:
         out = self._runner(**inputs)
         return {self._names.get(k, k): v for k, v in out.items()}
+
+    def _unsigned(self, **inputs: np.ndarray) -> dict[str, np.ndarray]:
+        """A model published without a signature (MediaPipe's): inputs by tensor name,
+        outputs in the model's order as `output_i`, as a signature runner names them."""
+        for d in self.interpreter.get_input_details():
+            self.interpreter.set_tensor(d["index"], inputs[d["name"]])
+        self.interpreter.invoke()
+        return {
+            f"output_{i}": self.interpreter.get_tensor(d["index"])
+            for i, d in enumerate(self.interpreter.get_output_details())
+        }
 
 
 class CompiledRunner:

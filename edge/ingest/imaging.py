@@ -158,7 +158,8 @@ def decode(
     keep_identity: bool = False,
 ) -> Decoded:
     """Decode fully (so truncation is caught now), refusing oversize images before any pixel
-    is read, keeping memory near what `target` (the largest side anything needs) requires:
+    is read, keeping memory near what `target` (the side anything needs, a square model input
+    or a thumbnail) requires:
     JPEG decodes at a reduced scale (`draft`), other formats are shrunk right after decoding,
     and the image is turned upright by its EXIF orientation. A DICOM file is recognised before
     any other format (its preamble may be a TIFF header) and read as `edge.ingest.dicom` says;
@@ -263,9 +264,11 @@ def _orientation(im: Image.Image) -> int:
 
 
 def _shrink(im: Image.Image, target: int) -> Image.Image:
-    """At most about 2 x target on the longer side, averaged (palettes and bilevel images
-    sampled), so nothing later works on the full-size pixels."""
-    side = max(im.size)
+    """At most about 2 x target on the shorter side, averaged (palettes and bilevel images
+    sampled), so nothing later works on the full-size pixels. The shorter side, not the
+    longer: a model input is a square of both sides, and a wide photograph shrunk by its width
+    would be stretched back up to it in height."""
+    side = min(im.size)
     if side <= 2 * target:
         return im
     k = side / target

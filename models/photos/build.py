@@ -1,8 +1,9 @@
 """`s3e-train photos`: the photos domain's models folder, made from registry files alone.
 
 Nothing is trained: the classifier is torchvision's ImageNet MobileNetV2 (the `mobilenet_v2`
-asset), and its classes are read as words through WordNet (`models.photos.words`). The folder
-gets `config.json`, `words.json` and `related.json` (`models.photos.related`); the work
+asset), and its classes are read as words through WordNet (`models.photos.words`); people
+are found by MediaPipe's face detector (the `mediapipe_faces` asset), carried as published.
+The folder gets `config.json`, `words.json` and `related.json` (`models.photos.related`); the work
 folder gets crops of the registry photographs to calibrate and check the int8 conversion
 (`models.photos.data`). `s3e-convert` then makes the bundle, fetching the backbone's weights
 itself:
@@ -18,7 +19,7 @@ import logging
 import shutil
 from pathlib import Path
 
-from models.config import ClassifierConfig, ImageConfig, ModelsConfig
+from models.config import ClassifierConfig, FacesConfig, ImageConfig, ModelsConfig
 from models.photos import related, words
 from models.photos.data import write_photo_set
 
@@ -32,7 +33,10 @@ HELD_OUT = ("photos-held-out", 48, 6006)
 def make(out: Path, work: Path, cache: Path | None = None) -> ModelsConfig:
     """Write the models folder `out` and the crops under `work` (made anew)."""
     cfg = ModelsConfig(
-        domain="photos", image=ImageConfig(size=SIZE, channels=3), classifier=ClassifierConfig()
+        domain="photos",
+        image=ImageConfig(size=SIZE, channels=3),
+        classifier=ClassifierConfig(),
+        faces=FacesConfig(),
     )
     assert cfg.classifier is not None
     classes = words.build(cache)

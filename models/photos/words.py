@@ -57,6 +57,19 @@ USEFUL: dict[str, tuple[str, ...]] = {
     "n02164464": ("beetle",),
     "n02274259": ("butterfly",),
     "n01772222": ("spider",),
+    "n02402425": ("cow", "cattle"),  # cattle, cows, kine, oxen (the ox class)
+    "n02411705": ("sheep",),
+    "n02374451": ("horse",),
+    "n02437136": ("camel",),
+    "n02496913": ("lemur",),
+    "n01877134": ("kangaroo",),
+    "n02355227": ("squirrel",),
+    "n02076196": ("seal",),
+    "n01621127": ("owl",),
+    "n01613294": ("eagle",),
+    "n02055803": ("penguin",),
+    "n01697178": ("crocodile",),
+    "n01699831": ("dinosaur",),
     "n01976957": ("crab",),
     "n01982650": ("lobster",),
     # Plants, food and drink. Food is WordNet's solid food, nutriment and foodstuff, not
@@ -67,6 +80,7 @@ USEFUL: dict[str, tuple[str, ...]] = {
     "n07555863": ("food",),  # food, solid food
     "n07570720": ("food",),  # nutriment, nourishment (dishes, courses)
     "n07705931": ("fruit",),  # edible fruit (a botanical fruit includes acorns and buckeyes)
+    "n07742704": ("berry",),
     "n07707451": ("vegetable",),
     "n07566340": ("food",),  # foodstuff, food product (sauces, dips, dough)
     "n07679356": ("bread",),

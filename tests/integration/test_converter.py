@@ -13,8 +13,9 @@ import pytest
 import tensorflow as tf
 
 from converter import build
-from converter.build import ConversionError, Options, convert
+from converter.build import ConversionError, Options, convert, published_entry
 from converter.cli import run as convert_cli
+from converter.export import Published
 from converter.gpu import check_model, check_ops
 from converter.tflite_model import OpInfo
 from edge.analysis.bundle import BundleError, load_bundle
@@ -153,7 +154,7 @@ def test_softmax_with_beta_other_than_one_falls_back() -> None:
     assert "beta = 2.0, must be 1" in report.fallback[0].reason
 
 
-@pytest.mark.parametrize("name", ["chest-float16", "shapes-float16"])
+@pytest.mark.parametrize("name", ["chest-float16", "shapes-float16", "photos-float16"])
 def test_shipped_float16_bundles_are_fully_delegable(name: str) -> None:
     bundle = load_bundle(name)
     for model, entry in bundle.doc.models.items():
@@ -237,3 +238,13 @@ def test_shipped_int8_bundles_stay_close_to_keras(name: str) -> None:
     assert all(v <= 1.0 for v in task.values()), task
     over = [k for k, v in faith["drop_points"].items() if v > faith["max_drop_points"]]
     assert not over or faith["accepted_drop"] is True
+
+
+def test_a_published_model_is_carried_as_it_is_and_described(tmp_path: Path) -> None:
+    source = load_bundle("photos-int8").model_path("faces")
+    entry = published_entry(Published("faces", source, ["boxes", "scores"]), tmp_path, 1)
+    assert (tmp_path / "faces.tflite").read_bytes() == source.read_bytes()
+    assert [t["name"] for t in entry["outputs"]] == ["boxes", "scores"]
+    assert entry["inputs"][0]["shape"] == [1, 192, 192, 3] and entry["error_vs_keras"] == {}
+    with pytest.raises(ConversionError, match="2 outputs, but the export names 1"):
+        published_entry(Published("faces", source, ["boxes"]), tmp_path, 1)

@@ -1,6 +1,7 @@
 """The photos bundle through a real daemon: real photographs (scikit-image's, fetched from the
 registry by `s3e-train assets`) dropped into its folder are labelled in everyday words
-(Chelsea is a cat, a pet, an animal; the cup holds espresso, which is coffee), found by
+(Chelsea is a cat, a pet, an animal; the cup holds espresso, which is coffee; the astronaut
+is a person, by her face), found by
 those words (or one typo away, or a word related to them: "kitten") and by no other photo,
 shown with the word's heat-map, and the nearest by their backbone features are similar
 images."""
@@ -88,6 +89,15 @@ def test_real_photos_are_labelled_found_and_mapped_by_everyday_words(
         assert [h["id"] for h in some["results"]] == found["cat"] and "some of" in some["message"]
         via = c.get(f"/images/{rid['chelsea.png']}/match", params={"q": "kitten"}).json()
         assert via["words"][0]["via"] == "cat" and via["words"][0]["map"] == got["words"][0]["map"]
+
+        person = c.get("/search", params={"q": "person"}).json()["results"]
+        assert [h["id"] for h in person] == [rid["astronaut.png"]]  # her face, not a class
+        astronaut = c.get(f"/records/{rid['astronaut.png']}").json()
+        assert astronaut["labels"][0]["name"] == "person"
+        assert astronaut["labels"][0]["kind"] == "face"
+        face = c.get(f"/images/{rid['astronaut.png']}/match", params={"q": "person"}).json()
+        at = np.unravel_index(int(np.argmax(face["words"][0]["map"])), (7, 7))
+        assert at[0] <= 2, "the astronaut's face is in the upper part of the photograph"
 
         near = c.get(f"/images/{rid['chelsea.png']}/similar").json()["similar"]
         assert {h["id"] for h in near} == set(rid.values()) - {rid["chelsea.png"]}

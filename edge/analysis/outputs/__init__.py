@@ -1,7 +1,8 @@
 """Outputs of the analysis: plug-ins, one file each, registered here by key.
 
 A bundle's `outputs` (in `bundle.json`) name the plug-ins it serves; `for_bundle` builds them
-in this order (the VAE last, so its out-of-domain verdict sees the others done). Adding an
+in this order (the VAE last, so its out-of-domain verdict sees the others done; faces before
+the classifier, so a person is a photo's first label). Adding an
 output: a module with an `Output` subclass, one line in OUTPUTS (or, from another package, an
 `s3e.outputs` entry point), and its models in the bundle (the converter exports what
 `converter.exports` declares for the key). Analysis processes get the registry as import
@@ -19,12 +20,20 @@ from edge.analysis.outputs.base import Label, Output, OutputFields, Produced
 from edge.analysis.outputs.caption import CaptionOutput
 from edge.analysis.outputs.classify import ClassifyOutput
 from edge.analysis.outputs.embedding import EmbeddingOutput
+from edge.analysis.outputs.faces import FacesOutput
 from edge.analysis.outputs.segmentation import SegmentationOutput
 from edge.analysis.outputs.vae import VaeOutput
 
 OUTPUTS: dict[str, type[Output]] = {
     cls.key: cls
-    for cls in (CaptionOutput, SegmentationOutput, EmbeddingOutput, ClassifyOutput, VaeOutput)
+    for cls in (
+        CaptionOutput,
+        SegmentationOutput,
+        EmbeddingOutput,
+        FacesOutput,
+        ClassifyOutput,
+        VaeOutput,
+    )
 }
 
 

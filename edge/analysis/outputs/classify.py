@@ -4,7 +4,7 @@ One pass of the classifier gives the 1000 classes' logits, each class's activati
 the last feature map (CAM) and the pooled features. A word (from the bundle's `words` asset:
 WordNet's names of each class and of its useful ancestors, so a tabby is also "cat" and
 "animal") scores the probability its classes hold together; the words holding at least
-`min_score` label the image, best first. Each label gets a heat-map: its classes' activation
+`min_score` label the image, narrowest first. Each label gets a heat-map: its classes' activation
 maps among the `map_classes` most probable, weighted by their probability, kept as uint8 in
 the `label_maps` blob (what `/images/{id}/match` shows for a query word that labels the
 image). The pooled features, unit length, are the `latent` blob: "similar images" are those
@@ -40,7 +40,7 @@ class ClassScore(BaseModel):
 
 class ClassifyFields(OutputFields):
     labels: list[WordScore]
-    """The words that label the image, best first."""
+    """The words that label the image, narrowest first ("tabby cat, cat, pet, animal")."""
     classes: list[ClassScore]
     """The most probable ImageNet classes (what the words come from)."""
     grid: int
@@ -86,13 +86,14 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def label_words(vocab: Vocabulary, p: np.ndarray, top: int, min_score: float) -> list[WordScore]:
-    """The labels whose classes hold at least `min_score`, best first, at most `top`; ties
-    go to the narrower label (fewer classes: "tabby cat" before "animal" when both hold
-    all)."""
+    """The labels whose classes hold at least `min_score`, narrowest first (fewest classes:
+    "tabby cat, cat, pet, animal"), the likelier first among as narrow; at most `top`. The
+    broader labels hold more probability by construction, so ordering by score alone would
+    put "animal" first on every animal, and the word that says what it is last."""
     s = vocab.scores(p)
     order = sorted(
         np.flatnonzero(s >= min_score),
-        key=lambda i: (-round(float(s[i]), 3), len(vocab.classes[vocab.labels[i]])),
+        key=lambda i: (len(vocab.classes[vocab.labels[i]]), -round(float(s[i]), 3)),
     )
     return [
         WordScore(word=w, score=round(float(s[i]), 4), also=vocab.synonyms[w])

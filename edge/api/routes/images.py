@@ -14,7 +14,7 @@ from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
 from starlette.concurrency import run_in_threadpool
 
 from edge.analysis import views
-from edge.analysis.outputs import OUTPUTS, classify
+from edge.analysis.outputs import OUTPUTS, classify, faces
 from edge.analysis.outputs.caption import attention_maps
 from edge.api.context import ApiContext, Rid, context
 from edge.capture.base import printable
@@ -222,6 +222,9 @@ def _match(ctx: ApiContext, rid: str, q: str) -> dict[str, Any]:
         table = ctx.search.related()
         related = (lambda w: [lab for lab, _ in table.lookup(w)[1]]) if table else (lambda _: [])
         got = classify.match(classify.ClassifyFields.model_validate(labelled), maps, q, related)
+    people = rec.output(faces.FacesOutput.key)
+    if people is not None:
+        got = _with_faces(got, faces.match(faces.FacesFields.model_validate(people), q))
     if got is None:
         raise HTTPException(
             404,
@@ -229,6 +232,18 @@ def _match(ctx: ApiContext, rid: str, q: str) -> dict[str, Any]:
             "semantic search or a classifier?)",
         )
     return got
+
+
+def _with_faces(got: dict[str, Any] | None, found: list[dict[str, Any]]) -> dict[str, Any]:
+    """The words the faces answer ("person") in place of those another output left
+    unknown; the faces' maps are on the classifier's grid."""
+    if got is None:
+        return {"grid": faces.MAP_GRID, "words": found, "unknown": [], "corrected": {}}
+    if not found or got["grid"] != faces.MAP_GRID:
+        return got
+    words = {w["word"] for w in found}
+    unknown = [w for w in got["unknown"] if w not in words]
+    return {**got, "words": [*got["words"], *found], "unknown": unknown}
 
 
 @router.get("/images/{rid}/match", summary="Where each query word matched on the image")

@@ -95,7 +95,7 @@ _LABEL = {
     "properties": {
         "name": {"type": "string"},
         "score": {"type": "number"},
-        "kind": {"enum": ["segment", "class", "vae", "anomaly", "ood"]},
+        "kind": {"enum": ["segment", "class", "face", "vae", "anomaly", "ood"]},
     },
 }
 _URLS = {
