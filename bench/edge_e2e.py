@@ -57,6 +57,8 @@ OTHER = {
     "chest-float16": "chest-int8",
     "shapes-int8": "shapes-float16",
     "shapes-float16": "shapes-int8",
+    "photos-int8": "photos-float16",
+    "photos-float16": "photos-int8",
 }
 """The bundle each one's records are re-analysed with."""
 

@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from photo_set import (
     PHOTOS,
+    Photo,
     by_split,
     label_names,
     peak_in_box,
@@ -41,7 +42,7 @@ from photo_set import (
     right_in_top3,
 )
 
-from edge.analysis.bundle import load_bundle
+from edge.analysis.bundle import Bundle, load_bundle
 from edge.analysis.models import BundleModels
 from edge.analysis.outputs.classify import ClassifyFields, ClassifyOutput
 from edge.ingest.imaging import preprocess
@@ -56,40 +57,14 @@ def main() -> None:
     args = p.parse_args()
     bundle = load_bundle(args.bundle)
     models, out = BundleModels(bundle, threads=2), ClassifyOutput(bundle)
-    labels_n = len(out.vocab.labels)
     rows, pointing = [], []
     for ph in PHOTOS:
-        _, _, im = photo_image(ph)
-        rgb = im.convert("RGB")
-        made = out.run(models.runners, preprocess(rgb, bundle.doc.preprocessing.model_dump()))
-        fields = ClassifyFields.model_validate(made.fields.model_dump())
-        labels = [w.model_dump() for w in fields.labels]
-        right = right_in_top3(labels, ph.words)
-        holding = sum(
-            bool(set(ph.words) & {lab, *out.vocab.synonyms[lab]}) for lab in out.vocab.labels
-        )
-        chance = 1 - np.prod([(labels_n - holding - i) / (labels_n - i) for i in range(3)])
-        row = {
-            "photo": ph.id,
-            "split": ph.split,
-            "group": ph.group,
-            "searched_by": list(ph.words),
-            "labels": [w["word"] for w in labels],
-            "classes": [(c.name, c.p) for c in fields.classes[:3]],
-            "right_in_top3": right,
-            "chance": round(float(chance), 5),
-        }
-        box = photo_box(ph)
-        if box is not None:
-            word = point_word(ph)
-            k = next((i for i, lab in enumerate(labels) if word in label_names(lab)), -1)
-            g = fields.grid
-            maps = np.frombuffer(made.blobs["label_maps"], np.uint8).reshape(-1, g * g)
-            hit = k >= 0 and peak_in_box(list(maps[k].astype(float)), g, box, rgb.size)
-            pointing.append({**row, "word": word, "has_map": k >= 0, "hit": hit})
-            row["pointing"] = hit
+        row, point = photo_row(ph, bundle, models, out)
         rows.append(row)
-        print(f"{'OK' if right else '--'} {ph.id} ({ph.split}): {row['labels']} (want {ph.words})")
+        if point is not None:
+            pointing.append(point)
+        ok = "OK" if row["right_in_top3"] else "--"
+        print(f"{ok} {ph.id} ({ph.split}): {row['labels']} (want {ph.words})")
     result: dict[str, Any] = {
         "bundle": bundle.doc.name,
         "photographs": len(rows),
@@ -105,6 +80,40 @@ def main() -> None:
         print(f"pointing game, {part}: {v['hits']} of {v['n']}")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=1) + "\n")
+
+
+def photo_row(
+    ph: Photo, bundle: Bundle, models: BundleModels, out: ClassifyOutput
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The photograph's labels, whether one is right and the chance of that, and, where it
+    has a box, its pointing-game row (the label row with the word asked and the hit)."""
+    _, _, im = photo_image(ph)
+    rgb = im.convert("RGB")
+    made = out.run(models.runners, preprocess(rgb, bundle.doc.preprocessing.model_dump()))
+    fields = ClassifyFields.model_validate(made.fields.model_dump())
+    labels = [w.model_dump() for w in fields.labels]
+    vocab = out.vocab.labels
+    holding = sum(bool(set(ph.words) & {lab, *out.vocab.synonyms[lab]}) for lab in vocab)
+    chance = 1 - np.prod([(len(vocab) - holding - i) / (len(vocab) - i) for i in range(3)])
+    row = {
+        **ph.tags,
+        "searched_by": list(ph.words),
+        "labels": [w["word"] for w in labels],
+        "classes": [(c.name, c.p) for c in fields.classes[:3]],
+        "right_in_top3": right_in_top3(labels, ph.words),
+        "chance": round(float(chance), 5),
+    }
+    box = photo_box(ph)
+    if box is None:
+        return row, None
+    word = point_word(ph)
+    k = next((i for i, lab in enumerate(labels) if word in label_names(lab)), -1)
+    g = fields.grid
+    maps = np.frombuffer(made.blobs["label_maps"], np.uint8).reshape(-1, g * g)
+    hit = k >= 0 and peak_in_box(list(maps[k].astype(float)), g, box, rgb.size)
+    point = {**row, "word": word, "has_map": k >= 0, "hit": hit}
+    row["pointing"] = hit
+    return row, point
 
 
 if __name__ == "__main__":

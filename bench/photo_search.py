@@ -45,6 +45,7 @@ from photo_set import (
     QUERIES,
     SYNONYMS,
     TYPOS,
+    Box,
     Photo,
     by_split,
     distractors,
@@ -231,9 +232,7 @@ def measure(
         labs = shown_labels(rec)
         labels.append(
             {
-                "photo": ph.id,
-                "split": ph.split,
-                "group": ph.group,
+                **ph.tags,
                 "words": list(ph.words),
                 "labels": [lab["word"] for lab in labs[:5]],
                 "right_in_top3": right_in_top3(labs, ph.words),
@@ -266,16 +265,14 @@ def measure(
 
 
 def point_row(
-    c: httpx.Client, ph: Photo, rid: str, box: tuple[int, int, int, int], size: tuple[int, int]
+    c: httpx.Client, ph: Photo, rid: str, box: Box, size: tuple[int, int]
 ) -> dict[str, Any]:
     word = point_word(ph)
     got = c.get(f"/images/{rid}/match", params={"q": word}).json()
     maps = got.get("words") or []
     hit = bool(maps) and peak_in_box(maps[0]["map"], int(got["grid"]), box, size)
     return {
-        "photo": ph.id,
-        "split": ph.split,
-        "group": ph.group,
+        **ph.tags,
         "word": word,
         "has_map": bool(maps),
         "via": maps[0].get("via") if maps else None,

@@ -63,422 +63,221 @@ class Photo:
     def group(self) -> str:
         return "grayscale" if self.grayscale else "colour"
 
+    @property
+    def tags(self) -> dict[str, str]:
+        """What every result row says of its photograph first (`by_split` counts by these)."""
+        return {"photo": self.id, "split": self.split, "group": self.group}
+
 
 FARM = ":/gcompris/src/activities/explore_farm_animals/resource/animals/"
 WORLD = ":/gcompris/src/activities/explore_world_animals/resource/animals/"
 FARM_RCC, WORLD_RCC = "explore_farm_animals.rcc", "explore_world_animals.rcc"
+RCC_FOLDERS = {FARM_RCC: FARM, WORLD_RCC: WORLD}
+"""The folder, inside each Qt resource file, that holds its photographs."""
 
-PHOTOS: tuple[Photo, ...] = (
-    # the nine the first photo bench used
-    Photo("chelsea", "skimage_photos", "chelsea.png", ("cat",)),
-    Photo("coffee", "skimage_photos", "coffee.png", ("coffee", "cup")),
-    Photo("rocket", "skimage_photos", "rocket.jpg", ("rocket",)),
-    Photo("astronaut", "skimage_photos", "astronaut.png", ("astronaut", "person", "woman")),
-    Photo("motorcycle", "skimage_photos", "motorcycle_left.png", ("motorcycle", "motorbike")),
-    Photo("china", "sklearn_photos", "china.jpg", ("temple", "building")),
-    Photo("flower", "sklearn_photos", "flower.jpg", ("flower",)),
-    Photo("grace_hopper", "matplotlib_photos", "grace_hopper.jpg", ("person", "woman")),
-    Photo(
-        "quokka",
-        "imgaug_photos",
-        "quokka.jpg",
-        ("quokka", "animal"),
-        box_file="quokka_annotations.json",
-    ),
-    # ultralytics, mahotas, scipy
-    Photo("bus", "ultralytics_photos", "bus.jpg", ("bus", "people", "street"), (10, 228, 810, 730)),
-    Photo(
-        "zidane",
-        "ultralytics_photos",
-        "zidane.jpg",
-        ("person", "man", "football coach"),
-        (125, 195, 715, 720),
-    ),
-    Photo(
-        "luispedro",
-        "mahotas_photos",
-        "luispedro.jpg",
-        ("man", "face", "portrait"),
-        (35, 10, 270, 330),
-    ),
-    Photo("raccoon", "scipy_photos", "face.dat", ("raccoon", "animal"), (440, 20, 940, 600)),
-    # palapeli (Wikimedia Commons)
-    Photo(
-        "maintenon",
-        "palapeli_photos",
-        "castle-maintenon.jpg",
-        ("castle", "chateau", "building"),
-        (78, 71, 913, 621),
-    ),
-    Photo(
-        "cincinnati",
-        "palapeli_photos",
-        "cincinnati-bridge.jpg",
-        ("bridge", "night", "river"),
-        (0, 40, 1302, 740),
-    ),
-    Photo("citrus", "palapeli_photos", "citrus-fruits.jpg", ("orange", "lime", "fruit")),
-    Photo(
-        "honeybee",
-        "palapeli_photos",
-        "european-honey-bee.jpg",
-        ("bee", "flower", "insect"),
-        (140, 250, 1000, 990),
-    ),
-    Photo(
-        "panther_chameleon",
-        "palapeli_photos",
-        "panther-chameleon-female.jpg",
-        ("chameleon", "lizard"),
-        (50, 33, 1130, 1495),
-    ),
-    # jigzo puzzles (the photograph inside each .pzl)
-    Photo("bicycle", "jigzo_photos", "bike-3x4.pzl", ("bicycle", "bike"), (42, 35, 433, 642)),
-    Photo("kookaburra", "jigzo_photos", "bird-2x3.pzl", ("bird", "kookaburra"), (14, 63, 445, 638)),
-    Photo(
-        "blackberry",
-        "jigzo_photos",
-        "blackberry-3x3.pzl",
-        ("blackberry", "berries", "fruit"),
-        (141, 82, 373, 371),
-    ),
-    Photo(
-        "castle_walls",
-        "jigzo_photos",
-        "castle-6x3.pzl",
-        ("castle", "fortress"),
-        (102, 102, 714, 289),
-    ),
-    Photo("clouds", "jigzo_photos", "clouds-4x4.pzl", ("tree", "sky", "clouds")),
-    Photo(
-        "gorilla",
-        "jigzo_photos",
-        "gorilla2-3x3.pzl",
-        ("gorilla", "ape", "animal"),
-        (35, 24, 506, 530),
-    ),
-    Photo(
-        "helicopter",
-        "jigzo_photos",
-        "heli-4x3.pzl",
-        ("helicopter", "boat", "sea"),
-        (28, 55, 614, 272),
-    ),
-    Photo("horse_head", "jigzo_photos", "horse-4x3.pzl", ("horse", "pony"), (0, 0, 505, 482)),
-    Photo("slide", "jigzo_photos", "tobogan-4x3.pzl", ("slide", "playground"), (0, 0, 460, 482)),
-    Photo(
-        "locomotive",
-        "jigzo_photos",
-        "train-2x2.pzl",
-        ("train", "locomotive", "steam engine"),
-        (71, 71, 495, 460),
-    ),
-    Photo("windmill", "jigzo_photos", "windmill-4x4.pzl", ("windmill",), (0, 0, 546, 528)),
-    # ImageMagick's documentation, MATE's wallpapers, pygame's documentation
-    Photo(
-        "bluebells",
-        "imagemagick_photos",
-        "bluebells_clipped.jpg",
-        ("bluebells", "flower"),
-        (10, 15, 384, 288),
-    ),
-    Photo(
-        "splash",
-        "mate_photos",
-        "Aqua.jpg",
-        ("water drop", "splash", "water"),
-        (1363, 668, 2170, 1447),
-    ),
-    Photo("leaf_veins", "mate_photos", "Blinds.jpg", ("leaf", "green")),
-    Photo("dune", "mate_photos", "Dune.jpg", ("dune", "grass", "beach")),
-    Photo("orange_petals", "mate_photos", "FreshFlower.jpg", ("flower", "orange flower")),
-    Photo("marigold", "mate_photos", "Garden.jpg", ("flower", "marigold"), (918, 306, 2560, 1586)),
-    Photo("meadow", "mate_photos", "GreenMeadow.jpg", ("grass", "lawn")),
-    Photo(
-        "ladybird",
-        "mate_photos",
-        "LadyBird.jpg",
-        ("ladybird", "ladybug", "flower"),
-        (1670, 668, 1920, 918),
-    ),
-    Photo("raindrops", "mate_photos", "RainDrops.jpg", ("raindrops", "leaf", "water")),
-    Photo("storm", "mate_photos", "Storm.jpg", ("storm", "sky", "road")),
-    Photo(
-        "dandelion",
-        "mate_photos",
-        "TwoWings.jpg",
-        ("dandelion", "seeds", "flower"),
-        (835, 417, 2393, 1600),
-    ),
-    Photo("wood", "mate_photos", "Wood.jpg", ("wood", "plank", "texture")),
-    Photo(
-        "yellow_flower",
-        "mate_photos",
-        "YellowFlower.jpg",
-        ("flower", "yellow flower"),
-        (520, 110, 2560, 1600),
-    ),
-    Photo("webcam", "pygame_photos", "camera_rgb.jpg", ("tree", "brick wall")),
-    # GCompris' animals (WebP inside Qt resource files); boxes estimated from a contact sheet
-    Photo(
-        "cat",
-        "gcompris_photos",
-        FARM_RCC,
-        ("cat", "kitten"),
-        (175, 100, 1024, 555),
-        FARM + "cat.webp",
-    ),
-    Photo(
-        "chicken",
-        "gcompris_photos",
-        FARM_RCC,
-        ("chicken", "hen"),
-        (25, 125, 1004, 552),
-        FARM + "chicken.webp",
-    ),
-    Photo("cow", "gcompris_photos", FARM_RCC, ("cow",), (226, 276, 929, 703), FARM + "cow.webp"),
-    Photo(
-        "dog",
-        "gcompris_photos",
-        FARM_RCC,
-        ("dog", "german shepherd"),
-        (30, 30, 880, 760),
-        FARM + "dog.webp",
-    ),
-    Photo("duck", "gcompris_photos", FARM_RCC, ("duck",), (125, 201, 829, 879), FARM + "duck.webp"),
-    Photo(
-        "horses",
-        "gcompris_photos",
-        FARM_RCC,
-        ("horse", "horses"),
-        (100, 200, 920, 580),
-        FARM + "horse.webp",
-    ),
-    Photo(
-        "owl", "gcompris_photos", FARM_RCC, ("owl", "bird"), (527, 151, 829, 653), FARM + "owl.webp"
-    ),
-    Photo(
-        "pig",
-        "gcompris_photos",
-        FARM_RCC,
-        ("pig", "piglet"),
-        (151, 176, 703, 628),
-        FARM + "pig.webp",
-    ),
-    Photo(
-        "sheep", "gcompris_photos", FARM_RCC, ("sheep",), (276, 75, 753, 678), FARM + "sheep.webp"
-    ),
-    Photo(
-        "bison",
-        "gcompris_photos",
-        WORLD_RCC,
-        ("bison", "buffalo"),
-        (201, 75, 853, 552),
-        WORLD + "bison.webp",
-    ),
-    Photo(
-        "chameleon",
-        "gcompris_photos",
-        WORLD_RCC,
-        ("lizard", "chameleon"),
-        (176, 100, 929, 703),
-        WORLD + "chameleon.webp",
-    ),
-    Photo(
-        "crocodile",
-        "gcompris_photos",
-        WORLD_RCC,
-        ("crocodile",),
-        (50, 120, 1010, 400),
-        WORLD + "crocodile.webp",
-    ),
-    Photo(
-        "komodo",
-        "gcompris_photos",
-        WORLD_RCC,
-        ("komodo dragon", "lizard"),
-        (0, 100, 929, 578),
-        WORLD + "dragon.webp",
-    ),
-    Photo(
-        "giraffe",
-        "gcompris_photos",
-        WORLD_RCC,
-        ("giraffe",),
-        (402, 126, 829, 628),
-        WORLD + "giraffe.webp",
-    ),
-    Photo(
-        "hedgehog",
-        "gcompris_photos",
-        WORLD_RCC,
-        ("hedgehog",),
-        (226, 100, 853, 628),
-        WORLD + "hedgehog.webp",
-    ),
-    Photo(
-        "jaguar",
-        "gcompris_photos",
-        WORLD_RCC,
-        ("jaguar", "leopard", "big cat"),
-        (151, 201, 853, 678),
-        WORLD + "jaguar.webp",
-    ),
-    Photo(
-        "kangaroo",
-        "gcompris_photos",
-        WORLD_RCC,
-        ("kangaroo",),
-        (251, 25, 502, 728),
-        WORLD + "kangaroo.webp",
-    ),
-    Photo(
-        "koala",
-        "gcompris_photos",
-        WORLD_RCC,
-        ("koala",),
-        (126, 226, 628, 803),
-        WORLD + "koala.webp",
-    ),
-    Photo("lemur", "gcompris_photos", WORLD_RCC, ("lemur",), None, WORLD + "lemur.webp"),
-    Photo(
-        "moose",
-        "gcompris_photos",
-        WORLD_RCC,
-        ("moose", "elk"),
-        (176, 25, 829, 678),
-        WORLD + "moose.webp",
-    ),
-    Photo(
-        "narwhal",
-        "gcompris_photos",
-        WORLD_RCC,
-        ("narwhal", "whale", "sea"),
-        (201, 176, 1004, 402),
-        WORLD + "narwhal.webp",
-    ),
-    Photo(
-        "panda",
-        "gcompris_photos",
-        WORLD_RCC,
-        ("panda", "bear"),
-        (201, 25, 879, 628),
-        WORLD + "panda.webp",
-    ),
-    Photo(
-        "polar_bear",
-        "gcompris_photos",
-        WORLD_RCC,
-        ("polar bear", "bear"),
-        (251, 176, 853, 578),
-        WORLD + "polar_bear.webp",
-    ),
-    Photo(
-        "macaw",
-        "gcompris_photos",
-        WORLD_RCC,
-        ("parrot", "macaw"),
-        (226, 25, 929, 753),
-        WORLD + "scarlet_macaw.webp",
-    ),
-    # grayscale
-    Photo("aerial", "pywt_photos", "aero.npz", ("aerial", "landscape", "trees"), grayscale=True),
-    Photo("ascent", "pywt_photos", "ascent.npz", ("stairs", "building", "people"), grayscale=True),
-    Photo(
-        "cameraman",
-        "skimage_gray_photos",
-        "camera.png",
-        ("cameraman", "man", "camera", "tripod"),
-        (0, 60, 412, 512),
-        grayscale=True,
-    ),
-    Photo(
-        "brick", "skimage_gray_photos", "brick.png", ("brick", "wall", "texture"), grayscale=True
-    ),
-    Photo(
-        "clock",
-        "skimage_gray_photos",
-        "clock_motion.png",
-        ("clock", "wall clock"),
-        (140, 90, 280, 215),
-        grayscale=True,
-    ),
-    Photo(
-        "coins",
-        "skimage_gray_photos",
-        "coins.png",
-        ("coins", "money"),
-        (10, 10, 375, 295),
-        grayscale=True,
-    ),
-    Photo("grass", "skimage_gray_photos", "grass.png", ("grass", "texture"), grayscale=True),
-    Photo(
-        "gravel",
-        "skimage_gray_photos",
-        "gravel.png",
-        ("gravel", "stones", "texture"),
-        grayscale=True,
-    ),
-    Photo(
-        "handwriting",
-        "skimage_gray_photos",
-        "text.png",
-        ("handwriting", "text", "paper"),
-        grayscale=True,
-    ),
-    Photo(
-        "kitten_hand",
-        "gimp_photos",
-        "beavis.jpg",
-        ("cat", "kitten", "hand"),
-        (145, 88, 310, 320),
-        grayscale=True,
-    ),
-)
+PHOTO_TABLE = """
+# id | file | words, most specific first | box: x0,y0,x1,y1, - or a .json file | gray or none
+# the nine the first photo bench used
+[skimage_photos]
+chelsea    | chelsea.png         | cat                      | -
+coffee     | coffee.png          | coffee, cup              | -
+rocket     | rocket.jpg          | rocket                   | -
+astronaut  | astronaut.png       | astronaut, person, woman | -
+motorcycle | motorcycle_left.png | motorcycle, motorbike    | -
+[sklearn_photos]
+china  | china.jpg  | temple, building | -
+flower | flower.jpg | flower           | -
+[matplotlib_photos]
+grace_hopper | grace_hopper.jpg | person, woman | -
+[imgaug_photos]
+quokka | quokka.jpg | quokka, animal | quokka_annotations.json
 
-CATS = ("chelsea", "cat", "kitten_hand")
-DOGS = ("dog",)
-BIRDS = ("kookaburra", "chicken", "duck", "owl", "macaw")
-FLOWERS = (
-    "flower",
-    "honeybee",
-    "bluebells",
-    "orange_petals",
-    "marigold",
-    "ladybird",
-    "dandelion",
-    "yellow_flower",
-)
-PEOPLE = ("astronaut", "grace_hopper", "bus", "zidane", "luispedro", "cameraman", "ascent")
-HORSES = ("horse_head", "horses")
-INSECTS = ("honeybee", "ladybird")
-LIZARDS = ("panther_chameleon", "chameleon", "komodo")
-SEA = ("helicopter", "narwhal")
-ANIMALS = (
-    *CATS,
-    *DOGS,
-    *BIRDS,
-    *HORSES,
-    *LIZARDS,
-    "quokka",
-    "raccoon",
-    "gorilla",
-    "cow",
-    "pig",
-    "sheep",
-    "bison",
-    "crocodile",
-    "giraffe",
-    "hedgehog",
-    "jaguar",
-    "kangaroo",
-    "koala",
-    "lemur",
-    "moose",
-    "narwhal",
-    "panda",
-    "polar_bear",
-)
+# ultralytics, mahotas, scipy
+[ultralytics_photos]
+bus    | bus.jpg    | bus, people, street         | 10,228,810,730
+zidane | zidane.jpg | person, man, football coach | 125,195,715,720
+[mahotas_photos]
+luispedro | luispedro.jpg | man, face, portrait | 35,10,270,330
+[scipy_photos]
+raccoon | face.dat | raccoon, animal | 440,20,940,600
+
+# palapeli (Wikimedia Commons)
+[palapeli_photos]
+maintenon         | castle-maintenon.jpg         | castle, chateau, building | 78,71,913,621
+cincinnati        | cincinnati-bridge.jpg        | bridge, night, river      | 0,40,1302,740
+citrus            | citrus-fruits.jpg            | orange, lime, fruit       | -
+honeybee          | european-honey-bee.jpg       | bee, flower, insect       | 140,250,1000,990
+panther_chameleon | panther-chameleon-female.jpg | chameleon, lizard         | 50,33,1130,1495
+
+# jigzo puzzles (the photograph inside each .pzl)
+[jigzo_photos]
+bicycle      | bike-3x4.pzl       | bicycle, bike                   | 42,35,433,642
+kookaburra   | bird-2x3.pzl       | bird, kookaburra                | 14,63,445,638
+blackberry   | blackberry-3x3.pzl | blackberry, berries, fruit      | 141,82,373,371
+castle_walls | castle-6x3.pzl     | castle, fortress                | 102,102,714,289
+clouds       | clouds-4x4.pzl     | tree, sky, clouds               | -
+gorilla      | gorilla2-3x3.pzl   | gorilla, ape, animal            | 35,24,506,530
+helicopter   | heli-4x3.pzl       | helicopter, boat, sea           | 28,55,614,272
+horse_head   | horse-4x3.pzl      | horse, pony                     | 0,0,505,482
+slide        | tobogan-4x3.pzl    | slide, playground               | 0,0,460,482
+locomotive   | train-2x2.pzl      | train, locomotive, steam engine | 71,71,495,460
+windmill     | windmill-4x4.pzl   | windmill                        | 0,0,546,528
+
+# ImageMagick's documentation, MATE's wallpapers, pygame's documentation
+[imagemagick_photos]
+bluebells | bluebells_clipped.jpg | bluebells, flower | 10,15,384,288
+[mate_photos]
+splash        | Aqua.jpg         | water drop, splash, water | 1363,668,2170,1447
+leaf_veins    | Blinds.jpg       | leaf, green               | -
+dune          | Dune.jpg         | dune, grass, beach        | -
+orange_petals | FreshFlower.jpg  | flower, orange flower     | -
+marigold      | Garden.jpg       | flower, marigold          | 918,306,2560,1586
+meadow        | GreenMeadow.jpg  | grass, lawn               | -
+ladybird      | LadyBird.jpg     | ladybird, ladybug, flower | 1670,668,1920,918
+raindrops     | RainDrops.jpg    | raindrops, leaf, water    | -
+storm         | Storm.jpg        | storm, sky, road          | -
+dandelion     | TwoWings.jpg     | dandelion, seeds, flower  | 835,417,2393,1600
+wood          | Wood.jpg         | wood, plank, texture      | -
+yellow_flower | YellowFlower.jpg | flower, yellow flower     | 520,110,2560,1600
+[pygame_photos]
+webcam | camera_rgb.jpg | tree, brick wall | -
+
+# GCompris' animals (WebP inside Qt resource files); boxes estimated from a contact sheet
+[gcompris_photos explore_farm_animals.rcc]
+cat     | cat.webp     | cat, kitten          | 175,100,1024,555
+chicken | chicken.webp | chicken, hen         | 25,125,1004,552
+cow     | cow.webp     | cow                  | 226,276,929,703
+dog     | dog.webp     | dog, german shepherd | 30,30,880,760
+duck    | duck.webp    | duck                 | 125,201,829,879
+horses  | horse.webp   | horse, horses        | 100,200,920,580
+owl     | owl.webp     | owl, bird            | 527,151,829,653
+pig     | pig.webp     | pig, piglet          | 151,176,703,628
+sheep   | sheep.webp   | sheep                | 276,75,753,678
+[gcompris_photos explore_world_animals.rcc]
+bison      | bison.webp         | bison, buffalo           | 201,75,853,552
+chameleon  | chameleon.webp     | lizard, chameleon        | 176,100,929,703
+crocodile  | crocodile.webp     | crocodile                | 50,120,1010,400
+komodo     | dragon.webp        | komodo dragon, lizard    | 0,100,929,578
+giraffe    | giraffe.webp       | giraffe                  | 402,126,829,628
+hedgehog   | hedgehog.webp      | hedgehog                 | 226,100,853,628
+jaguar     | jaguar.webp        | jaguar, leopard, big cat | 151,201,853,678
+kangaroo   | kangaroo.webp      | kangaroo                 | 251,25,502,728
+koala      | koala.webp         | koala                    | 126,226,628,803
+lemur      | lemur.webp         | lemur                    | -
+moose      | moose.webp         | moose, elk               | 176,25,829,678
+narwhal    | narwhal.webp       | narwhal, whale, sea      | 201,176,1004,402
+panda      | panda.webp         | panda, bear              | 201,25,879,628
+polar_bear | polar_bear.webp    | polar bear, bear         | 251,176,853,578
+macaw      | scarlet_macaw.webp | parrot, macaw            | 226,25,929,753
+
+# grayscale
+[pywt_photos]
+aerial | aero.npz   | aerial, landscape, trees | - | gray
+ascent | ascent.npz | stairs, building, people | - | gray
+[skimage_gray_photos]
+cameraman   | camera.png       | cameraman, man, camera, tripod | 0,60,412,512   | gray
+brick       | brick.png        | brick, wall, texture           | -              | gray
+clock       | clock_motion.png | clock, wall clock              | 140,90,280,215 | gray
+coins       | coins.png        | coins, money                   | 10,10,375,295  | gray
+grass       | grass.png        | grass, texture                 | -              | gray
+gravel      | gravel.png       | gravel, stones, texture        | -              | gray
+handwriting | text.png         | handwriting, text, paper       | -              | gray
+[gimp_photos]
+kitten_hand | beavis.jpg | cat, kitten, hand | 145,88,310,320 | gray
+"""
+"""The photographs, one a line: `id | file | words | box`, then `| gray` for a grayscale one,
+under an `[asset]` line naming the asset they are files of. Under `[asset file.rcc]` the
+file column names a picture in that Qt resource file's folder (`RCC_FOLDERS`). Words are
+comma-separated, most specific first; the box is `x0,y0,x1,y1`, `-` for none, or the asset's
+`.json` file holding it. Kept as text so that a photo reads as one line."""
+
+
+class TableError(ValueError):
+    """A line of `PHOTO_TABLE` is malformed: the message gives its number and says how."""
+
+
+def parse_photos(table: str) -> tuple[Photo, ...]:
+    """The photographs of a table written as `PHOTO_TABLE` is, in its order."""
+    photos: list[Photo] = []
+    asset = rcc = ""
+    for n, raw in enumerate(table.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        try:
+            if line.startswith("["):
+                asset, rcc = _section(line)
+            elif not asset:
+                raise TableError("a photo before any [asset] line")
+            else:
+                photos.append(_photo(line, asset, rcc))
+        except TableError as e:
+            raise TableError(f"photo table, line {n}: {e}: {raw.strip()!r}") from None
+    return tuple(photos)
+
+
+def _section(line: str) -> tuple[str, str]:
+    if not line.endswith("]") or len(line[1:-1].split()) not in (1, 2):
+        raise TableError("a section is [asset] or [asset file.rcc]")
+    asset, _, rcc = line[1:-1].partition(" ")
+    if rcc and rcc not in RCC_FOLDERS:
+        raise TableError(f"no resource folder known for {rcc} (RCC_FOLDERS)")
+    return asset, rcc
+
+
+def _photo(line: str, asset: str, rcc: str) -> Photo:
+    cells = [c.strip() for c in line.split("|")]
+    if len(cells) not in (4, 5) or cells[4:] not in ([], ["gray"]):
+        raise TableError("a photo is `id | file | words | box`, then `| gray` or nothing")
+    pid, file, words, box = cells[:4]
+    names = tuple(w.strip() for w in words.split(","))
+    if not pid or not file or not all(names):
+        raise TableError("an empty id, file or word")
+    return Photo(
+        pid,
+        asset,
+        rcc or file,
+        names,
+        _box(box),
+        inside=RCC_FOLDERS[rcc] + file if rcc else "",
+        grayscale=len(cells) == 5,
+        box_file=box if box.endswith(".json") else "",
+    )
+
+
+def _box(cell: str) -> Box | None:
+    if cell == "-" or cell.endswith(".json"):
+        return None
+    parts = cell.split(",")
+    if len(parts) != 4 or not all(p.strip().isdigit() for p in parts):
+        raise TableError(f"box {cell!r} is not x0,y0,x1,y1, '-' or a .json file")
+    x0, y0, x1, y1 = (int(p) for p in parts)
+    if x0 >= x1 or y0 >= y1:
+        raise TableError(f"box {cell!r} is empty")
+    return (x0, y0, x1, y1)
+
+
+PHOTOS = parse_photos(PHOTO_TABLE)
+
+
+def _ids(text: str) -> tuple[str, ...]:
+    """Photo ids written apart by spaces, as a tuple."""
+    return tuple(text.split())
+
+
+CATS = _ids("chelsea cat kitten_hand")
+DOGS = _ids("dog")
+BIRDS = _ids("kookaburra chicken duck owl macaw")
+FLOWERS = _ids("flower honeybee bluebells orange_petals marigold ladybird dandelion yellow_flower")
+PEOPLE = _ids("astronaut grace_hopper bus zidane luispedro cameraman ascent")
+HORSES = _ids("horse_head horses")
+INSECTS = _ids("honeybee ladybird")
+LIZARDS = _ids("panther_chameleon chameleon komodo")
+SEA = _ids("helicopter narwhal")
+_MORE_ANIMALS = _ids("""
+    quokka raccoon gorilla cow pig sheep bison crocodile giraffe hedgehog jaguar kangaroo koala
+    lemur moose narwhal panda polar_bear""")
+ANIMALS = CATS + DOGS + BIRDS + HORSES + LIZARDS + _MORE_ANIMALS
 """Mammals, birds and reptiles: what a person means by "animal" (insects are "insect")."""
 
 QUERIES: dict[str, tuple[str, ...]] = {
@@ -488,40 +287,40 @@ QUERIES: dict[str, tuple[str, ...]] = {
     "flower": FLOWERS,
     "person": PEOPLE,
     "animal": ANIMALS,
-    "fruit": ("citrus", "blackberry"),
-    "boat": ("helicopter",),
-    "castle": ("maintenon", "castle_walls"),
-    "building": ("maintenon", "castle_walls", "china", "windmill", "ascent"),
-    "bridge": ("cincinnati",),
+    "fruit": _ids("citrus blackberry"),
+    "boat": _ids("helicopter"),
+    "castle": _ids("maintenon castle_walls"),
+    "building": _ids("maintenon castle_walls china windmill ascent"),
+    "bridge": _ids("cincinnati"),
     "insect": INSECTS,
     "horse": HORSES,
-    "bear": ("panda", "polar_bear"),
+    "bear": _ids("panda polar_bear"),
     "lizard": LIZARDS,
-    "tree": ("clouds", "webcam", "aerial"),
-    "grass": ("dune", "meadow", "grass"),
-    "water": ("splash", "raindrops"),
-    "bus": ("bus",),
-    "train": ("locomotive",),
-    "bicycle": ("bicycle",),
-    "motorcycle": ("motorcycle",),
+    "tree": _ids("clouds webcam aerial"),
+    "grass": _ids("dune meadow grass"),
+    "water": _ids("splash raindrops"),
+    "bus": _ids("bus"),
+    "train": _ids("locomotive"),
+    "bicycle": _ids("bicycle"),
+    "motorcycle": _ids("motorcycle"),
 }
 """Everyday query words -> the photographs relevant to each (hand words, or the word's obvious
 category), written by hand."""
 
 SYNONYMS: dict[str, tuple[str, ...]] = {
-    "mug": ("coffee",),
+    "mug": _ids("coffee"),
     "ocean": SEA,
     "bug": INSECTS,
     "kitten": CATS,
     "puppy": DOGS,
     "automobile": (),
     "pony": HORSES,
-    "motorbike": ("motorcycle",),
+    "motorbike": _ids("motorcycle"),
     "blossom": FLOWERS,
     "people": PEOPLE,
     "reptile": (*LIZARDS, "crocodile"),
-    "ape": ("gorilla",),
-    "bike": ("bicycle",),
+    "ape": _ids("gorilla"),
+    "bike": _ids("bicycle"),
 }
 """Other words a person would type for the same things. "automobile": no photograph shows a
 car; it is asked, reported and not scored."""
@@ -724,14 +523,12 @@ def distractors(seed: int = 7, size: int = 320) -> dict[str, bytes]:
     out["noise-1"] = _png(Image.fromarray(low).resize((size, size), Image.Resampling.BICUBIC))
     for i in range(2):
         im = Image.new("RGB", (size, size), (250, 250, 245) if i == 0 else (20, 30, 60))
-        d = ImageDraw.Draw(im)
+        d, ink = ImageDraw.Draw(im), (30, 30, 30) if i == 0 else (220, 220, 200)
         for row in range(12, size - 16, 22):
             x = 10
             while x < size - 20:
                 w = int(rng.integers(8, 40))
-                d.rectangle(
-                    (x, row, x + w, row + 9), fill=(30, 30, 30) if i == 0 else (220, 220, 200)
-                )
+                d.rectangle((x, row, x + w, row + 9), fill=ink)
                 x += w + int(rng.integers(5, 12))
         out[f"text-{i}"] = _png(im)
     for i in range(2):

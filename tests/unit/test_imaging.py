@@ -1,5 +1,6 @@
 """Decoding: each kind of bad input refused with its kind and a reason, EXIF orientation
-honoured, 16-bit greyscale scaled rather than clipped."""
+honoured, a wide photograph reduced no further than its short side allows, 16-bit greyscale
+scaled rather than clipped."""
 
 from __future__ import annotations
 
@@ -34,6 +35,16 @@ def test_exif_orientation_is_honoured() -> None:
     exif[0x0112] = 6  # rotate 90 degrees clockwise to display
     got = decode(jpeg_bytes((80, 40), exif=exif.tobytes()), 10**8)
     assert (got.width, got.height) == (40, 80)
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+def test_a_wide_photograph_keeps_its_short_side_for_a_square_model_input(fmt: str) -> None:
+    buf = io.BytesIO()
+    Image.new("RGB", (2560, 720), (90, 120, 150)).save(buf, fmt)
+    got = decode(buf.getvalue(), 10**8, target=256)
+    assert min(got.image.size) >= 256, "a 224 input would be stretched up from fewer rows"
+    assert max(got.image.size) < 2560  # still reduced: a JPEG by draft, a PNG after decoding
+    assert got.image.size[0] * 720 == pytest.approx(got.image.size[1] * 2560, rel=0.02)
 
 
 def test_sixteen_bit_greyscale_is_scaled_not_clipped() -> None:

@@ -141,9 +141,9 @@ class FacesOutput(Output):
 
     @classmethod
     def text(cls, f: Any) -> str:
-        if not f.faces:
-            return ""
-        return "person, people, face" if len(f.faces) > 1 else "person, face"
+        """The words a search for people uses, whether one face or several: "people" finds
+        a portrait too, as it finds a person in WordNet's words."""
+        return "person, people, face" if f.faces else ""
 
     @classmethod
     def classes(cls, f: Any) -> list[str]:
