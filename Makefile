@@ -27,9 +27,10 @@ $(FULL): pyproject.toml $(DEVICE)
 
 install: $(FULL)
 
-# The daemon on its built-in defaults: shipped chest-int8 bundle, ./inbox watched, data in
-# ./var/s3e, search on http://127.0.0.1:8080. On the first run, 24 generated chest phantoms
-# are dropped into ./inbox so there is something to search for.
+# The daemon on its built-in defaults: shipped chest-int8 bundle, with photos-int8 for every
+# image that is no radiograph, ./inbox watched, data in ./var/s3e, search on
+# http://127.0.0.1:8080. On the first run, 24 generated chest phantoms are dropped into ./inbox
+# so there is something to search for; drop your own photographs beside them.
 run: $(DEVICE)
 	@if [ ! -d inbox ] && [ ! -d var/s3e ]; then \
 	  $(BIN)/s3e-train make-data --domain chest --n 24 --seed 4242 --out $(DEMO)/chest >/dev/null && \

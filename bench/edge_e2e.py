@@ -134,6 +134,7 @@ def end_to_end(
             "data_dir": tempfile.mkdtemp(prefix=f"{bundle_name}-{workers}x{threads}-", dir=tmp),
             "model": {
                 "bundle": bundle_name,
+                "catch_all": "",
                 "accelerator": "cpu",
                 "threads": threads,
                 "workers": workers,

@@ -97,7 +97,7 @@ def latency(broker: Broker, tmp: Path, images: list[bytes], rate: float, seconds
         {
             "data_dir": str(tmp / f"lat-{rate}"),
             "device_id": "bench",
-            "model": {"accelerator": "cpu", "threads": 1, "workers": 2},
+            "model": {"catch_all": "", "accelerator": "cpu", "threads": 1, "workers": 2},
             "capture": {"folder": {"enabled": False}},
             "http": {"enabled": False},
             "mqtt": {"host": "127.0.0.1", "port": broker.port},

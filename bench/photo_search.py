@@ -64,12 +64,13 @@ INDEX_TIMEOUT_S = 900.0
 SPLITS = ("all", "dev", "test")
 
 
-def start_daemon(bundle: str, root: Path) -> Daemon:
+def start_daemon(bundle: str, root: Path, catch_all: str = "", workers: int = 1) -> Daemon:
+    model = {"bundle": bundle, "catch_all": catch_all, "accelerator": "cpu", "threads": 1}
     cfg = parse_config(
         {
             "device_id": "photo-bench",
             "data_dir": str(root / "data"),
-            "model": {"bundle": bundle, "accelerator": "cpu", "threads": 1, "workers": 1},
+            "model": {**model, "workers": workers},
             "capture": {
                 "folder": {"path": str(root / "inbox"), "settle_s": 0.1, "poll_interval_s": 0.2}
             },

@@ -1,8 +1,9 @@
 """The daemon's one config object: a TOML file validated at start, every key with a default.
 
 `s3e-edge run` with no file works on a fresh machine from any working directory: the shipped
-chest int8 bundle, `./inbox` watched, data in `./var/s3e`, search on 127.0.0.1:8080. Relative
-paths are taken from the working directory. A typo or a wrong type is an error that names the
+chest int8 bundle (and photos int8 for every image that is no radiograph), `./inbox` watched,
+data in `./var/s3e`, search on 127.0.0.1:8080. Relative paths are taken from the working
+directory. A typo or a wrong type is an error that names the
 file and the dotted key, never a silent default. A sink plug-in's section (`[s3]` for cloud
 sync) is validated by the plug-in's own model and kept in `plugins`.
 """
@@ -44,6 +45,12 @@ class _Section(BaseModel):
 
 class ModelConfig(_Section):
     bundle: str = Field("chest-int8", description="a shipped bundle's name, or a bundle folder")
+    catch_all: str = Field(
+        "photos-int8",
+        description="a bundle for the images `bundle` finds out of its domain (photos-int8 "
+        "beside chest-int8: radiographs to chest, every other photograph to photos); "
+        "empty = they stay flagged out of domain",
+    )
     accelerator: Literal["cpu", "gpu", "auto"] = Field(
         "auto", description="gpu fails if no GPU can be used; auto falls back to the CPU"
     )

@@ -61,32 +61,37 @@ class Daemon:
         self.stopping = threading.Event()
         self._health_lock = threading.Lock()
         self._health: tuple[float, dict[str, Any] | None] = (0.0, None)
-        try:
-            bundle = load_bundle(cfg.model.bundle)
-        except ValueError as e:
-            raise StartupError(f"model.bundle: {e}") from None
+        bundles = [self._load("bundle", cfg.model.bundle)]
+        if cfg.model.catch_all:
+            bundles.append(self._load("catch_all", cfg.model.catch_all))
         self.store = Store(cfg.data_dir, cfg.device_id)
         self.metrics = Metrics()
         self.hooks = Hooks()
         self.parts: list[Part] = []
         self._running: list[Part] = []
         try:
-            self._build(bundle)
+            self._build(bundles)
         except BaseException:
             for part in reversed(self.parts):
                 part.stop(time.monotonic() + 5)
             self.store.close()
             raise
 
-    def _build(self, bundle: Bundle) -> None:
+    @staticmethod
+    def _load(key: str, ref: str) -> Bundle:
+        try:
+            return load_bundle(ref)
+        except ValueError as e:
+            raise StartupError(f"model.{key}: {e}") from None
+
+    def _build(self, bundles: list[Bundle]) -> None:
         cfg = self.cfg
-        analysers = start_analysers(bundle, cfg.model)
+        analysers = start_analysers(bundles, cfg.model)
         reason = analysers[0].fallback_reason
         if reason and reason != NO_GPU:  # without a GPU, the CPU is what "auto" means
             log.warning("GPU not used, running on the CPU: %s", reason)
-        self.ingestor = Ingestor(
-            self.store, bundle.doc.preprocessing, cfg, self.metrics, self.hooks
-        )
+        specs = [b.doc.preprocessing for b in bundles]
+        self.ingestor = Ingestor(self.store, specs, cfg, self.metrics, self.hooks)
         self.pool = AnalysisPool(
             self.store,
             self.ingestor,
@@ -98,7 +103,7 @@ class Daemon:
         )
         self.swapper = BundleSwapper(self.pool, cfg.model)
         self.indexes = Indexes(
-            self.store, Path(cfg.data_dir), cfg.index.heap_mb, lambda: self.pool.version
+            self.store, Path(cfg.data_dir), cfg.index.heap_mb, lambda: self.pool.bundle.version
         )
         ctx = Context(cfg, self.store, self.metrics, self.hooks, self.indexes, self)
         for plugin in sink_plugins():
@@ -132,7 +137,7 @@ class Daemon:
         return ApiContext(
             cfg=self.cfg,
             store=self.store,
-            search=SearchEngine(backend, encoders, RelatedTables(lambda: self.pool.bundle)),
+            search=SearchEngine(backend, encoders, RelatedTables(lambda: self.pool.bundles)),
             encoders=encoders,
             latent=self.indexes.latent,
             metrics=self.metrics,
@@ -224,6 +229,7 @@ class Daemon:
             "device_id": self.cfg.device_id,
             "uptime_s": round(time.time() - self.started_at, 1),
             "bundle": analysis["bundle"],
+            "catch_all": analysis["catch_all"],
             "runtime": analysis["runtime"],
             "accelerator": {
                 "requested": self.cfg.model.accelerator,

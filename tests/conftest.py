@@ -44,7 +44,13 @@ def edge_config(tmp_path: Path) -> Callable[..., Any]:
         data: dict[str, Any] = {
             "device_id": "test-edge",
             "data_dir": str(tmp_path / "data"),
-            "model": {"bundle": "chest-int8", "accelerator": "cpu", "threads": 1, "workers": 1},
+            "model": {
+                "bundle": "chest-int8",
+                "catch_all": "",
+                "accelerator": "cpu",
+                "threads": 1,
+                "workers": 1,
+            },
             "capture": {
                 "folder": {"path": str(tmp_path / "inbox"), "settle_s": 0.1, "poll_interval_s": 0.2}
             },

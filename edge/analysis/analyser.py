@@ -4,7 +4,8 @@ The outputs are plug-ins (`edge.analysis.outputs`); each runs its models on the 
 returns its typed fields, blobs and derived files, timed. A model two outputs run (the
 captioner's encoder, whose regions semantic search reuses) runs once an image: its runner
 keeps its last answer.
-Not thread-safe: the daemon runs each Analyser in a process of its own
+A `Router` holds the analysers of several bundles and gives each image to the first whose
+domain holds it. Not thread-safe: the daemon runs each in a process of its own
 (`edge.analysis.worker.AnalyserProcess`).
 """
 
@@ -19,7 +20,8 @@ import numpy as np
 
 from edge.analysis.bundle import Bundle
 from edge.analysis.models import BundleModels
-from edge.analysis.outputs import Output, for_bundle
+from edge.analysis.outputs import OUTPUTS, Output, for_bundle
+from edge.analysis.outputs.base import OOD_ABOVE
 from edge.analysis.runtime import Runner
 from edge.config import ModelConfig
 from edge.store.records import Analysis
@@ -69,8 +71,9 @@ class Analyser:
         self.runtime = self.models.runtime
 
     def analyse(self, x: np.ndarray) -> Analysis:
-        """Every output's fields, blobs and files, with per-output milliseconds."""
-        out = Analysis(outputs={}, accelerators=dict(self.placement))
+        """Every output's fields, blobs and files, with per-output milliseconds, and the
+        bundle's version."""
+        out = Analysis(outputs={}, accelerators=dict(self.placement), bundle=self.bundle.version)
         for output in self.outputs:
             t0 = time.perf_counter()
             produced = output.run(self.models.runners, x)
@@ -81,3 +84,36 @@ class Analyser:
             out.timings[f"{output.key}_ms"] = round((time.perf_counter() - t0) * 1e3, 3)
             out.timings.update(produced.timings)
         return out
+
+
+def out_of_domain(a: Analysis) -> bool:
+    """Whether an output of the analysis gives the verdict "out of its bundle's domain"."""
+    for key, raw in a.outputs.items():
+        plugin = OUTPUTS.get(key)
+        score = plugin.ood_score(plugin.parse(raw)) if plugin is not None else None
+        if score is not None and score > OOD_ABOVE:
+            return True
+    return False
+
+
+class Router:
+    """Several bundles' analysers, each on its own preprocessing of the image: the first
+    bundle analyses every image, and one that its out-of-domain verdict refuses goes to the
+    next (a chest bundle first, then photos for everything that is no radiograph). The last
+    one keeps what it is given. The analysis says which bundle made it."""
+
+    def __init__(self, analysers: list[Analyser]) -> None:
+        self.analysers = analysers
+        self.bundle = analysers[0].bundle
+        self.placement = {k: v for a in analysers for k, v in a.placement.items()}
+        self.fallback_reason = analysers[0].fallback_reason
+        self.runtime = analysers[0].runtime
+
+    def analyse(self, xs: tuple[np.ndarray, ...]) -> Analysis:
+        """The analysis of the first bundle whose domain holds the image (`xs`: its input
+        for each bundle, in order)."""
+        for analyser, x in zip(self.analysers[:-1], xs, strict=False):
+            got = analyser.analyse(x)
+            if not out_of_domain(got):
+                return got
+        return self.analysers[-1].analyse(xs[len(self.analysers) - 1])

@@ -187,6 +187,8 @@ def read_doc(meta: Path) -> BundleDoc:
         first = e.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         raise BundleError(f"{meta}: {where}: {first['msg']}") from None
+    if "+" in doc.name:
+        raise BundleError(f"{meta}: name {doc.name!r} holds '+', which joins routed bundles")
     for key, out in doc.outputs.items():
         for name in [*out.models, *out.query_models]:
             if name not in doc.models:

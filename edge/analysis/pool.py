@@ -18,16 +18,14 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple, Protocol
 
-import numpy as np
-
 from edge.analysis.bundle import Bundle
 from edge.analysis.worker import AnalysisError, WorkerDiedError
 from edge.ingest.imaging import ImageRejectedError
-from edge.ingest.ingestor import Ingestor, OriginalUnavailableError
+from edge.ingest.ingestor import Ingestor, Inputs, OriginalUnavailableError
 from edge.metrics import Metrics
 from edge.parts import BasePart
 from edge.store.records import Analysis
-from edge.store.store import Store
+from edge.store.store import ROUTE_SEP, Store
 
 log = logging.getLogger("s3e.analysis")
 REANALYSIS_KEY = "reanalysis"
@@ -36,16 +34,18 @@ RETRY_UNAVAILABLE_S = 15.0
 
 
 class AnalyserLike(Protocol):
-    """`AnalyserProcess`: an `Analyser` in a child process, fed ahead (`send`, `receive`)."""
+    """`AnalyserProcess`: a `Router` over the running bundles in a child process, fed ahead
+    (`send`, `receive`)."""
 
     bundle: Bundle
+    bundles: list[Bundle]
     placement: dict[str, str]
     fallback_reason: str
     runtime: str
 
-    def analyse(self, x: np.ndarray) -> Analysis: ...
+    def analyse(self, x: Inputs) -> Analysis: ...
 
-    def send(self, x: np.ndarray) -> None: ...
+    def send(self, x: Inputs) -> None: ...
 
     def receive(self) -> Analysis: ...
 
@@ -66,7 +66,7 @@ class Item(NamedTuple):
     """A re-analysis of a record an older bundle analysed."""
 
 
-Flight = deque[tuple[Item, np.ndarray]]
+Flight = deque[tuple[Item, Inputs]]
 """Images sent to one analysis process, oldest first, with their model inputs."""
 AHEAD = 2
 """Images sent to one analysis process before its oldest result is read: while the parent
@@ -94,9 +94,8 @@ class AnalysisPool(BasePart):
         self.on_analysed, self.on_caught_up = on_analysed, on_caught_up
         self.reanalysers = max(1, round(share * len(analysers))) if share > 0 else 0
         self.older_than = older_than
-        self.bundle = analysers[0].bundle
-        self.version = self.bundle.version
-        store.note_bundle(self.version, self.bundle.name, self.bundle.doc.created)
+        self._by_version: dict[str, Bundle] = {}
+        self._running(analysers[0].bundles)
         self._queue: queue.Queue[Item] = queue.Queue(maxsize=2 * len(analysers))
         self._stop = threading.Event()
         self._paused = threading.Event()
@@ -237,8 +236,9 @@ class AnalysisPool(BasePart):
         if caught_up:
             self.on_caught_up()
 
-    def _load(self, item: Item) -> np.ndarray | None:
-        """The image's model input, or None (the item is then done) when it cannot be had."""
+    def _load(self, item: Item) -> Inputs | None:
+        """The image's model inputs, or None (the item is then done) when they cannot be
+        had."""
         try:
             return self.ingestor.load(item.id, item.ext)
         except OriginalUnavailableError as e:
@@ -246,7 +246,7 @@ class AnalysisPool(BasePart):
             log.warning("re-analysis of %s waits: %s", item.id[:12], e)
             self._done(item)
         except (ImageRejectedError, OSError) as e:
-            self._finish(item, self._fail, item, e, self.analysers[0].bundle)
+            self._finish(item, self._fail, item, e)
         except Exception:
             self._finish(item, log.exception, "cannot load %s", item.id[:12])
         return None
@@ -260,10 +260,10 @@ class AnalysisPool(BasePart):
             return
         except AnalysisError as e:
             flight.popleft()
-            self._finish(item, self._fail, item, e, analyser.bundle)
+            self._finish(item, self._fail, item, e)
             return
         flight.popleft()
-        self._finish(item, self._save, item, analysis, analyser.bundle)
+        self._finish(item, self._save, item, analysis)
 
     def _recover(self, analyser: AnalyserLike, flight: Flight) -> None:
         """The process died with images in it (a fresh one runs now): the oldest was the one
@@ -290,16 +290,17 @@ class AnalysisPool(BasePart):
         finally:
             self._done(item)
 
-    def _fail(self, item: Item, e: Exception, bundle: Bundle) -> None:
+    def _fail(self, item: Item, e: Exception) -> None:
+        """The image failed with the running bundles, which do not try it again."""
         self.metrics.errors.labels("analysis").inc()
         log.error("analysis of %s failed: %s", item.id[:12], e)
-        self.store.mark_failed(item.id, str(e), bundle.version)
+        self.store.mark_failed(item.id, str(e), self.version)
 
-    def _analyse(self, analyser: AnalyserLike, item: Item, x: np.ndarray, tries: int) -> None:
+    def _analyse(self, analyser: AnalyserLike, item: Item, x: Inputs, tries: int) -> None:
         """Analyse one image alone and save it. A crash of the analysis process is retried
         with a fresh one while `tries` last; the last crash, or an error the models raise,
-        marks the image failed (with this bundle)."""
-        rid, bundle = item.id, analyser.bundle
+        marks the image failed (with the running bundles)."""
+        rid = item.id
         for attempt in range(1, tries + 1):
             try:
                 analysis = analyser.analyse(x)
@@ -310,17 +311,18 @@ class AnalysisPool(BasePart):
                 self.metrics.errors.labels("analysis_crash").inc()
                 log.error("analysis of %s: %s (try %d of %d)", rid[:12], e, attempt, tries)
                 if attempt == tries:
-                    self.store.mark_failed(rid, str(e), bundle.version)
+                    self.store.mark_failed(rid, str(e), self.version)
                     return
             except (AnalysisError, ImageRejectedError, OSError) as e:
-                self._fail(item, e, bundle)
+                self._fail(item, e)
                 return
-        self._save(item, analysis, bundle)
+        self._save(item, analysis)
 
-    def _save(self, item: Item, analysis: Analysis, bundle: Bundle) -> None:
+    def _save(self, item: Item, analysis: Analysis) -> None:
         """A store that cannot write (a full disk) is retried until it can, or until stop:
         the image then stays as it was."""
         _, rid, _, again = item
+        bundle = self._by_version.get(analysis.bundle, self.bundle)
         while True:
             try:
                 rev = self.store.save_analysis(rid, analysis, bundle.version, bundle.precision)
@@ -345,6 +347,15 @@ class AnalysisPool(BasePart):
         self.on_analysed()
 
     # -- bundles -----------------------------------------------------------------------------
+    def _running(self, bundles: list[Bundle]) -> None:
+        """Run `bundles` from now on: the first analyses every image, the next what it
+        calls out of its domain. `version` names the set (a single bundle's version)."""
+        self.bundles, self.bundle = list(bundles), bundles[0]
+        self.version = ROUTE_SEP.join(b.version for b in bundles)
+        self._by_version.update({b.version: b for b in bundles})  # a late analysis too
+        for b in bundles:
+            self.store.note_bundle(b.version, b.name, b.doc.created)
+
     def _begin_reanalysis(self) -> None:
         """Note the target and how many records it starts with, for the progress report."""
         self._progress_cache = (0.0, {})  # a swap's progress starts now, not 2 s later
@@ -375,9 +386,8 @@ class AnalysisPool(BasePart):
                     self._drain_queue()
                     self._idle.wait(0.2)
             old, self.analysers = self.analysers, list(analysers)
-            self.bundle, self.version = analysers[0].bundle, analysers[0].bundle.version
-            self.store.note_bundle(self.version, self.bundle.name, self.bundle.doc.created)
-            self.ingestor.set_preprocessing(self.bundle.doc.preprocessing)
+            self._running(analysers[0].bundles)
+            self.ingestor.set_preprocessing([b.doc.preprocessing for b in self.bundles])
             self._unavailable.clear()
             self._begin_reanalysis()
             self._paused.clear()
@@ -430,14 +440,19 @@ class AnalysisPool(BasePart):
 
     def health(self) -> dict[str, Any]:
         first = self.analysers[0]
+        described = [
+            {
+                "name": b.name,
+                "version": b.version,
+                "precision": b.precision,
+                "domain": b.doc.domain,
+                "outputs": sorted(b.doc.outputs),
+            }
+            for b in self.bundles
+        ]
         return {
-            "bundle": {
-                "name": self.bundle.name,
-                "version": self.version,
-                "precision": self.bundle.precision,
-                "domain": self.bundle.doc.domain,
-                "outputs": sorted(self.bundle.doc.outputs),
-            },
+            "bundle": described[0],
+            "catch_all": described[1] if len(described) > 1 else None,
             "runtime": first.runtime,
             "placement": dict(first.placement),
             "fallback_reason": first.fallback_reason or None,

@@ -31,12 +31,13 @@ class BundleRefusedError(ValueError):
     """A bundle that cannot replace the running one; the message says why."""
 
 
-def start_analysers(bundle: Bundle, cfg: ModelConfig) -> list[AnalyserProcess]:
-    """`cfg.workers` analysis processes on `bundle`; StartupError naming the accelerator."""
+def start_analysers(bundles: list[Bundle], cfg: ModelConfig) -> list[AnalyserProcess]:
+    """`cfg.workers` analysis processes routing between `bundles` (the first analyses every
+    image, the next what it calls out of its domain); StartupError naming the accelerator."""
     started: list[AnalyserProcess] = []
     try:
         for _ in range(cfg.workers):
-            started.append(AnalyserProcess(bundle, cfg))
+            started.append(AnalyserProcess(bundles, cfg))
     except RuntimeError as e:
         for a in started:
             a.close()
@@ -44,10 +45,12 @@ def start_analysers(bundle: Bundle, cfg: ModelConfig) -> list[AnalyserProcess]:
     return started
 
 
-def probe(bundle: Bundle) -> np.ndarray:
-    """A grey image of the bundle's input shape, for a test inference."""
-    p = bundle.doc.preprocessing
-    return np.full((p.size, p.size, p.channels), 0.5, np.float32)
+def probe(bundles: list[Bundle]) -> tuple[np.ndarray, ...]:
+    """A grey image of each bundle's input shape, for a test inference."""
+    return tuple(
+        np.full((p.size, p.size, p.channels), 0.5, np.float32)
+        for p in (b.doc.preprocessing for b in bundles)
+    )
 
 
 class BundleSwapper:
@@ -60,15 +63,19 @@ class BundleSwapper:
         return self._lock.locked()
 
     def swap(self, ref: str) -> dict[str, Any]:
-        """Verify and switch to the bundle `ref` (a shipped name or a folder). Raises
-        SwapInProgressError during another swap, BundleRefusedError for a bad bundle."""
+        """Verify and switch to the bundle `ref` (a shipped name or a folder): it replaces the
+        running bundle of its domain (where the device routes between several), else the
+        first. Raises SwapInProgressError during another swap, BundleRefusedError for a bad
+        bundle."""
         if not self._lock.acquire(blocking=False) or self.pool.swapping:
             raise SwapInProgressError("a bundle swap is in progress; try again when it is done")
         try:
             t0 = time.monotonic()
             bundle = self._verified(ref)
             old = self.pool.version
-            analysers = self._started(bundle)
+            running = self.pool.bundles
+            at = next((i for i, b in enumerate(running) if b.doc.domain == bundle.doc.domain), 0)
+            analysers = self._started([*running[:at], bundle, *running[at + 1 :]])
             self.pool.swap(analysers)
             progress = self.pool.progress()
             log.info(
@@ -87,19 +94,20 @@ class BundleSwapper:
             bundle = load_bundle(ref)
         except BundleError as e:
             raise BundleRefusedError(str(e)) from None
-        if bundle.version == self.pool.version:
-            raise BundleRefusedError(f"{bundle.version} is the bundle running now")
+        if any(bundle.version == b.version for b in self.pool.bundles):
+            raise BundleRefusedError(f"{bundle.version} is a bundle running now")
         return bundle
 
-    def _started(self, bundle: Bundle) -> list[AnalyserProcess]:
+    def _started(self, bundles: list[Bundle]) -> list[AnalyserProcess]:
+        where = ", ".join(str(b.root) for b in bundles)
         try:
-            analysers = start_analysers(bundle, self.cfg)
+            analysers = start_analysers(bundles, self.cfg)
         except StartupError as e:
-            raise BundleRefusedError(f"{bundle.root}: its models do not load: {e}") from None
+            raise BundleRefusedError(f"{where}: the models do not load: {e}") from None
         try:
-            analysers[0].analyse(probe(bundle))
+            analysers[0].analyse(probe(bundles))
         except Exception as e:
             for a in analysers:
                 a.close()
-            raise BundleRefusedError(f"{bundle.root}: a test inference failed: {e}") from None
+            raise BundleRefusedError(f"{where}: a test inference failed: {e}") from None
         return analysers

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from edge.analysis.outputs import OUTPUTS
+from edge.analysis.outputs.base import OOD_ABOVE
 from edge.store.records import Record
 
 SCHEMA_VERSION = 3
@@ -45,7 +46,7 @@ class Derived:
 
     @property
     def out_of_domain(self) -> bool:
-        return self.ood_score is not None and self.ood_score > 1.0
+        return self.ood_score is not None and self.ood_score > OOD_ABOVE
 
     @classmethod
     def of(cls, r: Record) -> Derived:

@@ -19,11 +19,10 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, NoReturn
 
-import numpy as np
-
 from edge.analysis.bundle import Bundle, BundleDoc
 from edge.analysis.outputs import references
 from edge.config import ModelConfig
+from edge.ingest.ingestor import Inputs
 from edge.store.records import Analysis
 
 START_TIMEOUT_S = 120.0
@@ -41,20 +40,24 @@ class WorkerDiedError(RuntimeError):
 
 def _serve(
     conn: Connection,
-    bundle_root: str,
-    doc: dict[str, Any],
+    bundles: list[tuple[str, dict[str, Any]]],
     cfg: dict[str, Any],
     outputs: dict[str, str],
 ) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    from edge.analysis.analyser import Analyser
+    from edge.analysis.analyser import Analyser, Router
     from edge.analysis.outputs import register
 
-    try:  # the parent verified the bundle's hashes; its doc and output registry come along
+    try:  # the parent verified the bundles' hashes; their docs and output registry come along
         register(outputs)
-        bundle = Bundle(Path(bundle_root), BundleDoc.model_validate(doc))
-        analyser = Analyser(bundle, ModelConfig(**cfg))
+        config = ModelConfig(**cfg)
+        analyser = Router(
+            [
+                Analyser(Bundle(Path(root), BundleDoc.model_validate(doc)), config)
+                for root, doc in bundles
+            ]
+        )
     except Exception as e:
         conn.send(("error", str(e)))
         return
@@ -73,10 +76,12 @@ def _serve(
 
 
 class AnalyserProcess:
-    """Same interface as `Analyser` (`analyse`, `bundle`, `placement`, ...), one process."""
+    """A `Router` over `bundles` (one, or the first and its catch-all) in a process of its
+    own: `analyse` takes the image's input for each bundle, in order."""
 
-    def __init__(self, bundle: Bundle, cfg: ModelConfig) -> None:
-        self.bundle = bundle
+    def __init__(self, bundles: list[Bundle], cfg: ModelConfig) -> None:
+        self.bundles = bundles
+        self.bundle = bundles[0]
         self._cfg = cfg
         self._closing = False
         self._start()
@@ -88,8 +93,7 @@ class AnalyserProcess:
             target=_serve,
             args=(
                 child,
-                str(self.bundle.root),
-                self.bundle.doc.model_dump(),
+                [(str(b.root), b.doc.model_dump()) for b in self.bundles],
                 self._cfg.model_dump(),
                 references(),
             ),
@@ -115,11 +119,11 @@ class AnalyserProcess:
         """The analysis process's id; a crash replaces the process, and so the id."""
         return self._proc.pid
 
-    def analyse(self, x: np.ndarray) -> Analysis:
+    def analyse(self, x: Inputs) -> Analysis:
         self.send(x)
         return self.receive()
 
-    def send(self, x: np.ndarray) -> None:
+    def send(self, x: Inputs) -> None:
         """Queue an image; its analysis comes from `receive`, in the order sent. After a
         `WorkerDiedError` a fresh process runs, and every image sent before is lost."""
         try:

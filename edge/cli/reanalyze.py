@@ -22,13 +22,14 @@ from edge.store.store import Store
 
 
 def run(cfg: EdgeConfig, args: argparse.Namespace) -> int:
-    """Analyse again, with `--bundle` (default: the config's), every record another bundle
-    analysed (with `--older-than`, only those of bundles made before that one). The daemon
-    must be stopped (a running one does this itself: POST /admin/bundle, MQTT cmd/bundle);
-    its sinks deliver the new revisions at its next start."""
+    """Analyse again, with `--bundle` (default: the config's, and its `model.catch_all`),
+    every record another bundle analysed (with `--older-than`, only those of bundles made
+    before that one). The daemon must be stopped (a running one does this itself: POST
+    /admin/bundle, MQTT cmd/bundle); its sinks deliver the new revisions at its next start."""
     try:
         SearchIndex(Path(cfg.data_dir) / "index", cfg.index.heap_mb).close()
         bundle = load_bundle(args.bundle or cfg.model.bundle)
+        routed = [load_bundle(cfg.model.catch_all)] if cfg.model.catch_all else []
         older = load_bundle(args.older_than).doc.created if args.older_than else None
     except IndexBusyError as e:
         print(f"{e}: a running daemon re-analyses itself (POST /admin/bundle)", file=sys.stderr)
@@ -38,19 +39,20 @@ def run(cfg: EdgeConfig, args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     store = Store(cfg.data_dir, cfg.device_id)
     try:
-        analysers = start_analysers(bundle, cfg.model)
+        analysers = start_analysers([bundle, *routed], cfg.model)
     except StartupError as e:
         print(f"cannot start the analysis: {e}", file=sys.stderr)
         store.close()
         return EXIT_STARTUP
-    ingestor = Ingestor(store, bundle.doc.preprocessing, cfg, Metrics())
+    specs = [b.doc.preprocessing for b in (bundle, *routed)]
+    ingestor = Ingestor(store, specs, cfg, Metrics())
     pool = AnalysisPool(store, ingestor, analysers, Metrics(), lambda: None, 1.0, older)
-    total = store.count_stale(bundle.version, older) + store.count_pending()
+    total = store.count_stale(pool.version, older) + store.count_pending()
     pool.start()
     tick = threading.Event()
     try:
         with tqdm(total=total, desc=f"reanalyze {bundle.name}", unit="img", disable=None) as bar:
-            while left := store.count_stale(bundle.version, older) + store.count_pending():
+            while left := store.count_stale(pool.version, older) + store.count_pending():
                 bar.n = total - left
                 bar.refresh()
                 tick.wait(0.5)
@@ -60,7 +62,7 @@ def run(cfg: EdgeConfig, args: argparse.Namespace) -> int:
     pool.stop(time.monotonic() + cfg.shutdown_timeout_s)
     ingestor.close()
     store.close()
-    print(f"re-analysed {total} records with {bundle.version}")
+    print(f"re-analysed {total} records with {pool.version}")
     return 0
 
 

@@ -1,5 +1,6 @@
 """`s3e-edge run`: the daemon, until SIGTERM or SIGINT. `--host`, `--port`, `--data-dir`,
-`--inbox` and `--bundle` override the config file (or the defaults) without one."""
+`--inbox`, `--bundle` and `--catch-all` override the config file (or the defaults) without
+one."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ FLAGS = {
     "data_dir": "data_dir",
     "inbox": "capture.folder.path",
     "bundle": "model.bundle",
+    "catch_all": "model.catch_all",
 }
 """Each flag and the config key it overrides."""
 
@@ -39,6 +41,13 @@ def arguments(p: argparse.ArgumentParser) -> None:
         help="the model bundle: a shipped one (chest-int8, photos-int8, ...) or a bundle folder "
         "(model.bundle)",
     )
+    g.add_argument(
+        "--catch-all",
+        metavar="BUNDLE",
+        help="a bundle for the images --bundle finds out of its domain: photos-int8 beside "
+        "chest-int8 sends radiographs to chest and every other photograph to photos "
+        "(model.catch_all)",
+    )
 
 
 def overridden(cfg: EdgeConfig, args: argparse.Namespace) -> EdgeConfig:
@@ -49,7 +58,7 @@ def overridden(cfg: EdgeConfig, args: argparse.Namespace) -> EdgeConfig:
         return cfg
     http: dict[str, Any] = {k: given[k] for k in ("host", "port") if k in given}
     folder = {"path": given["inbox"]} if "inbox" in given else {}
-    model = {"bundle": given["bundle"]} if "bundle" in given else {}
+    model: dict[str, Any] = {k: given[k] for k in ("bundle", "catch_all") if k in given}
     try:
         update: dict[str, Any] = {
             "http": _section(HttpConfig, cfg.http, http),

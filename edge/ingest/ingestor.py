@@ -5,8 +5,9 @@ threads (`ingest.workers`; the heavy parts release the GIL); the store makes the
 and commits the rows in groups, so one slow fsync does not set the pace for every image.
 "Accepted" means durable: `ingest` (an upload's 201) and a `submit`'s future (a folder
 file's removal) complete only after the original is durable and its row committed. The
-preprocessed array is kept in a small cache so the analyser does not decode twice; after a
-restart, or for a re-analysis, it decodes the stored original again.
+preprocessed arrays (one per running bundle) are kept in a small cache so the analyser does
+not decode twice; after a restart, or for a re-analysis, it decodes the stored original
+again.
 """
 
 from __future__ import annotations
@@ -53,27 +54,43 @@ class OriginalUnavailableError(RuntimeError):
     """A stored original is not on this device now (evicted, and S3 unreachable)."""
 
 
+Inputs = tuple[np.ndarray, ...]
+"""An image's model input for each running bundle, in order."""
+
+
 class _Prepared:
-    """Preprocessed arrays of recently accepted images, bounded (arrays are small: 64x64xC)."""
+    """Model inputs of recently accepted images, bounded in bytes (a photos input is 600 KB,
+    a chest one 16 KB): an image that falls out is decoded again when its turn comes."""
 
-    def __init__(self, capacity: int = 256) -> None:
-        self._items: OrderedDict[str, np.ndarray] = OrderedDict()
+    def __init__(self, max_bytes: int = 64 << 20) -> None:
+        self._items: OrderedDict[str, Inputs] = OrderedDict()
         self._lock = threading.Lock()
-        self.capacity = capacity
+        self.max_bytes = max_bytes
+        self._bytes = 0
 
-    def put(self, rid: str, x: np.ndarray) -> None:
+    def put(self, rid: str, x: Inputs) -> None:
         with self._lock:
+            old = self._items.pop(rid, None)
+            self._bytes -= _nbytes(old) if old is not None else 0
             self._items[rid] = x
-            while len(self._items) > self.capacity:
-                self._items.popitem(last=False)
+            self._bytes += _nbytes(x)
+            while self._bytes > self.max_bytes and len(self._items) > 1:
+                self._bytes -= _nbytes(self._items.popitem(last=False)[1])
 
-    def pop(self, rid: str) -> np.ndarray | None:
+    def pop(self, rid: str) -> Inputs | None:
         with self._lock:
-            return self._items.pop(rid, None)
+            x = self._items.pop(rid, None)
+            self._bytes -= _nbytes(x) if x is not None else 0
+            return x
 
     def clear(self) -> None:
         with self._lock:
             self._items.clear()
+            self._bytes = 0
+
+
+def _nbytes(x: Inputs) -> int:
+    return sum(a.nbytes for a in x)
 
 
 class Ingestor:
@@ -82,13 +99,13 @@ class Ingestor:
     def __init__(
         self,
         store: Store,
-        spec: Preprocessing,
+        specs: list[Preprocessing],
         cfg: EdgeConfig,
         metrics: Metrics,
         hooks: Hooks | None = None,
     ) -> None:
-        """`spec`: how the running bundle wants its images; `hooks.fetch_original`: how to get
-        an evicted original back (cloud sync)."""
+        """`specs`: how each running bundle wants its images, in order; `hooks.fetch_original`:
+        how to get an evicted original back (cloud sync)."""
         self.store, self.cfg, self.metrics = store, cfg, metrics
         self.hooks = hooks or Hooks()
         self.prepared = _Prepared()
@@ -97,13 +114,13 @@ class Ingestor:
         lim = cfg.limits
         self.budget = DecodeBudget(lim.decode_budget_mb << 20, lim.decode_wait_s)
         self.pool = ThreadPoolExecutor(cfg.ingest.workers, thread_name_prefix="ingest")
-        self.set_preprocessing(spec)
+        self.set_preprocessing(specs)
 
-    def set_preprocessing(self, spec: Preprocessing) -> None:
-        """Preprocess for another bundle from now on (a swap); cached arrays were for the
+    def set_preprocessing(self, specs: list[Preprocessing]) -> None:
+        """Preprocess for other bundles from now on (a swap); cached arrays were for the
         old."""
-        self.spec = spec
-        self.target = max(self.cfg.limits.thumb_size, self.spec.size)
+        self.specs = list(specs)
+        self.target = max(self.cfg.limits.thumb_size, *(s.size for s in self.specs))
         self.prepared.clear()
 
     def decode(self, data: bytes) -> Decoded:
@@ -119,10 +136,10 @@ class Ingestor:
             self.cfg.dicom.keep_identity,
         )
 
-    def _convert(self, img: Decoded, thumb_size: int) -> tuple[np.ndarray, bytes]:
-        """The model input and (if `thumb_size`) the thumbnail; failures here are refusals."""
+    def _convert(self, img: Decoded, thumb_size: int) -> tuple[Inputs, bytes]:
+        """The model inputs and (if `thumb_size`) the thumbnail; failures here are refusals."""
         try:
-            x = preprocess(img.image, self.spec.model_dump())
+            x = tuple(preprocess(img.image, s.model_dump()) for s in self.specs)
             thumb = thumbnail_jpeg(img.image, thumb_size) if thumb_size else b""
         except MemoryError:
             raise ImageRejectedError("too_large", "not enough memory to process it") from None
@@ -189,8 +206,8 @@ class Ingestor:
             self.metrics.duplicates.inc()
         return Ingested(rid, new)
 
-    def load(self, rid: str, ext: str) -> np.ndarray:
-        """The preprocessed array: from the cache, or decoded again from the stored original,
+    def load(self, rid: str, ext: str) -> Inputs:
+        """The preprocessed arrays: from the cache, or decoded again from the stored original,
         fetched back from S3 when the local quota evicted it (`OriginalUnavailableError`
         when it cannot be now)."""
         x = self.prepared.pop(rid)

@@ -89,25 +89,30 @@ class RelatedWords:
 
 
 class RelatedTables:
-    """The related words of whichever bundle runs now, read once per bundle."""
+    """The related words of the running bundles (the first that has them), read once per
+    bundle."""
 
-    def __init__(self, bundle: Callable[[], Bundle]) -> None:
-        self.bundle = bundle
+    def __init__(self, bundles: Callable[[], list[Bundle]]) -> None:
+        self.bundles = bundles
         self._tables: dict[str, RelatedWords | None] = {}
         self._lock = threading.Lock()
 
     def __call__(self) -> RelatedWords | None:
-        """None when the running bundle has no related words."""
-        bundle = self.bundle()
+        """None when no running bundle has related words."""
+        bundle = next((b for b in self.bundles() if self._has(b)), None)
+        if bundle is None:
+            return None
         with self._lock:
             if bundle.version not in self._tables:
                 self._tables = {bundle.version: self._read(bundle)}
             return self._tables[bundle.version]
 
     @staticmethod
-    def _read(bundle: Bundle) -> RelatedWords | None:
+    def _has(bundle: Bundle) -> bool:
         spec = bundle.doc.outputs.get(OUTPUT)
-        if spec is None or ASSET not in spec.assets:
-            return None
+        return spec is not None and ASSET in spec.assets
+
+    @staticmethod
+    def _read(bundle: Bundle) -> RelatedWords:
         words = bundle.asset("words")["words"]
         return RelatedWords(bundle.asset(ASSET), set(words))

@@ -26,6 +26,9 @@ class Analysis:
     timings: dict[str, float] = field(default_factory=dict)
     """Milliseconds per stage."""
     accelerators: dict[str, str] = field(default_factory=dict)
+    bundle: str = ""
+    """The version of the bundle that made it, where a device routes an image between
+    several (`edge.analysis.analyser.Router`)."""
 
 
 @dataclass

@@ -30,12 +30,21 @@ from edge.store.records import COLUMNS, Analysis, Record, from_row, prefixed
 from edge.store.schema import S3_ORIGINAL, create
 
 _STALE = (
-    "status!='pending' AND (bundle IS NULL OR bundle!=?) AND NOT EXISTS (SELECT 1 FROM marks "
-    "WHERE marks.name=? AND marks.seq=records.seq) AND (? IS NULL OR bundle IN (SELECT version "
-    "FROM bundles WHERE created < ?))"
+    "status!='pending' AND (bundle IS NULL OR bundle NOT IN (SELECT value FROM json_each(?))) "
+    "AND NOT EXISTS (SELECT 1 FROM marks WHERE marks.name=? AND marks.seq=records.seq) AND "
+    "(? IS NULL OR bundle IN (SELECT version FROM bundles WHERE created < ?))"
 )
-"""Records a re-analysis with bundle ?1 still has to do: not failed with it already (mark
-?2) and, with ?3 = ?4 set, analysed by a bundle created before that time (`--older-than`)."""
+"""Records a re-analysis with the running bundles ?1 (a JSON list) still has to do: not failed
+with them (mark ?2) and, with ?3 = ?4 set, analysed by a bundle made before (`--older-than`)."""
+ROUTE_SEP = "+"
+"""Joins the versions of the bundles a device routes between (a bundle's name never has it)."""
+
+
+def _running(bundle: str) -> tuple[str, str]:
+    """(the JSON list of the running set's versions, its failure mark) for `_STALE`."""
+    return json.dumps(bundle.split(ROUTE_SEP)), f"failed@{bundle}"
+
+
 GROUP_MAX = 64
 """Rows committed in one transaction at most."""
 
@@ -242,13 +251,14 @@ class Store:
     def stale(
         self, bundle: str, limit: int = 32, after_seq: int = 0, older_than: str | None = None
     ) -> list[tuple[int, str, str]]:
-        """(seq, id, ext) of records analysed (or failed) by another bundle than `bundle`
-        (one created before `older_than`, an ISO time, if given), oldest first: what a
-        re-analysis still has to do."""
+        """(seq, id, ext) of records analysed (or failed) by none of the running bundles
+        (`bundle`: a version, or several joined by ROUTE_SEP) (by one created before
+        `older_than`, an ISO time, if given), oldest first: what a re-analysis still has to
+        do."""
         with self._lock:
             rows = self._db.execute(
                 f"SELECT seq, id, ext FROM records WHERE {_STALE} AND seq>? ORDER BY seq LIMIT ?",
-                (bundle, f"failed@{bundle}", older_than, older_than, after_seq, limit),
+                (*_running(bundle), older_than, older_than, after_seq, limit),
             ).fetchall()
         return [(r["seq"], r["id"], r["ext"]) for r in rows]
 
@@ -257,7 +267,7 @@ class Store:
             return int(
                 self._db.execute(
                     f"SELECT COUNT(*) FROM records WHERE {_STALE}",
-                    (bundle, f"failed@{bundle}", older_than, older_than),
+                    (*_running(bundle), older_than, older_than),
                 ).fetchone()[0]
             )
 

@@ -1,7 +1,8 @@
 """What a newcomer does after `make run`: drop real photographs (scikit-image's) beside the
-radiographs, then search for findings. Every photo is flagged out of the chest bundle's domain,
-is never an answer to a finding's word in any mode nor counted in its facets, keeps its
-outputs in its record (flagged), and an ordinary word is never "corrected" into a finding's."""
+radiographs, then search. On the defaults every photo goes to the photos bundle (the chest
+bundle calls it out of its domain) and is found by what it shows ("cat"), every radiograph
+stays with the chest bundle, a photo is never an answer to a finding's word in any mode nor
+counted in its facets, and an ordinary word is never "corrected" into a finding's."""
 
 from __future__ import annotations
 
@@ -64,12 +65,19 @@ def newcomer(tmp_path_factory: pytest.TempPathFactory, chest_small: Path) -> Any
     d.stop()
 
 
-def test_every_photo_is_flagged_and_keeps_its_outputs_for_inspection(newcomer: Any) -> None:
-    _, client, photos = newcomer
+def test_every_photo_goes_to_the_photos_bundle_and_is_found_by_what_it_shows(
+    newcomer: Any,
+) -> None:
+    d, client, photos = newcomer
     for rid in photos:
         rec = client.get(f"/records/{rid}").json()
-        assert rec["out_of_domain"] is True, rec["source_name"]
-        assert rec["outputs"]["caption"]["text"], "the record keeps what the models said"
+        assert rec["bundle"]["version"].startswith("photos-int8@"), rec["source_name"]
+        assert rec["out_of_domain"] is False and "classify" in rec["outputs"]
+    chest = [r for r in d.store.iter_analysed() if r.id not in photos]
+    assert chest and all((r.bundle or "").startswith("chest-int8@") for r in chest)
+    cat = client.get("/search", params={"q": "cat"}).json()["results"]
+    assert [h["id"] for h in cat if h["id"] in photos] == [cat[0]["id"]]
+    assert client.get(f"/records/{cat[0]['id']}").json()["source_name"].startswith("chelsea")
 
 
 @pytest.mark.parametrize("mode", ["keyword", "semantic", "hybrid"])

@@ -31,7 +31,7 @@ def start(tmp: Path, chest_small: Path, n: int, **http: Any) -> Daemon:
         {
             "device_id": "page",
             "data_dir": str(tmp / "data"),
-            "model": {"bundle": "chest-int8", "accelerator": "cpu", "threads": 1, "workers": 1},
+            "model": {"bundle": "chest-int8", "catch_all": "", "accelerator": "cpu", "workers": 1},
             "capture": {
                 "folder": {"path": str(tmp / "inbox"), "settle_s": 0.05, "poll_interval_s": 0.1}
             },

@@ -144,7 +144,7 @@ def test_bad_bundles_are_refused_and_the_running_one_stays(
         ({"bundle": str(tampered)}, "sha256 mismatch"),
         ({"bundle": str(unknown)}, "not known to this device"),
         ({"bundle": "no-such-bundle"}, "not a bundle folder"),
-        ({"bundle": OLD}, "is the bundle running now"),
+        ({"bundle": OLD}, "is a bundle running now"),
         ({}, "send"),
     ):
         r = admin(d, body)

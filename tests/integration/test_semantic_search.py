@@ -54,7 +54,7 @@ def served(chest_small: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
         {
             "device_id": "sem",
             "data_dir": str(tmp / "data"),
-            "model": {"bundle": "chest-int8", "accelerator": "cpu", "threads": 1, "workers": 1},
+            "model": {"bundle": "chest-int8", "catch_all": "", "accelerator": "cpu", "workers": 1},
             "capture": {
                 "folder": {"path": str(tmp / "inbox"), "settle_s": 0.05, "poll_interval_s": 0.1}
             },

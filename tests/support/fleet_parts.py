@@ -156,7 +156,7 @@ def device(tmp: Path, name: str, broker: Broker, moto: Any, bucket: str, **mqtt:
         {
             "device_id": name,
             "data_dir": str(tmp / name / "data"),
-            "model": {"bundle": "chest-int8", "accelerator": "cpu", "threads": 1, "workers": 1},
+            "model": {"bundle": "chest-int8", "catch_all": "", "accelerator": "cpu", "workers": 1},
             "capture": {
                 "folder": {
                     "path": str(tmp / name / "inbox"),

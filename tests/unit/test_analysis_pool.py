@@ -31,7 +31,7 @@ from edge.analysis.bundle import Bundle, load_bundle
 from edge.analysis.pool import AnalysisPool
 from edge.analysis.worker import AnalysisError, WorkerDiedError
 from edge.config import EdgeConfig
-from edge.ingest.ingestor import Ingestor
+from edge.ingest.ingestor import Ingestor, Inputs
 from edge.metrics import Metrics
 from edge.parts import Hooks
 from edge.store.records import Analysis, Record
@@ -55,11 +55,11 @@ class Scripted:
     def __init__(
         self, bundle: Bundle, receives: list[Outcome], analyses: list[Outcome] | None = None
     ) -> None:
-        self.bundle = bundle
+        self.bundle, self.bundles = bundle, [bundle]
         self.placement: dict[str, str] = {}
         self.receives, self.analyses = deque(receives), deque(analyses or [])
-        self.sent: list[np.ndarray] = []
-        self.analysed: list[np.ndarray] = []
+        self.sent: list[Inputs] = []
+        self.analysed: list[Inputs] = []
         self.closed = False
 
     @staticmethod
@@ -69,13 +69,13 @@ class Scripted:
             raise outcome
         return outcome
 
-    def send(self, x: np.ndarray) -> None:
+    def send(self, x: Inputs) -> None:
         self.sent.append(x)
 
     def receive(self) -> Analysis:
         return self._next(self.receives)
 
-    def analyse(self, x: np.ndarray) -> Analysis:
+    def analyse(self, x: Inputs) -> Analysis:
         self.analysed.append(x)
         return self._next(self.analyses)
 
@@ -143,7 +143,7 @@ def hooks() -> Hooks:
 
 @pytest.fixture
 def ingestor(store: Store, bundle: Bundle, hooks: Hooks) -> Iterator[Ingestor]:
-    ing = Ingestor(store, bundle.doc.preprocessing, EdgeConfig(), Metrics(), hooks)
+    ing = Ingestor(store, [bundle.doc.preprocessing], EdgeConfig(), Metrics(), hooks)
     yield ing
     ing.close()
 
@@ -191,7 +191,9 @@ def test_an_analysis_is_saved_with_the_running_bundle(
     assert (r.status, r.bundle, r.revision, r.error) == ("analysed", bundle.version, 1, None)
     assert r.analysis == ANALYSIS.outputs
     spec = bundle.doc.preprocessing
-    assert [x.shape for x in analyser.sent] == [(spec.size, spec.size, spec.channels)]
+    assert [[x.shape for x in xs] for xs in analyser.sent] == [
+        [(spec.size, spec.size, spec.channels)]
+    ]
     assert analyser.analysed == [] and analyser.closed
 
 
@@ -268,7 +270,7 @@ def test_fresh_images_are_analysed_before_older_records(
     analyser = Scripted(bundle, [ANALYSIS, ANALYSIS])
     with Running(store, ingestor, analyser, share=1.0) as run:
         run.wait_saved(2)
-    assert [float(x.mean()) > 0.5 for x in analyser.sent] == [True, False], "fresh first"
+    assert [float(x[0].mean()) > 0.5 for x in analyser.sent] == [True, False], "fresh first"
     assert record(store, fresh).revision == 1 and record(store, older).revision == 2
 
 

@@ -28,6 +28,8 @@ class OutputFields(BaseModel):
 
 OUT_OF_DOMAIN = "out_of_domain"
 """The label of an image out of the bundle's domain: the one thing search may show of it."""
+OOD_ABOVE = 1.0
+"""An out-of-domain score above this is the verdict "out of the bundle's domain"."""
 
 
 class Label(BaseModel):

@@ -15,7 +15,14 @@ import numpy as np
 
 from core.domain import DomainModel, pixel_signals, segmenter_entropy
 from core.latent import LatentSpace, mean_squared_error, reconstruction_error, sigmoid
-from edge.analysis.outputs.base import OUT_OF_DOMAIN, Label, Output, OutputFields, Produced
+from edge.analysis.outputs.base import (
+    OOD_ABOVE,
+    OUT_OF_DOMAIN,
+    Label,
+    Output,
+    OutputFields,
+    Produced,
+)
 from edge.analysis.runtime import Runner
 
 
@@ -90,7 +97,7 @@ class VaeOutput(Output):
         fields = VaeFields(
             labels=[VaeLabel(name=n, score=round(p, 4)) for n, p in self.space.label(probs)],
             anomaly=round(float(self.space.anomaly(np.array([error]), probs[None])[0]), 4),
-            out_of_domain=ood > 1.0,
+            out_of_domain=ood > OOD_ABOVE,
             ood_score=round(ood, 4),
         )
         return Produced(fields, blobs={"latent": np.asarray(mu, np.float32).tobytes()})
