@@ -212,7 +212,7 @@ def serve(
     cfg = parse_config({"http": {"port": 0}})
     encoders = Encoders(lambda: bundle)
     engine = SearchEngine(DeviceBackend(index, profile, store), encoders)
-    ctx = ApiContext(cfg, store, engine, encoders, latent, Metrics(), dict, Hooks())
+    ctx = ApiContext(cfg, store, engine, encoders, (latent,), Metrics(), dict, Hooks())
     server = HttpServer(create_app(ctx), cfg.http)
     return server, server.start()
 

@@ -103,7 +103,11 @@ class Daemon:
         )
         self.swapper = BundleSwapper(self.pool, cfg.model)
         self.indexes = Indexes(
-            self.store, Path(cfg.data_dir), cfg.index.heap_mb, lambda: self.pool.bundle.version
+            self.store,
+            Path(cfg.data_dir),
+            cfg.index.heap_mb,
+            lambda: self.pool.bundle.version,
+            lambda: self.pool.bundles[-1].version if len(self.pool.bundles) > 1 else "",
         )
         ctx = Context(cfg, self.store, self.metrics, self.hooks, self.indexes, self)
         for plugin in sink_plugins():
@@ -139,7 +143,7 @@ class Daemon:
             store=self.store,
             search=SearchEngine(backend, encoders, RelatedTables(lambda: self.pool.bundles)),
             encoders=encoders,
-            latent=self.indexes.latent,
+            latents=self.indexes.latents,
             metrics=self.metrics,
             health=self.health,
             hooks=self.hooks,

@@ -31,8 +31,9 @@ class ApiContext:
     search: SearchEngine
     encoders: Encoders
     """The running bundle's query encoder, for one image's word maps."""
-    latent: VectorIndex
-    """The VAE latents' nearest-neighbour index ("similar images")."""
+    latents: tuple[VectorIndex, ...]
+    """The nearest-neighbour indexes of the latents ("similar images"): the bundle's, and
+    its catch-all's where the device routes between two."""
     metrics: Metrics
     health: Callable[[], dict[str, Any]]
     hooks: Hooks

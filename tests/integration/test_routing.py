@@ -1,8 +1,8 @@
 """One device, two domains: a daemon running chest-int8 with photos-int8 as its catch-all
 sends every radiograph (fresh chest renders) to the chest bundle and every real photograph
 (scikit-image's, from the registry) to the photos bundle, records which bundle analysed each,
-searches across both, and swaps the catch-all for another photos bundle without touching the
-chest one."""
+searches across both, finds similar images within each bundle's own space, and swaps the
+catch-all for another photos bundle without touching the chest one."""
 
 from __future__ import annotations
 
@@ -65,6 +65,11 @@ def test_radiographs_go_to_chest_and_photographs_to_photos(
             h["id"] for h in c.get("/search", params={"q": "lung", "limit": 50}).json()["results"]
         }
         assert lungs and lungs <= set(chest.values()), "chest words find radiographs only"
+        near = c.get(f"/images/{photo['chelsea.png']}/similar").json()["similar"]
+        assert {h["id"] for h in near} == set(photo.values()) - {photo["chelsea.png"]}
+        render = next(iter(chest.values()))
+        near = c.get(f"/images/{render}/similar", params={"k": 5}).json()["similar"]
+        assert len(near) == 5 and {h["id"] for h in near} <= set(chest.values())
         health = c.get("/healthz").json()
         assert health["catch_all"]["name"] == "photos-int8"
         assert d.store.count_stale(d.pool.version) == 0, "nothing to re-analyse: both run"

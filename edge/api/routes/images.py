@@ -167,30 +167,32 @@ def attention_json(rid: Rid, ctx: Ctx) -> dict[str, Any]:
 )
 async def similar(rid: Rid, ctx: Ctx, k: Annotated[int, Query(ge=1, le=100)] = 10) -> JSONResponse:
     """Approximate nearest neighbours (HNSW; recall@10 against brute force in
-    `bench/search.py`) among the images the running bundle analysed."""
-    store, latent = ctx.store, ctx.latent
+    `bench/search.py`) among the images the same running bundle analysed."""
+    store, latents = ctx.store, ctx.latents
     # Answered here, on the event loop, when what it reads is free and current, without the
     # hop to the thread pool. Otherwise in the pool, where waiting on a commit, the index's
     # save or a catch-up stalls no other request.
     with contextlib.ExitStack() as held:
-        if all(held.enter_context(h) for h in (store.held_if_free(), latent.held_if_free())) and (
-            latent.current()
-        ):
-            return _similar(store, latent, rid, k)
-    return await run_in_threadpool(_similar, store, latent, rid, k, True)
+        free = (store.held_if_free(), *(index.held_if_free() for index in latents))
+        if all(held.enter_context(h) for h in free) and all(i.current() for i in latents):
+            return _similar(store, latents, rid, k)
+    return await run_in_threadpool(_similar, store, latents, rid, k, True)
 
 
 def _similar(
-    store: Store, latent: VectorIndex, rid: str, k: int, refresh: bool = False
+    store: Store, latents: tuple[VectorIndex, ...], rid: str, k: int, refresh: bool = False
 ) -> JSONResponse:
-    """`refresh`: first read what the store analysed past the index's cursor (on the event
-    loop the index was just found current: nothing to read)."""
+    """Neighbours in the index that holds the image's latent. `refresh`: first read what the
+    store analysed past the indexes' cursors (on the event loop they were just found
+    current: nothing to read)."""
     if refresh:
-        latent.refresh()
+        for index in latents:
+            index.refresh()
     seq = store.seq_of(rid)
-    vector = latent.get(seq) if seq is not None else None
-    if vector is None:
+    found = [(i, v) for i in latents if seq is not None and (v := i.get(seq)) is not None]
+    if not found:
         raise HTTPException(404, f"no image with id {rid} analysed by the running bundle")
+    latent, vector = found[0]
     near = [(s, d) for s, d in latent.search(vector, k + 1) if s != seq][:k]
     ids = store.ids_of([s for s, _ in near]) if near else {}
     # only JSON types: answered as is, without FastAPI's validation and encoder walk
