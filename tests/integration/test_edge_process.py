@@ -216,6 +216,7 @@ def test_check_config_verifies_the_bundle_and_defaults_need_no_file(tmp_path: Pa
     )
     assert r.returncode == 0, r.stderr
     assert "bundle chest-int8 (int8) verified" in r.stdout
+    assert "catch-all photos-int8 (int8) verified" in r.stdout
     assert '"path": "inbox"' in r.stdout and '"port": 8080' in r.stdout
 
 
