@@ -225,7 +225,9 @@ class SearchEngine:
                 hit.score, hit.match = round(score, 6), match
                 hits.append(hit)
         parsed = ranked.parsed
-        res = Result(req.mode, len(order), hits, counts, parsed.corrected, parsed.unknown)
+        found = {t for h in hits for t in h.match.get("keyword", {}).get("terms", [])}
+        unknown = [w for w in parsed.unknown if w not in found]  # the index knows those
+        res = Result(req.mode, len(order), hits, counts, parsed.corrected, unknown)
         if expansion is not None:
             res.related = expansion.related
         res.message = message_for(res, ranked)

@@ -58,9 +58,9 @@ def test_radiographs_go_to_chest_and_photographs_to_photos(
         for name, rid in photo.items():
             rec = c.get(f"/records/{rid}").json()
             assert rec["bundle"]["version"].startswith("photos-int8@"), name
-        assert [h["id"] for h in c.get("/search", params={"q": "cat"}).json()["results"]] == [
-            photo["chelsea.png"]
-        ]
+        cat = c.get("/search", params={"q": "cat"}).json()
+        assert [h["id"] for h in cat["results"]] == [photo["chelsea.png"]]
+        assert cat["unknown"] == [] and cat["message"] == "", "the chest encoder's unknown word"
         lungs = {
             h["id"] for h in c.get("/search", params={"q": "lung", "limit": 50}).json()["results"]
         }

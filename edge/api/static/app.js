@@ -353,7 +353,8 @@ async function status() {
   const h = await r.json();
   const queue = h.records ? (h.records.pending || 0) : 0;
   const due = Object.entries(h.records || {}).filter(([k, v]) => k.startsWith("due_") && v).map(([k, v]) => `${k.slice(4)} ${v}`);
-  const parts = [h.bundle ? `${h.bundle.name} (${h.bundle.precision})` : "", h.accelerator ? `on ${Object.values(h.accelerator.models || {})[0] || h.accelerator.requested}` : "",
+  const bundles = [h.bundle, h.catch_all].filter(Boolean).map((b) => `${b.name} (${b.precision})`).join(" + ");
+  const parts = [bundles, h.accelerator ? `on ${Object.values(h.accelerator.models || {})[0] || h.accelerator.requested}` : "",
     `${h.index_documents ?? "?"} images`, queue ? `${queue} to analyse` : "", due.length ? `waiting: ${due.join(", ")}` : "",
     h.mqtt ? `MQTT ${h.mqtt.connected ? "up" : "down"}` : "", h.status !== "ok" ? h.status : ""];
   $("status").textContent = parts.filter(Boolean).join(" · ");
