@@ -35,11 +35,8 @@ class Expansion:
     corrected: dict[str, str] = field(default_factory=dict)
     """Typed word -> the related table's word it was read as."""
     words: list[str] = field(default_factory=list)
-    """The query's parts (a word, or a word with its related labels), for `any_word`."""
-
-    def any_word(self) -> str:
-        """The query with any of its words enough, the images holding more ranking first."""
-        return " OR ".join(self.words)
+    """The query's parts (a word, or a word with its related labels), each one required in
+    `query`; joined by OR when no image holds them all."""
 
 
 class RelatedWords:

@@ -9,6 +9,7 @@ views (`edge.analysis.views`) and the store never name an output; they go throug
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -28,6 +29,8 @@ class OutputFields(BaseModel):
 
 OUT_OF_DOMAIN = "out_of_domain"
 """The label of an image out of the bundle's domain: the one thing search may show of it."""
+QUERY_WORD = re.compile(r"[\w'-]+")
+"""A word of a `/images/{id}/match` query, as the outputs that answer one read it."""
 OOD_ABOVE = 1.0
 """An out-of-domain score above this is the verdict "out of the bundle's domain"."""
 

@@ -13,7 +13,6 @@ whose backbone features are nearest.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from typing import Any
 
@@ -21,7 +20,7 @@ import numpy as np
 from pydantic import BaseModel
 
 from edge.analysis.bundle import BundleError
-from edge.analysis.outputs.base import Label, Output, OutputFields, Produced
+from edge.analysis.outputs.base import QUERY_WORD, Label, Output, OutputFields, Produced
 from edge.analysis.runtime import Runner
 
 
@@ -139,7 +138,7 @@ def match(
         return None
     maps = np.frombuffer(blob, np.uint8).reshape(-1, f.grid * f.grid).astype(np.float64)
     words, unknown = [], []
-    for token in re.findall(r"[\w'-]+", q.lower()):
+    for token in QUERY_WORD.findall(q.lower()):
         k = _label_of(f, token) if token else -1
         via = next((lab for lab in related(token) if _label_of(f, lab) >= 0), "") if k < 0 else ""
         k = _label_of(f, via) if via else k

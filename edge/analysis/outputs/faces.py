@@ -15,14 +15,13 @@ more than `OVERLAP` is the same face.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import numpy as np
 from PIL import Image
 from pydantic import BaseModel
 
-from edge.analysis.outputs.base import Label, Output, OutputFields, Produced
+from edge.analysis.outputs.base import QUERY_WORD, Label, Output, OutputFields, Produced
 from edge.analysis.runtime import Runner
 
 SIZE = 192
@@ -111,7 +110,7 @@ def match(f: FacesFields, q: str) -> list[dict[str, Any]]:
         return []
     m = [round(float(x), 5) for x in face_map(f.faces)]
     best = f.faces[0].score
-    tokens = dict.fromkeys(re.findall(r"[\w'-]+", q.lower()))
+    tokens = dict.fromkeys(QUERY_WORD.findall(q.lower()))
     return [{"word": t, "map": m, "score": best} for t in tokens if t in WORDS]
 
 
