@@ -29,13 +29,18 @@ install: $(FULL)
 
 # The daemon on its built-in defaults: shipped chest-int8 bundle, with photos-int8 for every
 # image that is no radiograph, ./inbox watched, data in ./var/s3e, search on
-# http://127.0.0.1:8080. On the first run, 24 generated chest phantoms are dropped into ./inbox
+# http://127.0.0.1:8080. On the first run, 24 generated chest phantoms and scikit-image's real
+# photographs (fetched from PyPI into the asset cache; skipped offline) are dropped into ./inbox
 # so there is something to search for; drop your own photographs beside them.
 run: $(DEVICE)
 	@if [ ! -d inbox ] && [ ! -d var/s3e ]; then \
 	  $(BIN)/s3e-train make-data --domain chest --n 24 --seed 4242 --out $(DEMO)/chest >/dev/null && \
 	  mkdir -p inbox && cp $(DEMO)/chest/images/*.png inbox/ && \
-	  echo "24 synthetic chest phantoms copied into ./inbox"; fi
+	  echo "24 synthetic chest phantoms copied into ./inbox" && \
+	  echo "fetching scikit-image's real photographs from PyPI (a 14 MB wheel, once)" && \
+	  { $(BIN)/s3e-train assets skimage_photos --copy-to inbox 2>/dev/null && \
+	    echo "scikit-image's real photographs copied into ./inbox (try: cat, coffee, person)" || \
+	    echo "could not fetch the demo photographs (offline?): drop your own into ./inbox"; }; fi
 	@$(BIN)/s3e-edge run $(ARGS)
 
 system-deps:

@@ -6,7 +6,9 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 from models.config import ATTENTIONS, ConfigError
@@ -134,6 +136,12 @@ def _parser() -> argparse.ArgumentParser:
         "--cache", type=Path, help="the cache folder (default: $S3E_ASSETS or ~/.cache/s3e/assets)"
     )
     a.add_argument("--list", action="store_true", help="say what each asset is; fetch nothing")
+    a.add_argument(
+        "--copy-to",
+        type=Path,
+        metavar="DIR",
+        help="also copy the fetched files into DIR (e.g. a daemon's inbox); files there stay",
+    )
 
     ph = sub.add_parser(
         "photos",
@@ -180,7 +188,7 @@ def _synonyms(path: Path) -> dict[str, list[str]]:
     return doc
 
 
-def _assets(names: list[str], cache: Path | None, only_list: bool) -> None:
+def _assets(names: list[str], cache: Path | None, only_list: bool, into: Path | None) -> None:
     unknown = sorted(set(names) - set(ASSETS))
     if unknown:
         raise AssetError(f"no asset {', '.join(unknown)}; there are {', '.join(sorted(ASSETS))}")
@@ -192,6 +200,19 @@ def _assets(names: list[str], cache: Path | None, only_list: bool) -> None:
         else:
             files = fetch(name, cache)
             log.info("%s: %s", name, ", ".join(str(p) for p in files.values()))
+            if into is not None:
+                copy_new(files.values(), into)
+
+
+def copy_new(files: Iterable[Path], into: Path) -> None:
+    """Copies each file into `into` under its own name, unless one is there already; by a
+    temporary name first, so a watched folder never sees half a file."""
+    into.mkdir(parents=True, exist_ok=True)
+    for f in files:
+        if not (into / f.name).exists():
+            part = into / f".{f.name}.part"
+            shutil.copyfile(f, part)
+            part.rename(into / f.name)
 
 
 def run(argv: list[str] | None = None) -> int:
@@ -265,7 +286,7 @@ def run(argv: list[str] | None = None) -> int:
             for k, v in report["minimums"].items():
                 log.info("minimum %s: %s", k, v)
         elif args.command == "assets":
-            _assets(args.names, args.cache, args.list)
+            _assets(args.names, args.cache, args.list, args.copy_to)
         elif args.command == "photos":
             from models.photos.build import make
 

@@ -56,7 +56,7 @@ class Derived:
             if plugin is None:  # a newer bundle's output: carried, not interpreted
                 continue
             f = plugin.parse(raw)
-            d.caption = " ".join(x for x in (d.caption, plugin.text(f)) if x)
+            d.caption = "; ".join(x for x in (d.caption, plugin.text(f)) if x)
             d.words += list(raw.get("words", [])) if key == "caption" else []
             d.labels += [lab.model_dump() for lab in plugin.labels(f)]
             d.classes += plugin.classes(f)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
+import pillow_heif
 from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel, ConfigDict
 
@@ -34,11 +35,15 @@ EXTENSIONS = {
     "BMP": "bmp",
     "TIFF": "tif",
     "WEBP": "webp",
+    "HEIF": "heic",
     "DICOM": "dcm",
 }
 """The formats accepted, and the extension an original is stored under. Pillow is asked for
 these only (`formats=`): anything else is refused before a decoder for it is even tried."""
-ACCEPTED = ("JPEG", "PNG", "GIF", "BMP", "TIFF", "WEBP")  # MPO opens as JPEG
+ACCEPTED = ("JPEG", "PNG", "GIF", "BMP", "TIFF", "WEBP", "HEIF")  # MPO opens as JPEG
+# HEIF/HEIC, what phones save photographs as, through pillow-heif's own libheif. It turns the
+# pixels upright itself (and reads the orientation back as 1), so `_UPRIGHT` leaves them be.
+pillow_heif.register_heif_opener()
 # What HTTP and S3 are told an original is, by its extension.
 MEDIA_TYPES = {
     "jpg": "image/jpeg",
@@ -47,6 +52,7 @@ MEDIA_TYPES = {
     "bmp": "image/bmp",
     "tif": "image/tiff",
     "webp": "image/webp",
+    "heic": "image/heic",
     "dcm": "application/dicom",
 }
 # EXIF orientation -> the transpose that turns the pixels upright.

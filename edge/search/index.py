@@ -32,11 +32,20 @@ from edge.search.engine import (
     QuerySyntaxError,
 )
 from edge.search.facets import Facets
-from edge.search.query import OPERATORS, check_query, field_terms, phrased, plain, query_words
+from edge.search.query import (
+    CAPTION_ANALYZER,
+    CAPTION_TOKENIZER,
+    OPERATORS,
+    check_query,
+    field_terms,
+    phrased,
+    plain,
+    query_words,
+)
 from edge.store.records import Record
 
 log = logging.getLogger("s3e.index")
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 """The documents' schema below. A different number in the index folder's `schema.json` (or an
 index tantivy cannot open with this schema) means: empty it, and rebuild from the store."""
 SCHEMA_FILE = "schema.json"
@@ -72,7 +81,7 @@ def build_schema() -> tantivy.Schema:
     sb = tantivy.SchemaBuilder()
     sb.add_text_field("id", stored=True, tokenizer_name="raw")
     sb.add_unsigned_field("seq", stored=False, indexed=True, fast=True)
-    sb.add_text_field("caption", stored=True, tokenizer_name="en_stem")
+    sb.add_text_field("caption", stored=True, tokenizer_name=CAPTION_TOKENIZER)
     sb.add_text_field("labels", stored=True, fast=True, tokenizer_name="raw")
     sb.add_unsigned_field("label_bits", stored=False, indexed=False, fast=True)
     sb.add_unsigned_field("source_bits", stored=False, indexed=False, fast=True)
@@ -159,6 +168,7 @@ class SearchIndex:
                 raise
             self._empty(f"tantivy cannot open it with this schema ({e})")
             index = tantivy.Index(self.schema, path=str(self.path), reuse=True)
+        index.register_tokenizer(CAPTION_TOKENIZER, CAPTION_ANALYZER)
         if writable:
             marker.write_text(json.dumps({"version": SCHEMA_VERSION}))
         return index

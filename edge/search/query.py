@@ -11,6 +11,7 @@ import re
 
 import tantivy
 
+from core.tokens import STOP
 from edge.search.engine import QuerySyntaxError
 
 MAX_QUERY_CHARS = 512
@@ -20,15 +21,20 @@ PLAIN_WORDS = re.compile(r"[a-z0-9 ]+", re.IGNORECASE)
 WORD = re.compile(r"[^\s:\"()+\-*^~\[\]{}]+")
 FIELD = re.compile(r"\b\w+:")
 OPERATORS = frozenset({"AND", "OR", "NOT", "TO"})
-EN_STEM = (
+CAPTION_STOP = sorted((STOP - {","}) | {"at", "also"})
+"""Words the caption field does not hold: they name nothing (a query drops them too), and a
+one-letter typo must not find every caption through them ("kat" is one edit from "at")."""
+CAPTION_TOKENIZER = "s3e_caption"
+CAPTION_ANALYZER = (
     tantivy.TextAnalyzerBuilder(tantivy.Tokenizer.simple())
     .filter(tantivy.Filter.remove_long(40))
     .filter(tantivy.Filter.lowercase())
+    .filter(tantivy.Filter.custom_stopword(CAPTION_STOP))
     .filter(tantivy.Filter.stemmer("english"))
     .build()
 )
-"""Tantivy's `en_stem` analyzer (the caption field's), built the same way, to read a query's
-words as the index holds them."""
+"""The caption field's analyzer: tantivy's `en_stem` less CAPTION_STOP. Registered on the
+index under CAPTION_TOKENIZER, and used here to read a query's words as the index holds them."""
 
 
 def check_query(q: str) -> None:
@@ -81,4 +87,7 @@ def field_terms(q: str) -> dict[str, set[str]]:
     as typed in the labels (a raw field). A superset for a query with syntax: every word
     but the operators and field names, in both fields."""
     words = query_words(q)
-    return {"caption": {t for w in words for t in EN_STEM.analyze(w)}, "labels": set(words)}
+    return {
+        "caption": {t for w in words for t in CAPTION_ANALYZER.analyze(w)},
+        "labels": set(words),
+    }

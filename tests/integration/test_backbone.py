@@ -40,6 +40,21 @@ def test_the_keras_port_gives_torchs_logits_on_real_photos(cache: Path) -> None:
     assert top1["rocket.jpg"] == "space shuttle"
 
 
+def test_the_demo_photographs_are_copied_into_an_inbox_without_overwriting(
+    cache: Path, tmp_path: Path
+) -> None:
+    """What `make run` does on a first run: `assets --copy-to inbox`."""
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "chelsea.png").write_bytes(b"the user's own")
+    argv = ["assets", "skimage_photos", "--cache", str(cache), "--copy-to", str(inbox)]
+    assert run(argv) == 0
+    photos = fetch("skimage_photos", cache)
+    assert sorted(p.name for p in inbox.iterdir()) == sorted(photos)
+    assert (inbox / "chelsea.png").read_bytes() == b"the user's own"
+    assert (inbox / "coffee.png").read_bytes() == photos["coffee.png"].read_bytes()
+
+
 def test_a_damaged_cached_file_is_fetched_again(cache: Path) -> None:
     weights = fetch("mobilenet_v2", cache)["mobilenet_v2-b0353104.pth"]
     weights.write_bytes(weights.read_bytes()[:1000])

@@ -71,6 +71,7 @@ def test_real_photos_are_labelled_found_and_mapped_by_everyday_words(
         assert cat["bundle"]["version"].startswith("photos-int8@")
         labels = [w["word"] for w in cat["outputs"]["classify"]["labels"]]
         assert "cat" in labels and "animal" in labels and "egyptian cat" in labels
+        assert cat["caption"] == "an egyptian cat filling the picture (cat, pet, animal)"
 
         got = c.get(f"/images/{rid['chelsea.png']}/match", params={"q": "cat dog"}).json()
         assert got["grid"] == 7 and got["unknown"] == ["dog"]
@@ -95,12 +96,42 @@ def test_real_photos_are_labelled_found_and_mapped_by_everyday_words(
         astronaut = c.get(f"/records/{rid['astronaut.png']}").json()
         assert astronaut["labels"][0]["name"] == "person"
         assert astronaut["labels"][0]["kind"] == "face"
+        assert "a person at the top (people, face)" in astronaut["caption"].split("; ")
         face = c.get(f"/images/{rid['astronaut.png']}/match", params={"q": "person"}).json()
         at = np.unravel_index(int(np.argmax(face["words"][0]["map"])), (7, 7))
         assert at[0] <= 2, "the astronaut's face is in the upper part of the photograph"
 
         near = c.get(f"/images/{rid['chelsea.png']}/similar").json()["similar"]
         assert {h["id"] for h in near} == set(rid.values()) - {rid["chelsea.png"]}
+
+
+def test_a_phone_s_heic_photo_is_upright_labelled_and_shown(
+    edge_config: Any, daemon_factory: Any, photos: dict[str, Path]
+) -> None:
+    """A HEIC as phones save it (pixels stored sideways, turned upright by its orientation) is
+    analysed upright, found by what it shows, kept as received, and shown to a browser as PNG."""
+    d = daemon_factory(edge_config(model__bundle="photos-int8"))
+    sideways = Image.open(photos["chelsea.png"]).convert("RGB").transpose(Image.Transpose.ROTATE_90)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # displayed turned 90 degrees clockwise: upright again
+    buf = io.BytesIO()
+    sideways.save(buf, "HEIF", exif=exif.tobytes(), quality=85)
+    inbox = Path(d.cfg.capture.folder.path)
+    (inbox / "IMG_0001.part").write_bytes(buf.getvalue())
+    (inbox / "IMG_0001.part").rename(inbox / "IMG_0001.HEIC")
+    wait_until(
+        lambda: d.indexes.keyword.num_docs >= 1 and d.store.counts().get("due_index", 1) == 0,
+        60,
+        "the HEIC indexed",
+    )
+    rid = hashlib.sha256(buf.getvalue()).hexdigest()
+    with httpx.Client(base_url=f"http://127.0.0.1:{d.port}", timeout=30) as c:
+        assert [h["id"] for h in c.get("/search", params={"q": "cat"}).json()["results"]] == [rid]
+        shown = c.get(f"/images/{rid}")
+        assert shown.headers["content-type"] == "image/png"
+        assert Image.open(io.BytesIO(shown.content)).size == (451, 300)  # upright, as Chelsea
+        kept = c.get(f"/images/{rid}", headers={"Accept": "image/heic"})
+        assert kept.headers["content-type"] == "image/heic" and kept.content == buf.getvalue()
 
 
 def test_the_conversion_sets_are_captioned_crops_the_converter_reads(

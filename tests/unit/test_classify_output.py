@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from edge.analysis.bundle import BundleError
+from edge.analysis.outputs.base import ACROSS, map_place, place
 from edge.analysis.outputs.classify import (
     ClassifyFields,
     ClassifyOutput,
@@ -68,12 +69,30 @@ def test_a_label_scores_what_its_classes_hold_narrowest_first() -> None:
     np.testing.assert_allclose(softmax(np.log(p)), p)
 
 
-def test_the_searchable_text_says_the_labels_then_their_other_words() -> None:
+def test_the_caption_says_each_place_s_labels_then_their_other_words() -> None:
     v = Vocabulary(DOC)
     labels = label_words(v, np.array([0.01, 0.01, 0.01, 0.97]), top=3, min_score=0.3)
     f = ClassifyFields(labels=labels, classes=[], grid=7)
-    assert ClassifyOutput.text(f) == "espresso (coffee)"
+    assert ClassifyOutput.text(f) == "an espresso (also coffee)"
     assert [lb.name for lb in ClassifyOutput.labels(f)] == ["espresso"]
+    cat = [
+        WordScore(word="egyptian cat", score=0.6, at="in the centre"),
+        WordScore(word="cat", score=0.9, also=["true cat"], at="in the centre"),
+        WordScore(word="ball", score=0.4, at="at the bottom left"),
+    ]
+    f = ClassifyFields(labels=cat, classes=[], grid=7)
+    assert ClassifyOutput.text(f) == (
+        "an egyptian cat in the centre (cat; also true cat); a ball at the bottom left"
+    )
+
+
+def test_a_place_is_said_in_thirds_and_a_spread_map_names_none() -> None:
+    assert place(0.1, 0.1) == "at the top left" and place(0.5, 0.5) == "in the centre"
+    assert place(0.9, 0.5) == "at the right" and place(1.0, 1.0) == "at the bottom right"
+    peak = np.zeros((7, 7))
+    peak[6, 3] = 1.0
+    assert map_place(peak) == "at the bottom"
+    assert map_place(np.ones((7, 7))) == ACROSS and map_place(np.zeros((7, 7))) == ACROSS
 
 
 def test_a_labels_map_is_made_of_its_own_classes_maps() -> None:

@@ -63,7 +63,7 @@ def test_the_faces_map_sums_to_one_and_lies_on_the_faces() -> None:
     assert m[MAP_GRID - 1].sum() == 0
 
 
-def test_faces_say_person_and_people_and_match_those_words() -> None:
+def test_faces_say_person_and_people_where_they_are_and_match_those_words() -> None:
     one = FacesFields(faces=[Face(x=0.1, y=0.1, w=0.2, h=0.2, score=0.9)])
     two = FacesFields(faces=[*one.faces, Face(x=0.6, y=0.1, w=0.2, h=0.2, score=0.8)])
     assert [lab.name for lab in FacesOutput.labels(one)] == ["person"]
@@ -72,7 +72,8 @@ def test_faces_say_person_and_people_and_match_those_words() -> None:
         FacesOutput.labels(FacesFields(faces=[])) == []
         and FacesOutput.text(FacesFields(faces=[])) == ""
     )
-    assert FacesOutput.text(one) == FacesOutput.text(two) == "person, people, face"
+    assert FacesOutput.text(one) == "a person at the top left (people, face)"
+    assert FacesOutput.text(two) == "2 people at the top left and at the top right (person, face)"
     assert FacesOutput.classes(one) == ["person"]
     words = match(two, "a person and a cat")
     assert [w["word"] for w in words] == ["person"] and words[0]["score"] == 0.9

@@ -1,6 +1,6 @@
 """Decoding: each kind of bad input refused with its kind and a reason, EXIF orientation
-honoured, a wide photograph reduced no further than its short side allows, 16-bit greyscale
-scaled rather than clipped."""
+honoured (a phone's HEIC too), a wide photograph reduced no further than its short side
+allows, 16-bit greyscale scaled rather than clipped."""
 
 from __future__ import annotations
 
@@ -35,6 +35,26 @@ def test_exif_orientation_is_honoured() -> None:
     exif[0x0112] = 6  # rotate 90 degrees clockwise to display
     got = decode(jpeg_bytes((80, 40), exif=exif.tobytes()), 10**8)
     assert (got.width, got.height) == (40, 80)
+
+
+def heic_bytes(im: Image.Image, orientation: int = 1) -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buf = io.BytesIO()
+    im.save(buf, "HEIF", exif=exif.tobytes(), quality=90)
+    return buf.getvalue()
+
+
+def test_a_phone_s_heic_is_decoded_upright_and_kept_as_heic() -> None:
+    im = Image.new("RGB", (80, 40), (220, 20, 20))
+    im.paste((20, 20, 220), (40, 0, 80, 40))  # left red, right blue as stored
+    got = decode(heic_bytes(im, orientation=6), 10**8)  # displayed turned 90 degrees clockwise
+    assert (got.format, got.ext, got.image.size) == ("HEIF", "heic", (40, 80))
+    top, bottom = np.asarray(got.image)[5, 20], np.asarray(got.image)[75, 20]
+    assert top[0] > 150 > top[2] and bottom[2] > 150 > bottom[0], "red above blue, upright"
+    with pytest.raises(ImageRejectedError) as e:
+        decode(heic_bytes(im)[:-200], 10**8)
+    assert e.value.kind == "corrupt"
 
 
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG"])

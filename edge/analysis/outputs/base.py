@@ -33,6 +33,33 @@ QUERY_WORD = re.compile(r"[\w'-]+")
 """A word of a `/images/{id}/match` query, as the outputs that answer one read it."""
 OOD_ABOVE = 1.0
 """An out-of-domain score above this is the verdict "out of the bundle's domain"."""
+ACROSS = "filling the picture"
+
+
+def place(x: float, y: float) -> str:
+    """Where a point (fractions of the image's width and height) sits, as a caption says it:
+    the image in thirds each way ("at the top left", "at the right", "in the centre")."""
+    row = ("top", "", "bottom")[min(max(int(y * 3), 0), 2)]
+    col = ("left", "", "right")[min(max(int(x * 3), 0), 2)]
+    said = " ".join(w for w in (row, col) if w)
+    return f"at the {said}" if said else "in the centre"
+
+
+def map_place(m: np.ndarray) -> str:
+    """Where a heat-map (G, G) over the whole image peaks, by `place`; ACROSS where more than
+    half its cells are at least half its peak (it names no one part of the picture)."""
+    if m.max() <= 0 or (m >= m.max() / 2).mean() > 0.5:
+        return ACROSS
+    r, c = np.unravel_index(int(np.argmax(m)), m.shape)
+    return place((c + 0.5) / m.shape[1], (r + 0.5) / m.shape[0])
+
+
+def article(word: str) -> str:
+    """The word as a caption says it: "a cat", "an espresso"; a plural ("clothes", as far
+    as its -s says) alone."""
+    if word.endswith("s") and not word.endswith(("ss", "us", "is")):
+        return word
+    return f"{'an' if word[:1] in 'aeiou' else 'a'} {word}"
 
 
 class Label(BaseModel):

@@ -20,7 +20,15 @@ import numpy as np
 from pydantic import BaseModel
 
 from edge.analysis.bundle import BundleError
-from edge.analysis.outputs.base import QUERY_WORD, Label, Output, OutputFields, Produced
+from edge.analysis.outputs.base import (
+    QUERY_WORD,
+    Label,
+    Output,
+    OutputFields,
+    Produced,
+    article,
+    map_place,
+)
 from edge.analysis.runtime import Runner
 
 
@@ -29,6 +37,8 @@ class WordScore(BaseModel):
     score: float
     also: list[str] = []
     """Other words naming the same classes (coffee for espresso): searchable, not shown."""
+    at: str = ""
+    """Where its heat-map peaks, in words (`place`): what the caption says of it."""
 
 
 class ClassScore(BaseModel):
@@ -118,6 +128,23 @@ def label_maps(
     return out
 
 
+def sentence(labels: list[WordScore]) -> list[str]:
+    """One clause a place, in the labels' order (narrowest first), by `ClassifyOutput.text`."""
+    places: dict[str, list[WordScore]] = {}
+    for w in labels:
+        places.setdefault(w.at, []).append(w)
+    clauses = []
+    for at, ws in places.items():
+        said = [w.word for w in ws]
+        also = sorted({a for w in ws for a in w.also} - set(said))
+        more = ", ".join(said[1:]) + ("; " if len(said) > 1 and also else "")
+        more += f"also {', '.join(also)}" if also else ""
+        clauses.append(
+            " ".join(x for x in (article(said[0]), at, f"({more})" if more else "") if x)
+        )
+    return clauses
+
+
 def _names(w: WordScore) -> set[str]:
     """What names a label: its words and each word in them ("cat" of "egyptian cat")."""
     said = [w.word, *w.also]
@@ -177,6 +204,8 @@ class ClassifyOutput(Output):
         p = softmax(got["logits"].astype(np.float64))
         labels = label_words(self.vocab, p, self.top, self.min_score)
         maps = label_maps(self.vocab, labels, p, got["cams"], self.map_classes)
+        for label, m in zip(labels, maps, strict=True):
+            label.at = map_place(m)
         feats = got["features"].astype(np.float32)
         best = np.argsort(-p)[:5]
         classes = [
@@ -197,10 +226,11 @@ class ClassifyOutput(Output):
 
     @classmethod
     def text(cls, f: Any) -> str:
-        """The labels, then their other words in brackets: "espresso, drink (coffee)"."""
-        also = sorted({a for w in f.labels for a in w.also} - {w.word for w in f.labels})
-        said = ", ".join(w.word for w in f.labels)
-        return f"{said} ({', '.join(also)})" if also else said
+        """The caption: a sentence of the labels and where each sits, said by what it is (no
+        captioner wrote it): each place its narrowest label, the broader ones and the other
+        words after it ("an egyptian cat in the centre (cat, pet, animal)"; "an espresso in
+        the centre (drink; also coffee)")."""
+        return "; ".join(sentence(f.labels))
 
     @classmethod
     def classes(cls, f: Any) -> list[str]:

@@ -21,7 +21,14 @@ import numpy as np
 from PIL import Image
 from pydantic import BaseModel
 
-from edge.analysis.outputs.base import QUERY_WORD, Label, Output, OutputFields, Produced
+from edge.analysis.outputs.base import (
+    QUERY_WORD,
+    Label,
+    Output,
+    OutputFields,
+    Produced,
+    place,
+)
 from edge.analysis.runtime import Runner
 
 SIZE = 192
@@ -140,9 +147,16 @@ class FacesOutput(Output):
 
     @classmethod
     def text(cls, f: Any) -> str:
-        """The words a search for people uses, whether one face or several: "people" finds
-        a portrait too, as it finds a person in WordNet's words."""
-        return "person, people, face" if f.faces else ""
+        """Who is where, with the words a search for people uses whether one face or several
+        ("people" finds a portrait too, as it finds a person in WordNet's words): "a person at
+        the top left (people, face)", "3 people at the left and in the centre (person, face)"."""
+        if not f.faces:
+            return ""
+        places = list(dict.fromkeys(place(b.x + b.w / 2, b.y + b.h / 2) for b in f.faces))
+        at = " and ".join([", ".join(places[:-1]), places[-1]] if len(places) > 1 else places)
+        if len(f.faces) == 1:
+            return f"a person {at} (people, face)"
+        return f"{len(f.faces)} people {at} (person, face)"
 
     @classmethod
     def classes(cls, f: Any) -> list[str]:

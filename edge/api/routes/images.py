@@ -35,12 +35,15 @@ Ctx = Annotated[ApiContext, Depends(context)]
 FILES = {kind: spec for cls in OUTPUTS.values() for kind, spec in cls.files.items()}
 """Derived file kind -> (suffix, media type), from the output plug-ins (e.g. "mask")."""
 FILE_HEADERS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "private"}
-DICOM = "application/dicom"
-VIEW_SIDE = 2048
-"""A DICOM's rendition for the browser is at most this wide."""
 """On every image answer: the browser takes the declared type, never a guess from the bytes
 (an upload is only ever shown as the image it was decoded as), and no shared cache keeps a
 copy of what the token guards."""
+DICOM = "application/dicom"
+VIEWED = {"dcm": DICOM, "heic": "image/heic"}
+"""Originals a browser cannot show (extension -> their type): `/images/{id}` answers them as a
+PNG rendition unless the client asks for the type itself (Accept)."""
+VIEW_SIDE = 2048
+"""A rendition for the browser is at most this wide."""
 
 
 @router.get("/records/{rid}", summary="The whole record of one image")
@@ -50,16 +53,18 @@ def record(rid: Rid, ctx: Ctx) -> dict[str, Any]:
 
 @router.get(
     "/images/{rid}",
-    summary="The original image (a redirect to S3 once it is kept there alone); a DICOM as a "
-    "PNG a browser shows, unless asked for with Accept: application/dicom",
+    summary="The original image (a redirect to S3 once it is kept there alone); a DICOM or a "
+    "HEIC as a PNG a browser shows, unless asked for with Accept: application/dicom or "
+    "image/heic",
     response_model=None,
     responses={307: {"description": "the original is in S3 only: a presigned URL"}},
 )
 def original(rid: Rid, ctx: Ctx, request: Request) -> FileResponse | RedirectResponse:
     rec = ctx.record(rid)
     path = ctx.store.original_path(rid, rec.ext)
-    if path.exists() and rec.ext == "dcm" and DICOM not in request.headers.get("accept", ""):
-        view = _dicom_view(ctx, rec.id, path)
+    wanted = request.headers.get("accept", "")
+    if path.exists() and rec.ext in VIEWED and VIEWED[rec.ext] not in wanted:
+        view = _view(ctx, rec.id, path)
         return FileResponse(view, media_type="image/png", headers=FILE_HEADERS)
     if path.exists():
         return FileResponse(path, media_type=media_type(rec.ext), headers=FILE_HEADERS)
@@ -69,12 +74,13 @@ def original(rid: Rid, ctx: Ctx, request: Request) -> FileResponse | RedirectRes
     return RedirectResponse(url, status_code=307)
 
 
-def _dicom_view(ctx: ApiContext, rid: str, path: Path) -> Path:
-    """A DICOM as a viewer shows it, at most VIEW_SIDE wide, made at the first asking and kept
-    beside the thumbnail. The stored file is the one accepted (de-identified unless identity
-    is kept), so it is read as it is: de-identifying it again would refuse a burned-in image
-    a site keeps identity for. Decoding it shares the ingest's memory budget: first views
-    asked for at once wait their turn as uploads do (a 503 when the budget stays full)."""
+def _view(ctx: ApiContext, rid: str, path: Path) -> Path:
+    """A DICOM as a viewer shows it (a HEIC as it is), at most VIEW_SIDE wide, made at the
+    first asking and kept beside the thumbnail. The stored file is the one accepted
+    (de-identified unless identity is kept), so it is read as it is: de-identifying it again
+    would refuse a burned-in image a site keeps identity for. Decoding it shares the ingest's
+    memory budget: first views asked for at once wait their turn as uploads do (a 503 when the
+    budget stays full)."""
     view = ctx.store.derived_path(rid, "view.png")
     if not view.exists():
         lim = ctx.cfg.limits
