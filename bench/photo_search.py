@@ -15,7 +15,8 @@ indexed. Then, over HTTP only:
   `photo_set` against its hand-written relevant photographs (chance: relevant / images
   indexed), and whether any distractor comes in the top 5;
 - pointing game (`/images/{id}/match?q=`): for each photograph with a box, whether the peak
-  cell of its first one-word hand word's heat-map lies inside the box (no map: a miss).
+  cell of its first one-word hand word's heat-map lies inside the box (no map: a miss);
+- anomaly (`/records/{id}`): the AUROC of the distractors scoring above the photographs.
 
 Each figure is given overall and for the "dev" and "test" photographs (distractors are in
 both); grayscale photographs are indexed with the rest and their label and pointing figures
@@ -37,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -249,6 +251,7 @@ def measure(
     everything = queries + synonyms + typos
     return {
         "bundle": bundle,
+        "anomaly": anomaly_ranking(c, rid, drawn),
         "labels": {"summary": by_split(labels, "right_in_top3"), "rows": labels},
         "search": {
             "everyday": summarise_search(queries),
@@ -262,6 +265,21 @@ def measure(
             "where_the_word_has_a_map": by_split([r for r in pointing if r["has_map"]], "hit"),
             "rows": pointing,
         },
+    }
+
+
+def anomaly_ranking(c: httpx.Client, rid: dict[str, str], drawn: set[str]) -> dict[str, Any]:
+    """How well the anomaly score tells the drawn images from the photographs: the AUROC of
+    "a drawn image scores higher" (0.5: chance), and each side's median."""
+    score = {n: c.get(f"/records/{r}").json()["anomaly"] for n, r in rid.items()}
+    pos = np.array([v for n, v in score.items() if n in drawn], float)
+    neg = np.array([v for n, v in score.items() if n not in drawn], float)
+    wins = (pos[:, None] > neg[None]).mean() + 0.5 * (pos[:, None] == neg[None]).mean()
+    return {
+        "auroc_drawn_over_photos": round(float(wins), 3),
+        "median_drawn": round(float(np.median(pos)), 3),
+        "median_photos": round(float(np.median(neg)), 3),
+        "chance": 0.5,
     }
 
 
@@ -288,6 +306,7 @@ def report(res: dict[str, Any]) -> None:
         )
 
     print(f"labels, right word in the top 3: {share(res['labels']['summary'])}")
+    print(f"anomaly, drawn above photographs: {res['anomaly']}")
     for r in res["labels"]["rows"]:
         if not r["right_in_top3"]:
             print(f"   -- {r['photo']} ({r['split']}): {r['labels'][:3]} (want {r['words']})")

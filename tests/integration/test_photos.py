@@ -65,9 +65,12 @@ def test_real_photos_are_labelled_found_and_mapped_by_everyday_words(
         assert found["coffee"] == found["espresso"] == [rid["coffee.png"]]
         assert found["kat"] == found["cat"] and found["coffe"] == found["coffee"]  # one typo
         hit = c.get("/search", params={"q": "cat"}).json()["results"][0]
-        assert hit["anomaly"] is None, "the classifier scores no anomaly: none is shown"
-        assert not c.get("/search", params={"q": "cat", "min_anomaly": 0}).json()["results"]
         cat = c.get(f"/records/{rid['chelsea.png']}").json()
+        doubt = 1 - cat["outputs"]["classify"]["classes"][0]["p"]  # the anomaly score
+        assert 0 < hit["anomaly"] < 1 and hit["anomaly"] == pytest.approx(doubt, abs=1e-3)
+        for at_least, want in ((hit["anomaly"], [hit["id"]]), (hit["anomaly"] + 0.01, [])):
+            got = c.get("/search", params={"q": "cat", "min_anomaly": at_least}).json()
+            assert [h["id"] for h in got["results"]] == want
         assert cat["bundle"]["version"].startswith("photos-int8@")
         labels = [w["word"] for w in cat["outputs"]["classify"]["labels"]]
         assert "cat" in labels and "animal" in labels and "egyptian cat" in labels

@@ -8,7 +8,9 @@ WordNet's names of each class and of its useful ancestors, so a tabby is also "c
 maps among the `map_classes` most probable, weighted by their probability, kept as uint8 in
 the `label_maps` blob (what `/images/{id}/match` shows for a query word that labels the
 image). The pooled features, unit length, are the `latent` blob: "similar images" are those
-whose backbone features are nearest.
+whose backbone features are nearest. The anomaly score is the classifier's doubt, 1 - its top
+class's probability (Hendrycks and Gimpel's baseline): it needs no model of "usual" photographs,
+which no registry offers enough of to fit.
 """
 
 from __future__ import annotations
@@ -54,6 +56,9 @@ class ClassifyFields(OutputFields):
     """The most probable ImageNet classes (what the words come from)."""
     grid: int
     """Cells per side of each label's heat-map in the `label_maps` blob."""
+    doubt: float | None = None
+    """1 - the most probable class's probability: how unusual the image is to the classifier
+    (a scene, a texture or a drawing it has no class for scores high), its anomaly score."""
 
 
 class Vocabulary:
@@ -212,8 +217,9 @@ class ClassifyOutput(Output):
             ClassScore(index=int(i), name=self.vocab.names[i], p=round(float(p[i]), 4))
             for i in best
         ]
+        grid, doubt = int(got["cams"].shape[0]), round(1 - float(p.max()), 4)
         return Produced(
-            ClassifyFields(labels=labels, classes=classes, grid=int(got["cams"].shape[0])),
+            ClassifyFields(labels=labels, classes=classes, grid=grid, doubt=doubt),
             blobs={
                 "label_maps": maps.tobytes(),
                 "latent": (feats / max(float(np.linalg.norm(feats)), 1e-6)).tobytes(),
@@ -235,3 +241,7 @@ class ClassifyOutput(Output):
     @classmethod
     def classes(cls, f: Any) -> list[str]:
         return [w.word for w in f.labels]
+
+    @classmethod
+    def anomaly(cls, f: Any) -> float | None:
+        return None if f.doubt is None else float(f.doubt)
