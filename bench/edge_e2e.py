@@ -240,6 +240,22 @@ def bench_bundle(name: str, images: list[bytes], rounds: int, tmp: Path) -> dict
     return out
 
 
+def cpu_model() -> str:
+    """The CPU's name as Linux reports it: int8 against float16 turns on its instruction set
+    (the same bundles swap order between hosts), so a figure is read with it."""
+    info = Path("/proc/cpuinfo")
+    names = (
+        [
+            ln.split(":", 1)[1].strip()
+            for ln in info.read_text().splitlines()
+            if ln.startswith("model name")
+        ]
+        if info.exists()
+        else []
+    )
+    return names[0] if names else platform.processor()
+
+
 def main() -> None:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -257,7 +273,7 @@ def main() -> None:
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
     results: dict[str, Any] = {
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+        "machine": {"cpus": os.cpu_count(), "cpu": cpu_model(), "platform": platform.platform()},
         "images": args.n,
         "image_size": args.size,
         "bundles": {},

@@ -200,6 +200,9 @@ class FacesConfig:
     """A face counts from this detection score. MediaPipe's default, 0.5, also finds faces
     in close-ups of flowers, coins and a bee; 0.7 is chosen on the photo set's development
     split (`bench/photo_set.py`): 3 of its 4 people kept, none of those 4 false faces."""
+    segmenter: bool = True
+    """Mask the people of a photograph with a face by the asset's selfie segmenter. It masks
+    whatever stands in front in any photograph, so it runs only where a face is found."""
 
     def __post_init__(self) -> None:
         if not 0 < self.min_score < 1:

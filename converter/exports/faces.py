@@ -1,6 +1,7 @@
-"""The face detector: MediaPipe's published model, carried as it is (`Published`), and the
-output's settings. It has no Keras side to compare with, so no metric is guarded: the bundle
-holds the very file MediaPipe ships, checked by its sha256 when fetched."""
+"""The face detector and the selfie segmenter: MediaPipe's published models, carried as they
+are (`Published`), and the output's settings. They have no Keras side to compare with, so no
+metric is guarded: the bundle holds the very files MediaPipe ships, checked by their sha256
+when fetched."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ from models.data.dataset import Dataset
 from models.pretrained.assets import fetch
 
 OUTPUTS = ["boxes", "scores"]
+DETECTOR = "face_detection_full_range_sparse.tflite"
+SEGMENTER = "selfie_segmentation.tflite"
 
 
 def _config(cfg: ModelsConfig) -> FacesConfig:
@@ -36,11 +39,12 @@ class FacesExport(Export):
 
     def published(self, folder: Path, cfg: ModelsConfig) -> list[Published]:
         files = fetch(_config(cfg).detector)
-        model = next(p for name, p in files.items() if name.endswith(".tflite"))
-        return [Published("faces", model, OUTPUTS)]
+        people = [Published("people", files[SEGMENTER], ["mask"])] if _config(cfg).segmenter else []
+        return [Published("faces", files[DETECTOR], OUTPUTS), *people]
 
     def settings(self, cfg: ModelsConfig) -> dict[str, Any]:
-        return {"detector": _config(cfg).detector, "min_score": _config(cfg).min_score}
+        c = _config(cfg)
+        return {"detector": c.detector, "min_score": c.min_score, "segmenter": c.segmenter}
 
     def feeds(
         self, graphs: dict[str, Graph], images: np.ndarray, max_len: int, limit: int

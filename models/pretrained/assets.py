@@ -155,10 +155,15 @@ ASSETS = {
                 "mediapipe/modules/face_detection/face_detection_full_range_sparse.tflite": (
                     "2c3728e6da56f21e21a320433396fb06d40d9088f2247c05e5635a688d45dfe1"
                 ),
+                "mediapipe/modules/selfie_segmentation/selfie_segmentation.tflite": (
+                    "9ee168ec7c8f2a16c56fe8e1cfbc514974cbbb7e434051b455635f1bd1462f5c"
+                ),
             },
             "MediaPipe's full-range face detector (BlazeFace, sparse, 192x192 input), the "
-            "file MediaPipe publishes (its sha256 is the one MediaPipe's build pins). "
-            "Apache-2.0 (Google); model card: MediaPipe BlazeFace full range.",
+            "file MediaPipe publishes (its sha256 is the one MediaPipe's build pins), and its "
+            "selfie segmenter (256x256, a mask of the people in front of the camera). "
+            "Apache-2.0 (Google); model cards: MediaPipe BlazeFace full range, MediaPipe "
+            "Selfie Segmentation.",
         ),
         Asset(
             "glove",

@@ -100,9 +100,17 @@ def test_real_photos_are_labelled_found_and_mapped_by_everyday_words(
         assert astronaut["labels"][0]["name"] == "person"
         assert astronaut["labels"][0]["kind"] == "face"
         assert "a person at the top (people, face)" in astronaut["caption"].split("; ")
-        face = c.get(f"/images/{rid['astronaut.png']}/match", params={"q": "person"}).json()
-        at = np.unravel_index(int(np.argmax(face["words"][0]["map"])), (7, 7))
-        assert at[0] <= 2, "the astronaut's face is in the upper part of the photograph"
+        faces = astronaut["outputs"]["faces"]  # her face found, the segmenter masks her
+        mask = np.asarray(
+            Image.open(io.BytesIO(c.get(f"/images/{rid['astronaut.png']}/mask").content))
+        )
+        assert 0.3 < faces["person_area"] < 0.8 and (mask == 1).mean() == pytest.approx(
+            faces["person_area"], abs=1e-3
+        )
+        assert mask[-10:].mean() > 0.5 > mask[:10, -60:].mean(), "her body below; sky beside"
+        person = c.get(f"/images/{rid['astronaut.png']}/match", params={"q": "person"}).json()
+        assert person["words"][0]["map"] == faces["person_map"]
+        assert c.get(f"/images/{rid['chelsea.png']}/mask").status_code == 404  # no face
 
         near = c.get(f"/images/{rid['chelsea.png']}/similar").json()["similar"]
         assert {h["id"] for h in near} == set(rid.values()) - {rid["chelsea.png"]}

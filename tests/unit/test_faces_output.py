@@ -19,6 +19,7 @@ from edge.analysis.outputs.faces import (
     FacesOutput,
     decode,
     face_map,
+    grid_share,
     iou,
     match,
 )
@@ -87,3 +88,15 @@ def test_the_photos_bundle_carries_mediapipes_detector_and_runs_it_unsigned() ->
     runner = BundleModels(bundle, threads=1, names=["faces"]).runners["faces"]
     out = FacesOutput(bundle).run({"faces": runner}, np.full((224, 224, 3), 0.5, np.float32))
     assert isinstance(out.fields, FacesFields) and out.fields.faces == []  # grey: no face
+
+
+def test_a_person_mask_maps_to_the_grid_and_person_then_maps_to_it() -> None:
+    mask = np.zeros((256, 256), bool)
+    mask[128:, :64] = True  # the bottom left
+    share = np.array(grid_share(mask, MAP_GRID)).reshape(MAP_GRID, MAP_GRID)
+    assert share.sum() == pytest.approx(1.0, abs=1e-3) and share[:3].sum() == 0
+    assert np.unravel_index(int(np.argmax(share)), share.shape)[1] == 0
+    one = Face(x=0.1, y=0.5, w=0.1, h=0.1, score=0.9)
+    masked = FacesFields(faces=[one], person_area=0.125, person_map=list(share.ravel()))
+    assert match(masked, "person")[0]["map"] == masked.person_map
+    assert match(FacesFields(faces=[one]), "person")[0]["map"] != masked.person_map

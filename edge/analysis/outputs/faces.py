@@ -7,6 +7,12 @@ labelled "person" (and "people" with two or more), scored by its best face, and
 `/images/{id}/match?q=person` shows where the faces are. It says that there are faces, never
 whose: nothing here describes, compares or recognises a face.
 
+Where a face is found and the bundle carries MediaPipe's selfie segmenter ("people"), the
+people are masked too: the mask is the record's `mask` file (class 1: person), its share of
+the image is `person_area`, and "person" then maps to the mask rather than to the faces'
+boxes. The segmenter masks whatever stands in front in any photograph, so it never runs
+without a face.
+
 The detector's 2304 anchors are the cells of a 48x48 grid (one anchor each, of fixed unit
 size), and each anchor regresses a box centre and size in input pixels; boxes of faces
 scoring at least `min_score` are kept, the best first, and a box overlapping a better one by
@@ -15,11 +21,11 @@ more than `OVERLAP` is the same face.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from PIL import Image
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from edge.analysis.outputs.base import (
     QUERY_WORD,
@@ -30,6 +36,7 @@ from edge.analysis.outputs.base import (
     place,
 )
 from edge.analysis.runtime import Runner
+from edge.ingest.imaging import mask_png
 
 SIZE = 192
 GRID = 48
@@ -37,6 +44,7 @@ OVERLAP = 0.3
 MAX_FACES = 20
 MAP_GRID = 7
 """Cells per side of a face map (`match`), as the classifier's label maps."""
+SEGMENTER_SIZE = 256
 WORDS = ("person", "people", "face")
 
 
@@ -53,6 +61,10 @@ class Face(BaseModel):
 class FacesFields(OutputFields):
     faces: list[Face]
     """Best first."""
+    person_area: float | None = None
+    """The share of the image the people's mask covers (None: not masked)."""
+    person_map: list[float] = Field(default_factory=list)
+    """The mask on the MAP_GRID grid (row by row, summing to 1): what "person" maps to."""
 
 
 def anchors() -> np.ndarray:
@@ -115,27 +127,47 @@ def match(f: FacesFields, q: str) -> list[dict[str, Any]]:
     each with the faces' map and the best face's score."""
     if not f.faces:
         return []
-    m = [round(float(x), 5) for x in face_map(f.faces)]
+    m = f.person_map or [round(float(x), 5) for x in face_map(f.faces)]
     best = f.faces[0].score
     tokens = dict.fromkeys(QUERY_WORD.findall(q.lower()))
     return [{"word": t, "map": m, "score": best} for t in tokens if t in WORDS]
 
 
+def grid_share(mask: np.ndarray, n: int) -> list[float]:
+    """(n * n,) summing to 1: each cell's share of a boolean (H, W) mask over the image."""
+    small = Image.fromarray(mask.astype(np.uint8) * 255).resize((n, n), Image.Resampling.BOX)
+    cells = np.asarray(small, np.float64).ravel()
+    return [round(float(c), 5) for c in cells / max(float(cells.sum()), 1e-9)]
+
+
 class FacesOutput(Output):
     key = "faces"
     Fields = FacesFields
+    files: ClassVar[dict[str, tuple[str, str]]] = {"mask": ("mask.png", "image/png")}
 
     def __init__(self, bundle: Any) -> None:
         super().__init__(bundle)
         self.min_score = float(self.settings["min_score"])
         self.input = bundle.doc.models["faces"].inputs[0].name
+        people = self.settings.get("segmenter") and "people" in bundle.doc.models
+        self.people = bundle.doc.models["people"].inputs[0].name if people else None
 
     def run(self, runners: dict[str, Runner], x: np.ndarray) -> Produced:
         rgb = Image.fromarray(np.clip(x * 255 + 0.5, 0, 255).astype(np.uint8))
         small = np.asarray(rgb.resize((SIZE, SIZE), Image.Resampling.BILINEAR), np.float32)
         got = runners["faces"](**{self.input: (small / 127.5 - 1)[None]})
         faces = decode(got["boxes"][0], got["scores"][0], self.min_score)
-        return Produced(FacesFields(faces=faces))
+        if not faces or self.people is None:
+            return Produced(FacesFields(faces=faces))
+        side = (SEGMENTER_SIZE, SEGMENTER_SIZE)
+        big = np.asarray(rgb.resize(side, Image.Resampling.BILINEAR), np.float32) / 255
+        mask = runners["people"](**{self.people: big[None]})["mask"][0, ..., 0] > 0.5
+        fields = FacesFields(
+            faces=faces,
+            person_area=round(float(mask.mean()), 4),
+            person_map=grid_share(mask, MAP_GRID) if mask.any() else [],
+        )
+        return Produced(fields, files={"mask": mask_png(mask, 2)})
 
     @classmethod
     def labels(cls, f: Any) -> list[Label]:
