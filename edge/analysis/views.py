@@ -237,14 +237,24 @@ def sidecar(
     }
 
 
+SURE = 0.6
+"""A label a model gives with at least this probability (kinds SURE_KINDS) is also a `sure`
+label: search ranks an image it names surely above one it names with doubt (a photograph
+surely of a cat above one the classifier only half calls an animal)."""
+SURE_KINDS = ("class", "face", "vae")
+"""Label kinds whose score is a probability (a segment's is its area)."""
+
+
 def index_fields(r: Record) -> dict[str, Any]:
     """What search sees of a record; an out-of-domain image only by its label and filters."""
     d = Derived.of(r)
     attrs = dicom(r, public=False)
+    labels = d.public_labels()
     return {
         "id": r.id,
         "caption": d.public_caption(),
-        "labels": [lab["name"] for lab in d.public_labels()],
+        "labels": [lab["name"] for lab in labels],
+        "sure": [x["name"] for x in labels if x["kind"] in SURE_KINDS and x["score"] >= SURE],
         "classes": [] if d.out_of_domain else d.classes,
         "source": r.source,
         "device": r.device_id,

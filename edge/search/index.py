@@ -45,13 +45,13 @@ from edge.search.query import (
 from edge.store.records import Record
 
 log = logging.getLogger("s3e.index")
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 """The documents' schema below. A different number in the index folder's `schema.json` (or an
 index tantivy cannot open with this schema) means: empty it, and rebuild from the store."""
 SCHEMA_FILE = "schema.json"
 
-DEFAULT_FIELDS = ["caption", "labels"]
-FUZZY = {"caption": (False, 1, True), "labels": (False, 1, True)}
+DEFAULT_FIELDS = ["caption", "labels", "sure"]
+FUZZY = {"caption": (False, 1, True), "labels": (False, 1, True), "sure": (False, 1, True)}
 """Typo tolerance: (prefix, distance, a swap of neighbours counts one) per field."""
 PHRASE_BOOST = 2.0
 RESCORE_WINDOW = 200
@@ -83,6 +83,7 @@ def build_schema() -> tantivy.Schema:
     sb.add_unsigned_field("seq", stored=False, indexed=True, fast=True)
     sb.add_text_field("caption", stored=True, tokenizer_name=CAPTION_TOKENIZER)
     sb.add_text_field("labels", stored=True, fast=True, tokenizer_name="raw")
+    sb.add_text_field("sure", stored=False, tokenizer_name="raw")
     sb.add_unsigned_field("label_bits", stored=False, indexed=False, fast=True)
     sb.add_unsigned_field("source_bits", stored=False, indexed=False, fast=True)
     sb.add_text_field("classes", stored=True, fast=True, tokenizer_name="raw")
@@ -108,6 +109,7 @@ def document(r: Record, facets: Facets) -> tantivy.Document:
         id=f["id"],
         caption=f["caption"],
         labels=f["labels"],
+        sure=f["sure"],
         classes=f["classes"],
         source=f["source"],
         device=f["device"],

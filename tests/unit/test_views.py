@@ -125,6 +125,7 @@ def test_the_index_fields_of_an_in_domain_record() -> None:
         "id": IN.id,
         "caption": CAPTION,
         "labels": ["opacity", "consolidation", "anomalous"],
+        "sure": ["consolidation"],  # a probability of 0.97; an area and an anomaly are none
         "classes": ["opacity"],
         "source": "folder",
         "device": "edge-01",
