@@ -11,6 +11,7 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 
+from edge.analysis.bundle import BundleError
 from models.config import ATTENTIONS, ConfigError
 from models.data.dataset import DatasetFormatError
 from models.data.domains import DOMAINS
@@ -158,6 +159,22 @@ def _parser() -> argparse.ArgumentParser:
         "--cache", type=Path, help="the asset cache (default: $S3E_ASSETS or ~/.cache/s3e/assets)"
     )
 
+    fp = sub.add_parser(
+        "fit-photos",
+        help="labels of your own: fit the photos bundle's head on a folder of class folders",
+        formatter_class=_Help,
+        description="Fit a head on the pretrained classifier of a photos bundle from --data, a "
+        "folder holding one sub-folder of photographs per label of yours (20 each is plenty: "
+        "data/cat/*.jpg, data/bicycle/*.jpg), and write a copy of the bundle that labels "
+        "photographs with them too, first, each with its heat-map. Nothing but the head is "
+        "trained (a few seconds); no TensorFlow is needed. Swap it in live with "
+        'POST /admin/bundle {"bundle": "<--out>"}, or start with --catch-all <--out>.',
+    )
+    fp.add_argument("--data", type=Path, required=True, help="a folder of class sub-folders")
+    fp.add_argument("--out", type=Path, required=True, help="the new bundle's folder")
+    fp.add_argument("--base", default="photos-int8", help="the photos bundle to build on")
+    fp.add_argument("--name", default="photos-mine", help="the new bundle's name")
+
     r = sub.add_parser(
         "reproduce",
         help="make data, train, evaluate and write the model card",
@@ -291,12 +308,18 @@ def run(argv: list[str] | None = None) -> int:
             from models.photos.build import make
 
             make(args.out, args.work, args.cache)
+        elif args.command == "fit-photos":
+            from models.photos.head import train, write_bundle
+
+            head, used = train(args.data, args.base)
+            write_bundle(args.base, head, args.out, args.name)
+            log.info("%s: labels %s (images used: %s)", args.out, head["classes"], used)
         else:
             from models import reproduce
 
             report = reproduce.run(args.domain, args.out, args.work, args.resume)
             log.info("minimums: %s", json.dumps(report["minimums"]))
-    except (ConfigError, DatasetFormatError, FileExistsError, AssetError) as e:
+    except (ConfigError, DatasetFormatError, FileExistsError, AssetError, BundleError) as e:
         log.error("%s", e)
         return EXIT_FAILED
     return 0

@@ -94,6 +94,59 @@ class Vocabulary:
         return np.add.reduceat(p[self.index], self.starts)
 
 
+class UserHead:
+    """Labels of the user's own (`s3e-train fit-photos`, the bundle's `user_head` asset): a
+    softmax regression on the standardised logits. Linear in the logits, so applied to each
+    cell's class activations it gives each of the user's classes its heat-map. A class also
+    needs the photograph within its reach (`within`)."""
+
+    def __init__(self, doc: dict[str, Any]) -> None:
+        try:
+            self.classes = [str(c) for c in doc["classes"]]
+            self.mean, self.std = np.asarray(doc["mean"], float), np.asarray(doc["std"], float)
+            self.weights = np.asarray(doc["weights"], float)
+            self.bias = np.asarray(doc["bias"], float)
+            self.min_score = float(doc["min_score"])
+            self.centroids = np.asarray(doc["centroids"], float)
+            self.min_similarity = np.asarray(doc["min_similarity"], float)
+        except (KeyError, TypeError, ValueError) as e:
+            raise BundleError(f"user_head: {e}") from None
+        k, n = len(self.classes), len(self.mean)
+        shapes = (self.weights.shape, self.centroids.shape, self.bias.shape, self.std.shape)
+        if shapes != ((k, n), (k, n), (k,), (n,)) or self.min_similarity.shape != (k,):
+            raise BundleError(f"user_head: weights {self.weights.shape} for {k} classes")
+
+    def scores(self, logits: np.ndarray) -> np.ndarray:
+        """(..., classes) from (..., 1000): one logit's worth of each class of the user's."""
+        return np.asarray(((logits - self.mean) / self.std) @ self.weights.T + self.bias)
+
+    def probabilities(self, logits: np.ndarray) -> np.ndarray:
+        return softmax(self.scores(logits))
+
+    def within(self, logits: np.ndarray) -> np.ndarray:
+        """(classes,) bool: whether the photograph is as near each class's centroid as its
+        own photographs were (the head alone would give every photograph a class)."""
+        z = (logits - self.mean) / self.std
+        return np.asarray(self.centroids @ (z / np.linalg.norm(z)) >= self.min_similarity)
+
+
+def user_labels(
+    head: UserHead, logits: np.ndarray, cams: np.ndarray
+) -> tuple[list[WordScore], np.ndarray]:
+    """The user's classes at least `min_score` probable, likeliest first, and their maps
+    (labels, G, G) uint8, stretched as `label_maps` stretches."""
+    p, near = head.probabilities(logits), head.within(logits)
+    keep = [int(i) for i in np.argsort(-p) if p[i] >= head.min_score and near[i]]
+    cells = head.scores(cams.astype(np.float64))  # (G, G, classes)
+    maps = np.zeros((len(keep), *cams.shape[:2]), np.uint8)
+    for k, i in enumerate(keep):
+        m = cells[..., i] - cells[..., i].min()
+        if m.max() > 0:
+            maps[k] = np.rint(255 * m / m.max()).astype(np.uint8)
+    words = [WordScore(word=head.classes[i], score=round(float(p[i]), 4)) for i in keep]
+    return words, maps
+
+
 def softmax(logits: np.ndarray) -> np.ndarray:
     z = np.exp(logits - logits.max())
     return z / z.sum()
@@ -198,6 +251,8 @@ class ClassifyOutput(Output):
         self.top = int(self.settings["top_labels"])  # written by the converter's export
         self.min_score = float(self.settings["min_score"])
         self.map_classes = int(self.settings["map_classes"])
+        own = "user_head" in bundle.doc.outputs[self.key].assets
+        self.head = UserHead(bundle.asset("user_head")) if own else None
 
     def classify(self, runners: dict[str, Runner], x: np.ndarray) -> dict[str, np.ndarray]:
         """The classifier's logits (1000), class maps (G, G, 1000) and features (1280)."""
@@ -209,6 +264,9 @@ class ClassifyOutput(Output):
         p = softmax(got["logits"].astype(np.float64))
         labels = label_words(self.vocab, p, self.top, self.min_score)
         maps = label_maps(self.vocab, labels, p, got["cams"], self.map_classes)
+        if self.head is not None:  # the user's own labels first
+            own, own_maps = user_labels(self.head, got["logits"].astype(np.float64), got["cams"])
+            labels, maps = own + labels, np.concatenate([own_maps, maps])
         for label, m in zip(labels, maps, strict=True):
             label.at = map_place(m)
         feats = got["features"].astype(np.float32)
