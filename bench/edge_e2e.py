@@ -244,16 +244,10 @@ def cpu_model() -> str:
     """The CPU's name as Linux reports it: int8 against float16 turns on its instruction set
     (the same bundles swap order between hosts), so a figure is read with it."""
     info = Path("/proc/cpuinfo")
-    names = (
-        [
-            ln.split(":", 1)[1].strip()
-            for ln in info.read_text().splitlines()
-            if ln.startswith("model name")
-        ]
-        if info.exists()
-        else []
-    )
-    return names[0] if names else platform.processor()
+    for line in info.read_text().splitlines() if info.exists() else []:
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor()
 
 
 def main() -> None:

@@ -7,10 +7,11 @@ against a network of the same task trained from scratch, on the same photographs
 `--train` and `--test` are folders of class sub-folders (the same classes). The head is fitted
 as `s3e-train fit-photos` fits it and read back as the device reads it (`UserHead`, on the
 bundle's TFLite classifier's logits); a test photograph counts right when its likeliest class
-is its own, and "labelled" when that class also reaches the head's `min_score` (what the
-device shows). The from-scratch network (four conv blocks, 96x96 input, mirrored and shifted
-copies as augmentation, Adam, `--epochs`) sees the same training photographs; it needs
-TensorFlow (the `train` extra). Chance is the largest class's share of the test photographs.
+is its own, and "labelled" when the device labels it with that class first (`UserHead.taken`:
+probable enough and within the class's reach). The from-scratch network (four conv blocks,
+96x96 input, mirrored and shifted copies as augmentation, Adam, `--epochs`) sees the same
+training photographs; it needs TensorFlow (the `train` extra). Chance is the largest class's
+share of the test photographs.
 `--others`: a folder of photographs of none of the classes; the share the head labels with
 one of them (it should give them none).
 """
@@ -37,38 +38,41 @@ from models.photos.head import class_folders, logits_of, train
 SCRATCH_SIZE = 96
 
 
-def pretrained(train_dir: Path, test: dict[str, list[Path]], base: str) -> dict[str, Any]:
-    t = time.perf_counter()
-    doc, used = train(train_dir, base)
-    fit_s = time.perf_counter() - t
-    head = UserHead(doc)
-    bundle = load_bundle(base)
-    models = BundleModels(bundle, threads=2)
+class Device:
+    """The base bundle's classifier, as the device runs it, and the head fitted on it."""
+
+    def __init__(self, train_dir: Path, base: str) -> None:
+        t = time.perf_counter()
+        doc, self.used = train(train_dir, base)
+        self.fit_seconds = time.perf_counter() - t
+        self.head, self.bundle = UserHead(doc), load_bundle(base)
+        self.models = BundleModels(self.bundle, threads=2)
+
+    def logits(self, paths: list[Path]) -> list[np.ndarray]:
+        """Each photograph's logits as taken (not mirrored)."""
+        return [pair[0].astype(np.float64) for pair in logits_of(self.bundle, self.models, paths)]
+
+
+def pretrained(device: Device, test: dict[str, list[Path]]) -> dict[str, Any]:
+    head = device.head
     right = labelled = n = 0
     for k, name in enumerate(head.classes):
-        for pair in logits_of(bundle, models, test[name]):
-            p = head.probabilities(pair[0].astype(np.float64))  # as taken, not mirrored
-            right += int(np.argmax(p) == k)
-            labelled += int(np.argmax(p) == k and p[k] >= head.min_score)
+        for x in device.logits(test[name]):
+            right += int(np.argmax(head.probabilities(x)) == k)
+            labelled += int(head.taken(x)[:1] == [k])
             n += 1
     return {
         "accuracy": round(right / n, 3),
         "labelled_right": round(labelled / n, 3),
-        "fit_seconds": round(fit_s, 1),
-        "train_images": used,
+        "fit_seconds": round(device.fit_seconds, 1),
+        "train_images": device.used,
     }
 
 
-def strangers(train_dir: Path, others: Path, base: str) -> dict[str, Any]:
+def strangers(device: Device, others: Path) -> dict[str, Any]:
     """How many photographs of none of the classes the device would label with one."""
-    doc, _ = train(train_dir, base)
-    head, bundle = UserHead(doc), load_bundle(base)
     paths = sorted(p for p in others.rglob("*") if p.is_file() and not p.name.startswith("."))
-    pairs = logits_of(bundle, BundleModels(bundle, threads=2), paths)
-    given = [
-        bool(((head.probabilities(x) >= head.min_score) & head.within(x)).any())
-        for x in (pair[0].astype(np.float64) for pair in pairs)
-    ]
+    given = [bool(device.head.taken(x)) for x in device.logits(paths)]
     return {"photographs": len(given), "given_a_class": round(float(np.mean(given)), 3)}
 
 
@@ -135,13 +139,14 @@ def main() -> None:
     if list(train_set) != list(test_set):
         sys.exit(f"the classes differ: {list(train_set)} against {list(test_set)}")
     counts = {c: len(ps) for c, ps in test_set.items()}
+    device = Device(args.train, args.base)
     result = {
         "classes": list(train_set),
         "train_per_class": {c: len(ps) for c, ps in train_set.items()},
         "test_per_class": counts,
         "chance": round(max(counts.values()) / sum(counts.values()), 3),
-        "pretrained_head": pretrained(args.train, test_set, args.base),
-        "others": strangers(args.train, args.others, args.base) if args.others else None,
+        "pretrained_head": pretrained(device, test_set),
+        "others": strangers(device, args.others) if args.others else None,
         "from_scratch": [scratch(train_set, test_set, args.epochs, s) for s in args.seeds],
     }
     print(json.dumps(result, indent=1))

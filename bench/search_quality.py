@@ -47,7 +47,13 @@ def start_daemon(bundle: str, data_dir: Path, inbox: Path) -> Daemon:
         {
             "device_id": "bench",
             "data_dir": str(data_dir),
-            "model": {"bundle": bundle, "catch_all": "", "accelerator": "cpu", "workers": 2},
+            "model": {
+                "bundle": bundle,
+                "catch_all": "",
+                "accelerator": "cpu",
+                "threads": 1,
+                "workers": 2,
+            },
             "capture": {"folder": {"path": str(inbox), "settle_s": 0.05, "poll_interval_s": 0.1}},
             "index": {"commit_every": 64, "commit_interval_s": 0.5},
             "http": {"port": 0},

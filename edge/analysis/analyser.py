@@ -20,9 +20,9 @@ import numpy as np
 
 from edge.analysis.bundle import Bundle
 from edge.analysis.models import BundleModels
-from edge.analysis.outputs import OUTPUTS, Output, for_bundle
-from edge.analysis.outputs.base import OOD_ABOVE
+from edge.analysis.outputs import Output, for_bundle
 from edge.analysis.runtime import Runner
+from edge.analysis.views import Derived
 from edge.config import ModelConfig
 from edge.store.records import Analysis
 
@@ -86,16 +86,6 @@ class Analyser:
         return out
 
 
-def out_of_domain(a: Analysis) -> bool:
-    """Whether an output of the analysis gives the verdict "out of its bundle's domain"."""
-    for key, raw in a.outputs.items():
-        plugin = OUTPUTS.get(key)
-        score = plugin.ood_score(plugin.parse(raw)) if plugin is not None else None
-        if score is not None and score > OOD_ABOVE:
-            return True
-    return False
-
-
 class Router:
     """Several bundles' analysers, each on its own preprocessing of the image: the first
     bundle analyses every image, and one that its out-of-domain verdict refuses goes to the
@@ -114,6 +104,6 @@ class Router:
         for each bundle, in order)."""
         for analyser, x in zip(self.analysers[:-1], xs, strict=False):
             got = analyser.analyse(x)
-            if not out_of_domain(got):
+            if not Derived.of_outputs(got.outputs).out_of_domain:
                 return got
         return self.analysers[-1].analyse(xs[len(self.analysers) - 1])

@@ -50,8 +50,13 @@ class Derived:
 
     @classmethod
     def of(cls, r: Record) -> Derived:
-        d = cls(outputs=r.analysis)
-        for key, raw in r.analysis.items():
+        return cls.of_outputs(r.analysis)
+
+    @classmethod
+    def of_outputs(cls, outputs: dict[str, dict[str, Any]]) -> Derived:
+        """What the outputs (a record's, or an analysis just made) say, merged."""
+        d = cls(outputs=outputs)
+        for key, raw in outputs.items():
             plugin = OUTPUTS.get(key)
             if plugin is None:  # a newer bundle's output: carried, not interpreted
                 continue

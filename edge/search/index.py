@@ -53,6 +53,8 @@ SCHEMA_FILE = "schema.json"
 DEFAULT_FIELDS = ["caption", "labels", "sure"]
 FUZZY = {"caption": (False, 1, True), "labels": (False, 1, True), "sure": (False, 1, True)}
 """Typo tolerance: (prefix, distance, a swap of neighbours counts one) per field."""
+TYPO_FIELDS = ("caption", "labels")
+"""The fields whose terms tell a typo (`typos`): the sure labels are some of the labels."""
 PHRASE_BOOST = 2.0
 RESCORE_WINDOW = 200
 """Plain words found side by side as typed rank above the same words apart: their phrase
@@ -253,7 +255,7 @@ class SearchIndex:
         the one-edit part would then only add a constant to every exact match, or worse,
         other words' matches."""
         searcher = self.index.searcher()
-        known = {name: {t for t, _ in searcher.terms_with_prefix(name, "")} for name in FUZZY}
+        known = {name: {t for t, _ in searcher.terms_with_prefix(name, "")} for name in TYPO_FIELDS}
         out = []
         for word in query_words(q):
             if is_english(word.lower()):

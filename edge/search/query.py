@@ -83,12 +83,11 @@ def query_words(q: str) -> list[str]:
 
 
 def field_terms(q: str) -> dict[str, set[str]]:
-    """The terms a query's words can become in each searched field: stemmed in the caption,
-    as typed in the labels and the sure labels (raw fields). A superset for a query with
-    syntax: every word but the operators and field names, in every field."""
+    """The terms a query's words can become in the caption (stemmed) and the labels (as
+    typed: a raw field). A superset for a query with syntax: every word but the operators and
+    field names, in both fields."""
     words = query_words(q)
     return {
         "caption": {t for w in words for t in CAPTION_ANALYZER.analyze(w)},
         "labels": set(words),
-        "sure": set(words),
     }

@@ -27,6 +27,7 @@ from tqdm import tqdm
 from edge.analysis.bundle import BUNDLE_FILE, Bundle, load_bundle, sha256_file
 from edge.analysis.models import BundleModels
 from edge.analysis.outputs.classify import UserHead
+from edge.config import parse_config
 from edge.ingest.imaging import ImageRejectedError, decode, preprocess
 from models.data.dataset import DatasetFormatError
 
@@ -66,11 +67,11 @@ def class_folders(root: Path) -> dict[str, list[Path]]:
 def logits_of(bundle: Bundle, models: BundleModels, paths: list[Path]) -> list[np.ndarray]:
     """Each readable image's logits, as the device computes them, and its mirror's (2, 1000);
     an unreadable file is skipped with a warning."""
-    spec = bundle.doc.preprocessing.model_dump()
+    spec, lim = bundle.doc.preprocessing.model_dump(), parse_config({}, "defaults").limits
     out = []
     for p in tqdm(paths, desc="photos", unit="img"):
         try:
-            img = decode(p.read_bytes(), 100_000_000, 20_000, spec["size"]).image
+            img = decode(p.read_bytes(), lim.max_pixels, lim.max_side, spec["size"]).image
         except ImageRejectedError as e:
             log.warning("%s: skipped (%s)", p, e.reason)
             continue

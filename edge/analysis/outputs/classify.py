@@ -129,14 +129,19 @@ class UserHead:
         z = (logits - self.mean) / self.std
         return np.asarray(self.centroids @ (z / np.linalg.norm(z)) >= self.min_similarity)
 
+    def taken(self, logits: np.ndarray) -> list[int]:
+        """The classes that label the photograph, likeliest first: at least `min_score`
+        probable and within reach."""
+        p, near = self.probabilities(logits), self.within(logits)
+        return [int(i) for i in np.argsort(-p) if p[i] >= self.min_score and near[i]]
+
 
 def user_labels(
     head: UserHead, logits: np.ndarray, cams: np.ndarray
 ) -> tuple[list[WordScore], np.ndarray]:
     """The user's classes at least `min_score` probable, likeliest first, and their maps
     (labels, G, G) uint8, stretched as `label_maps` stretches."""
-    p, near = head.probabilities(logits), head.within(logits)
-    keep = [int(i) for i in np.argsort(-p) if p[i] >= head.min_score and near[i]]
+    p, keep = head.probabilities(logits), head.taken(logits)
     cells = head.scores(cams.astype(np.float64))  # (G, G, classes)
     maps = np.zeros((len(keep), *cams.shape[:2]), np.uint8)
     for k, i in enumerate(keep):
@@ -195,11 +200,10 @@ def sentence(labels: list[WordScore]) -> list[str]:
     for at, ws in places.items():
         said = [w.word for w in ws]
         also = sorted({a for w in ws for a in w.also} - set(said))
-        more = ", ".join(said[1:]) + ("; " if len(said) > 1 and also else "")
-        more += f"also {', '.join(also)}" if also else ""
-        clauses.append(
-            " ".join(x for x in (article(said[0]), at, f"({more})" if more else "") if x)
-        )
+        more = [", ".join(said[1:]), f"also {', '.join(also)}" if also else ""]
+        inside = "; ".join(m for m in more if m)
+        parts = [article(said[0]), at, f"({inside})" if inside else ""]
+        clauses.append(" ".join(x for x in parts if x))
     return clauses
 
 
